@@ -1,0 +1,24 @@
+"""Command line: a thin layer over the library. Each command lives in its own module and
+is registered here, in one place."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pcapexfil")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def main(verbose: int) -> None:
+    """Find data exfiltration in network traffic, without Zeek."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="pcapexfil: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# Command registry: one import and one add_command per command module.

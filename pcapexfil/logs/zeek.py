@@ -1,0 +1,180 @@
+"""Writes logs byte-compatible with Zeek's ASCII writer, in TSV or JSON form.
+
+See ../shared/docs/zeek-log-format.md; Zeek's tools, zat and SIEM parsers read these
+files without changes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Any, Literal
+
+Field = tuple[str, str]  # (dotted column name, Zeek type such as "count" or "set[string]")
+TimestampStyle = Literal["epoch", "millis", "iso8601"]
+
+_SEPARATOR = "\t"
+_SET_SEPARATOR = ","
+_EMPTY = "(empty)"
+_UNSET = "-"
+
+
+def format_time(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def format_double(value: float) -> str:
+    """Zeek's double rendering: up to 6 decimals, trailing zeros trimmed, never an exponent."""
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    text = f"{value:.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def escape_string(value: str | bytes, in_container: bool = False) -> str:
+    """Escape non-printable bytes and separators as \\xHH, the way LogAscii does."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    if not raw:
+        return _EMPTY
+    out = []
+    for byte in raw:
+        ch = chr(byte)
+        if byte < 0x20 or byte >= 0x7F or ch == _SEPARATOR or (in_container and ch == _SET_SEPARATOR):
+            out.append(f"\\x{byte:02x}")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    if text in (_UNSET, _EMPTY):
+        return "\\x{:02x}{}".format(ord(text[0]), text[1:])
+    # Non-ASCII UTF-8 would be written raw by Zeek only if printable; we keep bytes exact.
+    return text
+
+
+def _format_scalar(value: Any, type_: str, in_container: bool = False) -> str:
+    if type_ in ("time", "interval"):
+        return format_time(float(value))
+    if type_ == "double":
+        return format_double(float(value))
+    if type_ in ("count", "int", "port"):
+        return str(int(value))
+    if type_ == "bool":
+        return "T" if value else "F"
+    if type_ in ("addr", "subnet"):
+        return str(value)
+    return escape_string(value, in_container)
+
+
+def format_tsv(value: Any, type_: str) -> str:
+    if value is None:
+        return _UNSET
+    if type_.startswith(("set[", "vector[")):
+        inner = type_[type_.index("[") + 1 : -1]
+        items = list(value)
+        if not items:
+            return _EMPTY
+        return _SET_SEPARATOR.join(_format_scalar(v, inner, in_container=True) for v in items)
+    return _format_scalar(value, type_)
+
+
+def _json_value(value: Any, type_: str, ts_style: TimestampStyle) -> Any:
+    if type_.startswith(("set[", "vector[")):
+        inner = type_[type_.index("[") + 1 : -1]
+        return [_json_value(v, inner, ts_style) for v in value]
+    if type_ == "time":
+        if ts_style == "millis":
+            return int(round(float(value) * 1000))
+        if ts_style == "iso8601":
+            moment = _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
+            return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return float(f"{float(value):.6f}")
+    if type_ in ("interval", "double"):
+        number = float(value)
+        return None if math.isnan(number) or math.isinf(number) else number
+    if type_ in ("count", "int", "port"):
+        return int(value)
+    if type_ == "bool":
+        return bool(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def _strftime_local(moment: float) -> str:
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(moment))
+
+
+class ZeekLogWriter:
+    """One log file. Rows are dicts keyed by column name (missing key = unset).
+
+    Rows are written as they come, so memory does not grow with the log.
+    `#open`/`#close` carry the writer's wall clock in local time, as Zeek's do.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        log_path: str,
+        fields: Sequence[Field],
+        use_json: bool = False,
+        ts_style: TimestampStyle = "epoch",
+    ) -> None:
+        self.path = os.fspath(path)
+        self.fields = list(fields)
+        self.use_json = use_json
+        self.ts_style = ts_style
+        self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8", newline="\n")
+        self.rows = 0
+        if not use_json:
+            names = _SEPARATOR.join(name for name, _ in self.fields)
+            types = _SEPARATOR.join(type_ for _, type_ in self.fields)
+            self._fh.write(
+                "#separator \\x09\n"
+                f"#set_separator{_SEPARATOR}{_SET_SEPARATOR}\n"
+                f"#empty_field{_SEPARATOR}{_EMPTY}\n"
+                f"#unset_field{_SEPARATOR}{_UNSET}\n"
+                f"#path{_SEPARATOR}{log_path}\n"
+                f"#open{_SEPARATOR}{_strftime_local(time.time())}\n"
+                f"#fields{_SEPARATOR}{names}\n"
+                f"#types{_SEPARATOR}{types}\n"
+            )
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        assert self._fh is not None, "write after close"
+        if self.use_json:
+            obj = {
+                name: _json_value(row[name], type_, self.ts_style)
+                for name, type_ in self.fields
+                if row.get(name) is not None
+            }
+            self._fh.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+        else:
+            self._fh.write(
+                _SEPARATOR.join(format_tsv(row.get(name), type_) for name, type_ in self.fields) + "\n"
+            )
+        self.rows += 1
+
+    def write_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is None:
+            return
+        if not self.use_json:
+            self._fh.write(f"#close{_SEPARATOR}{_strftime_local(time.time())}\n")
+        self._fh.close()
+        self._fh = None
+
+    def __enter__(self) -> ZeekLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
