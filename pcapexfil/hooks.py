@@ -1,0 +1,66 @@
+"""The two extension points of the pipeline, as typed protocols.
+
+- An `AppAnalyzer` rides on the flow table: it sees every packet of every connection
+  (already oriented originator/responder) and fills the application identifiers into the
+  record just before it is emitted. TLS, HTTP and DNS are analyzers; a new identifier is
+  a new analyzer registered in `pcapexfil.identifiers.make_analyzers`.
+- A `RecordSink` consumes emitted connection records and the advance of network time:
+  conn.log is a sink, the exfiltration detector is a sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from pcapexfil.packet import Packet
+    from pcapexfil.record import ConnRecord
+    from pcapexfil.weird import Weirds
+
+
+class ConnView(Protocol):
+    """What an analyzer may read of a live connection (the flow table's object)."""
+
+    uid: str
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    proto: int  # IP protocol number
+    start_ts: float
+    service: list[str]  # analyzers append the protocol names they recognised
+    app: dict[str, Any]  # scratch space, one key per analyzer
+
+
+class AppAnalyzer(Protocol):
+    def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
+        """Called for every packet of a connection, after direction is decided."""
+
+    def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
+        """Called once when the connection's record is built, before it is emitted."""
+
+    def close(self) -> None:
+        """End of input: flush and close any logs the analyzer writes."""
+
+
+class RecordSink(Protocol):
+    def on_record(self, rec: ConnRecord) -> None:
+        """A connection ended (Zeek's connection_state_remove)."""
+
+    def on_time(self, now: float) -> None:
+        """Network time advanced to `now` (called at least once per second of traffic)."""
+
+    def close(self, now: float) -> None:
+        """End of input at network time `now`."""
+
+
+@dataclass(slots=True)
+class AnalyzerContext:
+    """What analyzers need to know to build themselves and their logs."""
+
+    out_dir: str | None  # where ssl.log/http.log/dns.log go; None: write no logs
+    use_json: bool = False
+    ts_style: Literal["epoch", "millis", "iso8601"] = "epoch"
+    domain_mode: Literal["psl", "last2"] = "psl"
+    weirds: Weirds | None = None
