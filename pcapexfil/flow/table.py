@@ -1,0 +1,418 @@
+"""The flow table: packets in, Zeek conn.log records out, as connections end.
+
+Connection identity, originator choice, timers and per-protocol counters follow Zeek's
+session manager and IP-based analyzers (src/session/Manager.cc,
+src/packet_analysis/protocol/{ip,tcp,udp,icmp}); see docs/corpus-differences.md for
+where pcapexfil still differs. Memory is bounded by the number of live connections:
+a record is emitted (and forgotten) when Zeek would raise connection_state_remove.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcapexfil.flow.ports import is_likely_server_port
+from pcapexfil.flow.tcp import TCPAdapter
+from pcapexfil.flow.uid import UidGenerator
+from pcapexfil.hooks import AppAnalyzer
+from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
+from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, TH_SYN, Packet
+from pcapexfil.record import ConnRecord
+from pcapexfil.weird import Weirds
+
+# ICMP types whose reply belongs to the same connection (Zeek's ICMP4_counterpart /
+# ICMP6_counterpart); every other type is one-way and keyed by (type, code).
+_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_PAIRS = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136, 136: 135,
+                139: 140, 140: 139, 144: 145, 145: 144, 146: 147, 147: 146}  # fmt: skip
+
+# Outer packets of these IP protocols carry a tunnel but are no connection of their own
+# (IP-in-IP, IPv6-in-IP, GRE, EtherIP): Zeek names them by a tunnel uid instead.
+_IP_LEVEL_TUNNEL_PROTOS = frozenset({4, 41, 47, 97})
+
+Emit = Callable[[ConnRecord], None]
+
+
+@dataclass(slots=True)
+class FlowConfig:
+    """Zeek's defaults from scripts/base/init-bare.zeek."""
+
+    tcp_inactivity_timeout: float = 300.0
+    udp_inactivity_timeout: float = 60.0
+    icmp_inactivity_timeout: float = 60.0
+    unknown_inactivity_timeout: float = 60.0
+    tcp_attempt_delay: float = 5.0
+    tcp_close_delay: float = 5.0
+    tcp_syn_timeout: float = 5.0
+    tcp_session_timer: float = 6.0
+    tcp_connection_linger: float = 5.0
+    local_nets: Sequence[str] = PRIVATE_NETS
+    seed: int | None = None
+    weirds: Weirds | None = field(default=None, repr=False)
+
+
+class Connection:
+    """A live connection; what analyzers see (satisfies hooks.ConnView)."""
+
+    __slots__ = (
+        "table", "key", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto",
+        "start_ts", "last_ts", "service", "app", "history", "hist_seen",
+        "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "missed_bytes",
+        "tunnel_parents", "tcp", "orig_len", "resp_len", "counters",
+        "inactivity_timeout", "timer_gen", "removed",
+    )  # fmt: skip
+
+    def __init__(self, table: FlowTable, key: tuple, uid: str, pkt: Packet, sport: int, dport: int,
+                 timeout: float) -> None:
+        self.table = table
+        self.key = key
+        self.uid = uid
+        self.orig_h, self.orig_p, self.resp_h, self.resp_p = pkt.src, sport, pkt.dst, dport
+        self.proto = pkt.proto
+        self.start_ts = self.last_ts = pkt.ts
+        self.service: list[str] = []
+        self.app: dict[str, Any] = {}
+        self.history: list[str] = []
+        self.hist_seen = 0
+        self.orig_pkts = self.orig_ip_bytes = self.resp_pkts = self.resp_ip_bytes = 0
+        self.missed_bytes = 0
+        self.tunnel_parents: list[str] = []
+        self.tcp: TCPAdapter | None = None
+        self.orig_len = self.resp_len = -1  # UDP/ICMP payload sums; -1: nothing seen
+        self.counters: dict[str, list[int]] = {}  # connection-level scaled history (UDP 'C')
+        self.inactivity_timeout = timeout
+        self.timer_gen = 0  # bumped to cancel the TCP analyzer's timers
+        self.removed = False
+
+    # -- history (Zeek's Connection::CheckHistory / ScaledHistoryEntry) --------
+    def check_history(self, mask: int, code: str) -> bool:
+        """Record `code` the first time `mask` is seen; True if it was seen before."""
+        if self.hist_seen & mask:
+            return True
+        self.hist_seen |= mask
+        self.history.append(code)
+        return False
+
+    def scaled_history(self, code: str, counters: dict[str, list[int]], name: str) -> None:
+        """Record `code` at the 1st, 10th, 100th ... occurrence."""
+        entry = counters.get(name)
+        if entry is None:
+            entry = counters[name] = [0, 1]
+        entry[0] += 1
+        if entry[0] == entry[1]:
+            self.history.append(code)
+            entry[1] *= 10
+
+    def flip_roles(self) -> None:
+        self.orig_h, self.resp_h = self.resp_h, self.orig_h
+        self.orig_p, self.resp_p = self.resp_p, self.orig_p
+        self.orig_pkts, self.resp_pkts = self.resp_pkts, self.orig_pkts
+        self.orig_ip_bytes, self.resp_ip_bytes = self.resp_ip_bytes, self.orig_ip_bytes
+        self.orig_len, self.resp_len = self.resp_len, self.orig_len
+        if self.tcp is not None:
+            self.tcp.flip_roles()
+        self.history.append("^")
+
+    # -- timers --------------------------------------------------------------
+    def schedule(self, when: float, kind: str) -> None:
+        self.table._schedule(when, self, kind)
+
+    def cancel_analyzer_timers(self) -> None:
+        self.timer_gen += 1
+
+    def weird(self, name: str) -> None:
+        w = self.table.weirds
+        if w is not None:
+            w.report(name, self.table.now, uid=self.uid,
+                     conn_id=(self.orig_h, self.orig_p, self.resp_h, self.resp_p))
+
+    # -- result --------------------------------------------------------------
+    def record(self, local: NetSet | None) -> ConnRecord:
+        proto = self.proto
+        history = "".join(self.history)
+        if proto == PROTO_TCP:
+            assert self.tcp is not None
+            name = "tcp"
+            state = self.tcp.conn_state(history)
+            orig_size, resp_size = self.tcp.orig.size(), self.tcp.resp.size()
+        elif proto == PROTO_UDP:
+            name = "udp"
+            o, r = self.orig_len >= 0, self.resp_len >= 0
+            state = ("SF" if r else "S0") if o else ("SHR" if r else "OTH")
+            orig_size, resp_size = max(self.orig_len, 0), max(self.resp_len, 0)
+        elif proto in (PROTO_ICMP, PROTO_ICMP6):
+            name = "icmp"
+            state = "OTH"
+            orig_size, resp_size = max(self.orig_len, 0), max(self.resp_len, 0)
+        else:
+            name = "unknown_transport"
+            state = "OTH"
+            orig_size = resp_size = 0
+        duration = self.last_ts - self.start_ts
+        has_duration = duration > 0
+        return ConnRecord(
+            ts=self.start_ts,
+            uid=self.uid,
+            orig_h=self.orig_h,
+            orig_p=self.orig_p,
+            resp_h=self.resp_h,
+            resp_p=self.resp_p,
+            proto=name,
+            service=list(self.service),
+            duration=duration if has_duration else None,
+            orig_bytes=orig_size if has_duration else None,
+            resp_bytes=resp_size if has_duration else None,
+            conn_state=state,
+            local_orig=(self.orig_h in local) if local is not None else None,
+            local_resp=(self.resp_h in local) if local is not None else None,
+            missed_bytes=self.missed_bytes,
+            history=history,
+            orig_pkts=self.orig_pkts,
+            orig_ip_bytes=self.orig_ip_bytes,
+            resp_pkts=self.resp_pkts,
+            resp_ip_bytes=self.resp_ip_bytes,
+            tunnel_parents=list(self.tunnel_parents),
+            ip_proto=proto,
+        )
+
+
+class FlowTable:
+    """Zeek's connection table. `process` packets in time order, `advance` network time,
+    `flush` at end of input; every record goes to `emit` as its connection ends."""
+
+    def __init__(self, config: FlowConfig, emit: Emit, analyzers: Iterable[AppAnalyzer] = ()) -> None:
+        self.config = config
+        self.emit = emit
+        self.analyzers = list(analyzers)
+        self.weirds = config.weirds
+        nets = parse_nets(config.local_nets)
+        self.local: NetSet | None = NetSet(nets) if nets else None
+        self.new_uid = UidGenerator(config.seed)
+        self.conns: dict[tuple, Connection] = {}
+        self.now = 0.0
+        self._timers: list[tuple[float, int, Connection, str, int]] = []
+        self._timer_seq = itertools.count()
+        self._tunnel_uids: dict[tuple, str] = {}
+        self._last_pkt: Packet | None = None
+        self._last_conn: Connection | None = None
+        self.records = 0
+
+    # -- public API ----------------------------------------------------------
+    def process_all(self, pkts: Sequence[Packet]) -> None:
+        """One decoded frame: the outer packet(s) of a tunnel first, then the inner one."""
+        if len(pkts) == 1:
+            self.process(pkts[0])
+            return
+        carriers = {id(p.outer) for p in pkts if p.outer is not None}
+        for pkt in pkts:
+            if id(pkt) in carriers and pkt.proto in _IP_LEVEL_TUNNEL_PROTOS:
+                self.advance(pkt.ts)
+                continue
+            self.process(pkt)
+
+    def process(self, pkt: Packet) -> Connection | None:
+        if pkt.ts > self.now:
+            self.advance(pkt.ts)
+        proto = pkt.proto
+        sport, dport = pkt.sport, pkt.dport
+        if proto == PROTO_TCP or proto == PROTO_UDP:
+            a, b = (pkt.src, sport), (pkt.dst, dport)
+            key = (proto, *a, *b) if a <= b else (proto, *b, *a)
+        elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
+            pairs = _ICMP4_PAIRS if proto == PROTO_ICMP else _ICMP6_PAIRS
+            counterpart = pairs.get(sport)
+            if counterpart is None:  # one-way message: resp_p is the code
+                dport = pkt.dport
+                key = (proto, pkt.src, sport, pkt.dst, dport, "one-way")
+            else:
+                dport = counterpart
+                a, b = (pkt.src, sport), (pkt.dst, dport)
+                key = (proto, *a, *b) if a <= b else (proto, *b, *a)
+        else:
+            sport = dport = 0
+            a, b = (pkt.src, 0), (pkt.dst, 0)
+            key = (proto, *a, *b) if a <= b else (proto, *b, *a)
+
+        conn = self.conns.get(key)
+        if conn is not None and conn.tcp is not None and conn.tcp.is_reuse(pkt.flags, pkt.seq):
+            self._remove(conn)
+            conn = None
+        if conn is None:
+            conn = self._new_conn(key, pkt, sport, dport)
+        is_orig = pkt.src == conn.orig_h and sport == conn.orig_p
+
+        if pkt.outer is not None:
+            self._note_tunnel(conn, pkt)
+
+        ok = pkt.checksum_ok is not False
+        if proto == PROTO_TCP:
+            tcp = conn.tcp
+            assert tcp is not None
+            if not ok:
+                self._weird("bad_TCP_checksum", conn)
+                tcp.checksum_error(is_orig)
+            else:
+                tcp.process(is_orig, pkt.ts, pkt.flags, pkt.seq, pkt.ack, pkt.window,
+                            pkt.payload_len, len(pkt.payload))
+        elif proto == PROTO_UDP:
+            if not ok:
+                self._weird("bad_UDP_checksum", conn)
+                conn.scaled_history("C" if is_orig else "c", conn.counters, "chk_orig" if is_orig else "chk_resp")
+            else:
+                conn.last_ts = pkt.ts
+                length = pkt.extra.get("udp_payload_len", pkt.payload_len)
+                if is_orig:
+                    conn.check_history(0x1, "D")
+                    conn.orig_len = length if conn.orig_len < 0 else conn.orig_len + length
+                else:
+                    conn.check_history(0x2, "d")
+                    conn.resp_len = length if conn.resp_len < 0 else conn.resp_len + length
+        elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
+            if not ok:
+                self._weird("bad_ICMP_checksum", conn)
+            else:
+                conn.last_ts = pkt.ts
+                length = pkt.payload_len
+                if is_orig:
+                    conn.orig_len = length if conn.orig_len < 0 else conn.orig_len + length
+                else:
+                    conn.resp_len = length if conn.resp_len < 0 else conn.resp_len + length
+        else:
+            conn.last_ts = pkt.ts
+
+        if ok:
+            # Zeek's ConnSize analyzer: every accepted packet, IP total length.
+            if is_orig:
+                conn.orig_pkts += 1
+                conn.orig_ip_bytes += pkt.ip_len
+            else:
+                conn.resp_pkts += 1
+                conn.resp_ip_bytes += pkt.ip_len
+            if self.analyzers:
+                # Direction as the connection sees it now (after any flip).
+                now_orig = pkt.src == conn.orig_h and sport == conn.orig_p
+                for analyzer in self.analyzers:
+                    analyzer.on_packet(conn, now_orig, pkt)
+        self._last_pkt, self._last_conn = pkt, conn
+        return conn
+
+    def advance(self, now: float) -> None:
+        """Network time moved to `now`: fire the timers that are due."""
+        if now > self.now:
+            self.now = now
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, conn, kind, gen = heapq.heappop(timers)
+            if conn.removed:
+                continue
+            self._fire(when, conn, kind, gen)
+
+    def flush(self, now: float | None = None) -> None:
+        """End of input: every live connection ends (Zeek's connection_state_remove at exit)."""
+        if now is not None and now > self.now:
+            self.now = now
+        for conn in sorted(self.conns.values(), key=lambda c: c.start_ts):
+            self._remove(conn)
+        self._timers.clear()
+        self._tunnel_uids.clear()
+
+    def __len__(self) -> int:
+        return len(self.conns)
+
+    # -- internals -----------------------------------------------------------
+    def _new_conn(self, key: tuple, pkt: Packet, sport: int, dport: int) -> Connection:
+        proto = pkt.proto
+        cfg = self.config
+        if proto == PROTO_TCP:
+            timeout = cfg.udp_inactivity_timeout  # Zeek's TCP analyzer starts with it, too
+        elif proto == PROTO_UDP:
+            timeout = cfg.udp_inactivity_timeout
+        elif proto in (PROTO_ICMP, PROTO_ICMP6):
+            timeout = cfg.icmp_inactivity_timeout
+        else:
+            timeout = cfg.unknown_inactivity_timeout
+        conn = Connection(self, key, self.new_uid(), pkt, sport, dport, timeout)
+        flip = False
+        if proto == PROTO_TCP:
+            conn.tcp = TCPAdapter(conn)
+            flags = pkt.flags
+            if not flags & TH_SYN or flags & TH_ACK:
+                if is_likely_server_port(sport, proto):
+                    if is_likely_server_port(dport, proto):
+                        flip = not flags & TH_SYN and sport < dport
+                    else:
+                        flip = True
+        elif proto == PROTO_UDP:
+            flip = is_likely_server_port(sport, proto) and not is_likely_server_port(dport, proto)
+        if flip and pkt.dst != "255.255.255.255":
+            conn.flip_roles()
+        self.conns[key] = conn
+        self._schedule(pkt.ts + timeout, conn, "inactivity")
+        if proto == PROTO_TCP:
+            self._schedule(pkt.ts + cfg.tcp_syn_timeout, conn, "expire")
+        return conn
+
+    def _note_tunnel(self, conn: Connection, pkt: Packet) -> None:
+        outer = pkt.outer
+        assert outer is not None
+        if outer is self._last_pkt and self._last_conn is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
+            parent = self._last_conn
+            if pkt.tunnel_type and pkt.tunnel_type not in parent.service:
+                parent.service.append(pkt.tunnel_type)
+            uid = parent.uid
+        else:
+            a, b = sorted((outer.src, outer.dst))
+            tkey = (a, b, pkt.tunnel_type)
+            uid = self._tunnel_uids.get(tkey)
+            if uid is None:
+                uid = self._tunnel_uids[tkey] = self.new_uid()
+        if uid not in conn.tunnel_parents:
+            conn.tunnel_parents.append(uid)
+
+    def _schedule(self, when: float, conn: Connection, kind: str) -> None:
+        heapq.heappush(self._timers, (when, next(self._timer_seq), conn, kind, conn.timer_gen))
+
+    def _fire(self, when: float, conn: Connection, kind: str, gen: int) -> None:
+        if kind == "inactivity":
+            due = conn.last_ts + conn.inactivity_timeout
+            if due <= when:
+                self._remove(conn)
+            else:
+                self._schedule(due, conn, "inactivity")
+            return
+        if gen != conn.timer_gen:
+            return  # the TCP analyzer cancelled its timers
+        tcp = conn.tcp
+        assert tcp is not None
+        if kind == "delete":
+            self._remove(conn)
+        elif kind == "attempt":
+            if tcp.attempt_timer():
+                tcp.is_active = False
+                self._remove(conn)
+        elif kind == "expire":
+            verdict = tcp.expire_timer(when)
+            if verdict:
+                self._remove(conn)
+            elif verdict is False:
+                self._schedule(when + self.config.tcp_session_timer, conn, "expire")
+
+    def _remove(self, conn: Connection) -> None:
+        if conn.removed:
+            return
+        conn.removed = True
+        if self.conns.get(conn.key) is conn:
+            del self.conns[conn.key]
+        rec = conn.record(self.local)
+        for analyzer in self.analyzers:
+            analyzer.on_remove(conn, rec)
+        rec.service = list(conn.service)
+        self.records += 1
+        self.emit(rec)
+
+    def _weird(self, name: str, conn: Connection) -> None:
+        conn.weird(name)

@@ -1,0 +1,28 @@
+"""Zeek-style connection uids: "C" followed by base62 of 96 random bits."""
+
+from __future__ import annotations
+
+import random
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def base62(value: int) -> str:
+    if value == 0:
+        return "0"
+    digits = []
+    while value:
+        value, rem = divmod(value, 62)
+        digits.append(_ALPHABET[rem])
+    return "".join(reversed(digits))
+
+
+class UidGenerator:
+    """Seeded for reproducible runs (`--seed`); unseeded runs draw from the OS."""
+
+    def __init__(self, seed: int | None = None, prefix: str = "C") -> None:
+        self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
+        self.prefix = prefix
+
+    def __call__(self) -> str:
+        return self.prefix + base62(self._rng.getrandbits(96))

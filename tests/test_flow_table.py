@@ -1,0 +1,255 @@
+"""Flow-table semantics on hand-built packets: each case is a conn.log behaviour of Zeek's
+that is documented in Zeek's source or scripts (cited per test)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pcapexfil.flow import FlowConfig, FlowTable
+from pcapexfil.flow.tcp import seq_delta
+from pcapexfil.flow.uid import UidGenerator, base62
+from pcapexfil.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP, TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
+from pcapexfil.record import ConnRecord
+
+C, S = "10.0.0.1", "93.184.216.34"
+SYN, SA, A, PA, FA, R, RA = TH_SYN, TH_SYN | TH_ACK, TH_ACK, TH_ACK | 0x08, TH_FIN | TH_ACK, TH_RST, TH_RST | TH_ACK
+
+
+def tcp(ts, src, sport, dst, dport, flags, seq, ack=0, data=0, window=1000, caplen=None, ok=None):
+    payload = b"x" * (data if caplen is None else caplen)
+    return Packet(ts=ts, src=src, dst=dst, proto=PROTO_TCP, ip_len=40 + data, sport=sport, dport=dport,
+                  flags=flags, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF, window=window, payload_len=data,
+                  payload=payload, checksum_ok=ok)
+
+
+def udp(ts, src, sport, dst, dport, data, ok=None):
+    return Packet(ts=ts, src=src, dst=dst, proto=PROTO_UDP, ip_len=28 + data, sport=sport, dport=dport,
+                  payload_len=data, payload=b"u" * data, checksum_ok=ok)
+
+
+def run(pkts, **cfg) -> list[ConnRecord]:
+    out: list[ConnRecord] = []
+    table = FlowTable(FlowConfig(seed=1, **cfg), out.append)
+    for p in pkts:
+        table.process(p)
+    table.flush()
+    return out
+
+
+def handshake_and_close(t0=100.0, cs=1000, ss=5000, req=100, resp=300, sport=40000):
+    return [
+        tcp(t0, C, sport, S, 80, SYN, cs),
+        tcp(t0 + 0.1, S, 80, C, sport, SA, ss, cs + 1),
+        tcp(t0 + 0.2, C, sport, S, 80, A, cs + 1, ss + 1),
+        tcp(t0 + 0.3, C, sport, S, 80, PA, cs + 1, ss + 1, data=req),
+        tcp(t0 + 0.4, S, 80, C, sport, PA, ss + 1, cs + 1 + req, data=resp),
+        tcp(t0 + 0.5, C, sport, S, 80, FA, cs + 1 + req, ss + 1 + resp),
+        tcp(t0 + 0.6, S, 80, C, sport, FA, ss + 1 + resp, cs + 2 + req),
+        tcp(t0 + 0.7, C, sport, S, 80, A, cs + 2 + req, ss + 2 + resp),
+    ]
+
+
+def test_normal_tcp_connection_is_sf_with_sequence_byte_counts():
+    (rec,) = run(handshake_and_close())
+    assert (rec.orig_h, rec.orig_p, rec.resp_h, rec.resp_p, rec.proto) == (C, 40000, S, 80, "tcp")
+    assert rec.conn_state == "SF"
+    assert rec.history == "ShADdFf"  # the server never sends a pure ACK here
+    assert (rec.orig_bytes, rec.resp_bytes) == (100, 300)
+    assert (rec.orig_pkts, rec.resp_pkts) == (5, 3)
+    assert rec.orig_ip_bytes == 5 * 40 + 100 and rec.resp_ip_bytes == 3 * 40 + 300
+    # The final ACK after both FINs does not extend the duration (Conn::Info doc).
+    assert rec.duration == pytest.approx(0.6)
+    assert rec.missed_bytes == 0
+    assert rec.ts == 100.0 and rec.ip_proto == 6
+    assert rec.uid.startswith("C") and len(rec.uid) > 10
+
+
+def test_retransmission_counts_bytes_once_and_adds_t():
+    pkts = handshake_and_close()
+    pkts.insert(4, tcp(100.35, C, 40000, S, 80, PA, 1001, 5001, data=100))
+    (rec,) = run(pkts)
+    assert rec.orig_bytes == 100
+    assert "T" in rec.history
+    assert rec.orig_pkts == 6
+
+
+def test_sequence_wraparound_counts_bytes():
+    (rec,) = run(handshake_and_close(cs=0xFFFFFFF0, ss=0xFFFFFF00, req=100, resp=500))
+    assert (rec.orig_bytes, rec.resp_bytes) == (100, 500)
+    assert seq_delta(5, 0xFFFFFFFF) == 6
+
+
+def test_content_gap_counts_missed_bytes_and_g():
+    pkts = [
+        tcp(1.0, C, 40000, S, 80, SYN, 1000),
+        tcp(1.1, S, 80, C, 40000, SA, 5000, 1001),
+        tcp(1.2, C, 40000, S, 80, A, 1001, 5001),
+        tcp(1.3, S, 80, C, 40000, PA, 5001, 1001, data=100),
+        # 200 bytes at 5101 never captured; the client acks them.
+        tcp(1.4, S, 80, C, 40000, PA, 5301, 1001, data=100),
+        tcp(1.5, C, 40000, S, 80, A, 1001, 5401),
+    ]
+    (rec,) = run(pkts)
+    assert rec.missed_bytes == 200
+    assert rec.resp_bytes == 400
+    assert "g" in rec.history
+    assert rec.conn_state == "S1"
+
+
+def test_snaplen_truncated_payload_is_a_gap_when_acked():
+    pkts = [
+        tcp(1.0, C, 40000, S, 80, SYN, 1000),
+        tcp(1.1, S, 80, C, 40000, SA, 5000, 1001),
+        tcp(1.2, C, 40000, S, 80, A, 1001, 5001),
+        tcp(1.3, S, 80, C, 40000, PA, 5001, 1001, data=1000, caplen=50),
+        tcp(1.4, C, 40000, S, 80, A, 1001, 6001),
+    ]
+    (rec,) = run(pkts)
+    assert rec.missed_bytes == 1000
+    assert rec.resp_bytes == 1000
+
+
+def test_syn_only_is_s0_and_unset_duration_and_bytes():
+    (rec,) = run([tcp(5.0, C, 40000, S, 80, SYN, 1)])
+    assert rec.conn_state == "S0" and rec.history == "S"
+    assert rec.duration is None and rec.orig_bytes is None and rec.resp_bytes is None
+    assert rec.orig_pkts == 1 and rec.resp_pkts == 0
+
+
+def test_rejected_attempt_is_rej():
+    (rec,) = run([tcp(5.0, C, 40000, S, 80, SYN, 1), tcp(5.1, S, 80, C, 40000, RA, 0, 2)])
+    assert rec.conn_state == "REJ" and rec.history == "Sr"
+
+
+def test_reset_by_originator_after_establishment_is_rsto():
+    pkts = handshake_and_close()[:5] + [tcp(100.5, C, 40000, S, 80, RA, 1101, 5301)]
+    (rec,) = run(pkts)
+    assert rec.conn_state == "RSTO"
+    assert rec.history.endswith("R")
+
+
+def test_missing_syn_flips_direction_on_syn_ack_from_server_port():
+    # The SYN was not captured; the SYN-ACK comes from the server port (core.history-flip).
+    pkts = handshake_and_close()[1:]
+    (rec,) = run(pkts)
+    assert (rec.orig_h, rec.orig_p) == (C, 40000)
+    assert rec.history.startswith("^h")
+    assert rec.conn_state == "SF"
+
+
+def test_midstream_from_server_port_is_flipped_and_oth():
+    pkts = [tcp(1.0, S, 443, C, 50000, PA, 7000, 9000, data=10), tcp(1.5, C, 50000, S, 443, A, 9000, 7010)]
+    (rec,) = run(pkts)
+    assert (rec.orig_p, rec.resp_p) == (50000, 443)
+    assert rec.history == "^dA"
+    assert rec.conn_state == "OTH"
+    assert rec.resp_bytes == 10
+
+
+def test_new_syn_after_close_starts_a_new_connection():
+    pkts = handshake_and_close(t0=100.0) + handshake_and_close(t0=101.0, cs=77777, ss=88888)
+    recs = run(pkts)
+    assert len(recs) == 2
+    assert recs[0].uid != recs[1].uid
+    assert all(r.conn_state == "SF" for r in recs)
+
+
+def test_close_delay_emits_record_before_end_of_input():
+    out: list[ConnRecord] = []
+    table = FlowTable(FlowConfig(seed=1), out.append)
+    for p in handshake_and_close():
+        table.process(p)
+    table.advance(104.0)
+    assert out == []
+    table.advance(106.0)
+    assert len(out) == 1 and len(table) == 0
+
+
+def test_udp_inactivity_timeout_splits_connections():
+    pkts = [udp(0.0, C, 5000, S, 9999, 10), udp(30.0, S, 9999, C, 5000, 20), udp(200.0, C, 5000, S, 9999, 5)]
+    recs = run(pkts)
+    assert len(recs) == 2
+    first = recs[0]
+    assert first.conn_state == "SF" and first.history == "Dd"
+    assert (first.orig_bytes, first.resp_bytes) == (10, 20)
+    assert recs[1].conn_state == "S0" and recs[1].duration is None
+
+
+def test_udp_reply_only_to_server_port_is_shr_flipped():
+    (rec,) = run([udp(1.0, S, 53, C, 33333, 60)])
+    assert (rec.orig_h, rec.orig_p, rec.resp_p) == (C, 33333, 53)
+    assert rec.history == "^d" and rec.conn_state == "SHR"
+
+
+def test_udp_bad_checksum_with_verification_adds_c_and_is_not_counted():
+    (rec,) = run([udp(1.0, C, 5000, S, 9999, 10, ok=False), udp(1.1, S, 9999, C, 5000, 10, ok=False)])
+    assert rec.history == "Cc" and rec.conn_state == "OTH"
+    assert rec.orig_pkts == 0 and rec.resp_pkts == 0
+
+
+def test_scaled_history_repeats_at_1_10_100():
+    pkts = [udp(1.0 + i * 0.01, C, 5000, S, 9999, 10, ok=False) for i in range(100)]
+    (rec,) = run(pkts)
+    assert rec.history == "CCC"
+
+
+def test_icmp_echo_request_and_reply_pair_into_one_connection():
+    def icmp(ts, src, dst, typ):
+        return Packet(ts=ts, src=src, dst=dst, proto=PROTO_ICMP, ip_len=84, sport=typ, dport=0, payload_len=56)
+
+    recs = run([icmp(1.0, C, S, 8), icmp(1.1, S, C, 0), icmp(2.0, C, S, 8), icmp(2.1, S, C, 0),
+                icmp(3.0, S, C, 3)])
+    echo = next(r for r in recs if r.orig_p == 8)
+    assert (echo.orig_h, echo.resp_p, echo.proto, echo.conn_state) == (C, 0, "icmp", "OTH")
+    assert (echo.orig_pkts, echo.resp_pkts, echo.orig_bytes, echo.resp_bytes) == (2, 2, 112, 112)
+    unreach = next(r for r in recs if r.orig_p == 3)
+    assert unreach.orig_h == S and unreach.resp_p == 0
+
+
+def test_unknown_transport_keeps_ip_proto():
+    pkts = [Packet(ts=1.0 + i, src=C if i % 2 == 0 else S, dst=S if i % 2 == 0 else C, proto=132, ip_len=100)
+            for i in range(4)]
+    (rec,) = run(pkts)
+    assert rec.proto == "unknown_transport" and rec.ip_proto == 132
+    assert (rec.orig_p, rec.resp_p) == (0, 0)
+    assert (rec.orig_pkts, rec.resp_pkts, rec.orig_bytes) == (2, 2, 0)
+    assert rec.history == ""
+
+
+def test_local_nets_mark_orig_and_resp():
+    (rec,) = run(handshake_and_close())
+    assert rec.local_orig is True and rec.local_resp is False
+    (rec,) = run(handshake_and_close(), local_nets=())
+    assert rec.local_orig is None
+
+
+def test_seeded_uids_are_reproducible_and_base62():
+    assert UidGenerator(7)() == UidGenerator(7)()
+    assert base62(61) == "z" and base62(62) == "10"
+
+
+def test_analyzers_see_every_packet_and_the_record():
+    class Counter:
+        def __init__(self):
+            self.packets = 0
+            self.removed = []
+
+        def on_packet(self, conn, is_orig, pkt):
+            self.packets += 1
+            conn.app["n"] = conn.app.get("n", 0) + 1
+
+        def on_remove(self, conn, rec):
+            rec.server_name = f"n={conn.app['n']}"
+            self.removed.append(conn.uid)
+
+        def close(self):
+            pass
+
+    counter = Counter()
+    out: list[ConnRecord] = []
+    table = FlowTable(FlowConfig(seed=3), out.append, [counter])
+    for p in handshake_and_close():
+        table.process(p)
+    table.flush()
+    assert counter.packets == 8
+    assert out[0].server_name == "n=8" and counter.removed == [out[0].uid]
