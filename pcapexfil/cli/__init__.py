@@ -22,3 +22,6 @@ def main(verbose: int) -> None:
 
 
 # Command registry: one import and one add_command per command module.
+from pcapexfil.cli.conn import conn  # noqa: E402
+
+main.add_command(conn)

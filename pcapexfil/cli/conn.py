@@ -1,0 +1,74 @@
+"""`pcapexfil conn`: write Zeek's conn.log for one or more captures."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from pcapexfil.netconf import PRIVATE_NETS, parse_nets
+
+
+def _fail(message: str) -> None:
+    click.echo(f"pcapexfil: error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command("conn")
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for conn.log (and weird.log when the input had anomalies).")
+@click.option("--json", "use_json", is_flag=True, help="Write Zeek's JSON log form instead of TSV.")
+@click.option("--json-timestamps", "ts_style", type=click.Choice(["epoch", "millis", "iso8601"]),
+              default="epoch", show_default=True, help="Timestamp form in JSON logs.")
+@click.option("--verify-checksums", is_flag=True,
+              help="Drop packets with bad checksums, as Zeek does without -C (off by default: "
+              "host captures are full of offloaded checksums).")
+@click.option("--local-nets", default=",".join(PRIVATE_NETS), show_default="private address ranges",
+              help="Comma-separated CIDRs that count as local (local_orig/local_resp); empty: unset.")
+@click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
+def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, verify_checksums: bool,
+         local_nets: str, seed: int | None) -> None:
+    """Write OUT/conn.log for PCAP... (pcap or pcapng, gzip too; several files are one
+    stream in time order).
+
+    Exit status: 0 clean; 1 the input was damaged (truncated or corrupt file, see
+    weird.log) but the records learned before the damage were written; 2 usage error or
+    unreadable input (nothing written).
+    """
+    from pcapexfil.pipeline import ConnLogSink, RunOptions, run
+    from pcapexfil.source import CaptureError, open_captures
+    from pcapexfil.weird import Weirds
+
+    try:
+        nets = [str(n) for n in parse_nets(local_nets)]
+    except ValueError as exc:
+        _fail(f"--local-nets: {exc}")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".pcapexfil-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
+    options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
+                         verify_checksums=verify_checksums, local_nets=nets, seed=seed)
+    try:
+        # Validate every input before creating conn.log, so a bad path leaves nothing behind.
+        open_captures(list(pcaps), Weirds()).close()
+        sink = ConnLogSink(out_dir, use_json=use_json, ts_style=ts_style)
+        summary = run(pcaps, options, [sink])
+    except CaptureError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
+    note = ""
+    if summary.weirds:
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.weirds.items()))
+        note = f", {sum(summary.weirds.values())} weirds ({counts})"
+    click.echo(f"pcapexfil: {summary.packets} packets, {summary.records} connections{note}", err=True)
+    if summary.damaged:
+        click.echo("pcapexfil: input was damaged; records before the damage were written", err=True)
+        sys.exit(1)

@@ -1,0 +1,177 @@
+"""The main job: capture files → decoder → flow table (+ application analyzers) → sinks.
+
+Records stream through as connections end, so memory follows the number of live
+connections, not the size of the input. Sinks also see network time advance (at least
+once per second of traffic), which is how time-windowed consumers such as the detector
+close their windows without a wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pcapexfil.flow import FlowConfig, FlowTable
+from pcapexfil.hooks import AnalyzerContext, RecordSink
+from pcapexfil.identifiers import make_analyzers
+from pcapexfil.logs.conn import CONN_FIELDS, conn_row
+from pcapexfil.logs.zeek import Field, ZeekLogWriter
+from pcapexfil.netconf import PRIVATE_NETS
+from pcapexfil.record import ConnRecord
+from pcapexfil.weird import WEIRD_FIELDS, Weirds
+
+# Weirds that mean the input itself was damaged (exit status 1 in the CLI).
+DAMAGE_WEIRDS = ("truncated_capture_file", "corrupt_capture_file")
+# Below this input size a progress bar is more noise than help.
+PROGRESS_MIN_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class RunOptions:
+    out_dir: str | None = None  # where analyzer logs and weird.log go; None: no logs
+    use_json: bool = False
+    ts_style: Literal["epoch", "millis", "iso8601"] = "epoch"
+    verify_checksums: bool = False
+    local_nets: Sequence[str] = PRIVATE_NETS
+    seed: int | None = None
+    progress: bool | None = None  # None: when stderr is a terminal and the input is big
+
+
+@dataclass(slots=True)
+class RunSummary:
+    packets: int = 0
+    records: int = 0
+    weirds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def damaged(self) -> bool:
+        """The input was cut short or corrupt (records learned before it were kept)."""
+        return any(self.weirds.get(name) for name in DAMAGE_WEIRDS)
+
+
+class _LazyLogWriter:
+    """A ZeekLogWriter created on the first row, so a clean run writes no weird.log."""
+
+    def __init__(self, path: str, log_path: str, fields: list[Field], use_json: bool, ts_style: Any) -> None:
+        self._args = (path, log_path, fields, use_json, ts_style)
+        self._writer: ZeekLogWriter | None = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._writer is None:
+            path, log_path, fields, use_json, ts_style = self._args
+            self._writer = ZeekLogWriter(path, log_path, fields, use_json=use_json, ts_style=ts_style)
+        self._writer.write(row)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class ConnLogSink:
+    """Writes DIR/conn.log (Zeek TSV, or Zeek's JSON form)."""
+
+    def __init__(self, out_dir: str, use_json: bool = False, ts_style: Any = "epoch") -> None:
+        self.writer = ZeekLogWriter(
+            os.path.join(out_dir, "conn.log"), "conn", CONN_FIELDS, use_json=use_json, ts_style=ts_style
+        )
+
+    def on_record(self, rec: ConnRecord) -> None:
+        self.writer.write(conn_row(rec))
+
+    def on_time(self, now: float) -> None:
+        pass
+
+    def close(self, now: float) -> None:
+        self.writer.close()
+
+
+class _Progress:
+    """tqdm bar over input bytes on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, leave=False)
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(
+    paths: Sequence[str],
+    options: RunOptions,
+    sinks: list[RecordSink],
+) -> RunSummary:
+    """Read `paths` as one time-ordered stream and feed every record to `sinks`.
+
+    Raises CaptureError (before any output) when a path is not a readable capture.
+    """
+    from pcapexfil.decode import Decoder
+    from pcapexfil.source import CaptureStats, open_captures
+
+    weird_log = None
+    if options.out_dir is not None:
+        weird_log = _LazyLogWriter(
+            os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS, options.use_json, options.ts_style
+        )
+    weirds = Weirds(weird_log)  # type: ignore[arg-type]
+    stats = CaptureStats()
+    packets = open_captures(list(paths), weirds, stats)  # CaptureError here, before any output
+
+    decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
+    ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
+                          weirds=weirds)
+    analyzers = make_analyzers(ctx)
+
+    def emit(rec: ConnRecord) -> None:
+        for sink in sinks:
+            sink.on_record(rec)
+
+    table = FlowTable(
+        FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds), emit, analyzers
+    )
+    show = options.progress
+    if show is None:
+        show = sys.stderr.isatty() and stats.input_bytes >= PROGRESS_MIN_BYTES
+    progress = _Progress(show, stats.input_bytes)
+    count = 0
+    next_tick = None  # network time of the next on_time call
+    now = 0.0
+    try:
+        for raw in packets:
+            count += 1
+            if raw.ts > now:
+                now = raw.ts
+            if next_tick is None or now >= next_tick:
+                table.advance(now)
+                for sink in sinks:
+                    sink.on_time(now)
+                next_tick = now + 1.0
+            if count & 0x3FF == 0:
+                progress.update(stats.bytes)
+            pkts = decoder.decode(raw)
+            if pkts:
+                table.process_all(pkts)
+        table.flush(now)
+        for sink in sinks:
+            sink.on_time(now)
+    finally:
+        progress.close()
+        for analyzer in analyzers:
+            analyzer.close()
+        for sink in sinks:
+            sink.close(now)
+        if weird_log is not None:
+            weird_log.close()
+    return RunSummary(packets=count, records=table.records, weirds=dict(weirds.counts))
