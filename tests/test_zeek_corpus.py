@@ -1,0 +1,215 @@
+"""pcapexfil against real Zeek: every case of ../shared/zeek-corpus, field by field.
+
+Run as a test (asserts the issue's agreement thresholds and prints the table), or as a
+script to look at one case:
+
+    python tests/test_zeek_corpus.py                  # the agreement table
+    python tests/test_zeek_corpus.py --diff CASE      # every differing connection of CASE
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pytest
+
+from pcapexfil.pipeline import RunOptions, run
+from pcapexfil.record import ConnRecord
+from zeek_logs import KEY_FIELDS, read_zeek_log  # tests/ is on sys.path under pytest and as a script
+
+CORPUS = os.environ.get(
+    "PCAPEXFIL_ZEEK_CORPUS",
+    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "zeek-corpus"),
+)
+MASKED_TS = "XXXXXXXXXX.XXXXXX"
+EXACT_FIELDS = (
+    "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes",
+    "orig_bytes", "resp_bytes", "missed_bytes", "conn_state", "history",
+)  # fmt: skip
+THRESHOLDS = {
+    "orig_pkts": 0.99, "resp_pkts": 0.99, "orig_ip_bytes": 0.99, "resp_ip_bytes": 0.99,
+    "orig_bytes": 0.98, "resp_bytes": 0.98, "missed_bytes": 0.98,
+    "conn_state": 0.95, "history": 0.95, "duration": 0.99,
+}  # fmt: skip
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.records: list[ConnRecord] = []
+
+    def on_record(self, rec: ConnRecord) -> None:
+        self.records.append(rec)
+
+    def on_time(self, now: float) -> None:
+        pass
+
+    def close(self, now: float) -> None:
+        pass
+
+
+def _ours(rec: ConnRecord, name: str) -> str:
+    """Our value rendered the way Zeek's TSV writer would."""
+    value = getattr(rec, name)
+    if value is None:
+        return "-"
+    if name == "duration":
+        return f"{value:.6f}"
+    if name == "history":
+        return value or "-"
+    return str(value)
+
+
+@dataclass
+class CaseResult:
+    name: str
+    skipped: str | None = None
+    zeek_conns: int = 0
+    found: int = 0
+    extra: int = 0
+    agree: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    total: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    diffs: list[str] = field(default_factory=list)
+
+
+def cases() -> list[tuple[str, str, str]]:
+    path = os.path.join(CORPUS, "MANIFEST.tsv")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            parts = line.rstrip("\n").split("\t")
+            case, trace, flags = parts[0], parts[1], parts[3] if len(parts) > 3 else ""
+            out.append((case, os.path.basename(trace), flags))
+    return out
+
+
+def run_case(case: str, trace: str, flags: str) -> CaseResult:
+    result = CaseResult(case)
+    log = read_zeek_log(os.path.join(CORPUS, case, "conn.log"))
+    if not log.has(KEY_FIELDS):
+        result.skipped = "conn.log lacks the connection id columns (renamed fields or a script's print-out)"
+        return result
+    sink = _Collect()
+    opts = RunOptions(out_dir=None, verify_checksums="-C" not in flags.split(), local_nets=(), seed=0)
+    run([os.path.join(CORPUS, case, trace)], opts, [sink])
+
+    ours: dict[tuple, list[ConnRecord]] = defaultdict(list)
+    for rec in sorted(sink.records, key=lambda r: r.ts):
+        ours[(rec.proto, rec.orig_h, str(rec.orig_p), rec.resp_h, str(rec.resp_p))].append(rec)
+    compared = [f for f in (*EXACT_FIELDS, "duration") if f in log.fields]
+    result.zeek_conns = len(log.rows)
+    for row in log.rows:
+        key = (row["proto"], row["id.orig_h"], row["id.orig_p"], row["id.resp_h"], row["id.resp_p"])
+        candidates = ours.get(key, [])
+        match = None
+        if row.get("ts", MASKED_TS) == MASKED_TS:
+            match = candidates[0] if candidates else None
+        else:
+            ts = float(row["ts"])
+            match = next((c for c in candidates if abs(c.ts - ts) <= 0.001), None)
+        if match is None:
+            result.diffs.append(f"  missing  {' '.join(key)}  zeek: {_summary(row)}")
+            continue
+        candidates.remove(match)
+        result.found += 1
+        delta = []
+        for name in compared:
+            zeek_value = row[name]
+            ours_value = _ours(match, name)
+            result.total[name] += 1
+            if name == "duration":
+                same = zeek_value == ours_value or (
+                    zeek_value != "-" and ours_value != "-" and abs(float(zeek_value) - float(ours_value)) <= 2e-6
+                )
+            else:
+                same = zeek_value == ours_value
+            if same:
+                result.agree[name] += 1
+            else:
+                delta.append(f"{name}: zeek={zeek_value} ours={ours_value}")
+        if delta:
+            result.diffs.append(f"  differs  {' '.join(key)}  " + "; ".join(delta))
+    for key, left in ours.items():
+        for rec in left:
+            result.extra += 1
+            result.diffs.append(
+                f"  extra    {' '.join(key)}  ours: {rec.conn_state} {rec.history or '-'} "
+                f"pkts={rec.orig_pkts}/{rec.resp_pkts}"
+            )
+    return result
+
+
+def _summary(row: dict[str, str]) -> str:
+    return " ".join(f"{k}={row[k]}" for k in ("conn_state", "history", "orig_pkts", "resp_pkts") if k in row)
+
+
+def run_corpus() -> list[CaseResult]:
+    return [run_case(*c) for c in cases()]
+
+
+def agreement_table(results: list[CaseResult]) -> tuple[str, dict[str, float], float, float]:
+    compared = [r for r in results if r.skipped is None]
+    zeek = sum(r.zeek_conns for r in compared)
+    found = sum(r.found for r in compared)
+    extra = sum(r.extra for r in compared)
+    lines = [
+        f"cases: {len(results)} ({len(compared)} compared, {len(results) - len(compared)} skipped)",
+        f"Zeek connections: {zeek}; found {found} ({found / max(zeek, 1):.2%}); "
+        f"extra {extra} ({extra / max(zeek, 1):.2%})",
+        f"{'field':<15}{'agree':>8}{'of':>8}{'rate':>10}{'needed':>9}",
+    ]
+    rates: dict[str, float] = {}
+    for name in (*EXACT_FIELDS, "duration"):
+        agree = sum(r.agree[name] for r in compared)
+        total = sum(r.total[name] for r in compared)
+        rates[name] = agree / total if total else 1.0
+        lines.append(f"{name:<15}{agree:>8}{total:>8}{rates[name]:>10.2%}{THRESHOLDS[name]:>9.0%}")
+    skipped = [r for r in results if r.skipped]
+    if skipped:
+        lines.append("skipped cases:")
+        lines.extend(f"  {r.name}: {r.skipped}" for r in skipped)
+    return "\n".join(lines), rates, found / max(zeek, 1), extra / max(zeek, 1)
+
+
+@pytest.mark.corpus
+def test_zeek_corpus_agreement(capsys: pytest.CaptureFixture[str]) -> None:
+    if not os.path.isfile(os.path.join(CORPUS, "MANIFEST.tsv")):
+        pytest.fail(f"Zeek corpus not found at {CORPUS} (set PCAPEXFIL_ZEEK_CORPUS)")
+    results = run_corpus()
+    table, rates, found, extra = agreement_table(results)
+    with capsys.disabled():
+        print("\n" + table)
+    assert found >= 0.99, table
+    assert extra <= 0.01, table
+    for name, needed in THRESHOLDS.items():
+        assert rates[name] >= needed, f"{name}: {rates[name]:.2%} < {needed:.0%}\n{table}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--diff", metavar="CASE", nargs="*", help="show the differing connections of CASE(s); "
+                        "no CASE: of every case")
+    args = parser.parse_args(argv)
+    all_cases = cases()
+    if args.diff is not None:
+        wanted = set(args.diff)
+        for case in all_cases:
+            if wanted and case[0] not in wanted:
+                continue
+            r = run_case(*case)
+            if r.skipped:
+                print(f"{r.name}: skipped: {r.skipped}")
+            elif r.diffs:
+                print(f"{r.name}: {r.found}/{r.zeek_conns} found, {r.extra} extra")
+                print("\n".join(r.diffs))
+        return 0
+    print(agreement_table(run_corpus())[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
