@@ -1,0 +1,460 @@
+"""HTTP/1.x: one transaction per request (method, Host, URI, body lengths, status), found by
+content, on any port.
+
+Both directions are parsed incrementally from the reassembled stream: header blocks are
+buffered (bounded), bodies are only counted (Content-Length, chunked, or until close), so a
+long download costs one subtraction per segment. Responses pair with requests in order
+(pipelining), 1xx responses are interim, and after a successful CONNECT or a 101 upgrade
+the rest of the connection is not HTTP.
+
+http.log's `host` column keeps the Host header as sent (Zeek's does, `:port` included); the
+connection record's `http_host`, the identifier, is the first request's Host without its
+port.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pcapexfil.identifiers.stream import streams, tcp_data
+from pcapexfil.logs.http import HTTP_FIELDS, http_row
+from pcapexfil.logs.zeek import ZeekLogWriter
+from pcapexfil.packet import PROTO_TCP
+
+if TYPE_CHECKING:
+    from pcapexfil.hooks import AnalyzerContext, ConnView
+    from pcapexfil.packet import Packet
+    from pcapexfil.record import ConnRecord
+
+NAME = "http"
+MAX_HEADER = 64 * 1024  # a header block longer than this is not HTTP we follow
+
+# Request line: a token method, a target, and an HTTP version (or none: HTTP/0.9).
+_REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S+)(?: +HTTP/(\d+\.\d+))? *$")
+_RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
+_KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
+# Zeek's HTTP::proxy_headers: request headers that betray a proxy.
+_PROXY_HEADERS = frozenset(
+    ("FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-FROM", "CLIENT-IP", "VIA", "XROXY-CONNECTION", "PROXY-CONNECTION")
+)
+
+
+def strip_port(host: str) -> str:
+    """Host header without `:port` (bracketed IPv6 literals lose their brackets)."""
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class Transaction:
+    ts: float
+    depth: int
+    method: str
+    uri: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)
+    request_body_len: int = 0
+    response_body_len: int = 0
+    status_code: int | None = None
+    status_msg: str | None = None
+    info_code: int | None = None
+    info_msg: str | None = None
+    proxied: list[str] = field(default_factory=list)
+    username: str | None = None
+    resp_version: str | None = None
+    responded: bool = False  # final response head seen
+    complete: bool = False  # final response body finished
+    logged: bool = False
+
+    def row_fields(self) -> dict[str, Any]:
+        h = self.headers
+        return {
+            "ts": self.ts,
+            "trans_depth": self.depth,
+            "method": self.method,
+            "host": h.get("HOST"),
+            "uri": self.uri,
+            "referrer": h.get("REFERER"),
+            "version": self.resp_version or self.version,
+            "user_agent": h.get("USER-AGENT"),
+            "origin": h.get("ORIGIN"),
+            "request_body_len": self.request_body_len,
+            "response_body_len": self.response_body_len,
+            "status_code": self.status_code,
+            "status_msg": self.status_msg,
+            "info_code": self.info_code,
+            "info_msg": self.info_msg,
+            "tags": [],
+            "username": self.username,
+            "proxied": self.proxied or None,
+        }
+
+
+class _Side:
+    """Incremental parser state of one direction."""
+
+    __slots__ = ("is_resp", "buf", "state", "remaining", "trans")
+
+    def __init__(self, is_resp: bool) -> None:
+        self.is_resp = is_resp
+        self.buf = bytearray()
+        self.state = "head"  # head, body, chunk_size, chunk_data, chunk_crlf, trailer, close, off
+        self.remaining = 0
+        self.trans: Transaction | None = None  # whose body is being counted
+
+
+class _HttpConn:
+    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done")
+
+    def __init__(self) -> None:
+        self.orig = _Side(False)
+        self.resp = _Side(True)
+        self.trans: list[Transaction] = []
+        self.next_resp = 0  # index of the first transaction still waiting for its response
+        self.is_http: bool | None = None  # None: undecided
+        self.done = False
+
+
+def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
+    """Header lines to (UPPER-NAME, value); obsolete line folding joins continuation lines."""
+    out: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and out:
+            name, value = out[-1]
+            out[-1] = (name, (value + " " + _text(line.strip())).strip())
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        out.append((_text(name.strip()).upper(), _text(value.strip())))
+    return out
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name == "CONTENT-LENGTH":
+            try:
+                n = int(value)
+            except ValueError:
+                return None
+            return n if n >= 0 else None
+    return None
+
+
+def _chunked(headers: list[tuple[str, str]]) -> bool:
+    return any(name == "TRANSFER-ENCODING" and "chunked" in value.lower() for name, value in headers)
+
+
+class HttpAnalyzer:
+    """AppAnalyzer for HTTP/1.x; writes http.log when the context has an output directory."""
+
+    def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
+        self.ctx = ctx
+        self.users = stream_users
+        self.writer: ZeekLogWriter | None = None
+        if ctx.out_dir is not None:
+            self.writer = ZeekLogWriter(
+                os.path.join(ctx.out_dir, "http.log"), "http", HTTP_FIELDS, ctx.use_json, ctx.ts_style
+            )
+
+    def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
+        if pkt.proto != PROTO_TCP:
+            return
+        st: _HttpConn | None = conn.app.get(NAME)
+        if st is None:
+            st = conn.app[NAME] = _HttpConn()
+        elif st.done:
+            return
+        data = tcp_data(conn, is_orig, pkt, self.users)
+        if not data:
+            return
+        if is_orig:
+            self._feed_orig(conn, st, data, pkt.ts)
+        elif st.is_http:
+            self._feed_resp(conn, st, data, pkt.ts)
+        elif st.is_http is None and st.orig.state == "head" and not st.orig.buf:
+            # The server spoke first: HTTP clients always do.
+            self._give_up(conn, st)
+        if st.orig.state == "off" and st.resp.state == "off":
+            self._give_up(conn, st)
+
+    def _give_up(self, conn: ConnView, st: _HttpConn) -> None:
+        st.done = True
+        s = streams(conn)
+        if s is not None:
+            s.release(NAME)
+
+    # -- client side -------------------------------------------------------------------
+
+    def _feed_orig(self, conn: ConnView, st: _HttpConn, data: bytes, ts: float) -> None:
+        side = st.orig
+        pos = 0
+        while pos < len(data) and side.state != "off":
+            if side.state == "head":
+                side.buf += data[pos:]
+                pos = len(data)
+                if st.is_http is None:
+                    first = side.buf.split(b"\n", 1)[0]
+                    if not self._plausible_request(first, complete=b"\n" in side.buf):
+                        st.is_http = False
+                        side.state = "off"
+                        st.resp.state = "off"
+                        return
+                self._requests(conn, st, ts)
+                if side.state in ("head", "off"):
+                    return
+                # A body started inside the buffered bytes: count it from there.
+                rest = bytes(side.buf)
+                side.buf.clear()
+                pos = 0
+                data = rest
+            else:
+                pos = self._body(side, data, pos)
+
+    @staticmethod
+    def _plausible_request(first: bytes, complete: bool) -> bool:
+        if not complete:
+            # Not a full line yet: a method token so far is still plausible.
+            return bool(re.match(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)", first)) and len(first) < 8192
+        m = _REQUEST_LINE.match(first.rstrip(b"\r"))
+        return bool(m) and (m.group(3) is not None or m.group(1) in _KNOWN_09)
+
+    def _requests(self, conn: ConnView, st: _HttpConn, ts: float) -> None:
+        """Parse every complete request head in the client buffer."""
+        side = st.orig
+        while side.state == "head":
+            head = self._take_head(side, allow_09=True)
+            if head is None:
+                if len(side.buf) > MAX_HEADER:
+                    self._weird(conn, "HTTP_header_too_long", ts)
+                    side.state = "off"
+                return
+            lines = head
+            m = _REQUEST_LINE.match(lines[0])
+            if m is None:
+                self._weird(conn, "bad_HTTP_request", ts)
+                side.state = "off"
+                return
+            method, uri, version = m.group(1), m.group(2), m.group(3)
+            if st.is_http is None:
+                st.is_http = True
+                if "http" not in conn.service:
+                    conn.service.append("http")
+            headers = _parse_headers(lines[1:]) if version else []
+            t = Transaction(ts, len(st.trans) + 1, _text(method), _text(uri), _text(version or b"0.9"))
+            for name, value in headers:
+                if name not in t.headers:
+                    t.headers[name] = value
+                if name in _PROXY_HEADERS:
+                    t.proxied.append(f"{name} -> {value}")
+                if name == "AUTHORIZATION" and value[:6].lower() == "basic ":
+                    try:
+                        user = base64.b64decode(value[6:].strip(), validate=False).split(b":", 1)[0]
+                        t.username = _text(user)
+                    except ValueError:
+                        pass
+            st.trans.append(t)
+            if version is None:
+                side.state = "off"  # HTTP/0.9: one request, the response runs until close
+                return
+            self._start_body(side, t, headers, is_request=True)
+
+    @staticmethod
+    def _take_head(side: _Side, allow_09: bool) -> list[bytes] | None:
+        """Remove one header block from the buffer; None if it is not complete yet."""
+        buf = side.buf
+        # Leading blank lines between messages are tolerated.
+        while buf[:2] == b"\r\n" or buf[:1] == b"\n":
+            del buf[: 2 if buf[:1] == b"\r" else 1]
+        first_nl = buf.find(b"\n")
+        if first_nl < 0:
+            return None
+        first = bytes(buf[:first_nl]).rstrip(b"\r")
+        if allow_09 and b"HTTP/" not in first:
+            del buf[: first_nl + 1]
+            return [first]
+        m = re.search(rb"\r?\n\r?\n", buf)
+        if m is None:
+            return None
+        block = bytes(buf[: m.start()])
+        del buf[: m.end()]
+        return [ln.rstrip(b"\r") for ln in block.split(b"\n")]
+
+    def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
+        side.trans = t
+        if _chunked(headers):
+            side.state = "chunk_size"
+            return
+        n = _content_length(headers)
+        if n:
+            side.state, side.remaining = "body", n
+        elif n is None and not is_request:
+            side.state = "close"
+        else:
+            side.state = "head"
+            if not is_request:
+                t.complete = True
+
+    def _body(self, side: _Side, data: bytes, pos: int) -> int:
+        """Consume body bytes from data[pos:]; return the new position."""
+        if side.state == "close":
+            self._add(side, len(data) - pos)
+            return len(data)
+        if side.state == "body":
+            n = min(side.remaining, len(data) - pos)
+            self._add(side, n)
+            side.remaining -= n
+            if side.remaining == 0:
+                self._body_done(side)
+            return pos + n
+        # Chunked framing: sizes, data, CRLF after data, trailer.
+        if side.state == "chunk_data":
+            n = min(side.remaining, len(data) - pos)
+            self._add(side, n)
+            side.remaining -= n
+            if side.remaining == 0:
+                side.state = "chunk_crlf"
+            return pos + n
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            side.buf += data[pos:]
+            if len(side.buf) > 4096:
+                side.state = "off"
+            return len(data)
+        line = bytes(side.buf + data[pos:nl]).strip()
+        side.buf.clear()
+        pos = nl + 1
+        if side.state == "chunk_crlf":
+            side.state = "chunk_size"
+            if line:  # data ran past its size: resync on this line
+                return self._chunk_size(side, line, pos)
+            return pos
+        if side.state == "chunk_size":
+            return self._chunk_size(side, line, pos)
+        # trailer: ends at an empty line
+        if not line:
+            self._body_done(side)
+        return pos
+
+    def _chunk_size(self, side: _Side, line: bytes, pos: int) -> int:
+        try:
+            size = int(line.split(b";", 1)[0], 16)
+        except ValueError:
+            side.state = "off"
+            return pos
+        if size == 0:
+            side.state = "trailer"
+        else:
+            side.state, side.remaining = "chunk_data", size
+        return pos
+
+    @staticmethod
+    def _add(side: _Side, n: int) -> None:
+        t = side.trans
+        if t is None:
+            return
+        if side.is_resp:
+            t.response_body_len += n
+        else:
+            t.request_body_len += n
+
+    # -- server side -------------------------------------------------------------------
+
+    def _feed_resp(self, conn: ConnView, st: _HttpConn, data: bytes, ts: float) -> None:
+        side = st.resp
+        pos = 0
+        while pos < len(data) and side.state != "off":
+            if side.state == "head":
+                if st.next_resp >= len(st.trans):
+                    return  # a response nobody asked for (or to a request we did not parse)
+                t = st.trans[st.next_resp]
+                if t.version == "0.9":
+                    t.status_code, t.status_msg, t.resp_version = 0, "<empty>", "0.9"
+                    t.responded = True
+                    side.trans = t
+                    side.state = "close"
+                    continue
+                side.buf += data[pos:]
+                pos = len(data)
+                head = self._take_head(side, allow_09=False)
+                if head is None:
+                    if len(side.buf) > MAX_HEADER:
+                        side.state = "off"
+                    return
+                m = _RESPONSE_LINE.match(head[0])
+                if m is None:
+                    self._weird(conn, "bad_HTTP_reply", ts)
+                    side.state = "off"
+                    return
+                code = int(m.group(2))
+                msg = _text(m.group(3) or b"").strip() or None
+                headers = _parse_headers(head[1:])
+                if 100 <= code < 200 and code != 101:
+                    t.info_code, t.info_msg = code, msg
+                else:
+                    t.status_code, t.status_msg = code, msg
+                    t.resp_version = _text(m.group(1))
+                    t.responded = True
+                    st.next_resp += 1
+                    tunnel = code == 101 or (t.method.upper() == "CONNECT" and 200 <= code < 300)
+                    no_body = t.method.upper() == "HEAD" or code in (204, 304) or tunnel
+                    if no_body:
+                        t.complete = True
+                        self._log(conn, t)
+                        side.state = "head"
+                    else:
+                        self._start_body(side, t, headers, is_request=False)
+                        if t.complete:
+                            self._log(conn, t)
+                    if tunnel:
+                        side.state = "off"
+                        st.orig.state = "off"
+                        return
+                rest = bytes(side.buf)
+                side.buf.clear()
+                data, pos = rest, 0
+            else:
+                pos = self._body(side, data, pos)
+                if side.state == "head" and side.trans is not None and side.trans.complete:
+                    self._log(conn, side.trans)
+
+    def _body_done(self, side: _Side) -> None:
+        side.state = "head"
+        if side.trans is not None and side.is_resp:
+            side.trans.complete = True
+
+    def _log(self, conn: ConnView, t: Transaction) -> None:
+        if self.writer is not None and not t.logged:
+            t.logged = True
+            self.writer.write(http_row(conn, t.row_fields()))
+
+    def _weird(self, conn: ConnView, name: str, ts: float) -> None:
+        if self.ctx.weirds is not None:
+            self.ctx.weirds.report(name, ts, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
+
+    def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
+        st: _HttpConn | None = conn.app.get(NAME)
+        if st is None or not st.trans:
+            return
+        for t in st.trans:
+            host = t.headers.get("HOST")
+            if host and rec.http_host is None:
+                rec.http_host = strip_port(host) or None
+            self._log(conn, t)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

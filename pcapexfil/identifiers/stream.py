@@ -1,0 +1,142 @@
+"""Bounded per-direction TCP reassembly of a connection's application bytes.
+
+Identifiers live in the first bytes of a stream (ClientHello, HTTP request head), which
+often span segments, arrive out of order or are retransmitted. Each direction delivers its
+bytes in sequence order from the initial sequence number (SYN+1, or the first sequence seen
+without a SYN); early segments wait in a bounded buffer; data already delivered is ignored.
+Several analyzers share one reassembler per connection (`tcp_data`), so each packet is
+reassembled once, and reassembly stops as soon as no analyzer wants more bytes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pcapexfil.packet import PROTO_TCP, TH_SYN
+
+if TYPE_CHECKING:
+    from pcapexfil.hooks import ConnView
+    from pcapexfil.packet import Packet
+
+_MOD = 1 << 32
+_HALF = 1 << 31
+
+# Out-of-order bytes a direction may hold while it waits for a hole to be filled.
+MAX_PENDING = 64 * 1024
+
+
+class StreamDirection:
+    """In-order bytes of one direction of a TCP connection."""
+
+    __slots__ = ("next_seq", "pending", "pending_bytes", "delivered", "broken")
+
+    def __init__(self) -> None:
+        self.next_seq: int | None = None  # sequence number of the next byte to deliver
+        self.pending: dict[int, bytes] = {}  # out-of-order segments by sequence number
+        self.pending_bytes = 0
+        self.delivered = 0  # bytes handed out so far
+        self.broken = False  # a hole will never be filled (capture truncated, buffer full)
+
+    def add(self, seq: int, flags: int, payload: bytes, payload_len: int) -> bytes:
+        """Take one segment; return the bytes it makes deliverable in order (maybe b"")."""
+        if self.broken:
+            return b""
+        if self.next_seq is None:
+            if flags & TH_SYN:
+                self.next_seq = (seq + 1) % _MOD
+                seq = self.next_seq
+            elif payload_len:
+                self.next_seq = seq
+            else:
+                return b""
+        elif flags & TH_SYN:
+            seq = (seq + 1) % _MOD  # SYN retransmission or SYN carrying data
+        if not payload_len:
+            return b""
+        if len(payload) < payload_len:
+            # Snap-length truncation: the missing bytes leave a hole that never fills.
+            self.broken = True
+            return self._deliver_from(seq, payload)
+        return self._deliver_from(seq, payload)
+
+    def _deliver_from(self, seq: int, payload: bytes) -> bytes:
+        assert self.next_seq is not None
+        offset = (seq - self.next_seq) % _MOD
+        if offset >= _HALF:  # starts before next_seq: retransmission or overlap
+            old = _MOD - offset
+            if old >= len(payload):
+                return b""
+            payload = payload[old:]
+            offset = 0
+        if offset > 0:
+            if seq not in self.pending or len(self.pending[seq]) < len(payload):
+                self.pending_bytes += len(payload) - len(self.pending.get(seq, b""))
+                self.pending[seq] = payload
+                if self.pending_bytes > MAX_PENDING:
+                    self.broken = True
+                    self.pending.clear()
+            return b""
+        out = [payload]
+        self.next_seq = (self.next_seq + len(payload)) % _MOD
+        while self.pending:
+            progressed = False
+            for pseq in list(self.pending):
+                poff = (pseq - self.next_seq) % _MOD
+                if poff == 0 or poff >= _HALF:
+                    data = self.pending.pop(pseq)
+                    self.pending_bytes -= len(data)
+                    skip = 0 if poff == 0 else _MOD - poff
+                    if skip < len(data):
+                        out.append(data[skip:])
+                        self.next_seq = (self.next_seq + len(data) - skip) % _MOD
+                    progressed = True
+            if not progressed:
+                break
+        data = b"".join(out)
+        self.delivered += len(data)
+        return data
+
+
+class TcpStreams:
+    """Both directions of one connection plus the set of analyzers still wanting bytes."""
+
+    __slots__ = ("orig", "resp", "wanted", "last_pkt", "last_data")
+
+    def __init__(self, wanted: frozenset[str]) -> None:
+        self.orig = StreamDirection()
+        self.resp = StreamDirection()
+        self.wanted = set(wanted)
+        self.last_pkt: Packet | None = None
+        self.last_data = b""
+
+    def release(self, name: str) -> None:
+        """An analyzer has what it needs: once nobody wants bytes, reassembly stops."""
+        self.wanted.discard(name)
+
+
+STREAM_KEY = "tcp_stream"
+
+
+def tcp_data(conn: ConnView, is_orig: bool, pkt: Packet, users: frozenset[str]) -> bytes:
+    """The in-order bytes this packet makes available in its direction (shared per packet).
+
+    `users` names every analyzer that reads the stream (the first caller creates the
+    shared state with it); each one calls `release` when it needs no more bytes.
+    """
+    if pkt.proto != PROTO_TCP:
+        return b""
+    st: TcpStreams | None = conn.app.get(STREAM_KEY)
+    if st is None:
+        st = conn.app[STREAM_KEY] = TcpStreams(users)
+    if st.last_pkt is pkt:
+        return st.last_data
+    if not st.wanted:
+        return b""
+    direction = st.orig if is_orig else st.resp
+    data = direction.add(pkt.seq, pkt.flags, pkt.payload, pkt.payload_len)
+    st.last_pkt, st.last_data = pkt, data
+    return data
+
+
+def streams(conn: ConnView) -> TcpStreams | None:
+    return conn.app.get(STREAM_KEY)

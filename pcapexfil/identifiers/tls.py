@@ -1,0 +1,436 @@
+"""TLS: SNI, JA3, JA3S, negotiated version and cipher, from the reassembled handshake.
+
+TLS is found by content, not port: the client stream must carry a handshake record holding
+a ClientHello, either at its first byte or after a plaintext prefix (STARTTLS in IMAP,
+POP3, SMTP, XMPP, IRC; MySQL's SSL request), found by searching for the record header.
+Lengths are checked at every level: a message that lies about its length is reported as a
+weird and parsing of that direction stops, without an exception.
+
+JA3S after a TLS 1.3 HelloRetryRequest: Zeek's ja3s script appends the extensions of every
+ServerHello of the connection and keeps the version/cipher of the last one. pcapexfil does
+not copy that: it fingerprints the first ServerHello only (a HelloRetryRequest is itself a
+ServerHello on the wire). The first hello is what every server of a given configuration
+answers to the first flight, so the fingerprint stays stable whether or not the client had
+to retry; hashing both hellos would give one server two fingerprints depending on the
+client's key-share guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import dpkt.ssl_ciphersuites
+
+from pcapexfil.identifiers.stream import streams, tcp_data
+from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
+from pcapexfil.logs.zeek import ZeekLogWriter
+from pcapexfil.packet import PROTO_TCP
+
+if TYPE_CHECKING:
+    from pcapexfil.hooks import AnalyzerContext, ConnView
+    from pcapexfil.packet import Packet
+    from pcapexfil.record import ConnRecord
+
+NAME = "tls"
+MAX_BYTES = 16 * 1024  # first bytes of each direction searched for the hellos
+
+GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+EXT_SERVER_NAME = 0
+EXT_SUPPORTED_GROUPS = 10
+EXT_EC_POINT_FORMATS = 11
+EXT_SUPPORTED_VERSIONS = 43
+EXT_KEY_SHARE = 51
+
+# A handshake record (type 22, version 3.0-3.4, length < 2^14 + 2048) whose first
+# handshake message has the given type.
+_CLIENT_HELLO_AT = re.compile(rb"\x16\x03[\x00-\x04][\x00-\x48][\x00-\xff]\x01", re.DOTALL)
+_SERVER_HELLO_AT = re.compile(rb"\x16\x03[\x00-\x04][\x00-\x48][\x00-\xff]\x02", re.DOTALL)
+
+VERSION_NAMES = {
+    0x0300: "SSLv3",
+    0x0301: "TLSv10",
+    0x0302: "TLSv11",
+    0x0303: "TLSv12",
+    0x0304: "TLSv13",
+    0xFEFF: "DTLSv10",
+    0xFEFD: "DTLSv12",
+}
+
+CURVE_NAMES = {
+    21: "secp224r1",
+    23: "secp256r1",
+    24: "secp384r1",
+    25: "secp521r1",
+    29: "x25519",
+    30: "x448",
+    256: "ffdhe2048",
+    257: "ffdhe3072",
+    258: "ffdhe4096",
+    4588: "X25519MLKEM768",
+}
+
+
+class Malformed(ValueError):
+    """A length field points past its container."""
+
+
+class _Reader:
+    """Bounds-checked big-endian reader over one message."""
+
+    __slots__ = ("buf", "pos", "end")
+
+    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.end = len(buf) if end is None else end
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > self.end:
+            raise Malformed(f"need {n} bytes at {self.pos}, message ends at {self.end}")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def vec(self, len_bytes: int) -> bytes:
+        return self.take(int.from_bytes(self.take(len_bytes), "big"))
+
+    def left(self) -> int:
+        return self.end - self.pos
+
+
+def _u16_list(data: bytes) -> list[int]:
+    if len(data) % 2:
+        raise Malformed("odd-length list of 16-bit values")
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
+
+def _extensions(r: _Reader) -> list[tuple[int, bytes]]:
+    """Extensions block; absent (no bytes left) gives []."""
+    if r.left() == 0:
+        return []
+    block = _Reader(r.vec(2))
+    out = []
+    while block.left():
+        etype = block.u16()
+        out.append((etype, block.vec(2)))
+    return out
+
+
+@dataclass(slots=True)
+class ClientHello:
+    version: int
+    ciphers: list[int]
+    extensions: list[tuple[int, bytes]]
+    session_id: bytes
+    server_name: str | None = None
+    curves: list[int] = field(default_factory=list)
+    point_formats: list[int] = field(default_factory=list)
+
+    def ja3_string(self) -> str:
+        exts = "-".join(str(t) for t, _ in self.extensions if t not in GREASE)
+        return ",".join(
+            (
+                str(self.version),
+                "-".join(str(c) for c in self.ciphers if c not in GREASE),
+                exts,
+                "-".join(str(c) for c in self.curves if c not in GREASE),
+                "-".join(str(p) for p in self.point_formats),
+            )
+        )
+
+    def ja3(self) -> str:
+        return hashlib.md5(self.ja3_string().encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class ServerHello:
+    version: int  # the 2-byte field of the ServerHello body
+    cipher: int
+    extensions: list[tuple[int, bytes]]
+    session_id: bytes
+    selected_version: int  # supported_versions when present, else `version`
+    key_share_group: int | None = None
+
+    def ja3s_string(self) -> str:
+        exts = "-".join(str(t) for t, _ in self.extensions)  # GREASE kept
+        return f"{self.version},{self.cipher},{exts}"
+
+    def ja3s(self) -> str:
+        return hashlib.md5(self.ja3s_string().encode()).hexdigest()
+
+
+def _decode_sni(data: bytes) -> str | None:
+    r = _Reader(data)
+    names = _Reader(r.vec(2))
+    while names.left():
+        kind = names.u8()
+        name = names.vec(2)
+        if kind == 0:
+            return name.decode("utf-8", "surrogateescape")
+    return None
+
+
+def parse_client_hello(body: bytes) -> ClientHello:
+    """The body of a ClientHello handshake message (after its 4-byte header)."""
+    r = _Reader(body)
+    version = r.u16()
+    r.take(32)  # random
+    session_id = r.vec(1)
+    ciphers = _u16_list(r.vec(2))
+    r.vec(1)  # compression methods
+    hello = ClientHello(version, ciphers, _extensions(r), session_id)
+    for etype, data in hello.extensions:
+        if etype == EXT_SERVER_NAME and hello.server_name is None and data:
+            hello.server_name = _decode_sni(data)
+        elif etype == EXT_SUPPORTED_GROUPS:
+            hello.curves = _u16_list(_Reader(data).vec(2))
+        elif etype == EXT_EC_POINT_FORMATS:
+            hello.point_formats = list(_Reader(data).vec(1))
+    return hello
+
+
+def parse_server_hello(body: bytes) -> ServerHello:
+    """The body of a ServerHello handshake message (after its 4-byte header)."""
+    r = _Reader(body)
+    version = r.u16()
+    r.take(32)
+    session_id = r.vec(1)
+    cipher = r.u16()
+    r.u8()  # compression method
+    exts = _extensions(r)
+    hello = ServerHello(version, cipher, exts, session_id, version)
+    for etype, data in exts:
+        if etype == EXT_SUPPORTED_VERSIONS and len(data) == 2:
+            hello.selected_version = int.from_bytes(data, "big")
+        elif etype == EXT_KEY_SHARE and len(data) >= 2:
+            hello.key_share_group = int.from_bytes(data[:2], "big")
+    return hello
+
+
+class HandshakeScanner:
+    """Finds the first handshake messages of one direction in its in-order byte stream.
+
+    Walks TLS records from the first record header (at offset 0, or found by search after a
+    plaintext prefix), joins handshake-record payloads (a message may span records) and
+    yields complete handshake messages. Stops at the first non-handshake record that is
+    not ChangeCipherSpec, or at `MAX_BYTES`.
+    """
+
+    __slots__ = ("buf", "start", "pos", "hs", "hs_pos", "pattern", "done", "error")
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self.buf = bytearray()
+        self.start: int | None = None  # offset of the first record header
+        self.pos = 0  # next record header
+        self.hs = bytearray()  # concatenated handshake payloads
+        self.hs_pos = 0  # next handshake message in hs
+        self.pattern = pattern
+        self.done = False
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Add bytes; return the complete handshake messages (type, body) they finish."""
+        if self.done or not data:
+            return []
+        room = MAX_BYTES - len(self.buf)
+        self.buf += data[:room]
+        if self.start is None:
+            m = self.pattern.search(self.buf)
+            if m is None:
+                if len(self.buf) >= MAX_BYTES:
+                    self.done = True
+                return []
+            self.start = self.pos = m.start()
+        messages: list[tuple[int, bytes]] = []
+        while self.pos + 5 <= len(self.buf):
+            ctype = self.buf[self.pos]
+            length = int.from_bytes(self.buf[self.pos + 3 : self.pos + 5], "big")
+            if self.buf[self.pos + 1] != 3 or length > 16384 + 2048:
+                self.error = "SSL_bad_record_header"
+                self.done = True
+                break
+            if self.pos + 5 + length > len(self.buf):
+                break
+            payload = self.buf[self.pos + 5 : self.pos + 5 + length]
+            self.pos += 5 + length
+            if ctype == 22:
+                self.hs += payload
+                messages.extend(self._messages())
+            elif ctype != 20:  # anything but ChangeCipherSpec ends the plaintext handshake
+                self.done = True
+                break
+        if len(self.buf) >= MAX_BYTES and not self.done:
+            self.done = True
+        return messages
+
+    def _messages(self) -> list[tuple[int, bytes]]:
+        out = []
+        while self.hs_pos + 4 <= len(self.hs):
+            mtype = self.hs[self.hs_pos]
+            mlen = int.from_bytes(self.hs[self.hs_pos + 1 : self.hs_pos + 4], "big")
+            if mlen > MAX_BYTES * 4:
+                self.error = "SSL_bad_handshake_length"
+                self.done = True
+                break
+            end = self.hs_pos + 4 + mlen
+            if end > len(self.hs):
+                break
+            out.append((mtype, bytes(self.hs[self.hs_pos + 4 : end])))
+            self.hs_pos = end
+        return out
+
+
+class _TlsConn:
+    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "ccs", "weird", "logged")
+
+    def __init__(self, ts: float) -> None:
+        self.ts = ts
+        self.client = HandshakeScanner(_CLIENT_HELLO_AT)
+        self.server = HandshakeScanner(_SERVER_HELLO_AT)
+        self.hello: ClientHello | None = None
+        self.shello: ServerHello | None = None
+        self.curve: int | None = None
+        self.ccs = False
+        self.weird: str | None = None
+
+
+class TlsAnalyzer:
+    """AppAnalyzer for TLS; writes ssl.log when the context has an output directory."""
+
+    def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
+        self.ctx = ctx
+        self.users = stream_users
+        self.writer: ZeekLogWriter | None = None
+        if ctx.out_dir is not None:
+            self.writer = ZeekLogWriter(
+                os.path.join(ctx.out_dir, "ssl.log"), "ssl", SSL_FIELDS, ctx.use_json, ctx.ts_style
+            )
+
+    def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
+        if pkt.proto != PROTO_TCP:
+            return
+        st: _TlsConn | None = conn.app.get(NAME)
+        if st is None:
+            st = conn.app[NAME] = _TlsConn(pkt.ts)
+        elif st.client.done and st.server.done:
+            return
+        data = tcp_data(conn, is_orig, pkt, self.users)
+        if not data:
+            return
+        if is_orig:
+            if not st.client.done:
+                for mtype, body in st.client.feed(data):
+                    if mtype == 1 and st.hello is None:
+                        self._client_hello(conn, st, body, pkt.ts)
+                if st.hello is not None:
+                    st.client.done = True  # the ClientHello is all the client side gives us
+                self._report(conn, st, st.client, pkt.ts)
+        elif st.hello is not None and not st.server.done:
+            # Server bytes only matter once a ClientHello was seen (server speaks second).
+            for mtype, body in st.server.feed(data):
+                if mtype == 2 and st.shello is None:
+                    self._server_hello(conn, st, body, pkt.ts)
+                elif mtype == 12 and st.shello is not None and len(body) >= 3 and body[0] == 3:
+                    st.curve = int.from_bytes(body[1:3], "big")  # ECDHE named curve
+                    st.server.done = True
+                elif mtype == 14:  # ServerHelloDone
+                    st.server.done = True
+            if st.shello is not None and st.shello.selected_version == 0x0304:
+                st.server.done = True  # everything after the hello is encrypted
+            self._report(conn, st, st.server, pkt.ts)
+        elif not is_orig and st.client.done and st.hello is None:
+            st.server.done = True
+        if st.client.done and st.server.done:
+            s = streams(conn)
+            if s is not None:
+                s.release(NAME)
+
+    def _client_hello(self, conn: ConnView, st: _TlsConn, body: bytes, ts: float) -> None:
+        try:
+            st.hello = parse_client_hello(body)
+        except Malformed as exc:
+            st.weird = "SSL_malformed_client_hello"
+            st.client.done = st.server.done = True
+            self._weird(conn, st.weird, ts, str(exc))
+            return
+        st.ts = ts
+        if "ssl" not in conn.service:
+            conn.service.append("ssl")
+
+    def _server_hello(self, conn: ConnView, st: _TlsConn, body: bytes, ts: float) -> None:
+        try:
+            st.shello = parse_server_hello(body)
+        except Malformed as exc:
+            st.server.done = True
+            self._weird(conn, "SSL_malformed_server_hello", ts, str(exc))
+            return
+        if st.shello.key_share_group is not None:
+            st.curve = st.shello.key_share_group
+
+    def _report(self, conn: ConnView, st: _TlsConn, scanner: HandshakeScanner, ts: float) -> None:
+        if scanner.error:
+            self._weird(conn, scanner.error, ts, None)
+            scanner.error = None
+
+    def _weird(self, conn: ConnView, name: str, ts: float, addl: str | None) -> None:
+        if self.ctx.weirds is not None:
+            self.ctx.weirds.report(
+                name, ts, addl, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p)
+            )
+
+    def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
+        st: _TlsConn | None = conn.app.get(NAME)
+        if st is None or st.hello is None:
+            return
+        rec.server_name = st.hello.server_name or None
+        rec.ja3 = st.hello.ja3()
+        if st.shello is not None:
+            rec.ja3s = st.shello.ja3s()
+        if self.writer is not None:
+            self.writer.write(ssl_row(conn, tls_info(st)))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def cipher_name(code: int) -> str:
+    suite = dpkt.ssl_ciphersuites.BY_CODE.get(code)
+    return suite.name if suite is not None else f"unknown-{code}"
+
+
+def tls_info(st: _TlsConn) -> dict[str, Any]:
+    """The ssl.log fields pcapexfil knows for one connection."""
+    assert st.hello is not None
+    info: dict[str, Any] = {
+        "ts": st.ts,
+        "server_name": st.hello.server_name or None,
+        "ja3": st.hello.ja3(),
+        "resumed": False,
+        "established": False,
+    }
+    sh = st.shello
+    if sh is not None:
+        info["version"] = VERSION_NAMES.get(sh.selected_version, f"unknown-{sh.selected_version}")
+        info["cipher"] = cipher_name(sh.cipher)
+        if st.curve is not None:
+            info["curve"] = CURVE_NAMES.get(st.curve, f"unknown-{st.curve}")
+        info["ja3s"] = sh.ja3s()
+        # TLS 1.3 echoes the session id in compatibility mode: not a resumption there.
+        info["resumed"] = (
+            sh.selected_version < 0x0304 and bool(st.hello.session_id) and sh.session_id == st.hello.session_id
+        )
+        # Approximation: the handshake is not followed to its Finished messages.
+        info["established"] = True
+    return info
