@@ -19,6 +19,7 @@ import pytest
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
+from pcapexfil.source import CaptureError
 from zeek_logs import KEY_FIELDS, read_zeek_log  # tests/ is on sys.path under pytest and as a script
 
 CORPUS = os.environ.get(
@@ -30,6 +31,10 @@ EXACT_FIELDS = (
     "orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes",
     "orig_bytes", "resp_bytes", "missed_bytes", "conn_state", "history",
 )  # fmt: skip
+# Cases whose Zeek run did not see the whole trace: comparing would measure the filter.
+EXCLUDED = {
+    "core.pcap.dynamic-filter": "Zeek's script installed packet filters while reading the trace",
+}
 THRESHOLDS = {
     "orig_pkts": 0.99, "resp_pkts": 0.99, "orig_ip_bytes": 0.99, "resp_ip_bytes": 0.99,
     "orig_bytes": 0.98, "resp_bytes": 0.98, "missed_bytes": 0.98,
@@ -89,13 +94,19 @@ def cases() -> list[tuple[str, str, str]]:
 
 def run_case(case: str, trace: str, flags: str) -> CaseResult:
     result = CaseResult(case)
+    if case in EXCLUDED:
+        result.skipped = EXCLUDED[case]
+        return result
     log = read_zeek_log(os.path.join(CORPUS, case, "conn.log"))
     if not log.has(KEY_FIELDS):
         result.skipped = "conn.log lacks the connection id columns (renamed fields or a script's print-out)"
         return result
     sink = _Collect()
     opts = RunOptions(out_dir=None, verify_checksums="-C" not in flags.split(), local_nets=(), seed=0)
-    run([os.path.join(CORPUS, case, trace)], opts, [sink])
+    try:
+        run([os.path.join(CORPUS, case, trace)], opts, [sink])
+    except CaptureError as exc:  # counted: every Zeek connection of the case is then missing
+        result.diffs.append(f"  unreadable: {exc}")
 
     ours: dict[tuple, list[ConnRecord]] = defaultdict(list)
     for rec in sorted(sink.records, key=lambda r: r.ts):
