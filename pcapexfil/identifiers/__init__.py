@@ -6,5 +6,15 @@ from pcapexfil.hooks import AnalyzerContext, AppAnalyzer
 
 
 def make_analyzers(ctx: AnalyzerContext) -> list[AppAnalyzer]:
-    """The registry: every analyzer the pipeline runs, in order."""
-    return []
+    """The registry: every analyzer the pipeline runs, in order.
+
+    DNS comes last: its `on_remove` names only connections that TLS and HTTP left unnamed.
+    """
+    from pcapexfil.identifiers import dns, http, tls
+
+    users = frozenset((tls.NAME, http.NAME, dns.NAME))  # analyzers that read TCP streams
+    return [
+        tls.TlsAnalyzer(ctx, users),
+        http.HttpAnalyzer(ctx, users),
+        dns.DnsAnalyzer(ctx, users),
+    ]

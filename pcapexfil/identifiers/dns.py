@@ -1,0 +1,409 @@
+"""DNS over UDP and TCP: dns.log rows as Zeek writes them, and DNS-derived connection names.
+
+Rows follow Zeek's base/protocols/dns scripts: a query waits for the reply with its
+transaction id (queues per id, in order), a row is written when both were seen, and what
+is left unmatched is written when the connection ends. Names are lowercased with the
+trailing dot removed, AA/RA come from replies that carry answers, `answers`/`TTLs` list
+the answer section only.
+
+DNS-derived names: every A/AAAA answer teaches (client, address) → (queried name, answer
+ts + TTL). A later connection from that client to that address, started within the TTL,
+gets the name in `rec.dns_name` when it has neither SNI nor Host. The name is the one the
+client *asked for* (the question), not the CNAME chain's target: the question is what the
+client's software meant to reach (`files.example.com`), while a CNAME target names the
+hosting provider (`d1234.cloudfront.net`) that thousands of unrelated sites share. The
+lookup is made at the connection's first packet, so answers that arrive later (for
+another connection) cannot rename it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from pcapexfil.identifiers.stream import streams, tcp_data
+from pcapexfil.logs.dns import DNS_FIELDS, OPCODES, dns_row, qclass_name, qtype_name, rcode_name
+from pcapexfil.logs.zeek import ZeekLogWriter
+from pcapexfil.packet import PROTO_TCP, PROTO_UDP
+
+if TYPE_CHECKING:
+    from pcapexfil.hooks import AnalyzerContext, ConnView
+    from pcapexfil.packet import Packet
+    from pcapexfil.record import ConnRecord
+
+NAME = "dns"
+NAME_KEY = "dns_name"  # conn.app: the DNS-derived name looked up at the first packet
+UDP_PORTS = frozenset((53, 5353, 5355))
+TCP_PORTS = frozenset((53,))
+MAX_TCP_MESSAGE_BUFFER = 128 * 1024
+MAX_PENDING_IDS = 50  # Zeek's DNS::max_pending_query_ids
+MAX_PENDING_MSGS = 50  # Zeek's DNS::max_pending_msgs
+MAX_NAMES = 1_000_000  # (client, address) pairs remembered; expired ones are purged first
+
+TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
+TYPE_AAAA, TYPE_SRV, TYPE_SPF = 28, 33, 99
+# Types Zeek parses but whose replies its dns.log script does not list.
+_SILENT_TYPES = frozenset((11, 13, 41, 250, 257, 137))
+
+
+class Malformed(ValueError):
+    pass
+
+
+def read_name(msg: bytes, pos: int) -> tuple[str, int]:
+    """A possibly compressed domain name at `pos`; returns (lowercase text, end position).
+
+    Compression pointers must point backwards (as Zeek requires), which also rules out loops.
+    """
+    labels: list[bytes] = []
+    end: int | None = None
+    limit = pos
+    total = 0
+    while True:
+        if pos >= len(msg):
+            raise Malformed("name runs past the message")
+        n = msg[pos]
+        if n == 0:
+            pos += 1
+            break
+        if n & 0xC0 == 0xC0:
+            if pos + 1 >= len(msg):
+                raise Malformed("truncated compression pointer")
+            target = ((n & 0x3F) << 8) | msg[pos + 1]
+            if end is None:
+                end = pos + 2
+            if target >= limit:
+                raise Malformed("forward compression pointer")
+            pos = limit = target
+            continue
+        if n > 63:
+            raise Malformed("label too long")
+        label = msg[pos + 1 : pos + 1 + n]
+        if len(label) < n:
+            raise Malformed("label runs past the message")
+        labels.append(label)
+        total += n + 1
+        if total > 512:
+            raise Malformed("name too long")
+        pos += 1 + n
+    name = b".".join(labels).lower().decode("utf-8", "surrogateescape")
+    return name, (end if end is not None else pos)
+
+
+def _u16(msg: bytes, pos: int) -> int:
+    if pos + 2 > len(msg):
+        raise Malformed("truncated field")
+    return (msg[pos] << 8) | msg[pos + 1]
+
+
+def _u32(msg: bytes, pos: int) -> int:
+    if pos + 4 > len(msg):
+        raise Malformed("truncated field")
+    return int.from_bytes(msg[pos : pos + 4], "big")
+
+
+def _character_strings(data: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        n = data[i]
+        out.append(data[i + 1 : i + 1 + n])
+        i += 1 + n
+    return out
+
+
+def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> str | None:
+    """The answers-column text Zeek writes for one record; None when it writes nothing."""
+    rdata = msg[start : start + rdlen]
+    if rtype == TYPE_A and rdlen == 4:
+        return str(ipaddress.IPv4Address(rdata))
+    if rtype == TYPE_AAAA and rdlen == 16:
+        return str(ipaddress.IPv6Address(rdata))
+    if rtype in (TYPE_NS, TYPE_CNAME, TYPE_PTR, TYPE_SOA):
+        return read_name(msg, start)[0]
+    if rtype == TYPE_MX:
+        return read_name(msg, start + 2)[0]
+    if rtype == TYPE_SRV:
+        return read_name(msg, start + 6)[0]
+    if rtype in (TYPE_TXT, TYPE_SPF):
+        tag = "TXT" if rtype == TYPE_TXT else "SPF"
+        return " ".join(
+            f"{tag} {len(s)} {s.decode('utf-8', 'surrogateescape')}" for s in _character_strings(rdata)
+        )
+    if rtype == 46 and rdlen >= 18:  # RRSIG
+        signer = read_name(msg, start + 18)[0]
+        return f"RRSIG {_u16(rdata, 0)} {signer or '<Root>'}"
+    if rtype == 48 and rdlen >= 4:
+        return f"DNSKEY {rdata[3]}"
+    if rtype == 47:
+        return f"NSEC {owner} {read_name(msg, start)[0]}"
+    if rtype == 50:
+        return "NSEC3"
+    if rtype == 51:
+        return "NSEC3PARAM"
+    if rtype == 43 and rdlen >= 4:
+        return f"DS {rdata[2]} {rdata[3]}"
+    if rtype == 44 and rdlen >= 2:
+        return f"SSHFP: {rdata[2:].hex()}"
+    if rtype == 65534:
+        return "BIND9 signing signal"
+    if rtype in _SILENT_TYPES:
+        return None
+    return f"<unknown type={rtype}>"
+
+
+class Message:
+    """One parsed DNS message (header, first question, answer section)."""
+
+    __slots__ = ("id", "qr", "opcode", "aa", "tc", "rd", "ra", "z", "rcode", "counts", "question", "answers")
+
+    def __init__(self, msg: bytes) -> None:
+        if len(msg) < 12:
+            raise Malformed("shorter than a DNS header")
+        self.id = _u16(msg, 0)
+        flags = _u16(msg, 2)
+        self.qr = bool(flags & 0x8000)
+        self.opcode = (flags >> 11) & 0xF
+        self.aa = bool(flags & 0x0400)
+        self.tc = bool(flags & 0x0200)
+        self.rd = bool(flags & 0x0100)
+        self.ra = bool(flags & 0x0080)
+        self.z = (flags >> 4) & 0x7
+        self.rcode = flags & 0xF
+        self.counts = tuple(_u16(msg, i) for i in (4, 6, 8, 10))
+        self.question: tuple[str, int, int] | None = None
+        self.answers: list[tuple[str, int, int, str | None]] = []  # owner, type, ttl, text
+        pos = 12
+        for i in range(self.counts[0]):
+            name, pos = read_name(msg, pos)
+            qtype, qclass = _u16(msg, pos), _u16(msg, pos + 2)
+            pos += 4
+            if i == 0:
+                self.question = (name, qtype, qclass)
+        for _ in range(self.counts[1]):
+            owner, pos = read_name(msg, pos)
+            rtype, ttl, rdlen = _u16(msg, pos), _u32(msg, pos + 4), _u16(msg, pos + 8)
+            pos += 10
+            if pos + rdlen > len(msg):
+                raise Malformed("record data runs past the message")
+            try:
+                text = render_rdata(msg, rtype, pos, rdlen, owner)
+            except (Malformed, ValueError):
+                text = None
+            self.answers.append((owner, rtype, ttl, text))
+            pos += rdlen
+
+
+class _DnsConn:
+    __slots__ = ("pending_query", "pending_queries", "pending_replies", "tcp_buf", "seen")
+
+    def __init__(self) -> None:
+        self.pending_query: dict[str, Any] | None = None
+        self.pending_queries: dict[int, deque[dict[str, Any]]] = {}
+        self.pending_replies: dict[int, deque[dict[str, Any]]] = {}
+        self.tcp_buf = {True: bytearray(), False: bytearray()}
+        self.seen = False
+
+
+class DnsAnalyzer:
+    """AppAnalyzer for DNS; writes dns.log when the context has an output directory.
+
+    Register it after the TLS and HTTP analyzers: its `on_remove` only names connections
+    that they left without SNI and Host.
+    """
+
+    def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
+        self.ctx = ctx
+        self.users = stream_users
+        self.names: dict[tuple[str, str], tuple[str, float]] = {}
+        self.writer: ZeekLogWriter | None = None
+        if ctx.out_dir is not None:
+            self.writer = ZeekLogWriter(
+                os.path.join(ctx.out_dir, "dns.log"), "dns", DNS_FIELDS, ctx.use_json, ctx.ts_style
+            )
+
+    # -- DNS-derived names -------------------------------------------------------------
+
+    def remember(self, client: str, address: str, name: str, expiry: float, now: float) -> None:
+        if len(self.names) >= MAX_NAMES and (client, address) not in self.names:
+            self.names = {k: v for k, v in self.names.items() if v[1] >= now}
+            if len(self.names) >= MAX_NAMES:
+                return
+        self.names[(client, address)] = (name, expiry)
+
+    def name_for(self, client: str, address: str, ts: float) -> str | None:
+        """The name `client` last resolved to `address`, if its answer is still valid at ts."""
+        hit = self.names.get((client, address))
+        if hit is None or ts > hit[1]:
+            return None
+        return hit[0]
+
+    # -- packets -----------------------------------------------------------------------
+
+    def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
+        app = conn.app
+        if NAME_KEY not in app:
+            app[NAME_KEY] = self.name_for(conn.orig_h, conn.resp_h, conn.start_ts) if self.names else None
+        if pkt.proto == PROTO_UDP:
+            if conn.resp_p in UDP_PORTS and pkt.payload:
+                self._message(conn, pkt.payload, pkt.ts, "udp")
+        elif pkt.proto == PROTO_TCP and conn.resp_p in TCP_PORTS:
+            data = tcp_data(conn, is_orig, pkt, self.users)
+            if data:
+                self._tcp(conn, is_orig, data, pkt.ts)
+        elif pkt.proto == PROTO_TCP:
+            s = streams(conn)
+            if s is not None and NAME in s.wanted:
+                s.release(NAME)
+
+    def _state(self, conn: ConnView) -> _DnsConn:
+        st: _DnsConn | None = conn.app.get(NAME)
+        if st is None:
+            st = conn.app[NAME] = _DnsConn()
+        return st
+
+    def _tcp(self, conn: ConnView, is_orig: bool, data: bytes, ts: float) -> None:
+        buf = self._state(conn).tcp_buf[is_orig]
+        buf += data
+        while len(buf) >= 2:
+            n = (buf[0] << 8) | buf[1]
+            if len(buf) < 2 + n:
+                break
+            msg = bytes(buf[2 : 2 + n])
+            del buf[: 2 + n]
+            self._message(conn, msg, ts, "tcp")
+        if len(buf) > MAX_TCP_MESSAGE_BUFFER:
+            buf.clear()
+            self._weird(conn, "DNS_tcp_buffer_overflow", ts)
+
+    def _message(self, conn: ConnView, data: bytes, ts: float, proto: str) -> None:
+        try:
+            msg = Message(data)
+        except Malformed as exc:
+            self._weird(conn, "DNS_malformed_message", ts, str(exc))
+            return
+        st = self._state(conn)
+        if not st.seen:
+            st.seen = True
+            if "dns" not in conn.service:
+                conn.service.append("dns")
+        if msg.opcode != 0:
+            return  # Zeek tracks standard queries only
+        info = self._session(conn, st, msg, ts, proto)
+        if msg.qr:
+            info["rcode"] = msg.rcode
+            info["rcode_name"] = rcode_name(msg.rcode)
+            if msg.rcode != 0 and msg.counts[0] == 0:
+                info["rejected"] = True
+            if msg.question is not None and not any(msg.counts[1:]):
+                info["rejected"] = True  # Zeek's dns_rejected: a reply without any record
+            for owner, rtype, ttl, text in msg.answers:
+                info.setdefault("query", owner)
+                info["AA"], info["RA"] = msg.aa, msg.ra
+                if "rtt" not in info:
+                    rtt = ts - info["ts"]
+                    if rtt != 0:
+                        info["rtt"] = rtt
+                if text:
+                    info.setdefault("answers", []).append(text)
+                    info.setdefault("TTLs", []).append(float(ttl))
+                if rtype in (TYPE_A, TYPE_AAAA) and text:
+                    asked = info.get("query") or owner
+                    self.remember(conn.orig_h, text, asked, ts + ttl, ts)
+            info["_reply"] = True
+        else:
+            info["RD"], info["TC"], info["Z"] = msg.rd, msg.tc, msg.z
+            if msg.question is not None:
+                name, qtype, qclass = msg.question
+                info["query"] = name
+                info["qtype"], info["qtype_name"] = qtype, qtype_name(qtype)
+                info["qclass"], info["qclass_name"] = qclass, qclass_name(qclass)
+            info["_query"] = True
+        if info.get("_reply") and info.get("_query"):
+            self._write(conn, info)
+
+    def _session(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> dict[str, Any]:
+        """Zeek's DNS::set_session: pair this message with a waiting query or reply."""
+        tid = msg.id
+        if not msg.qr:
+            q = st.pending_replies.get(tid)
+            if q:
+                info = q.popleft()
+                if not q:
+                    del st.pending_replies[tid]
+                return info
+            info = self._new(ts, proto, tid)
+            if st.pending_query is None:
+                st.pending_query = info
+            else:
+                self._enqueue(conn, st.pending_queries, tid, info)
+            return info
+        pq = st.pending_query
+        if pq is not None and pq["trans_id"] == tid:
+            st.pending_query = None
+            if st.pending_queries:
+                q = st.pending_queries.get(tid)
+                key = tid if q else next((k for k, v in st.pending_queries.items() if v), None)
+                if key is not None:
+                    q = st.pending_queries[key]
+                    st.pending_query = q.popleft()
+                    if not q:
+                        del st.pending_queries[key]
+            return pq
+        q = st.pending_queries.get(tid)
+        if q:
+            info = q.popleft()
+            if not q:
+                del st.pending_queries[tid]
+            return info
+        info = self._new(ts, proto, tid)
+        self._enqueue(conn, st.pending_replies, tid, info)
+        return info
+
+    @staticmethod
+    def _new(ts: float, proto: str, tid: int) -> dict[str, Any]:
+        return {"ts": ts, "proto": proto, "trans_id": tid, "AA": False, "TC": False, "RD": False,
+                "RA": False, "Z": 0, "rejected": False, "opcode": 0, "opcode_name": OPCODES[0]}  # fmt: skip
+
+    def _enqueue(self, conn: ConnView, msgs: dict[int, deque[dict[str, Any]]], tid: int, info: dict[str, Any]) -> None:
+        if tid not in msgs:
+            if len(msgs) > MAX_PENDING_IDS:
+                for q in msgs.values():
+                    for old in q:
+                        self._write(conn, old)
+                msgs.clear()
+            msgs[tid] = deque()
+        elif len(msgs[tid]) > MAX_PENDING_MSGS:
+            for old in msgs[tid]:
+                self._write(conn, old)
+            msgs[tid] = deque()
+        msgs[tid].append(info)
+
+    def _write(self, conn: ConnView, info: dict[str, Any]) -> None:
+        if self.writer is not None and not info.get("_written"):
+            info["_written"] = True
+            self.writer.write(dns_row(conn, {k: v for k, v in info.items() if not k.startswith("_")}))
+
+    def _weird(self, conn: ConnView, name: str, ts: float, addl: str | None = None) -> None:
+        if self.ctx.weirds is not None:
+            self.ctx.weirds.report(
+                name, ts, addl, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p)
+            )
+
+    def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
+        st: _DnsConn | None = conn.app.get(NAME)
+        if st is not None:
+            # Zeek's finalize_dns: whatever never found its partner is written now.
+            if st.pending_query is not None:
+                self._write(conn, st.pending_query)
+            for pending in (st.pending_queries, st.pending_replies):
+                for q in pending.values():
+                    for info in q:
+                        self._write(conn, info)
+        if rec.server_name is None and rec.http_host is None:
+            rec.dns_name = conn.app.get(NAME_KEY)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
