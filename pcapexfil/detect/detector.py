@@ -1,0 +1,318 @@
+"""The detector as a RecordSink: the same object is fed by a pcap run or by Zeek logs.
+
+Time model (network time only). Every record has an event time: the later of the last
+`on_time` and the record's end (ts + duration). Before a record is used, every due event
+up to its event time runs in time order: window closes at creation + aggregation_interval,
+and parameter recomputations on a fixed grid (first one `new_calculation_window` after the
+first packet ever seen by the state, then every window; several due grid points with no
+window closing between them collapse into the last one, which gives the same result).
+At equal times a recomputation runs before a window close.
+
+End of input. With a state store, open windows are saved and carried over into the next
+run, and the watermark (the end-of-input time) is saved too, so consecutive runs over
+consecutive captures equal one run over all of them. Without a state store, open windows
+are closed at end of input with ts = the end-of-input time.
+
+Commits. With a state store, every recomputation commits a snapshot (watermark = its grid
+time) and so does close(). After a kill, a new run may be given the same input again:
+records and ticks whose event time lies before the watermark are already in the snapshot
+and are skipped (counted), so nothing committed is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+from pcapexfil.detect.baseline import Baseline, day_of
+from pcapexfil.detect.filter import OutgoingFilter
+from pcapexfil.detect.kernels import recompute_params
+from pcapexfil.detect.normalize import RunningStats
+from pcapexfil.detect.notices import Notices, RowWriter, http_upload_rule
+from pcapexfil.detect.scores import NORMALIZED, WindowContext, chain, score_columns
+from pcapexfil.detect.state import Commit, StateStore
+from pcapexfil.detect.windows import IDENTIFIERS, Window, WindowTable
+from pcapexfil.logs.exfil import exfil_fields
+from pcapexfil.logs.notice import NOTICE_FIELDS
+from pcapexfil.logs.zeek import ZeekLogWriter, format_double
+from pcapexfil.netconf import MULTICAST_NETS, PRIVATE_NETS
+from pcapexfil.record import ConnRecord
+
+log = logging.getLogger("pcapexfil.detect")
+
+DAY = 86400.0
+RULES = ("http-upload",)
+
+
+@dataclass(slots=True)
+class Settings:
+    """Every setting of the reference, with its default, plus pcapexfil's own."""
+
+    max_baseline_hold_time: float = 30 * DAY
+    new_calculation_window: float = 3600.0
+    aggregation_interval: float = 3 * 3600.0
+    baseline_days: int = 14
+    baseline_min_days_for_score: int = 10
+    enabled_identifier: tuple[str, ...] = IDENTIFIERS
+    multicast_address_range: tuple[str, ...] = MULTICAST_NETS
+    threshold_raise_notice_at_high_score: float = 0.8
+    local_nets: tuple[str, ...] = PRIVATE_NETS
+    domain_mode: Literal["psl", "last2"] = "psl"
+    tz: str | None = None  # zoneinfo name for day boundaries; None: UTC
+    rules: tuple[str, ...] = RULES  # the lab rule is on by default
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        for name in ("max_baseline_hold_time", "new_calculation_window", "aggregation_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.baseline_days < 1 or self.baseline_min_days_for_score < 1:
+            raise ValueError("baseline_days and baseline_min_days_for_score must be at least 1")
+        unknown = set(self.enabled_identifier) - set(IDENTIFIERS)
+        if unknown:
+            raise ValueError(f"unknown identifier {sorted(unknown)[0]!r} (known: {', '.join(IDENTIFIERS)})")
+        unknown = set(self.rules) - set(RULES)
+        if unknown:
+            raise ValueError(f"unknown rule {sorted(unknown)[0]!r} (known: {', '.join(RULES)})")
+        if self.domain_mode not in ("psl", "last2"):
+            raise ValueError(f"unknown domain mode {self.domain_mode!r}")
+        if self.tz is not None:
+            try:
+                ZoneInfo(self.tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.tz!r}") from None
+
+
+@dataclass(slots=True)
+class DetectorStats:
+    records: int = 0
+    outgoing: int = 0
+    windows_closed: int = 0
+    scored: int = 0
+    skipped_before_watermark: int = 0
+    recomputations: int = 0
+    commits: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Detector:
+    """RecordSink: outgoing filter → windows → scoring chain → exfil_detection.log / notice.log."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        out_dir: str | None = None,
+        store: StateStore | None = None,
+        use_json: bool = False,
+        ts_style: Literal["epoch", "millis", "iso8601"] = "epoch",
+    ) -> None:
+        self.settings = s = settings or Settings()
+        s.validate()
+        self.tz = ZoneInfo(s.tz) if s.tz else None
+        self.filter = OutgoingFilter(s.local_nets, s.multicast_address_range)
+        self.windows = WindowTable(s.aggregation_interval, s.enabled_identifier, s.domain_mode)
+        self.baseline = Baseline()
+        self.params: dict[tuple[str, int, str], np.ndarray] = {}
+        self.norms = {name: RunningStats() for name in NORMALIZED}
+        self.columns = score_columns()
+        self.chain = chain()
+        self.stats = DetectorStats()
+        self.store = store
+        self.exfil_log: RowWriter | None = None
+        self.notice_log: RowWriter | None = None
+        if out_dir is not None:
+            self.exfil_log = ZeekLogWriter(os.path.join(out_dir, "exfil_detection.log"), "exfil_detection",
+                                           exfil_fields(self.columns), use_json=use_json, ts_style=ts_style)
+            self.notice_log = ZeekLogWriter(os.path.join(out_dir, "notice.log"), "notice", NOTICE_FIELDS,
+                                            use_json=use_json, ts_style=ts_style)
+        self.notices = Notices(self.notice_log)
+        self.now: float | None = None  # effective network time (monotonic)
+        self.input_now: float | None = None  # latest time seen in this run's input
+        self.next_recalc: float | None = None
+        self.watermark: float | None = None
+        self._params_changed: dict[tuple[str, int, str], list[float] | None] = {}
+        self._recompute_all = False
+        self._closed = False
+        if store is not None:
+            self._load(store)
+
+    # -- RecordSink --------------------------------------------------------------------------
+    def on_time(self, now: float) -> None:
+        t = self._event_time(now)
+        if t is not None:
+            self._advance(t)
+
+    def on_record(self, rec: ConnRecord) -> None:
+        t = self._event_time(rec.ts + (rec.duration or 0.0))
+        if t is None:
+            self.stats.skipped_before_watermark += 1
+            return
+        self._advance(t)
+        self.stats.records += 1
+        if "http-upload" in self.settings.rules:
+            http_upload_rule(rec, t, self.notices)
+        if self.filter(rec):
+            self.stats.outgoing += 1
+            self.windows.add(rec, t)
+
+    def close(self, now: float) -> None:
+        """End of input: carry open windows over (state store) or close them (in memory)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            t = self._event_time(now)
+            if t is not None:
+                self._advance(t)
+            end = self.now
+            if self.store is None:
+                for win in self.windows.drain():
+                    self._close_window(win, end if end is not None else win.close_at)
+            elif end is not None:
+                self._commit(end)
+        finally:
+            for writer in (self.exfil_log, self.notice_log):
+                if writer is not None:
+                    writer.close()  # type: ignore[attr-defined]
+        if self.stats.skipped_before_watermark:
+            log.warning("%d records older than the state's watermark were skipped (already in the state)",
+                        self.stats.skipped_before_watermark)
+
+    # -- time --------------------------------------------------------------------------------
+    def _event_time(self, ts: float) -> float | None:
+        """The effective time of an input event, or None if the state already holds it."""
+        if not math.isfinite(ts):
+            return None if self.now is None else self.now
+        self.input_now = ts if self.input_now is None else max(self.input_now, ts)
+        if self.watermark is not None and self.input_now < self.watermark:
+            return None
+        t = self.input_now if self.now is None else max(self.now, self.input_now)
+        if self.next_recalc is None:
+            self.next_recalc = t + self.settings.new_calculation_window
+        return t
+
+    def _advance(self, t: float) -> None:
+        step = self.settings.new_calculation_window
+        while True:
+            close = self.windows.next_close()
+            recalc = self.next_recalc
+            if recalc is not None and recalc <= t and (close is None or recalc <= close):
+                limit = t if close is None else min(t, close)
+                grid = recalc + math.floor((limit - recalc) / step) * step
+                self.next_recalc = grid + step  # before _recalc: its commit saves the schedule
+                self._recalc(grid)
+                continue
+            if close is not None and close <= t:
+                win = self.windows.pop_next()
+                self._close_window(win, win.close_at)
+                continue
+            break
+        self.now = t
+
+    # -- the reference's calculate_parameters event ----------------------------------------
+    def _recalc(self, when: float) -> None:
+        s = self.settings
+        self.now = when
+        self.baseline.prune(when, s.baseline_days, s.max_baseline_hold_time)
+        keys = list(self.baseline.days) if self._recompute_all else sorted(self.baseline.dirty)
+        self._recompute_all = False
+        self.baseline.dirty.clear()
+        present = [k for k in keys if k in self.baseline]
+        for k in keys:
+            if k not in self.baseline and self.params.pop(k, None) is not None:
+                self._params_changed[k] = None
+        if present:
+            b, d, offsets = self.baseline.csr(present)
+            table = recompute_params(b, d, offsets)
+            for k, row in zip(present, table, strict=True):
+                self.params[k] = row
+                self._params_changed[k] = row.tolist()
+        self.notices.expire(when)
+        self.stats.recomputations += 1
+        if self.store is not None:
+            self._commit(when)
+
+    # -- the calculate_score hook chain and finalize ---------------------------------------
+    def _close_window(self, win: Window, ts: float) -> None:
+        self.stats.windows_closed += 1
+        bkey = (win.orig_h, win.resp_p, win.proto)
+        ctx = WindowContext(ts, day_of(ts, self.tz), win, self.baseline, None, self.norms, self.notices,
+                            self.settings)
+        ctx.params = self.params.get(bkey)
+        scores: dict[str, float | None] = {}
+        for hook in self.chain:
+            value = hook.run(ctx)
+            if hook.column is not None:
+                scores[hook.column] = value
+        if not ctx.scorable:
+            return
+        self.stats.scored += 1
+        present = [v for v in scores.values() if v is not None]
+        final = sum(present) / len(self.columns) if self.columns else 0.0
+        if self.exfil_log is not None:
+            row: dict[str, Any] = {"ts": ts, "orig_h": win.orig_h, "resp_p": win.resp_p, **scores,
+                                   "identifier": win.identifier, "orig_ip_bytes": win.orig_ip_bytes,
+                                   "resp_ip_bytes": win.resp_ip_bytes, "duration": win.duration,
+                                   "uid": win.uids, "exfiltration_score": final}
+            self.exfil_log.write(row)
+        if final >= self.settings.threshold_raise_notice_at_high_score:
+            text = format_double(final)
+            self.notices.raise_notice(
+                "EXFIL_DETECTION::High_Score", ts=ts,
+                msg=f"possible exfiltration detected: score {text} from host {win.orig_h} "
+                    f"with protocol {win.resp_p}/{win.proto}",
+                sub=text, src=win.orig_h, p=win.resp_p,
+                suppress_key=(win.orig_h, win.resp_p, win.proto, win.identifier),
+                suppress_for=self.settings.aggregation_interval,
+            )
+
+    # -- persistence -------------------------------------------------------------------------
+    def _fixed_settings(self) -> dict[str, str]:
+        return {"domain_mode": self.settings.domain_mode, "tz": self.settings.tz or "UTC"}
+
+    def _load(self, store: StateStore) -> None:
+        store.check_settings(self._fixed_settings())
+        state = store.load()
+        for key, elem in state.baseline:
+            self.baseline.add(key, elem, record=False)
+        self.baseline.dirty.clear()
+        self.params = {k: np.asarray(v, dtype=np.float64) for k, v in state.params.items()}
+        for name, (n, mean, m2) in state.norms.items():
+            if name in self.norms:
+                self.norms[name] = RunningStats(n, mean, m2)
+        for win in state.windows:
+            self.windows.restore(win)
+        self.notices.suppressed = dict(state.suppress)
+        meta = state.meta
+        if "watermark" in meta:
+            self.watermark = float(meta["watermark"])
+            self.now = self.watermark
+        if "next_recalc" in meta:
+            self.next_recalc = float(meta["next_recalc"])
+        self._recompute_all = meta.get("recompute_all") == "1"
+        # Baseline rows imported or edited outside a run: recompute everything at the next grid point.
+        if self._recompute_all or any(k not in self.params for k in self.baseline.days):
+            self._recompute_all = True
+
+    def _commit(self, watermark: float) -> None:
+        assert self.store is not None
+        open_windows = sorted(self.windows.open.values(), key=lambda w: w.seq)
+        meta = {"watermark": repr(watermark), "recompute_all": "1" if self._recompute_all else "0"}
+        if self.next_recalc is not None:
+            meta["next_recalc"] = repr(self.next_recalc)
+        self.store.commit(Commit(
+            baseline=self.baseline.take_delta(),
+            params=self._params_changed,
+            norms={name: (st.n, st.mean, st.m2) for name, st in self.norms.items()},
+            windows=open_windows,
+            suppress=dict(self.notices.suppressed),
+            meta=meta,
+        ))
+        self._params_changed = {}
+        self.stats.commits += 1

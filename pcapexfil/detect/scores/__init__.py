@@ -1,0 +1,48 @@
+"""The scoring chain, registered in one place (the reference's calculate_score hook chain).
+
+HOOKS runs in descending priority (ties in list order); sub-score columns appear in
+exfil_detection.log in list order, which is the reference's load order. A new score is one
+module here plus one entry in HOOKS.
+"""
+
+from __future__ import annotations
+
+from pcapexfil.detect.scores.base import ScoreHook, WindowContext
+from pcapexfil.detect.scores.euclidean import Euclidean
+from pcapexfil.detect.scores.new_proto import NewProtocol
+from pcapexfil.detect.scores.pcr import PCR
+from pcapexfil.detect.scores.zscore import ZScore
+
+
+class AddToBaseline:
+    """Priority 5: the closed window joins its baseline (after New_Protocol, before scores)."""
+
+    name = "baseline"
+    priority = 5
+    column = None
+
+    def run(self, ctx: WindowContext) -> float | None:
+        from pcapexfil.detect.baseline import Element
+
+        w = ctx.window
+        ctx.baseline.add(
+            ctx.bkey, Element(ctx.day, ctx.ts, w.identifier, w.orig_ip_bytes, w.resp_ip_bytes, w.duration)
+        )
+        return None
+
+
+HOOKS: list[ScoreHook] = [NewProtocol(), AddToBaseline(), PCR(), ZScore(), Euclidean()]
+
+# Sub-scores with a running normalisation state (persisted by the state store).
+NORMALIZED = ("zscore", "euclidean")
+
+
+def chain() -> list[ScoreHook]:
+    return sorted(HOOKS, key=lambda h: -h.priority)
+
+
+def score_columns() -> list[str]:
+    return [h.column for h in HOOKS if h.column]
+
+
+__all__ = ["HOOKS", "NORMALIZED", "ScoreHook", "WindowContext", "chain", "score_columns"]

@@ -1,0 +1,257 @@
+"""The one state store: SQLite in WAL mode, every change committed in a transaction.
+
+Holds the baseline rows, the per-(orig_h, resp_p) parameters, the normalisation states,
+the still-open windows, notice suppressions and run metadata (schema version, domain mode,
+time zone, parameter schedule, watermark). A kill at any moment leaves the last committed
+snapshot intact; a corrupt or foreign file is refused without being touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcapexfil.detect.baseline import BaselineDelta, BaselineKey, Element
+from pcapexfil.detect.windows import Window
+
+SCHEMA_VERSION = 1
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS baseline (
+    id INTEGER PRIMARY KEY,
+    orig_h TEXT NOT NULL, resp_p INTEGER NOT NULL, proto TEXT NOT NULL, day TEXT NOT NULL,
+    ts REAL NOT NULL, identifier TEXT NOT NULL,
+    orig_ip_bytes INTEGER NOT NULL, resp_ip_bytes INTEGER NOT NULL, duration REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS baseline_key ON baseline (orig_h, resp_p, proto, day);
+CREATE TABLE IF NOT EXISTS params (
+    orig_h TEXT NOT NULL, resp_p INTEGER NOT NULL, proto TEXT NOT NULL,
+    median_bytes REAL, mad_bytes REAL, median_duration REAL, mad_duration REAL,
+    ref_bytes REAL, ref_duration REAL,
+    PRIMARY KEY (orig_h, resp_p, proto)
+);
+CREATE TABLE IF NOT EXISTS norm (name TEXT PRIMARY KEY, n INTEGER NOT NULL, mean REAL NOT NULL, m2 REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (
+    seq INTEGER PRIMARY KEY, orig_h TEXT NOT NULL, resp_p INTEGER NOT NULL, proto TEXT NOT NULL,
+    identifier TEXT NOT NULL, created REAL NOT NULL, close_at REAL NOT NULL,
+    orig_ip_bytes INTEGER NOT NULL, resp_ip_bytes INTEGER NOT NULL, duration REAL NOT NULL,
+    uids TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS suppress (key TEXT PRIMARY KEY, until REAL NOT NULL);
+"""
+
+BASELINE_COLUMNS = ("orig_h", "resp_p", "proto", "day", "ts", "identifier",
+                    "orig_ip_bytes", "resp_ip_bytes", "duration")
+
+
+class StateError(Exception):
+    """A state database that cannot be used (locked, corrupt, other mode, newer schema)."""
+
+
+@dataclass(slots=True)
+class Commit:
+    """Everything that changed since the previous commit."""
+
+    baseline: BaselineDelta
+    params: dict[BaselineKey, list[float] | None]  # None: delete
+    norms: dict[str, tuple[int, float, float]]
+    windows: list[Window]  # full replacement
+    suppress: dict[tuple[Any, ...], float]  # full replacement
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Loaded:
+    meta: dict[str, str]
+    baseline: list[tuple[BaselineKey, Element]]
+    params: dict[BaselineKey, list[float]]
+    norms: dict[str, tuple[int, float, float]]
+    windows: list[Window]
+    suppress: dict[tuple[Any, ...], float]
+
+
+def _nan_to_none(values: Iterable[float]) -> list[float | None]:
+    return [None if v != v else float(v) for v in values]
+
+
+class StateStore:
+    def __init__(self, path: str, busy_timeout: float = 10.0) -> None:
+        self.path = path
+        if os.path.isdir(path):
+            raise StateError(f"state database {path}: is a directory")
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            try:
+                with open(path, "rb") as fh:
+                    magic = fh.read(len(_SQLITE_MAGIC))
+            except OSError as exc:
+                raise StateError(f"state database {path}: {exc.strerror}") from None
+            if magic != _SQLITE_MAGIC:
+                raise StateError(f"state database {path}: not an SQLite database (file left untouched)")
+        self.busy_timeout = busy_timeout
+        try:
+            self.db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            check = self.db.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise StateError(f"state database {path}: integrity check failed (file left untouched)")
+            version = self._user_version()
+            if version > SCHEMA_VERSION:
+                raise StateError(f"state database {path}: schema version {version} is newer than this "
+                                 f"pcapexfil understands ({SCHEMA_VERSION})")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            with self._write() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    def _user_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _error(self, exc: sqlite3.Error) -> StateError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StateError(f"state database {self.path} is locked by another process "
+                              f"(waited {self.busy_timeout:g} s)")
+        if "not a database" in text or "malformed" in text:
+            return StateError(f"state database {self.path}: corrupt ({text}; file left untouched)")
+        return StateError(f"state database {self.path}: {text}")
+
+    class _Tx:
+        def __init__(self, store: StateStore) -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            try:
+                self.store.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self.store._error(exc) from None
+            return self.store.db
+
+        def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+            try:
+                self.store.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            except sqlite3.Error as err:
+                raise self.store._error(err) from None
+
+    def _write(self) -> StateStore._Tx:
+        return StateStore._Tx(self)
+
+    # -- settings that must not change within one baseline ---------------------------------
+    def check_settings(self, fixed: dict[str, str]) -> None:
+        """Record `fixed` settings on first use; refuse a run whose settings differ."""
+        meta = self.meta()
+        for name, value in fixed.items():
+            if name in meta and meta[name] != value:
+                raise StateError(
+                    f"state database {self.path} was built with {name}={meta[name]}; refusing to mix "
+                    f"with {name}={value} (use another --state, or 'pcapexfil baseline reset')"
+                )
+        missing = {k: v for k, v in fixed.items() if k not in meta}
+        if missing:
+            with self._write() as db:
+                db.executemany("INSERT INTO meta VALUES (?, ?)", missing.items())
+
+    def meta(self) -> dict[str, str]:
+        try:
+            return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    # -- whole-state load and incremental commit --------------------------------------------
+    def load(self) -> Loaded:
+        try:
+            db = self.db
+            base = [
+                ((r[0], r[1], r[2]), Element(r[3], r[4], r[5], r[6], r[7], r[8]))
+                for r in db.execute(f"SELECT {', '.join(BASELINE_COLUMNS)} FROM baseline ORDER BY id")
+            ]
+            params = {
+                (r[0], r[1], r[2]): [float("nan") if v is None else v for v in r[3:]]
+                for r in db.execute("SELECT * FROM params")
+            }
+            norms = {r[0]: (r[1], r[2], r[3]) for r in db.execute("SELECT name, n, mean, m2 FROM norm")}
+            windows = [
+                Window(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], json.loads(r[10]))
+                for r in db.execute("SELECT * FROM windows ORDER BY seq")
+            ]
+            suppress = {tuple(json.loads(k)): until for k, until in db.execute("SELECT key, until FROM suppress")}
+            return Loaded(self.meta(), base, params, norms, windows, suppress)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def commit(self, c: Commit) -> None:
+        """Apply one snapshot's changes atomically."""
+        with self._write() as db:
+            db.executemany(
+                f"INSERT INTO baseline ({', '.join(BASELINE_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?)",
+                ((*key, e.day, e.ts, e.identifier, e.orig_ip_bytes, e.resp_ip_bytes, e.duration)
+                 for key, e in c.baseline.added),
+            )
+            db.executemany("DELETE FROM baseline WHERE orig_h=? AND resp_p=? AND proto=? AND day=?",
+                           ((*key, day) for key, day in c.baseline.pruned))
+            db.executemany("DELETE FROM baseline WHERE orig_h=? AND resp_p=? AND proto=?", c.baseline.dropped)
+            for key, row in c.params.items():
+                if row is None:
+                    db.execute("DELETE FROM params WHERE orig_h=? AND resp_p=? AND proto=?", key)
+                else:
+                    db.execute("INSERT OR REPLACE INTO params VALUES (?,?,?,?,?,?,?,?,?)",
+                               (*key, *_nan_to_none(row)))
+            db.executemany("INSERT OR REPLACE INTO norm VALUES (?,?,?,?)",
+                           ((name, *v) for name, v in c.norms.items()))
+            db.execute("DELETE FROM windows")
+            db.executemany(
+                "INSERT INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                ((w.seq, w.orig_h, w.resp_p, w.proto, w.identifier, w.created, w.close_at,
+                  w.orig_ip_bytes, w.resp_ip_bytes, w.duration, json.dumps(w.uids)) for w in c.windows),
+            )
+            db.execute("DELETE FROM suppress")
+            db.executemany("INSERT INTO suppress VALUES (?, ?)",
+                           ((json.dumps(list(k)), v) for k, v in c.suppress.items()))
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", c.meta.items())
+
+    # -- the `pcapexfil baseline` command ---------------------------------------------------
+    def baseline_rows(self) -> Iterator[dict[str, Any]]:
+        try:
+            cur = self.db.execute(f"SELECT {', '.join(BASELINE_COLUMNS)} FROM baseline "
+                                  "ORDER BY orig_h, resp_p, proto, day, id")
+            for row in cur:
+                yield dict(zip(BASELINE_COLUMNS, row, strict=True))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def summary(self) -> list[tuple[str, int, str, int, int, float]]:
+        """Per (orig_h, resp_p, proto): distinct days, elements, last write time."""
+        try:
+            return self.db.execute(
+                "SELECT orig_h, resp_p, proto, COUNT(DISTINCT day), COUNT(*), MAX(ts) FROM baseline "
+                "GROUP BY orig_h, resp_p, proto ORDER BY orig_h, resp_p, proto").fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def import_rows(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Add baseline rows in one transaction; parameters follow at the next recomputation."""
+        count = 0
+        with self._write() as db:
+            for row in rows:
+                db.execute(f"INSERT INTO baseline ({', '.join(BASELINE_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?)",
+                           tuple(row[c] for c in BASELINE_COLUMNS))
+                count += 1
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('recompute_all', '1')")
+        return count
+
+    def reset(self) -> None:
+        """Forget everything learned (the file stays, empty)."""
+        with self._write() as db:
+            for table in ("meta", "baseline", "params", "norm", "windows", "suppress"):
+                db.execute(f"DELETE FROM {table}")
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,133 @@
+"""Aggregation windows: connections summed per (orig_h, resp_p/proto, identifier).
+
+A window opens with its first connection and closes `aggregation_interval` later
+(creation-based expiry, as Zeek's &create_expire). One connection feeds one window per
+enabled identifier it has. Windows close in (close time, creation order), so the result
+does not depend on how the input is split into runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pcapexfil.record import ConnRecord
+
+WindowKey = tuple[str, int, str, str]  # (orig_h, resp_p, proto, identifier)
+IDENTIFIERS = ("resp_h", "domain", "ja3s")
+
+
+def _minimal_identifier_domain(rec: ConnRecord, mode: str) -> str | None:
+    """Stand-in used only while pcapexfil.identifiers.domain is missing (same contract)."""
+    name = rec.http_host or rec.server_name or rec.dns_name
+    if not name:
+        return None
+    name = name.strip().lower().rstrip(".")
+    if name.startswith("[") and "]" in name:
+        name = name[1 : name.index("]")]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    try:
+        ipaddress.ip_address(name)
+        return name
+    except ValueError:
+        pass
+    labels = name.split(".")
+    if mode == "last2" or len(labels) <= 2:
+        return ".".join(labels[-2:])
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList().privatesuffix(name) or name
+
+
+def _load_identifier_domain() -> Callable[[ConnRecord, str], str | None]:
+    try:
+        from pcapexfil.identifiers.domain import identifier_domain
+    except ImportError:
+        return _minimal_identifier_domain
+    return identifier_domain  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class Window:
+    seq: int  # creation order, global and persistent: the tie-break for equal close times
+    orig_h: str
+    resp_p: int
+    proto: str
+    identifier: str
+    created: float
+    close_at: float
+    orig_ip_bytes: int = 0
+    resp_ip_bytes: int = 0
+    duration: float = 0.0
+    uids: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> WindowKey:
+        return (self.orig_h, self.resp_p, self.proto, self.identifier)
+
+
+class WindowTable:
+    """Open windows, with a heap of close times."""
+
+    def __init__(self, interval: float, identifiers: Sequence[str], domain_mode: str = "psl") -> None:
+        unknown = set(identifiers) - set(IDENTIFIERS)
+        if unknown:
+            raise ValueError(f"unknown identifier(s): {', '.join(sorted(unknown))}")
+        self.interval = interval
+        self.identifiers = tuple(identifiers)
+        self.domain_mode = domain_mode
+        self.open: dict[WindowKey, Window] = {}
+        self._heap: list[tuple[float, int, WindowKey]] = []
+        self.next_seq = 0
+        self._domain = _load_identifier_domain() if "domain" in identifiers else None
+
+    def identifiers_of(self, rec: ConnRecord) -> list[str]:
+        out: list[str] = []
+        for name in self.identifiers:
+            if name == "resp_h":
+                out.append(rec.resp_h)
+            elif name == "domain":
+                assert self._domain is not None
+                value = self._domain(rec, self.domain_mode)
+                if value:
+                    out.append(value)
+            elif name == "ja3s" and rec.ja3s:
+                out.append(rec.ja3s)
+        return out
+
+    def add(self, rec: ConnRecord, now: float) -> None:
+        """Add one outgoing connection that ended at network time `now`."""
+        duration = rec.duration or 0.0
+        for ident in self.identifiers_of(rec):
+            key = (rec.orig_h, rec.resp_p, rec.proto, ident)
+            win = self.open.get(key)
+            if win is None:
+                win = Window(self.next_seq, rec.orig_h, rec.resp_p, rec.proto, ident, now, now + self.interval)
+                self.next_seq += 1
+                self.restore(win)
+            win.orig_ip_bytes += rec.orig_ip_bytes
+            win.resp_ip_bytes += rec.resp_ip_bytes
+            win.duration += duration
+            win.uids.append(rec.uid)
+
+    def restore(self, win: Window) -> None:
+        """Insert a window (new, or carried over from the state store)."""
+        self.open[win.key] = win
+        heapq.heappush(self._heap, (win.close_at, win.seq, win.key))
+        self.next_seq = max(self.next_seq, win.seq + 1)
+
+    def next_close(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_next(self) -> Window:
+        """Remove and return the window that closes first."""
+        _, _, key = heapq.heappop(self._heap)
+        return self.open.pop(key)
+
+    def drain(self) -> list[Window]:
+        """Remove every open window, in closing order."""
+        out = [self.pop_next() for _ in range(len(self._heap))]
+        return out
