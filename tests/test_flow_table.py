@@ -253,3 +253,19 @@ def test_analyzers_see_every_packet_and_the_record():
     table.flush()
     assert counter.packets == 8
     assert out[0].server_name == "n=8" and counter.removed == [out[0].uid]
+
+
+def test_lone_syn_ack_from_server_port_is_not_flipped():
+    # A stealth scan's SYN-ACK: nothing follows, so Zeek keeps the sender as originator
+    # (wikipedia.pcap in the corpus: 'H', OTH).
+    (rec,) = run([tcp(1.0, S, 80, C, 6705, SA, 5000, 1001)])
+    assert (rec.orig_h, rec.orig_p, rec.history, rec.conn_state) == (S, 80, "H", "OTH")
+
+
+def test_syn_ack_followed_by_ack_flips_and_recases_history_even_between_server_ports():
+    pkts = [tcp(1.0, S, 80, C, 6669, SA, 5000, 1001), tcp(1.1, C, 6669, S, 80, A, 1001, 5001),
+            tcp(1.2, C, 6669, S, 80, PA, 1001, 5001, data=10)]
+    (rec,) = run(pkts)
+    assert (rec.orig_h, rec.orig_p, rec.resp_p) == (C, 6669, 80)
+    assert rec.history == "^hAD"
+    assert (rec.orig_pkts, rec.resp_pkts) == (2, 1)

@@ -20,7 +20,7 @@ from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import UidGenerator
 from pcapexfil.hooks import AppAnalyzer
 from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
-from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, TH_SYN, Packet
+from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, TH_RST, TH_SYN, Packet
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
 
@@ -107,7 +107,15 @@ class Connection:
             self.history.append(code)
             entry[1] *= 10
 
-    def flip_roles(self) -> None:
+    def flip_roles(self, recase_history: bool = False) -> None:
+        """Swap originator and responder and note it with '^'. With `recase_history` (a
+        late flip), the letters so far change case as if roles had been right from the
+        start, and '^' leads."""
+        if recase_history:
+            self.history = ["^", *(c.swapcase() for c in self.history)]
+            self.hist_seen = ((self.hist_seen & 0xFFFF) << 16) | (self.hist_seen >> 16)
+        else:
+            self.history.append("^")
         self.orig_h, self.resp_h = self.resp_h, self.orig_h
         self.orig_p, self.resp_p = self.resp_p, self.orig_p
         self.orig_pkts, self.resp_pkts = self.resp_pkts, self.orig_pkts
@@ -115,7 +123,6 @@ class Connection:
         self.orig_len, self.resp_len = self.resp_len, self.orig_len
         if self.tcp is not None:
             self.tcp.flip_roles()
-        self.history.append("^")
 
     # -- timers --------------------------------------------------------------
     def schedule(self, when: float, kind: str) -> None:
@@ -243,6 +250,11 @@ class FlowTable:
             conn = None
         if conn is None:
             conn = self._new_conn(key, pkt, sport, dport)
+        if conn.tcp is not None and conn.tcp.synack_first and conn.orig_pkts + conn.resp_pkts >= 1:
+            conn.tcp.synack_first = False
+            if not pkt.flags & (TH_SYN | TH_RST) and (pkt.flags & TH_ACK or pkt.payload_len > 0):
+                conn.flip_roles(recase_history=True)
+                conn.tcp.synack_sender_is_responder()
         is_orig = pkt.src == conn.orig_h and sport == conn.orig_p
 
         if pkt.outer is not None:
@@ -340,7 +352,11 @@ class FlowTable:
         if proto == PROTO_TCP:
             conn.tcp = TCPAdapter(conn)
             flags = pkt.flags
-            if not flags & TH_SYN or flags & TH_ACK:
+            if flags & TH_SYN and flags & TH_ACK:
+                # A SYN-ACK first: flipped only if an ACK or data follows (a stealth
+                # scan's SYN-ACKs get RSTs or nothing), see TCPAdapter.synack_first.
+                conn.tcp.synack_first = True
+            elif not flags & TH_SYN:
                 if is_likely_server_port(sport, proto):
                     if is_likely_server_port(dport, proto):
                         flip = not flags & TH_SYN and sport < dport

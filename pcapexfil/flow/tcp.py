@@ -254,7 +254,7 @@ class Endpoint:
 class TCPAdapter:
     """Per-connection TCP analysis (Zeek's TCPSessionAdapter), minus application layers."""
 
-    __slots__ = ("conn", "orig", "resp", "is_partial", "first_packet_seen", "is_active")
+    __slots__ = ("conn", "orig", "resp", "is_partial", "first_packet_seen", "is_active", "synack_first")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -265,6 +265,7 @@ class TCPAdapter:
         self.is_partial = False
         self.first_packet_seen = 0  # bit 1: orig, bit 2: resp
         self.is_active = True
+        self.synack_first = False  # the first packet was a SYN-ACK; may flip on the next
 
     # -- roles ---------------------------------------------------------------
     def flip_roles(self) -> None:
@@ -274,6 +275,15 @@ class TCPAdapter:
         fps = self.first_packet_seen
         self.first_packet_seen = (2 if fps & 1 else 0) | (1 if fps & 2 else 0)
         self.is_partial = False
+
+    def synack_sender_is_responder(self) -> None:
+        """After a late flip: the SYN-ACK's sender is the responder whose SYN-ACK answered
+        a SYN we missed, so the connection is not partial (Zeek PRs 2191, 2552)."""
+        resp = self.resp
+        if resp.state == SYN_ACK_SENT:
+            resp.prev_state, resp.state = INACTIVE, ESTABLISHED
+        self.is_partial = False
+        self.first_packet_seen |= 2
 
     def is_closed(self) -> bool:
         return self.orig.did_close or self.resp.did_close
