@@ -35,6 +35,8 @@ EXACT_FIELDS = (
 EXCLUDED = {
     "core.pcap.dynamic-filter": "Zeek's script installed packet filters while reading the trace",
 }
+# service is compared only for the protocols pcapexfil recognises, and not asserted here.
+KNOWN_SERVICES = frozenset({"ssl", "http", "dns"})
 THRESHOLDS = {
     "orig_pkts": 0.99, "resp_pkts": 0.99, "orig_ip_bytes": 0.99, "resp_ip_bytes": 0.99,
     "orig_bytes": 0.98, "resp_bytes": 0.98, "missed_bytes": 0.98,
@@ -142,6 +144,13 @@ def run_case(case: str, trace: str, flags: str) -> CaseResult:
                 result.agree[name] += 1
             else:
                 delta.append(f"{name}: zeek={zeek_value} ours={ours_value}")
+        if "service" in log.fields:
+            zeek_services = set(row["service"].split(",")) & KNOWN_SERVICES
+            result.total["service"] += 1
+            if zeek_services == set(match.service) & KNOWN_SERVICES:
+                result.agree["service"] += 1
+            else:
+                delta.append(f"service: zeek={row['service']} ours={','.join(match.service) or '-'}")
         if delta:
             result.diffs.append(f"  differs  {' '.join(key)}  " + "; ".join(delta))
     for key, left in ours.items():
@@ -179,6 +188,10 @@ def agreement_table(results: list[CaseResult]) -> tuple[str, dict[str, float], f
         total = sum(r.total[name] for r in compared)
         rates[name] = agree / total if total else 1.0
         lines.append(f"{name:<15}{agree:>8}{total:>8}{rates[name]:>10.2%}{THRESHOLDS[name]:>9.0%}")
+    agree = sum(r.agree["service"] for r in compared)
+    total = sum(r.total["service"] for r in compared)
+    lines.append(f"{'service*':<15}{agree:>8}{total:>8}{agree / max(total, 1):>10.2%}{'-':>9}")
+    lines.append("* ssl/http/dns only; informational (the identifiers' own tests cover them)")
     skipped = [r for r in results if r.skipped]
     if skipped:
         lines.append("skipped cases:")
