@@ -1,0 +1,105 @@
+"""HTTP: transactions by content on any port, Host without port, body lengths, pipelining."""
+
+from __future__ import annotations
+
+from pcapexfil.identifiers.http import strip_port
+from test_identifiers_support import FakeConn, Run, syn, tcp
+from zeek_logs import read_zeek_log
+
+
+def _flow(conn: FakeConn, client: list[bytes], server: list[bytes]) -> list:
+    pkts = [(True, syn(conn, True, 999)), (False, syn(conn, False, 4999))]
+    off = 0
+    for chunk in client:
+        pkts.append((True, tcp(conn, True, 1000 + off, chunk)))
+        off += len(chunk)
+    off = 0
+    for chunk in server:
+        pkts.append((False, tcp(conn, False, 5000 + off, chunk)))
+        off += len(chunk)
+    return pkts
+
+
+def _run(tmp_path, conn: FakeConn, client: list[bytes], server: list[bytes]):  # type: ignore[no-untyped-def]
+    run = Run(out_dir=str(tmp_path))
+    run.feed(conn, _flow(conn, client, server))
+    rec = run.finish(conn)
+    run.close()
+    return rec, read_zeek_log(str(tmp_path / "http.log")).rows
+
+
+def test_host_with_port_on_nonstandard_port(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conn = FakeConn(resp_p=22)
+    req = b"GET /a?b=1 HTTP/1.1\r\nHost: Files.Example.com:8080\r\nUser-Agent: t/1\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    rec, rows = _run(tmp_path, conn, [req[:10], req[10:]], [resp])
+    assert rec.http_host == "Files.Example.com"
+    assert rec.service == ["http"]
+    (row,) = rows
+    assert (row["method"], row["host"], row["uri"], row["user_agent"]) == ("GET", "Files.Example.com:8080", "/a?b=1", "t/1")
+    assert (row["status_code"], row["status_msg"], row["response_body_len"], row["trans_depth"]) == ("200", "OK", "5", "1")
+
+
+def test_pipelined_requests_bodies_and_chunked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conn = FakeConn(resp_p=80)
+    client = [
+        b"POST /up HTTP/1.1\r\nHost: a.example\r\nContent-Length: 11\r\n\r\nhello world",
+        b"GET /two HTTP/1.1\r\nHost: b.example\r\n\r\n",
+    ]
+    server = [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+    ]
+    rec, rows = _run(tmp_path, conn, client, server)
+    assert rec.http_host == "a.example"  # the first request's Host
+    by_depth = {r["trans_depth"]: r for r in rows}
+    one, two = by_depth["1"], by_depth["2"]
+    assert (one["method"], one["request_body_len"], one["response_body_len"]) == ("POST", "11", "7")
+    assert (one["status_code"], one["info_code"], one["info_msg"]) == ("201", "100", "Continue")
+    assert (two["host"], two["uri"], two["status_code"], two["response_body_len"]) == ("b.example", "/two", "404", "2")
+
+
+def test_body_until_close_and_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conn = FakeConn(resp_p=8000)
+    client = [b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.0\r\n\r\n"]
+    server = [b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n", b"x" * 300, b"y" * 50]
+    rec, rows = _run(tmp_path, conn, client, server)
+    by_depth = {r["trans_depth"]: r for r in rows}
+    assert by_depth["1"]["response_body_len"] == "0"
+    assert by_depth["2"]["response_body_len"] == "350"
+    assert by_depth["2"]["host"] == "-" and rec.http_host == "h"
+
+
+def test_not_http_is_ignored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conn = FakeConn(resp_p=80)
+    rec, rows = _run(tmp_path, conn, [b"\x00\x01binary junk\r\n\r\n"], [b"HTTP/1.1 200 OK\r\n\r\n"])
+    assert rec.http_host is None and rows == [] and rec.service == []
+
+
+def test_server_first_protocol_is_not_http(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conn = FakeConn(resp_p=22)
+    pkts = [(False, tcp(conn, False, 5000, b"SSH-2.0-OpenSSH_9\r\n")), (True, tcp(conn, True, 1000, b"SSH-2.0-x\r\n"))]
+    run = Run()
+    run.feed(conn, pkts)
+    assert run.finish(conn).service == []
+
+
+def test_connect_then_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from test_identifiers_support import client_hello_record
+
+    conn = FakeConn(resp_p=3128)
+    req = b"CONNECT secure.example.com:443 HTTP/1.1\r\nHost: secure.example.com:443\r\n\r\n"
+    rec, rows = _run(
+        tmp_path, conn, [req, client_hello_record("secure.example.com")], [b"HTTP/1.1 200 Connection established\r\n\r\n"]
+    )
+    assert rows[0]["method"] == "CONNECT" and rows[0]["response_body_len"] == "0"
+    assert rec.server_name == "secure.example.com"
+    assert set(rec.service) == {"http", "ssl"}
+
+
+def test_strip_port() -> None:
+    assert strip_port("example.com:80") == "example.com"
+    assert strip_port("[2001:db8::1]:8080") == "2001:db8::1"
+    assert strip_port("2001:db8::1") == "2001:db8::1"
+    assert strip_port("example.com") == "example.com"
