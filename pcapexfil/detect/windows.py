@@ -9,45 +9,14 @@ does not depend on how the input is split into runs.
 from __future__ import annotations
 
 import heapq
-import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pcapexfil.identifiers.domain import identifier_domain
 from pcapexfil.record import ConnRecord
 
 WindowKey = tuple[str, int, str, str]  # (orig_h, resp_p, proto, identifier)
 IDENTIFIERS = ("resp_h", "domain", "ja3s")
-
-
-def _minimal_identifier_domain(rec: ConnRecord, mode: str) -> str | None:
-    """Stand-in used only while pcapexfil.identifiers.domain is missing (same contract)."""
-    name = rec.http_host or rec.server_name or rec.dns_name
-    if not name:
-        return None
-    name = name.strip().lower().rstrip(".")
-    if name.startswith("[") and "]" in name:
-        name = name[1 : name.index("]")]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    try:
-        ipaddress.ip_address(name)
-        return name
-    except ValueError:
-        pass
-    labels = name.split(".")
-    if mode == "last2" or len(labels) <= 2:
-        return ".".join(labels[-2:])
-    from publicsuffixlist import PublicSuffixList
-
-    return PublicSuffixList().privatesuffix(name) or name
-
-
-def _load_identifier_domain() -> Callable[[ConnRecord, str], str | None]:
-    try:
-        from pcapexfil.identifiers.domain import identifier_domain
-    except ImportError:
-        return _minimal_identifier_domain
-    return identifier_domain  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)
@@ -82,7 +51,6 @@ class WindowTable:
         self.open: dict[WindowKey, Window] = {}
         self._heap: list[tuple[float, int, WindowKey]] = []
         self.next_seq = 0
-        self._domain = _load_identifier_domain() if "domain" in identifiers else None
 
     def identifiers_of(self, rec: ConnRecord) -> list[str]:
         out: list[str] = []
@@ -90,8 +58,7 @@ class WindowTable:
             if name == "resp_h":
                 out.append(rec.resp_h)
             elif name == "domain":
-                assert self._domain is not None
-                value = self._domain(rec, self.domain_mode)
+                value = identifier_domain(rec, self.domain_mode)  # type: ignore[arg-type]
                 if value:
                     out.append(value)
             elif name == "ja3s" and rec.ja3s:
