@@ -269,3 +269,53 @@ def test_syn_ack_followed_by_ack_flips_and_recases_history_even_between_server_p
     assert (rec.orig_h, rec.orig_p, rec.resp_p) == (C, 6669, 80)
     assert rec.history == "^hAD"
     assert (rec.orig_pkts, rec.resp_pkts) == (2, 1)
+
+
+def test_syn_then_rst_from_originator_is_rstos0():
+    (rec,) = run([tcp(1.0, C, 40000, S, 80, SYN, 10), tcp(1.2, C, 40000, S, 80, R, 11)])
+    assert rec.conn_state == "RSTOS0" and rec.history == "SR"
+
+
+def test_syn_then_fin_without_answer_is_sh_and_orig_fin_only_is_s2():
+    (rec,) = run([tcp(1.0, C, 40000, S, 80, SYN, 10), tcp(1.2, C, 40000, S, 80, FA, 11, 0)])
+    assert rec.conn_state == "SH"
+    pkts = handshake_and_close()[:6]  # the client's FIN, no answer
+    (rec,) = run(pkts)
+    assert rec.conn_state == "S2"
+
+
+def test_zero_window_adds_w():
+    pkts = handshake_and_close()
+    pkts.insert(5, tcp(100.45, S, 80, C, 40000, A, 5301, 1101, window=0))
+    (rec,) = run(pkts)
+    assert "w" in rec.history
+
+
+def test_unanswered_syn_retransmitted_after_attempt_delay_is_a_new_connection():
+    # tcp_attempt_delay (5 s) removes an unanswered attempt; a later SYN starts afresh.
+    pkts = [tcp(1.0, C, 40000, S, 80, SYN, 10), tcp(2.0, C, 40000, S, 80, SYN, 10),
+            tcp(9.0, C, 40000, S, 80, SYN, 10)]
+    recs = run(pkts)
+    assert [(r.orig_pkts, r.conn_state) for r in recs] == [(2, "S0"), (1, "S0")]
+    assert recs[0].duration == pytest.approx(1.0)
+
+
+def test_tunnel_parents_and_outer_service():
+    outer_udp = udp(1.0, "172.16.0.1", 40000, "172.16.0.2", 4789, 100)
+    inner = tcp(1.0, C, 40000, S, 80, SYN, 10)
+    inner.outer, inner.tunnel_type = outer_udp, "vxlan"
+    outer_gre = Packet(ts=2.0, src="172.16.0.1", dst="172.16.0.9", proto=47, ip_len=100)
+    inner2 = udp(2.0, C, 5353, S, 53, 30)
+    inner2.outer, inner2.tunnel_type = outer_gre, "gre"
+    out: list[ConnRecord] = []
+    table = FlowTable(FlowConfig(seed=5), out.append)
+    table.process_all([outer_udp, inner])
+    table.process_all([outer_gre, inner2])
+    table.flush()
+    by_proto = {(r.proto, r.resp_p): r for r in out}
+    assert len(out) == 3  # the GRE carrier is no connection of its own
+    vx = by_proto[("udp", 4789)]
+    assert vx.service == ["vxlan"]
+    assert by_proto[("tcp", 80)].tunnel_parents == [vx.uid]
+    gre_parent = by_proto[("udp", 53)].tunnel_parents
+    assert len(gre_parent) == 1 and gre_parent[0] not in {r.uid for r in out}

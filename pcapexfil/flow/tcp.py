@@ -164,7 +164,6 @@ class Endpoint:
         "start_seq", "last_seq", "ack_seq", "seq_wraps", "ack_wraps",
         "fin_cnt", "rst_cnt", "fin_seq", "did_close",
         "hist_last_syn", "hist_last_fin", "hist_last_rst",
-        "window_scale", "window", "window_seq", "window_ack_seq",
         "counters", "reassembler",
     )  # fmt: skip
 
@@ -180,8 +179,6 @@ class Endpoint:
         self.fin_seq = 0
         self.did_close = False
         self.hist_last_syn = self.hist_last_fin = self.hist_last_rst = 0
-        self.window_scale = 0
-        self.window = self.window_seq = self.window_ack_seq = 0
         # Scaled-history counters: name -> [count, threshold].
         self.counters: dict[str, list[int]] = {}
         self.reassembler = Reassembler(self)
@@ -341,7 +338,7 @@ class TCPAdapter:
             conn.weird("TCP_seq_underflow_or_misorder")
 
         self._update_history(endpoint, flags, rel_seq, length)
-        self._update_window(endpoint, window, seq, ack, flags)
+        self._zero_window(endpoint, window, flags)
 
         if not self.orig.did_close or not self.resp.did_close:
             conn.last_ts = ts
@@ -456,9 +453,9 @@ class TCPAdapter:
             e.check_history(HIST_ACK, "A")
 
     @staticmethod
-    def _update_window(e: Endpoint, window: int, seq: int, ack: int, flags: int) -> None:
-        # Only the zero-window history letter reaches conn.log; a zero window is zero
-        # whatever the scale, so scaling need not be tracked.
+    def _zero_window(e: Endpoint, window: int, flags: int) -> None:
+        """Zeek's update_window, reduced to what reaches conn.log: the W/w letter (a zero
+        window is zero whatever the scale, so scaling need not be tracked)."""
         if window == 0 and not flags & TH_RST and e.peer.state != CLOSED and e.state != RESET:
             e.scaled("W", "win0")
 
