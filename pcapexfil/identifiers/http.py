@@ -34,7 +34,8 @@ NAME = "http"
 MAX_HEADER = 64 * 1024  # a header block longer than this is not HTTP we follow
 
 # Request line: a token method, a target, and an HTTP version (or none: HTTP/0.9).
-_REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S+)(?: +HTTP/(\d+\.\d+))? *$")
+# The target runs to the last " HTTP/x.y" (Zeek keeps spaces inside it).
+_REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$")
 _RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
 _KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
 # Zeek's HTTP::proxy_headers: request headers that betray a proxy.
