@@ -48,7 +48,7 @@ def seq_delta(a: int, b: int) -> int:
 class Reassembler:
     """Sequence-range view of Zeek's TCP_Reassembler: enough to find content gaps."""
 
-    __slots__ = ("endp", "blocks", "last_reassem_seq", "trim_seq", "skip_deliveries")
+    __slots__ = ("endp", "blocks", "last_reassem_seq", "trim_seq", "skip_deliveries", "data_upper", "did_eof")
 
     def __init__(self, endp: Endpoint) -> None:
         self.endp = endp
@@ -56,6 +56,35 @@ class Reassembler:
         self.last_reassem_seq = 1
         self.trim_seq = 1
         self.skip_deliveries = False
+        self.data_upper = 0  # end of the highest data seen: Zeek keeps blocks until acked
+        self.did_eof = False
+
+    def has_blocks(self) -> bool:
+        """Data held (undelivered, or delivered but not yet acknowledged)."""
+        return self.data_upper > self.trim_seq
+
+    def data_pending(self) -> bool:
+        """Zeek's TCP_Reassembler::DataPending: is the stream not yet delivered to its end?"""
+        if self.skip_deliveries:
+            return False
+        endp = self.endp
+        delivered = endp.start_seq + self.last_reassem_seq
+        last = (endp.seq_wraps << 32) | endp.last_seq
+        if last < delivered:
+            return False
+        if delivered != last - 1 and delivered != last:
+            return True
+        return endp.state != RESET and endp.peer.reassembler.has_blocks()
+
+    def check_eof(self) -> None:
+        endp = self.endp
+        if (
+            not self.did_eof
+            and (endp.fin_cnt > 0 or endp.state in (CLOSED, RESET))
+            and not self.data_pending()
+        ):
+            self.did_eof = True
+            endp.adapter.endpoint_eof(endp)
 
     def data_sent(self, seq: int, length: int) -> None:
         endp = self.endp
@@ -70,12 +99,15 @@ class Reassembler:
         self._new_block(seq, upper)
         if endp.no_data_acked() and self._undelivered() > MAX_ABOVE_HOLE_WITHOUT_ACKS:
             endp.conn.weird("above_hole_data_without_any_acks")
-            self.blocks.clear()
-            self.skip_deliveries = True
+            self._clear()
         elif sum(u - s for s, u in self.blocks) > EXCESSIVE_DATA_WITHOUT_ACKS:
             endp.conn.weird("excessive_data_without_further_acks")
-            self.blocks.clear()
-            self.skip_deliveries = True
+            self._clear()
+
+    def _clear(self) -> None:
+        self.blocks.clear()
+        self.data_upper = 0
+        self.skip_deliveries = True
 
     def _undelivered(self) -> int:
         return self.blocks[-1][1] - self.last_reassem_seq if self.blocks else 0
@@ -84,6 +116,8 @@ class Reassembler:
         if upper <= seq or upper <= self.trim_seq:
             return
         seq = max(seq, self.trim_seq)
+        if upper > self.data_upper:
+            self.data_upper = upper
         # Insert and merge with overlapping/adjacent ranges.
         blocks = self.blocks
         i = 0
@@ -116,6 +150,7 @@ class Reassembler:
         if seq <= self.trim_seq:
             return
         self._trim(seq)
+        self.check_eof()
 
     def _trim(self, seq: int) -> None:
         if seq > self.last_reassem_seq:
@@ -251,7 +286,8 @@ class Endpoint:
 class TCPAdapter:
     """Per-connection TCP analysis (Zeek's TCPSessionAdapter), minus application layers."""
 
-    __slots__ = ("conn", "orig", "resp", "is_partial", "first_packet_seen", "is_active", "synack_first")
+    __slots__ = ("conn", "orig", "resp", "is_partial", "first_packet_seen", "is_active", "synack_first",
+                 "close_deferred")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -263,6 +299,7 @@ class TCPAdapter:
         self.first_packet_seen = 0  # bit 1: orig, bit 2: resp
         self.is_active = True
         self.synack_first = False  # the first packet was a SYN-ACK; may flip on the next
+        self.close_deferred = False  # a FIN/RST arrived while data was still pending
 
     # -- roles ---------------------------------------------------------------
     def flip_roles(self) -> None:
@@ -380,6 +417,7 @@ class TCPAdapter:
             endpoint.reassembler.data_sent(rel_data_seq, length)
         elif length > 0 and not rst and not seq_underflow:
             conn.weird("truncated_tcp_payload")
+        endpoint.reassembler.check_eof()
 
         if do_close:
             self._connection_closed(endpoint, peer)
@@ -538,7 +576,18 @@ class TCPAdapter:
                     do_close = True
         return do_close
 
+    def endpoint_eof(self, endpoint: Endpoint) -> None:
+        """All of a closing side's data is in: carry out a close that waited for it."""
+        if self.close_deferred:
+            self._connection_closed(endpoint, endpoint.peer)
+            self.close_deferred = False
+
     def _connection_closed(self, endpoint: Endpoint, peer: Endpoint) -> None:
+        if endpoint.reassembler.data_pending():
+            # Zeek closes a side only once its data is delivered (or given up as a gap).
+            self.close_deferred = True
+            return
+        self.close_deferred = False
         if endpoint.did_close:
             return
         endpoint.did_close = True
