@@ -25,3 +25,10 @@ def main(verbose: int) -> None:
 from pcapexfil.cli.conn import conn  # noqa: E402
 
 main.add_command(conn)
+from pcapexfil.cli.analyze import analyze  # noqa: E402
+from pcapexfil.cli.baseline import baseline  # noqa: E402
+from pcapexfil.cli.detect import detect  # noqa: E402
+
+main.add_command(analyze)
+main.add_command(detect)
+main.add_command(baseline)

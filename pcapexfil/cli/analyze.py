@@ -1,0 +1,69 @@
+"""`pcapexfil analyze`: captures → conn.log (and the identifier logs) → exfiltration detector."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from pcapexfil.cli.detect import (
+    build_settings,
+    detector_options,
+    fail,
+    make_detector,
+    open_state,
+    prepare_out_dir,
+    report,
+)
+
+
+@click.command("analyze")
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for conn.log, exfil_detection.log, notice.log and the other logs.")
+@click.option("--verify-checksums", is_flag=True, help="Drop packets with bad checksums, as Zeek without -C.")
+@click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
+@detector_options
+def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, **kw: Any) -> None:
+    """Find exfiltration in PCAP... (one time-ordered stream): writes OUT/conn.log,
+    OUT/exfil_detection.log and OUT/notice.log. Scores need 10 days of baseline: keep one
+    --state across daily runs; its open windows carry over, so consecutive captures give the
+    same result as one long capture.
+
+    Exit status: 0 clean; 1 the input was damaged (records before the damage were used) or
+    the state failed mid-run (what was committed is kept); 2 usage error, unreadable input
+    or unusable state (nothing written).
+    """
+    from pcapexfil.detect.state import StateError
+    from pcapexfil.pipeline import ConnLogSink, RunOptions, run
+    from pcapexfil.source import CaptureError, open_captures
+    from pcapexfil.weird import Weirds
+
+    settings = build_settings(kw)
+    prepare_out_dir(out_dir)
+    try:
+        open_captures(list(pcaps), Weirds()).close()  # validate every input before any output
+    except CaptureError as exc:
+        fail(str(exc))
+    store = open_state(kw["state"], kw["busy_timeout"])
+    options = RunOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
+                         verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed)
+    try:
+        det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"])
+        conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"])
+        summary = run(pcaps, options, [conn_sink, det])
+    except CaptureError as exc:
+        fail(str(exc))
+    except StateError as exc:
+        fail(str(exc), status=1)
+    except OSError as exc:
+        fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(f"pcapexfil: {summary.packets} packets, {summary.records} connections", err=True)
+    report(det)
+    if summary.damaged:
+        click.echo("pcapexfil: input was damaged; records before the damage were used", err=True)
+        sys.exit(1)

@@ -1,0 +1,135 @@
+"""`pcapexfil baseline show|export|import|reset --state DB`: inspect and move the baseline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from pcapexfil.cli.detect import fail
+
+
+def _store(path: str, busy_timeout: float, must_exist: bool = True) -> Any:
+    from pcapexfil.detect.state import StateError, StateStore
+
+    if must_exist and not os.path.exists(path):
+        fail(f"state database {path}: no such file")
+    try:
+        return StateStore(path, busy_timeout=busy_timeout)
+    except StateError as exc:
+        fail(str(exc))
+
+
+_state_option = click.option("--state", required=True, type=click.Path(dir_okay=False), help="SQLite state.")
+_timeout_option = click.option("--busy-timeout", type=float, default=10.0, show_default=True,
+                               help="Seconds to wait for another process's lock.")
+
+
+@click.group("baseline")
+def baseline() -> None:
+    """Inspect, export, import or reset the detector's baseline."""
+
+
+@baseline.command("show")
+@_state_option
+@_timeout_option
+def show(state: str, busy_timeout: float) -> None:
+    """One line per (orig_h, resp_p/proto): distinct days, elements, last write (UTC)."""
+    store = _store(state, busy_timeout)
+    meta = store.meta()
+    rows = store.summary()
+    store.close()
+    click.echo(f"# domain_mode={meta.get('domain_mode', '-')} tz={meta.get('tz', '-')} "
+               f"watermark={meta.get('watermark', '-')} keys={len(rows)}")
+    click.echo("orig_h\tresp_p\tdays\telements\tlast_write")
+    for orig_h, resp_p, proto, days, elements, last in rows:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last))
+        click.echo(f"{orig_h}\t{resp_p}/{proto}\t{days}\t{elements}\t{when}")
+
+
+@baseline.command("export")
+@_state_option
+@_timeout_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="-", help="File (default stdout).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+def export(state: str, busy_timeout: float, output: str, fmt: str) -> None:
+    """Write every baseline element (JSON lines or CSV with a header)."""
+    from pcapexfil.detect.state import BASELINE_COLUMNS
+
+    store = _store(state, busy_timeout)
+    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8", newline="")
+    try:
+        if fmt == "csv":
+            writer = csv.DictWriter(out, fieldnames=list(BASELINE_COLUMNS))
+            writer.writeheader()
+            writer.writerows(store.baseline_rows())
+        else:
+            for row in store.baseline_rows():
+                out.write(json.dumps(row) + "\n")
+    finally:
+        store.close()
+        if out is not sys.stdout:
+            out.close()
+
+
+def _read_rows(path: str, fmt: str) -> Iterator[dict[str, Any]]:
+    from pcapexfil.detect.state import BASELINE_COLUMNS
+
+    types = {"resp_p": int, "orig_ip_bytes": int, "resp_ip_bytes": int, "ts": float, "duration": float}
+    with open(path, encoding="utf-8", newline="") as fh:
+        source = csv.DictReader(fh) if fmt == "csv" else (json.loads(ln) for ln in fh if ln.strip())
+        for number, row in enumerate(source, start=1):
+            try:
+                yield {c: types.get(c, str)(row[c]) for c in BASELINE_COLUMNS}
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: element {number}: bad or missing field ({exc})") from None
+
+
+@baseline.command("import")
+@_state_option
+@_timeout_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Default: from the file name (.csv, else JSON lines).")
+def import_(state: str, busy_timeout: float, file: str, fmt: str | None) -> None:
+    """Add exported elements to a baseline (all or nothing; parameters follow at the next run)."""
+    from pcapexfil.detect.state import StateError
+
+    fmt = fmt or ("csv" if file.endswith(".csv") else "jsonl")
+    try:
+        rows = list(_read_rows(file, fmt))
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(str(exc).splitlines()[0])
+    store = _store(state, busy_timeout, must_exist=False)
+    try:
+        count = store.import_rows(rows)
+    except StateError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    click.echo(f"pcapexfil: imported {count} baseline elements", err=True)
+
+
+@baseline.command("reset")
+@_state_option
+@_timeout_option
+@click.option("--yes", is_flag=True, help="Confirm: forget the whole baseline and all detector state.")
+def reset(state: str, busy_timeout: float, yes: bool) -> None:
+    """Forget everything the detector learned (the file stays, empty)."""
+    from pcapexfil.detect.state import StateError
+
+    if not yes:
+        fail("reset forgets the whole baseline; add --yes to confirm")
+    store = _store(state, busy_timeout)
+    try:
+        store.reset()
+    except StateError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
