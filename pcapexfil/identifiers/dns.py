@@ -19,13 +19,12 @@ another connection) cannot rename it.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.logs.dns import DNS_FIELDS, OPCODES, dns_row, qclass_name, qtype_name, rcode_name
-from pcapexfil.logs.zeek import ZeekLogWriter
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
@@ -217,11 +216,7 @@ class DnsAnalyzer:
         self.ctx = ctx
         self.users = stream_users
         self.names: dict[tuple[str, str], tuple[str, float]] = {}
-        self.writer: ZeekLogWriter | None = None
-        if ctx.out_dir is not None:
-            self.writer = ZeekLogWriter(
-                os.path.join(ctx.out_dir, "dns.log"), "dns", DNS_FIELDS, ctx.use_json, ctx.ts_style
-            )
+        self.log = LogOut(ctx, "dns", DNS_FIELDS)
 
     # -- DNS-derived names -------------------------------------------------------------
 
@@ -381,9 +376,9 @@ class DnsAnalyzer:
         msgs[tid].append(info)
 
     def _write(self, conn: ConnView, info: dict[str, Any]) -> None:
-        if self.writer is not None and not info.get("_written"):
+        if self.log.enabled and not info.get("_written"):
             info["_written"] = True
-            self.writer.write(dns_row(conn, {k: v for k, v in info.items() if not k.startswith("_")}))
+            self.log.write(dns_row(conn, {k: v for k, v in info.items() if not k.startswith("_")}))
 
     def _weird(self, conn: ConnView, name: str, ts: float, addl: str | None = None) -> None:
         if self.ctx.weirds is not None:
@@ -405,5 +400,4 @@ class DnsAnalyzer:
             rec.dns_name = conn.app.get(NAME_KEY)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.log.close()

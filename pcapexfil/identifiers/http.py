@@ -15,14 +15,13 @@ port.
 from __future__ import annotations
 
 import base64
-import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
-from pcapexfil.logs.zeek import ZeekLogWriter
 from pcapexfil.packet import PROTO_TCP
 
 if TYPE_CHECKING:
@@ -165,11 +164,7 @@ class HttpAnalyzer:
     def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
         self.ctx = ctx
         self.users = stream_users
-        self.writer: ZeekLogWriter | None = None
-        if ctx.out_dir is not None:
-            self.writer = ZeekLogWriter(
-                os.path.join(ctx.out_dir, "http.log"), "http", HTTP_FIELDS, ctx.use_json, ctx.ts_style
-            )
+        self.log = LogOut(ctx, "http", HTTP_FIELDS)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         if pkt.proto != PROTO_TCP:
@@ -438,9 +433,9 @@ class HttpAnalyzer:
             side.trans.complete = True
 
     def _log(self, conn: ConnView, t: Transaction) -> None:
-        if self.writer is not None and not t.logged:
+        if self.log.enabled and not t.logged:
             t.logged = True
-            self.writer.write(http_row(conn, t.row_fields()))
+            self.log.write(http_row(conn, t.row_fields()))
 
     def _weird(self, conn: ConnView, name: str, ts: float) -> None:
         if self.ctx.weirds is not None:
@@ -457,5 +452,4 @@ class HttpAnalyzer:
             self._log(conn, t)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.log.close()

@@ -18,16 +18,15 @@ client's key-share guess.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dpkt.ssl_ciphersuites
 
+from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
-from pcapexfil.logs.zeek import ZeekLogWriter
 from pcapexfil.packet import PROTO_TCP
 
 if TYPE_CHECKING:
@@ -311,11 +310,7 @@ class TlsAnalyzer:
     def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
         self.ctx = ctx
         self.users = stream_users
-        self.writer: ZeekLogWriter | None = None
-        if ctx.out_dir is not None:
-            self.writer = ZeekLogWriter(
-                os.path.join(ctx.out_dir, "ssl.log"), "ssl", SSL_FIELDS, ctx.use_json, ctx.ts_style
-            )
+        self.log = LogOut(ctx, "ssl", SSL_FIELDS)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         if pkt.proto != PROTO_TCP:
@@ -397,12 +392,11 @@ class TlsAnalyzer:
         rec.ja3 = st.hello.ja3()
         if st.shello is not None:
             rec.ja3s = st.shello.ja3s()
-        if self.writer is not None:
-            self.writer.write(ssl_row(conn, tls_info(st)))
+        if self.log.enabled:
+            self.log.write(ssl_row(conn, tls_info(st)))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.log.close()
 
 
 def cipher_name(code: int) -> str:
