@@ -291,7 +291,7 @@ class HandshakeScanner:
 
 
 class _TlsConn:
-    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "ccs", "weird", "logged")
+    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird")
 
     def __init__(self, ts: float) -> None:
         self.ts = ts
@@ -300,7 +300,6 @@ class _TlsConn:
         self.hello: ClientHello | None = None
         self.shello: ServerHello | None = None
         self.curve: int | None = None
-        self.ccs = False
         self.weird: str | None = None
 
 
@@ -330,7 +329,7 @@ class TlsAnalyzer:
                         self._client_hello(conn, st, body, pkt.ts)
                 if st.hello is not None:
                     st.client.done = True  # the ClientHello is all the client side gives us
-                self._report(conn, st, st.client, pkt.ts)
+                self._report(conn, st.client, pkt.ts)
         elif st.hello is not None and not st.server.done:
             # Server bytes only matter once a ClientHello was seen (server speaks second).
             for mtype, body in st.server.feed(data):
@@ -343,7 +342,7 @@ class TlsAnalyzer:
                     st.server.done = True
             if st.shello is not None and st.shello.selected_version == 0x0304:
                 st.server.done = True  # everything after the hello is encrypted
-            self._report(conn, st, st.server, pkt.ts)
+            self._report(conn, st.server, pkt.ts)
         elif not is_orig and st.client.done and st.hello is None:
             st.server.done = True
         if st.client.done and st.server.done:
@@ -373,7 +372,7 @@ class TlsAnalyzer:
         if st.shello.key_share_group is not None:
             st.curve = st.shello.key_share_group
 
-    def _report(self, conn: ConnView, st: _TlsConn, scanner: HandshakeScanner, ts: float) -> None:
+    def _report(self, conn: ConnView, scanner: HandshakeScanner, ts: float) -> None:
         if scanner.error:
             self._weird(conn, scanner.error, ts, None)
             scanner.error = None
