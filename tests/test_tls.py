@@ -157,3 +157,15 @@ def test_ssl_log_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert row["cipher"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
     assert row["curve"] == "secp256r1"
     assert row["ja3s"] == KNOWN_JA3S
+
+
+def test_hello_retry_request_fingerprints_the_first_server_hello() -> None:
+    conn = FakeConn()
+    run = Run()
+    hrr = handshake(2, server_hello_body(0x0303, 0x1301, [ext(43, b"\x03\x04"), ext(51, b"\x00\x17")]))
+    second = handshake(2, server_hello_body(0x0303, 0x1302, [ext(43, b"\x03\x04"), ext(51, b"\x00\x17" + bytes(67)), ext(41, b"\x00\x00")]))
+    ccs = record(20, b"\x01", 0x0303)
+    server = record(22, hrr, 0x0303) + ccs + record(22, second, 0x0303)
+    run.feed(conn, _hello_flow(conn, [(0, client_hello_record("hrr.example"))], server))
+    rec = run.finish(conn)
+    assert rec.ja3s == hashlib.md5(b"771,4865,43-51").hexdigest()  # documented choice: first hello only
