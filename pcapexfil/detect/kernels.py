@@ -32,6 +32,43 @@ def median(values: np.ndarray) -> float:
 
 
 @njit(cache=True)
+def _select_median(buf: np.ndarray, n: int) -> float:
+    """Median of buf[:n] by in-place quickselect (reorders buf); n > 0."""
+    k = n // 2
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        pivot = buf[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                tmp = buf[i]
+                buf[i] = buf[j]
+                buf[j] = tmp
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    upper = buf[k]
+    if n % 2 == 1:
+        return float(upper)
+    lower = buf[0]
+    for t in range(1, k):  # everything left of k is <= buf[k]: the largest is the other middle
+        if buf[t] > lower:
+            lower = buf[t]
+    return (float(lower) + float(upper)) / 2.0
+
+
+@njit(cache=True)
 def mad(values: np.ndarray, center: float) -> float:
     """Median absolute deviation around `center` (unscaled, as the reference)."""
     return median(np.abs(values - center))
@@ -99,22 +136,36 @@ def recompute_params(bytes_: np.ndarray, dur: np.ndarray, offsets: np.ndarray) -
     """
     nkeys = offsets.shape[0] - 1
     out = np.full((nkeys, N_PARAMS), np.nan)
+    longest = 0
+    for k in range(nkeys):
+        longest = max(longest, offsets[k + 1] - offsets[k])
+    buf = np.empty(longest)  # one scratch buffer for every selection: no per-key allocation
     for k in range(nkeys):
         lo = offsets[k]
-        hi = offsets[k + 1]
-        if hi <= lo:
+        n = offsets[k + 1] - lo
+        if n <= 0:
             continue
-        b = bytes_[lo:hi]
-        d = np.abs(dur[lo:hi])
-        med_b = median(b)
-        mad_b = mad(b, med_b)
-        med_d = median(d)
-        mad_d = mad(d, med_d)
+        for i in range(n):
+            buf[i] = bytes_[lo + i]
+        med_b = _select_median(buf, n)
+        for i in range(n):
+            buf[i] = abs(bytes_[lo + i] - med_b)
+        mad_b = _select_median(buf, n)
+        for i in range(n):
+            buf[i] = abs(dur[lo + i])
+        med_d = _select_median(buf, n)
+        for i in range(n):
+            buf[i] = abs(abs(dur[lo + i]) - med_d)
+        mad_d = _select_median(buf, n)
         out[k, MED_B] = med_b
         out[k, MAD_B] = mad_b
         out[k, MED_D] = med_d
         out[k, MAD_D] = mad_d
         if mad_b != 0.0 and mad_d != 0.0:
-            out[k, REF_B] = median(np.abs(b - med_b) / mad_b)
-            out[k, REF_D] = median(np.abs(d - med_d) / mad_d)
+            for i in range(n):
+                buf[i] = abs(bytes_[lo + i] - med_b) / mad_b
+            out[k, REF_B] = _select_median(buf, n)
+            for i in range(n):
+                buf[i] = abs(abs(dur[lo + i]) - med_d) / mad_d
+            out[k, REF_D] = _select_median(buf, n)
     return out
