@@ -159,3 +159,31 @@ def test_export_import_roundtrip(one_run: Path, tmp_path: Path) -> None:
     # An imported baseline gets its parameters at the first recomputation of the next run.
     det = Detector(Settings(), store=StateStore(str(tmp_path / "copy.db")))
     assert det._recompute_all
+
+
+def test_lock_mid_run_keeps_last_snapshot_and_rerun_completes(one_run: Path, tmp_path: Path) -> None:
+    from test_detect_support import feed
+
+    db = tmp_path / "state.db"
+    days = split_by_day(scenario())
+    store = StateStore(str(db), busy_timeout=0.1)
+    det = Detector(Settings(), store=store)
+    for day in days[:8]:
+        feed(det, day, close=False)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StateError, match="locked"):
+            feed(det, days[8], close=False)
+        det.close(0.0)  # a sink is closed even after a failure: it must not commit a partial state
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.close()
+    before = baseline_rows(db)
+    assert before
+    store = StateStore(str(db))
+    det = Detector(Settings(), store=store)
+    feed(det, scenario())
+    store.close()
+    assert baseline_rows(db) == baseline_rows(one_run / "state.db")

@@ -36,7 +36,7 @@ from pcapexfil.detect.kernels import recompute_params
 from pcapexfil.detect.normalize import RunningStats
 from pcapexfil.detect.notices import Notices, RowWriter, http_upload_rule
 from pcapexfil.detect.scores import NORMALIZED, WindowContext, chain, score_columns
-from pcapexfil.detect.state import Commit, StateStore
+from pcapexfil.detect.state import Commit, StateError, StateStore
 from pcapexfil.detect.windows import IDENTIFIERS, Window, WindowTable
 from pcapexfil.logs.exfil import exfil_fields
 from pcapexfil.logs.notice import NOTICE_FIELDS
@@ -139,6 +139,7 @@ class Detector:
         self._params_changed: dict[tuple[str, int, str], list[float] | None] = {}
         self._recompute_all = False
         self._closed = False
+        self._store_failed = False  # after a failed commit nothing more is committed
         if store is not None:
             self._load(store)
 
@@ -174,7 +175,7 @@ class Detector:
             if self.store is None:
                 for win in self.windows.drain():
                     self._close_window(win, end if end is not None else win.close_at)
-            elif end is not None:
+            elif end is not None and not self._store_failed:
                 self._commit(end)
         finally:
             for writer in (self.exfil_log, self.notice_log):
@@ -306,13 +307,19 @@ class Detector:
         meta = {"watermark": repr(watermark), "recompute_all": "1" if self._recompute_all else "0"}
         if self.next_recalc is not None:
             meta["next_recalc"] = repr(self.next_recalc)
-        self.store.commit(Commit(
-            baseline=self.baseline.take_delta(),
-            params=self._params_changed,
-            norms={name: (st.n, st.mean, st.m2) for name, st in self.norms.items()},
-            windows=open_windows,
-            suppress=dict(self.notices.suppressed),
-            meta=meta,
-        ))
+        try:
+            self.store.commit(Commit(
+                baseline=self.baseline.delta,
+                params=self._params_changed,
+                norms={name: (st.n, st.mean, st.m2) for name, st in self.norms.items()},
+                windows=open_windows,
+                suppress=dict(self.notices.suppressed),
+                meta=meta,
+            ))
+        except StateError:
+            # The state keeps its last snapshot; a rerun on the same input continues from there.
+            self._store_failed = True
+            raise
+        self.baseline.take_delta()
         self._params_changed = {}
         self.stats.commits += 1
