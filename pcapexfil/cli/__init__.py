@@ -32,3 +32,6 @@ from pcapexfil.cli.detect import detect  # noqa: E402
 main.add_command(analyze)
 main.add_command(detect)
 main.add_command(baseline)
+from pcapexfil.cli.synth import synth  # noqa: E402
+
+main.add_command(synth)
