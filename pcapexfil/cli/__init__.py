@@ -35,3 +35,6 @@ main.add_command(baseline)
 from pcapexfil.cli.synth import synth  # noqa: E402
 
 main.add_command(synth)
+from pcapexfil.cli.evaluate import evaluate_cmd  # noqa: E402
+
+main.add_command(evaluate_cmd)
