@@ -1,0 +1,122 @@
+"""Detection benchmark: a labelled 16-day dataset, `pcapexfil analyze` with each scoring, one table.
+
+    python benchmarks/bench_detection.py                 # seed 20240314, 16 days, 20 hosts
+    python benchmarks/bench_detection.py --seed 7 --seed 8 --workdir /tmp/bench
+
+For each seed, generates the dataset with `pcapexfil synth` (reused when the workdir already
+holds one made with the same options), runs `pcapexfil analyze` once per scoring listed by
+`pcapexfil analyze --help` (`--scoring` choices; just the reference when there is no such
+option), scores each run with `pcapexfil evaluate`'s library and prints a Markdown table:
+per-kind recall, overall recall, window precision, false-positive windows and false notices
+per host-day, average precision, analyze wall time. Each run's report.md is kept next to its logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from pcapexfil.evaluate import evaluate, load_results, write_report
+from pcapexfil.synth import EXFIL_KINDS, read_labels
+
+# The CLI of the installed package, run with this interpreter (the package has no __main__).
+PCAPEXFIL = [sys.executable, "-c", "from pcapexfil.cli import main; main(prog_name='pcapexfil')"]
+SHORT = {"bulk_https_new_domain": "bulk", "spread_many_small": "spread", "low_and_slow": "slow",
+         "http_post_80": "post80", "new_port": "newport"}
+
+
+def scorings() -> list[str | None]:
+    """The --scoring choices analyze offers; [None] (= run without the option) when it has none."""
+    text = subprocess.run([*PCAPEXFIL, "analyze", "--help"], capture_output=True,
+                          text=True).stdout
+    match = re.search(r"--scoring\s+\[([^\]]+)\]", text)
+    return [s.strip() for s in match.group(1).split("|")] if match else [None]
+
+
+def dataset(workdir: str, seed: int, days: int, hosts: int, scale: float) -> str:
+    out = os.path.join(workdir, f"data-seed{seed}-d{days}-h{hosts}-x{scale:g}")
+    if not os.path.exists(os.path.join(out, "labels.csv")):
+        subprocess.run([*PCAPEXFIL, "synth", "-o", out, "--days", str(days),
+                        "--hosts", str(hosts), "--seed", str(seed), "--scale", str(scale)], check=True)
+    return out
+
+
+def run(data: str, workdir: str, seed: int, scoring: str | None) -> tuple[dict | None, float, str]:
+    out = os.path.join(workdir, f"run-seed{seed}-{scoring or 'default'}")
+    pcaps = sorted(os.path.join(data, f) for f in os.listdir(data) if f.endswith(".pcap"))
+    cmd = [*PCAPEXFIL, "analyze", *pcaps, "-o", out, "--local-nets", "10.0.0.0/8",
+           "--seed", "1"]
+    if scoring is not None:
+        cmd += ["--scoring", scoring]
+    os.makedirs(out, exist_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if not os.path.exists(os.path.join(out, "exfil_detection.log")):
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return None, elapsed, f"analyze failed (exit {proc.returncode}): {lines[-1] if lines else ''}"
+    ev = evaluate(load_results(out), read_labels(os.path.join(data, "labels.csv")))
+    write_report(ev, out)
+    return ev, elapsed, out
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f}%"
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seed", type=int, action="append", help="Dataset seed (repeatable) [20240314].")
+    ap.add_argument("--days", type=int, default=16)
+    ap.add_argument("--hosts", type=int, default=20)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--workdir", help="Where datasets and runs go (kept) [a temporary directory].")
+    args = ap.parse_args()
+    seeds = args.seed or [20240314]
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-detection-")
+    os.makedirs(workdir, exist_ok=True)
+    kinds = list(EXFIL_KINDS)
+    header = (["seed", "scoring"] + [SHORT[k] for k in kinds]
+              + ["recall", "precision", "FP win/host-day", "false notices/host-day", "benign flagged", "AP",
+                 "analyze s"])
+    rows, notes, dumps = [], [], {}
+    for seed in seeds:
+        data = dataset(workdir, seed, args.days, args.hosts, args.scale)
+        for scoring in scorings():
+            ev, elapsed, where = run(data, workdir, seed, scoring)
+            name = scoring or "reference"
+            if ev is None:
+                notes.append(f"seed {seed}, {name}: {where}")
+                continue
+            per_kind = {k["kind"]: k for k in ev["kinds"]}
+            rows.append([str(seed), name] + [_pct(per_kind[k]["recall"]) if k in per_kind else "-" for k in kinds]
+                        + [_pct(ev["episodes"]["recall"]), _pct(ev["windows"]["precision"]),
+                           _num(ev["fp_windows_per_host_day"]), _num(ev["false_notices_per_host_day"]),
+                           f"{ev['episodes']['benign_flagged']}/{ev['episodes']['benign_labels']}",
+                           _num(ev["average_precision"]), f"{elapsed:.0f}"])
+            dumps[f"{seed}/{name}"] = {"report": os.path.join(where, "report.md"), "analyze_seconds": elapsed}
+    print(f"Detection benchmark: {args.days} days, {args.hosts} hosts, scale {args.scale:g}, threshold 0.8 "
+          f"(datasets and runs in {workdir})\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    for note in notes:
+        print(f"\n{note}")
+    with open(os.path.join(workdir, "bench_detection.json"), "w", encoding="utf-8") as fh:
+        json.dump({"header": header, "rows": rows, "runs": dumps, "notes": notes}, fh, indent=1)
+    return 1 if notes and not rows else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
