@@ -107,7 +107,7 @@ class Network:
             raise ValueError("--local-nets needs an IPv4 network for the simulated hosts")
         self.local = v4
         lan = v4[0]
-        offset = 256 if lan.num_addresses > 4096 else 10
+        offset = 266 if lan.num_addresses > 4096 else 10
         if offset + cfg.hosts + 2 > lan.num_addresses:
             raise ValueError(f"{lan} is too small for {cfg.hosts} hosts")
         self.resolver = str(lan[offset - 3 if offset > 3 else 1])
@@ -124,9 +124,14 @@ class Network:
         sync_service = self._destination(443, tls.SERVER_PROFILES[5], prefix="sync", n_addrs=3)
         git = self._destination(22, None, prefix="git")
         imap = self._destination(993, tls.SERVER_PROFILES[1], prefix="imap")
+        # Host addresses: consecutive, skipping .0 and .255 so none looks like a network/broadcast address.
+        host_addrs = [a for a in (lan[offset + k] for k in range(min(lan.num_addresses - offset - 1,
+                                                                     2 * cfg.hosts + 16)))
+                      if a.packed[-1] not in (0, 255)][: cfg.hosts]
+        if len(host_addrs) < cfg.hosts:
+            raise ValueError(f"{lan} is too small for {cfg.hosts} hosts")
         self.hosts: list[Host] = []
-        for i in range(cfg.hosts):
-            addr = lan[offset + i]
+        for i, addr in enumerate(host_addrs):
             n_fav = 15
             fav = rng.choice(len(self.web), size=n_fav, replace=False, p=self.web_pop)
             weights = rng.dirichlet(np.ones(n_fav))
@@ -338,7 +343,7 @@ class Network:
             flows = []
             for w in range(windows):
                 for t in np.sort(rng.uniform(0, 3 * HOUR - 10 * 60 * US, int(rng.integers(2, 5)))):
-                    up = self._lognormal(1_200_000, 0.3, 5_000_000)
+                    up = self._lognormal(600_000, 0.3, 3_000_000)
                     flows += self._session(host, dest, t0 + w * 3 * HOUR + int(t), 1, [[(up, 900)]], 2e6)
         elif kind == "http_post_80":
             dest = self._destination(80, None, prefix="upload")
