@@ -106,10 +106,14 @@ class Transaction:
 class _Side:
     """Incremental parser state of one direction."""
 
-    __slots__ = ("is_resp", "buf", "state", "remaining", "trans")
+    __slots__ = ("is_resp", "buf", "state", "remaining", "trans", "line_mode", "tail")
 
     def __init__(self, is_resp: bool) -> None:
         self.is_resp = is_resp
+        # Zeek reads multipart and read-until-close bodies line by line and counts a last
+        # line without its CRLF as if it had one; `tail` holds the body's last two bytes.
+        self.line_mode = False
+        self.tail = b""
         self.buf = bytearray()
         self.state = "head"  # head, body, chunk_size, chunk_data, chunk_crlf, trailer, close, off
         self.remaining = 0
@@ -291,6 +295,10 @@ class HttpAnalyzer:
 
     def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
         side.trans = t
+        side.tail = b""
+        side.line_mode = any(
+            name == "CONTENT-TYPE" and value.lower().startswith("multipart/") for name, value in headers
+        )
         if _chunked(headers):
             side.state = "chunk_size"
             return
@@ -299,6 +307,7 @@ class HttpAnalyzer:
             side.state, side.remaining = "body", n
         elif n is None and not is_request:
             side.state = "close"
+            side.line_mode = True
         else:
             side.state = "head"
             if not is_request:
@@ -307,11 +316,11 @@ class HttpAnalyzer:
     def _body(self, side: _Side, data: bytes, pos: int) -> int:
         """Consume body bytes from data[pos:]; return the new position."""
         if side.state == "close":
-            self._add(side, len(data) - pos)
+            self._add(side, data, pos, len(data) - pos)
             return len(data)
         if side.state == "body":
             n = min(side.remaining, len(data) - pos)
-            self._add(side, n)
+            self._add(side, data, pos, n)
             side.remaining -= n
             if side.remaining == 0:
                 self._body_done(side)
@@ -319,7 +328,7 @@ class HttpAnalyzer:
         # Chunked framing: sizes, data, CRLF after data, trailer.
         if side.state == "chunk_data":
             n = min(side.remaining, len(data) - pos)
-            self._add(side, n)
+            self._add(side, data, pos, n)
             side.remaining -= n
             if side.remaining == 0:
                 side.state = "chunk_crlf"
@@ -358,10 +367,11 @@ class HttpAnalyzer:
         return pos
 
     @staticmethod
-    def _add(side: _Side, n: int) -> None:
+    def _add(side: _Side, data: bytes, pos: int, n: int) -> None:
         t = side.trans
-        if t is None:
+        if t is None or n <= 0:
             return
+        side.tail = (side.tail + data[max(pos, pos + n - 2) : pos + n])[-2:]
         if side.is_resp:
             t.response_body_len += n
         else:
@@ -427,7 +437,15 @@ class HttpAnalyzer:
                 if side.state == "head" and side.trans is not None and side.trans.complete:
                     self._log(conn, side.trans)
 
+    @staticmethod
+    def _unterminated_last_line(side: _Side) -> None:
+        """Zeek's count for a line-mode body whose last line has no CRLF: two bytes more."""
+        if side.line_mode and side.tail and not side.tail.endswith(b"\n"):
+            HttpAnalyzer._add(side, b"\r\n", 0, 2)
+        side.line_mode = False
+
     def _body_done(self, side: _Side) -> None:
+        self._unterminated_last_line(side)
         side.state = "head"
         if side.trans is not None and side.is_resp:
             side.trans.complete = True
@@ -445,6 +463,8 @@ class HttpAnalyzer:
         st: _HttpConn | None = conn.app.get(NAME)
         if st is None or not st.trans:
             return
+        if st.resp.state == "close":
+            self._unterminated_last_line(st.resp)  # the body ended with the connection
         for t in st.trans:
             host = t.headers.get("HOST")
             if host and rec.http_host is None:
