@@ -1,13 +1,17 @@
 """Reads existing Zeek logs (TSV or JSON, plain or gzip) back into ConnRecords.
 
 conn.log rows are joined by uid with ssl.log (server_name, ja3, ja3s) and http.log (the
-first Host), so the detector sees the same identifiers as from a pcap run. Damaged lines
-are skipped and counted (Weirds), never fatal.
+first Host), and a connection with neither gets its DNS-derived name from dns.log (the name
+the client asked for whose A/AAAA answer was the responder, within the answer's TTL, as
+pcapexfil.identifiers.dns does live), so the detector sees the same identifiers as from a
+pcap run. Damaged lines are skipped and counted (Weirds), never fatal.
 """
 
 from __future__ import annotations
 
+import bisect
 import glob
+import ipaddress
 import gzip
 import json
 import os
@@ -151,6 +155,7 @@ def read_directory(directory: str, weirds: Weirds | None = None) -> list[ConnRec
             uid, host = row.get("uid"), row.get("host")
             if isinstance(uid, str) and isinstance(host, str) and host and uid not in http_host:
                 http_host[uid] = _strip_port(host)
+    names = _dns_names(directory, weirds)
     records = []
     for path in conn_logs:
         for row in read_log(path, weirds):
@@ -164,8 +169,47 @@ def read_directory(directory: str, weirds: Weirds | None = None) -> list[ConnRec
                 rec.ja3 = tls.get("ja3") or None
                 rec.ja3s = tls.get("ja3s") or None
             rec.http_host = http_host.get(rec.uid)
+            if not rec.server_name and not rec.http_host:
+                rec.dns_name = _lookup(names, rec)
             records.append(rec)
     return records
+
+
+DnsNames = dict[tuple[str, str], list[tuple[float, float, str]]]  # (client, addr) -> [(answered, expires, name)]
+
+
+def _dns_names(directory: str, weirds: Weirds) -> DnsNames:
+    names: DnsNames = {}
+    for path in _logs(directory, "dns"):
+        for row in read_log(path, weirds):
+            query, answers, ttls = row.get("query"), row.get("answers"), row.get("TTLs")
+            if not isinstance(query, str) or not query or not answers or not ttls:
+                continue
+            try:
+                answered = float(row["ts"]) + float(row.get("rtt") or 0.0)
+                client = str(row["id.orig_h"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            for answer, ttl in zip(answers, ttls):
+                try:
+                    addr = str(ipaddress.ip_address(answer))
+                    names.setdefault((client, addr), []).append((answered, answered + float(ttl), query))
+                except (TypeError, ValueError):
+                    continue  # a CNAME/TXT/... answer, not an address
+    for entries in names.values():
+        entries.sort()
+    return names
+
+
+def _lookup(names: DnsNames, rec: ConnRecord) -> str | None:
+    """The latest answer for (client, responder) given before the connection, if not expired."""
+    entries = names.get((rec.orig_h, rec.resp_h))
+    if not entries:
+        return None
+    i = bisect.bisect_right(entries, (rec.ts, float("inf"), "")) - 1
+    if i >= 0 and rec.ts < entries[i][1]:
+        return entries[i][2]
+    return None
 
 
 def _conn_record(row: dict[str, Any]) -> ConnRecord | None:

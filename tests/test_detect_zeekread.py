@@ -73,3 +73,26 @@ def test_damaged_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     got = read_directory(str(tmp_path / "d"), weirds)
     assert [r.uid for r in got] == ["CA", "CB", "CC"]
     assert weirds.counts["zeek_log_bad_line"] == 2
+
+
+DNS_FIELDS = [("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("rtt", "interval"),
+              ("query", "string"), ("answers", "vector[string]"), ("TTLs", "vector[interval]")]
+
+
+def test_dns_derived_names_within_ttl(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    write_dir(d, False, False)
+    with ZeekLogWriter(d / "dns.log", "dns", DNS_FIELDS) as w:
+        # CC (2606:4700::1 at 1700000002.0): an expired answer, then a valid one, then one too late.
+        w.write({"ts": 1699999000.0, "uid": "D1", "id.orig_h": "2001:db8::1", "rtt": 0.01, "query": "old.example",
+                 "answers": ["2606:4700::1"], "TTLs": [60.0]})
+        w.write({"ts": 1699999990.0, "uid": "D2", "id.orig_h": "2001:db8::1", "rtt": 0.02,
+                 "query": "files.example.net", "answers": ["cdn.example.net", "2606:4700::1"], "TTLs": [300.0, 300.0]})
+        w.write({"ts": 1700000003.0, "uid": "D3", "id.orig_h": "2001:db8::1", "rtt": 0.01, "query": "later.example",
+                 "answers": ["2606:4700::1"], "TTLs": [300.0]})
+        # Another client's answer for CB's responder: not CB's name; CA has SNI and keeps it.
+        w.write({"ts": 1699999999.0, "uid": "D4", "id.orig_h": "10.9.9.9", "rtt": 0.01, "query": "other.example",
+                 "answers": ["93.184.216.35", "93.184.216.34"], "TTLs": [300.0, 300.0]})
+    got = {r.uid: r for r in read_directory(str(d))}
+    assert got["CC"].dns_name == "files.example.net"
+    assert got["CB"].dns_name is None and got["CA"].dns_name is None
