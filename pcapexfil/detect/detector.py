@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -98,7 +98,6 @@ class DetectorStats:
     skipped_before_watermark: int = 0
     recomputations: int = 0
     commits: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Detector:
