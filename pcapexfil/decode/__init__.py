@@ -31,6 +31,8 @@ class Frame:
     l2_dst: str | None = None
     tunnel: str | None = None  # the encapsulation this frame came out of
     depth: int = 0
+    missing: int = 0  # wire bytes beyond the captured ones (inherited by inner frames)
+    more: list[int] | None = None  # further IP offsets in this frame (802.11 A-MSDU)
 
 
 class Decoder:
@@ -50,12 +52,20 @@ class Decoder:
 
     def decode(self, raw: RawPacket) -> list[Packet]:
         """0..n packets in processing order (outer tunnel packets before inner ones)."""
-        fr = Frame(raw.ts, raw.wirelen, raw.source, raw.index)
         data = raw.data
+        fr = Frame(raw.ts, raw.wirelen, raw.source, raw.index, missing=max(raw.wirelen - len(data), 0))
         off = link.frame(self, fr, raw.linktype, data)
         if off < 0:
             return []
-        return ip.ip(self, fr, data, off, None)
+        return self.frame_ip(fr, data, off, None)
+
+    def frame_ip(self, fr: Frame, data: bytes, off: int, outer: Packet | None) -> list[Packet]:
+        """IP packet(s) of one frame once the link layer found them."""
+        out = ip.ip(self, fr, data, off, outer)
+        if fr.more:
+            for extra in fr.more:
+                out.extend(ip.ip(self, fr, data, extra, outer))
+        return out
 
     def weird(self, fr: Frame, name: str, addl: str | None = None) -> None:
         where = f"{fr.source}#{fr.index}" if fr.source else None

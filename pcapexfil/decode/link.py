@@ -254,8 +254,11 @@ def ieee802_11(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
     to_from = fc1 & 0x3
     if to_from == 0x3:
         hdr += 6  # 4-address frame
+    amsdu = False
     if subtype & 0x8:
         hdr += 2  # QoS control
+        if n >= off + hdr:
+            amsdu = bool(data[off + hdr - 2] & 0x80)
         if fc1 & 0x80:
             hdr += 4  # HT control (order bit on QoS data)
     if fc1 & 0x40:  # protected: encrypted payload
@@ -272,7 +275,33 @@ def ieee802_11(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
         dst, src = a3, data[off + 24 : off + 30]
     fr.l2_dst, fr.l2_src = _mac(dst), _mac(src)
     off += hdr
-    if n < off + 8:
+    if amsdu:
+        return _amsdu(dec, fr, data, off)
+    return _snap(dec, fr, data, off)
+
+
+def _amsdu(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
+    """A-MSDU: several subframes (DA, SA, length, LLC/SNAP payload, padded to 4 bytes).
+    The first IP offset is returned, the others are queued in `fr.more`."""
+    n = len(data)
+    found: list[int] = []
+    while off + 14 <= n:
+        sub_len = (data[off + 12] << 8) | data[off + 13]
+        if off + 14 + sub_len > n:
+            dec.weird(fr, "truncated_802_11_amsdu")
+            break
+        ip_off = _snap(dec, fr, data, off + 14)
+        if ip_off >= 0:
+            found.append(ip_off)
+        off += (14 + sub_len + 3) & ~3
+    if not found:
+        return NONE
+    fr.more = found[1:]
+    return found[0]
+
+
+def _snap(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
+    if len(data) < off + 8:
         dec.weird(fr, "truncated_802_11_header")
         return NONE
     if data[off] == 0xAA and data[off + 1] == 0xAA and data[off + 2] == 0x03:

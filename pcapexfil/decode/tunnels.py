@@ -42,7 +42,10 @@ def _inner_frame(dec: Decoder, fr: Frame, kind: str, length: int) -> Frame | Non
         dec.weird(fr, "exceeded_tunnel_max_depth")
         return None
     cls = type(fr)
-    return cls(fr.ts, length, fr.source, fr.index, tunnel=kind, depth=fr.depth + 1)
+    # Zeek's inner packet keeps the outer packet's uncaptured tail in its wire length.
+    return cls(
+        fr.ts, length + fr.missing, fr.source, fr.index, tunnel=kind, depth=fr.depth + 1, missing=fr.missing
+    )
 
 
 def _inner_ip(dec: Decoder, fr: Frame, kind: str, payload: bytes, outer: Packet) -> list[Packet]:
@@ -61,7 +64,7 @@ def _inner_l2(
     off = fn(dec, inner, payload, 0)
     if off < 0:
         return []
-    return ip_mod.ip(dec, inner, payload, off, outer)
+    return dec.frame_ip(inner, payload, off, outer)
 
 
 def ip_tunnel(
