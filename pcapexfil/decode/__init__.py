@@ -53,6 +53,8 @@ class Decoder:
     def decode(self, raw: RawPacket) -> list[Packet]:
         """0..n packets in processing order (outer tunnel packets before inner ones)."""
         data = raw.data
+        if self.reassembler.pending:
+            self.reassembler.expire(raw.ts, lambda name, addl: self.weirds.report(name, raw.ts, addl))
         fr = Frame(raw.ts, raw.wirelen, raw.source, raw.index, missing=max(raw.wirelen - len(data), 0))
         off = link.frame(self, fr, raw.linktype, data)
         if off < 0:

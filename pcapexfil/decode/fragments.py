@@ -43,14 +43,16 @@ class Reassembler:
         self.pending: OrderedDict[tuple, _Pending] = OrderedDict()
         self.expired = 0
 
-    def _expire(self, now: float, weird: WeirdFn) -> None:
+    def expire(self, now: float, weird: WeirdFn) -> None:
+        """Drop datagrams idle longer than the timeout, and the oldest beyond the cap."""
         while self.pending:
             key, p = next(iter(self.pending.items()))
-            if now - p.last_ts <= self.timeout and len(self.pending) <= self.max_pending:
+            stale = now - p.last_ts > self.timeout
+            if not stale and len(self.pending) <= self.max_pending:
                 break
             del self.pending[key]
             self.expired += 1
-            if len(self.pending) >= self.max_pending:
+            if not stale:
                 weird("fragment_buffer_full", None)
 
     def add(
@@ -68,7 +70,6 @@ class Reassembler:
         `header` is this fragment's unfragmentable part; the one of the offset-0 fragment is
         kept for the rebuilt datagram.
         """
-        self._expire(ts, weird)
         end = offset + len(payload)
         if end + len(header) > MAX_DATAGRAM:
             weird("excessively_large_fragment", None)
@@ -77,6 +78,7 @@ class Reassembler:
         p = self.pending.get(key)
         if p is None:
             p = self.pending[key] = _Pending(ts)
+            self.expire(ts, weird)
         else:
             self.pending.move_to_end(key)
         p.last_ts = ts
