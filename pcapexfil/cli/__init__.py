@@ -38,3 +38,6 @@ main.add_command(synth)
 from pcapexfil.cli.evaluate import evaluate_cmd  # noqa: E402
 
 main.add_command(evaluate_cmd)
+from pcapexfil.cli.live import live  # noqa: E402
+
+main.add_command(live)

@@ -129,6 +129,7 @@ class LiveCapture:
         if not 1 <= snaplen <= BLOCK_SIZE - 256:
             raise CaptureError(f"snap length must be between 1 and {BLOCK_SIZE - 256}, got {snaplen}")
         self.iface = iface
+        self.snaplen = snaplen
         self.linktype = interface_linktype(iface)
         program = compile_bpf(bpf, self.linktype, snaplen)
         self.stats = LiveStats()

@@ -1,0 +1,176 @@
+"""A capture worker: one socket (one fanout member) → decoder → its own flow table.
+
+It reports everything through `send(message)`, so the same code runs inside the main
+process (send = the collector's handler) or in a child process (send = a queue to it):
+
+    ("fields", name, fields)      a log this worker writes rows to (sent once per log)
+    ("log", name, row)            one row of an analyzer log or weird.log
+    ("rec", record)               a connection ended (ConnRecord)
+    ("tick", wid, now, counters)  network time and counters (each second of traffic, and idle)
+    ("done", wid, now, counters)  stopped; every open connection has been flushed
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import astuple, dataclass
+from typing import Any
+
+from pcapexfil.flow import FlowConfig, FlowTable
+from pcapexfil.hooks import AnalyzerContext
+from pcapexfil.identifiers import make_analyzers
+from pcapexfil.identifiers.output import LogOut
+from pcapexfil.logs.zeek import Field, TimestampStyle
+from pcapexfil.netconf import PRIVATE_NETS
+from pcapexfil.record import ConnRecord
+from pcapexfil.source.live import DEFAULT_SNAPLEN, LiveCapture, PcapWriter
+from pcapexfil.weird import WEIRD_FIELDS, Weirds
+
+Send = Callable[[tuple[Any, ...]], None]
+
+
+@dataclass(slots=True)
+class CaptureOptions:
+    iface: str
+    bpf: str = ""
+    snaplen: int = DEFAULT_SNAPLEN
+    promisc: bool = True
+    buffer_bytes: int = 64 << 20
+    fanout_group: int | None = None  # set when several workers share the interface
+
+
+@dataclass(slots=True)
+class AnalysisOptions:
+    out_dir: str
+    use_json: bool = False
+    ts_style: TimestampStyle = "epoch"
+    verify_checksums: bool = False
+    local_nets: Sequence[str] = PRIVATE_NETS
+    seed: int | None = None
+    write_pcap: str | None = None
+
+
+@dataclass(slots=True)
+class Counters:
+    """One worker's counters; the collector sums them over workers."""
+
+    received: int = 0  # frames the kernel accepted for this socket (incl. those it dropped)
+    dropped_kernel: int = 0  # ring full
+    dropped_pcapexfil: int = 0  # read from the ring but not analysed (left over at shutdown)
+    analysed: int = 0  # frames given to the decoder
+    flows_live: int = 0
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return astuple(self)
+
+
+class _SendRow:
+    """A log writer stand-in: rows go to the collector, which owns the files."""
+
+    def __init__(self, send: Send, name: str, fields: list[Field]) -> None:
+        self.send = send
+        self.name = name
+        send(("fields", name, fields))
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.send(("log", self.name, row))
+
+    def close(self) -> None:
+        """The collector closes the file."""
+
+
+class CaptureWorker:
+    """Reads one capture socket until `stop()` says so, then flushes its flow table."""
+
+    def __init__(self, wid: int, capture: LiveCapture, options: AnalysisOptions, send: Send) -> None:
+        from pcapexfil.decode import Decoder
+
+        self.wid = wid
+        self.capture = capture
+        self.send = send
+        self.counters = Counters()
+        self.weirds = Weirds(_SendRow(send, "weird", WEIRD_FIELDS))  # type: ignore[arg-type]
+        self.decoder = Decoder(self.weirds, verify_checksums=options.verify_checksums)
+        ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
+                              weirds=self.weirds)
+        self.analyzers = make_analyzers(ctx)
+        for analyzer in self.analyzers:
+            # Adapter: LogOut opens NAME.log in out_dir on its first row; handing it a
+            # writer beforehand routes its rows to the collector (one file for all workers).
+            out = getattr(analyzer, "log", None)
+            if isinstance(out, LogOut):
+                out.writer = _SendRow(send, out.name, out.fields)  # type: ignore[assignment]
+        seed = None if options.seed is None else options.seed + wid
+        self.table = FlowTable(FlowConfig(local_nets=options.local_nets, seed=seed, weirds=self.weirds),
+                               self._emit, self.analyzers)
+        self.pcap = PcapWriter(options.write_pcap, capture.linktype, capture.snaplen) \
+            if options.write_pcap else None
+        self.now = 0.0
+
+    def _emit(self, rec: ConnRecord) -> None:
+        self.send(("rec", rec))
+
+    def _counters(self) -> tuple[int, ...]:
+        stats = self.capture.read_stats()
+        c = self.counters
+        c.received, c.dropped_kernel, c.flows_live = stats.received, stats.dropped, len(self.table)
+        return c.as_tuple()
+
+    def run(self, stop: Callable[[], bool]) -> None:
+        decode, table, pcap = self.decoder.decode, self.table, self.pcap
+        next_tick = None
+        try:
+            for batch in self.capture.batches():
+                if stop():
+                    self.counters.dropped_pcapexfil += len(batch)
+                    break
+                for raw in batch:
+                    if raw.ts > self.now:
+                        self.now = raw.ts
+                    if next_tick is None or self.now >= next_tick:
+                        table.advance(self.now)
+                        self.send(("tick", self.wid, self.now, self._counters()))
+                        next_tick = self.now + 1.0
+                    if pcap is not None:
+                        pcap.write(raw)
+                    pkts = decode(raw)
+                    if pkts:
+                        table.process_all(pkts)
+                self.counters.analysed += len(batch)
+                if not batch:
+                    self.send(("tick", self.wid, self.now, self._counters()))
+            self._counters()  # flows live when capture stopped
+            table.flush(self.now)
+        finally:
+            for analyzer in self.analyzers:
+                analyzer.close()
+            if pcap is not None:
+                pcap.close()
+            self.capture.close()
+        c = self.counters  # close() folded in the kernel's last counts
+        c.received, c.dropped_kernel = self.capture.stats.received, self.capture.stats.dropped
+        self.send(("done", self.wid, self.now, c.as_tuple()))
+
+
+def child_main(wid: int, copts: CaptureOptions, aopts: AnalysisOptions, queue: Any, stop_event: Any) -> None:
+    """Entry point of a worker process: open its fanout socket, report ready, run."""
+    import signal
+
+    from pcapexfil.source.pcap import CaptureError
+
+    # The collector owns shutdown and rotation; a terminal's Ctrl-C reaches the whole group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    terminated = []
+    signal.signal(signal.SIGTERM, lambda _s, _f: terminated.append(True))
+    parent = os.getppid()
+    try:
+        capture = LiveCapture(copts.iface, bpf=copts.bpf, snaplen=copts.snaplen, promisc=copts.promisc,
+                              buffer_bytes=copts.buffer_bytes, fanout_group=copts.fanout_group)
+    except CaptureError as exc:
+        queue.put(("error", wid, str(exc)))
+        return
+    worker = CaptureWorker(wid, capture, aopts, queue.put)
+    queue.put(("ready", wid))
+    worker.run(lambda: bool(terminated) or stop_event.is_set() or os.getppid() != parent)
