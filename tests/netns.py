@@ -77,3 +77,99 @@ def veth_pair(subnet: int = 1) -> Iterator[VethPair]:
                 except (ProcessLookupError, ValueError):
                     pass
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+# -- traffic with known byte counts: `python tests/netns.py serve|client ...` in a namespace -----
+TCP_PORT = 5001
+DNS_PORT = 53
+
+
+def _serve(addrs: list[str]) -> None:
+    """TCP: read a 4-byte reply size then everything to EOF, answer that many bytes, close.
+    UDP 53: answer each DNS query with one A record."""
+    import socket
+    import socketserver
+    import struct
+    import threading
+
+    import dpkt
+
+    class Tcp(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            data = b""
+            while chunk := self.request.recv(65536):
+                data += chunk
+            (size,) = struct.unpack("!I", data[:4])
+            self.request.sendall(b"r" * size)
+
+    class Udp(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            data, sock = self.request
+            query = dpkt.dns.DNS(data)
+            answer = dpkt.dns.DNS(id=query.id, qd=query.qd, op=dpkt.dns.DNS_RA, rcode=dpkt.dns.DNS_RCODE_NOERR)
+            answer.qr = dpkt.dns.DNS_R
+            rr = dpkt.dns.DNS.RR(name=query.qd[0].name, type=dpkt.dns.DNS_A, cls=dpkt.dns.DNS_IN, ttl=60,
+                                 ip=socket.inet_aton("10.250.99.9"))
+            answer.an = [rr]
+            sock.sendto(bytes(answer), self.client_address)
+
+    servers: list[socketserver.BaseServer] = []
+    for addr in addrs:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        tcp_cls = type("T", (socketserver.ThreadingTCPServer,), {"address_family": family,
+                                                                 "allow_reuse_address": True,
+                                                                 "daemon_threads": True})
+        udp_cls = type("U", (socketserver.UDPServer,), {"address_family": family})
+        servers += [tcp_cls((addr, TCP_PORT), Tcp), udp_cls((addr, DNS_PORT), Udp)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+def _client(plan_json: str) -> None:
+    """Run the plan; print one JSON line per exchange with the bytes each side sent."""
+    import json
+    import random
+    import socket
+    import struct
+    import time
+
+    import dpkt
+
+    for step in json.loads(plan_json):
+        if step["kind"] == "sleep":
+            time.sleep(step["seconds"])
+            continue
+        addr = step["addr"]
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        if step["kind"] == "tcp":
+            with socket.create_connection((addr, TCP_PORT), timeout=10) as s:
+                up = struct.pack("!I", step["down"]) + b"u" * (step["up"] - 4)
+                s.sendall(up)
+                s.shutdown(socket.SHUT_WR)
+                got = 0
+                while chunk := s.recv(65536):
+                    got += len(chunk)
+                sport = s.getsockname()[1]
+            print(json.dumps({"proto": "tcp", "addr": addr, "sport": sport, "up": len(up), "down": got}),
+                  flush=True)
+        else:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.settimeout(5)
+                query = dpkt.dns.DNS(id=random.randrange(65536), qd=[dpkt.dns.DNS.Q(name=step["name"])])
+                query.op = dpkt.dns.DNS_RD
+                s.sendto(bytes(query), (addr, DNS_PORT))
+                reply, _ = s.recvfrom(4096)
+                sport = s.getsockname()[1]
+            print(json.dumps({"proto": "udp", "addr": addr, "sport": sport, "up": len(bytes(query)),
+                              "down": len(reply)}), flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1] == "serve":
+        _serve(sys.argv[2:])
+    else:
+        _client(sys.argv[2])
