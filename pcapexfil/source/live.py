@@ -161,7 +161,8 @@ class LiveCapture:
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             if fanout_group is not None:
                 mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG
-                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (fanout_group & 0xFFFF) | (mode << 16))
+                arg = struct.pack("=I", (fanout_group & 0xFFFF) | (mode << 16))
+                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
         except OSError as exc:
             self.close()
             raise CaptureError(f"{iface}: {exc.strerror or exc}") from None
