@@ -29,7 +29,7 @@ from pcapexfil.cli.detect import (
 @click.option("--no-promisc", is_flag=True, help="Do not put the interface into promiscuous mode.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Capture processes sharing the interface by flow hash (PACKET_FANOUT).")
-@click.option("--buffer-size", "buffer_mb", type=click.IntRange(8, 4096), default=64, show_default=True,
+@click.option("--buffer-size", "buffer_mb", type=click.IntRange(2, 4096), default=64, show_default=True,
               help="Kernel ring per worker, MiB.")
 @click.option("--rotate", default=None, help="Rotate logs this often (network time), e.g. 1h; default never "
               "(SIGHUP always rotates).")
