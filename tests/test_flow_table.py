@@ -319,3 +319,12 @@ def test_tunnel_parents_and_outer_service():
     assert by_proto[("tcp", 80)].tunnel_parents == [vx.uid]
     gre_parent = by_proto[("udp", 53)].tunnel_parents
     assert len(gre_parent) == 1 and gre_parent[0] not in {r.uid for r in out}
+
+
+def test_repeated_syn_acks_then_data_from_the_server_still_flip():
+    # scripts.base.protocols.ssh.half-duplex-server: SYN-ACK retransmits, then server data.
+    pkts = [tcp(1.0 + i * 0.1, S, 22, C, 51489, SA, 5000, 1001) for i in range(3)]
+    pkts.append(tcp(1.4, S, 22, C, 51489, PA, 5001, 1001, data=21))
+    (rec,) = run(pkts)
+    assert (rec.orig_h, rec.orig_p) == (C, 51489)
+    assert rec.history == "^hd" and (rec.orig_pkts, rec.resp_pkts) == (0, 4)

@@ -250,7 +250,12 @@ class FlowTable:
             conn = None
         if conn is None:
             conn = self._new_conn(key, pkt, sport, dport)
-        if conn.tcp is not None and conn.tcp.synack_first and conn.orig_pkts + conn.resp_pkts >= 1:
+        if (
+            conn.tcp is not None
+            and conn.tcp.synack_first
+            and conn.orig_pkts + conn.resp_pkts >= 1
+            and pkt.flags & (TH_SYN | TH_ACK) != TH_SYN | TH_ACK  # SYN-ACK repeats keep waiting
+        ):
             conn.tcp.synack_first = False
             if not pkt.flags & (TH_SYN | TH_RST) and (pkt.flags & TH_ACK or pkt.payload_len > 0):
                 conn.flip_roles(recase_history=True)
