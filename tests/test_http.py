@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pcapexfil.identifiers.http import strip_port
+from pcapexfil.identifiers.http import strip_port, unescape_uri
 from test_identifiers_support import FakeConn, Run, syn, tcp
 from zeek_logs import read_zeek_log
 
@@ -111,3 +111,12 @@ def test_strip_port() -> None:
     assert strip_port("[2001:db8::1]:8080") == "2001:db8::1"
     assert strip_port("2001:db8::1") == "2001:db8::1"
     assert strip_port("example.com") == "example.com"
+
+
+def test_unescape_uri_like_zeek() -> None:
+    assert unescape_uri(b"/a?u=http%3A%2F%2Fx%2fy") == (b"/a?u=http://x/y", [])
+    assert unescape_uri(b"/%u0041%u2603") == (b"/A\x26\x03", [])
+    assert unescape_uri(b"/a%%41") == (b"/aA", ["double_%_in_URI"])
+    assert unescape_uri(b"/a%zz") == (b"/a%zz", ["unescaped_%_in_URI"])
+    assert unescape_uri(b"/a%4") == (b"/a%4", ["partial_escape_at_end_of_URI"])
+    assert unescape_uri(b"/a%") == (b"/a%", ["illegal_%_at_end_of_URI"])

@@ -92,6 +92,10 @@ def live_vs_pcap(tmp_path: Path, workers: int) -> None:
             wait_for_line(live, "listening on")
             steps = plan(pair)
             done = run_client(pair, steps[:5])
+            # The collector has written a stats row (so a log is open) before it is told to rotate.
+            deadline = time.monotonic() + 30
+            while not (out / "stats.log").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
             live.send_signal(signal.SIGHUP)  # rotate between the two halves
             time.sleep(0.6)
             done += run_client(pair, steps[5:])

@@ -58,6 +58,53 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def unescape_uri(raw: bytes) -> tuple[bytes, list[str]]:
+    """Decode `%xx` (and `%uxxxx`) escapes as Zeek's `unescape_URI` does for http.log's `uri`.
+
+    Malformed escapes are kept literally and named as Zeek's weirds, which are returned.
+    """
+    if b"%" not in raw:
+        return raw, []
+    out = bytearray()
+    weirds: list[str] = []
+    i, end = 0, len(raw)
+    while i < end:
+        c = raw[i]
+        if c != 0x25:  # '%'
+            out.append(c)
+            i += 1
+            continue
+        i += 1
+        if i == end:
+            out.append(0x25)
+            weirds.append("illegal_%_at_end_of_URI")
+            break
+        if i + 1 == end:
+            out += raw[i - 1 : i + 1]
+            weirds.append("partial_escape_at_end_of_URI")
+            break
+        if raw[i] == 0x25:  # "%%": the first one is dropped
+            weirds.append("double_%_in_URI")
+            continue
+        if raw[i] in _HEX and raw[i + 1] in _HEX:
+            out.append(int(raw[i : i + 2], 16))
+            i += 2
+        elif end - i >= 5 and raw[i] == 0x75 and all(b in _HEX for b in raw[i + 1 : i + 5]):  # %uXXXX
+            if raw[i + 1 : i + 3] != b"00":
+                out.append(int(raw[i + 1 : i + 3], 16))
+            out.append(int(raw[i + 3 : i + 5], 16))
+            i += 5
+        else:
+            weirds.append("unescaped_%_in_URI")
+            out.append(0x25)
+            out.append(raw[i])
+            i += 1
+    return bytes(out), weirds
+
+
 @dataclass(slots=True)
 class Transaction:
     ts: float
@@ -254,6 +301,9 @@ class HttpAnalyzer:
                 if "http" not in conn.service:
                     conn.service.append("http")
             headers = _parse_headers(lines[1:]) if version else []
+            uri, uri_weirds = unescape_uri(uri)
+            for name in uri_weirds:
+                self._weird(conn, name, ts)
             t = Transaction(ts, len(st.trans) + 1, _text(method), _text(uri), _text(version or b"0.9"))
             for name, value in headers:
                 if name not in t.headers:
