@@ -1,0 +1,1 @@
+"""Fast path: numba kernels over memory-mapped captures (see batch.py for the shared columns)."""
