@@ -10,17 +10,12 @@ import logging
 from collections import Counter
 from typing import Any
 
-from pcapexfil.logs.zeek import Field, ZeekLogWriter
+from pcapexfil.logs.zeek import TS_UID_ID_FIELDS, Field, ZeekLogWriter
 
 log = logging.getLogger("pcapexfil.weird")
 
 WEIRD_FIELDS: list[Field] = [
-    ("ts", "time"),
-    ("uid", "string"),
-    ("id.orig_h", "addr"),
-    ("id.orig_p", "port"),
-    ("id.resp_h", "addr"),
-    ("id.resp_p", "port"),
+    *TS_UID_ID_FIELDS,
     ("name", "string"),
     ("addl", "string"),
     ("notice", "bool"),

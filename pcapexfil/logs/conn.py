@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pcapexfil.logs.zeek import Field
+from pcapexfil.logs.zeek import TS_UID_ID_FIELDS, Field
 from pcapexfil.record import ConnRecord
 
 CONN_FIELDS: list[Field] = [
-    ("ts", "time"),
-    ("uid", "string"),
-    ("id.orig_h", "addr"),
-    ("id.orig_p", "port"),
-    ("id.resp_h", "addr"),
-    ("id.resp_p", "port"),
+    *TS_UID_ID_FIELDS,
     ("proto", "enum"),
     ("service", "string"),
     ("duration", "interval"),

@@ -7,15 +7,10 @@ from typing import Any
 
 from pcapexfil.hooks import ConnView
 from pcapexfil.logs.ssl import conn_id
-from pcapexfil.logs.zeek import Field
+from pcapexfil.logs.zeek import TS_UID_ID_FIELDS, Field
 
 HTTP_FIELDS: list[Field] = [
-    ("ts", "time"),
-    ("uid", "string"),
-    ("id.orig_h", "addr"),
-    ("id.orig_p", "port"),
-    ("id.resp_h", "addr"),
-    ("id.resp_p", "port"),
+    *TS_UID_ID_FIELDS,
     ("trans_depth", "count"),
     ("method", "string"),
     ("host", "string"),

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from pcapexfil.logs.zeek import Field
+from pcapexfil.logs.zeek import TS_UID_ID_FIELDS, Field
 
 NOTICE_FIELDS: list[Field] = [
-    ("ts", "time"),
-    ("uid", "string"),
-    ("id.orig_h", "addr"),
-    ("id.orig_p", "port"),
-    ("id.resp_h", "addr"),
-    ("id.resp_p", "port"),
+    *TS_UID_ID_FIELDS,
     ("fuid", "string"),
     ("file_mime_type", "string"),
     ("file_desc", "string"),

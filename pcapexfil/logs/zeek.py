@@ -15,6 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any, Literal
 
 Field = tuple[str, str]  # (dotted column name, Zeek type such as "count" or "set[string]")
+
+# The columns most Zeek logs open with: time, connection uid and conn_id.
+TS_UID_ID_FIELDS: list[Field] = [
+    ("ts", "time"),
+    ("uid", "string"),
+    ("id.orig_h", "addr"),
+    ("id.orig_p", "port"),
+    ("id.resp_h", "addr"),
+    ("id.resp_p", "port"),
+]
 TimestampStyle = Literal["epoch", "millis", "iso8601"]
 
 _SEPARATOR = "\t"
