@@ -18,10 +18,11 @@ from functools import lru_cache
 
 import dpkt
 from ja3 import ja3 as pyja3
+from record_sink import RecordCollector
+from zeek_logs import read_zeek_log
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
-from zeek_logs import read_zeek_log
 
 CORPUS = os.environ.get(
     "PCAPEXFIL_ZEEK_CORPUS",
@@ -46,20 +47,6 @@ MIN_AGREEMENT = 0.99
 MIN_COVERAGE = 0.9
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[ConnRecord] = []
-
-    def on_record(self, rec: ConnRecord) -> None:
-        self.records.append(rec)
-
-    def on_time(self, now: float) -> None:
-        pass
-
-    def close(self, now: float) -> None:
-        pass
-
-
 def _manifest() -> list[tuple[str, str, str]]:
     out = []
     with open(os.path.join(CORPUS, "MANIFEST.tsv"), encoding="utf-8") as fh:
@@ -74,7 +61,7 @@ def _manifest() -> list[tuple[str, str, str]]:
 def run_case(case: str, trace: str, flags: str) -> tuple[str, tuple[ConnRecord, ...]]:
     """Run the pipeline on one case; returns (log directory, records)."""
     out_dir = tempfile.mkdtemp(prefix=f"idc-{case}-")
-    sink = _Collect()
+    sink = RecordCollector()
     opts = RunOptions(out_dir=out_dir, verify_checksums="-C" not in flags.split(), local_nets=(), seed=0)
     run([os.path.join(CORPUS, case, trace)], opts, [sink])
     return out_dir, tuple(sink.records)

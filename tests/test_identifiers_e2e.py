@@ -6,11 +6,11 @@ from __future__ import annotations
 import socket
 
 import dpkt
-
-from pcapexfil.pipeline import ConnLogSink, RunOptions, run
-from pcapexfil.record import ConnRecord
+from record_sink import RecordCollector
 from test_identifiers_support import a_answer, client_hello_record, dns_message
 from zeek_logs import read_zeek_log
+
+from pcapexfil.pipeline import ConnLogSink, RunOptions, run
 
 CLIENT, RESOLVER = "10.1.0.5", "10.1.0.53"
 T0 = 1_700_000_000.0
@@ -72,20 +72,6 @@ def _lookup(w: _Writer, ts: float, name: str, addr: str, ttl: int, tid: int) -> 
     w.udp(ts + 0.005, RESOLVER, CLIENT, 53, 40000 + tid, dns_message(tid, 0x8180, (name, 1), [a_answer(name, addr, ttl)]))
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[ConnRecord] = []
-
-    def on_record(self, rec: ConnRecord) -> None:
-        self.records.append(rec)
-
-    def on_time(self, now: float) -> None:
-        pass
-
-    def close(self, now: float) -> None:
-        pass
-
-
 def test_handcrafted_capture(tmp_path) -> None:  # type: ignore[no-untyped-def]
     hello = client_hello_record("split.example.co.uk")
     a, b, c = hello[:20], hello[20:90], hello[90:]
@@ -106,7 +92,7 @@ def test_handcrafted_capture(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
     out = tmp_path / "out"
     out.mkdir()
-    sink = _Collect()
+    sink = RecordCollector()
     run([str(tmp_path / "in.pcap")], RunOptions(out_dir=str(out), local_nets=(), seed=1),
         [sink, ConnLogSink(str(out))])  # fmt: skip
     by_port = {r.resp_p: r for r in sink.records if r.proto == "tcp"}

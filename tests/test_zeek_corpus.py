@@ -16,11 +16,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pytest
+from record_sink import RecordCollector
+from zeek_logs import (  # tests/ is on sys.path under pytest and as a script
+    KEY_FIELDS,
+    ZeekLog,
+    read_zeek_log,
+)
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
 from pcapexfil.source import CaptureError
-from zeek_logs import KEY_FIELDS, ZeekLog, read_zeek_log  # tests/ is on sys.path under pytest and as a script
 
 CORPUS = os.environ.get(
     "PCAPEXFIL_ZEEK_CORPUS",
@@ -49,20 +54,6 @@ THRESHOLDS = {
     "orig_bytes": 0.98, "resp_bytes": 0.98, "missed_bytes": 0.98,
     "conn_state": 0.95, "history": 0.95, "duration": 0.99,
 }  # fmt: skip
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[ConnRecord] = []
-
-    def on_record(self, rec: ConnRecord) -> None:
-        self.records.append(rec)
-
-    def on_time(self, now: float) -> None:
-        pass
-
-    def close(self, now: float) -> None:
-        pass
 
 
 def _ours(rec: ConnRecord, name: str) -> str:
@@ -118,7 +109,7 @@ def run_case(case: str, trace: str, flags: str) -> CaseResult:
     if not log.has(KEY_FIELDS):
         result.skipped = "conn.log lacks the connection id columns (renamed fields or a script's print-out)"
         return result
-    sink = _Collect()
+    sink = RecordCollector()
     opts = RunOptions(out_dir=None, verify_checksums="-C" not in flags.split(), local_nets=(), seed=0)
     try:
         run([os.path.join(CORPUS, case, trace)], opts, [sink])
