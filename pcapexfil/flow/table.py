@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,16 @@ _IP_LEVEL_TUNNEL_PROTOS = frozenset({4, 41, 47, 97})
 
 Emit = Callable[[ConnRecord], None]
 
+# Flow table cap. A live connection costs about 4.6 KB in the full pipeline (Connection, TCP
+# endpoints, timers, analyzer state; measured with 100k half-open flows by benchmarks/flood.py),
+# so 250k connections is ~1.2 GB: well above what a link this single-process engine can keep
+# up with holds open within the 5-minute TCP timeout, yet a bound that a scan or SYN flood
+# with random ports cannot push past.
+DEFAULT_MAX_FLOWS = 250_000
+# Weird counted for every connection evicted because the table was full; logged to
+# weird.log at the 1st, 10th, 100th ... eviction so a flood cannot flood the log too.
+EVICTED_WEIRD = "flow_table_full_evicted"
+
 
 @dataclass(slots=True)
 class FlowConfig:
@@ -53,6 +64,9 @@ class FlowConfig:
     local_nets: Sequence[str] = PRIVATE_NETS
     seed: int | None = None
     weirds: Weirds | None = field(default=None, repr=False)
+    # Not Zeek: at this many live connections the least recently active one is ended
+    # (its record emitted, as at an inactivity timeout) to make room. None: no cap.
+    max_flows: int | None = DEFAULT_MAX_FLOWS
 
 
 class Connection:
@@ -63,7 +77,7 @@ class Connection:
         "start_ts", "last_ts", "service", "app", "history", "hist_seen",
         "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "missed_bytes",
         "tunnel_parents", "tcp", "orig_len", "resp_len", "counters",
-        "inactivity_timeout", "timer_gen", "removed",
+        "inactivity_timeout", "timer_gen", "removed", "weirds_seen",
     )  # fmt: skip
 
     def __init__(self, table: FlowTable, key: tuple, uid: str, pkt: Packet, sport: int, dport: int,
@@ -87,6 +101,7 @@ class Connection:
         self.inactivity_timeout = timeout
         self.timer_gen = 0  # bumped to cancel the TCP analyzer's timers
         self.removed = False
+        self.weirds_seen: set[str] | None = None
 
     # -- history (Zeek's Connection::CheckHistory / ScaledHistoryEntry) --------
     def check_history(self, mask: int, code: str) -> bool:
@@ -132,8 +147,17 @@ class Connection:
         self.timer_gen += 1
 
     def weird(self, name: str) -> None:
+        """A connection weird, reported once per connection and name: Zeek's weird.zeek
+        ignores repeats for the same connection id (weird_ignore), so a snap-length
+        truncated capture gives one truncated_tcp_payload per connection, not per packet."""
         w = self.table.weirds
         if w is not None:
+            seen = self.weirds_seen
+            if seen is None:
+                seen = self.weirds_seen = set()
+            elif name in seen:
+                return
+            seen.add(name)
             w.report(name, self.table.now, uid=self.uid,
                      conn_id=(self.orig_h, self.orig_p, self.resp_h, self.resp_p))
 
@@ -199,7 +223,9 @@ class FlowTable:
         nets = parse_nets(config.local_nets)
         self.local: NetSet | None = NetSet(nets) if nets else None
         self.new_uid = UidGenerator(config.seed)
-        self.conns: dict[tuple, Connection] = {}
+        # Least recently active first (moved to the end on every packet): eviction order.
+        self.conns: OrderedDict[tuple, Connection] = OrderedDict()
+        self.evicted = 0
         self.now = 0.0
         self._timers: list[tuple[float, int, Connection, str, int]] = []
         self._timer_seq = itertools.count()
@@ -250,6 +276,8 @@ class FlowTable:
             conn = None
         if conn is None:
             conn = self._new_conn(key, pkt, sport, dport)
+        else:
+            self.conns.move_to_end(key)
         if (
             conn.tcp is not None
             and conn.tcp.synack_first
@@ -352,6 +380,9 @@ class FlowTable:
             timeout = cfg.icmp_inactivity_timeout
         else:
             timeout = cfg.unknown_inactivity_timeout
+        cap = cfg.max_flows
+        if cap is not None and len(self.conns) >= cap:
+            self._evict(len(self.conns) - cap + 1)
         conn = Connection(self, key, self.new_uid(), pkt, sport, dport, timeout)
         flip = False
         if proto == PROTO_TCP:
@@ -435,5 +466,34 @@ class FlowTable:
         self.records += 1
         self.emit(rec)
 
+    def _evict(self, n: int) -> None:
+        """End the `n` least recently active connections (table full). Their records are
+        emitted as at an inactivity timeout, so nothing learned is lost; a later packet of
+        the same flow starts a new connection, as after a timeout."""
+        w = self.weirds
+        for _ in range(n):
+            conn = next(iter(self.conns.values()))
+            self.evicted += 1
+            if w is not None:
+                if _is_power_of_ten(self.evicted):
+                    w.report(EVICTED_WEIRD, self.now,
+                             f"{self.evicted} connection(s) evicted so far, table full at {self.config.max_flows}",
+                             uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
+                else:
+                    w.counts[EVICTED_WEIRD] += 1  # counted, not logged (see EVICTED_WEIRD)
+            self._remove(conn)
+        # Timers of evicted connections would keep them alive until due (up to the inactivity
+        # timeout): under a flood that is every connection ever seen. Drop them in bulk.
+        timers = self._timers
+        if len(timers) > 4 * len(self.conns) + 4096:
+            timers[:] = [t for t in timers if not t[2].removed]
+            heapq.heapify(timers)
+
     def _weird(self, name: str, conn: Connection) -> None:
         conn.weird(name)
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1

@@ -1,0 +1,147 @@
+"""Flood resistance: the flow table cap (eviction of the least recently active flows,
+counted and reported) and one conn weird per connection instead of one per packet.
+
+The 2-million-packet SYN flood runs as `benchmarks/flood.py` (about a minute at the reference
+table's speed); the suite runs the same generator and measurement at 300k packets.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pcapexfil.flow.table import EVICTED_WEIRD, FlowConfig, FlowTable
+from pcapexfil.packet import TH_ACK, TH_FIN, TH_SYN, Packet
+from pcapexfil.weird import Weirds
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from flood import LEGIT, legit_rows, read_conn_log, run_conn, write_flood, write_legit_only  # noqa: E402
+
+
+def _syn(ts: float, sport: int, src: str = "10.0.0.1", dst: str = "10.0.0.2", dport: int = 80) -> Packet:
+    return Packet(ts=ts, src=src, dst=dst, proto=6, ip_len=40, sport=sport, dport=dport, flags=TH_SYN, seq=1000,
+                  window=8192)
+
+
+def test_cap_evicts_least_recently_active_and_emits_their_records():
+    out = []
+    weirds = Weirds()
+    table = FlowTable(FlowConfig(seed=1, max_flows=3, weirds=weirds), out.append)
+    table.process(_syn(1.0, 1001))
+    table.process(_syn(1.1, 1002))
+    table.process(_syn(1.2, 1003))
+    # Flow 1001 becomes the most recently active: 1002 is now the stalest.
+    table.process(Packet(ts=1.3, src="10.0.0.2", dst="10.0.0.1", proto=6, ip_len=40, sport=80, dport=1001,
+                         flags=TH_SYN | TH_ACK, seq=5000, ack=1001, window=8192))
+    assert out == []
+    table.process(_syn(1.4, 1004))
+    assert [r.orig_p for r in out] == [1002]
+    assert out[0].history == "S" and out[0].conn_state == "S0"
+    table.process(_syn(1.5, 1005))
+    assert [r.orig_p for r in out] == [1002, 1003]
+    assert len(table) == 3 and table.evicted == 2
+    assert weirds.counts[EVICTED_WEIRD] == 2
+    table.flush(2.0)
+    assert sorted(r.orig_p for r in out) == [1001, 1002, 1003, 1004, 1005]
+    survivor = next(r for r in out if r.orig_p == 1001)
+    assert survivor.history == "Sh"  # its state survived the evictions around it
+
+
+def test_evicted_flow_seen_again_starts_a_new_connection():
+    out = []
+    table = FlowTable(FlowConfig(seed=1, max_flows=1), out.append)
+    table.process(_syn(1.0, 1001))
+    table.process(_syn(1.1, 1002))
+    table.process(_syn(1.2, 1001))
+    table.flush(2.0)
+    assert [r.orig_p for r in out] == [1001, 1002, 1001]
+    assert len({r.uid for r in out}) == 3
+
+
+def test_eviction_weird_rows_are_sampled_but_all_counted(tmp_path):
+    rows = []
+
+    class Sink:
+        def write(self, row):
+            rows.append(row)
+
+    weirds = Weirds(Sink())  # type: ignore[arg-type]
+    table = FlowTable(FlowConfig(seed=1, max_flows=10, weirds=weirds), lambda r: None)
+    for i in range(10 + 250):
+        table.process(_syn(1.0 + i * 0.001, 2000 + i))
+    assert table.evicted == 250
+    assert weirds.counts[EVICTED_WEIRD] == 250
+    logged = [r for r in rows if r["name"] == EVICTED_WEIRD]
+    assert [r["addl"].split()[0] for r in logged] == ["1", "10", "100"]
+
+
+def test_no_cap_keeps_everything():
+    table = FlowTable(FlowConfig(seed=1, max_flows=None), lambda r: None)
+    for i in range(500):
+        table.process(_syn(1.0, 3000 + i))
+    assert len(table) == 500 and table.evicted == 0
+
+
+def test_truncated_payload_weird_once_per_connection():
+    """A snap-length cut capture used to log truncated_tcp_payload for every packet."""
+    rows = []
+
+    class Sink:
+        def write(self, row):
+            rows.append(row)
+
+    weirds = Weirds(Sink())  # type: ignore[arg-type]
+    table = FlowTable(FlowConfig(seed=1, weirds=weirds), lambda r: None)
+    for sport in (1111, 2222):
+        c, s = ("10.0.0.1", sport), ("10.0.0.2", 80)
+        seq, sseq = 100, 900
+        table.process(Packet(ts=1.0, src=c[0], dst=s[0], proto=6, ip_len=40, window=8192, sport=c[1], dport=80,
+                             flags=TH_SYN, seq=seq))
+        table.process(Packet(ts=1.01, src=s[0], dst=c[0], proto=6, ip_len=40, window=8192, sport=80, dport=c[1],
+                             flags=TH_SYN | TH_ACK, seq=sseq, ack=seq + 1))
+        seq += 1
+        for i in range(20):  # 20 data segments of 1000 bytes, 100 captured
+            table.process(Packet(ts=1.02 + i * 0.01, src=c[0], dst=s[0], proto=6, ip_len=1040, window=8192, sport=c[1],
+                                 dport=80, flags=TH_ACK, seq=seq, ack=sseq + 1, payload_len=1000,
+                                 payload=b"x" * 100))
+            seq += 1000
+        table.process(Packet(ts=2.0, src=c[0], dst=s[0], proto=6, ip_len=40, window=8192, sport=c[1], dport=80,
+                             flags=TH_FIN | TH_ACK, seq=seq, ack=sseq + 1))
+    names = [(r["name"], r["id.orig_p"]) for r in rows]
+    assert names.count(("truncated_tcp_payload", 1111)) == 1
+    assert names.count(("truncated_tcp_payload", 2222)) == 1
+    assert weirds.counts["truncated_tcp_payload"] == 2
+
+
+# ---- the flood, in a subprocess -----------------------------------------------------------
+
+SUITE_PACKETS = 200_000
+SUITE_MAX_FLOWS = 10_000
+# Peak RSS bound for the suite run. Measured: 40 MB for a tiny capture, ~200 MB with a 20k
+# cap whatever the flood's length, ~500 MB for 100k packets without a cap (so this input
+# would need ~1 GB uncapped).
+SUITE_RSS_BOUND_MB = 200
+
+
+def test_syn_flood_keeps_memory_bounded_and_legit_connections_exact(tmp_path):
+    oracle_pcap = write_legit_only(tmp_path / "legit.pcap", SUITE_PACKETS)
+    status, err, _ = run_conn(oracle_pcap, tmp_path / "oracle", 0)
+    assert status == 0, err
+    oracle = legit_rows(read_conn_log(tmp_path / "oracle" / "conn.log"))
+    assert len(oracle) == len(LEGIT)
+
+    pcap = write_flood(tmp_path / "flood.pcap", SUITE_PACKETS)
+    status, err, peak_kib = run_conn(pcap, tmp_path / "out", SUITE_MAX_FLOWS)
+    assert status == 0, err
+    assert peak_kib / 1024 < SUITE_RSS_BOUND_MB, f"peak RSS {peak_kib / 1024:.0f} MB"
+    rows = read_conn_log(tmp_path / "out" / "conn.log")
+    assert legit_rows(rows) == oracle
+    assert len(rows) > SUITE_PACKETS * 0.9  # the flood's flows are all reported, too
+    assert f"{EVICTED_WEIRD}=" in err
+    evicted = int(err.split(f"{EVICTED_WEIRD}=")[1].split(",")[0].split(")")[0])
+    assert evicted > SUITE_PACKETS - 2 * SUITE_MAX_FLOWS
+    assert EVICTED_WEIRD in (tmp_path / "out" / "weird.log").read_text()
+    print(f"flood {SUITE_PACKETS} pkts, --max-flows {SUITE_MAX_FLOWS}: peak RSS {peak_kib / 1024:.0f} MB, "
+          f"{evicted} evicted")
