@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pcapexfil.flow import FlowConfig, FlowTable
+from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.identifiers import make_analyzers
 from pcapexfil.logs.conn import CONN_FIELDS, conn_row
@@ -38,6 +39,7 @@ class RunOptions:
     local_nets: Sequence[str] = PRIVATE_NETS
     seed: int | None = None
     progress: bool | None = None  # None: when stderr is a terminal and the input is big
+    max_flows: int | None = DEFAULT_MAX_FLOWS  # flow table cap (see flow.table); None: no cap
 
 
 @dataclass(slots=True)
@@ -139,7 +141,8 @@ def run(
             sink.on_record(rec)
 
     table = FlowTable(
-        FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds), emit, analyzers
+        FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds, max_flows=options.max_flows),
+        emit, analyzers,
     )
     show = options.progress
     if show is None:
