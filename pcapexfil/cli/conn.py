@@ -7,7 +7,14 @@ import sys
 
 import click
 
+from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.netconf import PRIVATE_NETS, parse_nets
+
+# Shared with `analyze`: the flow table cap against floods and scans.
+max_flows_option = click.option(
+    "--max-flows", type=click.IntRange(min=0), default=DEFAULT_MAX_FLOWS, show_default=True,
+    help="Live connections kept at most; beyond it the least recently active one is ended early "
+    "(record written, counted as weird flow_table_full_evicted). About 4.6 KB each; 0: no cap.")
 
 
 def _fail(message: str) -> None:
@@ -28,8 +35,9 @@ def _fail(message: str) -> None:
 @click.option("--local-nets", default=",".join(PRIVATE_NETS), show_default="private address ranges",
               help="Comma-separated CIDRs that count as local (local_orig/local_resp); empty: unset.")
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
+@max_flows_option
 def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, verify_checksums: bool,
-         local_nets: str, seed: int | None) -> None:
+         local_nets: str, seed: int | None, max_flows: int) -> None:
     """Write OUT/conn.log for PCAP... (pcap or pcapng, gzip too; several files are one
     stream in time order).
 
@@ -54,7 +62,7 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     except OSError as exc:
         _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
     options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
-                         verify_checksums=verify_checksums, local_nets=nets, seed=seed)
+                         verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None)
     try:
         # Validate every input before creating conn.log, so a bad path leaves nothing behind.
         open_captures(list(pcaps), Weirds()).close()
