@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from pcapexfil.cli.conn import max_flows_option
 from pcapexfil.cli.detect import (
     build_settings,
     detector_options,
@@ -24,8 +25,10 @@ from pcapexfil.cli.detect import (
               help="Directory for conn.log, exfil_detection.log, notice.log and the other logs.")
 @click.option("--verify-checksums", is_flag=True, help="Drop packets with bad checksums, as Zeek without -C.")
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
+@max_flows_option
 @detector_options
-def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, **kw: Any) -> None:
+def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, max_flows: int,
+            **kw: Any) -> None:
     """Find exfiltration in PCAP... (one time-ordered stream): writes OUT/conn.log,
     OUT/exfil_detection.log and OUT/notice.log. Scores need 10 days of baseline: keep one
     --state across daily runs; its open windows carry over, so consecutive captures give the
@@ -48,7 +51,8 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
         fail(str(exc))
     store = open_state(kw["state"], kw["busy_timeout"])
     options = RunOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
-                         verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed)
+                         verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed,
+                         max_flows=max_flows or None)
     try:
         det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"])
         conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"])
@@ -62,7 +66,10 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     finally:
         if store is not None:
             store.close()
-    click.echo(f"pcapexfil: {summary.packets} packets, {summary.records} connections", err=True)
+    evicted = summary.weirds.get("flow_table_full_evicted", 0)
+    click.echo(f"pcapexfil: {summary.packets} packets, {summary.records} connections"
+               + (f", {evicted} evicted early (flow_table_full_evicted, --max-flows {max_flows})" if evicted else ""),
+               err=True)
     report(det)
     if summary.damaged:
         click.echo("pcapexfil: input was damaged; records before the damage were used", err=True)
