@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from pcapexfil.decode.link import SUPPORTED_LINKTYPES
 from pcapexfil.packet import RawPacket
-from pcapexfil.source.pcap import MAGICS, CaptureError, PcapReader
+from pcapexfil.source.pcap import MAGICS, STREAM_ERRORS, CaptureError, PcapReader
 from pcapexfil.source.pcapng import SHB, PcapngReader
 from pcapexfil.weird import Weirds
 
@@ -67,7 +67,7 @@ def _open_file(path: str) -> Reader:
             f = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), _BUFSIZE)  # type: ignore[arg-type]
         try:
             magic = f.read(4)
-        except (OSError, EOFError) as exc:
+        except STREAM_ERRORS as exc:
             raise CaptureError(f"{path}: damaged gzip stream ({exc})") from None
         if len(magic) < 4:
             raise CaptureError(f"{path}: empty or too short to be a capture")
@@ -83,7 +83,7 @@ def _open_file(path: str) -> Reader:
     except CaptureError:
         f.close()
         raise
-    except (OSError, EOFError) as exc:
+    except STREAM_ERRORS as exc:
         f.close()
         raise CaptureError(f"{path}: {exc}") from None
 

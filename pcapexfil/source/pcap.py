@@ -6,6 +6,7 @@ Streams record by record from any binary file object, so memory does not grow wi
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -23,6 +24,9 @@ MAGICS = {
 # A record claiming more than this is corrupt, not a jumbo frame (libpcap's own ceiling
 # is 256 KiB for most link types; we leave headroom for odd captures).
 MAX_RECORD = 1 << 20
+
+# What reading a damaged or cut gzip stream raises (zlib.error is no OSError).
+STREAM_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class CaptureError(Exception):
@@ -68,7 +72,7 @@ class PcapReader:
                     )
                     return
                 data = read(caplen)
-            except (OSError, EOFError) as exc:  # gzip stream damaged or cut short
+            except STREAM_ERRORS as exc:  # gzip stream damaged or cut short
                 weirds.report("truncated_capture_file", last_ts, f"{name}: {exc}")
                 return
             if len(data) < caplen:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from pcapexfil.packet import RawPacket
-from pcapexfil.source.pcap import CaptureError
+from pcapexfil.source.pcap import STREAM_ERRORS, CaptureError
 from pcapexfil.weird import Weirds
 
 SHB = 0x0A0D0D0A
@@ -120,7 +120,7 @@ class PcapngReader:
                     weirds.report("corrupt_capture_file", last_ts, f"{name}: bad block length {length}")
                     return
                 body = read(length - 8)
-            except (OSError, EOFError) as exc:
+            except STREAM_ERRORS as exc:
                 weirds.report("truncated_capture_file", last_ts, f"{name}: {exc}")
                 return
             if len(body) < length - 8:

@@ -1,0 +1,390 @@
+"""Fuzzing: capture readers, decoder, TLS/DNS/HTTP parsers get random and mutated input.
+
+Every target takes bytes and must return without an uncaught exception (the only allowed
+ones are the documented rejections: CaptureError for a file that is not a capture,
+Malformed from the bare TLS/DNS parsers) and within `TIME_LIMIT`. The suite runs a few
+hundred examples per target; `benchmarks/fuzz_long.py --minutes N` runs the same targets
+(same `TARGETS`, same `mutate`) for longer and saves every crashing input under
+tests/fuzz_regressions/<target>/, which `test_regressions` replays forever after.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import signal
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pcapexfil.decode import Decoder
+from pcapexfil.decode.link import SUPPORTED_LINKTYPES
+from pcapexfil.flow import FlowConfig, FlowTable
+from pcapexfil.hooks import AnalyzerContext
+from pcapexfil.identifiers import dns, make_analyzers, tls
+from pcapexfil.identifiers.http import unescape_uri
+from pcapexfil.packet import RawPacket
+from pcapexfil.source import CaptureError, open_captures
+from pcapexfil.synth import apps
+from pcapexfil.synth import tls as synth_tls
+from pcapexfil.weird import Weirds
+
+REGRESSION_DIR = Path(__file__).parent / "fuzz_regressions"
+TIME_LIMIT = 5.0  # seconds per input; far above any honest input of these sizes
+LINKTYPES = sorted(SUPPORTED_LINKTYPES)
+
+
+class Hang(Exception):
+    """An input took longer than TIME_LIMIT."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    def on_alarm(signum, frame):  # noqa: ANN001
+        raise Hang(f"no result after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ---- mutation ----------------------------------------------------------------------------
+
+_INTERESTING = (0, 1, 2, 4, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF, 0xFFFFFFFF)
+
+
+def mutate(rng: random.Random, seed: bytes) -> bytes:
+    """1-8 random edits of `seed`: bit flips, random or boundary-value bytes/words (lengths
+    that lie), truncation, deleted/duplicated/inserted chunks."""
+    buf = bytearray(seed)
+    for _ in range(rng.randint(1, 8)):
+        op = rng.randrange(8)
+        n = len(buf)
+        if n == 0:
+            buf += rng.randbytes(rng.randint(1, 16))
+            continue
+        i = rng.randrange(n)
+        if op == 0:
+            buf[i] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            buf[i] = rng.randrange(256)
+        elif op in (2, 3):
+            width = rng.choice((1, 2, 4))
+            value = rng.choice(_INTERESTING + (n, n - i, n + 1, max(n - 1, 0)))
+            chunk = (value & ((1 << (8 * width)) - 1)).to_bytes(width, rng.choice(("big", "little")))
+            buf[i : i + width] = chunk
+        elif op == 4:
+            del buf[i:]
+        elif op == 5:
+            del buf[i : i + rng.randint(1, 64)]
+        elif op == 6:
+            j = rng.randrange(n)
+            buf[i:i] = buf[j : j + rng.randint(1, 64)]
+        else:
+            buf[i:i] = rng.randbytes(rng.randint(1, 32))
+    return bytes(buf)
+
+
+# ---- valid seeds -------------------------------------------------------------------------
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _ipv4(proto: int, l4: bytes, src: bytes = b"\x0a\0\0\x01", dst: bytes = b"\x0a\0\0\x02") -> bytes:
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 7, 0, 64, proto, 0, src, dst))
+    struct.pack_into("!H", hdr, 10, _csum(bytes(hdr)))
+    return bytes(hdr) + l4
+
+
+def _tcp(sport: int, dport: int, flags: int, seq: int, ack: int, data: bytes = b"", opts: bytes = b"") -> bytes:
+    off = (20 + len(opts)) // 4
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, off << 4, flags, 8192, 0, 0) + opts + data
+
+
+def _udp(sport: int, dport: int, data: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
+
+
+def _ether(payload: bytes, ethertype: int = 0x0800) -> bytes:
+    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01" + struct.pack("!H", ethertype) + payload
+
+
+def _ipv6_udp(data: bytes) -> bytes:
+    udp = _udp(5353, 53, data)
+    return struct.pack("!IHBB", 0x60000000, len(udp), 17, 64) + b"\x20\x01\x0d\xb8" + bytes(11) + b"\x01" \
+        + b"\x20\x01\x0d\xb8" + bytes(11) + b"\x02" + udp
+
+
+_RNG = np.random.default_rng(1)
+CLIENT_HELLO_RECORD = synth_tls.client_hello(synth_tls.CLIENT_PROFILES[0], "www.example.com", _RNG)
+SERVER_FLIGHT = synth_tls.server_flight(synth_tls.SERVER_PROFILES[0], 300, _RNG)
+DNS_QUERY = apps.dns_query(0x1234, "mail.example.org")
+DNS_RESPONSE = apps.dns_response(0x1234, "mail.example.org", ["192.0.2.1", "192.0.2.2"], 300)
+# Compression pointer to itself at the first answer's owner name (a loop, if followed).
+DNS_LOOP = DNS_RESPONSE[:12 + len(b"\x04mail\x07example\x03org\x00") + 4] + b"\xc0" + bytes(
+    [12 + len(b"\x04mail\x07example\x03org\x00") + 4]) + DNS_RESPONSE[12 + len(b"\x04mail\x07example\x03org\x00") + 6:]
+HTTP_REQUEST = apps.http_request("POST", "upload.example.net", "/a%20b?c=%41", apps.USER_AGENTS[0], 20) + b"x" * 20
+HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+_SYN = 0x02
+_ACK = 0x10
+_FIN = 0x01
+_PSH = 0x08
+
+
+def _frames() -> list[bytes]:
+    """Ethernet frames covering the decoder's main paths (and their payloads for the analyzers)."""
+    return [
+        _ether(_ipv4(6, _tcp(40000, 443, _SYN, 1, 0, opts=b"\x02\x04\x05\xb4\x01\x03\x03\x07\x04\x02\x00\x00"))),
+        _ether(_ipv4(6, _tcp(40000, 443, _ACK | _PSH, 2, 1, CLIENT_HELLO_RECORD))),
+        _ether(_ipv4(17, _udp(5353, 53, DNS_QUERY))),
+        _ether(_ipv4(1, b"\x08\x00\xf7\xff\x00\x01\x00\x01" + b"ping")),
+        _ether(_ipv6_udp(DNS_RESPONSE), 0x86DD),
+        _ether(struct.pack("!HH", 100, 0x0800) + _ipv4(6, _tcp(1, 80, _ACK, 5, 5, HTTP_REQUEST)), 0x8100),
+        _ether(_ipv4(47, b"\x00\x00\x08\x00" + _ipv4(17, _udp(1, 53, DNS_QUERY)))),  # GRE
+        _ether(_ipv4(17, _udp(40001, 4789, b"\x08\0\0\0\0\0\x01\0" + _ether(_ipv4(17, _udp(2, 53, DNS_QUERY)))))),
+    ]
+
+
+FRAMES = _frames()
+
+
+def _pcap(frames: list[bytes], linktype: int = 1) -> bytes:
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)]
+    for i, f in enumerate(frames):
+        out.append(struct.pack("<IIII", 1_700_000_000 + i, 1000 * i, len(f), len(f)) + f)
+    return b"".join(out)
+
+
+def _pcapng(frames: list[bytes]) -> bytes:
+    def block(btype: int, body: bytes) -> bytes:
+        return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
+           block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 9, 1) + b"\x06\0\0\0" + bytes(4))]
+    for i, f in enumerate(frames):
+        t = (1_700_000_000 + i) * 10**6
+        pad = (-len(f)) % 4
+        out.append(block(6, struct.pack("<IIIII", 0, t >> 32, t & 0xFFFFFFFF, len(f), len(f)) + f + bytes(pad)))
+    return b"".join(out)
+
+
+# ---- targets -----------------------------------------------------------------------------
+
+_TMP = Path(tempfile.mkdtemp(prefix="pcapexfil-fuzz-"))
+
+
+def _analyze(raws: Iterator[RawPacket] | list[RawPacket]) -> None:
+    """Decoder -> flow table with every analyzer (no logs written) -> flush."""
+    weirds = Weirds()
+    ctx = AnalyzerContext(out_dir=None, weirds=weirds)
+    analyzers = make_analyzers(ctx)
+    decoder = Decoder(weirds)
+    table = FlowTable(FlowConfig(seed=1, weirds=weirds, max_flows=64), lambda r: None, analyzers)
+    now = 0.0
+    for raw in raws:
+        now = max(now, raw.ts)
+        table.advance(now)
+        pkts = decoder.decode(raw)
+        if pkts:
+            table.process_all(pkts)
+    table.flush(now)
+    for a in analyzers:
+        a.close()
+
+
+def target_capture(data: bytes) -> None:
+    """A file of these bytes through open_captures and the whole analysis."""
+    path = _TMP / "input.cap"
+    path.write_bytes(data)
+    try:
+        packets = open_captures([str(path)], Weirds())
+    except CaptureError:
+        return
+    _analyze(packets)
+
+
+def target_decode(data: bytes) -> None:
+    """One frame: byte 0 picks the link type, byte 1 how much of the wire was not captured."""
+    if len(data) < 2:
+        return
+    linktype = LINKTYPES[data[0] % len(LINKTYPES)]
+    frame = data[2:]
+    _analyze([RawPacket(1.0, linktype, frame, len(frame) + data[1] * 8, "fuzz", 1),
+              RawPacket(2.0, linktype, frame, len(frame), "fuzz", 2)])
+
+
+def target_tls_hello(data: bytes) -> None:
+    """Bare handshake parsing: scanner over a record stream, then Client/ServerHello and JA3/JA3S."""
+    scanner = tls.HandshakeScanner(tls.re.compile(rb"\x16\x03[\x00-\x04]"))
+    for i in range(0, len(data), 97):
+        for mtype, body in scanner.feed(data[i : i + 97]):
+            try:
+                if mtype == 1:
+                    hello = tls.parse_client_hello(body)
+                    hello.ja3()
+                elif mtype == 2:
+                    tls.parse_server_hello(body).ja3s()
+            except tls.Malformed:
+                pass
+
+
+def target_dns_message(data: bytes) -> None:
+    try:
+        msg = dns.Message(data)
+    except dns.Malformed:
+        return
+    for owner, rtype, ttl, text in msg.answers:
+        assert isinstance(owner, str) and isinstance(ttl, int)
+
+
+def target_http_uri(data: bytes) -> None:
+    out, weird_names = unescape_uri(data)
+    assert isinstance(out, bytes) and all(isinstance(w, str) for w in weird_names)
+
+
+def _session_frames(port: int, client: bytes, server: bytes, udp: bool) -> list[bytes]:
+    if udp:
+        return [_ether(_ipv4(17, _udp(40000, port, client))),
+                _ether(_ipv4(17, _udp(port, 40000, server), src=b"\x0a\0\0\x02", dst=b"\x0a\0\0\x01"))]
+    c, s = 1000, 9000
+    out = [_ether(_ipv4(6, _tcp(40000, port, _SYN, c - 1, 0))),
+           _ether(_ipv4(6, _tcp(port, 40000, _SYN | _ACK, s - 1, c), src=b"\x0a\0\0\x02", dst=b"\x0a\0\0\x01"))]
+    for i in range(0, max(len(client), len(server)), 300):
+        cpart, spart = client[i : i + 300], server[i : i + 300]
+        if cpart:
+            out.append(_ether(_ipv4(6, _tcp(40000, port, _ACK | _PSH, c, s, cpart))))
+            c += len(cpart)
+        if spart:
+            out.append(_ether(_ipv4(6, _tcp(port, 40000, _ACK | _PSH, s, c, spart),
+                                    src=b"\x0a\0\0\x02", dst=b"\x0a\0\0\x01")))
+            s += len(spart)
+    out.append(_ether(_ipv4(6, _tcp(40000, port, _FIN | _ACK, c, s))))
+    out.append(_ether(_ipv4(6, _tcp(port, 40000, _FIN | _ACK, s, c + 1), src=b"\x0a\0\0\x02", dst=b"\x0a\0\0\x01")))
+    return out
+
+
+_SESSION_KINDS = ((443, False), (80, False), (53, True), (53, False), (8080, False))
+
+
+def target_session(data: bytes) -> None:
+    """A whole TCP/UDP conversation through decoder, flow table and the TLS/HTTP/DNS analyzers:
+    byte 0 picks the service, bytes 1-2 where client bytes end and server bytes begin."""
+    if len(data) < 3:
+        return
+    port, udp = _SESSION_KINDS[data[0] % len(_SESSION_KINDS)]
+    body = data[3:]
+    cut = int.from_bytes(data[1:3], "big") % (len(body) + 1)
+    frames = _session_frames(port, body[:cut], body[cut:], udp)
+    _analyze([RawPacket(1.0 + i * 0.01, 1, f, len(f), "fuzz", i + 1) for i, f in enumerate(frames)])
+
+
+def _session_seed(kind: int, client: bytes, server: bytes) -> bytes:
+    return bytes([kind]) + len(client).to_bytes(2, "big") + client + server
+
+
+Target = tuple[Callable[[bytes], None], list[bytes]]
+
+TARGETS: dict[str, Target] = {
+    "capture": (target_capture, [_pcap(FRAMES), _pcapng(FRAMES), gzip.compress(_pcap(FRAMES[:3]), mtime=0),
+                                 _pcap(FRAMES, linktype=101)[:24] + _pcap([f[14:] for f in FRAMES[:4]])[24:]]),
+    "decode": (target_decode, [bytes([LINKTYPES.index(1), 0]) + f for f in FRAMES]
+               + [bytes([LINKTYPES.index(101), 0]) + f[14:] for f in FRAMES[:4]]),
+    "tls_hello": (target_tls_hello, [CLIENT_HELLO_RECORD, SERVER_FLIGHT]),
+    "dns_message": (target_dns_message, [DNS_QUERY, DNS_RESPONSE, DNS_LOOP]),
+    "http_uri": (target_http_uri, [b"/a%20b/%zz/%%41/%u00e9?q=%", b"/plain/path?x=1&y=%2F"]),
+    "session": (target_session, [_session_seed(0, CLIENT_HELLO_RECORD, SERVER_FLIGHT),
+                                 _session_seed(1, HTTP_REQUEST, HTTP_RESPONSE),
+                                 _session_seed(2, DNS_QUERY, DNS_RESPONSE),
+                                 _session_seed(3, len(DNS_QUERY).to_bytes(2, "big") + DNS_QUERY,
+                                               len(DNS_LOOP).to_bytes(2, "big") + DNS_LOOP),
+                                 _session_seed(4, HTTP_REQUEST * 2, HTTP_RESPONSE * 2)]),
+}
+
+
+def run_target(name: str, data: bytes) -> None:
+    """One input, under the time limit (Hang if exceeded)."""
+    with time_limit(TIME_LIMIT):
+        TARGETS[name][0](data)
+
+
+def inputs(name: str) -> st.SearchStrategy[bytes]:
+    """Random bytes, the valid seeds, and seeds mutated by `mutate`."""
+    seeds = TARGETS[name][1]
+    return st.one_of(
+        st.binary(max_size=1500),
+        st.sampled_from(seeds),
+        st.builds(lambda r, s: mutate(random.Random(r), s), st.integers(0, 2**63), st.sampled_from(seeds)),
+    )
+
+
+# ---- the tests ---------------------------------------------------------------------------
+
+_SETTINGS = settings(max_examples=250, deadline=None, database=None, derandomize=True,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def test_seeds_are_valid_and_exercise_the_parsers():
+    """The seeds are real, parseable inputs (mutating garbage would test little)."""
+    assert tls.parse_client_hello(CLIENT_HELLO_RECORD[9:]).server_name == "www.example.com"
+    assert dns.Message(DNS_RESPONSE).answers[0][3] == "192.0.2.1"
+    with pytest.raises(dns.Malformed):
+        dns.Message(DNS_LOOP)  # the self-pointer is refused, not followed
+    weirds = Weirds()
+    path = _TMP / "seed.pcap"
+    path.write_bytes(TARGETS["capture"][1][0])
+    assert len(list(open_captures([str(path)], weirds))) == len(FRAMES) and not weirds.counts
+    decoder = Decoder(weirds)
+    decoded = [decoder.decode(RawPacket(1.0, 1, f, len(f))) for f in FRAMES]
+    assert all(decoded) and not weirds.counts
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_fuzz(name):
+    @_SETTINGS
+    @given(data=inputs(name))
+    def check(data: bytes) -> None:
+        run_target(name, data)
+
+    check()
+
+
+def test_mutate_is_deterministic_and_changes_input():
+    seed = _pcap(FRAMES)
+    a = [mutate(random.Random(i), seed) for i in range(50)]
+    assert a == [mutate(random.Random(i), seed) for i in range(50)]
+    assert sum(m != seed for m in a) >= 45
+
+
+def test_time_limit_stops_a_hang():
+    with pytest.raises(Hang):
+        with time_limit(0.2):
+            while True:
+                pass
+
+
+def _saved() -> list[tuple[str, Path]]:
+    return sorted((p.parent.name, p) for p in REGRESSION_DIR.glob("*/*.bin") if p.parent.name in TARGETS)
+
+
+@pytest.mark.parametrize(("name", "path"), _saved(), ids=lambda v: v.name if isinstance(v, Path) else v)
+def test_regressions(name, path):
+    """Every input a fuzzer ever crashed on stays fixed."""
+    run_target(name, path.read_bytes())
