@@ -1,0 +1,476 @@
+"""Captures as chunks of whole records, and the batches the fast flow table consumes.
+
+Public entry point: `iter_batches(paths, weirds, stats)`. Input paths are validated exactly
+as the reference source does (`pcapexfil.source.open_capture`: a `CaptureError` before any
+batch), and damage inside a file is the same counted weird (`truncated_capture_file`,
+`corrupt_capture_file`) with everything before it kept.
+
+How each input is read:
+- classic pcap (micro/nano, either byte order): memory-mapped; a numba kernel walks the
+  record headers of a window of `chunk_bytes`; consumed pages are released with
+  MADV_DONTNEED, so resident memory stays about one chunk whatever the file size.
+- gzip-compressed pcap: streamed into a fresh buffer per chunk (the partial last record is
+  carried over to the next one); the same kernel walks it.
+- pcapng (plain or gzip): documented slower path: the reference `PcapngReader` yields
+  RawPackets that are packed into chunk buffers (per-interface link type and timestamp
+  resolution are its business).
+- several files: one stream in the reference merge order (`open_captures`). Files sorted
+  by first timestamp are concatenated while each one ends before the next begins; from the
+  first record that reaches the next file's start on, the rest is merged record by record
+  exactly like the reference (slower path for overlapping files).
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import io
+import mmap
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from pcapexfil.fast.batch import KIND_SLOW
+from pcapexfil.fast.parse import parse_records
+from pcapexfil.packet import RawPacket
+from pcapexfil.source import CaptureStats, FileStats, open_capture
+from pcapexfil.source.pcap import MAGICS, MAX_RECORD
+from pcapexfil.weird import Weirds
+
+__all__ = ["Batch", "Chunk", "DEFAULT_CHUNK_BYTES", "iter_batches", "iter_chunks"]
+
+DEFAULT_CHUNK_BYTES = 8 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_PAGE = mmap.PAGESIZE
+_RECORDS_PER_SLOW_CHUNK = 1 << 16
+
+# _walk_pcap status
+_WALK_MORE = 0  # stopped at the end of the window (possibly inside a record)
+_WALK_CORRUPT = 1  # a record header claims more than MAX_RECORD bytes
+_WALK_OVERLAP = 2  # a record reaches the next file's first timestamp
+
+
+class Batch(NamedTuple):
+    """One chunk of the stream, parsed.
+
+    `packets` has one PACKET_DTYPE row per captured record, in stream (capture) order;
+    FAST rows' `payload_off` index `buf`. `slow` holds the RawPacket of every KIND_SLOW row,
+    in row order (the i-th SLOW row is `slow[i]`), for the reference decoder. `frame` is the
+    1-based record number within its own file (for messages; files of a multi-file stream
+    each start at 1).
+    """
+
+    buf: np.ndarray
+    packets: np.ndarray
+    slow: list[RawPacket]
+
+
+@dataclass
+class Chunk:
+    """Whole records of one chunk: parallel arrays indexed by record, data in `buf`."""
+
+    buf: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, start of each record's data in buf
+    caplens: np.ndarray  # uint32
+    wirelens: np.ndarray  # uint32
+    linktypes: np.ndarray  # int32
+    ts: np.ndarray  # float64
+    frames: np.ndarray  # uint64, 1-based within the source
+    source: str
+    raws: list[RawPacket] | None = None  # set on the slower paths (records came as RawPackets)
+
+    def raw(self, i: int) -> RawPacket:
+        """Record i as the reference decoder takes it."""
+        if self.raws is not None:
+            return self.raws[i]
+        o = int(self.offsets[i])
+        return RawPacket(
+            float(self.ts[i]), int(self.linktypes[i]), self.buf[o : o + int(self.caplens[i])].tobytes(),
+            int(self.wirelens[i]), self.source, int(self.frames[i]),
+        )
+
+
+@njit(cache=True)
+def _walk_pcap(buf, swap, divisor, max_record, stop_ts, offsets, caplens, wirelens, ts):  # noqa: ANN001
+    """Walk pcap record headers from buf[0]; returns (records, bytes consumed, status)."""
+    n = 0
+    pos = 0
+    size = buf.shape[0]
+    while n < offsets.shape[0]:
+        if pos + 16 > size:
+            return n, pos, _WALK_MORE
+        h = np.empty(4, np.uint32)
+        for k in range(4):
+            b = pos + 4 * k
+            if swap:
+                h[k] = (np.uint32(buf[b]) << 24) | (np.uint32(buf[b + 1]) << 16) | (np.uint32(buf[b + 2]) << 8) | buf[b + 3]
+            else:
+                h[k] = (np.uint32(buf[b + 3]) << 24) | (np.uint32(buf[b + 2]) << 16) | (np.uint32(buf[b + 1]) << 8) | buf[b]
+        caplen = np.int64(h[2])
+        if caplen > max_record:
+            return n, pos, _WALK_CORRUPT
+        if pos + 16 + caplen > size:
+            return n, pos, _WALK_MORE
+        t = np.float64(h[0]) + np.float64(h[1]) / divisor
+        if t >= stop_ts:
+            return n, pos, _WALK_OVERLAP
+        offsets[n] = pos + 16
+        caplens[n] = h[2]
+        wirelens[n] = h[3]
+        ts[n] = t
+        pos += 16 + caplen
+        n += 1
+    return n, pos, _WALK_MORE
+
+
+class _Source:
+    """A window of bytes starting at a record boundary; `advance` drops what was consumed."""
+
+    def window(self, size: int) -> tuple[np.ndarray, bool]:  # (bytes, reaches end of input)
+        raise NotImplementedError
+
+    def advance(self, used: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _MmapSource(_Source):
+    def __init__(self, path: str, start: int) -> None:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self.arr = np.frombuffer(self.mm, dtype=np.uint8) if self.mm is not None else np.zeros(0, np.uint8)
+        self.pos = start
+        self.released = 0  # pages below this were handed back to the kernel
+
+    def window(self, size: int) -> tuple[np.ndarray, bool]:
+        end = min(self.pos + size, len(self.arr))
+        return self.arr[self.pos : end], end == len(self.arr)
+
+    def advance(self, used: int) -> None:
+        self.pos += used
+        upto = (self.pos // _PAGE) * _PAGE
+        if self.mm is not None and upto > self.released and hasattr(mmap, "MADV_DONTNEED"):
+            # File-backed pages: a later read of an old chunk simply faults them back in.
+            self.mm.madvise(mmap.MADV_DONTNEED, self.released, upto - self.released)
+            self.released = upto
+
+    def close(self) -> None:
+        self.arr = np.zeros(0, np.uint8)
+        if self.mm is not None:
+            try:
+                self.mm.close()
+            except BufferError:  # a consumer still holds a chunk view: the GC closes it later
+                pass
+
+
+class _StreamSource(_Source):
+    """gzip (or any stream): each window is a new array (carried tail + fresh bytes), so a
+    consumer may keep an earlier chunk's buffer."""
+
+    def __init__(self, f: BinaryIO, name: str, weirds: Weirds) -> None:
+        self.f = f
+        self.name = name
+        self.weirds = weirds
+        self.buf = np.zeros(0, np.uint8)
+        self.eof = False
+        self.error: str | None = None  # damaged stream, reported by the caller at its last_ts
+
+    def window(self, size: int) -> tuple[np.ndarray, bool]:
+        have = len(self.buf)
+        if have >= size or self.eof:
+            return self.buf, self.eof
+        new = np.empty(size, np.uint8)
+        new[:have] = self.buf
+        view = memoryview(new)
+        while have < size:
+            try:
+                got = self.f.readinto1(view[have:])  # type: ignore[attr-defined]
+            except (OSError, EOFError) as exc:  # stream cut short or corrupt
+                self.error = str(exc)
+                got = 0
+            if not got:
+                self.eof = True
+                break
+            have += got
+        self.buf = new[:have]
+        return self.buf, self.eof
+
+    def advance(self, used: int) -> None:
+        self.buf = self.buf[used:]
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _file_stats(stats: CaptureStats | None, name: str) -> FileStats | None:
+    return None if stats is None else stats.files.setdefault(name, FileStats())
+
+
+def _count(stats: CaptureStats | None, fstats: FileStats | None, chunk: Chunk) -> None:
+    if stats is None or fstats is None:
+        return
+    n, b = len(chunk.offsets), int(chunk.caplens.sum())
+    fstats.packets += n
+    fstats.bytes += b
+    stats.packets += n
+    stats.bytes += b
+
+
+def _pcap_chunks(
+    src: _Source, name: str, order: str, divisor: float, linktype: int, weirds: Weirds,
+    stats: CaptureStats | None, chunk_bytes: int, stop_ts: float, index: int = 0,
+) -> Iterator[Chunk]:
+    """Chunks of a classic pcap body (`index` records already read). Returns (as the
+    generator's value) an iterator of the remaining RawPackets when a record reaches
+    `stop_ts`, else None."""
+    fstats = _file_stats(stats, name)
+    swap = order == ">"
+    last_ts = 0.0
+    size = chunk_bytes
+    handed_off = False
+    try:
+        while True:
+            buf, at_end = src.window(size)
+            cap = len(buf) // 16 + 1
+            offsets = np.empty(cap, np.int64)
+            caplens = np.empty(cap, np.uint32)
+            wirelens = np.empty(cap, np.uint32)
+            ts = np.empty(cap, np.float64)
+            n, used, status = _walk_pcap(buf, swap, divisor, MAX_RECORD, stop_ts, offsets, caplens, wirelens, ts)
+            if n:
+                chunk = Chunk(
+                    buf[:used], offsets[:n], caplens[:n], wirelens[:n], np.full(n, linktype, np.int32), ts[:n],
+                    np.arange(index + 1, index + n + 1, dtype=np.uint64), name,
+                )
+                index += n
+                last_ts = float(ts[n - 1])
+                _count(stats, fstats, chunk)
+                yield chunk
+                src.advance(used)
+                size = chunk_bytes
+            if status == _WALK_CORRUPT:
+                claimed = struct.unpack_from(order + "I", bytes(buf[used + 8 : used + 12]))[0]
+                weirds.report("corrupt_capture_file", last_ts, f"{name}: record {index + 1} claims {claimed} bytes")
+                return None
+            if status == _WALK_OVERLAP:
+                handed_off = True
+                return _rest_as_raw(src, name, order, divisor, linktype, weirds, stats, chunk_bytes, index)
+            if n == 0:
+                left = len(buf) - used
+                if not at_end:
+                    size *= 2  # a record larger than the window
+                    continue
+                err = getattr(src, "error", None)
+                if err is not None:
+                    weirds.report("truncated_capture_file", last_ts, f"{name}: {err}")
+                elif 0 < left < 16:
+                    weirds.report("truncated_capture_file", last_ts, f"{name}: partial record header after frame {index}")
+                elif left:
+                    weirds.report("truncated_capture_file", last_ts, f"{name}: record {index + 1} cut short")
+                return None
+    finally:
+        if not handed_off:
+            src.close()
+
+
+def _rest_as_raw(
+    src: _Source, name: str, order: str, divisor: float, linktype: int, weirds: Weirds,
+    stats: CaptureStats | None, chunk_bytes: int, index: int,
+) -> Iterator[RawPacket]:
+    """The rest of a pcap file as RawPackets (for the record-by-record merge)."""
+    for chunk in _pcap_chunks(src, name, order, divisor, linktype, weirds, stats, chunk_bytes, float("inf"), index):
+        for i in range(len(chunk.offsets)):
+            yield chunk.raw(i)
+
+
+def _raw_chunks(packets: Iterator[RawPacket], chunk_bytes: int) -> Iterator[Chunk]:
+    """Pack RawPackets (pcapng, merged files) into chunk buffers: the slower path."""
+    pending: list[RawPacket] = []
+    size = 0
+    for pkt in packets:
+        pending.append(pkt)
+        size += len(pkt.data)
+        if size >= chunk_bytes or len(pending) >= _RECORDS_PER_SLOW_CHUNK:
+            yield _pack(pending)
+            pending, size = [], 0
+    if pending:
+        yield _pack(pending)
+
+
+def _pack(raws: list[RawPacket]) -> Chunk:
+    n = len(raws)
+    caplens = np.fromiter((len(p.data) for p in raws), np.uint32, n)
+    offsets = np.zeros(n, np.int64)
+    if n > 1:
+        np.cumsum(caplens[:-1], out=offsets[1:])
+    buf = np.frombuffer(b"".join(p.data for p in raws), np.uint8)
+    return Chunk(
+        buf, offsets, caplens,
+        np.fromiter((p.wirelen for p in raws), np.uint32, n),
+        np.fromiter((p.linktype for p in raws), np.int32, n),
+        np.fromiter((p.ts for p in raws), np.float64, n),
+        np.fromiter((p.index for p in raws), np.uint64, n),
+        raws[0].source, raws,
+    )
+
+
+def _open_pcap(path: str, weirds: Weirds) -> tuple[_Source, str, float, int] | None:
+    """(source positioned after the file header, byte order, divisor, link type) for a
+    classic pcap (plain or gzip), or None for pcapng. The path was validated already."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == _GZIP_MAGIC:
+        stream: BinaryIO = io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 20)  # type: ignore[arg-type]
+        header = stream.read(24)
+        src: _Source = _StreamSource(stream, path, weirds)
+    else:
+        with open(path, "rb") as f:
+            header = f.read(24)
+        src = _MmapSource(path, 24)
+    word = struct.unpack_from("<I", header)[0]
+    if word not in MAGICS:
+        src.close()
+        return None
+    order, divisor = MAGICS[word]
+    linktype = struct.unpack_from(order + "I", header, 20)[0] & 0xFFFF
+    return src, order, divisor, linktype
+
+
+def _file_chunks(
+    path: str, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
+) -> Iterator[Chunk]:
+    """Chunks of one file; returns the remaining RawPackets if it reaches `stop_ts`."""
+    opened = _open_pcap(path, weirds)
+    if opened is None:  # pcapng: the reference reader, records packed into chunks
+        packets = open_capture(path, weirds, stats)
+        if stop_ts == float("inf"):
+            yield from _raw_chunks(packets, chunk_bytes)
+            return None
+        return (yield from _raw_until(packets, stop_ts, chunk_bytes))
+    src, order, divisor, linktype = opened
+    return (yield from _pcap_chunks(src, path, order, divisor, linktype, weirds, stats, chunk_bytes, stop_ts))
+
+
+def _raw_until(packets: Iterator[RawPacket], stop_ts: float, chunk_bytes: int) -> Iterator[Chunk]:
+    """Pack RawPackets until one reaches stop_ts; returns an iterator from that one on."""
+    pending: list[RawPacket] = []
+    size = 0
+    for pkt in packets:
+        if pkt.ts >= stop_ts:
+            if pending:
+                yield _pack(pending)
+            return _chain_one(pkt, packets)
+        pending.append(pkt)
+        size += len(pkt.data)
+        if size >= chunk_bytes or len(pending) >= _RECORDS_PER_SLOW_CHUNK:
+            yield _pack(pending)
+            pending, size = [], 0
+    if pending:
+        yield _pack(pending)
+    return None
+
+
+def _chain_one(first: RawPacket, rest: Iterator[RawPacket]) -> Iterator[RawPacket]:
+    yield first
+    yield from rest
+
+
+def _merge_rest(
+    current: Iterator[RawPacket], order: int, pending: list[tuple[float, int, str]], weirds: Weirds,
+    stats: CaptureStats | None,
+) -> Iterator[RawPacket]:
+    """The reference merge (source._merge) resumed with one file already active."""
+    pending = list(reversed(pending))
+    heap: list[tuple[float, int, int, RawPacket, Iterator[RawPacket]]] = []
+    seq = 0
+    first = next(current, None)
+    if first is not None:
+        heap.append((first.ts, order, seq, first, current))
+        seq += 1
+    while heap or pending:
+        while pending and (not heap or pending[-1][0] <= heap[0][0]):
+            _, o, path = pending.pop()
+            it = open_capture(path, weirds, stats)
+            pkt = next(it, None)
+            if pkt is not None:
+                heapq.heappush(heap, (pkt.ts, o, seq, pkt, it))
+                seq += 1
+        if not heap:
+            continue
+        _, o, _, pkt, it = heapq.heappop(heap)
+        yield pkt
+        nxt = next(it, None)
+        if nxt is not None:
+            heapq.heappush(heap, (nxt.ts, o, seq, nxt, it))
+            seq += 1
+
+
+def iter_chunks(
+    paths: Sequence[str], weirds: Weirds, stats: CaptureStats | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[Chunk]:
+    """Record chunks of all files as one stream, in the order `source.open_captures` yields.
+
+    Every path is validated (and its first timestamp probed) before this returns, so a bad
+    path raises `CaptureError` before any chunk.
+    """
+    paths = list(paths)
+    if stats is not None:
+        stats.input_bytes = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    firsts: list[tuple[float, int, str]] = []
+    for order, path in enumerate(paths):
+        probe = open_capture(path, Weirds())  # header errors raise here
+        try:
+            first = next(probe, None)
+        finally:
+            probe.close()
+        firsts.append((first.ts if first is not None else float("inf"), order, path))
+    firsts.sort()
+    return _chunks(firsts, weirds, stats, chunk_bytes)
+
+
+def _chunks(
+    firsts: list[tuple[float, int, str]], weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int
+) -> Iterator[Chunk]:
+    for k, (_, order, path) in enumerate(firsts):
+        stop_ts = firsts[k + 1][0] if k + 1 < len(firsts) else float("inf")
+        rest = yield from _file_chunks(path, weirds, stats, chunk_bytes, stop_ts)
+        if rest is not None:
+            yield from _raw_chunks(_merge_rest(rest, order, firsts[k + 1 :], weirds, stats), chunk_bytes)
+            return
+
+
+def iter_batches(
+    paths: Sequence[str],
+    weirds: Weirds,
+    stats: CaptureStats | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    verify_checksums: bool = False,
+) -> Iterator[Batch]:
+    """The capture(s) as parsed batches, in capture order (the reference stream order).
+
+    Each `Batch` covers consecutive records: `packets` has one row per record (FAST: parsed
+    by the kernel; SLOW: hand `slow[i]` to the reference `Decoder` at that position; SKIP:
+    nothing to do). Capture damage is reported to `weirds` as the reference source does;
+    `stats` is updated per chunk. A bad path raises `CaptureError` before the first batch.
+    With `verify_checksums`, every IP frame is SLOW (the kernel does not check sums).
+    """
+    chunks = iter_chunks(paths, weirds, stats, chunk_bytes)
+    return _batches(chunks, verify_checksums)
+
+
+def _batches(chunks: Iterator[Chunk], verify_checksums: bool) -> Iterator[Batch]:
+    for chunk in chunks:
+        packets = parse_records(
+            chunk.buf, chunk.offsets, chunk.caplens, chunk.wirelens, chunk.linktypes, chunk.ts, chunk.frames,
+            verify_checksums,
+        )
+        slow = [chunk.raw(int(i)) for i in np.flatnonzero(packets["kind"] == KIND_SLOW)]
+        yield Batch(chunk.buf, packets, slow)
