@@ -39,7 +39,7 @@ from pcapexfil.fast.batch import KIND_SLOW
 from pcapexfil.fast.parse import parse_records
 from pcapexfil.packet import RawPacket
 from pcapexfil.source import CaptureStats, FileStats, open_capture
-from pcapexfil.source.pcap import MAGICS, MAX_RECORD
+from pcapexfil.source.pcap import MAGICS, MAX_RECORD, STREAM_ERRORS
 from pcapexfil.weird import Weirds
 
 __all__ = ["Batch", "Chunk", "DEFAULT_CHUNK_BYTES", "iter_batches", "iter_chunks"]
@@ -193,7 +193,7 @@ class _StreamSource(_Source):
         while have < size:
             try:
                 got = self.f.readinto1(view[have:])  # type: ignore[attr-defined]
-            except (OSError, EOFError) as exc:  # stream cut short or corrupt
+            except STREAM_ERRORS as exc:  # stream cut short or corrupt
                 self.error = str(exc)
                 got = 0
             if not got:

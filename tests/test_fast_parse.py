@@ -1,0 +1,325 @@
+"""Fast reader + numba parser against the reference source and decoder.
+
+Differential: every frame the kernel marks KIND_FAST must be exactly what the reference
+`Decoder` makes of it (one packet, no weird, same columns and payload bytes); KIND_SKIP
+frames must be ones the reference drops silently; KIND_SLOW frames go to the reference
+anyway (their share is printed). The stream itself (order, timestamps, frame numbers,
+capture weirds) must equal `source.open_captures`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections import Counter
+from pathlib import Path
+
+import dpkt
+import numpy as np
+import pytest
+from helpers_pcap import (
+    ether,
+    ipv4,
+    ipv4_fragments,
+    ipv6,
+    ipv6_fragments,
+    tcp,
+    udp,
+    vlan_tags,
+    write_pcap,
+    write_pcapng,
+)
+
+from pcapexfil.decode import Decoder
+from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE, packets_to_batch
+from pcapexfil.fast.reader import iter_batches, iter_chunks
+from pcapexfil.source import CaptureError, CaptureStats, open_captures
+from pcapexfil.weird import Weirds
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = ROOT / "fixtures" / "bad"
+CORPUS = ROOT.parent / "shared" / "zeek-corpus"
+COMPARED = [name for name in PACKET_DTYPE.names if name != "payload_off"]
+# Reported by the fragment reassembler's expiry, which runs on whatever frame comes next.
+_STATEFUL_WEIRDS = {"fragment_buffer_full"}
+
+
+def corpus_traces() -> list[Path]:
+    if not CORPUS.is_dir():
+        return []
+    return sorted(p for p in CORPUS.glob("*/*") if p.suffix != ".log" and p.is_file())
+
+
+def differential(paths: list[str], chunk_bytes: int = 1 << 20, verify: bool = False) -> Counter[str]:
+    """Check iter_batches against open_captures + Decoder frame by frame; kind counts."""
+    fast_w, ref_w = Weirds(), Weirds()
+    ref = open_captures(paths, ref_w)
+    dec_w = Weirds()
+    dec = Decoder(dec_w, verify_checksums=verify)
+    kinds: Counter[str] = Counter()
+    for batch in iter_batches(paths, fast_w, chunk_bytes=chunk_bytes, verify_checksums=verify):
+        slow = iter(batch.slow)
+        for row in batch.packets:
+            raw = next(ref)
+            assert (row["ts"], int(row["frame"])) == (raw.ts, raw.index)
+            before = dec_w.counts.copy()
+            out = dec.decode(raw)
+            new = {k for k, v in (dec_w.counts - before).items() if v} - _STATEFUL_WEIRDS
+            kind = int(row["kind"])
+            where = f"{raw.source}#{raw.index}"
+            if kind == KIND_FAST:
+                kinds["fast"] += 1
+                assert len(out) == 1 and not new, (where, out, new)
+                want = packets_to_batch(out, frame=raw.index)[0]
+                for col in COMPARED:
+                    assert row[col] == want[col], (where, col, row[col], want[col])
+                off, cap = int(row["payload_off"]), int(row["payload_cap"])
+                assert batch.buf[off : off + cap].tobytes() == out[0].payload, where
+            elif kind == KIND_SKIP:
+                kinds["skip"] += 1
+                assert out == [] and not new, (where, out, new)
+            else:
+                assert kind == KIND_SLOW
+                kinds["slow"] += 1
+                got = next(slow)
+                assert (got.ts, got.linktype, got.data, got.wirelen, got.index) == (
+                    raw.ts, raw.linktype, raw.data, raw.wirelen, raw.index,
+                ), where
+        assert next(slow, None) is None
+    assert next(ref, None) is None
+    assert fast_w.counts == ref_w.counts
+    return kinds
+
+
+@pytest.mark.skipif(not corpus_traces(), reason="shared zeek corpus not present")
+def test_corpus_differential() -> None:
+    total: Counter[str] = Counter()
+    for trace in corpus_traces():
+        total += differential([str(trace)])
+    n = sum(total.values())
+    print(f"\ncorpus: {n} frames, fast {total['fast'] / n:.1%}, slow {total['slow'] / n:.1%}, "
+          f"skip {total['skip'] / n:.1%}")
+    assert total["fast"] > 0.5 * n  # the corpus is mostly plain TCP/UDP over Ethernet
+
+
+@pytest.mark.parametrize("name", ["huge-caplen.pcap", "short-packets.pcap", "truncated-record.pcap",
+                                  "truncated.pcap.gz", "truncated.pcapng"])
+def test_bad_fixtures_differential(name: str) -> None:
+    kinds = differential([str(BAD / name)], chunk_bytes=64)
+    assert sum(kinds.values()) > 0
+
+
+@pytest.mark.parametrize("name", ["empty.pcap", "garbage.bin", "short-header.pcap", "unknown-linktype.pcap"])
+def test_bad_paths_raise_before_any_batch(name: str) -> None:
+    with pytest.raises(CaptureError) as exc:
+        iter_batches([str(BAD / name)], Weirds())
+    assert name in str(exc.value)
+
+
+# ---- handcrafted frames: each shape the kernel claims, and the ones it must hand over ----
+
+V4_TCP = ipv4(tcp(sport=40000, dport=443, flags=0x18, seq=7, ack=9, data=b"hello"), src="192.0.2.1",
+              dst="198.51.100.7", ttl=33)
+V4_OPTS = ipv4(tcp(data=b"x" * 3), opts=b"\x01\x01\x01\x00")
+V4_UDP = ipv4(udp(sport=5000, dport=53, data=b"q" * 12))
+V4_ICMP = ipv4(dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=1, seq=2, data=b"ping")))
+V4_OTHER = ipv4(b"\x00" * 12, p=132)  # SCTP: no ports, whole payload
+V6_UDP = ipv6(udp(sport=5000, dport=53, data=b"q" * 12))
+V6_TCP = ipv6(tcp(sport=1, dport=2, data=b"abc"))
+HOP = struct.pack("!BB6x", 6, 0)  # hop-by-hop, next = TCP, 8 bytes
+DST = struct.pack("!BB6x", 17, 0)
+ROUTE_DONE = struct.pack("!BBBB4x", 6, 2, 0, 0) + b"\x00" * 16  # type 0, no segments left
+V6_EXT = ipv6(tcp(sport=3, dport=4), ext=HOP, first_nxt=0, nxt=6)
+V6_DST = ipv6(udp(sport=7, dport=8), ext=DST, first_nxt=60, nxt=17)
+V6_ROUTE = ipv6(tcp(sport=3, dport=4), ext=ROUTE_DONE, first_nxt=43, nxt=6)
+ROUTE_LIVE = struct.pack("!BBBB4x", 6, 2, 0, 1) + bytes(range(16))  # the reference rewrites dst
+V6_ROUTE_LIVE = ipv6(tcp(sport=3, dport=4), ext=ROUTE_LIVE, first_nxt=43, nxt=6)
+V6_NONEXT = ipv6(b"", nxt=59)
+MPLS = struct.pack("!I", (100 << 12) | (1 << 8) | 64)
+PPPOE = struct.pack("!BBHH", 0x11, 0, 1, len(V4_TCP) + 2) + b"\x00\x21"
+ARP = b"\x00\x01\x08\x00\x06\x04\x00\x01" + b"\x00" * 20
+VXLAN = ipv4(udp(sport=1111, dport=4789, data=b"\x08\x00\x00\x00\x00\x00\x01\x00" + ether(V4_TCP)))
+GRE = ipv4(b"\x00\x00\x08\x00" + V4_TCP, p=47)
+IPIP = ipv4(V4_TCP, p=4)
+ESP = ipv4(b"\x00" * 16, p=50)
+
+
+def _eth_frames() -> list[bytes]:
+    et2, tagged2 = vlan_tags([10, 20], 0x0800, V4_TCP)
+    et1, tagged1 = vlan_tags([30], 0x86DD, V6_TCP)
+    frag1, frag2 = ipv4_fragments(ipv4(udp(data=b"z" * 64)), 40)
+    v6f1, v6f2 = ipv6_fragments(ipv6(udp(data=b"z" * 64)), 40)
+    bad_len = bytearray(V4_TCP)
+    struct.pack_into("!H", bad_len, 2, 400)  # claims more than the wire holds
+    zero_len = bytearray(V4_TCP)
+    struct.pack_into("!H", zero_len, 2, 0)  # TSO
+    bad_off = bytearray(V4_TCP)
+    bad_off[20 + 12] = 0xF0  # TCP data offset beyond the segment
+    udp_len = bytearray(V4_UDP)
+    struct.pack_into("!H", udp_len, 24, 12)  # UDP length disagrees with IP
+    llc = b"\x42\x42\x03" + b"\x00" * 40  # STP
+    snap = b"\xaa\xaa\x03\x00\x00\x00\x08\x00" + V4_UDP
+    return [
+        ether(V4_TCP), ether(V4_OPTS), ether(V4_UDP), ether(V4_ICMP), ether(V4_OTHER),
+        ether(V6_UDP), ether(V6_EXT), ether(V6_DST), ether(V6_ROUTE), ether(V6_ROUTE_LIVE), ether(V6_NONEXT),
+        ether(tagged2, et2), ether(tagged1, et1), ether(MPLS + V4_UDP, 0x8847), ether(PPPOE + V4_TCP, 0x8864),
+        ether(ARP, 0x0806), ether(VXLAN), ether(GRE), ether(IPIP), ether(ESP),
+        ether(frag1), ether(frag2), ether(v6f1), ether(v6f2),
+        ether(bytes(bad_len)), ether(bytes(zero_len)), ether(bytes(bad_off)), ether(bytes(udp_len)),
+        ether(V4_TCP)[:30], ether(V4_TCP)[:10], struct.pack("!6s6sH", b"", b"", len(llc)) + llc,
+        ether(b"", 0x0800), struct.pack("!6s6sH", b"a" * 6, b"b" * 6, len(snap)) + snap,
+        ether(b"\x70" + V4_TCP[1:]),  # IP version 7
+    ]
+
+
+def _frames(frames: list[bytes], t0: float = 1_600_000_000.0) -> list[tuple[float, bytes]]:
+    return [(t0 + i * 0.001234567, f) for i, f in enumerate(frames)]
+
+
+def test_handcrafted_ethernet(tmp_path: Path) -> None:
+    path = write_pcap(tmp_path / "eth.pcap", _frames(_eth_frames()))
+    kinds = differential([str(path)], chunk_bytes=256)
+    assert kinds["fast"] >= 13 and kinds["skip"] >= 3 and kinds["slow"] >= 10
+
+
+def test_handcrafted_other_link_types(tmp_path: Path) -> None:
+    ip_frames = [V4_TCP, V4_UDP, V6_UDP, V6_EXT, V4_ICMP]
+    cases = {
+        101: ip_frames,
+        228: ip_frames[:2],
+        229: [V6_UDP, V6_TCP],
+        113: [struct.pack("!HHH8sH", 0, 1, 6, b"", 0x0800) + f for f in ip_frames[:2]]
+        + [struct.pack("!HHH8sH", 0, 1, 6, b"", 0x0806) + ARP, b"\x00" * 10],
+        276: [struct.pack("!HHIHBB8s", 0x86DD, 0, 2, 1, 0, 6, b"") + V6_UDP,
+              struct.pack("!HHIHBB8s", 0x8100, 0, 2, 1, 0, 6, b"") + struct.pack("!HH", 5, 0x0800) + V4_TCP],
+        0: [struct.pack("<I", 2) + V4_TCP, struct.pack("<I", 30) + V6_UDP, struct.pack("<I", 7) + V4_TCP],
+        108: [struct.pack(">I", 2) + V4_UDP, struct.pack(">I", 24) + V6_TCP, b"\x00\x00"],
+        9: [b"\xff\x03\x00\x21" + V4_TCP],  # PPP: not on the fast path
+    }
+    for linktype, frames in cases.items():
+        path = write_pcap(tmp_path / f"lt{linktype}.pcap", _frames(frames), linktype=linktype)
+        kinds = differential([str(path)])
+        assert sum(kinds.values()) == len(frames)
+        if linktype != 9:
+            assert kinds["fast"] >= 2, linktype
+
+
+def test_snap_truncated_frames_are_fast_with_claimed_lengths(tmp_path: Path) -> None:
+    big = ether(ipv4(tcp(data=b"d" * 1000)))
+    path = write_pcap(tmp_path / "snap.pcap", [(1.0, big[:96])], snaplen=96, wirelens=[len(big)])
+    differential([str(path)])
+    (batch,) = iter_batches([str(path)], Weirds())
+    row = batch.packets[0]
+    assert row["kind"] == KIND_FAST and row["payload_len"] == 1000 and row["payload_cap"] == 96 - 54
+
+
+def test_verify_checksums_sends_ip_frames_to_the_reference(tmp_path: Path) -> None:
+    path = write_pcap(tmp_path / "v.pcap", _frames(_eth_frames()))
+    kinds = differential([str(path)], verify=True)
+    assert kinds["fast"] == 0 and kinds["slow"] > 0
+
+
+# ---- reader: formats, chunk boundaries, damage, several files ---------------------------
+
+def _tcp_frames(n: int, t0: float = 1_700_000_000.0, step: float = 0.000001237) -> list[tuple[float, bytes]]:
+    return [(t0 + i * step, ether(ipv4(tcp(sport=1000 + i, seq=i, data=b"p" * (i % 97))))) for i in range(n)]
+
+
+@pytest.mark.parametrize(("nano", "big"), [(True, True), (True, False), (False, True)])
+def test_nanosecond_and_big_endian(tmp_path: Path, nano: bool, big: bool) -> None:
+    frames = _tcp_frames(50)
+    path = write_pcap(tmp_path / "x.pcap", frames, nano=nano, big_endian=big)
+    kinds = differential([str(path)], chunk_bytes=300)
+    assert kinds["fast"] == 50
+    ts = np.concatenate([b.packets["ts"] for b in iter_batches([str(path)], Weirds())])
+    # exact network time as the file stores it (nanoseconds survive in the float as the reference's)
+    want = [round((t - int(t)) * (1e9 if nano else 1e6)) for t, _ in frames]
+    got = [round((t - int(t)) * (1e9 if nano else 1e6)) for t in ts]
+    assert got == want
+
+
+@pytest.mark.parametrize("chunk_bytes", [17, 64, 1000, 1 << 20])
+def test_gzip_records_straddle_chunks(tmp_path: Path, chunk_bytes: int) -> None:
+    frames = _tcp_frames(300)
+    plain = write_pcap(tmp_path / "p.pcap", frames)
+    gz = write_pcap(tmp_path / "p.pcap.gz", frames, compress=True)
+    kinds = differential([str(gz)], chunk_bytes=chunk_bytes)
+    assert kinds["fast"] == 300
+    a = np.concatenate([b.packets for b in iter_batches([str(plain)], Weirds(), chunk_bytes=chunk_bytes)])
+    b = np.concatenate([b.packets for b in iter_batches([str(gz)], Weirds(), chunk_bytes=chunk_bytes)])
+    cols = [c for c in COMPARED]
+    assert (a[cols] == b[cols]).all()
+    if chunk_bytes < 200:
+        assert len(list(iter_chunks([str(gz)], Weirds(), chunk_bytes=chunk_bytes))) > 10
+
+
+def test_truncated_gzip_stream(tmp_path: Path) -> None:
+    # Incompressible payloads, so the cut lies well past the reference's 1 MiB read-ahead.
+    rng = np.random.default_rng(1)
+    frames = [(1.0 + i, ether(ipv4(tcp(seq=i, data=rng.bytes(1200))))) for i in range(2500)]
+    gz = write_pcap(tmp_path / "t.pcap.gz", frames, compress=True)
+    blob = gz.read_bytes()
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(blob[: len(blob) * 2 // 3])
+    w = Weirds()
+    n = sum(len(b.packets) for b in iter_batches([str(cut)], w, chunk_bytes=100_000))
+    assert 0 < n < 2500 and w.counts["truncated_capture_file"] == 1
+    differential([str(cut)], chunk_bytes=100_000)
+
+
+def test_truncated_and_corrupt_tails(tmp_path: Path) -> None:
+    good = write_pcap(tmp_path / "g.pcap", _tcp_frames(10)).read_bytes()
+    cases = {
+        "mid-data.pcap": good[:-5],
+        "mid-header.pcap": good + b"\x01\x02\x03",
+        "corrupt.pcap": good + struct.pack("<IIII", 1, 0, 50_000_000, 60) + b"x" * 100,
+    }
+    for name, blob in cases.items():
+        p = tmp_path / name
+        p.write_bytes(blob)
+        w = Weirds()
+        rows = np.concatenate([b.packets for b in iter_batches([str(p)], w, chunk_bytes=100)])
+        want = 9 if name == "mid-data.pcap" else 10
+        assert len(rows) == want, name
+        assert sum(w.counts.values()) == 1
+        differential([str(p)], chunk_bytes=100)
+
+
+def test_record_larger_than_chunk(tmp_path: Path) -> None:
+    frames = [(1.0, ether(ipv4(tcp(data=b"j" * 8000)))), (2.0, ether(V4_UDP))]
+    path = write_pcap(tmp_path / "jumbo.pcap", frames)
+    kinds = differential([str(path)], chunk_bytes=64)
+    assert kinds["fast"] == 2
+
+
+def test_pcapng_interfaces(tmp_path: Path) -> None:
+    frames = [(10.0 + i * 0.5, ether(V4_TCP) if i % 2 == 0 else V6_UDP, i % 2) for i in range(6)]
+    path = write_pcapng(tmp_path / "m.pcapng", frames, interfaces=[(1, 9), (101, 6)])
+    kinds = differential([str(path)], chunk_bytes=100)
+    assert kinds["fast"] == 6
+    gz = write_pcapng(tmp_path / "m.pcapng.gz", frames, interfaces=[(1, 0x80 | 20), (101, 6)], compress=True)
+    assert differential([str(gz)])["fast"] == 6
+
+
+def test_several_files_concatenated_and_merged(tmp_path: Path) -> None:
+    a = write_pcap(tmp_path / "a.pcap", _tcp_frames(40, t0=100.0, step=0.01))
+    b = write_pcap(tmp_path / "b.pcap.gz", _tcp_frames(40, t0=200.0, step=0.01), compress=True)
+    c = write_pcap(tmp_path / "c.pcap", _tcp_frames(40, t0=200.205, step=0.01), nano=True)  # overlaps b
+    d = write_pcapng(tmp_path / "d.pcapng", [(t, f, 0) for t, f in _tcp_frames(10, t0=150.0, step=0.5)])
+    e = write_pcap(tmp_path / "e.pcap", [])
+    paths = [str(p) for p in (c, e, b, d, a)]
+    kinds = differential(paths, chunk_bytes=700)
+    assert kinds["fast"] == 130
+    stats = CaptureStats()
+    n = sum(len(x.packets) for x in iter_batches(paths, Weirds(), stats, chunk_bytes=700))
+    assert n == stats.packets == 130
+    assert stats.files[str(a)].packets == 40 and stats.files[str(d)].packets == 10
+
+
+def test_gzip_stats_match_reference(tmp_path: Path) -> None:
+    gz = write_pcap(tmp_path / "s.pcap.gz", _tcp_frames(33), compress=True)
+    fast, ref = CaptureStats(), CaptureStats()
+    list(iter_batches([str(gz)], Weirds(), fast, chunk_bytes=100))
+    list(open_captures([str(gz)], Weirds(), ref))
+    assert (fast.packets, fast.bytes, fast.input_bytes) == (ref.packets, ref.bytes, ref.input_bytes)
+    assert gzip.decompress(gz.read_bytes())[:4] == b"\xd4\xc3\xb2\xa1"
