@@ -49,10 +49,10 @@ def _parse_idb(body: bytes, order: str) -> _Interface:
         if code == OPT_END:
             break
         value = body[pos : pos + length]
-        if code == OPT_IF_TSRESOL and length >= 1:
+        if code == OPT_IF_TSRESOL and value:  # an option may claim more than its block holds
             res = value[0]
             divisor = float(2 ** (res & 0x7F)) if res & 0x80 else float(10 ** res)
-        elif code == OPT_IF_TSOFFSET and length >= 8:
+        elif code == OPT_IF_TSOFFSET and len(value) >= 8:
             offset = struct.unpack(order + "q", value[:8])[0]
         pos += (length + 3) & ~3
     return _Interface(linktype, snaplen, divisor, offset)
