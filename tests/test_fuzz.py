@@ -337,7 +337,7 @@ def inputs(name: str) -> st.SearchStrategy[bytes]:
 
 # ---- the tests ---------------------------------------------------------------------------
 
-_SETTINGS = settings(max_examples=250, deadline=None, database=None, derandomize=True,
+_SETTINGS = settings(max_examples=500, deadline=None, database=None, derandomize=True,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
