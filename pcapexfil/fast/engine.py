@@ -1,0 +1,325 @@
+"""The fast engine: capture → packet batches → numba flow table → the reference's analyzers and sinks.
+
+`run_fast` is `pipeline.run` with the flow table replaced by `fast.table.FastFlowTable`.
+The kernel hands back an ordered event stream; this module replays it so that everything
+outside the table sees the reference's calls in the reference's order:
+
+- a new connection draws its uid (the same generator and draw order as FlowTable, so a
+  seeded run gives the same uids);
+- packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy
+  (TCP packets until the shared stream reassembly wants no more, every packet of DNS-port
+  UDP flows, the first packet of every other connection: DNS names connections there);
+- finished connections become `ConnRecord`s, analyzers' `on_remove`, then the sinks;
+- ticks become `on_time`, connection weirds go to `Weirds` with the uid and id.
+
+Packets come from the reference decoder here (`packets_to_batch` rows, one aux byte each
+for what the batch columns lack: checksum verdict, tick, tunnel carrier). Tunnel frames
+cut the batch after their inner packet so the tunnel parent is named between kernel calls.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, PACKET_DTYPE, halves_to_addr
+from pcapexfil.fast.table import AUX_BAD_CHECKSUM, AUX_CARRIER, AUX_NO_TICK, FastFlowTable
+from pcapexfil.fast.tcp import CONN_STATES, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, WEIRD_NAMES
+from pcapexfil.flow.table import _IP_LEVEL_TUNNEL_PROTOS, EVICTED_WEIRD, FlowConfig, _is_power_of_ten
+from pcapexfil.flow.uid import UidGenerator
+from pcapexfil.hooks import AppAnalyzer, RecordSink
+from pcapexfil.identifiers.stream import STREAM_KEY
+from pcapexfil.netconf import NetSet, parse_nets
+from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Packet
+from pcapexfil.record import ConnRecord
+from pcapexfil.weird import Weirds
+
+BATCH_ROWS = 8192
+_V4_MAPPED = 0xFFFF << 32
+_PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMP6: "icmp"}
+
+
+class FastConn:
+    """What analyzers see of a live connection (satisfies hooks.ConnView)."""
+
+    __slots__ = ("uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "start_ts", "service", "app",
+                 "tunnel_parents")
+
+    def __init__(self, uid: str, proto: int, start_ts: float) -> None:
+        self.uid = uid
+        self.proto = proto
+        self.start_ts = start_ts
+        self.orig_h = self.resp_h = ""
+        self.orig_p = self.resp_p = 0
+        self.service: list[str] = []
+        self.app: dict[str, Any] = {}
+        self.tunnel_parents: list[str] = []
+
+
+class FastFlow:
+    """Reference packets in, the reference table's outputs out, the numba table inside.
+
+    Same calls as FlowTable: `process_all` per decoded frame (plus `tick` per captured
+    frame, which the pipeline does through `advance` and the sinks), `flush` at the end.
+    """
+
+    def __init__(self, config: FlowConfig, analyzers: Sequence[AppAnalyzer], sinks: Sequence[RecordSink],
+                 weirds: Weirds | None) -> None:
+        self.config = config
+        self.analyzers = list(analyzers)
+        self.sinks = list(sinks)
+        self.weirds = weirds
+        nets = parse_nets(config.local_nets)
+        self.local: NetSet | None = NetSet(nets) if nets else None
+        self.new_uid = UidGenerator(config.seed)
+        self.table = FastFlowTable(config, bool(self.analyzers), self._events)
+        self.conns: dict[int, FastConn] = {}
+        self.records = 0
+        self.evicted = 0
+        self._rows: list[tuple] = []
+        self._aux: list[int] = []
+        self._pkts: list[Packet | None] = []
+        self._addr_cache: dict[str, tuple[int, int]] = {}
+        self._text_cache: dict[tuple[int, int], str] = {}
+        self._tunnel_uids: dict[tuple, str] = {}
+        self._last_pkt: Packet | None = None
+        self._last_serial = -1
+        self._prev: tuple[Packet | None, int] = (None, -1)
+
+    # -- input ----------------------------------------------------------------------------
+    def frame(self, ts: float, pkts: list[Packet]) -> None:
+        """One captured frame (network time `ts`) and what the decoder made of it."""
+        if len(pkts) == 1 and pkts[0].outer is None and pkts[0].ts == ts:
+            self._add(pkts[0], 0)
+        else:
+            self._skip_row(ts)  # the pipeline's tick at the frame's time
+            carriers = {id(p.outer) for p in pkts if p.outer is not None} if len(pkts) > 1 else set()
+            for pkt in pkts:
+                if id(pkt) in carriers and pkt.proto in _IP_LEVEL_TUNNEL_PROTOS:
+                    self._add(pkt, AUX_NO_TICK | AUX_CARRIER)
+                    continue
+                self._add(pkt, AUX_NO_TICK)
+                if pkt.outer is not None:
+                    self._feed()
+                    self._note_tunnel(pkt)
+        if len(self._rows) >= BATCH_ROWS:
+            self._feed()
+
+    def flush(self, now: float) -> None:
+        self._feed()
+        self.table.flush(now)
+        self._tunnel_uids.clear()
+
+    def _halves(self, text: str) -> tuple[int, int]:
+        hit = self._addr_cache.get(text)
+        if hit is None:
+            import ipaddress
+
+            ip = ipaddress.ip_address(text)
+            value = int(ip) | _V4_MAPPED if ip.version == 4 else int(ip)
+            hit = (value >> 64, value & 0xFFFF_FFFF_FFFF_FFFF)
+            if len(self._addr_cache) > 200_000:
+                self._addr_cache.clear()
+            self._addr_cache[text] = hit
+        return hit
+
+    def _text(self, hi: int, lo: int) -> str:
+        key = (hi, lo)
+        hit = self._text_cache.get(key)
+        if hit is None:
+            hit = halves_to_addr(hi, lo)
+            if len(self._text_cache) > 200_000:
+                self._text_cache.clear()
+            self._text_cache[key] = hit
+        return hit
+
+    def _add(self, p: Packet, aux: int) -> None:
+        if p.checksum_ok is False:
+            aux |= AUX_BAD_CHECKSUM
+        shi, slo = self._halves(p.src)
+        dhi, dlo = self._halves(p.dst)
+        self._rows.append((p.ts, 0, KIND_FAST, p.ip_version, p.proto, p.ttl, shi, slo, dhi, dlo, p.sport, p.dport,
+                           p.ip_len, p.flags, p.seq, p.ack, p.window, p.payload_len, 0, len(p.payload)))
+        self._aux.append(aux)
+        self._pkts.append(p)
+
+    def _skip_row(self, ts: float) -> None:
+        self._rows.append((ts, 0, KIND_SKIP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        self._aux.append(0)
+        self._pkts.append(None)
+
+    def _feed(self) -> None:
+        if not self._rows:
+            return
+        batch = np.array(self._rows, dtype=PACKET_DTYPE)
+        aux = np.array(self._aux, dtype=np.uint8)
+        row_conn = self.table.feed(batch, aux)
+        # The last two connection-making packets (FlowTable._last_pkt / _last_conn, as it
+        # was after this batch and as it was before its last packet).
+        found = []
+        for i in range(len(self._pkts) - 1, -1, -1):
+            if row_conn[i] >= 0:
+                found.append((self._pkts[i], int(row_conn[i])))
+                if len(found) == 2:
+                    break
+        if found:
+            self._prev = found[1] if len(found) == 2 else (self._last_pkt, self._last_serial)
+            self._last_pkt, self._last_serial = found[0]
+        self._rows.clear()
+        self._aux.clear()
+        self._pkts.clear()
+
+    def _note_tunnel(self, pkt: Packet) -> None:
+        """FlowTable._note_tunnel, for the inner packet the last feed ended with."""
+        outer = pkt.outer
+        assert outer is not None
+        inner = self.conns.get(self._last_serial)
+        prev_pkt, prev_serial = self._prev
+        parent = self.conns.get(prev_serial)
+        if outer is prev_pkt and parent is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
+            if pkt.tunnel_type and pkt.tunnel_type not in parent.service:
+                parent.service.append(pkt.tunnel_type)
+            uid = parent.uid
+        else:
+            a, b = sorted((outer.src, outer.dst))
+            tkey = (a, b, pkt.tunnel_type)
+            uid = self._tunnel_uids.get(tkey)
+            if uid is None:
+                uid = self._tunnel_uids[tkey] = self.new_uid()
+        if inner is not None and uid not in inner.tunnel_parents:
+            inner.tunnel_parents.append(uid)
+
+    # -- the kernel's event stream ----------------------------------------------------------
+    def _events(self, ev: np.ndarray, rec: np.ndarray, rh: np.ndarray) -> None:
+        conns = self.conns
+        analyzers = self.analyzers
+        pkts = self._pkts
+        recs: list | None = None
+        C = self.table.s.C
+        for kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp in ev.tolist():
+            if kind == EV_PKT:
+                conn = conns[serial]
+                pkt = pkts[row]
+                assert pkt is not None
+                if is_orig:
+                    conn.orig_h, conn.resp_h = pkt.src, pkt.dst
+                else:
+                    conn.orig_h, conn.resp_h = pkt.dst, pkt.src
+                conn.orig_p, conn.resp_p = op, rp
+                for analyzer in analyzers:
+                    analyzer.on_packet(conn, bool(is_orig), pkt)
+                if conn.proto == PROTO_TCP:
+                    st = conn.app.get(STREAM_KEY)
+                    if st is not None and not st.wanted and C[c]["serial"] == serial:
+                        C[c]["app_mode"] = 2  # nobody wants this stream's bytes any more
+            elif kind == EV_NEW:
+                conns[serial] = FastConn(self.new_uid(), code, start_ts)
+            elif kind == EV_REC:
+                if recs is None:
+                    recs = rec.tolist()
+                self._record(conns.pop(serial), recs[row], rh[row])
+            elif kind == EV_TICK:
+                for sink in self.sinks:
+                    sink.on_time(ts)
+            elif kind == EV_WEIRD:
+                if self.weirds is not None:
+                    self.weirds.report(WEIRD_NAMES[code], ts, uid=conns[serial].uid,
+                                       conn_id=(self._text(ohi, olo), op, self._text(rhi, rlo), rp))
+            elif kind == EV_EVICT:
+                self.evicted += 1
+                w = self.weirds
+                if w is not None:
+                    if _is_power_of_ten(self.evicted):
+                        w.report(EVICTED_WEIRD, ts,
+                                 f"{self.evicted} connection(s) evicted so far, table full at {self.config.max_flows}",
+                                 uid=conns[serial].uid,
+                                 conn_id=(self._text(ohi, olo), op, self._text(rhi, rlo), rp))
+                    else:
+                        w.counts[EVICTED_WEIRD] += 1
+
+    def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:
+        (_, ts, duration, ohi, olo, rhi, rlo, op, rp, proto, state, ob, rb, missed,
+         opk, oipb, rpk, ripb, hlen) = r
+        orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
+        conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = orig_h, op, resp_h, rp
+        has_duration = duration > 0
+        local = self.local
+        rec = ConnRecord(
+            ts=ts, uid=conn.uid, orig_h=orig_h, orig_p=op, resp_h=resp_h, resp_p=rp,
+            proto=_PROTO_NAMES.get(proto, "unknown_transport"),
+            service=list(conn.service),
+            duration=duration if has_duration else None,
+            orig_bytes=ob if has_duration else None,
+            resp_bytes=rb if has_duration else None,
+            conn_state=CONN_STATES[state],
+            local_orig=(orig_h in local) if local is not None else None,
+            local_resp=(resp_h in local) if local is not None else None,
+            missed_bytes=missed,
+            history=hist[:hlen].tobytes().decode("ascii"),
+            orig_pkts=opk, orig_ip_bytes=oipb, resp_pkts=rpk, resp_ip_bytes=ripb,
+            tunnel_parents=list(conn.tunnel_parents),
+            ip_proto=proto,
+        )
+        for analyzer in self.analyzers:
+            analyzer.on_remove(conn, rec)
+        rec.service = list(conn.service)
+        self.records += 1
+        for sink in self.sinks:
+            sink.on_record(rec)
+
+
+def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any:
+    """`pipeline.run` on the fast engine (same arguments, same outputs)."""
+    from pcapexfil.decode import Decoder
+    from pcapexfil.hooks import AnalyzerContext
+    from pcapexfil.identifiers import make_analyzers
+    from pcapexfil.pipeline import PROGRESS_MIN_BYTES, RunSummary, _LazyLogWriter, _Progress
+    from pcapexfil.source import CaptureStats, open_captures
+    from pcapexfil.weird import WEIRD_FIELDS
+
+    import os
+
+    weird_log = None
+    if options.out_dir is not None:
+        weird_log = _LazyLogWriter(
+            os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS, options.use_json, options.ts_style
+        )
+    weirds = Weirds(weird_log)  # type: ignore[arg-type]
+    stats = CaptureStats()
+    packets = open_captures(list(paths), weirds, stats)
+    decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
+    ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
+                          weirds=weirds)
+    analyzers = make_analyzers(ctx)
+    config = FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds,
+                        max_flows=options.max_flows)
+    flow = FastFlow(config, analyzers, sinks, weirds)
+    show = options.progress
+    if show is None:
+        show = sys.stderr.isatty() and stats.input_bytes >= PROGRESS_MIN_BYTES
+    progress = _Progress(show, stats.input_bytes)
+    count = 0
+    now = 0.0
+    try:
+        for raw in packets:
+            count += 1
+            if raw.ts > now:
+                now = raw.ts
+            if count & 0xFFFF == 0:
+                progress.update(stats.bytes)
+            flow.frame(raw.ts, decoder.decode(raw))
+        flow.flush(now)
+        for sink in sinks:
+            sink.on_time(now)
+    finally:
+        progress.close()
+        for analyzer in analyzers:
+            analyzer.close()
+        for sink in sinks:
+            sink.close(now)
+        if weird_log is not None:
+            weird_log.close()
+    return RunSummary(packets=count, records=flow.records, weirds=dict(weirds.counts))
