@@ -1,8 +1,8 @@
-"""The scoring chain, registered in one place (the reference's calculate_score hook chain).
+"""The reference's calculate_score hook chain; scorings (pcapexfil.detect.scoring) pick their hooks.
 
 HOOKS runs in descending priority (ties in list order); sub-score columns appear in
 exfil_detection.log in list order, which is the reference's load order. A new score is one
-module here plus one entry in HOOKS.
+module here, used by a scoring in pcapexfil.detect.scoring.
 """
 
 from __future__ import annotations
@@ -37,12 +37,4 @@ HOOKS: list[ScoreHook] = [NewProtocol(), AddToBaseline(), PCR(), ZScore(), Eucli
 NORMALIZED = ("zscore", "euclidean")
 
 
-def chain() -> list[ScoreHook]:
-    return sorted(HOOKS, key=lambda h: -h.priority)
-
-
-def score_columns() -> list[str]:
-    return [h.column for h in HOOKS if h.column]
-
-
-__all__ = ["HOOKS", "NORMALIZED", "ScoreHook", "WindowContext", "chain", "score_columns"]
+__all__ = ["HOOKS", "NORMALIZED", "AddToBaseline", "ScoreHook", "WindowContext"]
