@@ -35,7 +35,8 @@ from pcapexfil.detect.filter import OutgoingFilter
 from pcapexfil.detect.kernels import recompute_params
 from pcapexfil.detect.normalize import RunningStats
 from pcapexfil.detect.notices import Notices, RowWriter, http_upload_rule
-from pcapexfil.detect.scores import NORMALIZED, WindowContext, chain, score_columns
+from pcapexfil.detect.scores import NORMALIZED, WindowContext
+from pcapexfil.detect.scoring import DEFAULT_SCORING, SCORINGS, make_scoring
 from pcapexfil.detect.state import Commit, StateError, StateStore
 from pcapexfil.detect.windows import IDENTIFIERS, Window, WindowTable
 from pcapexfil.logs.exfil import exfil_fields
@@ -66,6 +67,7 @@ class Settings:
     domain_mode: Literal["psl", "last2"] = "psl"
     tz: str | None = None  # zoneinfo name for day boundaries; None: UTC
     rules: tuple[str, ...] = RULES  # the lab rule is on by default
+    scoring: str = DEFAULT_SCORING  # see pcapexfil.detect.scoring
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -80,6 +82,8 @@ class Settings:
         unknown = set(self.rules) - set(RULES)
         if unknown:
             raise ValueError(f"unknown rule {sorted(unknown)[0]!r} (known: {', '.join(RULES)})")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"unknown scoring {self.scoring!r} (known: {', '.join(SCORINGS)})")
         if self.domain_mode not in ("psl", "last2"):
             raise ValueError(f"unknown domain mode {self.domain_mode!r}")
         if self.tz is not None:
@@ -119,8 +123,9 @@ class Detector:
         self.baseline = Baseline()
         self.params: dict[tuple[str, int, str], np.ndarray] = {}
         self.norms = {name: RunningStats() for name in NORMALIZED}
-        self.columns = score_columns()
-        self.chain = chain()
+        self.scoring = make_scoring(s.scoring)
+        self.columns = self.scoring.columns
+        self.chain = self.scoring.chain()
         self.stats = DetectorStats()
         self.store = store
         self.exfil_log: RowWriter | None = None
@@ -141,6 +146,8 @@ class Detector:
         self._store_failed = False  # after a failed commit nothing more is committed
         if store is not None:
             self._load(store)
+            if self.next_recalc is not None:  # the loaded parameters date from the last grid point
+                self.scoring.recomputed([], self.next_recalc - s.new_calculation_window)
 
     # -- RecordSink --------------------------------------------------------------------------
     def on_time(self, now: float) -> None:
@@ -233,6 +240,7 @@ class Detector:
             for k, row in zip(present, table, strict=True):
                 self.params[k] = row
                 self._params_changed[k] = row.tolist()
+        self.scoring.recomputed(keys, when)
         self.notices.expire(when)
         self.stats.recomputations += 1
         if self.store is not None:
@@ -253,8 +261,7 @@ class Detector:
         if not ctx.scorable:
             return
         self.stats.scored += 1
-        present = [v for v in scores.values() if v is not None]
-        final = sum(present) / len(self.columns) if self.columns else 0.0
+        final = self.scoring.combine(scores)
         if self.exfil_log is not None:
             row: dict[str, Any] = {"ts": ts, "orig_h": win.orig_h, "resp_p": win.resp_p, **scores,
                                    "identifier": win.identifier, "orig_ip_bytes": win.orig_ip_bytes,
