@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
+from pcapexfil.detect.scoring import DEFAULT_SCORING, SCORINGS
 from pcapexfil.netconf import MULTICAST_NETS, PRIVATE_NETS, parse_nets
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|hr|d|day|days)?\s*$")
@@ -73,6 +74,9 @@ def detector_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Destinations ignored."),
         click.option("--threshold-raise-notice-at-high-score", "threshold", default="0.8", show_default=True,
                      help="exfiltration_score that raises a High_Score notice."),
+        click.option("--scoring", type=click.Choice(list(SCORINGS)), default=DEFAULT_SCORING, show_default=True,
+                     help="How windows are scored: the reference's chain, or robust per-key volume scores "
+                     "(docs/scoring.md)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -109,6 +113,7 @@ def build_settings(kw: dict[str, Any]) -> Any:
         domain_mode=kw["domain_mode"],
         tz=kw["tz"],
         rules=tuple(rules),
+        scoring=kw["scoring"],
     )
     try:
         settings.validate()
