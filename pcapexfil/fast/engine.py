@@ -12,20 +12,24 @@ outside the table sees the reference's calls in the reference's order:
 - finished connections become `ConnRecord`s, analyzers' `on_remove`, then the sinks;
 - ticks become `on_time`, connection weirds go to `Weirds` with the uid and id.
 
-Packets come from the reference decoder here (`packets_to_batch` rows, one aux byte each
-for what the batch columns lack: checksum verdict, tick, tunnel carrier). Tunnel frames
-cut the batch after their inner packet so the tunnel parent is named between kernel calls.
+Rows come from `fast.reader.iter_batches` (the numba parser); its SLOW frames go through
+the reference decoder and join the same batch as `packets_to_batch`-style rows, with one
+aux byte each for what the batch columns lack (checksum verdict, tick, tunnel carrier).
+A tunnel's inner packet ends a kernel call so its parent is named between calls, as
+FlowTable._note_tunnel does before the inner packet's analyzers run.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, PACKET_DTYPE, halves_to_addr
+from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE, halves_to_addr
 from pcapexfil.fast.table import AUX_BAD_CHECKSUM, AUX_CARRIER, AUX_NO_TICK, FastFlowTable
 from pcapexfil.fast.tcp import CONN_STATES, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, WEIRD_NAMES
 from pcapexfil.flow.table import _IP_LEVEL_TUNNEL_PROTOS, EVICTED_WEIRD, FlowConfig, _is_power_of_ten
@@ -79,9 +83,16 @@ class FastFlow:
         self.conns: dict[int, FastConn] = {}
         self.records = 0
         self.evicted = 0
-        self._rows: list[tuple] = []
-        self._aux: list[int] = []
-        self._pkts: list[Packet | None] = []
+        # Rows waiting for the kernel: array parts (parsed rows, decoded rows), their aux
+        # bytes, the decoder's Packet of each decoded row by row number.
+        self._parts: list[np.ndarray] = []
+        self._aux_parts: list[np.ndarray] = []
+        self._tuples: list[tuple] = []
+        self._tuple_aux: list[int] = []
+        self._pkts: dict[int, Packet] = {}
+        self._n = 0
+        self._batch = np.zeros(0, PACKET_DTYPE)
+        self._buf = np.zeros(0, np.uint8)
         self._addr_cache: dict[str, tuple[int, int]] = {}
         self._text_cache: dict[tuple[int, int], str] = {}
         self._tunnel_uids: dict[tuple, str] = {}
@@ -90,8 +101,22 @@ class FastFlow:
         self._prev: tuple[Packet | None, int] = (None, -1)
 
     # -- input ----------------------------------------------------------------------------
+    def set_buffer(self, buf: np.ndarray) -> None:
+        """The chunk buffer that the FAST rows added next point into (feeds what came before)."""
+        self._feed()
+        self._buf = buf
+
+    def add_fast(self, rows: np.ndarray) -> None:
+        """Rows the numba parser made (FAST and SKIP), one per captured frame."""
+        self._flush_tuples()
+        self._parts.append(rows)
+        self._aux_parts.append(np.zeros(rows.shape[0], np.uint8))
+        self._n += rows.shape[0]
+        if self._n >= BATCH_ROWS:
+            self._feed()
+
     def frame(self, ts: float, pkts: list[Packet]) -> None:
-        """One captured frame (network time `ts`) and what the decoder made of it."""
+        """One captured frame (network time `ts`) and what the reference decoder made of it."""
         if len(pkts) == 1 and pkts[0].outer is None and pkts[0].ts == ts:
             self._add(pkts[0], 0)
         else:
@@ -105,7 +130,7 @@ class FastFlow:
                 if pkt.outer is not None:
                     self._feed()
                     self._note_tunnel(pkt)
-        if len(self._rows) >= BATCH_ROWS:
+        if self._n >= BATCH_ROWS:
             self._feed()
 
     def flush(self, now: float) -> None:
@@ -116,8 +141,6 @@ class FastFlow:
     def _halves(self, text: str) -> tuple[int, int]:
         hit = self._addr_cache.get(text)
         if hit is None:
-            import ipaddress
-
             ip = ipaddress.ip_address(text)
             value = int(ip) | _V4_MAPPED if ip.version == 4 else int(ip)
             hit = (value >> 64, value & 0xFFFF_FFFF_FFFF_FFFF)
@@ -141,36 +164,60 @@ class FastFlow:
             aux |= AUX_BAD_CHECKSUM
         shi, slo = self._halves(p.src)
         dhi, dlo = self._halves(p.dst)
-        self._rows.append((p.ts, 0, KIND_FAST, p.ip_version, p.proto, p.ttl, shi, slo, dhi, dlo, p.sport, p.dport,
-                           p.ip_len, p.flags, p.seq, p.ack, p.window, p.payload_len, 0, len(p.payload)))
-        self._aux.append(aux)
-        self._pkts.append(p)
+        self._tuples.append((p.ts, 0, KIND_FAST, p.ip_version, p.proto, p.ttl, shi, slo, dhi, dlo, p.sport, p.dport,
+                             p.ip_len, p.flags, p.seq, p.ack, p.window, p.payload_len, 0, len(p.payload)))
+        self._tuple_aux.append(aux)
+        self._pkts[self._n] = p
+        self._n += 1
 
     def _skip_row(self, ts: float) -> None:
-        self._rows.append((ts, 0, KIND_SKIP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-        self._aux.append(0)
-        self._pkts.append(None)
+        self._tuples.append((ts, 0, KIND_SKIP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        self._tuple_aux.append(0)
+        self._n += 1
+
+    def _flush_tuples(self) -> None:
+        if self._tuples:
+            self._parts.append(np.array(self._tuples, dtype=PACKET_DTYPE))
+            self._aux_parts.append(np.array(self._tuple_aux, dtype=np.uint8))
+            self._tuples.clear()
+            self._tuple_aux.clear()
+
+    def _packet(self, row: int) -> Packet:
+        """The analyzers' view of batch row `row`: the decoder's Packet, or one built from a parsed row."""
+        p = self._pkts.get(row)
+        if p is not None:
+            return p
+        r = self._batch[row]
+        off = int(r["payload_off"])
+        return Packet(
+            ts=float(r["ts"]), src=self._text(int(r["src_hi"]), int(r["src_lo"])),
+            dst=self._text(int(r["dst_hi"]), int(r["dst_lo"])), proto=int(r["proto"]), ip_len=int(r["ip_len"]),
+            sport=int(r["sport"]), dport=int(r["dport"]), ip_version=int(r["ip_version"]), ttl=int(r["ttl"]),
+            flags=int(r["flags"]), seq=int(r["seq"]), ack=int(r["ack"]), window=int(r["window"]),
+            payload_len=int(r["payload_len"]), payload=self._buf[off : off + int(r["payload_cap"])].tobytes(),
+        )
 
     def _feed(self) -> None:
-        if not self._rows:
+        self._flush_tuples()
+        if not self._n:
             return
-        batch = np.array(self._rows, dtype=PACKET_DTYPE)
-        aux = np.array(self._aux, dtype=np.uint8)
+        parts, auxes = self._parts, self._aux_parts
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        aux = auxes[0] if len(auxes) == 1 else np.concatenate(auxes)
+        self._batch = batch
         row_conn = self.table.feed(batch, aux)
         # The last two connection-making packets (FlowTable._last_pkt / _last_conn, as it
         # was after this batch and as it was before its last packet).
-        found = []
-        for i in range(len(self._pkts) - 1, -1, -1):
-            if row_conn[i] >= 0:
-                found.append((self._pkts[i], int(row_conn[i])))
-                if len(found) == 2:
-                    break
+        found: list[tuple[Packet | None, int]] = []
+        for i in np.flatnonzero(row_conn >= 0)[-2:][::-1]:
+            found.append((self._pkts.get(int(i)), int(row_conn[i])))
         if found:
             self._prev = found[1] if len(found) == 2 else (self._last_pkt, self._last_serial)
             self._last_pkt, self._last_serial = found[0]
-        self._rows.clear()
-        self._aux.clear()
+        parts.clear()
+        auxes.clear()
         self._pkts.clear()
+        self._n = 0
 
     def _note_tunnel(self, pkt: Packet) -> None:
         """FlowTable._note_tunnel, for the inner packet the last feed ended with."""
@@ -196,18 +243,13 @@ class FastFlow:
     def _events(self, ev: np.ndarray, rec: np.ndarray, rh: np.ndarray) -> None:
         conns = self.conns
         analyzers = self.analyzers
-        pkts = self._pkts
         recs: list | None = None
         C = self.table.s.C
         for kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp in ev.tolist():
             if kind == EV_PKT:
                 conn = conns[serial]
-                pkt = pkts[row]
-                assert pkt is not None
-                if is_orig:
-                    conn.orig_h, conn.resp_h = pkt.src, pkt.dst
-                else:
-                    conn.orig_h, conn.resp_h = pkt.dst, pkt.src
+                pkt = self._packet(row)
+                conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
                 conn.orig_p, conn.resp_p = op, rp
                 for analyzer in analyzers:
                     analyzer.on_packet(conn, bool(is_orig), pkt)
@@ -277,10 +319,9 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
     from pcapexfil.hooks import AnalyzerContext
     from pcapexfil.identifiers import make_analyzers
     from pcapexfil.pipeline import PROGRESS_MIN_BYTES, RunSummary, _LazyLogWriter, _Progress
-    from pcapexfil.source import CaptureStats, open_captures
+    from pcapexfil.fast.reader import iter_batches
+    from pcapexfil.source import CaptureStats
     from pcapexfil.weird import WEIRD_FIELDS
-
-    import os
 
     weird_log = None
     if options.out_dir is not None:
@@ -289,8 +330,9 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
         )
     weirds = Weirds(weird_log)  # type: ignore[arg-type]
     stats = CaptureStats()
-    packets = open_captures(list(paths), weirds, stats)
+    batches = iter_batches(list(paths), weirds, stats, verify_checksums=options.verify_checksums)
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
+    frags = decoder.reassembler
     ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
                           weirds=weirds)
     analyzers = make_analyzers(ctx)
@@ -303,14 +345,33 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
     progress = _Progress(show, stats.input_bytes)
     count = 0
     now = 0.0
+
+    def fast_rows(rows: np.ndarray) -> None:
+        if frags.pending:
+            # The decoder expires held fragments on every frame's time, parsed ones too.
+            for ts in rows["ts"].tolist():
+                if not frags.pending:
+                    break
+                frags.expire(ts, lambda name, addl, ts=ts: weirds.report(name, ts, addl))
+        flow.add_fast(rows)
+
     try:
-        for raw in packets:
-            count += 1
-            if raw.ts > now:
-                now = raw.ts
-            if count & 0xFFFF == 0:
-                progress.update(stats.bytes)
-            flow.frame(raw.ts, decoder.decode(raw))
+        for batch in batches:
+            rows = batch.packets
+            if not rows.shape[0]:
+                continue
+            count += rows.shape[0]
+            now = max(now, float(rows["ts"].max()))
+            flow.set_buffer(batch.buf)
+            pos = 0
+            for j, raw in zip(np.flatnonzero(rows["kind"] == KIND_SLOW).tolist(), batch.slow):
+                if j > pos:
+                    fast_rows(rows[pos:j])
+                flow.frame(raw.ts, decoder.decode(raw))
+                pos = j + 1
+            if pos < rows.shape[0]:
+                fast_rows(rows[pos:])
+            progress.update(stats.bytes)
         flow.flush(now)
         for sink in sinks:
             sink.on_time(now)
