@@ -40,6 +40,9 @@ class RunOptions:
     seed: int | None = None
     progress: bool | None = None  # None: when stderr is a terminal and the input is big
     max_flows: int | None = DEFAULT_MAX_FLOWS  # flow table cap (see flow.table); None: no cap
+    # "fast": numba parser and flow table (pcapexfil.fast); "reference": the readable
+    # dpkt/Python path. Both give identical logs (tests/test_fast_engine.py).
+    engine: Literal["fast", "reference"] = "fast"
 
 
 @dataclass(slots=True)
@@ -119,6 +122,10 @@ def run(
 
     Raises CaptureError (before any output) when a path is not a readable capture.
     """
+    if options.engine == "fast":
+        from pcapexfil.fast.engine import run_fast
+
+        return run_fast(paths, options, sinks)
     from pcapexfil.decode import Decoder
     from pcapexfil.source import CaptureStats, open_captures
 
