@@ -16,6 +16,11 @@ max_flows_option = click.option(
     help="Live connections kept at most; beyond it the least recently active one is ended early "
     "(record written, counted as weird flow_table_full_evicted). About 4.6 KB each; 0: no cap.")
 
+# Shared with `analyze`: which engine builds the connections (same logs either way).
+engine_option = click.option(
+    "--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
+    help="fast: numba parser and flow table; reference: the readable dpkt/Python path.")
+
 
 def _fail(message: str) -> None:
     click.echo(f"pcapexfil: error: {message}", err=True)
@@ -36,8 +41,9 @@ def _fail(message: str) -> None:
               help="Comma-separated CIDRs that count as local (local_orig/local_resp); empty: unset.")
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
+@engine_option
 def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, verify_checksums: bool,
-         local_nets: str, seed: int | None, max_flows: int) -> None:
+         local_nets: str, seed: int | None, max_flows: int, engine: str) -> None:
     """Write OUT/conn.log for PCAP... (pcap or pcapng, gzip too; several files are one
     stream in time order).
 
@@ -62,7 +68,8 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     except OSError as exc:
         _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
     options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
-                         verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None)
+                         verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None,
+                         engine=engine)  # type: ignore[arg-type]
     try:
         # Validate every input before creating conn.log, so a bad path leaves nothing behind.
         open_captures(list(pcaps), Weirds()).close()
