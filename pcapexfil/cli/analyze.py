@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pcapexfil.cli.conn import max_flows_option
+from pcapexfil.cli.conn import engine_option, max_flows_option
 from pcapexfil.cli.detect import (
     build_settings,
     detector_options,
@@ -26,9 +26,10 @@ from pcapexfil.cli.detect import (
 @click.option("--verify-checksums", is_flag=True, help="Drop packets with bad checksums, as Zeek without -C.")
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
+@engine_option
 @detector_options
 def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, max_flows: int,
-            **kw: Any) -> None:
+            engine: str, **kw: Any) -> None:
     """Find exfiltration in PCAP... (one time-ordered stream): writes OUT/conn.log,
     OUT/exfil_detection.log and OUT/notice.log. Scores need 10 days of baseline: keep one
     --state across daily runs; its open windows carry over, so consecutive captures give the
@@ -52,7 +53,7 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     store = open_state(kw["state"], kw["busy_timeout"])
     options = RunOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
                          verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed,
-                         max_flows=max_flows or None)
+                         max_flows=max_flows or None, engine=engine)  # type: ignore[arg-type]
     try:
         det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"])
         conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"])
