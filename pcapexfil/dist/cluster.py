@@ -1,0 +1,100 @@
+"""`analyze --cluster`: one Dask task per capture file, then the sequential stitch and replay.
+
+Dask (`dask[distributed]`) and pyarrow are optional (extra `pcapexfil[dist]`) and imported
+only here and in the tasks. See docs/cluster.md for running on a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from pcapexfil.dist.extract import ExtractOptions, FileResult, extract_file
+from pcapexfil.hooks import RecordSink
+from pcapexfil.pipeline import RunOptions, RunSummary
+
+
+class ClusterError(ValueError):
+    """A bad --cluster value, or the cluster could not be reached."""
+
+
+def parse_cluster(spec: str) -> tuple[str, Any]:
+    """'local:N' → ('local', N); 'tcp://HOST:PORT' (or any Dask address) → ('address', spec)."""
+    if spec.startswith("local:"):
+        try:
+            n = int(spec[6:])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ClusterError(f"--cluster {spec!r}: want local:N with N ≥ 1 workers")
+        return "local", n
+    if "://" in spec:
+        return "address", spec
+    raise ClusterError(f"--cluster {spec!r}: want local:N or a scheduler address such as tcp://HOST:8786")
+
+
+def require_dask() -> None:
+    try:
+        import distributed  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ClusterError("--cluster needs Dask and pyarrow: pip install 'pcapexfil[dist]'") from None
+
+
+def order_files(paths: Sequence[str]) -> list[str]:
+    """Files in the order open_captures reads them: by first packet time, then as given."""
+    from pcapexfil.source import open_capture
+    from pcapexfil.weird import Weirds
+
+    firsts = []
+    for order, path in enumerate(paths):
+        it = open_capture(path, Weirds())
+        try:
+            first = next(it, None)
+        finally:
+            it.close()  # type: ignore[attr-defined]
+        firsts.append((first.ts if first is not None else float("inf"), order, path))
+    return [p for _, _, p in sorted(firsts)]
+
+
+def connect(spec: str) -> Any:
+    """A dask.distributed Client for `spec` (a LocalCluster of processes for local:N)."""
+    require_dask()
+    from distributed import Client, LocalCluster
+
+    kind, arg = parse_cluster(spec)
+    if kind == "local":
+        cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(cluster)
+    try:
+        return Client(arg, timeout=30)
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {arg}: {exc}") from None
+
+
+def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], client: Any,
+                work_dir: str, sensor: str | None = None) -> RunSummary:
+    """What pipeline.run does, with extraction spread over `client`'s workers.
+
+    `work_dir` must be reachable by every worker and by this process (shared storage on a
+    real cluster): the tasks write their provisional Parquet there; it is removed at the end.
+    """
+    from pcapexfil.dist.stitch import finalize, result_weirds
+
+    files = order_files(paths)
+    opts = ExtractOptions(verify_checksums=options.verify_checksums, local_nets=tuple(options.local_nets),
+                          max_flows=options.max_flows, sensor=sensor)
+    run_dir = os.path.join(work_dir, f".pcapexfil-work-{uuid.uuid4().hex[:12]}")
+    os.makedirs(run_dir, exist_ok=True)
+    try:
+        futures = [client.submit(extract_file, path, i, i == len(files) - 1, opts, run_dir, pure=False,
+                                 key=f"extract-{i}-{os.path.basename(run_dir)}")
+                   for i, path in enumerate(files)]
+        results: list[FileResult] = client.gather(futures)
+        records = finalize(results, opts, sinks, options.seed)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return RunSummary(packets=sum(r.packets for r in results), records=records, weirds=result_weirds(results))

@@ -1,0 +1,167 @@
+"""A flow table that notes *where* in the packet stream everything happens.
+
+Cluster mode runs one flow table per capture file (a task) plus one sequential stitch table,
+then merges their outputs. To merge them in exactly the order one long run would have
+produced, every event carries a position in the stream:
+
+- a record emission: (file, m, phase, x, n) where m is the running maximum packet time at
+  that point; phase 0 is a timer batch (x = the timer's due time), phase 1 the processing of
+  frame x, phase 2 the end-of-input flush (x = the connection's start time); n is the
+  table's own emission counter (keeps a table's order among equal keys);
+- a uid drawn from the generator: (file, frame, sub, n), the sub-packet of the frame that
+  created the connection (or tunnel); the real uids are drawn afterwards in this order;
+- a DNS answer learned, and a DNS-name lookup at a connection's first packet:
+  (file, frame, sub, kind, n) with lookup (kind 0) before learn (kind 1) within a packet.
+
+The FlowTable and the analyzers are used unchanged: the recorder replaces the table's uid
+generator and wraps its timer dispatch and the DNS analyzer's hooks on the instances.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcapexfil.flow import FlowConfig, FlowTable
+from pcapexfil.flow.table import _IP_LEVEL_TUNNEL_PROTOS, Connection
+from pcapexfil.hooks import AnalyzerContext
+from pcapexfil.identifiers import make_analyzers
+from pcapexfil.identifiers.dns import NAME_KEY, DnsAnalyzer
+from pcapexfil.packet import Packet
+from pcapexfil.record import ConnRecord
+
+LOOKUP_KEY = "dist_lookup"  # conn.app: position and arguments of the DNS-name lookup
+
+
+@dataclass(slots=True)
+class Cursor:
+    """Where the driver is in the stream; read by the hooks when something happens."""
+
+    file: int = 0
+    m: float = 0.0  # running maximum of packet times
+    phase: int = 0
+    when: float = 0.0  # due time of the timer being fired (phase 0)
+    frame: int = 0
+    sub: int = 0
+
+
+@dataclass(slots=True)
+class Emitted:
+    rec: ConnRecord
+    order: tuple  # (file, m, phase, x, n)
+    key: str  # repr of the flow-table key
+    lookup: tuple | None  # (file, frame, sub, n, orig_h, resp_h, start_ts) or None
+
+
+@dataclass
+class Recorder:
+    """A flow table with analyzers whose every output is tagged with its stream position."""
+
+    config: FlowConfig
+    ctx: AnalyzerContext
+    prefix: str  # placeholder uid prefix, unique per table
+    cursor: Cursor = field(default_factory=Cursor)
+    emitted: list[Emitted] = field(default_factory=list)
+    # (file, frame, sub, n, placeholder, key repr or None, tunnel key repr or None)
+    creations: list[tuple] = field(default_factory=list)
+    # (file, frame, sub, n, key repr, client, address, name, expiry)
+    learns: list[tuple] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.analyzers = make_analyzers(self.ctx)
+        self.table = FlowTable(self.config, self._emit, self.analyzers)
+        self._n = itertools.count()
+        self._side: dict[str, tuple[str, tuple | None]] = {}
+        self._pending_uids: list[tuple] = []
+        self._pending_learns: list[tuple] = []
+        self.table.new_uid = self._new_uid  # type: ignore[method-assign]
+        fire = self.table._fire
+
+        def timed_fire(when: float, conn: Connection, kind: str, gen: int) -> None:
+            self.cursor.when = when
+            fire(when, conn, kind, gen)
+
+        self.table._fire = timed_fire  # type: ignore[method-assign]
+        dns = next(a for a in self.analyzers if isinstance(a, DnsAnalyzer))
+        on_packet, on_remove, remember = dns.on_packet, dns.on_remove, dns.remember
+        c = self.cursor
+
+        def dns_on_packet(conn: Any, is_orig: bool, pkt: Packet) -> None:
+            if NAME_KEY not in conn.app:
+                conn.app[LOOKUP_KEY] = (c.file, c.frame, c.sub, next(self._n), conn.orig_h, conn.resp_h,
+                                        conn.start_ts)
+            on_packet(conn, is_orig, pkt)
+
+        def dns_on_remove(conn: Any, rec: ConnRecord) -> None:
+            on_remove(conn, rec)
+            self._side[rec.uid] = (repr(conn.key), conn.app.get(LOOKUP_KEY))
+
+        def dns_remember(client: str, address: str, name: str, expiry: float, now: float) -> None:
+            self._pending_learns.append((c.file, c.frame, c.sub, next(self._n), client, address, name, expiry))
+            remember(client, address, name, expiry, now)
+
+        dns.on_packet = dns_on_packet  # type: ignore[method-assign]
+        dns.on_remove = dns_on_remove  # type: ignore[method-assign]
+        dns.remember = dns_remember  # type: ignore[method-assign]
+
+    # -- hooks ----------------------------------------------------------------------------
+    def _new_uid(self) -> str:
+        c = self.cursor
+        n = next(self._n)
+        uid = f"~{self.prefix}{n}"
+        self._pending_uids.append((c.file, c.frame, c.sub, n, uid))
+        return uid
+
+    def _emit(self, rec: ConnRecord) -> None:
+        c = self.cursor
+        x = c.when if c.phase == 0 else (c.frame if c.phase == 1 else rec.ts)
+        key, lookup = self._side.pop(rec.uid)
+        self.emitted.append(Emitted(rec, (c.file, c.m, c.phase, x, next(self._n)), key, lookup))
+
+    # -- driving ----------------------------------------------------------------------------
+    def advance(self, m: float) -> None:
+        """Network time reached a new maximum `m` (timers due by then fire)."""
+        c = self.cursor
+        c.m, c.phase = m, 0
+        self.table.advance(m)
+
+    def process(self, frame: int, sub: int, pkt: Packet) -> Connection | None:
+        """One packet of frame `frame` (`sub`: its index among the frame's packets)."""
+        c = self.cursor
+        c.phase, c.frame, c.sub = 1, frame, sub
+        conn = self.table.process(pkt)
+        if self._pending_uids:
+            tunnels = {uid: key for key, uid in self.table._tunnel_uids.items()}
+            for f, fr, s, n, uid in self._pending_uids:
+                if conn is not None and uid == conn.uid:
+                    self.creations.append((f, fr, s, n, uid, repr(conn.key), None))
+                else:
+                    self.creations.append((f, fr, s, n, uid, None, repr(tunnels.get(uid))))
+            self._pending_uids.clear()
+        if self._pending_learns:
+            key = repr(conn.key) if conn is not None else None
+            self.learns.extend((*e[:4], key, *e[4:]) for e in self._pending_learns)
+            self._pending_learns.clear()
+        return conn
+
+    def process_frame(self, frame: int, pkts: list[Packet]) -> list[tuple[int, Packet, Connection | None]]:
+        """A decoded frame as FlowTable.process_all takes it: tunnel carriers only move time."""
+        if len(pkts) == 1:
+            return [(0, pkts[0], self.process(frame, 0, pkts[0]))]
+        carriers = {id(p.outer) for p in pkts if p.outer is not None}
+        out = []
+        for sub, pkt in enumerate(pkts):
+            if id(pkt) in carriers and pkt.proto in _IP_LEVEL_TUNNEL_PROTOS:
+                continue  # time already advanced to the frame's maximum
+            out.append((sub, pkt, self.process(frame, sub, pkt)))
+        return out
+
+    def flush(self, now: float) -> None:
+        self.cursor.phase = 2
+        self.cursor.m = float("inf")
+        self.table.flush(now)
+
+    def close(self) -> None:
+        for analyzer in self.analyzers:
+            analyzer.close()

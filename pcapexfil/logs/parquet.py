@@ -1,0 +1,133 @@
+"""Connection records as Parquet (optional dependency pyarrow, extra `pcapexfil[dist]`).
+
+One column per ConnRecord field, with the types that keep every value exact (ts and
+duration as float64 epoch seconds, counters as int64), plus `sensor`. Files are partitioned
+by the UTC day of `ts` (Hive style: DIR/day=YYYY-MM-DD/part-NNNNN.parquet), so a reader can
+prune whole days. docs/parquet-schema.md is the reference for users.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+
+from pcapexfil.record import ConnRecord
+
+RECORD_FIELDS = [f.name for f in fields(ConnRecord)]
+# Rows buffered per day before a row group is written.
+ROW_GROUP = 65536
+
+
+def require_pyarrow() -> Any:
+    """pyarrow, or an ImportError that says how to get it."""
+    try:
+        import pyarrow
+    except ImportError:
+        raise ImportError("Parquet needs pyarrow: pip install 'pcapexfil[dist]'") from None
+    return pyarrow
+
+
+def record_schema(extra: Sequence[tuple[str, Any]] = ()) -> Any:
+    """The Arrow schema of a record table (the day is the partition, not a column)."""
+    pa = require_pyarrow()
+    s, i64, i32, f64 = pa.string(), pa.int64(), pa.int32(), pa.float64()
+    cols = [
+        ("ts", f64), ("uid", s), ("orig_h", s), ("orig_p", i32), ("resp_h", s), ("resp_p", i32),
+        ("proto", s), ("service", pa.list_(s)), ("duration", f64), ("orig_bytes", i64), ("resp_bytes", i64),
+        ("conn_state", s), ("local_orig", pa.bool_()), ("local_resp", pa.bool_()), ("missed_bytes", i64),
+        ("history", s), ("orig_pkts", i64), ("orig_ip_bytes", i64), ("resp_pkts", i64), ("resp_ip_bytes", i64),
+        ("tunnel_parents", pa.list_(s)), ("ip_proto", i32), ("server_name", s), ("http_host", s),
+        ("dns_name", s), ("ja3", s), ("ja3s", s), ("sensor", s),
+    ]  # fmt: skip
+    assert [c for c, _ in cols[:-1]] == RECORD_FIELDS, "schema out of step with ConnRecord"
+    return pa.schema(cols + list(extra))
+
+
+def day_of(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).date().isoformat()
+
+
+def records_table(records: Sequence[ConnRecord], sensor: str | None = None,
+                  extra: Sequence[tuple[str, Any, list[Any]]] = ()) -> Any:
+    """An Arrow table of `records`; `extra` adds (name, type, values) columns."""
+    pa = require_pyarrow()
+    schema = record_schema([(n, t) for n, t, _ in extra])
+    data: dict[str, list[Any]] = {name: [getattr(r, name) for r in records] for name in RECORD_FIELDS}
+    data["sensor"] = [sensor] * len(records)
+    for name, _, values in extra:
+        data[name] = values
+    return pa.Table.from_pydict(data, schema=schema)
+
+
+def table_records(table: Any) -> list[ConnRecord]:
+    """ConnRecords back from a table written by `records_table` (extra columns ignored)."""
+    cols = {name: table.column(name).to_pylist() for name in RECORD_FIELDS}
+    out = []
+    for i in range(table.num_rows):
+        rec = ConnRecord(**{name: cols[name][i] for name in RECORD_FIELDS})
+        if rec.service is None:
+            rec.service = []
+        if rec.tunnel_parents is None:
+            rec.tunnel_parents = []
+        out.append(rec)
+    return out
+
+
+def read_records(root: str, days: Iterable[str] | None = None) -> Any:
+    """Every record under a day-partitioned directory as one Arrow table (day column added)."""
+    pa = require_pyarrow()
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset(root, format="parquet", partitioning=ds.partitioning(pa.schema([("day", pa.string())]),
+                                                                               flavor="hive"))
+    if days is not None:
+        return dataset.to_table(filter=ds.field("day").isin(list(days)))
+    return dataset.to_table()
+
+
+class ParquetSink:
+    """RecordSink writing DIR/day=YYYY-MM-DD/part-NNNNN.parquet (one writer per day)."""
+
+    def __init__(self, root: str, sensor: str | None = None, part: int = 0) -> None:
+        require_pyarrow()
+        self.root = root
+        self.sensor = sensor
+        self.part = part
+        self._rows: dict[str, list[ConnRecord]] = {}
+        self._writers: dict[str, Any] = {}
+        self.written = 0
+
+    def on_record(self, rec: ConnRecord) -> None:
+        day = day_of(rec.ts)
+        rows = self._rows.setdefault(day, [])
+        rows.append(rec)
+        if len(rows) >= ROW_GROUP:
+            self._flush(day)
+
+    def on_time(self, now: float) -> None:
+        pass
+
+    def close(self, now: float) -> None:
+        for day in list(self._rows):
+            self._flush(day)
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def _flush(self, day: str) -> None:
+        import pyarrow.parquet as pq
+
+        rows = self._rows.pop(day, [])
+        if not rows:
+            return
+        table = records_table(rows, self.sensor)
+        writer = self._writers.get(day)
+        if writer is None:
+            path = os.path.join(self.root, f"day={day}", f"part-{self.part:05d}.parquet")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            writer = self._writers[day] = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+        self.written += len(rows)
