@@ -27,9 +27,13 @@ from pcapexfil.cli.detect import (
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
 @engine_option
+@click.option("--cluster", default=None, metavar="local:N|tcp://HOST:8786",
+              help="Extract records on a Dask cluster, one task per file (docs/cluster.md); same output. "
+              "Needs pcapexfil[dist]; uses the reference engine; OUT must be shared with the workers.")
+@click.option("--sensor", default=None, help="Sensor name stored with the records (Parquet, with --cluster).")
 @detector_options
 def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, max_flows: int,
-            engine: str, **kw: Any) -> None:
+            engine: str, cluster: str | None, sensor: str | None, **kw: Any) -> None:
     """Find exfiltration in PCAP... (one time-ordered stream): writes OUT/conn.log,
     OUT/exfil_detection.log and OUT/notice.log. Scores need 10 days of baseline: keep one
     --state across daily runs; its open windows carry over, so consecutive captures give the
@@ -40,6 +44,7 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     or unusable state (nothing written).
     """
     from pcapexfil.detect.state import StateError
+    from pcapexfil.dist import ClusterError
     from pcapexfil.pipeline import ConnLogSink, RunOptions, run
     from pcapexfil.source import CaptureError, open_captures
     from pcapexfil.weird import Weirds
@@ -57,8 +62,13 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     try:
         det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"])
         conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"])
-        summary = run(pcaps, options, [conn_sink, det])
-    except CaptureError as exc:
+        if cluster:
+            from pcapexfil.dist.cluster import run_on
+
+            summary = run_on(cluster, pcaps, options, [conn_sink, det], out_dir, sensor)
+        else:
+            summary = run(pcaps, options, [conn_sink, det])
+    except (CaptureError, ClusterError) as exc:
         fail(str(exc))
     except StateError as exc:
         fail(str(exc), status=1)
