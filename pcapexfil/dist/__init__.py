@@ -3,3 +3,7 @@ a sequential stitch of file boundaries, and one ordered detection pass. See docs
 
 Nothing here is imported by the core: Dask and pyarrow are optional (`pcapexfil[dist]`).
 """
+
+
+class ClusterError(ValueError):
+    """A bad --cluster value, an unreachable cluster, missing Dask, or unusable input files."""

@@ -6,19 +6,17 @@ only here and in the tasks. See docs/cluster.md for running on a real cluster.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import ExtractOptions, FileResult, extract_file
 from pcapexfil.hooks import RecordSink
 from pcapexfil.pipeline import RunOptions, RunSummary
-
-
-class ClusterError(ValueError):
-    """A bad --cluster value, or the cluster could not be reached."""
 
 
 def parse_cluster(spec: str) -> tuple[str, Any]:
@@ -66,8 +64,11 @@ def connect(spec: str) -> Any:
     from distributed import Client, LocalCluster
 
     kind, arg = parse_cluster(spec)
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        for name in ("distributed", "dask"):  # their INFO chatter only with -v
+            logging.getLogger(name).setLevel(logging.WARNING)
     if kind == "local":
-        cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, dashboard_address=":0")
         return Client(cluster)
     try:
         return Client(arg, timeout=30)
@@ -98,3 +99,21 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return RunSummary(packets=sum(r.packets for r in results), records=records, weirds=result_weirds(results))
+
+
+def run_on(spec: str, paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], out_dir: str,
+           sensor: str | None = None) -> RunSummary:
+    """The CLI's entry: connect to `spec`, run, and also write the final records as Parquet
+    (OUT/records/day=YYYY-MM-DD/); OUT is the shared work directory too."""
+    from pcapexfil.logs.parquet import ParquetSink
+
+    parse_cluster(spec)
+    client = connect(spec)
+    try:
+        parquet = ParquetSink(os.path.join(out_dir, "records"), sensor=sensor)
+        return run_cluster(paths, options, [*sinks, parquet], client, out_dir, sensor)
+    finally:
+        cluster = client.cluster if spec.startswith("local:") else None
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Sequence
+from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import Entry, ExtractOptions, FileResult, flow_config
 from pcapexfil.dist.trace import Emitted, Recorder
 from pcapexfil.flow.uid import UidGenerator
@@ -31,7 +32,7 @@ from pcapexfil.logs.parquet import table_records
 from pcapexfil.record import ConnRecord
 
 
-class OverlapError(ValueError):
+class OverlapError(ClusterError):
     """The capture files' time ranges overlap: they are not one rotated capture."""
 
 
