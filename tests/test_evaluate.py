@@ -187,3 +187,22 @@ def test_damaged_log_lines_are_skipped_and_counted(tmp_path, labels):
     assert len(results.windows) == 6 and results.skipped_lines == 1
     assert any("skipped" in n for n in results.notes)
     shutil.rmtree(tmp_path / "run")
+
+
+def test_benign_label_not_flagged_by_the_episode_sharing_its_window():
+    # Sync B2 runs on the same host and port during exfiltration E1; window X holds connections of
+    # both (uids C1 and C7) and scores 0.95, notice M fires then. X and M belong to E1, so B2 is
+    # not flagged; a later window Y holding only B2's connection at 0.9 does flag it.
+    from pcapexfil.evaluate.metrics import Conn, Notice, Results
+    lbs = [Label("E1", "bulk_https_new_domain", "10.0.0.1", ["1.1.1.1"], 443, "", T0 + 1000, T0 + 2000),
+           Label("B2", "benign_cloud_sync", "10.0.0.1", ["9.9.9.9"], 443, "", T0 + 1500, T0 + 1600)]
+    conns = {"C1": Conn(T0 + 1000, "10.0.0.1", "1.1.1.1", 443), "C7": Conn(T0 + 1500, "10.0.0.1", "9.9.9.9", 443),
+             "C8": Conn(T0 + 1550, "10.0.0.1", "9.9.9.9", 443)}
+    x = Window(T0 + 11800, "10.0.0.1", 443, "ja3s", 0.95, ["C1", "C7"])
+    m = Notice(T0 + 11800, "EXFIL_DETECTION::High_Score", "10.0.0.1", 443)
+    ev = evaluate(Results([x], [m], conns), lbs, threshold=0.8, aggregation_interval=AGG)
+    assert ev["episodes"]["found"] == 1 and ev["episodes"]["benign_flagged"] == 0
+    y = Window(T0 + 12000, "10.0.0.1", 443, "9.9.9.9", 0.9, ["C8"])
+    ev = evaluate(Results([x, y], [m], conns), lbs, threshold=0.8, aggregation_interval=AGG)
+    assert ev["episodes"]["benign_flagged"] == 1
+    assert ev["windows"]["false_positive"] == 1  # Y: a flagged window with no exfiltration

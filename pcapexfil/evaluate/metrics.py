@@ -12,7 +12,8 @@ Definitions (also printed in report.md):
   and port (p, else id.resp_p, else the "protocol" in msg) are equal and its ts lies in
   `[start, end + aggregation_interval]`, i.e. the span of a window closing then overlaps the label.
 - An exfiltration episode is *found* when a notice or a window with exfiltration_score >=
-  threshold matches it. A flagged window is a true positive when it matches an exfiltration
+  threshold matches it. A benign label is *flagged* the same way, counting only windows and
+  notices that match no exfiltration episode (a window holding both is the episode's). A flagged window is a true positive when it matches an exfiltration
   episode, else a false positive (benign-labelled or not). False positives per host-day
   divide by the host-days under scoring: distinct (orig_h, UTC date of ts) over all windows.
 - PR curve: for each threshold t, precision = TP/(TP+FP) among windows scoring >= t, recall =
@@ -251,8 +252,10 @@ def evaluate(results: Results, labels: list[Label], threshold: float = 0.8,
     episode_rows = []
     for j, lb in enumerate(labels):
         scores = [w.score for w, s in zip(windows, win_labels) if j in s and w.score is not None]
-        notes = sorted({n.note for n, s in zip(notices, notice_labels) if j in s})
-        by_window = any(f and j in s for f, s in zip(flagged, win_labels))
+        # A benign label is flagged only by windows/notices that hold no exfiltration as well.
+        own = (lambda s: j in s and not s & exfil_idx) if lb.benign else (lambda s: j in s)
+        notes = sorted({n.note for n, s in zip(notices, notice_labels) if own(s)})
+        by_window = any(f and own(s) for f, s in zip(flagged, win_labels))
         episode_rows.append({
             "id": lb.id, "kind": lb.kind, "orig_h": lb.orig_h, "resp_p": lb.resp_p, "domain": lb.domain,
             "start": lb.start, "end": lb.end, "bytes_sent": lb.bytes_sent,
