@@ -42,8 +42,12 @@ def _fail(message: str) -> None:
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
 @engine_option
+@click.option("--format", "fmt", type=click.Choice(["zeek", "parquet"]), default="zeek", show_default=True,
+              help="zeek: OUT/conn.log; parquet: OUT/records/day=YYYY-MM-DD/*.parquet (docs/parquet-schema.md, "
+              "needs pcapexfil[dist]).")
+@click.option("--sensor", default=None, help="Sensor name in every Parquet record (column `sensor`).")
 def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, verify_checksums: bool,
-         local_nets: str, seed: int | None, max_flows: int, engine: str) -> None:
+         local_nets: str, seed: int | None, max_flows: int, engine: str, fmt: str, sensor: str | None) -> None:
     """Write OUT/conn.log for PCAP... (pcap or pcapng, gzip too; several files are one
     stream in time order).
 
@@ -73,9 +77,14 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     try:
         # Validate every input before creating conn.log, so a bad path leaves nothing behind.
         open_captures(list(pcaps), Weirds()).close()
-        sink = ConnLogSink(out_dir, use_json=use_json, ts_style=ts_style)
+        if fmt == "parquet":
+            from pcapexfil.logs.parquet import ParquetSink
+
+            sink = ParquetSink(os.path.join(out_dir, "records"), sensor=sensor)
+        else:
+            sink = ConnLogSink(out_dir, use_json=use_json, ts_style=ts_style)
         summary = run(pcaps, options, [sink])
-    except CaptureError as exc:
+    except (CaptureError, ImportError) as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
