@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 import dpkt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 from helpers_pcap import (
@@ -323,3 +325,81 @@ def test_gzip_stats_match_reference(tmp_path: Path) -> None:
     list(open_captures([str(gz)], Weirds(), ref))
     assert (fast.packets, fast.bytes, fast.input_bytes) == (ref.packets, ref.bytes, ref.input_bytes)
     assert gzip.decompress(gz.read_bytes())[:4] == b"\xd4\xc3\xb2\xa1"
+
+
+# ---- mutated frames: the kernel's FAST/SKIP verdicts hold on damaged headers too --------
+
+def _pool() -> list[tuple[int, bytes]]:
+    sll = struct.pack("!HHH8sH", 0, 1, 6, b"", 0x0800)
+    sll2 = struct.pack("!HHIHBB8s", 0x86DD, 0, 2, 1, 0, 6, b"")
+    et, tagged = vlan_tags([10, 20], 0x86DD, V6_EXT)
+    return (
+        [(1, f) for f in _eth_frames()] + [(1, ether(tagged, et))]
+        + [(101, f) for f in (V4_TCP, V4_OPTS, V6_ROUTE, V6_DST, V4_ICMP)]
+        + [(113, sll + V4_UDP), (276, sll2 + V6_TCP), (0, struct.pack("<I", 2) + V4_TCP),
+           (108, struct.pack(">I", 24) + V6_UDP)]
+    )
+
+
+def check_frames(frames: list[tuple[int, bytes, int]]) -> Counter[str]:
+    """parse_records on raw frames vs Decoder.decode of each (fresh decoder per frame)."""
+    from pcapexfil.fast.parse import parse_records
+    from pcapexfil.packet import RawPacket
+
+    data = b"".join(f for _, f, _ in frames)
+    lens = np.array([len(f) for _, f, _ in frames], np.uint32)
+    offsets = np.concatenate([[0], np.cumsum(lens[:-1], dtype=np.int64)]).astype(np.int64)
+    buf = np.frombuffer(data, np.uint8)
+    n = len(frames)
+    rows = parse_records(buf, offsets, lens, np.array([w for *_, w in frames], np.uint32),
+                         np.array([lt for lt, _, _ in frames], np.int32), np.full(n, 5.0),
+                         np.arange(1, n + 1, dtype=np.uint64))
+    kinds: Counter[str] = Counter()
+    for (lt, f, wl), row in zip(frames, rows):
+        w = Weirds()
+        out = Decoder(w).decode(RawPacket(5.0, lt, f, wl))
+        kind = int(row["kind"])
+        if kind == KIND_FAST:
+            assert len(out) == 1 and not w.counts, (lt, f.hex(), out, w.counts)
+            want = packets_to_batch(out)[0]
+            for col in COMPARED:
+                if col != "frame":
+                    assert row[col] == want[col], (lt, f.hex(), col, row[col], want[col])
+            off, cap = int(row["payload_off"]), int(row["payload_cap"])
+            assert buf[off : off + cap].tobytes() == out[0].payload
+        elif kind == KIND_SKIP:
+            assert out == [] and not w.counts, (lt, f.hex(), w.counts)
+        kinds[("fast", "slow", "skip")[kind]] += 1
+    return kinds
+
+
+POOL = _pool()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(POOL) - 1),
+            st.lists(st.tuples(st.integers(0, 90), st.integers(0, 255)), max_size=4),
+            st.integers(0, 400),  # cut the frame to this many bytes (400: keep it whole)
+            st.integers(-30, 30),  # wire length minus captured length
+        ),
+        min_size=1, max_size=20,
+    )
+)
+@settings(max_examples=500, deadline=None, database=None, derandomize=True)
+def test_mutated_frames(cases: list) -> None:  # noqa: ANN001
+    frames = []
+    for idx, flips, cut, extra in cases:
+        lt, f = POOL[idx]
+        b = bytearray(f[:cut])
+        for pos, val in flips:
+            if pos < len(b):
+                b[pos] = val
+        frames.append((lt, bytes(b), max(len(b) + extra, 0)))
+    check_frames(frames)
+
+
+def test_mutation_pool_is_mostly_fast() -> None:
+    kinds = check_frames([(lt, f, len(f)) for lt, f in POOL])
+    assert kinds["fast"] >= 20
