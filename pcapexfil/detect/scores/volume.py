@@ -1,29 +1,31 @@
 """The `robust` scoring's volume score: how unusual a window's upload is for its own key.
 
 Every figure comes from the (orig_h, resp_p) baseline itself, so there is no running state
-shared by all keys (the reference's global normalisation is what keeps its scores small):
+shared by all keys (the reference's global normalisation is what keeps its scores small).
+Upload sizes (orig_ip_bytes) are compared on a log scale, ln(1 + bytes), because transfer
+sizes are heavy-tailed; statistics are medians and MADs, per identifier and for the key.
 
-- History. Upload sizes are compared on a log scale, ln(1 + orig_ip_bytes), because transfer
-  sizes are heavy-tailed. A key's statistics are the median and MAD of that value over its
-  baseline elements, per identifier and for the whole key.
-- Reference. A window whose identifier is *established* (elements on at least
-  `min_ident_days` days) is compared with that identifier's own history: a daily backup is
-  judged against earlier backups, not against web browsing. Any other identifier (new or
-  rare destination) is compared with the whole key's history, and its value is the sum of
-  the identifier's uploads over the last `cumulative_window` (current window included), so
-  an upload split over several windows (low and slow) adds up.
-- Score. z = (value - median) / max(1.4826 * MAD, min_scale); the tanh-estimator's scale is
-  chosen so that z = `z_alert` gives exactly the notice threshold; a soft volume floor
-  (1 - exp(-excess / volume_floor), excess = bytes above the typical window) keeps small
-  absolute amounts from scoring however unusual they are.
+What a window is judged against:
+- Established identifier (elements on at least `min_ident_days` days): the window's bytes
+  against the identifier's *daily maximum* (median and MAD over days), so a daily backup
+  or sync burst is judged against earlier days' biggest transfer to the same place.
+- New domain or JA3S: the identifier's uploads summed over the last `cumulative_window`
+  (current window included, so low-and-slow adds up) against the key's median window,
+  with a fixed log-scale unit `new_scale` (the key's MAD mixes unrelated destinations).
+- New address: the same sum against the key's daily maximum. Services rotate addresses, so
+  a first-seen address of a known service is weak evidence; its name is judged above.
 
-Statistics of a key use its elements closed before the last parameter recomputation (as the
-reference's parameters do); they are derived from the baseline alone, so a restart from the
-state store gives the same scores without any extra persisted state.
+Score: z = (ln(1 + bytes) - centre) / scale; tanh maps z = `z_alert` to the notice threshold;
+a soft volume floor, 1 - exp(-excess / volume_floor) with excess the bytes above the centre,
+keeps small absolute amounts low however unusual they are.
+
+A key's statistics use its elements closed before the last parameter recomputation (as the
+reference's parameters do) and are derived from the baseline alone, so a run continued from
+the state store scores exactly as one uninterrupted run, with no extra persisted state.
 """
-
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, field
 
@@ -34,7 +36,8 @@ from pcapexfil.detect.baseline import Baseline, BaselineKey
 from pcapexfil.detect.scores.base import WindowContext
 
 # Columns of the statistics rows returned by `group_stats`.
-G_N, G_DAYS, G_MED, G_MAD = range(4)
+G_N, G_DAYS, G_MED, G_MAD, G_DMAX_MED, G_DMAX_MAD = range(6)
+N_STATS = 6
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this = its standard deviation
 
 
@@ -45,6 +48,7 @@ class VolumeParams:
     threshold: float = 0.8  # the notice threshold that z_alert maps to
     z_alert: float = 4.0  # robust z-score (log scale) that reaches the threshold
     min_scale: float = 0.5  # smallest robust sigma on the log scale (0.5 = a factor of 1.65)
+    new_scale: float = 1.0  # log-scale unit for a new domain or fingerprint (z_alert 4: 55x the usual window)
     volume_floor: float = 256 * 1024.0  # bytes above the typical window for (1 - 1/e) of full weight
     min_ident_days: int = 3  # days of history that make an identifier established
     min_key_elements: int = 20  # elements the whole key needs before new identifiers are scored
@@ -65,70 +69,77 @@ def _median_sorted(s: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def group_stats(values: np.ndarray, groups: np.ndarray, days: np.ndarray, ngroups: int) -> np.ndarray:
-    """Per group g in [0, ngroups): element count, distinct days, median and MAD of `values`.
+def _median_mad(seg: np.ndarray) -> tuple[float, float]:
+    """Median and MAD of `seg` (sorted in place)."""
+    seg.sort()
+    med = _median_sorted(seg)
+    dev = np.abs(seg - med)
+    dev.sort()
+    return med, _median_sorted(dev)
 
-    Row `ngroups` holds the same figures over every element. Median and MAD are NaN for an
-    empty group. `groups` and `days` are small non-negative integer codes.
+
+@njit(cache=True)
+def _segment_stats(values: np.ndarray, days: np.ndarray, order: np.ndarray, lo: int, hi: int,
+                   row: np.ndarray) -> None:
+    """Figures of the elements order[lo:hi] (sorted by day) into `row`."""
+    seg = np.empty(hi - lo)
+    daymax = np.empty(hi - lo)
+    distinct = 0
+    for j in range(hi - lo):
+        i = order[lo + j]
+        seg[j] = values[i]
+        if j == 0 or days[i] != days[order[lo + j - 1]]:
+            daymax[distinct] = values[i]
+            distinct += 1
+        elif values[i] > daymax[distinct - 1]:
+            daymax[distinct - 1] = values[i]
+    row[G_N] = hi - lo
+    row[G_DAYS] = distinct
+    row[G_MED], row[G_MAD] = _median_mad(seg)
+    row[G_DMAX_MED], row[G_DMAX_MAD] = _median_mad(daymax[:distinct])
+
+
+@njit(cache=True)
+def group_stats(values: np.ndarray, groups: np.ndarray, days: np.ndarray, ngroups: int) -> np.ndarray:
+    """Per group g in [0, ngroups): element count, distinct days, median and MAD of `values`,
+    and median and MAD of the group's per-day maxima. Row `ngroups` holds the same figures over
+    every element. Medians and MADs are NaN for an empty group; `groups` and `days` are small
+    non-negative integer codes.
     """
-    out = np.zeros((ngroups + 1, 4))
-    out[:, G_MED] = np.nan
-    out[:, G_MAD] = np.nan
+    out = np.zeros((ngroups + 1, N_STATS))
+    for c in range(G_MED, N_STATS):
+        out[:, c] = np.nan
     n = values.shape[0]
     if n == 0:
         return out
-    nday = 0
-    for i in range(n):
-        if days[i] + 1 > nday:
-            nday = days[i] + 1
+    nday = np.max(days) + 1
     order = np.argsort(groups * nday + days, kind="mergesort")
     lo = 0
     while lo < n:
-        g = groups[order[lo]]
         hi = lo
-        distinct = 0
-        last_day = -1
-        while hi < n and groups[order[hi]] == g:
-            if days[order[hi]] != last_day:
-                distinct += 1
-                last_day = days[order[hi]]
+        while hi < n and groups[order[hi]] == groups[order[lo]]:
             hi += 1
-        seg = np.empty(hi - lo)
-        for j in range(hi - lo):
-            seg[j] = values[order[lo + j]]
-        seg.sort()
-        med = _median_sorted(seg)
-        dev = np.abs(seg - med)
-        dev.sort()
-        out[g, G_N] = hi - lo
-        out[g, G_DAYS] = distinct
-        out[g, G_MED] = med
-        out[g, G_MAD] = _median_sorted(dev)
+        _segment_stats(values, days, order, lo, hi, out[groups[order[lo]]])
         lo = hi
-    allv = values.copy()
-    allv.sort()
-    med = _median_sorted(allv)
-    dev = np.abs(allv - med)
-    dev.sort()
-    out[ngroups, G_N] = n
-    distinct_days = np.unique(days)
-    out[ngroups, G_DAYS] = distinct_days.shape[0]
-    out[ngroups, G_MED] = med
-    out[ngroups, G_MAD] = _median_sorted(dev)
+    _segment_stats(values, days, np.argsort(days, kind="mergesort"), 0, n, out[ngroups])
     return out
 
 
 @njit(cache=True)
-def volume_score(value: float, med: float, mad: float, z_alert: float, threshold: float, min_scale: float,
+def volume_score(value: float, center: float, scale: float, z_alert: float, threshold: float,
                  volume_floor: float) -> tuple[float, float]:
-    """(score in [0, 1), robust z) of `value` bytes against a log-scale median/MAD; (NaN, NaN) without history."""
-    if math.isnan(med) or math.isnan(mad):
+    """(score in [0, 1), z) of `value` bytes against a log-scale centre and scale (> 0).
+
+    z = (ln(1 + value) - center) / scale; the tanh maps z = z_alert to `threshold`, and the
+    volume floor weighs the bytes above the centre: 1 - exp(-excess / volume_floor).
+    (NaN, NaN) when the centre is unknown.
+    """
+    if math.isnan(center) or not (scale > 0.0):
         return np.nan, np.nan
-    scale = max(MAD_TO_SIGMA * mad, min_scale)
-    z = (math.log1p(max(value, 0.0)) - med) / scale
+    z = (math.log1p(max(value, 0.0)) - center) / scale
     if z <= 0.0:
         return 0.0, z
-    excess = max(value, 0.0) - math.expm1(med)
+    excess = max(value, 0.0) - math.expm1(center)
     gate = 1.0 - math.exp(-excess / volume_floor) if excess > 0.0 else 0.0
     return math.tanh(z * math.atanh(threshold) / z_alert) * gate, z
 
@@ -195,6 +206,15 @@ def recent_upload(baseline: Baseline, bkey: BaselineKey, identifier: str, now: f
     return total
 
 
+def is_address(identifier: str) -> bool:
+    """A resp_h identifier (an IP address), as opposed to a domain or a JA3S hash."""
+    try:
+        ipaddress.ip_address(identifier)
+    except ValueError:
+        return False
+    return True
+
+
 class Volume:
     """Sub-score `score.volume` of the robust scoring (runs after the window joined the baseline)."""
 
@@ -206,9 +226,8 @@ class Volume:
         self.model = model
         self.params = params
 
-    def run(self, ctx: WindowContext) -> float | None:
-        if not ctx.scorable:
-            return None
+    def reference(self, ctx: WindowContext) -> tuple[float, float, float] | None:
+        """(bytes, log-scale centre, scale) the window is judged by; None without enough history."""
         st = self.model.stats(ctx.baseline, ctx.bkey)
         if st is None:
             return None
@@ -216,12 +235,21 @@ class Volume:
         w = ctx.window
         ident = st.idents.get(w.identifier)
         if ident is not None and ident[G_DAYS] >= p.min_ident_days:
-            value, med, mad = float(w.orig_ip_bytes), ident[G_MED], ident[G_MAD]
-        elif st.key[G_N] >= p.min_key_elements:
-            value = recent_upload(ctx.baseline, ctx.bkey, w.identifier, ctx.ts, p.cumulative_window)
-            med, mad = st.key[G_MED], st.key[G_MAD]
-        else:
+            return (float(w.orig_ip_bytes), float(ident[G_DMAX_MED]),
+                    max(MAD_TO_SIGMA * float(ident[G_DMAX_MAD]), p.min_scale))
+        if st.key[G_N] < p.min_key_elements:
             return None
-        score, _ = volume_score(value, float(med), float(mad), p.z_alert, p.threshold, p.min_scale,
-                                p.volume_floor)
+        value = recent_upload(ctx.baseline, ctx.bkey, w.identifier, ctx.ts, p.cumulative_window)
+        if is_address(w.identifier):
+            return value, float(st.key[G_DMAX_MED]), max(MAD_TO_SIGMA * float(st.key[G_DMAX_MAD]), p.min_scale)
+        return value, float(st.key[G_MED]), p.new_scale
+
+    def run(self, ctx: WindowContext) -> float | None:
+        if not ctx.scorable:
+            return None
+        ref = self.reference(ctx)
+        if ref is None:
+            return None
+        p = self.params
+        score, _ = volume_score(ref[0], ref[1], ref[2], p.z_alert, p.threshold, p.volume_floor)
         return None if math.isnan(score) else float(score)
