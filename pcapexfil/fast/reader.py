@@ -30,7 +30,7 @@ import os
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Protocol
 
 import numpy as np
 from numba import njit
@@ -95,6 +95,13 @@ class Chunk:
         )
 
 
+@njit(cache=True, inline="always")
+def _u32(buf, b, swap):  # noqa: ANN001, ANN202
+    if swap:
+        return (np.int64(buf[b]) << 24) | (np.int64(buf[b + 1]) << 16) | (np.int64(buf[b + 2]) << 8) | buf[b + 3]
+    return (np.int64(buf[b + 3]) << 24) | (np.int64(buf[b + 2]) << 16) | (np.int64(buf[b + 1]) << 8) | buf[b]
+
+
 @njit(cache=True)
 def _walk_pcap(buf, swap, divisor, max_record, stop_ts, offsets, caplens, wirelens, ts):  # noqa: ANN001
     """Walk pcap record headers from buf[0]; returns (records, bytes consumed, status)."""
@@ -104,44 +111,34 @@ def _walk_pcap(buf, swap, divisor, max_record, stop_ts, offsets, caplens, wirele
     while n < offsets.shape[0]:
         if pos + 16 > size:
             return n, pos, _WALK_MORE
-        h = np.empty(4, np.uint32)
-        for k in range(4):
-            b = pos + 4 * k
-            if swap:
-                h[k] = (np.uint32(buf[b]) << 24) | (np.uint32(buf[b + 1]) << 16) | (np.uint32(buf[b + 2]) << 8) | buf[b + 3]
-            else:
-                h[k] = (np.uint32(buf[b + 3]) << 24) | (np.uint32(buf[b + 2]) << 16) | (np.uint32(buf[b + 1]) << 8) | buf[b]
-        caplen = np.int64(h[2])
+        caplen = _u32(buf, pos + 8, swap)
         if caplen > max_record:
             return n, pos, _WALK_CORRUPT
         if pos + 16 + caplen > size:
             return n, pos, _WALK_MORE
-        t = np.float64(h[0]) + np.float64(h[1]) / divisor
+        t = np.float64(_u32(buf, pos, swap)) + np.float64(_u32(buf, pos + 4, swap)) / divisor
         if t >= stop_ts:
             return n, pos, _WALK_OVERLAP
         offsets[n] = pos + 16
-        caplens[n] = h[2]
-        wirelens[n] = h[3]
+        caplens[n] = caplen
+        wirelens[n] = _u32(buf, pos + 12, swap)
         ts[n] = t
         pos += 16 + caplen
         n += 1
     return n, pos, _WALK_MORE
 
 
-class _Source:
+class _Source(Protocol):
     """A window of bytes starting at a record boundary; `advance` drops what was consumed."""
 
-    def window(self, size: int) -> tuple[np.ndarray, bool]:  # (bytes, reaches end of input)
-        raise NotImplementedError
+    def window(self, size: int) -> tuple[np.ndarray, bool]: ...  # (bytes, reaches end of input)
 
-    def advance(self, used: int) -> None:
-        raise NotImplementedError
+    def advance(self, used: int) -> None: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    def close(self) -> None: ...
 
 
-class _MmapSource(_Source):
+class _MmapSource:
     def __init__(self, path: str, start: int) -> None:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -171,7 +168,7 @@ class _MmapSource(_Source):
                 pass
 
 
-class _StreamSource(_Source):
+class _StreamSource:
     """gzip (or any stream): each window is a new array (carried tail + fresh bytes), so a
     consumer may keep an earlier chunk's buffer."""
 
