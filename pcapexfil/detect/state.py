@@ -247,6 +247,11 @@ class StateStore:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('recompute_all', '1')")
         return count
 
+    def set_meta(self, items: dict[str, str]) -> None:
+        """Set metadata outside a run's snapshot (e.g. the sensor names that fed this state)."""
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", items.items())
+
     def reset(self) -> None:
         """Forget everything learned (the file stays, empty)."""
         with self._write() as db:
