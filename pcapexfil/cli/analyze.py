@@ -30,7 +30,8 @@ from pcapexfil.cli.detect import (
 @click.option("--cluster", default=None, metavar="local:N|tcp://HOST:8786",
               help="Extract records on a Dask cluster, one task per file (docs/cluster.md); same output. "
               "Needs pcapexfil[dist]; uses the reference engine; OUT must be shared with the workers.")
-@click.option("--sensor", default=None, help="Sensor name stored with the records (Parquet, with --cluster).")
+@click.option("--sensor", default=None,
+              help="Sensor name stored with the records (Parquet, with --cluster) and in --state.")
 @detector_options
 def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, max_flows: int,
             engine: str, cluster: str | None, sensor: str | None, **kw: Any) -> None:
@@ -56,6 +57,13 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     except CaptureError as exc:
         fail(str(exc))
     store = open_state(kw["state"], kw["busy_timeout"])
+    if store is not None and sensor:
+        from pcapexfil.dist.merge import note_sensor
+
+        try:
+            note_sensor(store, sensor)
+        except StateError as exc:
+            fail(str(exc))
     options = RunOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
                          verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed,
                          max_flows=max_flows or None, engine=engine)  # type: ignore[arg-type]
