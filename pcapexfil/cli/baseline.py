@@ -133,3 +133,21 @@ def reset(state: str, busy_timeout: float, yes: bool) -> None:
         fail(str(exc))
     finally:
         store.close()
+
+
+@baseline.command("merge")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="New state database.")
+@_timeout_option
+def merge(inputs: tuple[str, ...], output: str, busy_timeout: float) -> None:
+    """Combine the states of several sensors (A.db B.db ...) into a new OUT.db: baselines
+    united, normalisation states combined, sensor names kept (see pcapexfil.dist.merge)."""
+    from pcapexfil.detect.state import StateError
+    from pcapexfil.dist.merge import MergeError, merge_states
+
+    try:
+        summary = merge_states(inputs, output, busy_timeout)
+    except (MergeError, StateError) as exc:
+        fail(str(exc))
+    click.echo(f"pcapexfil: merged {len(inputs)} states: {summary.rows} baseline elements, "
+               f"sensors {', '.join(summary.sensors) or '-'}", err=True)
