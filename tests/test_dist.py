@@ -9,6 +9,7 @@ name must be carried from one file to the next), plus the day files' own boundar
 from __future__ import annotations
 
 import dataclasses
+import json
 import glob
 import os
 
@@ -43,7 +44,7 @@ def _settings() -> Settings:
 def _single(paths: list[str], out: str) -> list:
     os.makedirs(out, exist_ok=True)
     coll = RecordCollector()
-    run(paths, RunOptions(out_dir=out, seed=SEED, max_flows=None),
+    run(paths, RunOptions(out_dir=out, seed=SEED, max_flows=None, engine="reference"),
         [ConnLogSink(out), Detector(_settings(), out_dir=out), coll])
     return coll.records
 
@@ -150,3 +151,56 @@ def test_conn_format_parquet_cli(dataset: dict, tmp_path) -> None:
     uids = [line.split("\t")[1] for line in _body(str(tsv / "conn.log")) if not line.startswith("#")]
     assert sorted(table.column("uid").to_pylist()) == sorted(uids)
     assert set(table.column("sensor").to_pylist()) == {"edge-1"}
+
+
+def test_combine_stats_equals_one_pass_over_both_samples() -> None:
+    import numpy as np
+
+    from pcapexfil.detect.normalize import RunningStats
+    from pcapexfil.dist.merge import combine_stats
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(3, 2, 40), rng.normal(-1, 5, 70)
+    sa, sb, both = RunningStats(), RunningStats(), RunningStats()
+    for v in a:
+        sa.add(v)
+    for v in b:
+        sb.add(v)
+    for v in np.concatenate([a, b]):
+        both.add(v)
+    n, mean, m2 = combine_stats((sa.n, sa.mean, sa.m2), (sb.n, sb.mean, sb.m2))
+    assert n == both.n
+    assert mean == pytest.approx(both.mean, rel=1e-12)
+    assert m2 == pytest.approx(both.m2, rel=1e-10)
+
+
+def test_baseline_merge_cli(dataset: dict, tmp_path) -> None:
+    from pcapexfil.detect.state import StateStore
+
+    runner = CliRunner()
+    dbs = []
+    for name, path in zip(("east", "west"), dataset["files"][:2], strict=True):
+        db = str(tmp_path / f"{name}.db")
+        res = runner.invoke(main, ["analyze", path, "-o", str(tmp_path / name), "--state", db, "--sensor", name,
+                                   "--engine", "reference"])
+        assert res.exit_code == 0, res.output
+        dbs.append(db)
+    counts = []
+    for db in dbs:
+        store = StateStore(db)
+        counts.append(len(list(store.baseline_rows())))
+        store.close()
+    assert counts[0] > 0
+    out = str(tmp_path / "merged.db")
+    res = runner.invoke(main, ["baseline", "merge", *dbs, "-o", out])
+    assert res.exit_code == 0, res.output
+    store = StateStore(out)
+    try:
+        assert len(list(store.baseline_rows())) == sum(counts)
+        meta = store.meta()
+        assert json.loads(meta["sensors"]) == ["east", "west"]
+        assert meta["recompute_all"] == "1"
+    finally:
+        store.close()
+    again = runner.invoke(main, ["baseline", "merge", *dbs, "-o", out])
+    assert again.exit_code == 2 and "exists" in again.output
