@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -77,11 +78,12 @@ def connect(spec: str) -> Any:
 
 
 def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], client: Any,
-                work_dir: str, sensor: str | None = None) -> RunSummary:
+                work_dir: str, sensor: str | None = None, timings: dict[str, float] | None = None) -> RunSummary:
     """What pipeline.run does, with extraction spread over `client`'s workers.
 
     `work_dir` must be reachable by every worker and by this process (shared storage on a
     real cluster): the tasks write their provisional Parquet there; it is removed at the end.
+    `timings`, if given, receives the wall seconds of the two phases (extract, finalize).
     """
     from pcapexfil.dist.stitch import finalize, result_weirds
 
@@ -94,8 +96,12 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
         futures = [client.submit(extract_file, path, i, i == len(files) - 1, opts, run_dir, pure=False,
                                  key=f"extract-{i}-{os.path.basename(run_dir)}")
                    for i, path in enumerate(files)]
+        t0 = time.perf_counter()
         results: list[FileResult] = client.gather(futures)
+        t1 = time.perf_counter()
         records = finalize(results, opts, sinks, options.seed)
+        if timings is not None:
+            timings.update(extract=t1 - t0, finalize=time.perf_counter() - t1)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return RunSummary(packets=sum(r.packets for r in results), records=records, weirds=result_weirds(results))
