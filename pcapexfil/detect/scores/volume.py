@@ -199,8 +199,11 @@ def recent_upload(baseline: Baseline, bkey: BaselineKey, identifier: str, now: f
     """orig_ip_bytes of `identifier`'s elements in `bkey` closed within `span` before `now` (inclusive)."""
     total = 0.0
     days = baseline.days.get(bkey, {})
-    for day in sorted(days, reverse=True)[: int(span // 86400) + 2]:
-        for e in days[day]:
+    for day in sorted(days, reverse=True):
+        elems = days[day]
+        if elems and elems[-1].ts <= now - span:  # elements join in time order: older days are older still
+            break
+        for e in elems:
             if e.identifier == identifier and now - span < e.ts <= now:
                 total += e.orig_ip_bytes
     return total
