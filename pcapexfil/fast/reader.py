@@ -6,18 +6,19 @@ batch), and damage inside a file is the same counted weird (`truncated_capture_f
 `corrupt_capture_file`) with everything before it kept.
 
 How each input is read:
-- classic pcap (micro/nano, either byte order): memory-mapped; a numba kernel walks the
-  record headers of a window of `chunk_bytes`; consumed pages are released with
-  MADV_DONTNEED, so resident memory stays about one chunk whatever the file size.
-- gzip-compressed pcap: streamed into a fresh buffer per chunk (the partial last record is
-  carried over to the next one); the same kernel walks it.
-- pcapng (plain or gzip): documented slower path: the reference `PcapngReader` yields
-  RawPackets that are packed into chunk buffers (per-interface link type and timestamp
-  resolution are its business).
+- classic pcap (micro/nano, either byte order) and pcapng (every section and byte order,
+  EPB/SPB/OPB, per-interface link type, timestamp resolution and offset): a plain file is
+  memory-mapped and a numba kernel walks the record headers of a window of `chunk_bytes`;
+  consumed pages are released with MADV_DONTNEED, so resident memory stays about one chunk
+  whatever the file size. pcapng section and interface headers and damaged blocks stop the
+  kernel and are handled in Python with the reference reader's rules and messages.
+- gzip-compressed input: streamed into a fresh buffer per chunk (the partial last record
+  is carried over to the next one); the same kernels walk it.
 - several files: one stream in the reference merge order (`open_captures`). Files sorted
   by first timestamp are concatenated while each one ends before the next begins; from the
   first record that reaches the next file's start on, the rest is merged record by record
-  exactly like the reference (slower path for overlapping files).
+  exactly like the reference (documented slower path for overlapping files: RawPackets
+  packed back into chunks).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import mmap
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple, Protocol
 
 import numpy as np
@@ -40,6 +41,7 @@ from pcapexfil.fast.parse import parse_records
 from pcapexfil.packet import RawPacket
 from pcapexfil.source import CaptureStats, FileStats, open_capture
 from pcapexfil.source.pcap import MAGICS, MAX_RECORD, STREAM_ERRORS
+from pcapexfil.source.pcapng import BYTE_ORDER_MAGIC, MAX_BLOCK, _parse_idb
 from pcapexfil.weird import Weirds
 
 __all__ = ["Batch", "Chunk", "DEFAULT_CHUNK_BYTES", "iter_batches", "iter_chunks"]
@@ -128,6 +130,85 @@ def _walk_pcap(buf, swap, divisor, max_record, stop_ts, offsets, caplens, wirele
     return n, pos, _WALK_MORE
 
 
+# _walk_pcapng status: the block at the returned position needs Python
+_NG_SHB = 3  # section header: new byte order, interfaces reset
+_NG_IDB = 4  # interface description (complete in the window)
+_NG_BAD_LENGTH = 5
+_NG_SHORT_PACKET = 6
+_NG_UNDECLARED = 7  # packet on an interface not declared (yet)
+_NG_PACKET_TOO_LONG = 8
+_NG_SPB_NO_IF = 9
+
+_SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
+
+
+@njit(cache=True)
+def _walk_pcapng(buf, swap, if_linktype, if_divisor, if_offset, if_snaplen, n_if, last_ts, stop_ts,  # noqa: ANN001
+                 max_block, offsets, caplens, wirelens, linktypes, ts):
+    """Walk pcapng packet blocks (EPB, SPB, OPB; others skipped) from buf[0] until a block
+    that needs Python; returns (records, position, status, last timestamp)."""
+    n = 0
+    pos = 0
+    size = buf.shape[0]
+    while n < offsets.shape[0]:
+        if pos + 8 > size:
+            return n, pos, _WALK_MORE, last_ts
+        btype = _u32(buf, pos, swap)
+        if btype == _SHB:
+            return n, pos, _NG_SHB, last_ts
+        length = _u32(buf, pos + 4, swap)
+        if length < 12 or length % 4 or length > max_block:
+            return n, pos, _NG_BAD_LENGTH, last_ts
+        if pos + length > size:
+            return n, pos, _WALK_MORE, last_ts
+        body = pos + 8
+        blen = length - 12  # without the trailing length copy
+        if btype == _EPB or btype == _OPB:
+            if blen < 20:
+                return n, pos, _NG_SHORT_PACKET, last_ts
+            if btype == _EPB:
+                ifid = _u32(buf, body, swap)
+            elif swap:
+                ifid = (np.int64(buf[body]) << 8) | buf[body + 1]
+            else:
+                ifid = (np.int64(buf[body + 1]) << 8) | buf[body]
+            if ifid >= n_if:
+                return n, pos, _NG_UNDECLARED, last_ts
+            caplen = _u32(buf, body + 12, swap)
+            if 20 + caplen > blen:
+                return n, pos, _NG_PACKET_TOO_LONG, last_ts
+            units = (np.uint64(_u32(buf, body + 4, swap)) << np.uint64(32)) | np.uint64(_u32(buf, body + 8, swap))
+            t = np.float64(units) / if_divisor[ifid] + if_offset[ifid]
+            if t >= stop_ts:
+                return n, pos, _WALK_OVERLAP, last_ts
+            last_ts = t
+            offsets[n] = body + 20
+            caplens[n] = caplen
+            wirelens[n] = _u32(buf, body + 16, swap)
+            linktypes[n] = if_linktype[ifid]
+            ts[n] = t
+            n += 1
+        elif btype == _SPB:
+            if n_if == 0 or blen < 4:
+                return n, pos, _NG_SPB_NO_IF, last_ts
+            if last_ts >= stop_ts:
+                return n, pos, _WALK_OVERLAP, last_ts
+            wirelen = _u32(buf, body, swap)
+            caplen = min(wirelen, blen - 4)
+            if if_snaplen[0]:
+                caplen = min(caplen, if_snaplen[0])
+            offsets[n] = body + 4
+            caplens[n] = caplen
+            wirelens[n] = wirelen
+            linktypes[n] = if_linktype[0]
+            ts[n] = last_ts
+            n += 1
+        elif btype == _IDB:
+            return n, pos, _NG_IDB, last_ts
+        pos += length
+    return n, pos, _WALK_MORE, last_ts
+
+
 class _Source(Protocol):
     """A window of bytes starting at a record boundary; `advance` drops what was consumed."""
 
@@ -139,12 +220,12 @@ class _Source(Protocol):
 
 
 class _MmapSource:
-    def __init__(self, path: str, start: int) -> None:
+    def __init__(self, path: str) -> None:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         self.arr = np.frombuffer(self.mm, dtype=np.uint8) if self.mm is not None else np.zeros(0, np.uint8)
-        self.pos = start
+        self.pos = 0
         self.released = 0  # pages below this were handed back to the kernel
 
     def window(self, size: int) -> tuple[np.ndarray, bool]:
@@ -172,10 +253,8 @@ class _StreamSource:
     """gzip (or any stream): each window is a new array (carried tail + fresh bytes), so a
     consumer may keep an earlier chunk's buffer."""
 
-    def __init__(self, f: BinaryIO, name: str, weirds: Weirds) -> None:
+    def __init__(self, f: BinaryIO) -> None:
         self.f = f
-        self.name = name
-        self.weirds = weirds
         self.buf = np.zeros(0, np.uint8)
         self.eof = False
         self.error: str | None = None  # damaged stream, reported by the caller at its last_ts
@@ -221,75 +300,205 @@ def _count(stats: CaptureStats | None, fstats: FileStats | None, chunk: Chunk) -
     stats.bytes += b
 
 
+@dataclass
+class _FileState:
+    """Where the walk of one file stands (carried into the merge when files overlap)."""
+
+    name: str
+    pcapng: bool = False
+    order: str = "<"  # byte order (pcapng: of the current section)
+    divisor: float = 1e6  # pcap timestamp units per second
+    linktype: int = 0  # pcap link type
+    index: int = 0  # records read so far (frame numbers continue from here)
+    last_ts: float = 0.0
+    # pcapng interfaces of the current section
+    if_linktype: list[int] = field(default_factory=list)
+    if_divisor: list[float] = field(default_factory=list)
+    if_offset: list[float] = field(default_factory=list)
+    if_snaplen: list[int] = field(default_factory=list)
+
+    def interfaces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        return (np.array(self.if_linktype + [0], np.int32), np.array(self.if_divisor + [1.0], np.float64),
+                np.array(self.if_offset + [0.0], np.float64), np.array(self.if_snaplen + [0], np.int64),
+                len(self.if_linktype))
+
+
+def _records(buf: np.ndarray, minimum: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cap = len(buf) // minimum + 1
+    return np.empty(cap, np.int64), np.empty(cap, np.uint32), np.empty(cap, np.uint32), np.empty(cap, np.float64)
+
+
+def _end_of_input(src: _Source, st: _FileState, weirds: Weirds, left: int, header: int, cut: str) -> None:
+    """The input ended `left` bytes into a record/block: report it as the reference does."""
+    err = getattr(src, "error", None)
+    if err is not None:
+        weirds.report("truncated_capture_file", st.last_ts, f"{st.name}: {err}")
+    elif 0 < left < header:
+        partial = f"partial record header after frame {st.index}" if header == 16 else "partial block header"
+        weirds.report("truncated_capture_file", st.last_ts, f"{st.name}: {partial}")
+    elif left:
+        weirds.report("truncated_capture_file", st.last_ts, f"{st.name}: {cut}")
+
+
 def _pcap_chunks(
-    src: _Source, name: str, order: str, divisor: float, linktype: int, weirds: Weirds,
-    stats: CaptureStats | None, chunk_bytes: int, stop_ts: float, index: int = 0,
+    src: _Source, st: _FileState, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
 ) -> Iterator[Chunk]:
-    """Chunks of a classic pcap body (`index` records already read). Returns (as the
-    generator's value) an iterator of the remaining RawPackets when a record reaches
-    `stop_ts`, else None."""
-    fstats = _file_stats(stats, name)
-    swap = order == ">"
-    last_ts = 0.0
+    """Chunks of a classic pcap body. Returns (as the generator's value) an iterator of the
+    remaining RawPackets when a record reaches `stop_ts`, else None."""
+    fstats = _file_stats(stats, st.name)
+    swap = st.order == ">"
     size = chunk_bytes
     handed_off = False
     try:
         while True:
             buf, at_end = src.window(size)
-            cap = len(buf) // 16 + 1
-            offsets = np.empty(cap, np.int64)
-            caplens = np.empty(cap, np.uint32)
-            wirelens = np.empty(cap, np.uint32)
-            ts = np.empty(cap, np.float64)
-            n, used, status = _walk_pcap(buf, swap, divisor, MAX_RECORD, stop_ts, offsets, caplens, wirelens, ts)
+            offsets, caplens, wirelens, ts = _records(buf, 16)
+            n, used, status = _walk_pcap(buf, swap, st.divisor, MAX_RECORD, stop_ts, offsets, caplens, wirelens, ts)
             if n:
                 chunk = Chunk(
-                    buf[:used], offsets[:n], caplens[:n], wirelens[:n], np.full(n, linktype, np.int32), ts[:n],
-                    np.arange(index + 1, index + n + 1, dtype=np.uint64), name,
+                    buf[:used], offsets[:n], caplens[:n], wirelens[:n], np.full(n, st.linktype, np.int32), ts[:n],
+                    np.arange(st.index + 1, st.index + n + 1, dtype=np.uint64), st.name,
                 )
-                index += n
-                last_ts = float(ts[n - 1])
+                st.index += n
+                st.last_ts = float(ts[n - 1])
                 _count(stats, fstats, chunk)
                 yield chunk
                 src.advance(used)
                 size = chunk_bytes
+                continue  # whatever stopped the walk is met again at the start of the next window
             if status == _WALK_CORRUPT:
-                claimed = struct.unpack_from(order + "I", bytes(buf[used + 8 : used + 12]))[0]
-                weirds.report("corrupt_capture_file", last_ts, f"{name}: record {index + 1} claims {claimed} bytes")
+                claimed = struct.unpack_from(st.order + "I", bytes(buf[8:12]))[0]
+                weirds.report(
+                    "corrupt_capture_file", st.last_ts, f"{st.name}: record {st.index + 1} claims {claimed} bytes"
+                )
                 return None
             if status == _WALK_OVERLAP:
                 handed_off = True
-                return _rest_as_raw(src, name, order, divisor, linktype, weirds, stats, chunk_bytes, index)
-            if n == 0:
-                left = len(buf) - used
+                return _rest_as_raw(src, st, weirds, stats, chunk_bytes)
+            if not at_end:
+                size *= 2  # a record larger than the window
+                continue
+            _end_of_input(src, st, weirds, len(buf), 16, f"record {st.index + 1} cut short")
+            return None
+    finally:
+        if not handed_off:
+            src.close()
+
+
+def _pcapng_chunks(
+    src: _Source, st: _FileState, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
+) -> Iterator[Chunk]:
+    """Chunks of a pcapng stream (from its first section header), with the reference
+    reader's semantics (`source.pcapng`); the numba walk stops at every block it does not
+    handle itself (section and interface headers, damage), which is handled here."""
+    fstats = _file_stats(stats, st.name)
+    size = chunk_bytes
+    handed_off = False
+    ifs = st.interfaces()
+    name = st.name
+
+    def corrupt(what: str) -> None:
+        weirds.report("corrupt_capture_file", st.last_ts, f"{name}: {what}")
+
+    try:
+        while True:
+            buf, at_end = src.window(size)
+            offsets, caplens, wirelens, ts = _records(buf, 16)
+            linktypes = np.empty(len(offsets), np.int32)
+            n, used, status, last_ts = _walk_pcapng(
+                buf, st.order == ">", *ifs, st.last_ts, stop_ts, MAX_BLOCK, offsets, caplens, wirelens, linktypes, ts
+            )
+            if n:
+                chunk = Chunk(
+                    buf[:used], offsets[:n], caplens[:n], wirelens[:n], linktypes[:n], ts[:n],
+                    np.arange(st.index + 1, st.index + n + 1, dtype=np.uint64), name,
+                )
+                st.index += n
+                st.last_ts = float(last_ts)
+                _count(stats, fstats, chunk)
+                yield chunk
+                src.advance(used)
+                size = chunk_bytes
+                continue
+            if status == _WALK_MORE:
                 if not at_end:
-                    size *= 2  # a record larger than the window
+                    size *= 2
                     continue
-                err = getattr(src, "error", None)
-                if err is not None:
-                    weirds.report("truncated_capture_file", last_ts, f"{name}: {err}")
-                elif 0 < left < 16:
-                    weirds.report("truncated_capture_file", last_ts, f"{name}: partial record header after frame {index}")
-                elif left:
-                    weirds.report("truncated_capture_file", last_ts, f"{name}: record {index + 1} cut short")
+                _end_of_input(src, st, weirds, len(buf), 8, f"block cut short after frame {st.index}")
                 return None
+            if status == _WALK_OVERLAP:
+                handed_off = True
+                return _rest_as_raw(src, st, weirds, stats, chunk_bytes)
+            if status == _NG_SHB:
+                need = 12
+                if len(buf) >= 12:
+                    if struct.unpack_from("<I", buf, 8)[0] == BYTE_ORDER_MAGIC:
+                        order = "<"
+                    elif struct.unpack_from(">I", buf, 8)[0] == BYTE_ORDER_MAGIC:
+                        order = ">"
+                    else:
+                        corrupt("bad pcapng byte-order magic")
+                        return None
+                    need = struct.unpack_from(order + "I", buf, 4)[0]
+                    if need < 28 or need % 4 or need > MAX_BLOCK:
+                        corrupt(f"bad pcapng section header length {need}")
+                        return None
+                if len(buf) < need:
+                    if at_end:
+                        corrupt("truncated pcapng section header")
+                        return None
+                    size = max(size * 2, need)
+                    continue
+                st.order = order
+                st.if_linktype, st.if_divisor, st.if_offset, st.if_snaplen = [], [], [], []
+                ifs = st.interfaces()
+                src.advance(need)
+                continue
+            length = struct.unpack_from(st.order + "I", buf, 4)[0]
+            if status == _NG_IDB:
+                body = bytes(buf[8 : length - 4])
+                if len(body) < 8:
+                    corrupt("short interface block")
+                    return None
+                iface = _parse_idb(body, st.order)
+                st.if_linktype.append(iface.linktype)
+                st.if_divisor.append(iface.divisor)
+                st.if_offset.append(float(iface.offset))
+                st.if_snaplen.append(iface.snaplen)
+                ifs = st.interfaces()
+                src.advance(length)
+                continue
+            if status == _NG_UNDECLARED:
+                ifid = struct.unpack_from(st.order + ("I" if struct.unpack_from(st.order + "I", buf)[0] == _EPB else "H"),
+                                          buf, 8)[0]
+                corrupt(f"packet on undeclared interface {ifid}")
+                st.index += 1
+                src.advance(length)
+                continue
+            corrupt({
+                _NG_BAD_LENGTH: f"bad block length {length}",
+                _NG_SHORT_PACKET: "short packet block",
+                _NG_PACKET_TOO_LONG: "packet longer than its block",
+                _NG_SPB_NO_IF: "simple packet without interface",
+            }[status])
+            return None
     finally:
         if not handed_off:
             src.close()
 
 
 def _rest_as_raw(
-    src: _Source, name: str, order: str, divisor: float, linktype: int, weirds: Weirds,
-    stats: CaptureStats | None, chunk_bytes: int, index: int,
+    src: _Source, st: _FileState, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int
 ) -> Iterator[RawPacket]:
-    """The rest of a pcap file as RawPackets (for the record-by-record merge)."""
-    for chunk in _pcap_chunks(src, name, order, divisor, linktype, weirds, stats, chunk_bytes, float("inf"), index):
+    """The rest of a file as RawPackets (for the record-by-record merge)."""
+    walk = _pcapng_chunks if st.pcapng else _pcap_chunks
+    for chunk in walk(src, st, weirds, stats, chunk_bytes, float("inf")):
         for i in range(len(chunk.offsets)):
             yield chunk.raw(i)
 
 
 def _raw_chunks(packets: Iterator[RawPacket], chunk_bytes: int) -> Iterator[Chunk]:
-    """Pack RawPackets (pcapng, merged files) into chunk buffers: the slower path."""
+    """Pack RawPackets (the merge of overlapping files) into chunk buffers: the slower path."""
     pending: list[RawPacket] = []
     size = 0
     for pkt in packets:
@@ -319,65 +528,26 @@ def _pack(raws: list[RawPacket]) -> Chunk:
     )
 
 
-def _open_pcap(path: str, weirds: Weirds) -> tuple[_Source, str, float, int] | None:
-    """(source positioned after the file header, byte order, divisor, link type) for a
-    classic pcap (plain or gzip), or None for pcapng. The path was validated already."""
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head == _GZIP_MAGIC:
-        stream: BinaryIO = io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 20)  # type: ignore[arg-type]
-        header = stream.read(24)
-        src: _Source = _StreamSource(stream, path, weirds)
-    else:
-        with open(path, "rb") as f:
-            header = f.read(24)
-        src = _MmapSource(path, 24)
-    word = struct.unpack_from("<I", header)[0]
-    if word not in MAGICS:
-        src.close()
-        return None
-    order, divisor = MAGICS[word]
-    linktype = struct.unpack_from(order + "I", header, 20)[0] & 0xFFFF
-    return src, order, divisor, linktype
-
-
 def _file_chunks(
     path: str, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
 ) -> Iterator[Chunk]:
-    """Chunks of one file; returns the remaining RawPackets if it reaches `stop_ts`."""
-    opened = _open_pcap(path, weirds)
-    if opened is None:  # pcapng: the reference reader, records packed into chunks
-        packets = open_capture(path, weirds, stats)
-        if stop_ts == float("inf"):
-            yield from _raw_chunks(packets, chunk_bytes)
-            return None
-        return (yield from _raw_until(packets, stop_ts, chunk_bytes))
-    src, order, divisor, linktype = opened
-    return (yield from _pcap_chunks(src, path, order, divisor, linktype, weirds, stats, chunk_bytes, stop_ts))
-
-
-def _raw_until(packets: Iterator[RawPacket], stop_ts: float, chunk_bytes: int) -> Iterator[Chunk]:
-    """Pack RawPackets until one reaches stop_ts; returns an iterator from that one on."""
-    pending: list[RawPacket] = []
-    size = 0
-    for pkt in packets:
-        if pkt.ts >= stop_ts:
-            if pending:
-                yield _pack(pending)
-            return _chain_one(pkt, packets)
-        pending.append(pkt)
-        size += len(pkt.data)
-        if size >= chunk_bytes or len(pending) >= _RECORDS_PER_SLOW_CHUNK:
-            yield _pack(pending)
-            pending, size = [], 0
-    if pending:
-        yield _pack(pending)
-    return None
-
-
-def _chain_one(first: RawPacket, rest: Iterator[RawPacket]) -> Iterator[RawPacket]:
-    yield first
-    yield from rest
+    """Chunks of one (validated) file; returns the remaining RawPackets if it reaches `stop_ts`."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+    if gz:
+        stream: BinaryIO = io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 20)  # type: ignore[arg-type]
+        src: _Source = _StreamSource(stream)
+    else:
+        src = _MmapSource(path)
+    head, _ = src.window(24)
+    word = struct.unpack_from("<I", head)[0]
+    st = _FileState(path, pcapng=word not in MAGICS)
+    if not st.pcapng:
+        st.order, st.divisor = MAGICS[word]
+        st.linktype = struct.unpack_from(st.order + "I", head, 20)[0] & 0xFFFF
+        src.advance(24)
+        return (yield from _pcap_chunks(src, st, weirds, stats, chunk_bytes, stop_ts))
+    return (yield from _pcapng_chunks(src, st, weirds, stats, chunk_bytes, stop_ts))
 
 
 def _merge_rest(
