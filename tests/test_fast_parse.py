@@ -314,11 +314,12 @@ def test_pcapng_interfaces(tmp_path: Path) -> None:
     assert differential([str(gz)])["fast"] == 6
 
 
-def test_several_files_concatenated_and_merged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("d_start", [150.0, 100.2, 200.0])  # apart, overlapping a pcap, tying b's start
+def test_several_files_concatenated_and_merged(tmp_path: Path, d_start: float) -> None:
     a = write_pcap(tmp_path / "a.pcap", _tcp_frames(40, t0=100.0, step=0.01))
     b = write_pcap(tmp_path / "b.pcap.gz", _tcp_frames(40, t0=200.0, step=0.01), compress=True)
     c = write_pcap(tmp_path / "c.pcap", _tcp_frames(40, t0=200.205, step=0.01), nano=True)  # overlaps b
-    d = write_pcapng(tmp_path / "d.pcapng", [(t, f, 0) for t, f in _tcp_frames(10, t0=150.0, step=0.5)])
+    d = write_pcapng(tmp_path / "d.pcapng", [(t, f, 0) for t, f in _tcp_frames(10, t0=d_start, step=0.05)])
     e = write_pcap(tmp_path / "e.pcap", [])
     paths = [str(p) for p in (c, e, b, d, a)]
     kinds = differential(paths, chunk_bytes=700)
