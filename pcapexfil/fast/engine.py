@@ -41,7 +41,7 @@ from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Pack
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
 
-BATCH_ROWS = 8192
+BATCH_ROWS = 2048
 _V4_MAPPED = 0xFFFF << 32
 _PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMP6: "icmp"}
 
@@ -109,11 +109,17 @@ class FastFlow:
     def add_fast(self, rows: np.ndarray) -> None:
         """Rows the numba parser made (FAST and SKIP), one per captured frame."""
         self._flush_tuples()
-        self._parts.append(rows)
-        self._aux_parts.append(np.zeros(rows.shape[0], np.uint8))
-        self._n += rows.shape[0]
-        if self._n >= BATCH_ROWS:
-            self._feed()
+        pos = 0
+        while pos < rows.shape[0]:
+            # Kernel calls of a few thousand rows: analyzers that are done with a connection
+            # say so between calls, and its later packets then stay in the kernel.
+            part = rows[pos : pos + BATCH_ROWS - self._n]
+            pos += part.shape[0]
+            self._parts.append(part)
+            self._aux_parts.append(np.zeros(part.shape[0], np.uint8))
+            self._n += part.shape[0]
+            if self._n >= BATCH_ROWS:
+                self._feed()
 
     def frame(self, ts: float, pkts: list[Packet]) -> None:
         """One captured frame (network time `ts`) and what the reference decoder made of it."""
@@ -187,14 +193,12 @@ class FastFlow:
         p = self._pkts.get(row)
         if p is not None:
             return p
-        r = self._batch[row]
-        off = int(r["payload_off"])
+        (ts, _, _, ipv, proto, ttl, shi, slo, dhi, dlo, sport, dport, ip_len, flags, seq, ack, window,
+         plen, off, cap) = self._batch[row].item()
         return Packet(
-            ts=float(r["ts"]), src=self._text(int(r["src_hi"]), int(r["src_lo"])),
-            dst=self._text(int(r["dst_hi"]), int(r["dst_lo"])), proto=int(r["proto"]), ip_len=int(r["ip_len"]),
-            sport=int(r["sport"]), dport=int(r["dport"]), ip_version=int(r["ip_version"]), ttl=int(r["ttl"]),
-            flags=int(r["flags"]), seq=int(r["seq"]), ack=int(r["ack"]), window=int(r["window"]),
-            payload_len=int(r["payload_len"]), payload=self._buf[off : off + int(r["payload_cap"])].tobytes(),
+            ts=ts, src=self._text(shi, slo), dst=self._text(dhi, dlo), proto=proto, ip_len=ip_len,
+            sport=sport, dport=dport, ip_version=ipv, ttl=ttl, flags=flags, seq=seq, ack=ack, window=window,
+            payload_len=plen, payload=self._buf[off : off + cap].tobytes(),
         )
 
     def _feed(self) -> None:
@@ -254,9 +258,16 @@ class FastFlow:
                 for analyzer in analyzers:
                     analyzer.on_packet(conn, bool(is_orig), pkt)
                 if conn.proto == PROTO_TCP:
+                    # After a connection's first packet, the analyzers only act on stream
+                    # bytes: a direction whose reassembly broke (snap length, overflow) or a
+                    # stream nobody wants any more gives them none, so its packets stay in
+                    # the kernel.
                     st = conn.app.get(STREAM_KEY)
-                    if st is not None and not st.wanted and C[c]["serial"] == serial:
-                        C[c]["app_mode"] = 2  # nobody wants this stream's bytes any more
+                    if st is not None and C[c]["serial"] == serial:
+                        if not st.wanted:
+                            C[c]["app_mode"] = 2
+                        else:
+                            C[c]["app_dead"] = (1 if st.orig.broken else 0) | (2 if st.resp.broken else 0)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)
             elif kind == EV_REC:

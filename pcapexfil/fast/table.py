@@ -110,7 +110,11 @@ GROW_CONNS, GROW_HASH, GROW_HEAP, GROW_HIST, GROW_BLOCKS = 1, 2, 4, 8, 16
 # (1: the row's tick is done) so a call that returned early resumes without repeating it.
 G_GROW = G_SIZE
 G_STAGE = G_SIZE + 1
-_EXTRA_G = 2
+G_CALL = G_SIZE + 2  # kernel calls so far (per-call counts of analyzer packets)
+_EXTRA_G = 3
+# A connection whose every packet goes to the analyzers ends the kernel call after this
+# many of them, so Python can tell it to stop (analyzers are done after a handshake or two).
+APP_PKTS_PER_CALL = 4
 
 REC_DTYPE = np.dtype(
     [
@@ -449,6 +453,9 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
         flip = PORTS[65536 + sport] != 0 and PORTS[65536 + dport] == 0
     if flip and not (b[i].dst_hi == 0 and b[i].dst_lo == _BCAST_LO):
         flip_roles(C, E, HI, c, False)
+    cc.app_dead = 0
+    cc.app_call = 0
+    cc.app_sent = 0
     if proto == PROTO_TCP:
         cc.app_mode = 1
     elif proto == PROTO_UDP and (cc.resp_p == 53 or cc.resp_p == 5353 or cc.resp_p == 5355):
@@ -530,6 +537,7 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
             G[G_GROW] = grow
             return ST_GROW, i
 
+        pause = False
         # Connection identity (FlowTable.process).
         proto = b[i].proto
         sport = np.int32(b[i].sport)
@@ -628,17 +636,28 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
             else:
                 C[c].resp_pkts += 1
                 C[c].resp_ip_bytes += np.int64(b[i].ip_len)
-            if G[G_ANALYZERS] and C[c].app_mode != 2:
-                now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
+            mode = C[c].app_mode
+            now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
+            if G[G_ANALYZERS] and mode != 2 and not (C[c].app_dead & (1 if now_orig else 2)):
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
                 EV[k].row = i
                 EV[k].is_orig = now_orig
-                if C[c].app_mode == 0:
+                if mode == 0:
                     C[c].app_mode = 2
+                else:
+                    if C[c].app_call != G[G_CALL]:
+                        C[c].app_call = G[G_CALL]
+                        C[c].app_sent = 0
+                    C[c].app_sent += 1
+                    if C[c].app_sent >= APP_PKTS_PER_CALL:
+                        pause = True
         row_conn[i] = C[c].serial
         G[G_LAST_C] = c
         G[G_LAST_SERIAL] = C[c].serial
         G[G_STAGE] = 0
+        if pause:
+            # Let the analyzers look: they may be done with this connection.
+            return ST_OUT_FULL, i + 1
     return ST_DONE, n
 
 
@@ -731,16 +750,17 @@ class FastFlowTable:
         while True:
             G[G_EV_N] = 0
             G[G_REC_N] = 0
+            G[G_CALL] += 1
             T = (s.h_when, s.h_seq, s.h_conn, s.h_serial, s.h_kind, s.h_gen)
             status, i = process_batch(s.C, s.E, s.BL, s.HI, s.EC, s.hidx, s.free, T, self.EV, self.REC, self.RH,
                                       G, self.GF, self.CFG, PORTS, ICMP4, ICMP6, batch, aux, self.row_conn, i)
             if G[G_EV_N]:
-                self.handler(self.EV[: G[G_EV_N]], self.REC, self.RH)
+                self.handler(self.EV[: G[G_EV_N]], self.REC[: G[G_REC_N]], self.RH)
             if status == ST_DONE:
                 return self.row_conn[:n]
             if status == ST_GROW:
                 self._grow(int(G[G_GROW]))
-            elif G[G_EV_N] == 0:
+            elif G[G_EV_N] == 0 and i < n:
                 self._grow_output()
 
     def flush(self, now: float) -> None:
@@ -758,7 +778,7 @@ class FastFlowTable:
             G[G_REC_N] = 0
             flush_conns(s.C, s.E, s.HI, s.hidx, s.free, self.EV, self.REC, self.RH, G, order[k : k + step])
             if G[G_EV_N]:
-                self.handler(self.EV[: G[G_EV_N]], self.REC, self.RH)
+                self.handler(self.EV[: G[G_EV_N]], self.REC[: G[G_REC_N]], self.RH)
         G[G_HEAP_N] = 0
 
     # -- growth (from Python, between kernel calls) ----------------------------------------

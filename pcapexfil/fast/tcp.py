@@ -173,6 +173,9 @@ CONN_DTYPE = np.dtype(
         ("synack_first", np.bool_),
         ("close_deferred", np.bool_),
         ("app_mode", np.uint8),  # 0: first packet wanted, 1: every packet, 2: none
+        ("app_call", np.int64),  # kernel call in which app_sent was counted
+        ("app_sent", np.int64),  # packets handed to the analyzers in that call
+        ("app_dead", np.uint8),  # mode 1, TCP: bit 1 / 2: the orig / resp byte stream ended for analyzers
         ("chk_orig_cnt", np.int64),
         ("chk_orig_thr", np.int64),
         ("chk_resp_cnt", np.int64),

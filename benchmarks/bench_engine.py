@@ -1,0 +1,177 @@
+"""Whole-process throughput of `pcapexfil conn` / `analyze` against peers, in one run.
+
+    python benchmarks/bench_engine.py                         # ~1.5M packets of synth traffic
+    python benchmarks/bench_engine.py --scale 2 --workdir /tmp/bench
+
+Makes a capture with pcapexfil's own simulator (`pcapexfil synth --days N --hosts 20
+--seed 1`, joined into one pcap), then times each of these as a subprocess on it (start-up,
+imports, JIT cache load and log writing included):
+
+- `pcapexfil conn --engine fast` and `--engine reference`;
+- `pcapexfil analyze` (fast engine, detector and its state included);
+- nfstream (`NFStreamer(source=..., n_meters=1)`, counting flows), if installed;
+- a bare `dpkt.pcap.Reader` loop.
+
+Prints packets/s, MB/s (file bytes), peak RSS (`/usr/bin/time`'s maximum resident set) and the
+ratios the issue asks for; checks that both engines wrote the same conn.log. Then times
+`conn --engine fast` on a 4x capture of the same traffic mix (the 1x capture repeated with
+time shifted) and prints how much peak RSS grew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import dpkt
+
+PY = sys.executable
+
+
+def synth(workdir: str, days: int, hosts: int, seed: int, scale: float) -> str:
+    """One pcap of `days` simulated days (the day files joined in time order)."""
+    out = os.path.join(workdir, f"synth-d{days}-h{hosts}-s{seed}-x{scale:g}.pcap")
+    if os.path.exists(out):
+        return out
+    tmp = os.path.join(workdir, "synth")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["pcapexfil", "synth", "-o", tmp, "--days", str(days), "--hosts", str(hosts), "--seed",
+                    str(seed), "--scale", str(scale), "--baseline-days", "0", "--episodes-per-kind", "0"],
+                   check=True, stdout=subprocess.DEVNULL)
+    join(sorted(glob.glob(os.path.join(tmp, "day-*.pcap"))), out)
+    shutil.rmtree(tmp)
+    return out
+
+
+def join(paths: list[str], out: str, shift: float = 0.0, times: int = 1) -> None:
+    """Concatenate classic pcaps (one link type) `times` over, each pass `shift` s later."""
+    with open(out, "wb") as dst:
+        header_written = False
+        for rep in range(times):
+            for path in paths:
+                with open(path, "rb") as src:
+                    reader = dpkt.pcap.Reader(src)
+                    if not header_written:
+                        dst.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, reader.datalink()))
+                        header_written = True
+                    for ts, buf in reader:
+                        t = ts + rep * shift
+                        sec = int(t)
+                        dst.write(struct.pack("<IIII", sec, round((t - sec) * 1e6), len(buf), len(buf)) + buf)
+
+
+def count_packets(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in dpkt.pcap.Reader(f))
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS in KB) of one subprocess, from /usr/bin/time."""
+    fd, report = tempfile.mkstemp()
+    os.close(fd)
+    try:
+        subprocess.run(["/usr/bin/time", "-o", report, "-f", "%e %M", *cmd], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(report) as fh:
+            wall, rss = fh.read().split()[-2:]
+        return float(wall), int(rss)
+    finally:
+        os.remove(report)
+
+
+DPKT_LOOP = "import dpkt,sys\nn=0\nfor ts, buf in dpkt.pcap.Reader(open(sys.argv[1],'rb')):\n    n+=1\nprint(n)"
+NFSTREAM = ("import sys\nfrom nfstream import NFStreamer\n"
+            "print(sum(1 for _ in NFStreamer(source=sys.argv[1], n_meters=1)))")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "pcapexfil-bench-engine"))
+    ap.add_argument("--days", type=int, default=2)
+    ap.add_argument("--hosts", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--scale", type=float, default=4.0, help="synth --scale (benign activity multiplier)")
+    ap.add_argument("--repeat", type=int, default=1, help="best of N runs per command")
+    args = ap.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+    cap = synth(args.workdir, args.days, args.hosts, args.seed, args.scale)
+    packets = count_packets(cap)
+    size = os.path.getsize(cap)
+    print(f"capture: {cap}\n  {packets} packets, {size / 1e6:.1f} MB")
+
+    def out(name: str) -> str:
+        d = os.path.join(args.workdir, name)
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+
+    try:
+        import nfstream  # noqa: F401
+
+        have_nfstream = True
+    except ImportError:
+        have_nfstream = False
+    runs = {
+        "conn --engine fast": lambda: ["pcapexfil", "conn", "--engine", "fast", "-o", out("fast"), "--seed", "1", cap],
+        "conn --engine reference": lambda: ["pcapexfil", "conn", "--engine", "reference", "-o", out("ref"),
+                                            "--seed", "1", cap],
+        "analyze (fast)": lambda: ["pcapexfil", "analyze", "-o", out("analyze"), "--state",
+                                   os.path.join(out("analyze-state"), "state.db"), cap],
+        "dpkt Reader loop": lambda: [PY, "-c", DPKT_LOOP, cap],
+    }
+    if have_nfstream:
+        runs["nfstream (n_meters=1)"] = lambda: [PY, "-c", NFSTREAM, cap]
+    subprocess.run(runs["conn --engine fast"](), check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # warm the JIT cache (a first run after install compiles)
+    results: dict[str, tuple[float, int]] = {}
+    for name, make in runs.items():
+        best = None
+        for _ in range(args.repeat):
+            cmd = make()
+            if name.startswith("analyze"):
+                os.makedirs(os.path.dirname(cmd[cmd.index("--state") + 1]), exist_ok=True)
+            r = timed(cmd)
+            best = r if best is None or r[0] < best[0] else best
+        assert best is not None
+        results[name] = best
+
+    print(f"\n{'command':<26}{'seconds':>9}{'packets/s':>12}{'MB/s':>8}{'peak RSS MB':>13}")
+    for name, (wall, rss) in results.items():
+        print(f"{name:<26}{wall:>9.2f}{packets / wall:>12,.0f}{size / 1e6 / wall:>8.1f}{rss / 1024:>13.0f}")
+    if not have_nfstream:
+        print("nfstream: not installed (pip install nfstream); its ratios are left out")
+    fast = results["conn --engine fast"][0]
+    print("\nratios (throughput, higher is better for pcapexfil):")
+    print(f"  conn fast / conn reference : {results['conn --engine reference'][0] / fast:5.2f}x")
+    print(f"  conn fast / dpkt loop      : {results['dpkt Reader loop'][0] / fast:5.2f}x   (issue: >= 2x)")
+    if have_nfstream:
+        nf = results["nfstream (n_meters=1)"][0]
+        print(f"  conn fast / nfstream       : {nf / fast:5.2f}x   (issue: >= 4x)")
+        print(f"  analyze / nfstream         : {nf / results['analyze (fast)'][0]:5.2f}x   (issue: >= 3x)")
+    print(f"  conn fast packets/s        : {packets / fast:,.0f}   (issue: >= 1,000,000)")
+
+    def rows(d: str) -> list[str]:
+        with open(os.path.join(args.workdir, d, "conn.log")) as fh:
+            return [line for line in fh if not line.startswith("#")]
+
+    same = rows("fast") == rows("ref")
+    print(f"\nconn.log fast == reference: {same} ({len(rows('fast'))} connections)")
+
+    big = os.path.join(args.workdir, os.path.basename(cap).replace(".pcap", "-x4.pcap"))
+    if not os.path.exists(big):
+        span = args.days * 86400.0
+        join([cap], big, shift=span, times=4)
+    wall4, rss4 = timed(["pcapexfil", "conn", "--engine", "fast", "-o", out("fast4"), big])
+    rss1 = results["conn --engine fast"][1]
+    print(f"\npeak RSS, conn --engine fast: 1x {rss1 / 1024:.0f} MB, 4x {rss4 / 1024:.0f} MB "
+          f"(+{(rss4 - rss1) / rss1:.1%}; issue: < 20%); 4x took {wall4:.2f} s "
+          f"({4 * packets / wall4:,.0f} packets/s)")
+
+
+if __name__ == "__main__":
+    main()
