@@ -80,7 +80,8 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
     decoder = Decoder(weirds, verify_checksums=opts.verify_checksums)
     res = FileResult(index=index, path=path, last=last)
     span = head_span(cfg)
-    seen: set[str] = set()
+    seen: set[tuple] = set()
+    head: dict[tuple, list[Entry]] = {}
     head_end: float | None = None
     live: dict[str, list[Entry]] = {}  # placeholder uid → packets (tail candidates)
     now = float("-inf")
@@ -99,14 +100,14 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
             for sub, pkt, conn in rec.process_frame(frame, pkts):
                 if conn is None:
                     continue
-                key = repr(conn.key)
+                key = conn.key
                 entry = (frame, sub, now, pkt)
                 if key not in seen:
                     seen.add(key)
                     if pkt.ts <= head_end:  # type: ignore[operator]
-                        res.head[key] = []
-                if key in res.head:
-                    res.head[key].append(entry)
+                        head[key] = []
+                if key in head:
+                    head[key].append(entry)
                 if not last:
                     live.setdefault(conn.uid, []).append(entry)
         if not last and len(rec.emitted) > done:
@@ -115,6 +116,7 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
             done = len(rec.emitted)
         frame += 1
     res.packets = frame
+    res.head = {repr(k): v for k, v in head.items()}
     if last:
         rec.flush(now)
     else:
