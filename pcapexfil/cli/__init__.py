@@ -41,3 +41,6 @@ main.add_command(evaluate_cmd)
 from pcapexfil.cli.live import live  # noqa: E402
 
 main.add_command(live)
+from pcapexfil.dist.cli import split  # noqa: E402
+
+main.add_command(split)
