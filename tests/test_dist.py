@@ -67,7 +67,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cuts.append(named.ts - 1e-4)  # the answer came before: it is learned in the previous file
     files = split_captures(days, str(root / "rotated"), cuts=cuts)
     ref = _single(files, str(root / "single"))
-    return {"root": root, "files": files, "ref": ref, "cuts": cuts, "named": named}
+    return {"root": root, "files": files, "ref": ref, "cuts": cuts, "named": named, "probe": probe}
 
 
 def test_cluster_output_is_byte_identical(dataset: dict) -> None:
@@ -204,3 +204,12 @@ def test_baseline_merge_cli(dataset: dict, tmp_path) -> None:
         store.close()
     again = runner.invoke(main, ["baseline", "merge", *dbs, "-o", out])
     assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_split_files_are_the_same_stream(dataset: dict, tmp_path) -> None:
+    """Cutting a capture (pcapexfil split) changes nothing: one run over the slices gives the
+    records of one run over the original day files."""
+    assert len(dataset["files"]) > 3
+    assert [dataclasses.asdict(r) for r in dataset["ref"]] == [dataclasses.asdict(r) for r in dataset["probe"]]
+    res = CliRunner().invoke(main, ["split", dataset["files"][0], "-o", str(tmp_path / "s"), "--interval", "0"])
+    assert res.exit_code == 2
