@@ -14,13 +14,17 @@ trace), shifting timestamps per repetition so time keeps increasing. Then times,
 - fast, whole process: a fresh interpreter running `iter_batches` over the file (imports and
   numba cache load included), and the same on a one-packet file (the fixed start-up cost).
 
-Prints packets/s, MB/s (captured bytes), and the ratios to the dpkt loops.
+Prints packets/s, MB/s (file size), and the ratios to the dpkt loops. With `--formats
+pcapng gzip` the same records are also written as pcapng (one EPB each) and as a gzip pcap,
+and each is timed against dpkt reading that format (`dpkt.pcapng.Reader`; `dpkt.pcap.Reader`
+over `gzip.open`).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import gzip
 import os
 import struct
 import subprocess
@@ -98,6 +102,41 @@ def fast_batches(path: str) -> int:
     return sum(len(b.packets) for b in iter_batches([path], Weirds()))
 
 
+def to_pcapng(src: str, out: str) -> None:
+    """The records of a pcap as one little-endian pcapng section, µs resolution, EPBs."""
+    with open(out, "wb") as f:
+        f.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
+        chunks = iter_chunks([src], Weirds())
+        first = next(chunks)
+        f.write(struct.pack("<IIHHIHHBxxxHHI", 1, 32, int(first.linktypes[0]), 0, 65535, 9, 1, 6, 0, 0, 32))
+        for c in (first, *chunks):
+            parts = []
+            buf = c.buf.tobytes()
+            for o, cap, wl, t in zip(c.offsets.tolist(), c.caplens.tolist(), c.wirelens.tolist(), c.ts.tolist()):
+                units = round(t * 1e6)
+                pad = -cap % 4
+                n = 32 + cap + pad
+                parts.append(struct.pack("<IIIIIII", 6, n, 0, units >> 32, units & 0xFFFFFFFF, cap, wl))
+                parts.append(buf[o : o + cap] + b"\0" * pad + struct.pack("<I", n))
+            f.write(b"".join(parts))
+
+
+def dpkt_pcapng_loop(path: str) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        for _ts, _buf in dpkt.pcapng.Reader(f):
+            n += 1
+    return n
+
+
+def dpkt_gzip_loop(path: str) -> int:
+    n = 0
+    with gzip.open(path, "rb") as f:
+        for _ts, _buf in dpkt.pcap.Reader(f):
+            n += 1
+    return n
+
+
 def fresh_process(path: str) -> tuple[int, float, int]:
     """(packets, wall seconds, peak RSS KiB) of a new interpreter running iter_batches."""
     code = (
@@ -121,6 +160,8 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=3_000_000)
     ap.add_argument("--sample", nargs="*", default=sorted(glob.glob(os.path.join(ROOT, "fixtures/example/*.pcap.gz"))))
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--formats", nargs="*", default=[], choices=["pcapng", "gzip"],
+                    help="also time these encodings of the same records against dpkt")
     ap.add_argument("--rss-check", action="store_true",
                     help="also run a fresh process on a 4x larger capture and compare peak RSS")
     args = ap.parse_args()
@@ -167,6 +208,23 @@ def main() -> None:
     for name, n, dt in rows:
         pps = n / dt
         print(f"| {name:58} | {pps:11,.0f} | {size_mb / dt:7.0f} | {pps / base:11.2f} | {pps / base_eth:10.2f} |")
+    if not args.formats:
+        return
+    print(f"\n| {'format':8} | {'dpkt loop packets/s':>19} | {'fast iter_batches packets/s':>27} | {'ratio':>6} |")
+    print(f"|{'-' * 10}|{'-' * 21}|{'-' * 29}|{'-' * 8}|")
+    for fmt in args.formats:
+        path = big[: -len(".pcap")] + (".pcapng" if fmt == "pcapng" else ".pcap.gz")
+        if not os.path.exists(path):
+            if fmt == "pcapng":
+                to_pcapng(big, path)
+            else:
+                with open(big, "rb") as f, gzip.open(path, "wb", compresslevel=6) as g:
+                    while block := f.read(1 << 24):
+                        g.write(block)
+        n_d, dt_d = timed(lambda path=path, fmt=fmt: (dpkt_pcapng_loop if fmt == "pcapng" else dpkt_gzip_loop)(path))
+        n_f, dt_f = timed(lambda path=path: fast_batches(path))
+        assert n_d == n_f, (fmt, n_d, n_f)
+        print(f"| {fmt:8} | {n_d / dt_d:19,.0f} | {n_f / dt_f:27,.0f} | {(n_f / dt_f) / (n_d / dt_d):6.2f} |")
 
 
 if __name__ == "__main__":
