@@ -15,8 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import dpkt
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 from helpers_pcap import (
@@ -31,9 +29,17 @@ from helpers_pcap import (
     write_pcap,
     write_pcapng,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pcapexfil.decode import Decoder
-from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE, packets_to_batch
+from pcapexfil.fast.batch import (
+    KIND_FAST,
+    KIND_SKIP,
+    KIND_SLOW,
+    PACKET_DTYPE,
+    packets_to_batch,
+)
 from pcapexfil.fast.reader import iter_batches, iter_chunks
 from pcapexfil.source import CaptureError, CaptureStats, open_captures
 from pcapexfil.weird import Weirds
@@ -400,7 +406,7 @@ POOL = _pool()
     )
 )
 @settings(max_examples=500, deadline=None, database=None, derandomize=True)
-def test_mutated_frames(cases: list) -> None:  # noqa: ANN001
+def test_mutated_frames(cases: list) -> None:
     frames = []
     for idx, flips, cut, extra in cases:
         lt, f = POOL[idx]

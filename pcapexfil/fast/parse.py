@@ -303,7 +303,7 @@ def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: 
 
 
 @njit(cache=True)
-def _parse_kernel(buf, offsets, caplens, wirelens, linktypes, ts, frames, out, verify_checksums):  # noqa: ANN001
+def _parse_kernel(buf, offsets, caplens, wirelens, linktypes, ts, frames, out, verify_checksums):
     for i in range(offsets.shape[0]):
         row = out[i]
         row.ts = ts[i]

@@ -44,7 +44,7 @@ from pcapexfil.source.pcap import MAGICS, MAX_RECORD, STREAM_ERRORS
 from pcapexfil.source.pcapng import BYTE_ORDER_MAGIC, MAX_BLOCK, _parse_idb
 from pcapexfil.weird import Weirds
 
-__all__ = ["Batch", "Chunk", "DEFAULT_CHUNK_BYTES", "iter_batches", "iter_chunks"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "Batch", "Chunk", "iter_batches", "iter_chunks"]
 
 DEFAULT_CHUNK_BYTES = 8 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -98,14 +98,14 @@ class Chunk:
 
 
 @njit(cache=True, inline="always")
-def _u32(buf, b, swap):  # noqa: ANN001, ANN202
+def _u32(buf, b, swap):
     if swap:
         return (np.int64(buf[b]) << 24) | (np.int64(buf[b + 1]) << 16) | (np.int64(buf[b + 2]) << 8) | buf[b + 3]
     return (np.int64(buf[b + 3]) << 24) | (np.int64(buf[b + 2]) << 16) | (np.int64(buf[b + 1]) << 8) | buf[b]
 
 
 @njit(cache=True)
-def _walk_pcap(buf, swap, divisor, max_record, stop_ts, offsets, caplens, wirelens, ts):  # noqa: ANN001
+def _walk_pcap(buf, swap, divisor, max_record, stop_ts, offsets, caplens, wirelens, ts):
     """Walk pcap record headers from buf[0]; returns (records, bytes consumed, status)."""
     n = 0
     pos = 0
@@ -143,7 +143,7 @@ _SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
 
 
 @njit(cache=True)
-def _walk_pcapng(buf, swap, if_linktype, if_divisor, if_offset, if_snaplen, n_if, last_ts, stop_ts,  # noqa: ANN001
+def _walk_pcapng(buf, swap, if_linktype, if_divisor, if_offset, if_snaplen, n_if, last_ts, stop_ts,
                  max_block, offsets, caplens, wirelens, linktypes, ts):
     """Walk pcapng packet blocks (EPB, SPB, OPB; others skipped) from buf[0] until a block
     that needs Python; returns (records, position, status, last timestamp)."""
