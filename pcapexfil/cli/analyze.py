@@ -51,6 +51,14 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     from pcapexfil.weird import Weirds
 
     settings = build_settings(kw)
+    if cluster:
+        from pcapexfil.dist.cluster import parse_cluster, require_dask
+
+        try:  # before any output: a bad --cluster or missing Dask leaves nothing behind
+            parse_cluster(cluster)
+            require_dask()
+        except ClusterError as exc:
+            fail(str(exc))
     prepare_out_dir(out_dir)
     try:
         open_captures(list(pcaps), Weirds()).close()  # validate every input before any output
