@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from pcapexfil.cli import main
 from pcapexfil.evaluate import evaluate, load_results
-from pcapexfil.evaluate.metrics import Window, window_matches
+from pcapexfil.evaluate.metrics import LOG_DELAY, Notice, Window, notice_matches, window_matches
 from pcapexfil.synth.labels import Label, format_ts, read_labels
 
 T0 = 1710374400.0  # 2024-03-14T00:00:00Z
@@ -135,11 +135,19 @@ def test_window_span_rule():
     lb = Label("E", "bulk_https_new_domain", "10.0.0.1", ["1.1.1.1"], 443, "", T0, T0 + 100)
     def win(ts: float) -> Window:
         return Window(ts, "10.0.0.1", 443, "1.1.1.1", 0.9, [])
-    # [ts - AGG, ts] overlaps [T0, T0 + 100] exactly when T0 <= ts <= T0 + 100 + AGG.
+    # [ts - AGG, ts] overlaps [T0, T0 + 100 + LOG_DELAY] (the last connection may be logged up to
+    # LOG_DELAY after its last packet) exactly when T0 <= ts <= T0 + 100 + LOG_DELAY + AGG.
+    assert LOG_DELAY == 300.0
     assert window_matches(win(T0), lb, AGG, None)
-    assert window_matches(win(T0 + 100 + AGG), lb, AGG, None)
+    assert window_matches(win(T0 + 100 + LOG_DELAY + AGG), lb, AGG, None)
     assert not window_matches(win(T0 - 0.001), lb, AGG, None)
-    assert not window_matches(win(T0 + 100 + AGG + 0.001), lb, AGG, None)
+    assert not window_matches(win(T0 + 100 + LOG_DELAY + AGG + 0.001), lb, AGG, None)
+    # A notice: from the label's start to a window closing at the latest matching time.
+    def note(ts: float) -> Notice:
+        return Notice(ts, "EXFIL_DETECTION::New_Protocol", "10.0.0.1", 443)
+    assert notice_matches(note(T0 + 100 + LOG_DELAY + AGG), lb, AGG)
+    assert not notice_matches(note(T0 + 100 + LOG_DELAY + AGG + 0.001), lb, AGG)
+    assert not notice_matches(note(T0 - 0.001), lb, AGG)
     # Without conn.log a JA3S hash identifier gets the benefit of the doubt; another address does not.
     assert window_matches(Window(T0 + 50, "10.0.0.1", 443, "a704460bd0a887c62e4f462bf1bba96b", 0.9, []), lb, AGG,
                           None)

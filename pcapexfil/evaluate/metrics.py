@@ -3,6 +3,9 @@
 Definitions (also printed in report.md):
 - A *window* is one exfil_detection.log row. Its time span is `[ts - aggregation_interval, ts]`
   (ts is the closing time; a window closed early at end of input still gets the full span).
+  A window opens when its first connection is *logged*, which is after the connection's last
+  packet (Zeek removes a closed TCP connection a few seconds later, an idle one after the
+  5-minute inactivity timeout), so spans are compared with a label's end plus LOG_DELAY.
 - A window *matches* a label when orig_h and resp_p are equal, the spans overlap, and the
   window holds the label's traffic: with conn.log in the results, one of the window's uids
   is a connection from orig_h to one of the label's resp_h on resp_p during the label; without
@@ -10,7 +13,8 @@ Definitions (also printed in report.md):
   JA3S hash (which cannot be told apart, so it is given the benefit of the doubt).
 - A *notice* matches a label when its host (src, else id.orig_h, else the "from host" in msg)
   and port (p, else id.resp_p, else the "protocol" in msg) are equal and its ts lies in
-  `[start, end + aggregation_interval]`, i.e. the span of a window closing then overlaps the label.
+  `[start, end + aggregation_interval + LOG_DELAY]`, i.e. the span of a window closing then overlaps
+  the label.
 - An exfiltration episode is *found* when a notice or a window with exfiltration_score >=
   threshold matches it. A benign label is *flagged* the same way, counting only windows and
   notices that match no exfiltration episode (a window holding both is the episode's). A flagged window is a true positive when it matches an exfiltration
@@ -38,6 +42,7 @@ from pcapexfil.zeekread import read_log
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _MSG_HOST = re.compile(r"from host (\S+)")
 _MSG_PORT = re.compile(r"protocol (\d+)")
+LOG_DELAY = 300.0  # latest a connection is logged after its last packet: Zeek's TCP inactivity timeout
 
 
 class ResultsError(Exception):
@@ -161,7 +166,7 @@ def _conn_in_label(c: Conn, lb: Label) -> bool:
 
 
 def window_matches(w: Window, lb: Label, agg: float, conns: dict[str, Conn] | None) -> bool:
-    if w.orig_h != lb.orig_h or w.resp_p != lb.resp_p or w.ts < lb.start or w.ts - agg > lb.end:
+    if w.orig_h != lb.orig_h or w.resp_p != lb.resp_p or w.ts < lb.start or w.ts - agg > lb.end + LOG_DELAY:
         return False
     if conns is not None:
         return any((c := conns.get(u)) is not None and _conn_in_label(c, lb) for u in w.uids)
@@ -175,7 +180,7 @@ def window_matches(w: Window, lb: Label, agg: float, conns: dict[str, Conn] | No
 
 
 def notice_matches(n: Notice, lb: Label, agg: float) -> bool:
-    return n.orig_h == lb.orig_h and n.resp_p == lb.resp_p and lb.start <= n.ts <= lb.end + agg
+    return n.orig_h == lb.orig_h and n.resp_p == lb.resp_p and lb.start <= n.ts <= lb.end + agg + LOG_DELAY
 
 
 # -- metrics ----------------------------------------------------------------------------------------------
