@@ -89,6 +89,7 @@ def differential(paths: list[str], chunk_bytes: int = 1 << 20, verify: bool = Fa
             if kind == KIND_FAST:
                 kinds["fast"] += 1
                 assert len(out) == 1 and not new, (where, out, new)
+                assert out[0].checksum_ok is not False, where
                 want = packets_to_batch(out, frame=raw.index)[0]
                 for col in COMPARED:
                     assert row[col] == want[col], (where, col, row[col], want[col])
@@ -111,13 +112,14 @@ def differential(paths: list[str], chunk_bytes: int = 1 << 20, verify: bool = Fa
 
 
 @pytest.mark.skipif(not corpus_traces(), reason="shared zeek corpus not present")
-def test_corpus_differential() -> None:
+@pytest.mark.parametrize("verify", [False, True])
+def test_corpus_differential(verify: bool) -> None:
     total: Counter[str] = Counter()
     for trace in corpus_traces():
-        total += differential([str(trace)])
+        total += differential([str(trace)], verify=verify)
     n = sum(total.values())
-    print(f"\ncorpus: {n} frames, fast {total['fast'] / n:.1%}, slow {total['slow'] / n:.1%}, "
-          f"skip {total['skip'] / n:.1%}")
+    print(f"\ncorpus (verify_checksums={verify}): {n} frames, fast {total['fast'] / n:.1%}, "
+          f"slow {total['slow'] / n:.1%}, skip {total['skip'] / n:.1%}")
     assert total["fast"] > 0.5 * n  # the corpus is mostly plain TCP/UDP over Ethernet
 
 
@@ -232,10 +234,29 @@ def test_snap_truncated_frames_are_fast_with_claimed_lengths(tmp_path: Path) -> 
     assert row["kind"] == KIND_FAST and row["payload_len"] == 1000 and row["payload_cap"] == 96 - 54
 
 
-def test_verify_checksums_sends_ip_frames_to_the_reference(tmp_path: Path) -> None:
-    path = write_pcap(tmp_path / "v.pcap", _frames(_eth_frames()))
+def _bad_sums() -> list[bytes]:
+    """Frames whose IP, TCP, UDP, ICMP or ICMPv6 checksum is wrong, and ones that pass."""
+    out = []
+    for good, at in ((V4_TCP, 10), (V4_TCP, 20 + 16), (V4_UDP, 20 + 6), (V4_ICMP, 20 + 2), (V6_UDP, 40 + 6),
+                     (V6_TCP, 40 + 16), (ipv6(dpkt.icmp6.ICMP6(type=128, code=0, data=b"\0" * 8)), 40 + 2)):
+        bad = bytearray(good)
+        bad[at] ^= 0x5A
+        out += [ether(good), ether(bytes(bad))]
+    zero = bytearray(V4_UDP)
+    zero[26:28] = b"\0\0"  # no UDP checksum over IPv4: accepted
+    odd = ipv4(udp(sport=9, dport=10, data=b"odd"))
+    return [*out, ether(bytes(zero)), ether(odd), ether(V4_OPTS), ether(V4_OTHER)]
+
+
+def test_verify_checksums(tmp_path: Path) -> None:
+    frames = _bad_sums()
+    path = write_pcap(tmp_path / "v.pcap", _frames(frames + _eth_frames()))
     kinds = differential([str(path)], verify=True)
-    assert kinds["fast"] == 0 and kinds["slow"] > 0
+    assert kinds["fast"] >= 11 + 13 and kinds["slow"] >= 7
+    # snap-truncated: the transport sum cannot be checked, the packet is kept (FAST)
+    big = ether(ipv4(tcp(data=b"d" * 1000)))
+    snap = write_pcap(tmp_path / "snap.pcap", [(1.0, big[:96])], snaplen=96, wirelens=[len(big)])
+    assert differential([str(snap)], verify=True)["fast"] == 1
 
 
 # ---- reader: formats, chunk boundaries, damage, several files ---------------------------
@@ -359,7 +380,7 @@ def _pool() -> list[tuple[int, bytes]]:
     )
 
 
-def check_frames(frames: list[tuple[int, bytes, int]]) -> Counter[str]:
+def check_frames(frames: list[tuple[int, bytes, int]], verify: bool = False) -> Counter[str]:
     """parse_records on raw frames vs Decoder.decode of each (fresh decoder per frame)."""
     from pcapexfil.fast.parse import parse_records
     from pcapexfil.packet import RawPacket
@@ -371,14 +392,15 @@ def check_frames(frames: list[tuple[int, bytes, int]]) -> Counter[str]:
     n = len(frames)
     rows = parse_records(buf, offsets, lens, np.array([w for *_, w in frames], np.uint32),
                          np.array([lt for lt, _, _ in frames], np.int32), np.full(n, 5.0),
-                         np.arange(1, n + 1, dtype=np.uint64))
+                         np.arange(1, n + 1, dtype=np.uint64), verify)
     kinds: Counter[str] = Counter()
     for (lt, f, wl), row in zip(frames, rows):
         w = Weirds()
-        out = Decoder(w).decode(RawPacket(5.0, lt, f, wl))
+        out = Decoder(w, verify_checksums=verify).decode(RawPacket(5.0, lt, f, wl))
         kind = int(row["kind"])
         if kind == KIND_FAST:
             assert len(out) == 1 and not w.counts, (lt, f.hex(), out, w.counts)
+            assert out[0].checksum_ok is not False
             want = packets_to_batch(out)[0]
             for col in COMPARED:
                 if col != "frame":
@@ -403,10 +425,11 @@ POOL = _pool()
             st.integers(-30, 30),  # wire length minus captured length
         ),
         min_size=1, max_size=20,
-    )
+    ),
+    st.booleans(),
 )
 @settings(max_examples=500, deadline=None, database=None, derandomize=True)
-def test_mutated_frames(cases: list) -> None:
+def test_mutated_frames(cases: list, verify: bool) -> None:
     frames = []
     for idx, flips, cut, extra in cases:
         lt, f = POOL[idx]
@@ -415,11 +438,12 @@ def test_mutated_frames(cases: list) -> None:
             if pos < len(b):
                 b[pos] = val
         frames.append((lt, bytes(b), max(len(b) + extra, 0)))
-    check_frames(frames)
+    check_frames(frames, verify)
 
 
-def test_mutation_pool_is_mostly_fast() -> None:
-    kinds = check_frames([(lt, f, len(f)) for lt, f in POOL])
+@pytest.mark.parametrize("verify", [False, True])
+def test_mutation_pool_is_mostly_fast(verify: bool) -> None:
+    kinds = check_frames([(lt, f, len(f)) for lt, f in POOL], verify)
     assert kinds["fast"] >= 20
 
 

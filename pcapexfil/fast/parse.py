@@ -60,6 +60,38 @@ def _be64(buf: np.ndarray, i: int) -> np.uint64:
     return v
 
 
+@njit(cache=True, inline="always")
+def _sum16(buf: np.ndarray, start: int, end: int) -> int:
+    """Unfolded sum of big-endian 16-bit words of buf[start:end] (odd tail padded with 0)."""
+    total = np.int64(0)
+    i = start
+    while i + 1 < end:
+        total += (np.int64(buf[i]) << 8) | np.int64(buf[i + 1])
+        i += 2
+    if i < end:
+        total += np.int64(buf[i]) << 8
+    return total
+
+
+@njit(cache=True, inline="always")
+def _sum_ok(total: int) -> bool:
+    """RFC 1071: the folded sum over data that includes its checksum is 0xFFFF."""
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+@njit(cache=True)
+def _l4_sum_ok(buf: np.ndarray, ip: int, version: int, proto: int, l4: int, claimed: int) -> bool:
+    """Transport checksum with the pseudo header (decode.checksum.pseudo_header_sum)."""
+    if version == 4:
+        pseudo = _sum16(buf, ip + 12, ip + 20)
+    else:
+        pseudo = _sum16(buf, ip + 8, ip + 40)
+    pseudo += proto + (claimed & 0xFFFF) + (claimed >> 16)
+    return _sum_ok(pseudo + _sum16(buf, l4, l4 + claimed))
+
+
 @njit(cache=True)
 def _llc(buf: np.ndarray, base: int, end: int, off: int) -> tuple[int, int]:
     """802.2 LLC: (Ethertype, offset) after SNAP, or (-1, _SLOW/_SKIP)."""
@@ -172,7 +204,7 @@ def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: 
     off = _link(buf, base, end, linktype)
     if off == _SKIP:
         return KIND_SKIP
-    if off < 0 or verify_checksums:
+    if off < 0:
         return KIND_SLOW
     avail = end - off
     if avail < 20:
@@ -188,6 +220,8 @@ def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: 
             return KIND_SLOW  # truncated_IP_len
         if hl > total or hl > avail or hl < 20:
             return KIND_SLOW
+        if verify_checksums and not _sum_ok(_sum16(buf, off, off + hl)):
+            return KIND_SLOW  # bad_IP_checksum
         if _be16(buf, off + 6) & 0x3FFF:
             return KIND_SLOW  # fragment
         proto = np.int64(buf[off + 9])
@@ -258,6 +292,8 @@ def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: 
         window = _be16(buf, l4 + 14)
         pay = l4 + thl
         payload_len = claimed - thl
+        if verify_checksums and remaining >= claimed and not _l4_sum_ok(buf, off, version, proto, l4, claimed):
+            return KIND_SLOW  # the reference marks it checksum_ok=False
     elif proto == 17:
         if claimed < 8 or remaining < 8:
             return KIND_SLOW
@@ -270,6 +306,11 @@ def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: 
                 return KIND_SLOW
         pay = l4 + 8
         payload_len = claimed - 8
+        optional = version == 4 and _be16(buf, l4 + 6) == 0  # no checksum over IPv4: accepted
+        if verify_checksums and not optional and remaining >= claimed and not _l4_sum_ok(
+            buf, off, version, proto, l4, claimed
+        ):
+            return KIND_SLOW
     elif proto == 1 or proto == 58:
         if claimed < 8 or remaining < 8:
             return KIND_SLOW
@@ -277,6 +318,13 @@ def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: 
         dport = buf[l4 + 1]
         pay = l4 + 8
         payload_len = claimed - 8
+        if verify_checksums and remaining >= claimed:
+            if proto == 1:
+                ok = _sum_ok(_sum16(buf, l4, cap_end))
+            else:
+                ok = _l4_sum_ok(buf, off, version, proto, l4, claimed)
+            if not ok:
+                return KIND_SLOW
     elif proto == 4 or proto == 41 or proto == 47:
         return KIND_SLOW  # IP-in-IP, GRE
     else:
@@ -323,8 +371,10 @@ def parse_records(
     verify_checksums: bool = False,
 ) -> np.ndarray:
     """One batch row per record (same order). `offsets` are record data starts in `buf`;
-    FAST rows' `payload_off` is an offset in `buf` too. With `verify_checksums` every IP
-    frame is KIND_SLOW (the kernel does not compute checksums)."""
+    FAST rows' `payload_off` is an offset in `buf` too. With `verify_checksums` (Zeek
+    without -C) the kernel checks IP and transport checksums as the reference decoder does:
+    a FAST row then stands for `checksum_ok` True or None (not verifiable: snap-truncated);
+    a bad sum makes the frame SLOW, so the reference reports and counts it."""
     out = np.zeros(len(offsets), dtype=PACKET_DTYPE)
     if len(offsets):
         _parse_kernel(buf, offsets, caplens, wirelens, linktypes, ts, frames, out, verify_checksums)

@@ -627,7 +627,8 @@ def iter_batches(
     by the kernel; SLOW: hand `slow[i]` to the reference `Decoder` at that position; SKIP:
     nothing to do). Capture damage is reported to `weirds` as the reference source does;
     `stats` is updated per chunk. A bad path raises `CaptureError` before the first batch.
-    With `verify_checksums`, every IP frame is SLOW (the kernel does not check sums).
+    With `verify_checksums` (Zeek without -C) frames with a bad checksum are SLOW, so the
+    reference decoder reports them; FAST rows then passed (or could not be checked).
     """
     chunks = iter_chunks(paths, weirds, stats, chunk_bytes)
     return _batches(chunks, verify_checksums)
