@@ -213,3 +213,24 @@ def test_split_files_are_the_same_stream(dataset: dict, tmp_path) -> None:
     assert [dataclasses.asdict(r) for r in dataset["ref"]] == [dataclasses.asdict(r) for r in dataset["probe"]]
     res = CliRunner().invoke(main, ["split", dataset["files"][0], "-o", str(tmp_path / "s"), "--interval", "0"])
     assert res.exit_code == 2
+
+
+def test_analyze_cli_cluster_matches_and_refuses_bad_specs(dataset: dict, tmp_path) -> None:
+    runner = CliRunner()
+    common = ["--seed", str(SEED), "--engine", "reference", "--baseline-min-days-for-score", "1",
+              "--aggregation-interval", "20m"]
+    files = dataset["files"]
+    single, clustered = tmp_path / "single", tmp_path / "cluster"
+    assert runner.invoke(main, ["analyze", *files, "-o", str(single), *common]).exit_code == 0
+    res = runner.invoke(main, ["analyze", *files, "-o", str(clustered), *common, "--cluster", "local:2",
+                               "--sensor", "lab"])
+    assert res.exit_code == 0, res.output
+    for name in LOGS:
+        assert _body(str(clustered / name)) == _body(str(single / name)), name
+    table = read_records(str(clustered / "records"))
+    assert table.num_rows == len(dataset["ref"]) and set(table.column("sensor").to_pylist()) == {"lab"}
+    assert not [p for p in os.listdir(clustered) if p.startswith(".pcapexfil-work")]
+    for bad in ("local:0", "nowhere"):
+        res = runner.invoke(main, ["analyze", files[0], "-o", str(tmp_path / bad.replace(":", "")), "--cluster", bad])
+        assert res.exit_code == 2 and "--cluster" in res.output
+        assert not (tmp_path / bad.replace(":", "")).exists()
