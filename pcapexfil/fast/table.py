@@ -156,7 +156,7 @@ _M4 = np.uint64(0x27D4EB2F165667C5)
 _M5 = np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _hash(proto, oneway, ahi, alo, ap, bhi, blo, bp):
     h = ahi * _M1
     h ^= alo * _M2
@@ -170,7 +170,7 @@ def _hash(proto, oneway, ahi, alo, ap, bhi, blo, bp):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _addr_le(ahi, alo, ap, bhi, blo, bp):
     if ahi != bhi:
         return ahi < bhi
@@ -179,7 +179,7 @@ def _addr_le(ahi, alo, ap, bhi, blo, bp):
     return ap <= bp
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _lookup(C, hidx, h, proto, oneway, ahi, alo, ap, bhi, blo, bp):
     mask = hidx.shape[0] - 1
     i = np.int64(h & np.uint64(mask))
@@ -196,7 +196,7 @@ def _lookup(C, hidx, h, proto, oneway, ahi, alo, ap, bhi, blo, bp):
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _hash_delete(C, hidx, c):
     mask = hidx.shape[0] - 1
     i = C[c].hslot
@@ -219,7 +219,7 @@ def _hash_delete(C, hidx, c):
             i = j
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def rehash(C, hidx):
     """Rebuild the index (after it was reallocated larger)."""
     hidx[:] = -1
@@ -233,7 +233,7 @@ def rehash(C, hidx):
             C[c].hslot = i
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _remove(C, E, HI, hidx, free, EV, REC, RH, G, c):
     """End connection `c`: its record row, an EV_REC event, its slot freed."""
     r = G[G_REC_N]
@@ -280,7 +280,8 @@ def _remove(C, E, HI, hidx, free, EV, REC, RH, G, c):
     rec.resp_ip_bytes = C[c].resp_ip_bytes
     n = C[c].hist_len
     rec.hist_len = n
-    RH[r, :n] = HI[c, :n]
+    for k in range(n):
+        RH[r, k] = HI[c, k]
     ev = ev_conn(EV, G, EV_REC, C, c, C[c].last_ts)
     EV[ev].row = r
     C[c].live = False
@@ -290,7 +291,7 @@ def _remove(C, E, HI, hidx, free, EV, REC, RH, G, c):
     G[G_LIVE] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _advance(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, now):
     """Fire due timers (FlowTable.advance). False: output full, call again."""
     if now > GF[GF_NOW]:
@@ -331,7 +332,7 @@ def _advance(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, now):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _reset_endpoint(E, EC, e, is_orig):
     ep = E[e]
     ep.state = INACTIVE
@@ -358,7 +359,7 @@ def _reset_endpoint(E, EC, e, is_orig):
     EC[e, :, :] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b, i, slot_i, h,
               proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport):
     ts = b[i].ts
@@ -469,7 +470,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _udp_chk_scaled(C, HI, c, is_orig):
     if is_orig:
         C[c].chk_orig_cnt += 1
@@ -483,7 +484,7 @@ def _udp_chk_scaled(C, HI, c, is_orig):
             C[c].chk_resp_thr *= 10
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORTS, ICMP4, ICMP6,
                   b, aux, row_conn, start):
     """Rows `start`.. of batch `b` through the table. Returns (status, next row)."""
@@ -661,7 +662,7 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
     return ST_DONE, n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def flush_conns(C, E, HI, hidx, free, EV, REC, RH, G, order):
     """End of input: remove the connections in `order` (start time, then least recent)."""
     for c in order:

@@ -209,7 +209,7 @@ class State:
 # -- small helpers ----------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def seq_delta(a, b):
     d = (a - b) & M32
     if d & 0x80000000:
@@ -217,19 +217,19 @@ def seq_delta(a, b):
     return d
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def orig_phys(C, c):
     return 2 * c + np.int64(C[c].orig_ep)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def hist_append(C, HI, c, ch):
     n = C[c].hist_len
     HI[c, n] = ch
     C[c].hist_len = n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def conn_check_history(C, HI, c, mask, ch):
     """Record `ch` the first time `mask` is seen; True if it was seen before."""
     if C[c].hist_seen & mask:
@@ -239,14 +239,14 @@ def conn_check_history(C, HI, c, mask, ch):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def lower(ch):
     if 65 <= ch <= 90:
         return ch + 32
     return ch
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def swapcase(ch):
     if 65 <= ch <= 90:
         return ch + 32
@@ -255,7 +255,7 @@ def swapcase(ch):
     return ch
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ep_check_history(C, E, HI, e, mask, ch):
     if not E[e].is_orig:
         mask = mask << 16
@@ -263,12 +263,12 @@ def ep_check_history(C, E, HI, e, mask, ch):
     return conn_check_history(C, HI, e // 2, mask, ch)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ep_add_history(C, E, HI, e, ch):
     hist_append(C, HI, e // 2, ch if E[e].is_orig else lower(ch))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def scaled(C, HI, EC, e, k, ch):
     """Endpoint scaled history: record at the 1st, 10th, 100th ... occurrence."""
     if EC[e, k, 1] == 0:
@@ -279,7 +279,7 @@ def scaled(C, HI, EC, e, k, ch):
         EC[e, k, 1] *= 10
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ep_scaled(C, E, HI, EC, e, k, ch):
     scaled(C, HI, EC, e, k, ch if E[e].is_orig else lower(ch))
 
@@ -287,7 +287,7 @@ def ep_scaled(C, E, HI, EC, e, k, ch):
 # -- events -----------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ev_conn(EV, G, kind, C, c, ts):
     """Append an event naming connection slot `c` as it is now."""
     n = G[G_EV_N]
@@ -307,7 +307,7 @@ def ev_conn(EV, G, kind, C, c, ts):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def conn_weird(C, EV, G, GF, c, code):
     """Once per connection and name (Zeek's weird_ignore), at the table's network time."""
     bit = np.int64(1) << code
@@ -323,14 +323,14 @@ def conn_weird(C, EV, G, GF, c, code):
 # -- timers: a binary heap ordered by (when, seq) ---------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _heap_less(S_when, S_seq, i, j):
     if S_when[i] != S_when[j]:
         return S_when[i] < S_when[j]
     return S_seq[i] < S_seq[j]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _heap_swap(hw, hs, hc, hser, hk, hg, i, j):
     hw[i], hw[j] = hw[j], hw[i]
     hs[i], hs[j] = hs[j], hs[i]
@@ -340,7 +340,7 @@ def _heap_swap(hw, hs, hc, hser, hk, hg, i, j):
     hg[i], hg[j] = hg[j], hg[i]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def schedule(G, C, hw, hs, hc, hser, hk, hg, when, c, kind):
     n = G[G_HEAP_N]
     hw[n] = when
@@ -361,7 +361,7 @@ def schedule(G, C, hw, hs, hc, hser, hk, hg, when, c, kind):
             break
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def heap_pop(G, hw, hs, hc, hser, hk, hg):
     """Remove the root (the caller read it first)."""
     n = G[G_HEAP_N] - 1
@@ -388,18 +388,18 @@ def heap_pop(G, hw, hs, hc, hser, hk, hg):
 # -- endpoints (flow.tcp.Endpoint) -------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def rel(E, e, seq, wraps):
     return np.uint64((wraps << 32) | seq) - np.uint64(E[e].start_seq)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def no_data_acked(E, e):
     ack = (E[e].ack_wraps << 32) | E[e].ack_seq
     return ack == E[e].start_seq or ack == E[e].start_seq + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ep_size(E, e):
     p = e ^ 1
     if E[e].prev_state == SYN_SENT and E[e].state == RESET and E[p].state == INACTIVE and not no_data_acked(E, e):
@@ -414,7 +414,7 @@ def ep_size(E, e):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def set_state(C, E, CFG, e, new):
     st = E[e].state
     if new == st:
@@ -425,21 +425,21 @@ def set_state(C, E, CFG, e, new):
     E[e].state = new
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def init_seqs(E, e, start, last):
     E[e].start_seq = start
     E[e].ack_seq = start
     E[e].last_seq = last
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def update_last_seq_raw(E, e, seq):
     if seq < E[e].last_seq:
         E[e].seq_wraps += 1
     E[e].last_seq = seq
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def update_ack_seq(E, e, seq):
     if seq < E[e].ack_seq:
         E[e].ack_wraps += 1
@@ -449,12 +449,12 @@ def update_ack_seq(E, e, seq):
 # -- reassembler (flow.tcp.Reassembler) --------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def has_blocks(E, e):
     return E[e].data_upper > E[e].trim_seq
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def data_pending(E, BL, e):
     if E[e].skip_deliveries:
         return False
@@ -467,7 +467,7 @@ def data_pending(E, BL, e):
     return E[e].state != RESET and has_blocks(E, e ^ 1)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _del_block0(E, BL, e):
     n = E[e].nblocks
     for k in range(1, n):
@@ -476,7 +476,7 @@ def _del_block0(E, BL, e):
     E[e].nblocks = n - 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def block_inserted(C, E, BL, e):
     lrs = E[e].last_reassem_seq
     while E[e].nblocks > 0 and BL[e, 0, 0] <= lrs:
@@ -489,7 +489,7 @@ def block_inserted(C, E, BL, e):
         E[e].trim_seq = lrs
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def new_block(C, E, BL, e, seq, upper):
     trim = E[e].trim_seq
     if upper <= seq or upper <= trim:
@@ -526,14 +526,14 @@ def new_block(C, E, BL, e, seq, upper):
     block_inserted(C, E, BL, e)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _clear(E, e):
     E[e].nblocks = 0
     E[e].data_upper = U64_0
     E[e].skip_deliveries = True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def data_sent(C, E, BL, EV, G, GF, e, seq, length):
     if E[e].skip_deliveries:
         return
@@ -558,13 +558,13 @@ def data_sent(C, E, BL, EV, G, GF, e, seq, length):
             _clear(E, e)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _is_clean(E, e):
     st = E[e].state
     return st == ESTABLISHED or (st == CLOSED and E[e].prev_state == ESTABLISHED)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _gap(C, E, HI, EC, e, length):
     if _is_clean(E, e) and _is_clean(E, e ^ 1):
         scaled(C, HI, EC, e, CNT_GAP, 71 if E[e].is_orig else 103)  # G / g
@@ -572,7 +572,7 @@ def _gap(C, E, HI, EC, e, length):
         C[c].missed_bytes += np.int64(length)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def undelivered_to(C, E, BL, HI, EC, e, up_to):
     if up_to <= np.uint64(2) and C[e // 2].is_partial:
         return
@@ -593,7 +593,7 @@ def undelivered_to(C, E, BL, HI, EC, e, up_to):
         E[e].last_reassem_seq = up_to
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _trim(C, E, BL, HI, EC, e, seq):
     if seq > E[e].last_reassem_seq:
         undelivered_to(C, E, BL, HI, EC, e, seq)
@@ -607,7 +607,7 @@ def _trim(C, E, BL, HI, EC, e, seq):
 # -- adapter (flow.tcp.TCPAdapter) -------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def flip_endpoints(C, E, c):
     o = 2 * c + np.int64(C[c].orig_ep)
     C[c].orig_ep = 1 - C[c].orig_ep
@@ -618,7 +618,7 @@ def flip_endpoints(C, E, c):
     C[c].is_partial = False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def flip_roles(C, E, HI, c, recase):
     """Connection.flip_roles: swap originator and responder, note it with '^'."""
     if recase:
@@ -641,7 +641,7 @@ def flip_roles(C, E, HI, c, recase):
         flip_endpoints(C, E, c)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def synack_sender_is_responder(C, E, c):
     r = 2 * c + 1 - np.int64(C[c].orig_ep)
     if E[r].state == SYN_ACK_SENT:
@@ -651,12 +651,12 @@ def synack_sender_is_responder(C, E, c):
     C[c].first_packet_seen = C[c].first_packet_seen | 2
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def is_closed(C, E, c):
     return E[2 * c].did_close or E[2 * c + 1].did_close
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def is_reuse(C, E, c, flags, seq):
     if not flags & TH_SYN:
         return False
@@ -679,7 +679,7 @@ def is_reuse(C, E, c, flags, seq):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _relative(E, e, cur, last, wraps):
     delta = seq_delta(cur, last)
     if delta < 0:
@@ -694,7 +694,7 @@ def _relative(E, e, cur, last, wraps):
     return np.uint64((wraps << 32) | cur) - np.uint64(E[e].start_seq), False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _init_endpoint(C, E, EV, G, GF, e, syn, seq, seq_end):
     st = E[e].state
     if st == INACTIVE:
@@ -720,7 +720,7 @@ def _init_endpoint(C, E, EV, G, GF, e, syn, seq, seq_end):
             init_seqs(E, e, seq, seq_end)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _update_history(C, E, HI, e, flags, rel_seq, length):
     syn = flags & TH_SYN
     fin = flags & TH_FIN
@@ -752,7 +752,7 @@ def _update_history(C, E, HI, e, flags, rel_seq, length):
         ep_check_history(C, E, HI, e, HIST_ACK, 65)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _update_last_seq(C, E, HI, EC, e, seq_end, flags, length):
     delta = seq_delta(seq_end, E[e].last_seq)
     if flags & (TH_SYN | TH_RST) and (delta > TOO_LARGE_SEQ_DELTA or delta < -TOO_LARGE_SEQ_DELTA):
@@ -767,7 +767,7 @@ def _update_last_seq(C, E, HI, EC, e, seq_end, flags, length):
         ep_scaled(C, E, HI, EC, e, CNT_RXMT, 84)  # T
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ack_received(C, E, BL, HI, EC, EV, G, GF, CFG, T, e, seq):
     if E[e].fin_cnt > 0 and seq >= E[e].fin_seq:
         if E[e].fin_seq == U64_0:
@@ -779,7 +779,7 @@ def ack_received(C, E, BL, HI, EC, EV, G, GF, CFG, T, e, seq):
     check_eof(C, E, BL, HI, EC, EV, G, GF, CFG, T, e)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def check_eof(C, E, BL, HI, EC, EV, G, GF, CFG, T, e):
     if (
         not E[e].did_eof
@@ -793,7 +793,7 @@ def check_eof(C, E, BL, HI, EC, EV, G, GF, CFG, T, e):
             C[c].close_deferred = False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def connection_closed(C, E, BL, G, CFG, T, e):
     c = e // 2
     p = e ^ 1
@@ -813,7 +813,7 @@ def connection_closed(C, E, BL, G, CFG, T, e):
         schedule(G, C, hw, hs, hc, hser, hk, hg, C[c].last_ts + CFG[CFG_SESSION], c, T_EXPIRE)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _state_machine(C, E, HI, G, CFG, T, e, ts, seq, length, is_orig, flags):
     syn = flags & TH_SYN
     fin = flags & TH_FIN
@@ -882,7 +882,7 @@ def _state_machine(C, E, HI, G, CFG, T, e, ts, seq, length, is_orig, flags):
     return do_close
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def tcp_process(C, E, BL, HI, EC, EV, G, GF, CFG, T, c, is_orig, ts, flags, seq, ack, window, length, caplen):
     """TCPAdapter.process."""
     o = orig_phys(C, c)
@@ -961,14 +961,14 @@ def tcp_process(C, E, BL, HI, EC, EV, G, GF, CFG, T, c, is_orig, ts, flags, seq,
         connection_closed(C, E, BL, G, CFG, T, e)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def attempt_timer(C, E, c):
     o = orig_phys(C, c)
     so = E[o].state
     return C[c].is_active and (so == SYN_SENT or so == SYN_ACK_SENT) and E[o ^ 1].state == INACTIVE
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def expire_timer(C, E, CFG, c, now):
     """1: remove. 0: keep and re-arm. -1: inactive, nothing to do."""
     if not C[c].is_active:
@@ -996,7 +996,7 @@ CONN_STATES = ("OTH", "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTO
 CS_OTH, CS_S0, CS_S1, CS_SF, CS_REJ, CS_S2, CS_S3, CS_RSTO, CS_RSTR, CS_RSTOS0, CS_RSTRH, CS_SH, CS_SHR = range(13)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _is_rstos0(C, HI, c):
     """Zeek's /^?S[^HAFGIQ]*R.*/ against the whole history."""
     n = C[c].hist_len
@@ -1014,7 +1014,7 @@ def _is_rstos0(C, HI, c):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def tcp_conn_state(C, E, HI, c):
     o = orig_phys(C, c)
     r = o ^ 1
