@@ -417,6 +417,7 @@ def _pcapng_chunks(
                 st.last_ts = float(last_ts)
                 _count(stats, fstats, chunk)
                 yield chunk
+            if used:  # records or skipped blocks consumed: meet the stop again at offset 0
                 src.advance(used)
                 size = chunk_bytes
                 continue
