@@ -44,3 +44,6 @@ main.add_command(live)
 from pcapexfil.dist.cli import split  # noqa: E402
 
 main.add_command(split)
+from pcapexfil.cli.errors import one_line_errors  # noqa: E402
+
+main.main = one_line_errors(main)  # type: ignore[method-assign]
