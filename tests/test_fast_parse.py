@@ -294,18 +294,24 @@ def test_gzip_records_straddle_chunks(tmp_path: Path, chunk_bytes: int) -> None:
         assert len(list(iter_chunks([str(gz)], Weirds(), chunk_bytes=chunk_bytes))) > 10
 
 
-def test_truncated_gzip_stream(tmp_path: Path) -> None:
-    # Incompressible payloads, so the cut lies well past the reference's 1 MiB read-ahead.
+def test_damaged_gzip_stream(tmp_path: Path) -> None:
+    # Incompressible payloads, so the damage lies well past the reference's 1 MiB read-ahead.
     rng = np.random.default_rng(1)
     frames = [(1.0 + i, ether(ipv4(tcp(seq=i, data=rng.bytes(1200))))) for i in range(2500)]
-    gz = write_pcap(tmp_path / "t.pcap.gz", frames, compress=True)
-    blob = gz.read_bytes()
+    blob = write_pcap(tmp_path / "t.pcap.gz", frames, compress=True).read_bytes()
     cut = tmp_path / "cut.pcap.gz"
     cut.write_bytes(blob[: len(blob) * 2 // 3])
     w = Weirds()
     n = sum(len(b.packets) for b in iter_batches([str(cut)], w, chunk_bytes=100_000))
     assert 0 < n < 2500 and w.counts["truncated_capture_file"] == 1
-    differential([str(cut)], chunk_bytes=100_000)
+    for pos in (len(blob) // 2, len(blob) - 10):  # a flipped byte mid-stream; in the CRC trailer
+        bad = bytearray(blob)
+        bad[pos] ^= 0xFF
+        flipped = tmp_path / "flipped.pcap.gz"
+        flipped.write_bytes(bytes(bad))
+        for path in (cut, flipped):
+            for chunk_bytes in (100_000, 8 << 20):  # the same records kept whatever the window
+                same_as_reference(str(path), chunk_bytes)
 
 
 def test_truncated_and_corrupt_tails(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ DEFAULT_CHUNK_BYTES = 8 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _PAGE = mmap.PAGESIZE
 _RECORDS_PER_SLOW_CHUNK = 1 << 16
+_STREAM_BUFFER = 1 << 20  # as the reference source's gzip reader
+_STREAM_PIECE = 1 << 16  # below the stream's buffer size (see _StreamSource)
 
 # _walk_pcap status
 _WALK_MORE = 0  # stopped at the end of the window (possibly inside a record)
@@ -251,10 +253,15 @@ class _MmapSource:
 
 class _StreamSource:
     """gzip (or any stream): each window is a new array (carried tail + fresh bytes), so a
-    consumer may keep an earlier chunk's buffer."""
+    consumer may keep an earlier chunk's buffer.
 
-    def __init__(self, f: BinaryIO) -> None:
+    Reads go through the same 1 MiB BufferedReader as the reference source, in pieces
+    smaller than its buffer, so the decompressor is driven identically and a damaged stream
+    loses exactly the bytes the reference loses (those of the refill that failed)."""
+
+    def __init__(self, f: BinaryIO, raw: BinaryIO) -> None:
         self.f = f
+        self.raw = raw
         self.buf = np.zeros(0, np.uint8)
         self.eof = False
         self.error: str | None = None  # damaged stream, reported by the caller at its last_ts
@@ -268,7 +275,7 @@ class _StreamSource:
         view = memoryview(new)
         while have < size:
             try:
-                got = self.f.readinto1(view[have:])  # type: ignore[attr-defined]
+                got = self.f.readinto1(view[have : have + _STREAM_PIECE])  # type: ignore[attr-defined]
             except STREAM_ERRORS as exc:  # stream cut short or corrupt
                 self.error = str(exc)
                 got = 0
@@ -284,6 +291,7 @@ class _StreamSource:
 
     def close(self) -> None:
         self.f.close()
+        self.raw.close()
 
 
 def _file_stats(stats: CaptureStats | None, name: str) -> FileStats | None:
@@ -536,8 +544,9 @@ def _file_chunks(
     with open(path, "rb") as f:
         gz = f.read(2) == _GZIP_MAGIC
     if gz:
-        stream: BinaryIO = io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 20)  # type: ignore[arg-type]
-        src: _Source = _StreamSource(stream)
+        raw = open(path, "rb", buffering=_STREAM_BUFFER)  # noqa: SIM115 (closed by the source)
+        stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), _STREAM_BUFFER)  # type: ignore[arg-type]
+        src: _Source = _StreamSource(stream, raw)
     else:
         src = _MmapSource(path)
     head, _ = src.window(24)
