@@ -388,3 +388,25 @@ def _saved() -> list[tuple[str, Path]]:
 def test_regressions(name, path):
     """Every input a fuzzer ever crashed on stays fixed."""
     run_target(name, path.read_bytes())
+
+
+def test_many_tiny_out_of_order_segments_stay_bounded():
+    """Thousands of 1-byte segments sent in reverse order used to be kept (64 KiB allowed)
+    and then rescanned once per delivered segment: quadratic, minutes per connection. The
+    direction now gives up past MAX_PENDING_SEGMENTS held segments, like past MAX_PENDING bytes."""
+    from pcapexfil.identifiers.stream import MAX_PENDING_SEGMENTS, StreamDirection
+
+    d = StreamDirection()
+    d.add(999, 0x02, b"", 0)  # SYN: the stream starts at 1000
+    with time_limit(TIME_LIMIT):
+        for i in range(20_000, 0, -1):
+            d.add(1000 + i, 0x10, b"x", 1)
+            assert len(d.pending) <= MAX_PENDING_SEGMENTS
+        assert d.broken and not d.pending
+        assert d.add(1000, 0x10, b"y", 1) == b""
+    # Within the bound, reverse order still reassembles.
+    d = StreamDirection()
+    d.add(999, 0x02, b"", 0)
+    for i in range(MAX_PENDING_SEGMENTS, 0, -1):
+        d.add(1000 + i, 0x10, bytes([65 + i % 26]), 1)
+    assert d.add(1000, 0x10, b"@", 1) == b"@" + bytes(65 + i % 26 for i in range(1, MAX_PENDING_SEGMENTS + 1))

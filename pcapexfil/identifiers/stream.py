@@ -23,6 +23,9 @@ _HALF = 1 << 31
 
 # Out-of-order bytes a direction may hold while it waits for a hole to be filled.
 MAX_PENDING = 64 * 1024
+# ... and segments: filling a hole rescans the pending ones, so thousands of tiny segments
+# sent out of order would cost quadratic time (a hang, not just memory).
+MAX_PENDING_SEGMENTS = 256
 
 
 class StreamDirection:
@@ -72,7 +75,7 @@ class StreamDirection:
             if seq not in self.pending or len(self.pending[seq]) < len(payload):
                 self.pending_bytes += len(payload) - len(self.pending.get(seq, b""))
                 self.pending[seq] = payload
-                if self.pending_bytes > MAX_PENDING:
+                if self.pending_bytes > MAX_PENDING or len(self.pending) > MAX_PENDING_SEGMENTS:
                     self.broken = True
                     self.pending.clear()
             return b""
