@@ -625,3 +625,10 @@ def test_mutated_captures(seed: int, flips: list, cut: int, compress: bool, chun
         p = Path(d) / "m.cap"
         p.write_bytes(data)
         same_as_reference(str(p), chunk_bytes)
+
+
+def test_tunnel_ports_follow_the_reference_decoder() -> None:
+    from pcapexfil.decode import tunnels
+    from pcapexfil.fast.parse import TUNNEL_PORTS
+
+    assert set(TUNNEL_PORTS) == set(tunnels._UDP_TUNNELS)

@@ -30,10 +30,11 @@ LT_IPV4 = 228
 LT_IPV6 = 229
 LT_LINUX_SLL2 = 276
 
-# UDP ports the reference decoder inspects as tunnels (decode/tunnels.py _UDP_TUNNELS).
+# UDP ports the reference decoder inspects as tunnels (decode/tunnels.py _UDP_TUNNELS; a
+# literal, as numba freezes globals into the cached kernel; a test keeps the two equal).
 TUNNEL_PORTS = (4789, 6081, 3544, 5072, 2152, 4754)
 
-_V4_MAPPED_HI_LO = np.uint64(0xFFFF << 32)
+_V4_MAPPED_LO = np.uint64(0xFFFF << 32)
 
 # Result of the link walk besides a non-negative IP offset.
 _SLOW = -1
@@ -230,8 +231,8 @@ def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: 
         ttl = buf[off + 8]
         src_hi = np.uint64(0)
         dst_hi = np.uint64(0)
-        src_lo = _V4_MAPPED_HI_LO | np.uint64(_be32(buf, off + 12))
-        dst_lo = _V4_MAPPED_HI_LO | np.uint64(_be32(buf, off + 16))
+        src_lo = _V4_MAPPED_LO | np.uint64(_be32(buf, off + 12))
+        dst_lo = _V4_MAPPED_LO | np.uint64(_be32(buf, off + 16))
         l4 = off + hl
     elif version == 6:
         if avail < 40:
