@@ -410,3 +410,32 @@ def test_many_tiny_out_of_order_segments_stay_bounded():
     for i in range(MAX_PENDING_SEGMENTS, 0, -1):
         d.add(1000 + i, 0x10, bytes([65 + i % 26]), 1)
     assert d.add(1000, 0x10, b"@", 1) == b"@" + bytes(65 + i % 26 for i in range(1, MAX_PENDING_SEGMENTS + 1))
+
+
+def _dns_pointer_chain(hops: int) -> bytes:
+    """A 64 KiB DNS reply: a TXT record whose data is a chain of `hops` compression pointers
+    (each to the previous one), then as many A records as fit, each owner pointing at the
+    end of the chain."""
+    rd_start = 12 + 1 + 10
+    chain = bytearray(b"\x00")
+    for i in range(hops):
+        here = rd_start + len(chain)
+        chain += struct.pack("!H", 0xC000 | (rd_start if i == 0 else here - 2))
+    last = rd_start + len(chain) - 2
+    records = [b"\x00" + struct.pack("!HHIH", 16, 1, 60, len(chain)) + bytes(chain)]
+    size = 12 + len(records[0])
+    while size + 16 < 65535:
+        records.append(struct.pack("!HHHIH", 0xC000 | last, 1, 1, 60, 4) + b"\x01\x02\x03\x04")
+        size += 16
+    return struct.pack("!HHHHHH", 1, 0x8180, 0, len(records), 0, 0) + b"".join(records)
+
+
+def test_dns_pointer_chains_are_bounded():
+    """A chain of thousands of backward pointers is no loop, but walking it for each of
+    thousands of owner names took seconds per message; names now follow at most
+    MAX_POINTER_HOPS pointers."""
+    with time_limit(TIME_LIMIT):
+        with pytest.raises(dns.Malformed, match="too many compression pointers"):
+            dns.Message(_dns_pointer_chain(8000))
+        ok = dns.Message(_dns_pointer_chain(dns.MAX_POINTER_HOPS - 1))
+    assert len(ok.answers) > 4000 and ok.answers[1][0] == ""  # the chain ends at the root name

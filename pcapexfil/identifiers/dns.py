@@ -39,6 +39,7 @@ TCP_PORTS = frozenset((53,))
 MAX_TCP_MESSAGE_BUFFER = 128 * 1024
 MAX_PENDING_IDS = 50  # Zeek's DNS::max_pending_query_ids
 MAX_PENDING_MSGS = 50  # Zeek's DNS::max_pending_msgs
+MAX_POINTER_HOPS = 128  # a 255-byte name has at most 127 labels, each reachable by one pointer
 MAX_NAMES = 1_000_000  # (client, address) pairs remembered; expired ones are purged first
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
@@ -54,12 +55,15 @@ class Malformed(ValueError):
 def read_name(msg: bytes, pos: int) -> tuple[str, int]:
     """A possibly compressed domain name at `pos`; returns (lowercase text, end position).
 
-    Compression pointers must point backwards (as Zeek requires), which also rules out loops.
+    Compression pointers must point backwards (as Zeek requires), which also rules out loops;
+    a name may follow at most MAX_POINTER_HOPS of them, so a crafted chain of pointers cannot
+    make every name of a 64 KiB message walk thousands of hops.
     """
     labels: list[bytes] = []
     end: int | None = None
     limit = pos
     total = 0
+    hops = 0
     while True:
         if pos >= len(msg):
             raise Malformed("name runs past the message")
@@ -75,6 +79,9 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
                 end = pos + 2
             if target >= limit:
                 raise Malformed("forward compression pointer")
+            hops += 1
+            if hops > MAX_POINTER_HOPS:
+                raise Malformed("too many compression pointers")
             pos = limit = target
             continue
         if n > 63:
