@@ -9,6 +9,8 @@ trace), shifting timestamps per repetition so time keeps increasing. Then times,
 
 - dpkt: a plain `dpkt.pcap.Reader` loop, and the same loop decoding `dpkt.ethernet.Ethernet`
   (the closest dpkt peer of the parser);
+- the reference path the fast one replaces: `source.open_captures` + `decode.Decoder` (on the
+  first `--reference-packets` records only: it is slow);
 - fast, in process with the JIT cache already loaded: `iter_chunks` (record walk only) and
   `iter_batches` (walk + parse: PACKET_DTYPE rows and the SLOW RawPackets);
 - fast, whole process: a fresh interpreter running `iter_batches` over the file (imports and
@@ -102,6 +104,20 @@ def fast_batches(path: str) -> int:
     return sum(len(b.packets) for b in iter_batches([path], Weirds()))
 
 
+def reference(path: str, limit: int) -> int:
+    from pcapexfil.decode import Decoder
+
+    weirds = Weirds()
+    decoder = Decoder(weirds)
+    n = 0
+    for raw in open_captures([path], weirds):
+        decoder.decode(raw)
+        n += 1
+        if n >= limit:
+            break
+    return n
+
+
 def to_pcapng(src: str, out: str) -> None:
     """The records of a pcap as one little-endian pcapng section, µs resolution, EPBs."""
     with open(out, "wb") as f:
@@ -160,6 +176,7 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=3_000_000)
     ap.add_argument("--sample", nargs="*", default=sorted(glob.glob(os.path.join(ROOT, "fixtures/example/*.pcap.gz"))))
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--reference-packets", type=int, default=300_000)
     ap.add_argument("--formats", nargs="*", default=[], choices=["pcapng", "gzip"],
                     help="also time these encodings of the same records against dpkt")
     ap.add_argument("--rss-check", action="store_true",
@@ -177,15 +194,16 @@ def main() -> None:
     size_mb = os.path.getsize(big) / 1e6
 
     fast_batches(tiny)  # JIT cache load / compile, outside the in-process timings
-    for path in (big,):  # page cache warm for everyone
-        with open(path, "rb") as f:
-            while f.read(1 << 24):
-                pass
+    with open(big, "rb") as f:  # page cache warm for everyone
+        while f.read(1 << 24):
+            pass
     rows: list[tuple[str, int, float]] = []
     for name, fn in (("dpkt Reader loop", dpkt_loop), ("dpkt Reader + Ethernet decode", dpkt_ethernet),
                      ("fast iter_chunks (walk)", fast_chunks), ("fast iter_batches (walk+parse)", fast_batches)):
         n, dt = timed(lambda fn=fn: fn(big))
         rows.append((name, n, dt))
+    n, dt = timed(lambda: reference(big, args.reference_packets))
+    rows.insert(2, (f"reference open_captures + Decoder (first {n:,})", n, dt))
     n_cold, wall_cold, rss = fresh_process(big)
     _, wall_start, rss_start = fresh_process(tiny)
     rows.append(("fast iter_batches, fresh process (imports + JIT cache load)", n_cold, wall_cold))
@@ -203,11 +221,15 @@ def main() -> None:
         print(f"4x capture ({n4:,} packets): {n4 / wall4:,.0f} packets/s whole process, peak RSS "
               f"{rss4 / 1024:.0f} MiB ({rss4 / rss - 1:+.1%} vs 1x)")
     print()
-    print(f"| {'what':58} | {'packets/s':>11} | {'MB/s':>7} | {'x dpkt loop':>11} | {'x dpkt+eth':>10} |")
-    print(f"|{'-' * 60}|{'-' * 13}|{'-' * 9}|{'-' * 13}|{'-' * 12}|")
+    base_ref = rows[2][1] / rows[2][2]
+    print(f"| {'what':58} | {'packets/s':>11} | {'MB/s':>7} | {'x dpkt loop':>11} | {'x dpkt+eth':>10} "
+          f"| {'x reference':>11} |")
+    print(f"|{'-' * 60}|{'-' * 13}|{'-' * 9}|{'-' * 13}|{'-' * 12}|{'-' * 13}|")
     for name, n, dt in rows:
         pps = n / dt
-        print(f"| {name:58} | {pps:11,.0f} | {size_mb / dt:7.0f} | {pps / base:11.2f} | {pps / base_eth:10.2f} |")
+        mbs = f"{size_mb / dt:7.0f}" if n == rows[0][1] else "       "
+        print(f"| {name:58} | {pps:11,.0f} | {mbs} | {pps / base:11.2f} | {pps / base_eth:10.2f} "
+              f"| {pps / base_ref:11.2f} |")
     if not args.formats:
         return
     print(f"\n| {'format':8} | {'dpkt loop packets/s':>19} | {'fast iter_batches packets/s':>27} | {'ratio':>6} |")
