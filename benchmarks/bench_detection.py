@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,26 +42,27 @@ def scorings() -> list[str | None]:
     return [s.strip() for s in match.group(1).split("|")] if match else [None]
 
 
-def dataset(workdir: str, seed: int, days: int, hosts: int, scale: float) -> str:
-    out = os.path.join(workdir, f"data-seed{seed}-d{days}-h{hosts}-x{scale:g}")
+def dataset(workdir: str, seed: int, days: int, hosts: int, scale: float, episodes: int) -> str:
+    out = os.path.join(workdir, f"data-seed{seed}-d{days}-h{hosts}-x{scale:g}" + (f"-e{episodes}" if episodes != 3 else ""))
     if not os.path.exists(os.path.join(out, "labels.csv")):
-        subprocess.run([*PCAPEXFIL, "synth", "-o", out, "--days", str(days),
-                        "--hosts", str(hosts), "--seed", str(seed), "--scale", str(scale)], check=True)
+        subprocess.run([*PCAPEXFIL, "synth", "-o", out, "--days", str(days), "--hosts", str(hosts),
+                        "--seed", str(seed), "--scale", str(scale), "--episodes-per-kind", str(episodes)], check=True)
     return out
 
 
 def run(data: str, workdir: str, seed: int, scoring: str | None) -> tuple[dict | None, float, str]:
-    out = os.path.join(workdir, f"run-seed{seed}-{scoring or 'default'}")
+    out = os.path.join(workdir, f"run-{os.path.basename(data)}-{scoring or 'default'}")
     pcaps = sorted(os.path.join(data, f) for f in os.listdir(data) if f.endswith(".pcap"))
     cmd = [*PCAPEXFIL, "analyze", *pcaps, "-o", out, "--local-nets", "10.0.0.0/8",
            "--seed", "1"]
     if scoring is not None:
         cmd += ["--scoring", scoring]
-    os.makedirs(out, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # no stale logs from an earlier run
+    os.makedirs(out)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    if not os.path.exists(os.path.join(out, "exfil_detection.log")):
+    if proc.returncode != 0 or not os.path.exists(os.path.join(out, "exfil_detection.log")):
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return None, elapsed, f"analyze failed (exit {proc.returncode}): {lines[-1] if lines else ''}"
     ev = evaluate(load_results(out), read_labels(os.path.join(data, "labels.csv")))
@@ -118,6 +120,7 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=16)
     ap.add_argument("--hosts", type=int, default=20)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--episodes-per-kind", type=int, default=3)
     ap.add_argument("--workdir", help="Where datasets and runs go (kept) [a temporary directory].")
     args = ap.parse_args()
     seeds = args.seed or [11, 12]
@@ -130,7 +133,7 @@ def main() -> int:
     rows, notes, dumps = [], [], {}
     by_scoring: dict[str, list[dict]] = {}
     for seed in seeds:
-        data = dataset(workdir, seed, args.days, args.hosts, args.scale)
+        data = dataset(workdir, seed, args.days, args.hosts, args.scale, args.episodes_per_kind)
         for scoring in scorings():
             ev, elapsed, where = run(data, workdir, seed, scoring)
             name = scoring or "reference"
@@ -143,7 +146,8 @@ def main() -> int:
     if len(seeds) > 1:
         for name, evs in by_scoring.items():
             rows.append(table_row("+".join(map(str, seeds)), f"**{name}**", pooled(evs), kinds, ""))
-    print(f"Detection benchmark: {args.days} days, {args.hosts} hosts, scale {args.scale:g}, threshold 0.8 "
+    print(f"Detection benchmark: {args.days} days, {args.hosts} hosts, scale {args.scale:g}, "
+          f"{args.episodes_per_kind} episodes per kind, threshold 0.8 "
           f"(datasets and runs in {workdir})\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")

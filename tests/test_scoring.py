@@ -156,8 +156,8 @@ def robust_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]
         t.ordinary(host, backup=host in ("10.0.0.2", "10.0.0.5"))
     # .1: 30 MB to a never-seen domain in one go.
     t.conn("10.0.0.1", EVENT + 10 * 3600, "45.33.32.50", "files.dropzone.io", 30e6, 60_000, duration=600.0)
-    # .3: a 20 MB download from a new update site (its ACKs upload 400 kB).
-    t.conn("10.0.0.3", EVENT + 10 * 3600, "45.33.32.60", "dl.updates.net", 400_000, 20e6, duration=60.0)
+    # .3: a 75 MB download from a new update site (its ACKs upload 1.5 MB).
+    t.conn("10.0.0.3", EVENT + 10 * 3600, "45.33.32.60", "dl.updates.net", 1.5e6, 75e6, duration=60.0)
     # .4: low and slow, 1.2 MB per 3 h window for five windows to a new domain.
     for w in range(5):
         t.conn("10.0.0.4", EVENT + 3600 + w * 3 * 3600, "45.33.32.70", "api.slowdrip.io", 1.2e6, 3_000)
@@ -196,7 +196,7 @@ def test_ordinary_variation_and_backups_stay_below(robust_run: list[dict[str, st
 
 
 def test_large_download_from_new_domain_stays_below(robust_run: list[dict[str, str]]) -> None:
-    # 400 kB of ACKs is unusual upload volume for the host, but the window received 50x more
+    # 1.5 MB of ACKs is unusual upload volume for the host, but the window received 50x more
     # than it sent (pcr 0), which halves the volume score.
     rows = [r for r in robust_run if r["orig_h"] == "10.0.0.3" and r["identifier"] == "updates.net"]
     assert rows and float(rows[0]["score.volume"]) > 0.3

@@ -49,7 +49,7 @@ class VolumeParams:
     z_alert: float = 4.0  # robust z-score (log scale) that reaches the threshold
     min_scale: float = 0.5  # smallest robust sigma on the log scale (0.5 = a factor of 1.65)
     new_scale: float = 1.0  # log-scale unit for a new domain or fingerprint (z_alert 4: 55x the usual window)
-    volume_floor: float = 256 * 1024.0  # bytes above the typical window for (1 - 1/e) of full weight
+    volume_floor: float = 1024 * 1024.0  # bytes above the typical window for (1 - 1/e) of full weight
     min_ident_days: int = 3  # days of history that make an identifier established
     min_key_elements: int = 20  # elements the whole key needs before new identifiers are scored
     cumulative_window: float = 86400.0  # uploads of a new identifier summed over this long
