@@ -9,8 +9,8 @@ name must be carried from one file to the next), plus the day files' own boundar
 from __future__ import annotations
 
 import dataclasses
-import json
 import glob
+import json
 import os
 
 import pytest
@@ -18,19 +18,19 @@ import pytest
 pytest.importorskip("distributed")
 pytest.importorskip("pyarrow")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from pcapexfil.cli import main  # noqa: E402
-from pcapexfil.detect.detector import Detector, Settings  # noqa: E402
-from pcapexfil.dist import ClusterError  # noqa: E402
-from pcapexfil.dist.cluster import parse_cluster, run_cluster  # noqa: E402
-from pcapexfil.dist.extract import ExtractOptions, extract_file  # noqa: E402
-from pcapexfil.dist.split import split_captures  # noqa: E402
-from pcapexfil.dist.stitch import finalize  # noqa: E402
-from pcapexfil.logs.parquet import ParquetSink, read_records, table_records  # noqa: E402
-from pcapexfil.pipeline import ConnLogSink, RunOptions, run  # noqa: E402
-from pcapexfil.synth import SynthConfig, generate  # noqa: E402
-from tests.record_sink import RecordCollector  # noqa: E402
+from pcapexfil.cli import main
+from pcapexfil.detect.detector import Detector, Settings
+from pcapexfil.dist import ClusterError
+from pcapexfil.dist.cluster import parse_cluster, run_cluster
+from pcapexfil.dist.extract import ExtractOptions, extract_file
+from pcapexfil.dist.split import split_captures
+from pcapexfil.dist.stitch import finalize
+from pcapexfil.logs.parquet import ParquetSink, read_records, table_records
+from pcapexfil.pipeline import ConnLogSink, RunOptions, run
+from pcapexfil.synth import SynthConfig, generate
+from tests.record_sink import RecordCollector
 
 SEED = 11
 LOGS = ("conn.log", "exfil_detection.log", "notice.log")

@@ -74,10 +74,9 @@ def merge_states(inputs: Sequence[str], output: str, busy_timeout: float = 10.0)
         try:
             state = store.load()
             for name in FIXED:
-                if name in state.meta:
-                    if fixed.setdefault(name, state.meta[name]) != state.meta[name]:
-                        raise MergeError(f"{path} was built with {name}={state.meta[name]}, "
-                                         f"another input with {name}={fixed[name]}")
+                if name in state.meta and fixed.setdefault(name, state.meta[name]) != state.meta[name]:
+                    raise MergeError(f"{path} was built with {name}={state.meta[name]}, "
+                                     f"another input with {name}={fixed[name]}")
             rows.extend(store.baseline_rows())
             for name, stats in state.norms.items():
                 norms[name] = combine_stats(norms.get(name, (0, 0.0, 0.0)), stats)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Sequence
+
 from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import Entry, ExtractOptions, FileResult, flow_config
 from pcapexfil.dist.trace import Emitted, Recorder

@@ -47,7 +47,7 @@ def record_schema(extra: Sequence[tuple[str, Any]] = ()) -> Any:
 
 
 def day_of(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
 
 
 def records_table(records: Sequence[ConnRecord], sensor: str | None = None,
