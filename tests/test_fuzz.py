@@ -439,3 +439,39 @@ def test_dns_pointer_chains_are_bounded():
             dns.Message(_dns_pointer_chain(8000))
         ok = dns.Message(_dns_pointer_chain(dns.MAX_POINTER_HOPS - 1))
     assert len(ok.answers) > 4000 and ok.answers[1][0] == ""  # the chain ends at the root name
+
+
+def test_fragment_floods_stay_bounded():
+    """Repeating one fragment used to keep every copy until the 60 s timeout (unbounded
+    memory), and thousands of tiny fragments made each one re-check all the others
+    (seconds per datagram). A datagram now holds at most MAX_FRAGMENTS pieces / MAX_HELD
+    bytes; beyond that it is dropped as `fragment_limit_exceeded`."""
+    from pcapexfil.decode.fragments import MAX_FRAGMENTS, MAX_HELD, Reassembler
+
+    names: list[str] = []
+
+    def weird(name: str, addl: str | None) -> None:
+        names.append(name)
+
+    r = Reassembler()
+    with time_limit(TIME_LIMIT):
+        for _ in range(10_000):  # the same first fragment, over and over
+            r.add(("a",), 1.0, 0, True, b"x" * 1480, b"h" * 20, weird)
+            p = r.pending.get(("a",))
+            assert p is None or (len(p.pieces) <= MAX_FRAGMENTS and p.size <= MAX_HELD)
+        n = 8000  # tiny fragments with holes, first and last present
+        r.add(("b",), 1.0, 0, True, b"x" * 8, b"h" * 20, weird)
+        r.add(("b",), 1.0, 8 * (n + 1), False, b"x" * 8, b"h" * 20, weird)
+        for i in range(n, 0, -2):
+            r.add(("b",), 1.0, 8 * i, True, b"x" * 8, b"h" * 20, weird)
+            p = r.pending.get(("b",))
+            assert p is None or len(p.pieces) <= MAX_FRAGMENTS
+    assert "fragment_limit_exceeded" in names
+    # An ordinary fragmented datagram (35 pieces of 1480 bytes) still reassembles.
+    r = Reassembler()
+    payload = bytes(range(256)) * 200
+    out = None
+    for off in range(0, len(payload), 1480):
+        piece = payload[off : off + 1480]
+        out = r.add(("c",), 2.0, off, off + 1480 < len(payload), piece, b"h" * 20, weird)
+    assert out == (b"h" * 20, payload)

@@ -16,6 +16,11 @@ from collections.abc import Callable
 MAX_DATAGRAM = 65535
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_PENDING = 10000
+# Per datagram: pieces kept and bytes held (duplicates included). A 64 KiB datagram over a
+# 576-byte MTU is ~120 fragments; thousands of tiny or repeated fragments are an attack on
+# the reassembler (quadratic overlap/coverage checks, memory until the timeout).
+MAX_FRAGMENTS = 256
+MAX_HELD = 2 * MAX_DATAGRAM
 
 WeirdFn = Callable[[str, str | None], None]
 
@@ -90,6 +95,10 @@ class Reassembler:
             p.total = end
         if offset == 0 and p.header is None:
             p.header = header
+        if len(p.pieces) >= MAX_FRAGMENTS or p.size + len(payload) > MAX_HELD:
+            weird("fragment_limit_exceeded", f"more than {MAX_FRAGMENTS} fragments or {MAX_HELD} bytes")
+            del self.pending[key]
+            return None
         # Overlap check against what we already hold: keep the older bytes.
         for o, d in p.pieces:
             lo, hi = max(o, offset), min(o + len(d), end)
@@ -101,7 +110,7 @@ class Reassembler:
                 break
         p.pieces.append((offset, payload))
         p.size += len(payload)
-        if p.total is None or p.header is None:
+        if p.total is None or p.header is None or p.size < p.total:
             return None
         # Complete when the pieces cover [0, total) without holes.
         covered = 0
