@@ -475,3 +475,23 @@ def test_fragment_floods_stay_bounded():
         piece = payload[off : off + 1480]
         out = r.add(("c",), 2.0, off, off + 1480 < len(payload), piece, b"h" * 20, weird)
     assert out == (b"h" * 20, payload)
+
+
+def test_dns_name_table_full_keeps_the_newest_without_rescanning(monkeypatch):
+    """With the (client, address) -> name table full of unexpired answers, every further
+    answer used to rescan the whole table (0.2 s each at the 1M default) and was then
+    dropped. Now the oldest tenth goes, so new answers are kept and the rescan is rare."""
+    from pcapexfil.hooks import AnalyzerContext
+
+    monkeypatch.setattr(dns, "MAX_NAMES", 1000)
+    analyzer = dns.DnsAnalyzer(AnalyzerContext(out_dir=None))
+    rebuilds = 0
+    with time_limit(TIME_LIMIT):
+        for i in range(20_000):
+            before = analyzer.names
+            analyzer.remember("10.0.0.1", f"192.0.2.{i}", f"n{i}.example", 1e12, 1.0)
+            rebuilds += analyzer.names is not before
+            assert len(analyzer.names) <= 1000
+    assert analyzer.name_for("10.0.0.1", "192.0.2.19999", 2.0) == "n19999.example"
+    assert analyzer.name_for("10.0.0.1", "192.0.2.0", 2.0) is None  # the oldest went
+    assert rebuilds <= 20_000 // 100 + 1  # one rescan per ~100 (a tenth of 1000) new answers

@@ -19,6 +19,7 @@ another connection) cannot rename it.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -228,10 +229,13 @@ class DnsAnalyzer:
     # -- DNS-derived names -------------------------------------------------------------
 
     def remember(self, client: str, address: str, name: str, expiry: float, now: float) -> None:
+        """Full: expired answers go first, then the oldest, down to 90% (so the O(n) purge
+        runs once per tenth of the table, not for every answer while it stays full)."""
         if len(self.names) >= MAX_NAMES and (client, address) not in self.names:
             self.names = {k: v for k, v in self.names.items() if v[1] >= now}
-            if len(self.names) >= MAX_NAMES:
-                return
+            keep = MAX_NAMES * 9 // 10
+            if len(self.names) > keep:
+                self.names = dict(itertools.islice(self.names.items(), len(self.names) - keep, None))
         self.names[(client, address)] = (name, expiry)
 
     def name_for(self, client: str, address: str, ts: float) -> str | None:
