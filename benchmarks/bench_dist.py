@@ -96,7 +96,8 @@ def main() -> None:
                      phases["extract"], phases["finalize"], summary.records, summary.packets))
 
     print(f"dataset: {len(files)} files, {size / 1e6:.1f} MB, {rows[0][5]} packets, {rows[0][4]} connections "
-          f"({args.days} days, {args.hosts} hosts, scale {args.scale}, {args.slice} files); cores: {os.cpu_count()}")
+          f"({args.days} days, {args.hosts} hosts, scale {args.scale}, {args.slice} files); cores: {os.cpu_count()}, "
+          f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("outputs identical to the single-process run: conn.log, exfil_detection.log, notice.log\n")
     print("| mode | wall s | extract s | finalize s | records/s | packets/s | vs single (reference) |")
     print("|---|---|---|---|---|---|---|")
