@@ -50,20 +50,27 @@ def synth(workdir: str, days: int, hosts: int, seed: int, scale: float) -> str:
 
 
 def join(paths: list[str], out: str, shift: float = 0.0, times: int = 1) -> None:
-    """Concatenate classic pcaps (one link type) `times` over, each pass `shift` s later."""
+    """Concatenate classic little-endian microsecond pcaps of one link type (what synth
+    writes), `times` over, each pass `shift` seconds later; records are copied as they are
+    (caplen and wire length kept)."""
     with open(out, "wb") as dst:
-        header_written = False
         for rep in range(times):
-            for path in paths:
+            for n, path in enumerate(paths):
                 with open(path, "rb") as src:
-                    reader = dpkt.pcap.Reader(src)
-                    if not header_written:
-                        dst.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, reader.datalink()))
-                        header_written = True
-                    for ts, buf in reader:
-                        t = ts + rep * shift
-                        sec = int(t)
-                        dst.write(struct.pack("<IIII", sec, round((t - sec) * 1e6), len(buf), len(buf)) + buf)
+                    header = src.read(24)
+                    if struct.unpack("<I", header[:4])[0] != 0xA1B2C3D4:
+                        raise SystemExit(f"{path}: not a little-endian microsecond pcap")
+                    if rep == 0 and n == 0:
+                        dst.write(header)
+                    data = src.read()
+                pos, step = 0, int(rep * shift)
+                parts = []
+                while pos + 16 <= len(data):
+                    sec, usec, caplen, wirelen = struct.unpack_from("<IIII", data, pos)
+                    parts.append(struct.pack("<IIII", sec + step, usec, caplen, wirelen))
+                    parts.append(data[pos + 16 : pos + 16 + caplen])
+                    pos += 16 + caplen
+                dst.write(b"".join(parts))
 
 
 def count_packets(path: str) -> int:
@@ -71,16 +78,16 @@ def count_packets(path: str) -> int:
         return sum(1 for _ in dpkt.pcap.Reader(f))
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in KB) of one subprocess, from /usr/bin/time."""
+def timed(cmd: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS in KB) of one subprocess, from /usr/bin/time."""
     fd, report = tempfile.mkstemp()
     os.close(fd)
     try:
-        subprocess.run(["/usr/bin/time", "-o", report, "-f", "%e %M", *cmd], check=True,
+        subprocess.run(["/usr/bin/time", "-o", report, "-f", "%e %U %S %M", *cmd], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with open(report) as fh:
-            wall, rss = fh.read().split()[-2:]
-        return float(wall), int(rss)
+            wall, user, system, rss = fh.read().split()[-4:]
+        return float(wall), float(user) + float(system), int(rss)
     finally:
         os.remove(report)
 
@@ -128,7 +135,7 @@ def main() -> None:
         runs["nfstream (n_meters=1)"] = lambda: [PY, "-c", NFSTREAM, cap]
     subprocess.run(runs["conn --engine fast"](), check=False, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)  # warm the JIT cache (a first run after install compiles)
-    results: dict[str, tuple[float, int]] = {}
+    results: dict[str, tuple[float, float, int]] = {}
     for name, make in runs.items():
         best = None
         for _ in range(args.repeat):
@@ -140,20 +147,25 @@ def main() -> None:
         assert best is not None
         results[name] = best
 
-    print(f"\n{'command':<26}{'seconds':>9}{'packets/s':>12}{'MB/s':>8}{'peak RSS MB':>13}")
-    for name, (wall, rss) in results.items():
-        print(f"{name:<26}{wall:>9.2f}{packets / wall:>12,.0f}{size / 1e6 / wall:>8.1f}{rss / 1024:>13.0f}")
+    print(f"\n{'command':<26}{'wall s':>8}{'CPU s':>7}{'packets/s':>12}{'MB/s':>8}{'peak RSS MB':>13}")
+    for name, (wall, cpu, rss) in results.items():
+        print(f"{name:<26}{wall:>8.2f}{cpu:>7.2f}{packets / wall:>12,.0f}{size / 1e6 / wall:>8.1f}{rss / 1024:>13.0f}")
+    print("(packets/s and MB/s by wall time; on a busy machine compare CPU seconds too)")
     if not have_nfstream:
         print("nfstream: not installed (pip install nfstream); its ratios are left out")
-    fast = results["conn --engine fast"][0]
-    print("\nratios (throughput, higher is better for pcapexfil):")
-    print(f"  conn fast / conn reference : {results['conn --engine reference'][0] / fast:5.2f}x")
-    print(f"  conn fast / dpkt loop      : {results['dpkt Reader loop'][0] / fast:5.2f}x   (issue: >= 2x)")
+    def ratio(label: str, slow: str, quick: str, goal: str = "") -> None:
+        (sw, sc, _), (qw, qc, _) = results[slow], results[quick]
+        print(f"  {label:<27}: {sw / qw:5.2f}x wall, {sc / qc:5.2f}x CPU   {goal}")
+
+    print("\nratios (how many times faster pcapexfil is):")
+    ratio("conn fast / conn reference", "conn --engine reference", "conn --engine fast")
+    ratio("conn fast / dpkt loop", "dpkt Reader loop", "conn --engine fast", "(issue: >= 2x)")
     if have_nfstream:
-        nf = results["nfstream (n_meters=1)"][0]
-        print(f"  conn fast / nfstream       : {nf / fast:5.2f}x   (issue: >= 4x)")
-        print(f"  analyze / nfstream         : {nf / results['analyze (fast)'][0]:5.2f}x   (issue: >= 3x)")
-    print(f"  conn fast packets/s        : {packets / fast:,.0f}   (issue: >= 1,000,000)")
+        ratio("conn fast / nfstream", "nfstream (n_meters=1)", "conn --engine fast", "(issue: >= 4x)")
+        ratio("analyze / nfstream", "nfstream (n_meters=1)", "analyze (fast)", "(issue: >= 3x)")
+    fw, fc, _ = results["conn --engine fast"]
+    print(f"  conn fast packets/s        : {packets / fw:,.0f} by wall, {packets / fc:,.0f} by CPU   "
+          "(issue: >= 1,000,000)")
 
     def rows(d: str) -> list[str]:
         with open(os.path.join(args.workdir, d, "conn.log")) as fh:
@@ -166,8 +178,8 @@ def main() -> None:
     if not os.path.exists(big):
         span = args.days * 86400.0
         join([cap], big, shift=span, times=4)
-    wall4, rss4 = timed(["pcapexfil", "conn", "--engine", "fast", "-o", out("fast4"), big])
-    rss1 = results["conn --engine fast"][1]
+    wall4, _, rss4 = timed(["pcapexfil", "conn", "--engine", "fast", "-o", out("fast4"), big])
+    rss1 = results["conn --engine fast"][2]
     print(f"\npeak RSS, conn --engine fast: 1x {rss1 / 1024:.0f} MB, 4x {rss4 / 1024:.0f} MB "
           f"(+{(rss4 - rss1) / rss1:.1%}; issue: < 20%); 4x took {wall4:.2f} s "
           f"({4 * packets / wall4:,.0f} packets/s)")

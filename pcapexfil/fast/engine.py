@@ -206,8 +206,17 @@ class FastFlow:
         if not self._n:
             return
         parts, auxes = self._parts, self._aux_parts
-        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        aux = auxes[0] if len(auxes) == 1 else np.concatenate(auxes)
+        if len(parts) == 1:
+            batch, aux = parts[0], auxes[0]
+        else:
+            # Not np.concatenate: it promotes structured dtypes field by field, slowly.
+            batch = np.empty(self._n, PACKET_DTYPE)
+            aux = np.empty(self._n, np.uint8)
+            pos = 0
+            for part, a in zip(parts, auxes):
+                batch[pos : pos + part.shape[0]] = part
+                aux[pos : pos + part.shape[0]] = a
+                pos += part.shape[0]
         self._batch = batch
         row_conn = self.table.feed(batch, aux)
         # The last two connection-making packets (FlowTable._last_pkt / _last_conn, as it
