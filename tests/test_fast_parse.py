@@ -632,3 +632,15 @@ def test_tunnel_ports_follow_the_reference_decoder() -> None:
     from pcapexfil.fast.parse import TUNNEL_PORTS
 
     assert set(TUNNEL_PORTS) == set(tunnels._UDP_TUNNELS)
+
+
+def test_unmappable_file_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pcapexfil.fast import reader
+
+    def refuse(path: str) -> None:
+        raise OSError("mmap not supported")
+
+    monkeypatch.setattr(reader, "_MmapSource", refuse)
+    path = write_pcap(tmp_path / "s.pcap", _tcp_frames(30))
+    assert differential([str(path)], chunk_bytes=100)["fast"] == 30
+    assert differential([str(BAD / "truncated.pcapng")], chunk_bytes=100)["fast"] == 3

@@ -548,7 +548,11 @@ def _file_chunks(
         stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), _STREAM_BUFFER)  # type: ignore[arg-type]
         src: _Source = _StreamSource(stream, raw)
     else:
-        src = _MmapSource(path)
+        try:
+            src = _MmapSource(path)
+        except (OSError, ValueError):  # not mappable (a special file): stream it instead
+            plain = open(path, "rb", buffering=_STREAM_BUFFER)  # noqa: SIM115 (closed by the source)
+            src = _StreamSource(plain, plain)
     head, _ = src.window(24)
     word = struct.unpack_from("<I", head)[0]
     st = _FileState(path, pcapng=word not in MAGICS)
