@@ -6,9 +6,13 @@ outside the table sees the reference's calls in the reference's order:
 
 - a new connection draws its uid (the same generator and draw order as FlowTable, so a
   seeded run gives the same uids);
-- packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy
-  (TCP packets until the shared stream reassembly wants no more, every packet of DNS-port
-  UDP flows, the first packet of every other connection: DNS names connections there);
+- packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy:
+  the first packet of every connection (analyzers set up their state; DNS names the
+  connection there), then every packet of DNS-port UDP flows, and TCP packets that carry
+  payload or SYN while the shared stream reassembly (identifiers.stream) may still deliver
+  bytes in their direction. This leans on a contract of today's TCP analyzers (TLS, HTTP,
+  DNS): after the first packet they act only on `tcp_data` bytes. An analyzer that needs
+  more must widen this filter (the differential test shows when logs drift);
 - finished connections become `ConnRecord`s, analyzers' `on_remove`, then the sinks;
 - ticks become `on_time`, connection weirds go to `Weirds` with the uid and id.
 
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE, halves_to_addr
-from pcapexfil.fast.table import AUX_BAD_CHECKSUM, AUX_CARRIER, AUX_NO_TICK, FastFlowTable
+from pcapexfil.fast.table import APP_FIRST_SENT, AUX_BAD_CHECKSUM, AUX_CARRIER, AUX_NO_TICK, FastFlowTable
 from pcapexfil.fast.tcp import CONN_STATES, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, WEIRD_NAMES
 from pcapexfil.flow.table import _IP_LEVEL_TUNNEL_PROTOS, EVICTED_WEIRD, FlowConfig, _is_power_of_ten
 from pcapexfil.flow.uid import UidGenerator
@@ -276,7 +280,8 @@ class FastFlow:
                         if not st.wanted:
                             C[c]["app_mode"] = 2
                         else:
-                            C[c]["app_dead"] = (1 if st.orig.broken else 0) | (2 if st.resp.broken else 0)
+                            C[c]["app_dead"] = (C[c]["app_dead"] & APP_FIRST_SENT) | (1 if st.orig.broken else 0) | (
+                                2 if st.resp.broken else 0)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)
             elif kind == EV_REC:

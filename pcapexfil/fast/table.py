@@ -115,6 +115,7 @@ _EXTRA_G = 3
 # A connection whose every packet goes to the analyzers ends the kernel call after this
 # many of them, so Python can tell it to stop (analyzers are done after a handshake or two).
 APP_PKTS_PER_CALL = 4
+APP_FIRST_SENT = 4  # C.app_dead bit: the connection's first packet went to the analyzers
 
 REC_DTYPE = np.dtype(
     [
@@ -639,7 +640,13 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 C[c].resp_ip_bytes += np.int64(b[i].ip_len)
             mode = C[c].app_mode
             now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
-            if G[G_ANALYZERS] and mode != 2 and not (C[c].app_dead & (1 if now_orig else 2)):
+            want = G[G_ANALYZERS] != 0 and mode != 2
+            if want and C[c].is_tcp and C[c].app_dead & APP_FIRST_SENT:
+                # After a TCP connection's first packet the analyzers only act on stream
+                # bytes (fast.engine): a packet without payload and SYN gives them none.
+                want = (b[i].payload_len > 0 or flags & TH_SYN != 0) and not (C[c].app_dead & (1 if now_orig else 2))
+            if want:
+                C[c].app_dead = C[c].app_dead | APP_FIRST_SENT
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
                 EV[k].row = i
                 EV[k].is_orig = now_orig
