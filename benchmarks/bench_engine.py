@@ -167,12 +167,17 @@ def main() -> None:
     print(f"  conn fast packets/s        : {packets / fw:,.0f} by wall, {packets / fc:,.0f} by CPU   "
           "(issue: >= 1,000,000)")
 
-    def rows(d: str) -> list[str]:
-        with open(os.path.join(args.workdir, d, "conn.log")) as fh:
+    def rows(d: str, log: str) -> list[str]:
+        path = os.path.join(args.workdir, d, log)
+        if not os.path.exists(path):
+            return []
+        with open(path) as fh:
             return [line for line in fh if not line.startswith("#")]
 
-    same = rows("fast") == rows("ref")
-    print(f"\nconn.log fast == reference: {same} ({len(rows('fast'))} connections)")
+    print()
+    for log in ("conn.log", "ssl.log", "http.log", "dns.log"):
+        fast_rows = rows("fast", log)
+        print(f"{log} fast == reference: {fast_rows == rows('ref', log)} ({len(fast_rows)} rows)")
 
     big = os.path.join(args.workdir, os.path.basename(cap).replace(".pcap", "-x4.pcap"))
     if not os.path.exists(big):

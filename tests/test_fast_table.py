@@ -12,7 +12,17 @@ from hypothesis import strategies as st
 
 from pcapexfil.fast.engine import FastFlow
 from pcapexfil.flow import FlowConfig, FlowTable
-from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
+from pcapexfil.packet import (
+    PROTO_ICMP,
+    PROTO_ICMP6,
+    PROTO_TCP,
+    PROTO_UDP,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    Packet,
+)
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
 

@@ -33,10 +33,34 @@ from typing import Any
 
 import numpy as np
 
-from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE, halves_to_addr
-from pcapexfil.fast.table import APP_FIRST_SENT, AUX_BAD_CHECKSUM, AUX_CARRIER, AUX_NO_TICK, FastFlowTable
-from pcapexfil.fast.tcp import CONN_STATES, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, WEIRD_NAMES
-from pcapexfil.flow.table import _IP_LEVEL_TUNNEL_PROTOS, EVICTED_WEIRD, FlowConfig, _is_power_of_ten
+from pcapexfil.fast.batch import (
+    KIND_FAST,
+    KIND_SKIP,
+    KIND_SLOW,
+    PACKET_DTYPE,
+    halves_to_addr,
+)
+from pcapexfil.fast.table import (
+    APP_FIRST_SENT,
+    AUX_BAD_CHECKSUM,
+    AUX_CARRIER,
+    AUX_NO_TICK,
+    CONN_STATES,
+    EV_EVICT,
+    EV_NEW,
+    EV_PKT,
+    EV_REC,
+    EV_TICK,
+    EV_WEIRD,
+    WEIRD_NAMES,
+    FastFlowTable,
+)
+from pcapexfil.flow.table import (
+    _IP_LEVEL_TUNNEL_PROTOS,
+    EVICTED_WEIRD,
+    FlowConfig,
+    _is_power_of_ten,
+)
 from pcapexfil.flow.uid import UidGenerator
 from pcapexfil.hooks import AppAnalyzer, RecordSink
 from pcapexfil.identifiers.stream import STREAM_KEY
@@ -53,8 +77,18 @@ _PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_IC
 class FastConn:
     """What analyzers see of a live connection (satisfies hooks.ConnView)."""
 
-    __slots__ = ("uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "start_ts", "service", "app",
-                 "tunnel_parents")
+    __slots__ = (
+        "app",
+        "orig_h",
+        "orig_p",
+        "proto",
+        "resp_h",
+        "resp_p",
+        "service",
+        "start_ts",
+        "tunnel_parents",
+        "uid",
+    )
 
     def __init__(self, uid: str, proto: int, start_ts: float) -> None:
         self.uid = uid
@@ -341,10 +375,15 @@ class FastFlow:
 def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any:
     """`pipeline.run` on the fast engine (same arguments, same outputs)."""
     from pcapexfil.decode import Decoder
+    from pcapexfil.fast.reader import iter_batches
     from pcapexfil.hooks import AnalyzerContext
     from pcapexfil.identifiers import make_analyzers
-    from pcapexfil.pipeline import PROGRESS_MIN_BYTES, RunSummary, _LazyLogWriter, _Progress
-    from pcapexfil.fast.reader import iter_batches
+    from pcapexfil.pipeline import (
+        PROGRESS_MIN_BYTES,
+        RunSummary,
+        _LazyLogWriter,
+        _Progress,
+    )
     from pcapexfil.source import CaptureStats
     from pcapexfil.weird import WEIRD_FIELDS
 
