@@ -2,7 +2,8 @@
 
 Every Zeek corpus case (with the flags its Zeek run used) and every fixture capture runs
 through `pipeline.run` twice, `engine="reference"` and `engine="fast"`; the connection
-records (uids included, seeded) must be equal and in the same order, and conn.log,
+records (uids included, seeded) must be equal and in the same order, interleaved with the
+sinks' time ticks in the same order, and conn.log,
 ssl.log, http.log and dns.log identical line for line (headers aside). weird.log holds the
 same rows, compared as a multiset: the fast engine reports the flow table's weirds when
 it replays a batch, after the decoder's weirds of the same batch.
@@ -31,9 +32,27 @@ def _rows(path: str) -> list[str]:
         return [line for line in fh if not line.startswith("#")]
 
 
-def _run(paths: list[str], out: str, engine: str, **kw) -> tuple[object, RecordCollector]:
+class _Calls(RecordCollector):
+    """Records and time ticks in the order a sink hears of them (the detector's view)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def on_record(self, rec) -> None:
+        super().on_record(rec)
+        self.calls.append(("record", rec.uid))
+
+    def on_time(self, now: float) -> None:
+        self.calls.append(("time", now))
+
+    def close(self, now: float) -> None:
+        self.calls.append(("close", now))
+
+
+def _run(paths: list[str], out: str, engine: str, **kw) -> tuple[object, _Calls]:
     os.makedirs(out, exist_ok=True)
-    sink = RecordCollector()
+    sink = _Calls()
     opts = RunOptions(out_dir=out, seed=11, engine=engine, **kw)  # type: ignore[arg-type]
     summary = run(paths, opts, [sink, ConnLogSink(out)])
     return summary, sink
@@ -50,6 +69,7 @@ def assert_same(paths: list[str], tmp_path, **kw) -> int:
         return 0
     fast_summary, got = _run(paths, fast_dir, "fast", **kw)
     assert got.records == ref.records
+    assert got.calls == ref.calls
     assert fast_summary == ref_summary
     for name in ORDERED_LOGS:
         assert _rows(os.path.join(fast_dir, name)) == _rows(os.path.join(ref_dir, name)), name
