@@ -256,3 +256,29 @@ def test_random_cuts_give_the_single_process_records(dataset: dict, tmp_path) ->
     finalize(results, opts, [stitched], SEED)
     assert len(files) > 40
     assert [dataclasses.asdict(r) for r in stitched.records] == [dataclasses.asdict(r) for r in single.records]
+
+
+def test_exact_ties_across_the_boundary_keep_one_runs_order(tmp_path) -> None:
+    """Equal due times and equal start times, one connection carried over (stitch table)
+    and one of the file's own (task): one long run orders them by when the timer was
+    scheduled, and by least recent activity at the final flush; so must the merge."""
+    from tests.helpers_pcap import ether, ipv4, udp, write_pcap
+
+    def frame(sport: int, dst: str) -> bytes:
+        return ether(ipv4(udp(sport, 9999, b"x"), src="10.0.0.1", dst=dst))
+
+    a, b, c, d, e = (frame(40000 + i, f"10.9.0.{i}") for i in range(1, 6))
+    f0 = write_pcap(tmp_path / "f0.pcap", [(100.0, a), (100.0, c)])
+    # A (carried) and B (the file's own) both time out at 160.0, fired by E at 200.0;
+    # C (carried, last packet 150) and D (own, last packet 155) start at 100.0 and are flushed.
+    f1 = write_pcap(tmp_path / "f1.pcap", [(100.0, b), (100.0, d), (150.0, c), (155.0, d), (200.0, e)])
+    files = [str(f0), str(f1)]
+    single = RecordCollector()
+    run(files, RunOptions(seed=SEED, max_flows=None, engine="reference"), [single])
+    opts = ExtractOptions(max_flows=None)
+    results = [extract_file(p, i, i == 1, opts, str(tmp_path / "w")) for i, p in enumerate(files)]
+    stitched = RecordCollector()
+    finalize(results, opts, [stitched], SEED)
+    order = [r.resp_h[-1] for r in single.records]
+    assert order == ["1", "2", "3", "4", "5"]  # A before B (scheduled first), C before D (less recent)
+    assert [dataclasses.asdict(r) for r in stitched.records] == [dataclasses.asdict(r) for r in single.records]

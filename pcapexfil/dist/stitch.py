@@ -105,7 +105,7 @@ def _task_records(res: FileResult, replaced: set[str]) -> list[Emitted]:
     for path in res.parts:
         table = pq.read_table(path)
         recs = table_records(table)
-        m, phase, x, n = (table.column(c).to_pylist() for c in ("_m", "_phase", "_x", "_n"))
+        m, phase, x, y, n = (table.column(c).to_pylist() for c in ("_m", "_phase", "_x", "_y", "_n"))
         keys, lookups = table.column("_key").to_pylist(), table.column("_lookup").to_pylist()
         lk_o, lk_r = table.column("_lk_o").to_pylist(), table.column("_lk_r").to_pylist()
         for i, rec in enumerate(recs):
@@ -113,8 +113,15 @@ def _task_records(res: FileResult, replaced: set[str]) -> list[Emitted]:
                 continue
             lk = lookups[i]
             lookup = None if lk is None else (int(lk[0]), int(lk[1]), int(lk[2]), int(lk[3]), lk_o[i], lk_r[i], lk[4])
-            out.append(Emitted(rec, (res.index, m[i], phase[i], x[i], n[i]), keys[i], lookup))
+            out.append(Emitted(rec, (res.index, m[i], phase[i], x[i], _position(y[i]), n[i]), keys[i], lookup))
     return out
+
+
+def _position(values: list[float]) -> tuple:
+    """A position tuple back from its Parquet list: counters are ints again."""
+    if len(values) == 5:  # a scheduling position (file, m, phase, x, n)
+        return (int(values[0]), values[1], int(values[2]), values[3], int(values[4]))
+    return tuple(int(v) for v in values)  # () or a packet position (file, frame, sub)
 
 
 def assign_uids(records: list[tuple[tuple, Emitted]], creations: list[tuple], seed: int | None) -> None:
@@ -160,7 +167,7 @@ def ticks(results: Sequence[FileResult]) -> list[tuple]:
     for res in results:
         for v in res.skel_v:
             if next_tick is None or v >= next_tick:
-                out.append(((res.index, v, 0, float("inf"), 0), v))
+                out.append(((res.index, v, 0, float("inf"), (), 0, 0), v))
                 next_tick = v + 1.0
     return out
 
@@ -176,11 +183,11 @@ def finalize(results: Sequence[FileResult], opts: ExtractOptions, sinks: list[Re
     learns: list[tuple] = []
     for res, again in zip(results, replaced):
         # Task 0 before the stitch table at equal positions: "0" sorts before "1".
-        records.extend(((*e.order[:4], 0, e.order[4]), e) for e in _task_records(res, again))
+        records.extend(((*e.order[:5], 0, e.order[5]), e) for e in _task_records(res, again))
         creations.extend((*c[:3], 0, *c[3:]) for c in res.creations
                          if c[4] not in redrawn and c[5] not in again)
         learns.extend((*ev[:3], 0, *ev[3:]) for ev in res.learns if ev[4] not in again)
-    records.extend(((*e.order[:4], 1, e.order[4]), e) for e in stitch.emitted)
+    records.extend(((*e.order[:5], 1, e.order[5]), e) for e in stitch.emitted)
     creations.extend((*c[:3], 1, *c[3:]) for c in stitch.creations)
     learns.extend((*ev[:3], 1, *ev[3:]) for ev in stitch.learns)
     # Positions with the table rank folded into n, so the sorts above see 5-tuples.

@@ -4,10 +4,12 @@ Cluster mode runs one flow table per capture file (a task) plus one sequential s
 then merges their outputs. To merge them in exactly the order one long run would have
 produced, every event carries a position in the stream:
 
-- a record emission: (file, m, phase, x, n) where m is the running maximum packet time at
-  that point; phase 0 is a timer batch (x = the timer's due time), phase 1 the processing of
-  frame x, phase 2 the end-of-input flush (x = the connection's start time); n is the
-  table's own emission counter (keeps a table's order among equal keys);
+- a record emission: (file, m, phase, x, y, n) where m is the running maximum packet time
+  at that point; phase 0 is a timer batch (x = the timer's due time, y = the position where
+  the timer was scheduled: one table's heap breaks ties of due times by scheduling order),
+  phase 1 the processing of frame x, phase 2 the end-of-input flush (x = the connection's
+  start time, y = the position of its last packet: the flush's tie order is the table's
+  least-recently-active order); n is the table's own counter;
 - a uid drawn from the generator: (file, frame, sub, n), the sub-packet of the frame that
   created the connection (or tunnel); the real uids are drawn afterwards in this order;
 - a DNS answer learned, and a DNS-name lookup at a connection's first packet:
@@ -19,7 +21,9 @@ generator and wraps its timer dispatch and the DNS analyzer's hooks on the insta
 
 from __future__ import annotations
 
+import heapq
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +36,7 @@ from pcapexfil.packet import Packet
 from pcapexfil.record import ConnRecord
 
 LOOKUP_KEY = "dist_lookup"  # conn.app: position and arguments of the DNS-name lookup
+LAST_KEY = "dist_last"  # conn.app: position of the connection's latest packet
 
 
 @dataclass(slots=True)
@@ -42,6 +47,7 @@ class Cursor:
     m: float = 0.0  # running maximum of packet times
     phase: int = 0
     when: float = 0.0  # due time of the timer being fired (phase 0)
+    sched: tuple = ()  # where that timer was scheduled
     frame: int = 0
     sub: int = 0
 
@@ -49,7 +55,7 @@ class Cursor:
 @dataclass(slots=True)
 class Emitted:
     rec: ConnRecord
-    order: tuple  # (file, m, phase, x, n)
+    order: tuple  # (file, m, phase, x, y, n)
     key: str  # repr of the flow-table key
     lookup: tuple | None  # (file, frame, sub, n, orig_h, resp_h, start_ts) or None
 
@@ -72,17 +78,13 @@ class Recorder:
         self.analyzers = make_analyzers(self.ctx)
         self.table = FlowTable(self.config, self._emit, self.analyzers)
         self._n = itertools.count()
-        self._side: dict[str, tuple[str, tuple | None]] = {}
+        self._side: dict[str, tuple[str, tuple | None, tuple]] = {}
         self._pending_uids: list[tuple] = []
         self._pending_learns: list[tuple] = []
         self.table.new_uid = self._new_uid  # type: ignore[method-assign]
-        fire = self.table._fire
-
-        def timed_fire(when: float, conn: Connection, kind: str, gen: int) -> None:
-            self.cursor.when = when
-            fire(when, conn, kind, gen)
-
-        self.table._fire = timed_fire  # type: ignore[method-assign]
+        # Timer heap entries are (when, seq, ...): seq becomes the scheduling position, which
+        # orders like the single table's counter and compares across tables.
+        self.table._timer_seq = self._schedule_positions()  # type: ignore[assignment]
         dns = next(a for a in self.analyzers if isinstance(a, DnsAnalyzer))
         on_packet, on_remove, remember = dns.on_packet, dns.on_remove, dns.remember
         c = self.cursor
@@ -95,7 +97,7 @@ class Recorder:
 
         def dns_on_remove(conn: Any, rec: ConnRecord) -> None:
             on_remove(conn, rec)
-            self._side[rec.uid] = (repr(conn.key), conn.app.get(LOOKUP_KEY))
+            self._side[rec.uid] = (repr(conn.key), conn.app.get(LOOKUP_KEY), conn.app.get(LAST_KEY, ()))
 
         def dns_remember(client: str, address: str, name: str, expiry: float, now: float) -> None:
             self._pending_learns.append((c.file, c.frame, c.sub, next(self._n), client, address, name, expiry))
@@ -113,24 +115,47 @@ class Recorder:
         self._pending_uids.append((c.file, c.frame, c.sub, n, uid))
         return uid
 
+    def _schedule_positions(self) -> Iterator[tuple]:
+        c = self.cursor
+        while True:
+            yield (c.file, c.m, c.phase, c.when if c.phase == 0 else c.frame, next(self._n))
+
     def _emit(self, rec: ConnRecord) -> None:
         c = self.cursor
-        x = c.when if c.phase == 0 else (c.frame if c.phase == 1 else rec.ts)
-        key, lookup = self._side.pop(rec.uid)
-        self.emitted.append(Emitted(rec, (c.file, c.m, c.phase, x, next(self._n)), key, lookup))
+        key, lookup, last = self._side.pop(rec.uid)
+        if c.phase == 0:
+            x, y = c.when, c.sched
+        elif c.phase == 1:
+            x, y = c.frame, ()
+        else:
+            x, y = rec.ts, last
+        self.emitted.append(Emitted(rec, (c.file, c.m, c.phase, x, y, next(self._n)), key, lookup))
 
     # -- driving ----------------------------------------------------------------------------
     def advance(self, m: float) -> None:
-        """Network time reached a new maximum `m` (timers due by then fire)."""
+        """Network time reached a new maximum `m`: FlowTable.advance, noting each due timer's
+        time and scheduling position for the records it emits. (The drivers call this before
+        every packet that raises the maximum, so FlowTable.process never advances itself.)"""
         c = self.cursor
         c.m, c.phase = m, 0
-        self.table.advance(m)
+        table = self.table
+        if m > table.now:
+            table.now = m
+        timers = table._timers
+        while timers and timers[0][0] <= m:
+            when, sched, conn, kind, gen = heapq.heappop(timers)
+            if conn.removed:
+                continue
+            c.when, c.sched = when, sched  # type: ignore[assignment]
+            table._fire(when, conn, kind, gen)
 
     def process(self, frame: int, sub: int, pkt: Packet) -> Connection | None:
         """One packet of frame `frame` (`sub`: its index among the frame's packets)."""
         c = self.cursor
         c.phase, c.frame, c.sub = 1, frame, sub
         conn = self.table.process(pkt)
+        if conn is not None:
+            conn.app[LAST_KEY] = (c.file, frame, sub)
         if self._pending_uids:
             tunnels = {uid: key for key, uid in self.table._tunnel_uids.items()}
             for f, fr, s, n, uid in self._pending_uids:
