@@ -12,7 +12,13 @@ from click.testing import CliRunner
 
 from pcapexfil.cli import main
 from pcapexfil.evaluate import evaluate, load_results
-from pcapexfil.evaluate.metrics import LOG_DELAY, Notice, Window, notice_matches, window_matches
+from pcapexfil.evaluate.metrics import (
+    LOG_DELAY,
+    Notice,
+    Window,
+    notice_matches,
+    window_matches,
+)
 from pcapexfil.synth.labels import Label, format_ts, read_labels
 
 T0 = 1710374400.0  # 2024-03-14T00:00:00Z

@@ -258,9 +258,9 @@ def evaluate(results: Results, labels: list[Label], threshold: float = 0.8,
     for j, lb in enumerate(labels):
         scores = [w.score for w, s in zip(windows, win_labels) if j in s and w.score is not None]
         # A benign label is flagged only by windows/notices that hold no exfiltration as well.
-        own = (lambda s: j in s and not s & exfil_idx) if lb.benign else (lambda s: j in s)
-        notes = sorted({n.note for n, s in zip(notices, notice_labels) if own(s)})
-        by_window = any(f and own(s) for f, s in zip(flagged, win_labels))
+        notes = sorted({n.note for n, s in zip(notices, notice_labels)
+                        if j in s and not (lb.benign and s & exfil_idx)})
+        by_window = any(f and j in s and not (lb.benign and s & exfil_idx) for f, s in zip(flagged, win_labels))
         episode_rows.append({
             "id": lb.id, "kind": lb.kind, "orig_h": lb.orig_h, "resp_p": lb.resp_p, "domain": lb.domain,
             "start": lb.start, "end": lb.end, "bytes_sent": lb.bytes_sent,
