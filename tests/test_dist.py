@@ -282,3 +282,19 @@ def test_exact_ties_across_the_boundary_keep_one_runs_order(tmp_path) -> None:
     order = [r.resp_h[-1] for r in single.records]
     assert order == ["1", "2", "3", "4", "5"]  # A before B (scheduled first), C before D (less recent)
     assert [dataclasses.asdict(r) for r in stitched.records] == [dataclasses.asdict(r) for r in single.records]
+
+
+def test_baseline_merge_refuses_mixed_settings(dataset: dict, tmp_path) -> None:
+    from pcapexfil.dist.merge import MergeError, merge_states
+
+    runner = CliRunner()
+    dbs = []
+    for mode in ("psl", "last2"):
+        db = str(tmp_path / f"{mode}.db")
+        res = runner.invoke(main, ["analyze", dataset["files"][0], "-o", str(tmp_path / mode), "--state", db,
+                                   "--domain-mode", mode, "--engine", "reference"])
+        assert res.exit_code == 0, res.output
+        dbs.append(db)
+    with pytest.raises(MergeError, match="domain_mode"):
+        merge_states(dbs, str(tmp_path / "out.db"))
+    assert not os.path.exists(tmp_path / "out.db")
