@@ -54,10 +54,6 @@ class VolumeParams:
     min_key_elements: int = 20  # elements the whole key needs before new identifiers are scored
     cumulative_window: float = 86400.0  # uploads of a new identifier summed over this long
 
-    @property
-    def z_scale(self) -> float:
-        return self.z_alert / math.atanh(self.threshold)
-
 
 @njit(cache=True)
 def _median_sorted(s: np.ndarray) -> float:
