@@ -274,3 +274,27 @@ def test_detector_accepts_robust_with_store_built_by_reference(tmp_path: Path) -
     det = run_detector(recs[half:], tmp_path / "b", state=tmp_path / "s.db", settings=Settings(scoring="robust"))
     assert isinstance(det, Detector) and det.stats.scored > 0
     assert "score.volume" in read_log(tmp_path / "b" / "exfil_detection.log")[0]
+
+
+def test_cli_detect_with_robust_scoring(tmp_path: Path) -> None:
+    # conn.log only (no ssl.log): address identifiers. The 30 MB upload to a new address is far
+    # above the host's daily maximum, so the option reaches the detector and flags it.
+    from pcapexfil.pipeline import ConnLogSink
+
+    t = Traffic(seed=8)
+    t.ordinary("10.0.0.1", days=13)
+    t.conn("10.0.0.1", EVENT + 5 * 3600, "45.33.32.50", None, 30e6, 60_000)
+    logs = tmp_path / "zeek"
+    logs.mkdir()
+    sink = ConnLogSink(str(logs))
+    for r in sorted(t.recs, key=lambda r: r.ts):
+        sink.on_record(r)
+    sink.close(0.0)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["detect", str(logs), "-o", str(out), "--scoring", "robust"])
+    assert result.exit_code == 0, result.output
+    rows = read_log(out / "exfil_detection.log")
+    assert "score.volume" in rows[0]
+    flagged = [r for r in rows if float(r["exfiltration_score"]) >= 0.8]
+    assert [r["identifier"] for r in flagged] == ["45.33.32.50"]
+    assert "EXFIL_DETECTION::High_Score" in (out / "notice.log").read_text()
