@@ -229,6 +229,7 @@ def test_analyze_cli_cluster_matches_and_refuses_bad_specs(dataset: dict, tmp_pa
         assert _body(str(clustered / name)) == _body(str(single / name)), name
     table = read_records(str(clustered / "records"))
     assert table.num_rows == len(dataset["ref"]) and set(table.column("sensor").to_pylist()) == {"lab"}
+    assert sorted(table.column("uid").to_pylist()) == sorted(r.uid for r in dataset["ref"])  # real uids
     assert not [p for p in os.listdir(clustered) if p.startswith(".pcapexfil-work")]
     for bad in ("local:0", "nowhere"):
         res = runner.invoke(main, ["analyze", files[0], "-o", str(tmp_path / bad.replace(":", "")), "--cluster", bad])
