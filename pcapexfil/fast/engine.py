@@ -79,6 +79,7 @@ class FastConn:
 
     __slots__ = (
         "app",
+        "ids",
         "orig_h",
         "orig_p",
         "proto",
@@ -99,6 +100,7 @@ class FastConn:
         self.service: list[str] = []
         self.app: dict[str, Any] = {}
         self.tunnel_parents: list[str] = []
+        self.ids: tuple[int, int, int, int] | None = None  # address halves orig_h/resp_h were made from
 
 
 class FastFlow:
@@ -233,11 +235,9 @@ class FastFlow:
             return p
         (ts, _, _, ipv, proto, ttl, shi, slo, dhi, dlo, sport, dport, ip_len, flags, seq, ack, window,
          plen, off, cap) = self._batch[row].item()
-        return Packet(
-            ts=ts, src=self._text(shi, slo), dst=self._text(dhi, dlo), proto=proto, ip_len=ip_len,
-            sport=sport, dport=dport, ip_version=ipv, ttl=ttl, flags=flags, seq=seq, ack=ack, window=window,
-            payload_len=plen, payload=self._buf[off : off + cap].tobytes(),
-        )
+        text = self._text
+        return Packet(ts, text(shi, slo), text(dhi, dlo), proto, ip_len, sport, dport, ipv, ttl, flags, seq, ack,
+                      window, plen, self._buf[off : off + cap].tobytes())
 
     def _feed(self) -> None:
         self._flush_tuples()
@@ -300,7 +300,10 @@ class FastFlow:
             if kind == EV_PKT:
                 conn = conns[serial]
                 pkt = self._packet(row)
-                conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
+                ids = (ohi, olo, rhi, rlo)
+                if conn.ids != ids:
+                    conn.ids = ids
+                    conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
                 conn.orig_p, conn.resp_p = op, rp
                 for analyzer in analyzers:
                     analyzer.on_packet(conn, bool(is_orig), pkt)
@@ -346,6 +349,7 @@ class FastFlow:
          opk, oipb, rpk, ripb, hlen) = r
         orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
         conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = orig_h, op, resp_h, rp
+        conn.ids = (ohi, olo, rhi, rlo)
         has_duration = duration > 0
         local = self.local
         rec = ConnRecord(
