@@ -2,7 +2,8 @@
 table cap, and whether the legitimate connections come out as they do without the flood.
 
     python benchmarks/flood.py                      # 2 million packets, --max-flows 100000
-    python benchmarks/flood.py --packets 500000 --max-flows 0   # the peer: no cap
+    python benchmarks/flood.py --packets 500000 --peer          # and the same without a cap
+    python benchmarks/flood.py --engine fast                    # the numba engine's table
 
 The capture is written in bulk with numpy (one 70-byte record template, columns patched in),
 not packet by packet. Half the flood is a SYN flood on 10.99.0.1:80 from random sources and
@@ -173,11 +174,12 @@ _MEASURE = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], 
             "sys.exit(p.returncode)")
 
 
-def run_conn(pcap: str | os.PathLike[str], out: str | os.PathLike[str], max_flows: int) -> tuple[int, str, int]:
+def run_conn(pcap: str | os.PathLike[str], out: str | os.PathLike[str], max_flows: int,
+             engine: str = "reference") -> tuple[int, str, int]:
     """`pcapexfil conn` in a child of a fresh measuring process: (exit status, stderr, peak RSS KiB).
     The measuring process is new, so RUSAGE_CHILDREN sees only this run."""
     cmd = [sys.executable, "-c", _MEASURE, sys.executable, "-c", "from pcapexfil.cli import main; main()",
-           "conn", str(pcap), "-o", str(out), "--max-flows", str(max_flows), "--seed", "1"]
+           "conn", str(pcap), "-o", str(out), "--max-flows", str(max_flows), "--seed", "1", "--engine", engine]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     return p.returncode, p.stderr, int(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else 0
 
@@ -198,22 +200,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=2_000_000)
     ap.add_argument("--max-flows", type=int, default=100_000)
-    ap.add_argument("--peer", action="store_true", help="also run without a cap (needs ~3 KB per flood packet)")
+    ap.add_argument("--peer", action="store_true", help="also run without a cap (needs ~5 KB per flood packet)")
+    ap.add_argument("--engine", choices=("reference", "fast"), default="reference")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         pcap = write_flood(Path(tmp) / "flood.pcap", args.packets)
         gen = time.perf_counter() - t
         oracle_pcap = write_legit_only(Path(tmp) / "legit.pcap", args.packets)
-        status, err, _ = run_conn(oracle_pcap, Path(tmp) / "oracle", 0)
+        status, err, base_rss = run_conn(oracle_pcap, Path(tmp) / "oracle", 0, args.engine)
         assert status == 0, err
         oracle = legit_rows(read_conn_log(Path(tmp) / "oracle" / "conn.log"))
         runs = [args.max_flows] + ([0] if args.peer else [])
-        result = {"packets": args.packets, "generate_s": round(gen, 2),
-                  "pcap_mb": round(os.path.getsize(pcap) / 2**20, 1)}
+        result = {"packets": args.packets, "engine": args.engine, "generate_s": round(gen, 2),
+                  "pcap_mb": round(os.path.getsize(pcap) / 2**20, 1), "tiny_run_rss_mb": round(base_rss / 1024)}
         for cap in runs:
             t = time.perf_counter()
-            status, err, rss = run_conn(pcap, Path(tmp) / f"out{cap}", cap)
+            status, err, rss = run_conn(pcap, Path(tmp) / f"out{cap}", cap, args.engine)
             took = time.perf_counter() - t
             got = legit_rows(read_conn_log(Path(tmp) / f"out{cap}" / "conn.log"))
             result[f"max_flows={cap or 'none'}"] = {

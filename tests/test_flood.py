@@ -119,21 +119,21 @@ def test_truncated_payload_weird_once_per_connection():
 
 SUITE_PACKETS = 200_000
 SUITE_MAX_FLOWS = 10_000
-# Peak RSS bound for the suite run. Measured: 40 MB for a tiny capture, ~200 MB with a 20k
-# cap whatever the flood's length, ~500 MB for 100k packets without a cap (so this input
-# would need ~1 GB uncapped).
+# Peak RSS bound for the suite run (reference engine, whose table flow/table.py is). Measured:
+# 40 MB for a tiny capture; ~130 MB with this cap for 200k and for 400k flood packets (flat);
+# ~960 MB for these 200k packets without a cap.
 SUITE_RSS_BOUND_MB = 200
 
 
 def test_syn_flood_keeps_memory_bounded_and_legit_connections_exact(tmp_path):
     oracle_pcap = write_legit_only(tmp_path / "legit.pcap", SUITE_PACKETS)
-    status, err, _ = run_conn(oracle_pcap, tmp_path / "oracle", 0)
+    status, err, _ = run_conn(oracle_pcap, tmp_path / "oracle", 0, "reference")
     assert status == 0, err
     oracle = legit_rows(read_conn_log(tmp_path / "oracle" / "conn.log"))
     assert len(oracle) == len(LEGIT)
 
     pcap = write_flood(tmp_path / "flood.pcap", SUITE_PACKETS)
-    status, err, peak_kib = run_conn(pcap, tmp_path / "out", SUITE_MAX_FLOWS)
+    status, err, peak_kib = run_conn(pcap, tmp_path / "out", SUITE_MAX_FLOWS, "reference")
     assert status == 0, err
     assert peak_kib / 1024 < SUITE_RSS_BOUND_MB, f"peak RSS {peak_kib / 1024:.0f} MB"
     rows = read_conn_log(tmp_path / "out" / "conn.log")
