@@ -40,10 +40,11 @@ def test_generator_is_deterministic_and_committed_files_match(tmp_path):
         assert (tmp_path / name).read_bytes() == (MALFORMED / name).read_bytes(), name
 
 
+@pytest.mark.parametrize("engine", ["reference", "fast"])
 @pytest.mark.parametrize("name", sorted(MANIFEST))
-def test_damage_counted_and_good_traffic_kept(name, tmp_path):
+def test_damage_counted_and_good_traffic_kept(name, engine, tmp_path):
     entry = MANIFEST[name]
-    summary = run([str(MALFORMED / name)], RunOptions(out_dir=str(tmp_path), seed=1),
+    summary = run([str(MALFORMED / name)], RunOptions(out_dir=str(tmp_path), seed=1, engine=engine),
                   [ConnLogSink(str(tmp_path))])
     weird_names = sorted({r["name"] for r in _rows(tmp_path / "weird.log")})
     assert weird_names == sorted(set(entry["weirds"])), entry["about"]
