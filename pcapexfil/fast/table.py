@@ -102,8 +102,8 @@ CFG_SIZE = 9
 
 # Global scalar slots (G int64 array, GF float64 array).
 G_SERIAL, G_TOUCH, G_LIVE, G_TIMER_SEQ, G_HEAP_N, G_NFREE, G_EV_N, G_REC_N = 0, 1, 2, 3, 4, 5, 6, 7
-G_MAX_FLOWS, G_TICK_PENDING, G_HAVE_TICK, G_LAST_C, G_LAST_SERIAL, G_ANALYZERS, G_EVICTED = 8, 9, 10, 11, 12, 13, 14
-G_SIZE = 16
+G_MAX_FLOWS, G_HAVE_TICK, G_ANALYZERS = 8, 9, 10
+G_SIZE = 11
 GF_NOW, GF_PNOW, GF_NEXT_TICK = 0, 1, 2
 GF_SIZE = 4
 
@@ -1119,7 +1119,6 @@ HEAP_ROOM = 8
 HIST_ROOM = 8
 BLOCK_ROOM = 2
 _BCAST_LO = np.uint64((0xFFFF << 32) | 0xFFFFFFFF)  # 255.255.255.255, IPv4-mapped
-_DNS_UDP_PORTS = (53, 5353, 5355)  # identifiers.dns.UDP_PORTS: every packet goes to the analyzers
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -1350,7 +1349,6 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
                 if C[k].live and (best < 0 or C[k].touch < best_touch):
                     best = k
                     best_touch = C[k].touch
-            G[G_EVICTED] += 1
             ev_conn(EV, G, EV_EVICT, C, best, GF[GF_NOW])
             _remove(C, E, HI, hidx, free, EV, REC, RH, G, best)
         # Deletions moved entries: find the insertion slot again.
@@ -1627,8 +1625,6 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                     if C[c].app_sent >= APP_PKTS_PER_CALL:
                         pause = True
         row_conn[i] = C[c].serial
-        G[G_LAST_C] = c
-        G[G_LAST_SERIAL] = C[c].serial
         G[G_STAGE] = 0
         if pause:
             # Let the analyzers look: they may be done with this connection.
@@ -1702,18 +1698,6 @@ class FastFlowTable:
 
     def __len__(self) -> int:
         return int(self.G[G_LIVE])
-
-    @property
-    def records(self) -> int:
-        return int(self.G[G_SERIAL] - self.G[G_LIVE])
-
-    @property
-    def evicted(self) -> int:
-        return int(self.G[G_EVICTED])
-
-    @property
-    def last_serial(self) -> int:
-        return int(self.G[G_LAST_SERIAL])
 
     def feed(self, batch: np.ndarray, aux: np.ndarray) -> np.ndarray:
         """Process `batch` (with its aux flags); returns each row's connection serial (-1: none)."""
