@@ -183,11 +183,11 @@ def main() -> None:
     if not os.path.exists(big):
         span = args.days * 86400.0
         join([cap], big, shift=span, times=4)
-    wall4, _, rss4 = timed(["pcapexfil", "conn", "--engine", "fast", "-o", out("fast4"), big])
+    wall4, cpu4, rss4 = timed(["pcapexfil", "conn", "--engine", "fast", "-o", out("fast4"), big])
     rss1 = results["conn --engine fast"][2]
     print(f"\npeak RSS, conn --engine fast: 1x {rss1 / 1024:.0f} MB, 4x {rss4 / 1024:.0f} MB "
-          f"(+{(rss4 - rss1) / rss1:.1%}; issue: < 20%); 4x took {wall4:.2f} s "
-          f"({4 * packets / wall4:,.0f} packets/s)")
+          f"(+{(rss4 - rss1) / rss1:.1%}; issue: < 20%); 4x took {wall4:.2f} s wall, {cpu4:.2f} s CPU "
+          f"({4 * packets / wall4:,.0f} packets/s by wall, {4 * packets / cpu4:,.0f} by CPU)")
 
 
 if __name__ == "__main__":
