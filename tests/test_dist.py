@@ -34,6 +34,7 @@ from tests.record_sink import RecordCollector
 
 SEED = 11
 LOGS = ("conn.log", "exfil_detection.log", "notice.log")
+ID_LOGS = ("ssl.log", "http.log", "dns.log")  # the analyzers' logs, also merged in order
 
 
 def _settings() -> Settings:
@@ -81,7 +82,7 @@ def test_cluster_output_is_byte_identical(dataset: dict) -> None:
             Client(cluster) as client:
         summary = run_cluster(files, RunOptions(out_dir=out, seed=SEED, max_flows=None),
                               [ConnLogSink(out), Detector(_settings(), out_dir=out), coll], client, out)
-    for name in LOGS:
+    for name in (*LOGS, *ID_LOGS):
         assert _body(os.path.join(out, name)) == _body(os.path.join(root / "single", name)), name
     assert [dataclasses.asdict(r) for r in coll.records] == [dataclasses.asdict(r) for r in ref]
     assert summary.records == len(ref)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import ExtractOptions, FileResult, extract_file
-from pcapexfil.hooks import RecordSink
+from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.pipeline import RunOptions, RunSummary
 
 
@@ -89,7 +89,7 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
 
     files = order_files(paths)
     opts = ExtractOptions(verify_checksums=options.verify_checksums, local_nets=tuple(options.local_nets),
-                          max_flows=options.max_flows, sensor=sensor)
+                          max_flows=options.max_flows, sensor=sensor, logs=options.out_dir is not None)
     run_dir = os.path.join(work_dir, f".pcapexfil-work-{uuid.uuid4().hex[:12]}")
     os.makedirs(run_dir, exist_ok=True)
     try:
@@ -99,7 +99,8 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
         t0 = time.perf_counter()
         results: list[FileResult] = client.gather(futures)
         t1 = time.perf_counter()
-        records = finalize(results, opts, sinks, options.seed)
+        logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style)
+        records = finalize(results, opts, sinks, options.seed, logs)
         if timings is not None:
             timings.update(extract=t1 - t0, finalize=time.perf_counter() - t1)
     finally:

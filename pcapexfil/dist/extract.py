@@ -39,6 +39,7 @@ class ExtractOptions:
     local_nets: tuple[str, ...] = tuple(PRIVATE_NETS)
     max_flows: int | None = None
     sensor: str | None = None
+    logs: bool = False  # also ssl.log, http.log, dns.log rows
 
 
 @dataclass
@@ -54,6 +55,8 @@ class FileResult:
     tail: dict[str, tuple[str, list[Entry]]] = field(default_factory=dict)  # key → (placeholder uid, packets)
     creations: list[tuple] = field(default_factory=list)
     learns: list[tuple] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)  # analyzer log rows (Recorder.rows)
+    log_fields: dict[str, list] = field(default_factory=dict)
     weirds: dict[str, int] = field(default_factory=dict)
 
 
@@ -75,7 +78,7 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
 
     weirds = Weirds()
     cfg = flow_config(opts, weirds)
-    rec = Recorder(cfg, AnalyzerContext(out_dir=None, weirds=weirds), prefix=f"{index}.")
+    rec = Recorder(cfg, AnalyzerContext(out_dir=None, weirds=weirds), prefix=f"{index}.", capture_logs=opts.logs)
     rec.cursor.file = index
     decoder = Decoder(weirds, verify_checksums=opts.verify_checksums)
     res = FileResult(index=index, path=path, last=last)
@@ -124,7 +127,7 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
             res.tail[repr(conn.key)] = (conn.uid, live.get(conn.uid, []))
     rec.close()
     res.parts = write_parts(rec.emitted, work_dir, index, opts.sensor)
-    res.creations, res.learns = rec.creations, rec.learns
+    res.creations, res.learns, res.rows, res.log_fields = rec.creations, rec.learns, rec.rows, rec.log_fields
     res.weirds = dict(weirds.counts)
     return res
 

@@ -77,7 +77,7 @@ def _drive(stitch: Recorder, res: FileResult, entries: list[Entry]) -> None:
 def stitch_files(results: Sequence[FileResult], opts: ExtractOptions) -> tuple[Recorder, list[set[str]], set[str]]:
     """Step 1: the stitch table after all files, the keys whose task records are replaced
     (per file), and the placeholder uids of tail connections (redrawn by the stitch table)."""
-    stitch = Recorder(flow_config(opts), AnalyzerContext(out_dir=None), prefix="s.")
+    stitch = Recorder(flow_config(opts), AnalyzerContext(out_dir=None), prefix="s.", capture_logs=opts.logs)
     replaced: list[set[str]] = []
     redrawn: set[str] = set()
     for res in results:
@@ -124,7 +124,7 @@ def _position(values: list[float]) -> tuple:
     return tuple(int(v) for v in values)  # () or a packet position (file, frame, sub)
 
 
-def assign_uids(records: list[tuple[tuple, Emitted]], creations: list[tuple], seed: int | None) -> None:
+def assign_uids(records: list[tuple[tuple, Emitted]], creations: list[tuple], seed: int | None) -> dict[str, str]:
     """Step 2: real uids drawn in stream order; placeholders replaced in uid and tunnel_parents."""
     gen = UidGenerator(seed)
     real: dict[str, str] = {}
@@ -140,6 +140,32 @@ def assign_uids(records: list[tuple[tuple, Emitted]], creations: list[tuple], se
         e.rec.uid = real[e.rec.uid]
         if e.rec.tunnel_parents:
             e.rec.tunnel_parents = [real.get(u, u) for u in e.rec.tunnel_parents]
+    return real
+
+
+def write_logs(results: Sequence[FileResult], replaced: list[set[str]], redrawn: set[str], stitch: Recorder,
+               real: dict[str, str], ctx: AnalyzerContext) -> None:
+    """ssl.log, http.log, dns.log: every table's rows in stream order, with the real uids.
+    Task rows of replaced keys, and of connections the stitch table redid, are dropped."""
+    from pcapexfil.identifiers.output import LogOut
+
+    rows = []
+    fields: dict[str, list] = dict(stitch.log_fields)
+    for res, again in zip(results, replaced, strict=True):
+        fields.update(res.log_fields)
+        rows.extend(((*pos[:5], 0, pos[5]), name, row) for name, pos, key, row in res.rows
+                    if key not in again and row.get("uid") not in redrawn)
+    rows.extend(((*pos[:5], 1, pos[5]), name, row) for name, pos, _key, row in stitch.rows)
+    rows.sort(key=lambda r: r[0])
+    outs = {name: LogOut(ctx, name, f) for name, f in fields.items()}
+    try:
+        for _, name, row in rows:
+            if "uid" in row:
+                row["uid"] = real.get(row["uid"], row["uid"])
+            outs[name].write(row)
+    finally:
+        for out in outs.values():
+            out.close()
 
 
 def assign_names(records: list[tuple[tuple, Emitted]], learns: list[tuple]) -> None:
@@ -173,8 +199,9 @@ def ticks(results: Sequence[FileResult]) -> list[tuple]:
 
 
 def finalize(results: Sequence[FileResult], opts: ExtractOptions, sinks: list[RecordSink],
-             seed: int | None) -> int:
-    """Steps 1-4 over the tasks' results (in file order); returns the number of records."""
+             seed: int | None, logs: AnalyzerContext | None = None) -> int:
+    """Steps 1-4 over the tasks' results (in file order); returns the number of records.
+    With `logs` (and tasks run with opts.logs), the analyzers' logs go to logs.out_dir."""
     results = sorted(results, key=lambda r: r.index)
     check_order(results)
     stitch, replaced, redrawn = stitch_files(results, opts)
@@ -194,8 +221,10 @@ def finalize(results: Sequence[FileResult], opts: ExtractOptions, sinks: list[Re
     creations = [(*c[:3], (c[3], c[4]), *c[5:]) for c in creations]
     learns = [(*ev[:3], (ev[3], ev[4]), *ev[5:]) for ev in learns]
     records.sort(key=lambda r: r[0])
-    assign_uids(records, creations, seed)
+    real = assign_uids(records, creations, seed)
     assign_names(records, learns)
+    if logs is not None and logs.out_dir is not None and opts.logs:
+        write_logs(results, replaced, redrawn, stitch, real, logs)
     end = max((r.skel_v[-1] for r in results if r.skel_v), default=0.0)
     for item in heapq.merge(((k, e.rec) for k, e in records), ticks(results), key=lambda t: t[0]):
         if isinstance(item[1], ConnRecord):

@@ -73,6 +73,9 @@ class Recorder:
     creations: list[tuple] = field(default_factory=list)
     # (file, frame, sub, n, key repr, client, address, name, expiry)
     learns: list[tuple] = field(default_factory=list)
+    capture_logs: bool = False  # keep the analyzers' log rows (ssl, http, dns) with positions
+    # (log name, position (file, m, phase, x, y, n), key repr, row)
+    rows: list[tuple] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.analyzers = make_analyzers(self.ctx)
@@ -103,6 +106,14 @@ class Recorder:
             self._pending_learns.append((c.file, c.frame, c.sub, next(self._n), client, address, name, expiry))
             remember(client, address, name, expiry, now)
 
+        self.log_fields: dict[str, list] = {}
+        self._pending_rows: list[tuple] = []
+        if self.capture_logs:
+            for analyzer in self.analyzers:
+                out = getattr(analyzer, "log", None)
+                if out is not None:
+                    self.log_fields[out.name] = out.fields
+                    analyzer.log = _Capture(out.name, self)  # type: ignore[attr-defined]
         dns.on_packet = dns_on_packet  # type: ignore[method-assign]
         dns.on_remove = dns_on_remove  # type: ignore[method-assign]
         dns.remember = dns_remember  # type: ignore[method-assign]
@@ -129,6 +140,9 @@ class Recorder:
             x, y = c.frame, ()
         else:
             x, y = rec.ts, last
+        if self._pending_rows:  # written by on_remove: they precede the record, at its place
+            self.rows.extend((name, (c.file, c.m, c.phase, x, y, n), key, row) for name, n, row in self._pending_rows)
+            self._pending_rows.clear()
         self.emitted.append(Emitted(rec, (c.file, c.m, c.phase, x, y, next(self._n)), key, lookup))
 
     # -- driving ----------------------------------------------------------------------------
@@ -164,6 +178,10 @@ class Recorder:
                 else:
                     self.creations.append((f, fr, s, n, uid, None, repr(tunnels.get(uid))))
             self._pending_uids.clear()
+        if self._pending_rows:  # written by on_packet
+            key = repr(conn.key) if conn is not None else None
+            self.rows.extend((name, (c.file, c.m, 1, frame, (), n), key, row) for name, n, row in self._pending_rows)
+            self._pending_rows.clear()
         if self._pending_learns:
             key = repr(conn.key) if conn is not None else None
             self.learns.extend((*e[:4], key, *e[4:]) for e in self._pending_learns)
@@ -190,3 +208,20 @@ class Recorder:
     def close(self) -> None:
         for analyzer in self.analyzers:
             analyzer.close()
+
+
+class _Capture:
+    """Stands in for an analyzer's LogOut: rows are kept (with their order) for the merge."""
+
+    enabled = True
+
+    def __init__(self, name: str, recorder: Recorder) -> None:
+        self.name = name
+        self.recorder = recorder
+
+    def write(self, row: Any) -> None:
+        r = self.recorder
+        r._pending_rows.append((self.name, next(r._n), dict(row)))
+
+    def close(self) -> None:
+        pass
