@@ -221,6 +221,18 @@ def target_capture(data: bytes) -> None:
     _analyze(packets)
 
 
+def target_capture_fast(data: bytes) -> None:
+    """The same file through the pipeline's fast (numba) engine."""
+    from pcapexfil.pipeline import RunOptions, run
+
+    path = _TMP / "input-fast.cap"
+    path.write_bytes(data)
+    try:
+        run([str(path)], RunOptions(out_dir=None, seed=1, max_flows=64, engine="fast"), [])
+    except CaptureError:
+        return
+
+
 def target_decode(data: bytes) -> None:
     """One frame: byte 0 picks the link type, byte 1 how much of the wire was not captured."""
     if len(data) < 2:
@@ -305,6 +317,7 @@ Target = tuple[Callable[[bytes], None], list[bytes]]
 TARGETS: dict[str, Target] = {
     "capture": (target_capture, [_pcap(FRAMES), _pcapng(FRAMES), gzip.compress(_pcap(FRAMES[:3]), mtime=0),
                                  _pcap(FRAMES, linktype=101)[:24] + _pcap([f[14:] for f in FRAMES[:4]])[24:]]),
+    "capture_fast": (target_capture_fast, [_pcap(FRAMES), _pcapng(FRAMES), gzip.compress(_pcap(FRAMES[:3]), mtime=0)]),
     "decode": (target_decode, [bytes([LINKTYPES.index(1), 0]) + f for f in FRAMES]
                + [bytes([LINKTYPES.index(101), 0]) + f[14:] for f in FRAMES[:4]]),
     "tls_hello": (target_tls_hello, [CLIENT_HELLO_RECORD, SERVER_FLIGHT]),
