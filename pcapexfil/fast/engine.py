@@ -104,10 +104,12 @@ class FastConn:
 
 
 class FastFlow:
-    """Reference packets in, the reference table's outputs out, the numba table inside.
+    """The numba table fed in capture order, its outputs sent where FlowTable's go.
 
-    Same calls as FlowTable: `process_all` per decoded frame (plus `tick` per captured
-    frame, which the pipeline does through `advance` and the sinks), `flush` at the end.
+    `set_buffer` + `add_fast` for rows the numba parser made, `frame` for a frame the
+    reference decoder handled, `flush` at the end of input. Analyzers, sinks and weirds see
+    the reference's calls in the reference's order (the pipeline's once-a-second ticks
+    included: the kernel makes them, from each frame's time).
     """
 
     def __init__(self, config: FlowConfig, analyzers: Sequence[AppAnalyzer], sinks: Sequence[RecordSink],
