@@ -145,3 +145,67 @@ def test_syn_flood_keeps_memory_bounded_and_legit_connections_exact(tmp_path):
     assert EVICTED_WEIRD in (tmp_path / "out" / "weird.log").read_text()
     print(f"flood {SUITE_PACKETS} pkts, --max-flows {SUITE_MAX_FLOWS}: peak RSS {peak_kib / 1024:.0f} MB, "
           f"{evicted} evicted")
+
+
+# ---- floods inside one connection -------------------------------------------------------------
+
+def _http_conversation(rounds: int, answered: bool) -> list:
+    """One keep-alive HTTP connection: `rounds` segments of 40 pipelined requests (and,
+    when `answered`, a segment of 40 empty responses after each)."""
+    from test_fuzz import _ether, _ipv4, _session_frames, _tcp
+
+    from pcapexfil.packet import RawPacket
+
+    req = b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n" * 40
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 40
+    frames = _session_frames(80, b"", b"", False)[:2]
+    c, s = 1000, 9000
+    for _ in range(rounds):
+        frames.append(_ether(_ipv4(6, _tcp(40000, 80, 0x18, c, s, req))))
+        c += len(req)
+        if answered:
+            frames.append(_ether(_ipv4(6, _tcp(80, 40000, 0x18, s, c, resp), src=b"\x0a\0\0\x02",
+                                       dst=b"\x0a\0\0\x01")))
+            s += len(resp)
+    return [RawPacket(1.0 + i * 1e-4, 1, f, len(f)) for i, f in enumerate(frames)]
+
+
+def _run_http(raws: list, out_dir: str | None) -> tuple[Weirds, object]:
+    from pcapexfil.decode import Decoder
+    from pcapexfil.hooks import AnalyzerContext
+    from pcapexfil.identifiers import make_analyzers
+
+    weirds = Weirds()
+    analyzers = make_analyzers(AnalyzerContext(out_dir=out_dir, weirds=weirds))
+    decoder = Decoder(weirds)
+    table = FlowTable(FlowConfig(seed=1, weirds=weirds), lambda r: None, analyzers)
+    state = None
+    for raw in raws:
+        pkts = decoder.decode(raw)
+        if pkts:
+            table.process_all(pkts)
+            conn = next(iter(table.conns.values()))
+            state = conn.app.get("http")
+            assert state is None or len(state.trans) <= 1000
+    table.flush(raws[-1].ts + 1)
+    for a in analyzers:
+        a.close()
+    return weirds, state
+
+
+def test_endless_pipelined_http_is_bounded_and_fully_logged(tmp_path):
+    """Every transaction used to be held until the connection ended (~900 bytes each: a
+    million requests, ~1 GB). Finished ones are now logged early beyond 1000 held; the log
+    still has every transaction, numbered in order."""
+    weirds, _ = _run_http(_http_conversation(250, answered=True), str(tmp_path))  # 10,000 transactions
+    rows = [ln.split("\t") for ln in (tmp_path / "http.log").read_text().splitlines() if not ln.startswith("#")]
+    fields = next(ln for ln in (tmp_path / "http.log").read_text().splitlines() if ln.startswith("#fields"))
+    depth = fields.split("\t")[1:].index("trans_depth")
+    assert sorted(int(r[depth]) for r in rows) == list(range(1, 10_001))
+    assert "HTTP_excessive_pipelining" not in weirds.counts
+
+
+def test_unanswered_pipelining_stops_following_the_client():
+    weirds, state = _run_http(_http_conversation(100, answered=False), None)  # 4,000 requests, no reply
+    assert weirds.counts["HTTP_excessive_pipelining"] == 1
+    assert state is not None and len(state.trans) == 1000

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 NAME = "http"
 MAX_HEADER = 64 * 1024  # a header block longer than this is not HTTP we follow
+# Transactions held per connection (they are logged when it ends). Beyond it, finished ones
+# are logged and forgotten early, and a client with this many requests unanswered is no
+# longer followed (HTTP_excessive_pipelining): endless pipelining cannot grow memory.
+MAX_TRANSACTIONS = 1000
 
 # Request line: a token method, a target, and an HTTP version (or none: HTTP/0.9).
 # The target runs to the last " HTTP/x.y" (Zeek keeps spaces inside it).
@@ -168,12 +172,13 @@ class _Side:
 
 
 class _HttpConn:
-    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done")
+    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped")
 
     def __init__(self) -> None:
         self.orig = _Side(False)
         self.resp = _Side(True)
         self.trans: list[Transaction] = []
+        self.dropped = 0  # finished transactions logged and forgotten early (MAX_TRANSACTIONS)
         self.next_resp = 0  # index of the first transaction still waiting for its response
         self.is_http: bool | None = None  # None: undecided
         self.done = False
@@ -304,7 +309,12 @@ class HttpAnalyzer:
             uri, uri_weirds = unescape_uri(uri)
             for name in uri_weirds:
                 self._weird(conn, name, ts)
-            t = Transaction(ts, len(st.trans) + 1, _text(method), _text(uri), _text(version or b"0.9"))
+            if len(st.trans) >= MAX_TRANSACTIONS and not self._trim(conn, st):
+                self._weird(conn, "HTTP_excessive_pipelining", ts)
+                side.state = "off"
+                return
+            t = Transaction(ts, st.dropped + len(st.trans) + 1, _text(method), _text(uri),
+                            _text(version or b"0.9"))
             for name, value in headers:
                 if name not in t.headers:
                     t.headers[name] = value
@@ -499,6 +509,23 @@ class HttpAnalyzer:
         side.state = "head"
         if side.trans is not None and side.is_resp:
             side.trans.complete = True
+
+    def _trim(self, conn: ConnView, st: _HttpConn) -> int:
+        """Log and forget finished transactions, keeping those up to the first with a Host
+        (it names the connection); return how many went."""
+        first_host = next((i for i, t in enumerate(st.trans) if "HOST" in t.headers), len(st.trans))
+        keep: list[Transaction] = []
+        gone = 0
+        for i, t in enumerate(st.trans):
+            if i > first_host and i < st.next_resp and t.complete:
+                self._log(conn, t)
+                gone += 1
+            else:
+                keep.append(t)
+        st.trans = keep
+        st.next_resp -= gone  # every transaction that went was before next_resp
+        st.dropped += gone
+        return gone
 
     def _log(self, conn: ConnView, t: Transaction) -> None:
         if self.log.enabled and not t.logged:
