@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any, Literal
@@ -31,6 +32,10 @@ _SEPARATOR = "\t"
 _SET_SEPARATOR = ","
 _EMPTY = "(empty)"
 _UNSET = "-"
+# Anything but printable ASCII needs escaping (the separator, tab, is below 0x20); in a
+# container the set separator too. Most values have none, and skip the byte loop.
+_NEEDS_ESCAPE = re.compile(r"[^\x20-\x7e]")
+_NEEDS_ESCAPE_IN_CONTAINER = re.compile(r"[^\x20-\x7e]|,")
 
 
 def format_time(value: float) -> str:
@@ -47,6 +52,9 @@ def format_double(value: float) -> str:
 
 def escape_string(value: str | bytes, in_container: bool = False) -> str:
     """Escape non-printable bytes and separators as \\xHH, the way LogAscii does."""
+    if isinstance(value, str) and value not in (_UNSET, _EMPTY):
+        if not (_NEEDS_ESCAPE_IN_CONTAINER if in_container else _NEEDS_ESCAPE).search(value):
+            return value or _EMPTY
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if not raw:
         return _EMPTY
