@@ -12,7 +12,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, Literal
 
 Field = tuple[str, str]  # (dotted column name, Zeek type such as "count" or "set[string]")
@@ -72,30 +72,35 @@ def escape_string(value: str | bytes, in_container: bool = False) -> str:
     return text
 
 
-def _format_scalar(value: Any, type_: str, in_container: bool = False) -> str:
+def _scalar_formatter(type_: str, in_container: bool = False) -> Callable[[Any], str]:
+    """How LogAscii prints one non-unset value of a Zeek type."""
     if type_ in ("time", "interval"):
-        return format_time(float(value))
+        return lambda value: format_time(float(value))
     if type_ == "double":
-        return format_double(float(value))
+        return lambda value: format_double(float(value))
     if type_ in ("count", "int", "port"):
-        return str(int(value))
+        return lambda value: str(int(value))
     if type_ == "bool":
-        return "T" if value else "F"
+        return lambda value: "T" if value else "F"
     if type_ in ("addr", "subnet"):
-        return str(value)
-    return escape_string(value, in_container)
+        return str
+    return lambda value: escape_string(value, in_container)
 
 
-def format_tsv(value: Any, type_: str) -> str:
-    if value is None:
-        return _UNSET
+def tsv_formatter(type_: str) -> Callable[[Any], str]:
+    """A column's printer, chosen once per column rather than once per value."""
     if type_.startswith(("set[", "vector[")):
-        inner = type_[type_.index("[") + 1 : -1]
-        items = list(value)
-        if not items:
-            return _EMPTY
-        return _SET_SEPARATOR.join(_format_scalar(v, inner, in_container=True) for v in items)
-    return _format_scalar(value, type_)
+        item = _scalar_formatter(type_[type_.index("[") + 1 : -1], in_container=True)
+
+        def container(value: Any) -> str:
+            if value is None:
+                return _UNSET
+            items = list(value)
+            return _SET_SEPARATOR.join(map(item, items)) if items else _EMPTY
+
+        return container
+    scalar = _scalar_formatter(type_)
+    return lambda value: _UNSET if value is None else scalar(value)
 
 
 def _json_value(value: Any, type_: str, ts_style: TimestampStyle) -> Any:
@@ -146,6 +151,7 @@ class ZeekLogWriter:
         self.ts_style = ts_style
         self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8", newline="\n")
         self.rows = 0
+        self._tsv_columns = [(name, tsv_formatter(type_)) for name, type_ in self.fields]
         if not use_json:
             names = _SEPARATOR.join(name for name, _ in self.fields)
             types = _SEPARATOR.join(type_ for _, type_ in self.fields)
@@ -170,9 +176,7 @@ class ZeekLogWriter:
             }
             self._fh.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
         else:
-            self._fh.write(
-                _SEPARATOR.join(format_tsv(row.get(name), type_) for name, type_ in self.fields) + "\n"
-            )
+            self._fh.write(_SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n")
         self.rows += 1
 
     def write_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
