@@ -28,7 +28,7 @@ from pcapexfil.dist.split import split_captures
 from pcapexfil.pipeline import ConnLogSink, RunOptions, run
 from pcapexfil.synth import SynthConfig, generate
 
-LOGS = ("conn.log", "exfil_detection.log", "notice.log")
+LOGS = ("conn.log", "exfil_detection.log", "notice.log", "ssl.log", "http.log", "dns.log")
 
 
 def _duration(text: str) -> float:
@@ -98,7 +98,7 @@ def main() -> None:
     print(f"dataset: {len(files)} files, {size / 1e6:.1f} MB, {rows[0][5]} packets, {rows[0][4]} connections "
           f"({args.days} days, {args.hosts} hosts, scale {args.scale}, {args.slice} files); cores: {os.cpu_count()}, "
           f"load average at the end: {os.getloadavg()[0]:.1f}")
-    print("outputs identical to the single-process run: conn.log, exfil_detection.log, notice.log\n")
+    print(f"outputs identical to the single-process run: {', '.join(LOGS)}\n")
     print("| mode | wall s | extract s | finalize s | records/s | packets/s | vs single (reference) |")
     print("|---|---|---|---|---|---|---|")
     base = rows[0][1]
