@@ -108,3 +108,14 @@ def test_unknown_linktype_pcap_is_capture_error() -> None:
 def test_truncated_file_header_is_capture_error() -> None:
     with pytest.raises(CaptureError, match="truncated"):
         open_captures([str(FIX / "short-header.pcap")], Weirds())
+
+
+def test_pcapng_cut_inside_a_later_section_header(tmp_path: Path) -> None:
+    eth = ether(ipv4(udp()))
+    path = write_pcapng(tmp_path / "two.pcapng", [(10.0, eth, 0), (11.0, eth, 0)])
+    blob = path.read_bytes()
+    path.write_bytes(blob + blob[:10])  # a second section begins and the file ends 10 bytes in
+    w = Weirds()
+    got = list(open_captures([str(path)], w))
+    assert len(got) == 2
+    assert w.counts["corrupt_capture_file"] == 1

@@ -75,6 +75,8 @@ class PcapngReader:
 
     def _start_section(self, head: bytes, name: str) -> None:
         """Read the rest of an SHB given its length+byte-order-magic bytes."""
+        if len(head) < 8:
+            raise CaptureError(f"{name}: truncated pcapng section header")
         if struct.unpack("<I", head[4:8])[0] == BYTE_ORDER_MAGIC:
             self.order = "<"
         elif struct.unpack(">I", head[4:8])[0] == BYTE_ORDER_MAGIC:
