@@ -14,7 +14,9 @@ the order of one long run.
 3. DNS-derived names. The answers learned by all tables are swept in stream order against
    the lookups made at each connection's first packet, so a name learned in an earlier
    file names a connection of a later one.
-4. Replay. Records sorted by emission position, interleaved with the sinks' time ticks
+4. Analyzer logs (ssl, http, dns). Rows kept by the tables with their positions are merged
+   the same way (rows the stitch table redid are taken from it) and written with real uids.
+5. Replay. Records sorted by emission position, interleaved with the sinks' time ticks
    (once per second of network time, as pipeline.run), go to conn.log and the detector.
 """
 
@@ -200,7 +202,7 @@ def ticks(results: Sequence[FileResult]) -> list[tuple]:
 
 def finalize(results: Sequence[FileResult], opts: ExtractOptions, sinks: list[RecordSink],
              seed: int | None, logs: AnalyzerContext | None = None) -> int:
-    """Steps 1-4 over the tasks' results (in file order); returns the number of records.
+    """Steps 1-5 over the tasks' results (in file order); returns the number of records.
     With `logs` (and tasks run with opts.logs), the analyzers' logs go to logs.out_dir."""
     results = sorted(results, key=lambda r: r.index)
     check_order(results)
