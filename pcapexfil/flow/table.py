@@ -485,7 +485,7 @@ class FlowTable:
         # Timers of evicted connections would keep them alive until due (up to the inactivity
         # timeout): under a flood that is every connection ever seen. Drop them in bulk.
         timers = self._timers
-        if len(timers) > 4 * len(self.conns) + 4096:
+        if len(timers) > 3 * len(self.conns) + 4096:  # ~2 live timers per connection
             timers[:] = [t for t in timers if not t[2].removed]
             heapq.heapify(timers)
 
