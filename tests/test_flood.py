@@ -17,14 +17,7 @@ from pcapexfil.weird import Weirds
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from flood import (
-    LEGIT,
-    legit_rows,
-    read_conn_log,
-    run_conn,
-    write_flood,
-    write_legit_only,
-)
+from flood import LEGIT, legit_rows, read_conn_log, run_conn, write_flood, write_legit_only  # noqa: E402
 
 
 def _syn(ts: float, sport: int, src: str = "10.0.0.1", dst: str = "10.0.0.2", dport: int = 80) -> Packet:
