@@ -83,29 +83,44 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
 
     `work_dir` must be reachable by every worker and by this process (shared storage on a
     real cluster): the tasks write their provisional Parquet there; it is removed at the end.
-    `timings`, if given, receives the wall seconds of the two phases (extract, finalize).
+    `timings`, if given, receives the wall seconds of the run and of the sequential pass
+    (which overlaps the extraction: it takes each file's result as soon as it is ready).
     """
-    from pcapexfil.dist.stitch import finalize, result_weirds
+    from pcapexfil.dist.stitch import Finalizer
 
     files = order_files(paths)
     opts = ExtractOptions(verify_checksums=options.verify_checksums, local_nets=tuple(options.local_nets),
                           max_flows=options.max_flows, sensor=sensor, logs=options.out_dir is not None)
     run_dir = os.path.join(work_dir, f".pcapexfil-work-{uuid.uuid4().hex[:12]}")
     os.makedirs(run_dir, exist_ok=True)
+    logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style)
+    fin = Finalizer(opts, sinks, options.seed, logs)
+    t0 = time.perf_counter()
+    busy = 0.0
+    futures = [client.submit(extract_file, path, i, i == len(files) - 1, opts, run_dir, pure=False,
+                             key=f"extract-{i}-{os.path.basename(run_dir)}")
+               for i, path in enumerate(files)]
     try:
-        futures = [client.submit(extract_file, path, i, i == len(files) - 1, opts, run_dir, pure=False,
-                                 key=f"extract-{i}-{os.path.basename(run_dir)}")
-                   for i, path in enumerate(files)]
-        t0 = time.perf_counter()
-        results: list[FileResult] = client.gather(futures)
-        t1 = time.perf_counter()
-        logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style)
-        records = finalize(results, opts, sinks, options.seed, logs)
-        if timings is not None:
-            timings.update(extract=t1 - t0, finalize=time.perf_counter() - t1)
+        # Results are taken in file order as they come; later files keep extracting meanwhile.
+        for fut in futures:
+            res: FileResult = fut.result()
+            fut.release()
+            t = time.perf_counter()
+            fin.add(res)
+            busy += time.perf_counter() - t
+    except BaseException:
+        client.cancel(futures)
+        raise
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return RunSummary(packets=sum(r.packets for r in results), records=records, weirds=result_weirds(results))
+        t = time.perf_counter()
+        try:
+            fin.close()  # what was fed is kept (logs closed, state committed), as pipeline.run does
+        finally:
+            busy += time.perf_counter() - t
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if timings is not None:
+        timings.update(wall=time.perf_counter() - t0, finalize=busy)
+    return RunSummary(packets=fin.packets, records=fin.records, weirds=fin.weirds)
 
 
 def run_on(spec: str, paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], out_dir: str,

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import Entry, ExtractOptions, FileResult, flow_config
@@ -37,18 +38,6 @@ from pcapexfil.record import ConnRecord
 
 class OverlapError(ClusterError):
     """The capture files' time ranges overlap: they are not one rotated capture."""
-
-
-def check_order(results: Sequence[FileResult]) -> None:
-    prev_max = float("-inf")
-    prev = ""
-    for res in results:
-        if not res.skel_v:
-            continue
-        if res.skel_v[0] < prev_max:
-            raise OverlapError(f"{res.path} starts before {prev} ends; cluster mode needs files that follow "
-                               "each other in time (use the single-process path for overlapping captures)")
-        prev_max, prev = res.skel_v[-1], res.path
 
 
 def _drive(stitch: Recorder, res: FileResult, entries: list[Entry]) -> None:
@@ -74,30 +63,6 @@ def _drive(stitch: Recorder, res: FileResult, entries: list[Entry]) -> None:
             break
         stitch.advance(skel_v[j])
         j += 1
-
-
-def stitch_files(results: Sequence[FileResult], opts: ExtractOptions) -> tuple[Recorder, list[set[str]], set[str]]:
-    """Step 1: the stitch table after all files, the keys whose task records are replaced
-    (per file), and the placeholder uids of tail connections (redrawn by the stitch table)."""
-    stitch = Recorder(flow_config(opts), AnalyzerContext(out_dir=None), prefix="s.", capture_logs=opts.logs)
-    replaced: list[set[str]] = []
-    redrawn: set[str] = set()
-    for res in results:
-        stitch.cursor.file = res.index
-        carried = {repr(k) for k in stitch.table.conns}
-        again = carried & res.head.keys()
-        replaced.append(again)
-        entries: list[Entry] = [e for key in again for e in res.head[key]]
-        if not res.last:
-            for key, (placeholder, packets) in res.tail.items():
-                redrawn.add(placeholder)
-                if key not in again:
-                    entries.extend(packets)
-        entries.sort(key=lambda e: (e[0], e[1]))
-        _drive(stitch, res, entries)
-    stitch.flush(max((r.skel_v[-1] for r in results if r.skel_v), default=0.0))
-    stitch.close()
-    return stitch, replaced, redrawn
 
 
 def _task_records(res: FileResult, replaced: set[str]) -> list[Emitted]:
@@ -126,126 +91,179 @@ def _position(values: list[float]) -> tuple:
     return tuple(int(v) for v in values)  # () or a packet position (file, frame, sub)
 
 
-def assign_uids(records: list[tuple[tuple, Emitted]], creations: list[tuple], seed: int | None) -> dict[str, str]:
-    """Step 2: real uids drawn in stream order; placeholders replaced in uid and tunnel_parents."""
-    gen = UidGenerator(seed)
-    real: dict[str, str] = {}
-    tunnels: dict[str, str] = {}
-    for *_, placeholder, _key, tunnel in sorted(creations, key=lambda c: c[:5]):
-        if tunnel is not None and tunnel in tunnels:
-            real[placeholder] = tunnels[tunnel]
-            continue
-        real[placeholder] = uid = gen()
-        if tunnel is not None:
-            tunnels[tunnel] = uid
-    for _, e in records:
-        e.rec.uid = real[e.rec.uid]
-        if e.rec.tunnel_parents:
-            e.rec.tunnel_parents = [real.get(u, u) for u in e.rec.tunnel_parents]
-    return real
+class Finalizer:
+    """The sequential pass, one file at a time in time order (memory: one file's records).
 
+    `add` each task's result in file order, then `close`. Per file: stitch (step 1), draw the
+    uids of the connections created in it (2), resolve the DNS lookups made in it (3), write
+    the analyzer rows (4) and feed the records emitted in it, with the ticks (5).
+    """
 
-def write_logs(results: Sequence[FileResult], replaced: list[set[str]], redrawn: set[str], stitch: Recorder,
-               real: dict[str, str], ctx: AnalyzerContext) -> None:
-    """ssl.log, http.log, dns.log: every table's rows in stream order, with the real uids.
-    Task rows of replaced keys, and of connections the stitch table redid, are dropped."""
-    from pcapexfil.identifiers.output import LogOut
+    def __init__(self, opts: ExtractOptions, sinks: list[RecordSink], seed: int | None,
+                 logs: AnalyzerContext | None = None) -> None:
+        self.opts = opts
+        self.sinks = sinks
+        self.stitch = Recorder(flow_config(opts), AnalyzerContext(out_dir=None), prefix="s.",
+                               capture_logs=opts.logs)
+        self.gen = UidGenerator(seed)
+        self.real: dict[str, str] = {}  # the stitch table's placeholders (they outlive a file)
+        self.tunnels: dict[str, str] = {}
+        self.names: dict[tuple[str, str], tuple[str, float]] = {}
+        self.stitch_names: dict[str, str | None] = {}  # stitch placeholder → looked-up name
+        self.logs = logs if logs is not None and logs.out_dir is not None and opts.logs else None
+        self.outs: dict[str, Any] = {}
+        self.next_tick: float | None = None
+        self.prev_max = float("-inf")
+        self.prev_path = ""
+        self.records = 0
+        self.packets = 0
+        self.weirds: dict[str, int] = {}
+        self._seen = {"emitted": 0, "creations": 0, "learns": 0, "lookups": 0, "rows": 0}
 
-    rows = []
-    fields: dict[str, list] = dict(stitch.log_fields)
-    for res, again in zip(results, replaced, strict=True):
-        fields.update(res.log_fields)
-        rows.extend(((*pos[:5], 0, pos[5]), name, row) for name, pos, key, row in res.rows
-                    if key not in again and row.get("uid") not in redrawn)
-    rows.extend(((*pos[:5], 1, pos[5]), name, row) for name, pos, _key, row in stitch.rows)
-    rows.sort(key=lambda r: r[0])
-    outs = {name: LogOut(ctx, name, f) for name, f in fields.items()}
-    try:
-        for _, name, row in rows:
-            if "uid" in row:
-                row["uid"] = real.get(row["uid"], row["uid"])
-            outs[name].write(row)
-    finally:
-        for out in outs.values():
-            out.close()
+    def _new(self, name: str) -> list:
+        items = getattr(self.stitch, name)
+        out = items[self._seen[name]:]
+        self._seen[name] = len(items)
+        return out
 
-
-def assign_names(records: list[tuple[tuple, Emitted]], learns: list[tuple]) -> None:
-    """Step 3: DNS-derived names as one DnsAnalyzer over the whole stream would give them."""
-    events: list[tuple] = []
-    for _, e in records:
-        if e.lookup is not None and e.rec.server_name is None and e.rec.http_host is None:
-            f, fr, sub, n, client, address, ts = e.lookup
-            events.append(((f, fr, sub, 0, n), 0, client, address, ts, e.rec))
-    for f, fr, sub, n, _key, client, address, name, expiry in learns:
-        events.append(((f, fr, sub, 1, n), 1, client, address, name, expiry))
-    names: dict[tuple[str, str], tuple[str, float]] = {}
-    for ev in sorted(events, key=lambda ev: ev[0]):
-        if ev[1] == 1:
-            names[(ev[2], ev[3])] = (ev[4], ev[5])
-        else:
-            hit = names.get((ev[2], ev[3]))
-            ev[5].dns_name = None if hit is None or ev[4] > hit[1] else hit[0]
-
-
-def ticks(results: Sequence[FileResult]) -> list[tuple]:
-    """pipeline.run's on_time calls: at the first time point ≥ the previous tick + 1 s."""
-    out = []
-    next_tick: float | None = None
-    for res in results:
-        for v in res.skel_v:
-            if next_tick is None or v >= next_tick:
-                out.append(((res.index, v, 0, float("inf"), (), 0, 0), v))
-                next_tick = v + 1.0
-    return out
-
-
-def finalize(results: Sequence[FileResult], opts: ExtractOptions, sinks: list[RecordSink],
-             seed: int | None, logs: AnalyzerContext | None = None) -> int:
-    """Steps 1-5 over the tasks' results (in file order); returns the number of records.
-    With `logs` (and tasks run with opts.logs), the analyzers' logs go to logs.out_dir."""
-    results = sorted(results, key=lambda r: r.index)
-    check_order(results)
-    stitch, replaced, redrawn = stitch_files(results, opts)
-    records: list[tuple[tuple, Emitted]] = []
-    creations: list[tuple] = []
-    learns: list[tuple] = []
-    for res, again in zip(results, replaced):
-        # Task 0 before the stitch table at equal positions: "0" sorts before "1".
-        records.extend(((*e.order[:5], 0, e.order[5]), e) for e in _task_records(res, again))
-        creations.extend((*c[:3], 0, *c[3:]) for c in res.creations
-                         if c[4] not in redrawn and c[5] not in again)
-        learns.extend((*ev[:3], 0, *ev[3:]) for ev in res.learns if ev[4] not in again)
-    records.extend(((*e.order[:5], 1, e.order[5]), e) for e in stitch.emitted)
-    creations.extend((*c[:3], 1, *c[3:]) for c in stitch.creations)
-    learns.extend((*ev[:3], 1, *ev[3:]) for ev in stitch.learns)
-    # Positions with the table rank folded into n, so the sorts above see 5-tuples.
-    creations = [(*c[:3], (c[3], c[4]), *c[5:]) for c in creations]
-    learns = [(*ev[:3], (ev[3], ev[4]), *ev[5:]) for ev in learns]
-    records.sort(key=lambda r: r[0])
-    real = assign_uids(records, creations, seed)
-    assign_names(records, learns)
-    if logs is not None and logs.out_dir is not None and opts.logs:
-        write_logs(results, replaced, redrawn, stitch, real, logs)
-    end = max((r.skel_v[-1] for r in results if r.skel_v), default=0.0)
-    for item in heapq.merge(((k, e.rec) for k, e in records), ticks(results), key=lambda t: t[0]):
-        if isinstance(item[1], ConnRecord):
-            for sink in sinks:
-                sink.on_record(item[1])
-        else:
-            for sink in sinks:
-                sink.on_time(item[1])
-    for sink in sinks:
-        sink.on_time(end)
-    for sink in sinks:
-        sink.close(end)
-    return len(records)
-
-
-def result_weirds(results: Sequence[FileResult]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for res in results:
+    def add(self, res: FileResult) -> None:
+        if res.skel_v:
+            if res.skel_v[0] < self.prev_max:
+                raise OverlapError(f"{res.path} starts before {self.prev_path} ends; cluster mode needs files "
+                                   "that follow each other in time (use the single-process path for "
+                                   "overlapping captures)")
+            self.prev_max, self.prev_path = res.skel_v[-1], res.path
+        self.packets += res.packets
         for name, count in res.weirds.items():
-            total[name] = total.get(name, 0) + count
-    return total
+            self.weirds[name] = self.weirds.get(name, 0) + count
+        # 1. Stitch.
+        stitch = self.stitch
+        stitch.cursor.file = res.index
+        again = {repr(k) for k in stitch.table.conns} & res.head.keys()
+        entries: list[Entry] = [e for key in again for e in res.head[key]]
+        redrawn: set[str] = set()
+        if not res.last:
+            for key, (placeholder, packets) in res.tail.items():
+                redrawn.add(placeholder)
+                if key not in again:
+                    entries.extend(packets)
+        entries.sort(key=lambda e: (e[0], e[1]))
+        _drive(stitch, res, entries)
+        if res.last:
+            stitch.flush(self.prev_max if self.prev_max > float("-inf") else 0.0)
+        # 2. Uids, in the order of the positions where they were drawn. The table rank
+        # (task 0, stitch 1) only separates equal positions.
+        creations = [((*c[:3], 0, c[3]), *c[4:]) for c in res.creations if c[4] not in redrawn and c[5] not in again]
+        creations += [((*c[:3], 1, c[3]), *c[4:]) for c in self._new("creations")]
+        real_here: dict[str, str] = {}
+        for _pos, placeholder, _key, tunnel in sorted(creations, key=lambda c: c[0]):
+            if tunnel is not None and tunnel in self.tunnels:
+                uid = self.tunnels[tunnel]
+            else:
+                uid = self.gen()
+                if tunnel is not None:
+                    self.tunnels[tunnel] = uid
+            (self.real if placeholder.startswith("~s.") else real_here)[placeholder] = uid
+        # 3. DNS names: answers and lookups of this file in stream order.
+        records = [((*e.order[:5], 0, e.order[5]), e) for e in _task_records(res, again)]
+        records += [((*e.order[:5], 1, e.order[5]), e) for e in self._new("emitted")]
+        events: list[tuple] = []
+        for _, e in records:
+            if e.lookup is not None and e.rec.uid[:3] != "~s." and e.rec.server_name is None \
+                    and e.rec.http_host is None:
+                f, fr, sub, n, client, address, ts = e.lookup
+                events.append(((f, fr, sub, 0, 0, n), client, address, ts, e.rec))
+        for f, fr, sub, n, client, address, ts, placeholder in self._new("lookups"):
+            events.append(((f, fr, sub, 0, 1, n), client, address, ts, placeholder))
+        for f, fr, sub, n, key, client, address, name, expiry in res.learns:
+            if key not in again:
+                events.append(((f, fr, sub, 1, 0, n), client, address, name, expiry))
+        for f, fr, sub, n, _key, client, address, name, expiry in self._new("learns"):
+            events.append(((f, fr, sub, 1, 1, n), client, address, name, expiry))
+        for ev in sorted(events, key=lambda ev: ev[0]):
+            if ev[0][3] == 1:
+                self.names[(ev[1], ev[2])] = (ev[3], ev[4])
+                continue
+            hit = self.names.get((ev[1], ev[2]))
+            name = None if hit is None or ev[3] > hit[1] else hit[0]
+            if isinstance(ev[4], str):
+                self.stitch_names[ev[4]] = name
+            else:
+                ev[4].dns_name = name
+        # 4. Analyzer logs.
+        if self.logs is not None:
+            self._write_rows(res, again, redrawn, real_here)
+        # 5. Records, with the ticks of this file, to the sinks.
+        records.sort(key=lambda r: r[0])
+        ticks = []
+        for v in res.skel_v:
+            if self.next_tick is None or v >= self.next_tick:
+                ticks.append(((res.index, v, 0, float("inf"), (), 0, 0), v))
+                self.next_tick = v + 1.0
+        for item in heapq.merge(records, ticks, key=lambda t: t[0]):
+            if isinstance(item[1], Emitted):
+                rec = self._finish(item[1], real_here)
+                for sink in self.sinks:
+                    sink.on_record(rec)
+            else:
+                for sink in self.sinks:
+                    sink.on_time(item[1])
+        self.records += len(records)
 
+    def _finish(self, e: Emitted, real_here: dict[str, str]) -> ConnRecord:
+        """Real uid (and tunnel parents), and for a stitch record its DNS name."""
+        rec = e.rec
+        placeholder = rec.uid
+        if placeholder.startswith("~s."):
+            name = self.stitch_names.pop(placeholder, None)
+            if e.lookup is not None and rec.server_name is None and rec.http_host is None:
+                rec.dns_name = name
+            rec.uid = self.real.pop(placeholder)
+        else:
+            rec.uid = real_here[placeholder]
+        if rec.tunnel_parents:
+            rec.tunnel_parents = [real_here.get(u) or self.real.get(u, u) for u in rec.tunnel_parents]
+        return rec
+
+    def _write_rows(self, res: FileResult, again: set[str], redrawn: set[str], real_here: dict[str, str]) -> None:
+        from pcapexfil.identifiers.output import LogOut
+
+        assert self.logs is not None
+        rows = [((*pos[:5], 0, pos[5]), name, row) for name, pos, key, row in res.rows
+                if key not in again and row.get("uid") not in redrawn]
+        rows += [((*pos[:5], 1, pos[5]), name, row) for name, pos, _key, row in self._new("rows")]
+        fields = {**self.stitch.log_fields, **res.log_fields}
+        for _, name, row in sorted(rows, key=lambda r: r[0]):
+            out = self.outs.get(name)
+            if out is None:
+                out = self.outs[name] = LogOut(self.logs, name, fields[name])
+            uid = row.get("uid")
+            if uid is not None:
+                row["uid"] = real_here.get(uid) or self.real.get(uid, uid)
+            out.write(row)
+
+    def close(self) -> None:
+        end = self.prev_max if self.prev_max > float("-inf") else 0.0
+        try:
+            for sink in self.sinks:
+                sink.on_time(end)
+            for sink in self.sinks:
+                sink.close(end)
+        finally:
+            for out in self.outs.values():
+                out.close()
+            self.stitch.close()
+
+
+def finalize(results: Iterable[FileResult], opts: ExtractOptions, sinks: list[RecordSink],
+             seed: int | None, logs: AnalyzerContext | None = None) -> Finalizer:
+    """The sequential pass over the tasks' results (any order for a list; an iterator must
+    yield them in file order). With `logs` (and tasks run with opts.logs), the analyzers'
+    logs go to logs.out_dir. Returns the Finalizer (records, packets, weirds)."""
+    if isinstance(results, Sequence):
+        results = sorted(results, key=lambda r: r.index)
+    fin = Finalizer(opts, sinks, seed, logs)
+    for res in results:
+        fin.add(res)
+    fin.close()
+    return fin

@@ -73,6 +73,8 @@ class Recorder:
     creations: list[tuple] = field(default_factory=list)
     # (file, frame, sub, n, key repr, client, address, name, expiry)
     learns: list[tuple] = field(default_factory=list)
+    # (file, frame, sub, n, orig_h, resp_h, start_ts, placeholder uid): DNS-name lookups
+    lookups: list[tuple] = field(default_factory=list)
     capture_logs: bool = False  # keep the analyzers' log rows (ssl, http, dns) with positions
     # (log name, position (file, m, phase, x, y, n), key repr, row)
     rows: list[tuple] = field(default_factory=list)
@@ -94,8 +96,9 @@ class Recorder:
 
         def dns_on_packet(conn: Any, is_orig: bool, pkt: Packet) -> None:
             if NAME_KEY not in conn.app:
-                conn.app[LOOKUP_KEY] = (c.file, c.frame, c.sub, next(self._n), conn.orig_h, conn.resp_h,
-                                        conn.start_ts)
+                conn.app[LOOKUP_KEY] = lk = (c.file, c.frame, c.sub, next(self._n), conn.orig_h, conn.resp_h,
+                                             conn.start_ts)
+                self.lookups.append((*lk, conn.uid))
             on_packet(conn, is_orig, pkt)
 
         def dns_on_remove(conn: Any, rec: ConnRecord) -> None:
