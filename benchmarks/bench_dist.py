@@ -67,9 +67,11 @@ def main() -> None:
     size = sum(os.path.getsize(f) for f in files)
     rows = []
 
+    single_cpu = 0.0
     for engine in ("reference", "fast"):
         out = os.path.join(work, f"single-{engine}")
         shutil.rmtree(out, ignore_errors=True)
+        c = time.thread_time()
         t = time.perf_counter()
         try:
             summary = run(files, RunOptions(out_dir=out, seed=1, engine=engine), _sinks(out))  # type: ignore[arg-type]
@@ -77,9 +79,12 @@ def main() -> None:
             print(f"note: single process with the {engine} engine failed: {exc!r}")
             continue
         wall = time.perf_counter() - t
+        if engine == "reference":
+            single_cpu = time.thread_time() - c
         rows.append((f"single process ({engine} engine)", wall, None, None, summary.records, summary.packets))
     ref = os.path.join(work, "single-reference")
 
+    phases: dict = {}
     for n in args.workers:
         out = os.path.join(work, f"cluster-{n}")
         shutil.rmtree(out, ignore_errors=True)
@@ -107,6 +112,30 @@ def main() -> None:
         e = f"{ext:.2f}" if ext is not None else "-"
         f = f"{fin:.2f}" if fin is not None else "-"
         print(f"| {name} | {wall:.2f} | {e} | {f} | {recs / wall:,.0f} | {pkts / wall:,.0f} | {base / wall:.2f}x |")
+    if phases:
+        _projection(phases["task_cpu"], phases["finalize_cpu"], single_cpu, rows[0][4])
+
+
+def _makespan(tasks: list[float], n: int) -> float:
+    """Longest-processing-time-first schedule of the tasks on n workers (Dask's is similar)."""
+    loads = [0.0] * n
+    for t in sorted(tasks, reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += t
+    return max(loads)
+
+
+def _projection(task_cpu: list[float], finalize_cpu: float, single_cpu: float, records: int) -> None:
+    """CPU seconds measured per task (not wall: robust to a busy machine) → time on N workers."""
+    print(f"\nCPU seconds measured: tasks {sum(task_cpu):.2f} in total (longest {max(task_cpu):.2f}), "
+          f"finalize {finalize_cpu:.2f}, single process (reference engine) {single_cpu:.2f}.")
+    print("Projection, one worker process per core with the files shared out as Dask would: "
+          "T(N) ≈ makespan(tasks, N) + finalize (the finalize overlaps the extraction, so this is an upper bound).\n")
+    print("| workers N | T(N) s | records/s | vs single process (reference engine) |")
+    print("|---|---|---|---|")
+    for n in (1, 2, 4, 8, 16, 32, 64):
+        t = _makespan(task_cpu, n) + finalize_cpu
+        print(f"| {n} | {t:.2f} | {records / t:,.0f} | {single_cpu / t:.1f}x |")
 
 
 if __name__ == "__main__":

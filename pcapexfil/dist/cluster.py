@@ -78,13 +78,14 @@ def connect(spec: str) -> Any:
 
 
 def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], client: Any,
-                work_dir: str, sensor: str | None = None, timings: dict[str, float] | None = None) -> RunSummary:
+                work_dir: str, sensor: str | None = None, timings: dict[str, Any] | None = None) -> RunSummary:
     """What pipeline.run does, with extraction spread over `client`'s workers.
 
     `work_dir` must be reachable by every worker and by this process (shared storage on a
     real cluster): the tasks write their provisional Parquet there; it is removed at the end.
-    `timings`, if given, receives the wall seconds of the run and of the sequential pass
-    (which overlaps the extraction: it takes each file's result as soon as it is ready).
+    `timings`, if given, receives the wall seconds of the run (`wall`), the sequential pass's
+    wall and CPU seconds (`finalize`, `finalize_cpu`; it overlaps the extraction, taking each
+    file's result as soon as it is ready) and each task's CPU seconds (`task_cpu`).
     """
     from pcapexfil.dist.stitch import Finalizer
 
@@ -96,7 +97,8 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style)
     fin = Finalizer(opts, sinks, options.seed, logs)
     t0 = time.perf_counter()
-    busy = 0.0
+    busy = cpu = 0.0
+    task_cpu: list[float] = []
     futures = [client.submit(extract_file, path, i, i == len(files) - 1, opts, run_dir, pure=False,
                              key=f"extract-{i}-{os.path.basename(run_dir)}")
                for i, path in enumerate(files)]
@@ -105,21 +107,24 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
         for fut in futures:
             res: FileResult = fut.result()
             fut.release()
-            t = time.perf_counter()
+            task_cpu.append(res.cpu)
+            t, c = time.perf_counter(), time.thread_time()
             fin.add(res)
             busy += time.perf_counter() - t
+            cpu += time.thread_time() - c
     except BaseException:
         client.cancel(futures)
         raise
     finally:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         try:
             fin.close()  # what was fed is kept (logs closed, state committed), as pipeline.run does
         finally:
             busy += time.perf_counter() - t
+            cpu += time.thread_time() - c
             shutil.rmtree(run_dir, ignore_errors=True)
     if timings is not None:
-        timings.update(wall=time.perf_counter() - t0, finalize=busy)
+        timings.update(wall=time.perf_counter() - t0, finalize=busy, finalize_cpu=cpu, task_cpu=task_cpu)
     return RunSummary(packets=fin.packets, records=fin.records, weirds=fin.weirds)
 
 

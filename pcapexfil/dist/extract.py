@@ -20,6 +20,7 @@ Memory: the packets of the connections open at a time are kept until they end (f
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,7 @@ class FileResult:
     rows: list[tuple] = field(default_factory=list)  # analyzer log rows (Recorder.rows)
     log_fields: dict[str, list] = field(default_factory=dict)
     weirds: dict[str, int] = field(default_factory=dict)
+    cpu: float = 0.0  # CPU seconds the task took (its thread), for capacity planning
 
 
 def flow_config(opts: ExtractOptions, weirds: Any = None) -> FlowConfig:
@@ -76,6 +78,7 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
     from pcapexfil.source import open_capture
     from pcapexfil.weird import Weirds
 
+    cpu0 = time.thread_time()
     weirds = Weirds()
     cfg = flow_config(opts, weirds)
     rec = Recorder(cfg, AnalyzerContext(out_dir=None, weirds=weirds), prefix=f"{index}.", capture_logs=opts.logs)
@@ -129,6 +132,7 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
     res.parts = write_parts(rec.emitted, work_dir, index, opts.sensor)
     res.creations, res.learns, res.rows, res.log_fields = rec.creations, rec.learns, rec.rows, rec.log_fields
     res.weirds = dict(weirds.counts)
+    res.cpu = time.thread_time() - cpu0
     return res
 
 
