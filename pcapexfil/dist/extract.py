@@ -152,7 +152,8 @@ def write_parts(emitted: list[Emitted], work_dir: str, index: int, sensor: str |
         extra = [
             ("_m", f64, [e.order[1] for e in rows]), ("_phase", i64, [e.order[2] for e in rows]),
             ("_x", f64, [float(e.order[3]) for e in rows]),
-            ("_y", pa.list_(f64), [[float(v) for v in e.order[4]] for e in rows]), ("_n", i64, [e.order[5] for e in rows]),
+            ("_y", pa.list_(f64), [[float(v) for v in e.order[4]] for e in rows]),
+            ("_n", i64, [e.order[5] for e in rows]),
             ("_key", s, [e.key for e in rows]),
             ("_lookup", pa.list_(f64), [None if e.lookup is None else [float(v) for v in e.lookup[:4]] + [e.lookup[6]]
                                         for e in rows]),
