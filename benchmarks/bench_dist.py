@@ -28,7 +28,7 @@ from pcapexfil.dist.split import split_captures
 from pcapexfil.pipeline import ConnLogSink, RunOptions, run
 from pcapexfil.synth import SynthConfig, generate
 
-LOGS = ("conn.log", "exfil_detection.log", "notice.log", "ssl.log", "http.log", "dns.log")
+LOGS = ("conn.log", "exfil_detection.log", "notice.log", "ssl.log", "http.log", "dns.log", "weird.log")
 
 
 def _duration(text: str) -> float:

@@ -34,7 +34,7 @@ from tests.record_sink import RecordCollector
 
 SEED = 11
 LOGS = ("conn.log", "exfil_detection.log", "notice.log")
-ID_LOGS = ("ssl.log", "http.log", "dns.log")  # the analyzers' logs, also merged in order
+ID_LOGS = ("ssl.log", "http.log", "dns.log", "weird.log")  # the analyzers' logs and weird.log, merged too
 
 
 def _settings() -> Settings:

@@ -82,6 +82,8 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
     weirds = Weirds()
     cfg = flow_config(opts, weirds)
     rec = Recorder(cfg, AnalyzerContext(out_dir=None, weirds=weirds), prefix=f"{index}.", capture_logs=opts.logs)
+    if opts.logs:
+        weirds.writer = rec.weird_writer()  # type: ignore[assignment]
     rec.cursor.file = index
     decoder = Decoder(weirds, verify_checksums=opts.verify_checksums)
     res = FileResult(index=index, path=path, last=last)
@@ -101,7 +103,9 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
             rec.advance(now)
             if head_end is None:
                 head_end = now + span
+        rec.cursor.phase, rec.cursor.frame = 1, frame
         pkts = decoder.decode(raw)
+        rec.flush_rows()  # the decoder's weirds (and a damaged file's, noticed when reading on)
         if pkts:
             for sub, pkt, conn in rec.process_frame(frame, pkts):
                 if conn is None:
@@ -121,6 +125,7 @@ def extract_file(path: str, index: int, last: bool, opts: ExtractOptions, work_d
                 live.pop(e.rec.uid, None)
             done = len(rec.emitted)
         frame += 1
+    rec.flush_rows()
     res.packets = frame
     res.head = {repr(k): v for k, v in head.items()}
     if last:

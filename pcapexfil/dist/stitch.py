@@ -34,6 +34,7 @@ from pcapexfil.flow.uid import UidGenerator
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.logs.parquet import table_records
 from pcapexfil.record import ConnRecord
+from pcapexfil.weird import WEIRD_FIELDS, Weirds
 
 
 class OverlapError(ClusterError):
@@ -103,8 +104,11 @@ class Finalizer:
                  logs: AnalyzerContext | None = None) -> None:
         self.opts = opts
         self.sinks = sinks
-        self.stitch = Recorder(flow_config(opts), AnalyzerContext(out_dir=None), prefix="s.",
+        weirds = Weirds()
+        self.stitch = Recorder(flow_config(opts, weirds), AnalyzerContext(out_dir=None, weirds=weirds), prefix="s.",
                                capture_logs=opts.logs)
+        if opts.logs:
+            weirds.writer = self.stitch.weird_writer()  # type: ignore[assignment]
         self.gen = UidGenerator(seed)
         self.real: dict[str, str] = {}  # the stitch table's placeholders (they outlive a file)
         self.tunnels: dict[str, str] = {}
@@ -232,7 +236,7 @@ class Finalizer:
         rows = [((*pos[:5], 0, pos[5]), name, row) for name, pos, key, row in res.rows
                 if key not in again and row.get("uid") not in redrawn]
         rows += [((*pos[:5], 1, pos[5]), name, row) for name, pos, _key, row in self._new("rows")]
-        fields = {**self.stitch.log_fields, **res.log_fields}
+        fields = {**self.stitch.log_fields, **res.log_fields, "weird": WEIRD_FIELDS}
         for _, name, row in sorted(rows, key=lambda r: r[0]):
             out = self.outs.get(name)
             if out is None:

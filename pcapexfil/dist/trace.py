@@ -134,6 +134,20 @@ class Recorder:
         while True:
             yield (c.file, c.m, c.phase, c.when if c.phase == 0 else c.frame, next(self._n))
 
+    def weird_writer(self) -> _Capture:
+        """A weird.log writer for this table's Weirds: rows kept like the analyzers' rows
+        (rows without a uid — decoder, capture file — belong to no connection)."""
+        return _Capture("weird", self)
+
+    def flush_rows(self, key: str | None = None) -> None:
+        """Rows written outside a connection's packet or removal, placed where the cursor is."""
+        if self._pending_rows:
+            c = self.cursor
+            y = c.sched if c.phase == 0 else ()
+            x = c.when if c.phase == 0 else c.frame
+            self.rows.extend((name, (c.file, c.m, c.phase, x, y, n), key, row) for name, n, row in self._pending_rows)
+            self._pending_rows.clear()
+
     def _emit(self, rec: ConnRecord) -> None:
         c = self.cursor
         key, lookup, last = self._side.pop(rec.uid)
@@ -165,11 +179,14 @@ class Recorder:
                 continue
             c.when, c.sched = when, sched  # type: ignore[assignment]
             table._fire(when, conn, kind, gen)
+            self.flush_rows(repr(conn.key))  # a timer's weird that removed nothing
 
     def process(self, frame: int, sub: int, pkt: Packet) -> Connection | None:
         """One packet of frame `frame` (`sub`: its index among the frame's packets)."""
         c = self.cursor
         c.phase, c.frame, c.sub = 1, frame, sub
+        if c.m > self.table.now:  # the stitch table sees only some packets: keep its clock (weird ts)
+            self.table.now = c.m
         conn = self.table.process(pkt)
         if conn is not None:
             conn.app[LAST_KEY] = (c.file, frame, sub)
