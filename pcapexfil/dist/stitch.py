@@ -30,6 +30,7 @@ from typing import Any
 from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import Entry, ExtractOptions, FileResult, flow_config
 from pcapexfil.dist.trace import Emitted, Recorder
+from pcapexfil.flow.table import EVICTED_WEIRD
 from pcapexfil.flow.uid import UidGenerator
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.logs.parquet import table_records
@@ -121,7 +122,8 @@ class Finalizer:
         self.prev_path = ""
         self.records = 0
         self.packets = 0
-        self.weirds: dict[str, int] = {}
+        self.task_weirds: dict[str, int] = {}  # the tasks' counts, summed
+        self.logged_weirds: dict[str, int] = {}  # weird.log rows written, by name
         self._seen = {"emitted": 0, "creations": 0, "learns": 0, "lookups": 0, "rows": 0}
 
     def _new(self, name: str) -> list:
@@ -139,7 +141,7 @@ class Finalizer:
             self.prev_max, self.prev_path = res.skel_v[-1], res.path
         self.packets += res.packets
         for name, count in res.weirds.items():
-            self.weirds[name] = self.weirds.get(name, 0) + count
+            self.task_weirds[name] = self.task_weirds.get(name, 0) + count
         # 1. Stitch.
         stitch = self.stitch
         stitch.cursor.file = res.index
@@ -241,10 +243,23 @@ class Finalizer:
             out = self.outs.get(name)
             if out is None:
                 out = self.outs[name] = LogOut(self.logs, name, fields[name])
+            if name == "weird":
+                self.logged_weirds[row["name"]] = self.logged_weirds.get(row["name"], 0) + 1
             uid = row.get("uid")
             if uid is not None:
                 row["uid"] = real_here.get(uid) or self.real.get(uid, uid)
             out.write(row)
+
+    @property
+    def weirds(self) -> dict[str, int]:
+        """Weird counts as one long run counts them: from the rows written when weird.log is
+        (evictions, mostly not logged, from the tasks), else the tasks' sums."""
+        if self.logs is None:
+            return dict(self.task_weirds)
+        counts = {k: v for k, v in self.logged_weirds.items() if k != EVICTED_WEIRD}
+        if self.task_weirds.get(EVICTED_WEIRD):
+            counts[EVICTED_WEIRD] = self.task_weirds[EVICTED_WEIRD]
+        return counts
 
     def close(self) -> None:
         end = self.prev_max if self.prev_max > float("-inf") else 0.0
