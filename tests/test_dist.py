@@ -42,12 +42,12 @@ def _settings() -> Settings:
     return Settings(baseline_min_days_for_score=1, aggregation_interval=1200.0)
 
 
-def _single(paths: list[str], out: str) -> list:
+def _single(paths: list[str], out: str) -> tuple[list, dict]:
     os.makedirs(out, exist_ok=True)
     coll = RecordCollector()
-    run(paths, RunOptions(out_dir=out, seed=SEED, max_flows=None, engine="reference"),
+    summary = run(paths, RunOptions(out_dir=out, seed=SEED, max_flows=None, engine="reference"),
         [ConnLogSink(out), Detector(_settings(), out_dir=out), coll])
-    return coll.records
+    return coll.records, summary.weirds
 
 
 def _body(path: str) -> list[str]:
@@ -61,14 +61,14 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
     generate(SynthConfig(out_dir=str(root / "days"), days=3, hosts=4, seed=3, baseline_days=1,
                          episodes_per_kind=1))
     days = sorted(glob.glob(str(root / "days" / "*.pcap")))
-    probe = _single(days, str(root / "probe"))
+    probe, _ = _single(days, str(root / "probe"))
     long = sorted((r for r in probe if r.duration), key=lambda r: -r.duration)[:2]
     cuts = [r.ts + r.duration / 2 for r in long]
     named = next(r for r in probe if r.dns_name and r.ts > probe[0].ts + 3600)
     cuts.append(named.ts - 1e-4)  # the answer came before: it is learned in the previous file
     files = split_captures(days, str(root / "rotated"), cuts=cuts)
-    ref = _single(files, str(root / "single"))
-    return {"root": root, "files": files, "ref": ref, "cuts": cuts, "named": named, "probe": probe}
+    ref, weirds = _single(files, str(root / "single"))
+    return {"root": root, "files": files, "ref": ref, "cuts": cuts, "named": named, "probe": probe, "weirds": weirds}
 
 
 def test_cluster_output_is_byte_identical(dataset: dict) -> None:
@@ -86,6 +86,7 @@ def test_cluster_output_is_byte_identical(dataset: dict) -> None:
         assert _body(os.path.join(out, name)) == _body(os.path.join(root / "single", name)), name
     assert [dataclasses.asdict(r) for r in coll.records] == [dataclasses.asdict(r) for r in ref]
     assert summary.records == len(ref)
+    assert summary.weirds == dataset["weirds"] and summary.weirds
     # The cases that need the stitch pass are really in the data.
     for cut in dataset["cuts"][:2]:
         assert any(r.ts < cut < r.ts + (r.duration or 0) for r in coll.records)
