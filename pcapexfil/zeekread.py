@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -70,7 +71,7 @@ def read_log(path: str, weirds: Weirds | None = None) -> Iterator[dict[str, Any]
                 yield from _read_json(first, fh, path, weirds)
             else:
                 yield from _read_tsv(first, fh, path, weirds)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # zlib.error: a damaged gzip body
         weirds.report("zeek_log_unreadable", addl=f"{path}: {exc}")
 
 
@@ -98,7 +99,10 @@ def _read_tsv(first: str, fh: IO[str], path: str, weirds: Weirds) -> Iterator[di
         if line.startswith("#"):
             key, _, value = line.partition(" " if line.startswith("#separator") else sep)
             if key == "#separator":
-                sep = _unescape(value)
+                if _unescape(value):
+                    sep = _unescape(value)
+                else:  # an empty separator cannot split anything: keep the previous one
+                    weirds.report("zeek_log_bad_line", addl=path)
             elif key == "#set_separator":
                 set_sep = value
             elif key == "#empty_field":

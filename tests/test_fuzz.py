@@ -272,6 +272,41 @@ def target_http_uri(data: bytes) -> None:
     assert isinstance(out, bytes) and all(isinstance(w, str) for w in weird_names)
 
 
+def _write_conn_log(data: bytes) -> Path:
+    """A directory holding `data` as conn.log, or conn.log.gz when it is gzip."""
+    logs = _TMP / "logs"
+    logs.mkdir(exist_ok=True)
+    for old in logs.iterdir():
+        old.unlink()
+    (logs / ("conn.log.gz" if data[:2] == b"\x1f\x8b" else "conn.log")).write_bytes(data)
+    return logs
+
+
+def target_zeek_log(data: bytes) -> None:
+    """`pcapexfil detect` input: these bytes as a log directory's conn.log (TSV or JSON)."""
+    from pcapexfil.zeekread import ZeekLogError, read_directory
+
+    logs = _write_conn_log(data)
+    try:
+        for rec in read_directory(str(logs), Weirds()):
+            assert rec.uid is not None
+    except ZeekLogError:
+        return
+
+
+_ZEEK_TSV = (b"#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n"
+             b"#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\t"
+             b"orig_bytes\tresp_bytes\tconn_state\tlocal_orig\tlocal_resp\tmissed_bytes\thistory\torig_pkts\t"
+             b"orig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\n"
+             b"#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\t"
+             b"bool\tbool\tcount\tstring\tcount\tcount\tcount\tcount\tset[string]\n"
+             b"1700000000.000000\tC1\t10.0.0.1\t40000\t93.184.216.34\t443\ttcp\tssl\t1.5\t100\t2000\tSF\tT\tF\t0\t"
+             b"ShADadFf\t10\t600\t12\t2600\t-\n")
+_ZEEK_JSON = (b'{"ts":1700000000.0,"uid":"C2","id.orig_h":"10.0.0.1","id.orig_p":40001,"id.resp_h":"1.2.3.4",'
+              b'"id.resp_p":80,"proto":"tcp","service":"http","duration":0.5,"orig_bytes":10,"resp_bytes":20,'
+              b'"conn_state":"SF","orig_ip_bytes":100,"resp_ip_bytes":200}\n')
+
+
 def _session_frames(port: int, client: bytes, server: bytes, udp: bool) -> list[bytes]:
     if udp:
         return [_ether(_ipv4(17, _udp(40000, port, client))),
@@ -322,6 +357,7 @@ TARGETS: dict[str, Target] = {
                + [bytes([LINKTYPES.index(101), 0]) + f[14:] for f in FRAMES[:4]]),
     "tls_hello": (target_tls_hello, [CLIENT_HELLO_RECORD, SERVER_FLIGHT]),
     "dns_message": (target_dns_message, [DNS_QUERY, DNS_RESPONSE, DNS_LOOP]),
+    "zeek_log": (target_zeek_log, [_ZEEK_TSV, _ZEEK_JSON, gzip.compress(_ZEEK_TSV, mtime=0)]),
     "http_uri": (target_http_uri, [b"/a%20b/%zz/%%41/%u00e9?q=%", b"/plain/path?x=1&y=%2F"]),
     "session": (target_session, [_session_seed(0, CLIENT_HELLO_RECORD, SERVER_FLIGHT),
                                  _session_seed(1, HTTP_REQUEST, HTTP_RESPONSE),
@@ -367,6 +403,11 @@ def test_seeds_are_valid_and_exercise_the_parsers():
     decoder = Decoder(weirds)
     decoded = [decoder.decode(RawPacket(1.0, 1, f, len(f))) for f in FRAMES]
     assert all(decoded) and not weirds.counts
+    from pcapexfil.zeekread import read_directory
+
+    for seed in TARGETS["zeek_log"][1]:
+        seed_weirds = Weirds()
+        assert len(list(read_directory(str(_write_conn_log(seed)), seed_weirds))) == 1 and not seed_weirds.counts
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
