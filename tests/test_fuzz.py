@@ -10,8 +10,10 @@ tests/fuzz_regressions/<target>/, which `test_regressions` replays forever after
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import random
+import shutil
 import signal
 import struct
 import tempfile
@@ -189,6 +191,7 @@ def _pcapng(frames: list[bytes]) -> bytes:
 # ---- targets -----------------------------------------------------------------------------
 
 _TMP = Path(tempfile.mkdtemp(prefix="pcapexfil-fuzz-"))
+atexit.register(shutil.rmtree, _TMP, True)
 
 
 def _analyze(raws: Iterator[RawPacket] | list[RawPacket]) -> None:
