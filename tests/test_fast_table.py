@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcapexfil.fast.engine import FastFlow
+from pcapexfil.fast.table import HEAP_SLACK
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.packet import (
     PROTO_ICMP,
@@ -213,6 +214,19 @@ def test_eviction_at_the_cap():
     got, weirds, flow = fast(pkts, max_flows=10)
     assert got.records == ref.records
     assert flow.evicted > 0 and weirds.counts["flow_table_full_evicted"] == flow.evicted
+
+
+def test_flood_at_the_cap_keeps_the_timer_heap_bounded():
+    """Evicted connections' timers are dropped (heap compaction) without changing any record."""
+    flood = [tcp(10.0 + k * 0.00005, f"10.9.{k // 250 % 250}.{k % 250 + 1}", 1024 + k % 60000, S, 80, SYN, k)
+             for k in range(20000)]
+    pkts = flood[:10000] + handshake(t0=10.3) + flood[10000:]
+    pkts.sort(key=lambda p: p.ts)
+    ref, _ = reference(pkts, max_flows=50)
+    got, _, flow = fast(pkts, max_flows=50)
+    assert got.records == ref.records
+    # Without compaction the heap would hold a timer of every flood connection (> 20,000).
+    assert flow.table.s.h_when.shape[0] <= 2 * (4 * 50 + HEAP_SLACK)
 
 
 _ports = st.sampled_from([80, 443, 1234, 53, 40000])

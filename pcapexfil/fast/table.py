@@ -94,6 +94,8 @@ WEIRD_NAMES = (
 
 # Timer kinds.
 T_INACTIVITY, T_DELETE, T_ATTEMPT, T_EXPIRE = 0, 1, 2, 3
+# Timers beyond 4 per live connection plus this many are compacted away (see heap_compact).
+HEAP_SLACK = 4096
 
 # Config slots (CFG float array).
 CFG_TCP_INACT, CFG_UDP_INACT, CFG_ICMP_INACT, CFG_UNKNOWN_INACT = 0, 1, 2, 3
@@ -103,7 +105,8 @@ CFG_SIZE = 9
 # Global scalar slots (G int64 array, GF float64 array).
 G_SERIAL, G_TOUCH, G_LIVE, G_TIMER_SEQ, G_HEAP_N, G_NFREE, G_EV_N, G_REC_N = 0, 1, 2, 3, 4, 5, 6, 7
 G_MAX_FLOWS, G_HAVE_TICK, G_ANALYZERS = 8, 9, 10
-G_SIZE = 11
+G_LRU_HEAD, G_LRU_TAIL = 11, 12  # least / most recently active live connection (-1: none)
+G_SIZE = 13
 GF_NOW, GF_PNOW, GF_NEXT_TICK = 0, 1, 2
 GF_SIZE = 4
 
@@ -191,6 +194,8 @@ CONN_DTYPE = np.dtype(
         ("timer_gen", np.int64),
         ("weirds_seen", np.int64),
         ("touch", np.int64),
+        ("lru_prev", np.int64),  # neighbours in the activity list (eviction order)
+        ("lru_next", np.int64),
         ("orig_ep", np.uint8),
         ("is_tcp", np.bool_),
         ("is_partial", np.bool_),
@@ -395,7 +400,31 @@ def heap_pop(G, hw, hs, hc, hser, hk, hg):
     if n == 0:
         return
     hw[0], hs[0], hc[0], hser[0], hk[0], hg[0] = hw[n], hs[n], hc[n], hser[n], hk[n], hg[n]
-    i = 0
+    _sift_down(hw, hs, hc, hser, hk, hg, n, 0)
+
+
+@njit(cache=True, _nrt=False)
+def heap_compact(G, C, hw, hs, hc, hser, hk, hg):
+    """Drop the timers of connections that are gone and re-heapify.
+
+    Popping skips such timers anyway, but evicted connections' timers would otherwise pile
+    up until due: under a flood, memory would grow with the input, not with the cap.
+    (when, seq) is a total order, so the pop order of the timers kept is unchanged.
+    """
+    n = G[G_HEAP_N]
+    m = 0
+    for i in range(n):
+        c = hc[i]
+        if C[c].live and C[c].serial == hser[i] and (hk[i] == T_INACTIVITY or hg[i] == C[c].timer_gen):
+            hw[m], hs[m], hc[m], hser[m], hk[m], hg[m] = hw[i], hs[i], hc[i], hser[i], hk[i], hg[i]
+            m += 1
+    G[G_HEAP_N] = m
+    for i in range(m // 2 - 1, -1, -1):
+        _sift_down(hw, hs, hc, hser, hk, hg, m, i)
+
+
+@njit(cache=True, _nrt=False)
+def _sift_down(hw, hs, hc, hser, hk, hg, n, i):
     while True:
         lft = 2 * i + 1
         if lft >= n:
@@ -1205,6 +1234,32 @@ def rehash(C, hidx):
 
 
 @njit(cache=True, _nrt=False)
+def lru_unlink(C, G, c):
+    prev, nxt = C[c].lru_prev, C[c].lru_next
+    if prev >= 0:
+        C[prev].lru_next = nxt
+    else:
+        G[G_LRU_HEAD] = nxt
+    if nxt >= 0:
+        C[nxt].lru_prev = prev
+    else:
+        G[G_LRU_TAIL] = prev
+
+
+@njit(cache=True, _nrt=False)
+def lru_append(C, G, c):
+    """`c` becomes the most recently active (the reference's OrderedDict.move_to_end)."""
+    tail = G[G_LRU_TAIL]
+    C[c].lru_prev = tail
+    C[c].lru_next = -1
+    if tail >= 0:
+        C[tail].lru_next = c
+    else:
+        G[G_LRU_HEAD] = c
+    G[G_LRU_TAIL] = c
+
+
+@njit(cache=True, _nrt=False)
 def _remove(C, E, HI, hidx, free, EV, REC, RH, G, c):
     """End connection `c`: its record row, an EV_REC event, its slot freed."""
     r = G[G_REC_N]
@@ -1256,6 +1311,7 @@ def _remove(C, E, HI, hidx, free, EV, REC, RH, G, c):
     ev = ev_conn(EV, G, EV_REC, C, c, C[c].last_ts)
     EV[ev].row = r
     C[c].live = False
+    lru_unlink(C, G, c)
     _hash_delete(C, hidx, c)
     free[G[G_NFREE]] = c
     G[G_NFREE] += 1
@@ -1340,15 +1396,12 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     else:
         timeout = CFG[CFG_UNKNOWN_INACT]
     cap = G[G_MAX_FLOWS]
+    if G[G_HEAP_N] > 4 * G[G_LIVE] + HEAP_SLACK:
+        hw, hs, hc, hser, hk, hg = T
+        heap_compact(G, C, hw, hs, hc, hser, hk, hg)
     if cap > 0 and G[G_LIVE] >= cap:
         for _ in range(G[G_LIVE] - cap + 1):
-            # Least recently active first (the reference's OrderedDict order).
-            best = -1
-            best_touch = np.int64(0)
-            for k in range(C.shape[0]):
-                if C[k].live and (best < 0 or C[k].touch < best_touch):
-                    best = k
-                    best_touch = C[k].touch
+            best = G[G_LRU_HEAD]  # least recently active first (the reference's OrderedDict order)
             ev_conn(EV, G, EV_EVICT, C, best, GF[GF_NOW])
             _remove(C, E, HI, hidx, free, EV, REC, RH, G, best)
         # Deletions moved entries: find the insertion slot again.
@@ -1392,6 +1445,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.weirds_seen = 0
     G[G_TOUCH] += 1
     cc.touch = G[G_TOUCH]
+    lru_append(C, G, c)
     cc.orig_ep = 0
     cc.is_tcp = proto == PROTO_TCP
     cc.is_partial = False
@@ -1548,6 +1602,9 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
         else:
             G[G_TOUCH] += 1
             C[c].touch = G[G_TOUCH]
+            if G[G_LRU_TAIL] != c:
+                lru_unlink(C, G, c)
+                lru_append(C, G, c)
         if (
             C[c].is_tcp
             and C[c].synack_first
@@ -1676,6 +1733,7 @@ class FastFlowTable:
         self.s = State(cap, hist, blocks, heap)
         self.G = np.zeros(G_SIZE + _EXTRA_G, np.int64)
         self.G[G_NFREE] = cap
+        self.G[G_LRU_HEAD] = self.G[G_LRU_TAIL] = -1
         self.G[G_MAX_FLOWS] = config.max_flows or 0
         self.G[G_ANALYZERS] = 1 if analyzers else 0
         self.GF = np.zeros(GF_SIZE, np.float64)
