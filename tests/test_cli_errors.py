@@ -118,6 +118,7 @@ CASES: dict[str, list[tuple[str, str]]] = {
         ("live -i lo -o {out} --workers 0", "--workers"),
         ("live -i lo -o {out} --rotate weekly", "--rotate"),
         ("live -i lo -o {out} --state {state_dir}", "directory"),
+        ("live -i lo -o {out} --max-flows -1", "--max-flows"),
     ],
 }
 

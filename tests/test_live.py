@@ -86,7 +86,7 @@ def live_vs_pcap(tmp_path: Path, workers: int) -> None:
                 pair.cmd(pair.ns_a, ["pcapexfil",
                                      "live", "-i", pair.if_a, "-o", str(out), "--workers", str(workers),
                                      "--write-pcap", str(tmp_path / "cap.pcap"), "--stats-interval", "1",
-                                     "--state", str(tmp_path / "state.db"), "--seed", "7",
+                                     "--state", str(tmp_path / "state.db"), "--seed", "7", "--max-flows", "100000",
                                      "--buffer-size", "16"]),
                 stderr=subprocess.PIPE, text=True)
             wait_for_line(live, "listening on")

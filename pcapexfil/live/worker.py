@@ -18,6 +18,7 @@ from dataclasses import astuple, dataclass
 from typing import Any
 
 from pcapexfil.flow import FlowConfig, FlowTable
+from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.hooks import AnalyzerContext
 from pcapexfil.identifiers import make_analyzers
 from pcapexfil.identifiers.output import LogOut
@@ -49,6 +50,7 @@ class AnalysisOptions:
     local_nets: Sequence[str] = PRIVATE_NETS
     seed: int | None = None
     write_pcap: str | None = None
+    max_flows: int | None = DEFAULT_MAX_FLOWS  # per worker; None: no cap
 
 
 @dataclass(slots=True)
@@ -102,7 +104,8 @@ class CaptureWorker:
             if isinstance(out, LogOut):
                 out.writer = _SendRow(send, out.name, out.fields)  # type: ignore[assignment]
         seed = None if options.seed is None else options.seed + wid
-        self.table = FlowTable(FlowConfig(local_nets=options.local_nets, seed=seed, weirds=self.weirds),
+        self.table = FlowTable(FlowConfig(local_nets=options.local_nets, seed=seed, weirds=self.weirds,
+                                          max_flows=options.max_flows),
                                self._emit, self.analyzers)
         self.pcap = PcapWriter(options.write_pcap, capture.linktype, capture.snaplen) \
             if options.write_pcap else None
