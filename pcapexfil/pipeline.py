@@ -22,6 +22,7 @@ from pcapexfil.logs.conn import CONN_FIELDS, conn_row
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.netconf import PRIVATE_NETS
 from pcapexfil.record import ConnRecord
+from pcapexfil.source import CaptureStats, open_captures
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
 
 # Weirds that mean the input itself was damaged (exit status 1 in the CLI).
@@ -113,6 +114,42 @@ class _Progress:
             self.bar.close()
 
 
+class RunScaffold:
+    """What every engine sets up around its packet loop (weirds, analyzers, progress bar)
+    and tears down after it, whatever happened in between."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.weird_log: _LazyLogWriter | None = None
+        if options.out_dir is not None:
+            self.weird_log = _LazyLogWriter(
+                os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS, options.use_json,
+                options.ts_style,
+            )
+        self.weirds = Weirds(self.weird_log)  # type: ignore[arg-type]
+        ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
+                              weirds=self.weirds)
+        self.analyzers = make_analyzers(ctx)  # their logs are created on their first row
+        self.progress = _Progress(False, 0)
+
+    def start_progress(self, stats: CaptureStats) -> _Progress:
+        """A bar when asked for, or by default when stderr is a terminal and the input big."""
+        show = self.options.progress
+        if show is None:
+            show = sys.stderr.isatty() and stats.input_bytes >= PROGRESS_MIN_BYTES
+        self.progress = _Progress(show, stats.input_bytes)
+        return self.progress
+
+    def close(self, sinks: list[RecordSink], now: float) -> None:
+        self.progress.close()
+        for analyzer in self.analyzers:
+            analyzer.close()
+        for sink in sinks:
+            sink.close(now)
+        if self.weird_log is not None:
+            self.weird_log.close()
+
+
 def run(
     paths: Sequence[str],
     options: RunOptions,
@@ -127,21 +164,12 @@ def run(
 
         return run_fast(paths, options, sinks)
     from pcapexfil.decode import Decoder
-    from pcapexfil.source import CaptureStats, open_captures
 
-    weird_log = None
-    if options.out_dir is not None:
-        weird_log = _LazyLogWriter(
-            os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS, options.use_json, options.ts_style
-        )
-    weirds = Weirds(weird_log)  # type: ignore[arg-type]
+    scaffold = RunScaffold(options)
+    weirds, analyzers = scaffold.weirds, scaffold.analyzers
     stats = CaptureStats()
     packets = open_captures(list(paths), weirds, stats)  # CaptureError here, before any output
-
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
-    ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
-                          weirds=weirds)
-    analyzers = make_analyzers(ctx)
 
     def emit(rec: ConnRecord) -> None:
         for sink in sinks:
@@ -151,10 +179,7 @@ def run(
         FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds, max_flows=options.max_flows),
         emit, analyzers,
     )
-    show = options.progress
-    if show is None:
-        show = sys.stderr.isatty() and stats.input_bytes >= PROGRESS_MIN_BYTES
-    progress = _Progress(show, stats.input_bytes)
+    progress = scaffold.start_progress(stats)
     count = 0
     next_tick = None  # network time of the next on_time call
     now = 0.0
@@ -177,11 +202,5 @@ def run(
         for sink in sinks:
             sink.on_time(now)
     finally:
-        progress.close()
-        for analyzer in analyzers:
-            analyzer.close()
-        for sink in sinks:
-            sink.close(now)
-        if weird_log is not None:
-            weird_log.close()
+        scaffold.close(sinks, now)
     return RunSummary(packets=count, records=table.records, weirds=dict(weirds.counts))

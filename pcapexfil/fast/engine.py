@@ -26,8 +26,6 @@ FlowTable._note_tunnel does before the inner packet's analyzers run.
 from __future__ import annotations
 
 import ipaddress
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -382,37 +380,19 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
     """`pipeline.run` on the fast engine (same arguments, same outputs)."""
     from pcapexfil.decode import Decoder
     from pcapexfil.fast.reader import iter_batches
-    from pcapexfil.hooks import AnalyzerContext
-    from pcapexfil.identifiers import make_analyzers
-    from pcapexfil.pipeline import (
-        PROGRESS_MIN_BYTES,
-        RunSummary,
-        _LazyLogWriter,
-        _Progress,
-    )
+    from pcapexfil.pipeline import RunScaffold, RunSummary
     from pcapexfil.source import CaptureStats
-    from pcapexfil.weird import WEIRD_FIELDS
 
-    weird_log = None
-    if options.out_dir is not None:
-        weird_log = _LazyLogWriter(
-            os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS, options.use_json, options.ts_style
-        )
-    weirds = Weirds(weird_log)  # type: ignore[arg-type]
+    scaffold = RunScaffold(options)
+    weirds, analyzers = scaffold.weirds, scaffold.analyzers
     stats = CaptureStats()
     batches = iter_batches(list(paths), weirds, stats, verify_checksums=options.verify_checksums)
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
     frags = decoder.reassembler
-    ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
-                          weirds=weirds)
-    analyzers = make_analyzers(ctx)
     config = FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds,
                         max_flows=options.max_flows)
     flow = FastFlow(config, analyzers, sinks, weirds)
-    show = options.progress
-    if show is None:
-        show = sys.stderr.isatty() and stats.input_bytes >= PROGRESS_MIN_BYTES
-    progress = _Progress(show, stats.input_bytes)
+    progress = scaffold.start_progress(stats)
     count = 0
     now = 0.0
 
@@ -446,11 +426,5 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
         for sink in sinks:
             sink.on_time(now)
     finally:
-        progress.close()
-        for analyzer in analyzers:
-            analyzer.close()
-        for sink in sinks:
-            sink.close(now)
-        if weird_log is not None:
-            weird_log.close()
+        scaffold.close(sinks, now)
     return RunSummary(packets=count, records=flow.records, weirds=dict(weirds.counts))
