@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,6 +66,10 @@ from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Packet
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
+
+if TYPE_CHECKING:
+    from pcapexfil.decode import Decoder
+    from pcapexfil.fast.reader import Batch
 
 BATCH_ROWS = 2048
 _V4_MAPPED = 0xFFFF << 32
@@ -178,6 +182,31 @@ class FastFlow:
                     self._note_tunnel(pkt)
         if self._n >= BATCH_ROWS:
             self._feed()
+
+    def feed_batch(self, batch: Batch, decoder: Decoder) -> None:
+        """One parsed chunk in capture order: FAST rows to the kernel, SLOW frames through the
+        reference `decoder` at their place."""
+        rows = batch.packets
+        self.set_buffer(batch.buf)
+        pos = 0
+        for j, raw in zip(np.flatnonzero(rows["kind"] == KIND_SLOW).tolist(), batch.slow):
+            if j > pos:
+                self._fast_rows(rows[pos:j], decoder)
+            self.frame(raw.ts, decoder.decode(raw))
+            pos = j + 1
+        if pos < rows.shape[0]:
+            self._fast_rows(rows[pos:], decoder)
+
+    def _fast_rows(self, rows: np.ndarray, decoder: Decoder) -> None:
+        frags = decoder.reassembler
+        if frags.pending:
+            # The decoder expires held fragments on every frame's time, parsed ones too.
+            weirds = self.weirds
+            for ts in rows["ts"].tolist():
+                if not frags.pending:
+                    break
+                frags.expire(ts, lambda name, addl, ts=ts: weirds.report(name, ts, addl) if weirds else None)
+        self.add_fast(rows)
 
     def flush(self, now: float) -> None:
         self._feed()
@@ -388,23 +417,12 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
     stats = CaptureStats()
     batches = iter_batches(list(paths), weirds, stats, verify_checksums=options.verify_checksums)
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
-    frags = decoder.reassembler
     config = FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds,
                         max_flows=options.max_flows)
     flow = FastFlow(config, analyzers, sinks, weirds)
     progress = scaffold.start_progress(stats)
     count = 0
     now = 0.0
-
-    def fast_rows(rows: np.ndarray) -> None:
-        if frags.pending:
-            # The decoder expires held fragments on every frame's time, parsed ones too.
-            for ts in rows["ts"].tolist():
-                if not frags.pending:
-                    break
-                frags.expire(ts, lambda name, addl, ts=ts: weirds.report(name, ts, addl))
-        flow.add_fast(rows)
-
     try:
         for batch in batches:
             rows = batch.packets
@@ -412,15 +430,7 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
                 continue
             count += rows.shape[0]
             now = max(now, float(rows["ts"].max()))
-            flow.set_buffer(batch.buf)
-            pos = 0
-            for j, raw in zip(np.flatnonzero(rows["kind"] == KIND_SLOW).tolist(), batch.slow):
-                if j > pos:
-                    fast_rows(rows[pos:j])
-                flow.frame(raw.ts, decoder.decode(raw))
-                pos = j + 1
-            if pos < rows.shape[0]:
-                fast_rows(rows[pos:])
+            flow.feed_batch(batch, decoder)
             progress.update(stats.bytes)
         flow.flush(now)
         for sink in sinks:
