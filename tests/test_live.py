@@ -74,7 +74,7 @@ def wait_for_line(proc: subprocess.Popen, word: str, timeout: float = 30.0) -> s
     raise AssertionError(f"{word!r} never printed (exit {proc.poll()})")
 
 
-def live_vs_pcap(tmp_path: Path, workers: int) -> None:
+def live_vs_pcap(tmp_path: Path, workers: int, engine: str = "fast") -> None:
     out = tmp_path / "live"
     with netns.veth_pair(subnet=workers) as pair:
         server = subprocess.Popen(pair.cmd(pair.ns_a, [sys.executable, os.path.join(HERE, "netns.py"), "serve",
@@ -86,7 +86,7 @@ def live_vs_pcap(tmp_path: Path, workers: int) -> None:
                 pair.cmd(pair.ns_a, ["pcapexfil",
                                      "live", "-i", pair.if_a, "-o", str(out), "--workers", str(workers),
                                      "--write-pcap", str(tmp_path / "cap.pcap"), "--stats-interval", "1",
-                                     "--state", str(tmp_path / "state.db"), "--seed", "7", "--max-flows", "100000",
+                                     "--state", str(tmp_path / "state.db"), "--seed", "7", "--max-flows", "100000", "--engine", engine,
                                      "--buffer-size", "16"]),
                 stderr=subprocess.PIPE, text=True)
             wait_for_line(live, "listening on")
@@ -168,8 +168,9 @@ def count_frames(path: str) -> int:
         return sum(1 for _ in dpkt.pcap.Reader(fh))
 
 
-def test_live_matches_conn_on_written_pcap(tmp_path: Path) -> None:
-    live_vs_pcap(tmp_path, workers=1)
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_live_matches_conn_on_written_pcap(tmp_path: Path, engine: str) -> None:
+    live_vs_pcap(tmp_path, workers=1, engine=engine)
 
 
 def test_live_two_workers_fanout(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pcapexfil.cli.conn import max_flows_option
+from pcapexfil.cli.conn import engine_option, max_flows_option
 from pcapexfil.cli.detect import (
     build_settings,
     detector_options,
@@ -41,10 +41,11 @@ from pcapexfil.cli.detect import (
 @click.option("--verify-checksums", is_flag=True, help="Drop packets with bad checksums, as Zeek without -C.")
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
+@engine_option
 @detector_options
 def live(iface: str, out_dir: str, bpf: str, snaplen: int, no_promisc: bool, workers: int, buffer_mb: int,
          rotate: str | None, write_pcap: str | None, stats_interval: str, verify_checksums: bool,
-         seed: int | None, max_flows: int, **kw: Any) -> None:
+         seed: int | None, max_flows: int, engine: str, **kw: Any) -> None:
     """Capture on IFACE and write what `analyze` writes, continuously: logs rotate (SIGHUP or
     --rotate), the detector's --state is committed each recalculation and at exit, counters go
     to stats.log. SIGINT/SIGTERM stop: open connections are flushed, state committed, exit 0.
@@ -71,7 +72,7 @@ def live(iface: str, out_dir: str, bpf: str, snaplen: int, no_promisc: bool, wor
                                buffer_bytes=buffer_mb << 20),
         analysis=AnalysisOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
                                  verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed,
-                                 write_pcap=write_pcap, max_flows=max_flows or None),
+                                 write_pcap=write_pcap, max_flows=max_flows or None, engine=engine),
         workers=workers, rotate=every, stats_interval=stats_every,
     )
 

@@ -185,7 +185,7 @@ class FastFlow:
 
     def feed_batch(self, batch: Batch, decoder: Decoder) -> None:
         """One parsed chunk in capture order: FAST rows to the kernel, SLOW frames through the
-        reference `decoder` at their place."""
+        reference `decoder` at their place. Every frame of it is processed on return."""
         rows = batch.packets
         self.set_buffer(batch.buf)
         pos = 0
@@ -196,6 +196,7 @@ class FastFlow:
             pos = j + 1
         if pos < rows.shape[0]:
             self._fast_rows(rows[pos:], decoder)
+        self._feed()
 
     def _fast_rows(self, rows: np.ndarray, decoder: Decoder) -> None:
         frags = decoder.reassembler

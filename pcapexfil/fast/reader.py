@@ -648,6 +648,11 @@ def iter_batches(
     return _batches(chunks, verify_checksums)
 
 
+def parse_frames(raws: list[RawPacket], verify_checksums: bool = False) -> Batch:
+    """Frames that came from elsewhere (a live capture ring) as one parsed Batch."""
+    return next(_batches(iter([_pack(raws)]), verify_checksums))
+
+
 def _batches(chunks: Iterator[Chunk], verify_checksums: bool) -> Iterator[Batch]:
     for chunk in chunks:
         packets = parse_records(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
@@ -27,6 +27,9 @@ from pcapexfil.netconf import PRIVATE_NETS
 from pcapexfil.record import ConnRecord
 from pcapexfil.source.live import DEFAULT_SNAPLEN, LiveCapture, PcapWriter
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
+
+if TYPE_CHECKING:
+    from pcapexfil.fast.engine import FastFlow
 
 Send = Callable[[tuple[Any, ...]], None]
 
@@ -51,6 +54,7 @@ class AnalysisOptions:
     seed: int | None = None
     write_pcap: str | None = None
     max_flows: int | None = DEFAULT_MAX_FLOWS  # per worker; None: no cap
+    engine: str = "fast"  # "fast": numba parser and flow table; "reference": dpkt/Python
 
 
 @dataclass(slots=True)
@@ -104,9 +108,16 @@ class CaptureWorker:
             if isinstance(out, LogOut):
                 out.writer = _SendRow(send, out.name, out.fields)  # type: ignore[assignment]
         seed = None if options.seed is None else options.seed + wid
-        self.table = FlowTable(FlowConfig(local_nets=options.local_nets, seed=seed, weirds=self.weirds,
-                                          max_flows=options.max_flows),
-                               self._emit, self.analyzers)
+        config = FlowConfig(local_nets=options.local_nets, seed=seed, weirds=self.weirds, max_flows=options.max_flows)
+        self.verify_checksums = options.verify_checksums
+        self.flow: FastFlow | None = None
+        self.table: FlowTable | None = None
+        if options.engine == "fast":
+            from pcapexfil.fast.engine import FastFlow
+
+            self.flow = FastFlow(config, self.analyzers, [_ToCollector(self)], self.weirds)
+        else:
+            self.table = FlowTable(config, self._emit, self.analyzers)
         self.pcap = PcapWriter(options.write_pcap, capture.linktype, capture.snaplen) \
             if options.write_pcap else None
         self.now = 0.0
@@ -117,43 +128,89 @@ class CaptureWorker:
     def _counters(self) -> tuple[int, ...]:
         stats = self.capture.read_stats()
         c = self.counters
-        c.received, c.dropped_kernel, c.flows_live = stats.received, stats.dropped, len(self.table)
+        live = len(self.flow.table) if self.flow is not None else len(self.table)  # type: ignore[arg-type]
+        c.received, c.dropped_kernel, c.flows_live = stats.received, stats.dropped, live
         return c.as_tuple()
 
     def run(self, stop: Callable[[], bool]) -> None:
-        decode, table, pcap = self.decoder.decode, self.table, self.pcap
-        next_tick = None
         try:
-            for batch in self.capture.batches():
-                if stop():
-                    self.counters.dropped_pcapexfil += len(batch)
-                    break
-                for raw in batch:
-                    if raw.ts > self.now:
-                        self.now = raw.ts
-                    if next_tick is None or self.now >= next_tick:
-                        table.advance(self.now)
-                        self.send(("tick", self.wid, self.now, self._counters()))
-                        next_tick = self.now + 1.0
-                    if pcap is not None:
-                        pcap.write(raw)
-                    pkts = decode(raw)
-                    if pkts:
-                        table.process_all(pkts)
-                self.counters.analysed += len(batch)
-                if not batch:
-                    self.send(("tick", self.wid, self.now, self._counters()))
-            self._counters()  # flows live when capture stopped
-            table.flush(self.now)
+            if self.flow is not None:
+                self._run_fast(stop, self.flow)
+            else:
+                self._run_reference(stop, self.table)  # type: ignore[arg-type]
         finally:
             for analyzer in self.analyzers:
                 analyzer.close()
-            if pcap is not None:
-                pcap.close()
+            if self.pcap is not None:
+                self.pcap.close()
             self.capture.close()
         c = self.counters  # close() folded in the kernel's last counts
         c.received, c.dropped_kernel = self.capture.stats.received, self.capture.stats.dropped
         self.send(("done", self.wid, self.now, c.as_tuple()))
+
+    def _run_fast(self, stop: Callable[[], bool], flow: FastFlow) -> None:
+        """Each ring block is one batch for the numba parser and table; the table's own
+        once-a-second ticks reach the collector through `_ToCollector`."""
+        from pcapexfil.fast.reader import parse_frames
+
+        for batch in self.capture.batches():
+            if stop():
+                self.counters.dropped_pcapexfil += len(batch)
+                break
+            if not batch:
+                self.send(("tick", self.wid, self.now, self._counters()))
+                continue
+            self.now = max(self.now, max(raw.ts for raw in batch))
+            if self.pcap is not None:
+                for raw in batch:
+                    self.pcap.write(raw)
+            flow.feed_batch(parse_frames(batch, self.verify_checksums), self.decoder)
+            self.counters.analysed += len(batch)
+        self._counters()  # flows live when capture stopped
+        flow.flush(self.now)
+
+    def _run_reference(self, stop: Callable[[], bool], table: FlowTable) -> None:
+        decode, pcap = self.decoder.decode, self.pcap
+        next_tick = None
+        for batch in self.capture.batches():
+            if stop():
+                self.counters.dropped_pcapexfil += len(batch)
+                break
+            for raw in batch:
+                if raw.ts > self.now:
+                    self.now = raw.ts
+                if next_tick is None or self.now >= next_tick:
+                    table.advance(self.now)
+                    self.send(("tick", self.wid, self.now, self._counters()))
+                    next_tick = self.now + 1.0
+                if pcap is not None:
+                    pcap.write(raw)
+                pkts = decode(raw)
+                if pkts:
+                    table.process_all(pkts)
+            self.counters.analysed += len(batch)
+            if not batch:
+                self.send(("tick", self.wid, self.now, self._counters()))
+        self._counters()  # flows live when capture stopped
+        table.flush(self.now)
+
+
+class _ToCollector:
+    """The fast engine's sink in a worker: records and ticks go to the collector."""
+
+    def __init__(self, worker: CaptureWorker) -> None:
+        self.worker = worker
+
+    def on_record(self, rec: ConnRecord) -> None:
+        self.worker.send(("rec", rec))
+
+    def on_time(self, now: float) -> None:
+        w = self.worker
+        w.now = max(w.now, now)
+        w.send(("tick", w.wid, now, w._counters()))
+
+    def close(self, now: float) -> None:
+        pass
 
 
 def child_main(wid: int, copts: CaptureOptions, aopts: AnalysisOptions, queue: Any, stop_event: Any) -> None:
