@@ -406,6 +406,23 @@ class FastFlow:
             sink.on_record(rec)
 
 
+def warm_up(verify_checksums: bool = False) -> None:
+    """Load the numba kernels (0.3-1 s) before capture starts: a live ring fills while
+    the first packets wait for them. Runs one TCP SYN through a throwaway table."""
+    import dpkt
+
+    from pcapexfil.decode import Decoder
+    from pcapexfil.fast.reader import parse_frames
+    from pcapexfil.packet import RawPacket
+
+    syn = dpkt.tcp.TCP(sport=1, dport=2, flags=dpkt.tcp.TH_SYN)
+    ip = dpkt.ip.IP(src=bytes(4), dst=bytes(4), p=dpkt.ip.IP_PROTO_TCP, data=syn)
+    frame = bytes(dpkt.ethernet.Ethernet(data=ip))
+    flow = FastFlow(FlowConfig(), [], [], None)
+    flow.feed_batch(parse_frames([RawPacket(1.0, 1, frame, len(frame))], verify_checksums), Decoder(Weirds()))
+    flow.flush(1.0)
+
+
 def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any:
     """`pipeline.run` on the fast engine (same arguments, same outputs)."""
     from pcapexfil.decode import Decoder

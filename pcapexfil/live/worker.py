@@ -113,8 +113,9 @@ class CaptureWorker:
         self.flow: FastFlow | None = None
         self.table: FlowTable | None = None
         if options.engine == "fast":
-            from pcapexfil.fast.engine import FastFlow
+            from pcapexfil.fast.engine import FastFlow, warm_up
 
+            warm_up(options.verify_checksums)  # before the worker reports ready
             self.flow = FastFlow(config, self.analyzers, [_ToCollector(self)], self.weirds)
         else:
             self.table = FlowTable(config, self._emit, self.analyzers)
