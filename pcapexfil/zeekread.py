@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import bisect
 import glob
-import ipaddress
 import gzip
+import ipaddress
 import json
 import os
 import re

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from test_detect_support import data_lines, read_log, run_detector, scenario, split_by_day
+from test_detect_support import (
+    data_lines,
+    read_log,
+    run_detector,
+    scenario,
+    split_by_day,
+)
 
 from pcapexfil.cli import main
 from pcapexfil.logs.conn import CONN_FIELDS, conn_row

@@ -6,7 +6,16 @@ import time
 from pathlib import Path
 
 import pytest
-from test_detect_support import BULK_UID, DAY, DAY0, HOSTS, NEW_PORT_UID, read_log, run_detector, scenario
+from test_detect_support import (
+    BULK_UID,
+    DAY,
+    DAY0,
+    HOSTS,
+    NEW_PORT_UID,
+    read_log,
+    run_detector,
+    scenario,
+)
 
 from pcapexfil.detect.detector import Detector, Settings
 

@@ -115,7 +115,7 @@ def child_main(db: str, delay: float) -> None:
     now = 0.0
     for i, day in enumerate(split_by_day(scenario())):
         now = feed(det, day, close=False)
-        print(f"day {i} {det.stats.commits}", flush=True)
+        print(f"day {i}", flush=True)
         time.sleep(delay)
     det.close(now)
     print("done", flush=True)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import struct
 
-from pcapexfil.identifiers.dns import Malformed, Message, read_name
-from pcapexfil.packet import PROTO_UDP
-from pcapexfil.weird import Weirds
 from test_identifiers_support import (
     FakeConn,
     Run,
@@ -19,6 +16,10 @@ from test_identifiers_support import (
     udp,
 )
 from zeek_logs import read_zeek_log
+
+from pcapexfil.identifiers.dns import Malformed, Message, read_name
+from pcapexfil.packet import PROTO_UDP
+from pcapexfil.weird import Weirds
 
 RD, QR_RA = 0x0100, 0x8180
 DNS_SERVER = "192.0.2.53"

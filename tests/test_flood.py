@@ -20,7 +20,14 @@ from pcapexfil.weird import Weirds
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from flood import LEGIT, legit_rows, read_conn_log, run_conn, write_flood, write_legit_only  # noqa: E402
+from flood import (  # noqa: E402
+    LEGIT,
+    legit_rows,
+    read_conn_log,
+    run_conn,
+    write_flood,
+    write_legit_only,
+)
 
 
 def _syn(ts: float, sport: int, src: str = "10.0.0.1", dst: str = "10.0.0.2", dport: int = 80) -> Packet:

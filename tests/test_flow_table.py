@@ -8,7 +8,16 @@ import pytest
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.tcp import seq_delta
 from pcapexfil.flow.uid import UidGenerator, base62
-from pcapexfil.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP, TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
+from pcapexfil.packet import (
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    Packet,
+)
 from pcapexfil.record import ConnRecord
 
 C, S = "10.0.0.1", "93.184.216.34"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pcapexfil.identifiers.http import strip_port, unescape_uri
 from test_identifiers_support import FakeConn, Run, syn, tcp
 from zeek_logs import read_zeek_log
+
+from pcapexfil.identifiers.http import strip_port, unescape_uri
 
 
 def _flow(conn: FakeConn, client: list[bytes], server: list[bytes]) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers_pcap import ether, ipv4, tcp, udp, write_pcap, write_pcapng
+from helpers_pcap import ether, ipv4, udp, write_pcap, write_pcapng
 
 from pcapexfil.source import CaptureError, CaptureStats, open_captures
 from pcapexfil.weird import Weirds

@@ -15,8 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from pcapexfil.cli import main
-from pcapexfil.synth import EXFIL_KINDS, SynthConfig, generate, read_labels
-from pcapexfil.synth import tls
+from pcapexfil.synth import EXFIL_KINDS, SynthConfig, generate, read_labels, tls
 from pcapexfil.synth.wire import FrameSink, Message, TcpFlow, halves, mac_for
 
 CONFIG = dict(days=11, hosts=3, seed=7, scale=0.3, episodes_per_kind=1)

@@ -7,9 +7,6 @@ import hashlib
 
 import dpkt
 from ja3 import ja3 as pyja3
-
-from pcapexfil.identifiers.tls import parse_client_hello, parse_server_hello
-from pcapexfil.weird import Weirds
 from test_identifiers_support import (
     FakeConn,
     Run,
@@ -21,6 +18,9 @@ from test_identifiers_support import (
     syn,
     tcp,
 )
+
+from pcapexfil.identifiers.tls import parse_client_hello, parse_server_hello
+from pcapexfil.weird import Weirds
 
 KNOWN_JA3S = "a704460bd0a887c62e4f462bf1bba96b"  # identifiers.md: 771,49199,65281-0-11
 

@@ -26,10 +26,9 @@ WeirdFn = Callable[[str, str | None], None]
 
 
 class _Pending:
-    __slots__ = ("first_ts", "header", "pieces", "total", "size", "last_ts")
+    __slots__ = ("header", "pieces", "total", "size", "last_ts")
 
     def __init__(self, ts: float) -> None:
-        self.first_ts = ts
         self.last_ts = ts
         self.header: bytes | None = None  # unfragmentable part, from the offset-0 fragment
         self.pieces: list[tuple[int, bytes]] = []
@@ -46,7 +45,6 @@ class Reassembler:
         self.timeout = timeout
         self.max_pending = max_pending
         self.pending: OrderedDict[tuple, _Pending] = OrderedDict()
-        self.expired = 0
 
     def expire(self, now: float, weird: WeirdFn) -> None:
         """Drop datagrams idle longer than the timeout, and the oldest beyond the cap."""
@@ -56,7 +54,6 @@ class Reassembler:
             if not stale and len(self.pending) <= self.max_pending:
                 break
             del self.pending[key]
-            self.expired += 1
             if not stale:
                 weird("fragment_buffer_full", None)
 

@@ -100,8 +100,6 @@ class DetectorStats:
     windows_closed: int = 0
     scored: int = 0
     skipped_before_watermark: int = 0
-    recomputations: int = 0
-    commits: int = 0
 
 
 class Detector:
@@ -242,7 +240,6 @@ class Detector:
                 self._params_changed[k] = row.tolist()
         self.scoring.recomputed(keys, when)
         self.notices.expire(when)
-        self.stats.recomputations += 1
         if self.store is not None:
             self._commit(when)
 
@@ -328,4 +325,3 @@ class Detector:
             raise
         self.baseline.take_delta()
         self._params_changed = {}
-        self.stats.commits += 1

@@ -69,12 +69,6 @@ def _select_median(buf: np.ndarray, n: int) -> float:
 
 
 @njit(cache=True)
-def mad(values: np.ndarray, center: float) -> float:
-    """Median absolute deviation around `center` (unscaled, as the reference)."""
-    return median(np.abs(values - center))
-
-
-@njit(cache=True)
 def pcr(orig_bytes: float, resp_bytes: float) -> float:
     """Producer-consumer ratio clipped to [0, 1]; NaN (unset) when both sides are equal."""
     if orig_bytes == resp_bytes:

@@ -21,7 +21,16 @@ from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import UidGenerator
 from pcapexfil.hooks import AppAnalyzer
 from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
-from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, TH_RST, TH_SYN, Packet
+from pcapexfil.packet import (
+    PROTO_ICMP,
+    PROTO_ICMP6,
+    PROTO_TCP,
+    PROTO_UDP,
+    TH_ACK,
+    TH_RST,
+    TH_SYN,
+    Packet,
+)
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
 

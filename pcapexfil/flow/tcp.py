@@ -322,9 +322,6 @@ class TCPAdapter:
     def is_closed(self) -> bool:
         return self.orig.did_close or self.resp.did_close
 
-    def both_closed(self) -> bool:
-        return self.orig.did_close and self.resp.did_close
-
     def is_reuse(self, flags: int, seq: int) -> bool:
         """A SYN on an existing 5-tuple: does it start a new connection?"""
         if not flags & TH_SYN:

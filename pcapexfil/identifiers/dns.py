@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
-from pcapexfil.logs.dns import DNS_FIELDS, OPCODES, dns_row, qclass_name, qtype_name, rcode_name
+from pcapexfil.logs.dns import (
+    DNS_FIELDS,
+    OPCODES,
+    dns_row,
+    qclass_name,
+    qtype_name,
+    rcode_name,
+)
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:

@@ -126,7 +126,6 @@ class Transaction:
     proxied: list[str] = field(default_factory=list)
     username: str | None = None
     resp_version: str | None = None
-    responded: bool = False  # final response head seen
     complete: bool = False  # final response body finished
     logged: bool = False
 
@@ -449,7 +448,6 @@ class HttpAnalyzer:
                 t = st.trans[st.next_resp]
                 if t.version == "0.9":
                     t.status_code, t.status_msg, t.resp_version = 0, "<empty>", "0.9"
-                    t.responded = True
                     side.trans = t
                     side.state = "close"
                     continue
@@ -473,7 +471,6 @@ class HttpAnalyzer:
                 else:
                     t.status_code, t.status_msg = code, msg
                     t.resp_version = _text(m.group(1))
-                    t.responded = True
                     st.next_resp += 1
                     tunnel = code == 101 or (t.method.upper() == "CONNECT" and 200 <= code < 300)
                     no_body = t.method.upper() == "HEAD" or code in (204, 304) or tunnel

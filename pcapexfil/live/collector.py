@@ -23,7 +23,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pcapexfil.live.logs import LogSet
-from pcapexfil.live.worker import AnalysisOptions, CaptureOptions, CaptureWorker, Counters, child_main
+from pcapexfil.live.worker import (
+    AnalysisOptions,
+    CaptureOptions,
+    CaptureWorker,
+    Counters,
+    child_main,
+)
 from pcapexfil.logs.conn import CONN_FIELDS, conn_row
 from pcapexfil.logs.zeek import Field
 from pcapexfil.source.live import LiveCapture

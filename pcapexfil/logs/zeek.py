@@ -12,7 +12,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Literal
 
 Field = tuple[str, str]  # (dotted column name, Zeek type such as "count" or "set[string]")
@@ -178,10 +178,6 @@ class ZeekLogWriter:
         else:
             self._fh.write(_SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n")
         self.rows += 1
-
-    def write_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        for row in rows:
-            self.write(row)
 
     def flush(self) -> None:
         if self._fh is not None:

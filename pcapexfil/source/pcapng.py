@@ -66,7 +66,6 @@ class PcapngReader:
         self.name = name
         self.order = "<"
         self.interfaces: list[_Interface] = []
-        self._pending_error: str | None = None
         # Validate the first section header now, so a non-capture fails before any packet.
         head = f.read(8)
         if len(head) < 8:

@@ -5,7 +5,13 @@
 `tls` (handshake bytes), `apps` (DNS, HTTP), `network` (the traffic model).
 """
 
-from pcapexfil.synth.labels import BENIGN_KINDS, EXFIL_KINDS, Label, read_labels, write_labels
+from pcapexfil.synth.labels import (
+           BENIGN_KINDS,
+           EXFIL_KINDS,
+           Label,
+           read_labels,
+           write_labels,
+)
 from pcapexfil.synth.network import Summary, SynthConfig, generate
 
 __all__ = ["BENIGN_KINDS", "EXFIL_KINDS", "Label", "Summary", "SynthConfig", "generate", "read_labels",

@@ -27,7 +27,15 @@ import numpy as np
 
 from pcapexfil.synth import apps, tls
 from pcapexfil.synth.labels import EXFIL_KINDS, Label, write_labels
-from pcapexfil.synth.wire import FrameSink, Message, TcpFlow, halves, mac_for, udp_frame, write_pcap
+from pcapexfil.synth.wire import (
+    FrameSink,
+    Message,
+    TcpFlow,
+    halves,
+    mac_for,
+    udp_frame,
+    write_pcap,
+)
 
 US = 1_000_000
 HOUR = 3600 * US
