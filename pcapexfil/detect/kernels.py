@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from pcapexfil.jit import njit
 
 # Columns of the parameter matrix returned by `recompute_params`.
 MED_B, MAD_B, MED_D, MAD_D, REF_B, REF_D = range(6)

@@ -14,9 +14,9 @@ The test oracle is the reference decoder itself: every FAST row must equal
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE
+from pcapexfil.jit import njit
 
 # Link types the kernel reads (anything else is KIND_SLOW).
 LT_NULL = 0

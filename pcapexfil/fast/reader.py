@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple, Protocol
 
 import numpy as np
-from numba import njit
 
 from pcapexfil.fast.batch import KIND_SLOW
 from pcapexfil.fast.parse import parse_records
+from pcapexfil.jit import njit
 from pcapexfil.packet import RawPacket
 from pcapexfil.source import CaptureStats, FileStats, open_capture
 from pcapexfil.source.pcap import MAGICS, MAX_RECORD, STREAM_ERRORS

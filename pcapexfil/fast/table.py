@@ -38,11 +38,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit
 
 from pcapexfil.fast.batch import KIND_SKIP
 from pcapexfil.flow.ports import is_likely_server_port
 from pcapexfil.flow.table import _ICMP4_PAIRS, _ICMP6_PAIRS, FlowConfig
+from pcapexfil.jit import njit
 
 # == TCP endpoints, connection state and events (port of flow/tcp.py) ==================
 

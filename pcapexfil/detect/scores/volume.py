@@ -30,10 +30,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from pcapexfil.detect.baseline import Baseline, BaselineKey
 from pcapexfil.detect.scores.base import WindowContext
+from pcapexfil.jit import njit
 
 # Columns of the statistics rows returned by `group_stats`.
 G_N, G_DAYS, G_MED, G_MAD, G_DMAX_MED, G_DMAX_MAD = range(6)
