@@ -237,6 +237,12 @@ def test_seeded_uids_are_reproducible_and_base62():
     assert base62(61) == "z" and base62(62) == "10"
 
 
+def test_unseeded_uid_generators_differ_between_runs():
+    # Each run seeds from the OS: two generators (two runs) share no uid.
+    a, b = UidGenerator(), UidGenerator()
+    assert not {a() for _ in range(100)} & {b() for _ in range(100)}
+
+
 def test_analyzers_see_every_packet_and_the_record():
     class Counter:
         def __init__(self):
