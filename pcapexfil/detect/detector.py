@@ -13,6 +13,11 @@ run, and the watermark (the end-of-input time) is saved too, so consecutive runs
 consecutive captures equal one run over all of them. Without a state store, open windows
 are closed at end of input with ts = the end-of-input time.
 
+Stages. The work is split in pcapexfil.detect.stages: a per-key stage (windows, baseline,
+parameters, raw sub-scores) and an ordered stage (running normalisation, combined score,
+logs, notices). This class drives both in lockstep; the cluster path runs the per-key stage
+partitioned by host on the workers and the ordered stage once (pcapexfil.dist.score).
+
 Commits. With a state store, every recomputation commits a snapshot (watermark = its grid
 time) and so does close(). After a kill, a new run may be given the same input again:
 records and ticks whose event time lies before the watermark are already in the snapshot
@@ -25,23 +30,22 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from pcapexfil.detect.baseline import Baseline, day_of
+from pcapexfil.detect.baseline import Baseline, BaselineKey
 from pcapexfil.detect.filter import OutgoingFilter
-from pcapexfil.detect.kernels import recompute_params
 from pcapexfil.detect.normalize import RunningStats
 from pcapexfil.detect.notices import Notices, RowWriter, http_upload_rule
-from pcapexfil.detect.scores import NORMALIZED, WindowContext
-from pcapexfil.detect.scoring import DEFAULT_SCORING, SCORINGS, make_scoring
+from pcapexfil.detect.scoring import DEFAULT_SCORING, SCORINGS, Scoring
 from pcapexfil.detect.state import Commit, StateError, StateStore
-from pcapexfil.detect.windows import IDENTIFIERS, Window, WindowTable
+from pcapexfil.detect.stages import Closed, KeyStage, OrderedStage
+from pcapexfil.detect.windows import IDENTIFIERS, WindowTable
 from pcapexfil.logs.exfil import exfil_fields
 from pcapexfil.logs.notice import NOTICE_FIELDS
-from pcapexfil.logs.zeek import ZeekLogWriter, format_double
+from pcapexfil.logs.zeek import ZeekLogWriter
 from pcapexfil.netconf import MULTICAST_NETS, PRIVATE_NETS
 from pcapexfil.record import ConnRecord
 
@@ -117,35 +121,71 @@ class Detector:
         s.validate()
         self.tz = ZoneInfo(s.tz) if s.tz else None
         self.filter = OutgoingFilter(s.local_nets, s.multicast_address_range)
-        self.windows = WindowTable(s.aggregation_interval, s.enabled_identifier, s.domain_mode)
-        self.baseline = Baseline()
-        self.params: dict[tuple[str, int, str], np.ndarray] = {}
-        self.norms = {name: RunningStats() for name in NORMALIZED}
-        self.scoring = make_scoring(s.scoring)
-        self.columns = self.scoring.columns
-        self.chain = self.scoring.chain()
+        self.keys = KeyStage(s, self.tz)
         self.stats = DetectorStats()
+        self.ordered = OrderedStage(s, self.keys.scoring, self.stats)
+        self.columns = self.keys.scoring.columns
         self.store = store
-        self.exfil_log: RowWriter | None = None
         self.notice_log: RowWriter | None = None
         if out_dir is not None:
             self.exfil_log = ZeekLogWriter(os.path.join(out_dir, "exfil_detection.log"), "exfil_detection",
                                            exfil_fields(self.columns), use_json=use_json, ts_style=ts_style)
             self.notice_log = ZeekLogWriter(os.path.join(out_dir, "notice.log"), "notice", NOTICE_FIELDS,
                                             use_json=use_json, ts_style=ts_style)
-        self.notices = Notices(self.notice_log)
+            self.notices.writer = self.notice_log
         self.now: float | None = None  # effective network time (monotonic)
         self.input_now: float | None = None  # latest time seen in this run's input
-        self.next_recalc: float | None = None
         self.watermark: float | None = None
-        self._params_changed: dict[tuple[str, int, str], list[float] | None] = {}
-        self._recompute_all = False
         self._closed = False
         self._store_failed = False  # after a failed commit nothing more is committed
         if store is not None:
             self._load(store)
-            if self.next_recalc is not None:  # the loaded parameters date from the last grid point
-                self.scoring.recomputed([], self.next_recalc - s.new_calculation_window)
+            self.keys.loaded()
+
+    # -- the stages' state, as attributes of the detector ----------------------------------
+    @property
+    def windows(self) -> WindowTable:
+        return self.keys.windows
+
+    @property
+    def baseline(self) -> Baseline:
+        return self.keys.baseline
+
+    @property
+    def params(self) -> dict[BaselineKey, np.ndarray]:
+        return self.keys.params
+
+    @property
+    def scoring(self) -> Scoring:
+        return self.keys.scoring
+
+    @property
+    def next_recalc(self) -> float | None:
+        return self.keys.next_recalc
+
+    @next_recalc.setter
+    def next_recalc(self, value: float | None) -> None:
+        self.keys.next_recalc = value
+
+    @property
+    def _recompute_all(self) -> bool:
+        return self.keys.recompute_all
+
+    @property
+    def norms(self) -> dict[str, RunningStats]:
+        return self.ordered.norms
+
+    @property
+    def notices(self) -> Notices:
+        return self.ordered.notices
+
+    @property
+    def exfil_log(self) -> RowWriter | None:
+        return self.ordered.exfil_log
+
+    @exfil_log.setter
+    def exfil_log(self, writer: RowWriter | None) -> None:
+        self.ordered.exfil_log = writer
 
     # -- RecordSink --------------------------------------------------------------------------
     def on_time(self, now: float) -> None:
@@ -164,7 +204,7 @@ class Detector:
             http_upload_rule(rec, t, self.notices)
         if self.filter(rec):
             self.stats.outgoing += 1
-            self.windows.add(rec, t)
+            self.keys.add(rec, t)
 
     def close(self, now: float) -> None:
         """End of input: carry open windows over (state store) or close them (in memory)."""
@@ -177,14 +217,20 @@ class Detector:
                 self._advance(t)
             end = self.now
             if self.store is None:
-                for win in self.windows.drain():
-                    self._close_window(win, end if end is not None else win.close_at)
+                if end is not None:
+                    self.keys.drain(end, self)
             elif end is not None and not self._store_failed:
                 self._commit(end)
         finally:
-            for writer in (self.exfil_log, self.notice_log):
-                if writer is not None:
-                    writer.close()  # type: ignore[attr-defined]
+            self.close_logs()
+        self.warn_skipped()
+
+    def close_logs(self) -> None:
+        for writer in (self.exfil_log, self.notice_log):
+            if writer is not None:
+                writer.close()  # type: ignore[attr-defined]
+
+    def warn_skipped(self) -> None:
         if self.stats.skipped_before_watermark:
             log.warning("%d records older than the state's watermark were skipped (already in the state)",
                         self.stats.skipped_before_watermark)
@@ -203,78 +249,17 @@ class Detector:
         return t
 
     def _advance(self, t: float) -> None:
-        step = self.settings.new_calculation_window
-        while True:
-            close = self.windows.next_close()
-            recalc = self.next_recalc
-            if recalc is not None and recalc <= t and (close is None or recalc <= close):
-                limit = t if close is None else min(t, close)
-                grid = recalc + math.floor((limit - recalc) / step) * step
-                self.next_recalc = grid + step  # before _recalc: its commit saves the schedule
-                self._recalc(grid)
-                continue
-            if close is not None and close <= t:
-                win = self.windows.pop_next()
-                self._close_window(win, win.close_at)
-                continue
-            break
+        self.keys.advance(t, self)
         self.now = t
 
-    # -- the reference's calculate_parameters event ----------------------------------------
-    def _recalc(self, when: float) -> None:
-        s = self.settings
-        self.now = when
-        self.baseline.prune(when, s.baseline_days, s.max_baseline_hold_time)
-        keys = list(self.baseline.days) if self._recompute_all else sorted(self.baseline.dirty)
-        self._recompute_all = False
-        self.baseline.dirty.clear()
-        present = [k for k in keys if k in self.baseline]
-        for k in keys:
-            if k not in self.baseline and self.params.pop(k, None) is not None:
-                self._params_changed[k] = None
-        if present:
-            b, d, offsets = self.baseline.csr(present)
-            table = recompute_params(b, d, offsets)
-            for k, row in zip(present, table, strict=True):
-                self.params[k] = row
-                self._params_changed[k] = row.tolist()
-        self.scoring.recomputed(keys, when)
+    # -- StageOutput: the per-key stage's events, straight into the ordered stage -----------
+    def recalc(self, when: float) -> None:
         self.notices.expire(when)
         if self.store is not None:
             self._commit(when)
 
-    # -- the calculate_score hook chain and finalize ---------------------------------------
-    def _close_window(self, win: Window, ts: float) -> None:
-        self.stats.windows_closed += 1
-        bkey = (win.orig_h, win.resp_p, win.proto)
-        ctx = WindowContext(ts, day_of(ts, self.tz), win, self.baseline, None, self.norms, self.notices,
-                            self.settings)
-        ctx.params = self.params.get(bkey)
-        scores: dict[str, float | None] = {}
-        for hook in self.chain:
-            value = hook.run(ctx)
-            if hook.column is not None:
-                scores[hook.column] = value
-        if not ctx.scorable:
-            return
-        self.stats.scored += 1
-        final = self.scoring.combine(scores)
-        if self.exfil_log is not None:
-            row: dict[str, Any] = {"ts": ts, "orig_h": win.orig_h, "resp_p": win.resp_p, **scores,
-                                   "identifier": win.identifier, "orig_ip_bytes": win.orig_ip_bytes,
-                                   "resp_ip_bytes": win.resp_ip_bytes, "duration": win.duration,
-                                   "uid": win.uids, "exfiltration_score": final}
-            self.exfil_log.write(row)
-        if final >= self.settings.threshold_raise_notice_at_high_score:
-            text = format_double(final)
-            self.notices.raise_notice(
-                "EXFIL_DETECTION::High_Score", ts=ts,
-                msg=f"possible exfiltration detected: score {text} from host {win.orig_h} "
-                    f"with protocol {win.resp_p}/{win.proto}",
-                sub=text, src=win.orig_h, p=win.resp_p,
-                suppress_key=(win.orig_h, win.resp_p, win.proto, win.identifier),
-                suppress_for=self.settings.aggregation_interval,
-            )
+    def closed(self, c: Closed) -> None:
+        self.ordered.window(c)
 
     # -- persistence -------------------------------------------------------------------------
     def _fixed_settings(self) -> dict[str, str]:
@@ -283,45 +268,47 @@ class Detector:
     def _load(self, store: StateStore) -> None:
         store.check_settings(self._fixed_settings())
         state = store.load()
+        keys = self.keys
         for key, elem in state.baseline:
-            self.baseline.add(key, elem, record=False)
-        self.baseline.dirty.clear()
-        self.params = {k: np.asarray(v, dtype=np.float64) for k, v in state.params.items()}
+            keys.baseline.add(key, elem, record=False)
+        keys.params = {k: np.asarray(v, dtype=np.float64) for k, v in state.params.items()}
         for name, (n, mean, m2) in state.norms.items():
             if name in self.norms:
                 self.norms[name] = RunningStats(n, mean, m2)
         for win in state.windows:
-            self.windows.restore(win)
+            keys.windows.restore(win)
         self.notices.suppressed = dict(state.suppress)
         meta = state.meta
         if "watermark" in meta:
             self.watermark = float(meta["watermark"])
             self.now = self.watermark
         if "next_recalc" in meta:
-            self.next_recalc = float(meta["next_recalc"])
-        self._recompute_all = meta.get("recompute_all") == "1"
-        # Baseline rows imported or edited outside a run: recompute everything at the next grid point.
-        if self._recompute_all or any(k not in self.params for k in self.baseline.days):
-            self._recompute_all = True
+            keys.next_recalc = float(meta["next_recalc"])
+        keys.recompute_all = meta.get("recompute_all") == "1"
 
     def _commit(self, watermark: float) -> None:
+        keys = self.keys
+        self.commit(Commit(
+            baseline=keys.baseline.delta,
+            params=keys.params_changed,
+            norms={},
+            windows=sorted(keys.windows.open.values(), key=lambda w: w.seq),
+            suppress={},
+        ), watermark)
+        keys.baseline.take_delta()
+        keys.params_changed = {}
+
+    def commit(self, c: Commit, watermark: float) -> None:
+        """Commit `c` with the ordered stage's state (norms, suppressions) and the run's metadata."""
         assert self.store is not None
-        open_windows = sorted(self.windows.open.values(), key=lambda w: w.seq)
-        meta = {"watermark": repr(watermark), "recompute_all": "1" if self._recompute_all else "0"}
+        c.norms = {name: (st.n, st.mean, st.m2) for name, st in self.norms.items()}
+        c.suppress = dict(self.notices.suppressed)
+        c.meta = {"watermark": repr(watermark), "recompute_all": "1" if self.keys.recompute_all else "0"}
         if self.next_recalc is not None:
-            meta["next_recalc"] = repr(self.next_recalc)
+            c.meta["next_recalc"] = repr(self.next_recalc)
         try:
-            self.store.commit(Commit(
-                baseline=self.baseline.delta,
-                params=self._params_changed,
-                norms={name: (st.n, st.mean, st.m2) for name, st in self.norms.items()},
-                windows=open_windows,
-                suppress=dict(self.notices.suppressed),
-                meta=meta,
-            ))
+            self.store.commit(c)
         except StateError:
             # The state keeps its last snapshot; a rerun on the same input continues from there.
             self._store_failed = True
             raise
-        self.baseline.take_delta()
-        self._params_changed = {}

@@ -65,15 +65,20 @@ class WindowTable:
                 out.append(rec.ja3s)
         return out
 
-    def add(self, rec: ConnRecord, now: float) -> None:
-        """Add one outgoing connection that ended at network time `now`."""
+    def add(self, rec: ConnRecord, now: float, seq: int | None = None) -> None:
+        """Add one outgoing connection that ended at network time `now`. New windows are numbered
+        from `next_seq`, or from `seq` (a partition of the keys numbers them from the record's
+        global position, which keeps their order: see pcapexfil.dist.score)."""
         duration = rec.duration or 0.0
         for ident in self.identifiers_of(rec):
             key = (rec.orig_h, rec.resp_p, rec.proto, ident)
             win = self.open.get(key)
             if win is None:
-                win = Window(self.next_seq, rec.orig_h, rec.resp_p, rec.proto, ident, now, now + self.interval)
-                self.next_seq += 1
+                if seq is None:
+                    number = self.next_seq
+                else:
+                    number, seq = seq, seq + 1
+                win = Window(number, rec.orig_h, rec.resp_p, rec.proto, ident, now, now + self.interval)
                 self.restore(win)
             win.orig_ip_bytes += rec.orig_ip_bytes
             win.resp_ip_bytes += rec.resp_ip_bytes

@@ -10,22 +10,19 @@ import numpy as np
 if TYPE_CHECKING:
     from pcapexfil.detect.baseline import Baseline, BaselineKey
     from pcapexfil.detect.detector import Settings
-    from pcapexfil.detect.normalize import RunningStats
-    from pcapexfil.detect.notices import Notices
+    from pcapexfil.detect.stages import Closed, OrderedStage
     from pcapexfil.detect.windows import Window
 
 
 @dataclass(slots=True)
 class WindowContext:
-    """One closed window on its way through the chain."""
+    """One closed window in the per-key stage: everything here belongs to its host's keys."""
 
     ts: float  # closing time
     day: str
     window: Window
     baseline: Baseline
     params: np.ndarray | None  # the last recomputation's row for this (orig_h, resp_p), if any
-    norms: dict[str, RunningStats]
-    notices: Notices
     settings: Settings
 
     @property
@@ -40,9 +37,19 @@ class WindowContext:
 
 
 class ScoreHook(Protocol):
+    """A hook runs in two stages (pcapexfil.detect.stages). `run` is the per-key part: it may read
+    and change only its host's baseline. A hook whose result depends on state shared by all keys
+    (a running normalisation, notices) also has `finish(value, closed, stage)`, run in the global
+    close order on `run`'s value; without it the value is the sub-score as it is."""
+
     name: str
     priority: int  # higher runs first, as Zeek hook priorities
     column: str | None  # exfil_detection.log column of a sub-score; None for side-effect hooks
 
     def run(self, ctx: WindowContext) -> float | None:
-        """Return the sub-score (None = unset) or None for side-effect hooks."""
+        """Return the (raw) sub-score (None = unset), or a value for `finish`, or None."""
+
+
+class OrderedHook(ScoreHook, Protocol):
+    def finish(self, value: float | None, closed: Closed, stage: OrderedStage) -> float | None:
+        """The sub-score from `run`'s value, in the global close order (None = unset)."""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from pcapexfil.detect.kernels import euclidean
 from pcapexfil.detect.scores.base import WindowContext
+
+if TYPE_CHECKING:
+    from pcapexfil.detect.stages import Closed, OrderedStage
 
 
 class Euclidean:
@@ -18,6 +22,8 @@ class Euclidean:
             return None
         w = ctx.window
         raw = float(euclidean(float(w.orig_ip_bytes), float(w.duration), ctx.params))
-        if math.isnan(raw):
-            return None
-        return ctx.norms[self.name].normalize(raw)
+        return None if math.isnan(raw) else raw  # normalised in `finish`
+
+    def finish(self, value: float | None, closed: Closed, stage: OrderedStage) -> float | None:
+        """The running normalisation, one for all keys, in the global close order."""
+        return None if value is None else stage.norms[self.name].normalize(value)
