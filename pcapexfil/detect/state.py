@@ -64,6 +64,9 @@ class Commit:
     windows: list[Window]  # full replacement
     suppress: dict[tuple[Any, ...], float]  # full replacement
     meta: dict[str, str] = field(default_factory=dict)
+    # The baseline delta is a net change against the stored rows: its deletions apply to stored
+    # rows only, so they run before the insertions (one commit at the end of a cluster run).
+    net: bool = False
 
 
 @dataclass(slots=True)
@@ -190,14 +193,9 @@ class StateStore:
     def commit(self, c: Commit) -> None:
         """Apply one snapshot's changes atomically."""
         with self._write() as db:
-            db.executemany(
-                f"INSERT INTO baseline ({', '.join(BASELINE_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?)",
-                ((*key, e.day, e.ts, e.identifier, e.orig_ip_bytes, e.resp_ip_bytes, e.duration)
-                 for key, e in c.baseline.added),
-            )
-            db.executemany("DELETE FROM baseline WHERE orig_h=? AND resp_p=? AND proto=? AND day=?",
-                           ((*key, day) for key, day in c.baseline.pruned))
-            db.executemany("DELETE FROM baseline WHERE orig_h=? AND resp_p=? AND proto=?", c.baseline.dropped)
+            steps = [self._insert_added, self._delete_removed]
+            for step in reversed(steps) if c.net else steps:
+                step(db, c.baseline)
             for key, row in c.params.items():
                 if row is None:
                     db.execute("DELETE FROM params WHERE orig_h=? AND resp_p=? AND proto=?", key)
@@ -216,6 +214,20 @@ class StateStore:
             db.executemany("INSERT INTO suppress VALUES (?, ?)",
                            ((json.dumps(list(k)), v) for k, v in c.suppress.items()))
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", c.meta.items())
+
+    @staticmethod
+    def _insert_added(db: sqlite3.Connection, delta: BaselineDelta) -> None:
+        db.executemany(
+            f"INSERT INTO baseline ({', '.join(BASELINE_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?)",
+            ((*key, e.day, e.ts, e.identifier, e.orig_ip_bytes, e.resp_ip_bytes, e.duration)
+             for key, e in delta.added),
+        )
+
+    @staticmethod
+    def _delete_removed(db: sqlite3.Connection, delta: BaselineDelta) -> None:
+        db.executemany("DELETE FROM baseline WHERE orig_h=? AND resp_p=? AND proto=? AND day=?",
+                       ((*key, day) for key, day in delta.pruned))
+        db.executemany("DELETE FROM baseline WHERE orig_h=? AND resp_p=? AND proto=?", delta.dropped)
 
     # -- the `pcapexfil baseline` command ---------------------------------------------------
     def baseline_rows(self) -> Iterator[dict[str, Any]]:

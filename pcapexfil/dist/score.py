@@ -1,0 +1,299 @@
+"""Aggregation and scoring partitioned by host, then one ordered pass (the cluster's detector).
+
+PartitionedDetector is a RecordSink that behaves as the Detector it wraps. While records
+arrive (in the stream order of one long run) it only does what is global: the effective
+time line (watermark, monotonic time, the recalculation grid's anchor), the HTTP upload
+rule (kept as notices to raise later), the outgoing filter, and the routing of outgoing
+records, with their effective time and position, to a partition by hash of orig_h. At the
+end each partition runs as one task (`score_partition`, on Dask workers or in-process): the
+per-key stage of pcapexfil.detect.stages — windows, baselines, the numba parameter
+recomputation, each hook's per-key part (raw sub-scores, the New_Protocol test, the robust
+volume score) — replayed on the global time line. The results come back to the ordered
+stage, sorted into the single run's close order (close time, then creation order), with
+the upload notices and the recalculation grid's suppression expiry interleaved: running
+normalisation, combined score, exfil_detection.log, notice.log.
+
+Partition key: a host's (orig_h, resp_p) keys all go to the same partition, because the
+reference's New_Protocol test reads every baseline of the host.
+
+Window numbers: a partition numbers a new window from its record's global position
+(next_seq + len(IDENTIFIERS) * position + rank), which orders windows as one run's counter
+does; the open windows saved to the state are renumbered to that counter at the end.
+
+State store: loaded once and split by host; committed once at the end with the net change
+(see docs/cluster.md: the content equals one run's, except for row ids and the crash
+granularity: a killed cluster run keeps the previous snapshot, not the last grid point's).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from pcapexfil.detect.baseline import BaselineDelta, BaselineKey, Element
+from pcapexfil.detect.detector import Detector, Settings
+from pcapexfil.detect.notices import http_upload_rule
+from pcapexfil.detect.stages import Closed, KeyStage
+from pcapexfil.detect.state import Commit
+from pcapexfil.detect.windows import IDENTIFIERS, Window
+from pcapexfil.record import ConnRecord
+
+Routed = tuple[float, int, ConnRecord]  # (effective time, position among outgoing records, record)
+
+
+@dataclass(slots=True)
+class PartitionTask:
+    index: int
+    settings: Settings
+    records: list[Routed]
+    next_seq: int  # the first window number of this run (one run's counter after loading)
+    first_recalc: float | None  # the grid's anchor: as loaded, or set by the run's first event
+    end: float  # effective time at the end of input
+    drain: bool  # no state store: windows still open at the end close there
+    loaded: bool = False  # from a state store (the fields below)
+    loaded_recalc: float | None = None
+    recompute_all: bool = False
+    baseline: list[tuple[BaselineKey, Element]] = field(default_factory=list)
+    params: dict[BaselineKey, list[float]] = field(default_factory=dict)
+    windows: list[Window] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PartitionResult:
+    index: int
+    closed: list[Closed]  # in this partition's close order
+    added: list[tuple[tuple[float, int], BaselineKey, Element]]  # new elements still held, with close order
+    removed: list[tuple[BaselineKey, str]]  # loaded (key, day) rows no longer held
+    params: dict[BaselineKey, list[float] | None]  # changed during the run (None: deleted)
+    windows: list[Window]  # still open at the end
+    records: int
+    cpu: float
+
+
+def score_partition(task: PartitionTask) -> PartitionResult:
+    """The per-key stage for one partition of hosts, replayed on the global time line."""
+    cpu = time.thread_time()
+    s = task.settings
+    keys = KeyStage(s, ZoneInfo(s.tz) if s.tz else None)
+    for key, elem in task.baseline:
+        keys.baseline.add(key, elem, record=False)
+    keys.params = {k: np.asarray(v, dtype=np.float64) for k, v in task.params.items()}
+    for win in task.windows:
+        keys.windows.restore(win)
+    if task.loaded:
+        keys.next_recalc = task.loaded_recalc
+        keys.recompute_all = task.recompute_all
+        keys.loaded()
+    if keys.next_recalc is None:
+        keys.next_recalc = task.first_recalc
+    out = _Output()
+    width = len(IDENTIFIERS)
+    for t, pos, rec in task.records:
+        keys.advance(t, out)
+        keys.add(rec, t, task.next_seq + width * pos)
+    keys.advance(task.end, out)
+    added: list[tuple[tuple[float, int], BaselineKey, Element]] = []
+    removed: list[tuple[BaselineKey, str]] = []
+    if task.drain:
+        keys.drain(task.end, out)
+    else:
+        # Net change of the baseline: each closed window added one element (AddToBaseline).
+        if len(keys.baseline.delta.added) != len(out.items):
+            raise RuntimeError("scoring chain without AddToBaseline: cannot track the baseline's changes")
+        held = {id(e) for days in keys.baseline.days.values() for elems in days.values() for e in elems}
+        added = [(c.order, key, e) for c, (key, e) in zip(out.items, keys.baseline.delta.added, strict=True)
+                 if id(e) in held]
+        gone = dict.fromkeys((key, e.day) for key, e in task.baseline if id(e) not in held)
+        removed = list(gone)
+    return PartitionResult(task.index, out.items, added, removed, keys.params_changed,
+                           sorted(keys.windows.open.values(), key=lambda w: w.seq), len(task.records),
+                           time.thread_time() - cpu)
+
+
+class _Output:
+    """StageOutput of a partition: the closed windows in its close order."""
+
+    def __init__(self) -> None:
+        self.items: list[Closed] = []
+
+    def recalc(self, when: float) -> None:
+        """Grid points change nothing outside the per-key stage here (expiry is the ordered pass's)."""
+
+    def closed(self, c: Closed) -> None:
+        self.items.append(c)
+
+
+def partition_of(orig_h: str, partitions: int) -> int:
+    """A stable partition number for a host (the same in every process and run)."""
+    return zlib.crc32(orig_h.encode()) % partitions
+
+
+Runner = Callable[[list[PartitionTask]], Sequence[PartitionResult]]
+
+
+def run_in_process(tasks: list[PartitionTask]) -> list[PartitionResult]:
+    return [score_partition(t) for t in tasks]
+
+
+def dask_runner(client: Any) -> Runner:
+    """Run each partition as one task on `client`'s workers."""
+
+    def run(tasks: list[PartitionTask]) -> Sequence[PartitionResult]:
+        futures = client.map(score_partition, client.scatter(tasks), pure=False)
+        try:
+            return client.gather(futures)
+        finally:
+            client.cancel(futures)
+
+    return run
+
+
+class _Uploads:
+    """Stands in for Notices while records arrive: the HTTP upload rule's notices, kept with
+    their stream position to be raised in the ordered pass."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[float, int, str, dict[str, Any]]] = []
+        self.position = 0
+
+    def raise_notice(self, note: str, **kw: Any) -> bool:
+        self.kept.append((kw["ts"], self.position, note, kw))
+        return True
+
+
+class PartitionedDetector:
+    """RecordSink: `det`'s output (logs, notices, state) with the per-key work in partitions.
+
+    `partitions` tasks run through `runner` (in-process by default; `dask_runner(client)` on
+    a cluster). `timings` after close: wall seconds of the partitioned stage (`partitions`)
+    and of the ordered pass (`ordered`), each task's CPU seconds (`task_cpu`) and the number
+    of routed records (`routed`).
+    """
+
+    def __init__(self, det: Detector, partitions: int, runner: Runner | None = None) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        self.det = det
+        self.partitions = partitions
+        self.runner = runner or run_in_process
+        self.routed: list[list[Routed]] = [[] for _ in range(partitions)]
+        self.outgoing = 0
+        self.uploads = _Uploads()
+        self.loaded_recalc = det.next_recalc
+        self.timings: dict[str, Any] = {}
+        self._closed = False
+
+    def on_time(self, now: float) -> None:
+        t = self.det._event_time(now)
+        if t is not None:
+            self.det.now = t
+
+    def on_record(self, rec: ConnRecord) -> None:
+        det = self.det
+        t = det._event_time(rec.ts + (rec.duration or 0.0))
+        if t is None:
+            det.stats.skipped_before_watermark += 1
+            return
+        det.now = t
+        det.stats.records += 1
+        if "http-upload" in det.settings.rules:
+            http_upload_rule(rec, t, self.uploads)  # type: ignore[arg-type]
+        self.uploads.position += 1
+        if det.filter(rec):
+            det.stats.outgoing += 1
+            self.routed[partition_of(rec.orig_h, self.partitions)].append((t, self.outgoing, rec))
+            self.outgoing += 1
+
+    def close(self, now: float) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        det = self.det
+        try:
+            self.on_time(now)
+            end = det.now
+            if end is not None and not det._store_failed:
+                results = self._run(self._tasks(end))
+                self._ordered(results, end)
+        finally:
+            det.close_logs()
+        det.warn_skipped()
+
+    def _tasks(self, end: float) -> list[PartitionTask]:
+        det = self.det
+        keys = det.keys
+        drain = det.store is None
+        tasks = [PartitionTask(i, det.settings, self.routed[i], keys.windows.next_seq, keys.next_recalc, end, drain,
+                               loaded=not drain, loaded_recalc=self.loaded_recalc,
+                               recompute_all=keys.recompute_all) for i in range(self.partitions)]
+        n = self.partitions
+        for key, days in keys.baseline.days.items():
+            task = tasks[partition_of(key[0], n)]
+            task.baseline.extend((key, e) for elems in days.values() for e in elems)
+        for key, row in keys.params.items():
+            tasks[partition_of(key[0], n)].params[key] = row.tolist()
+        for win in sorted(keys.windows.open.values(), key=lambda w: w.seq):
+            tasks[partition_of(win.orig_h, n)].windows.append(win)
+        self.routed = []
+        return tasks
+
+    def _run(self, tasks: list[PartitionTask]) -> list[PartitionResult]:
+        t = time.perf_counter()
+        results = sorted(self.runner(tasks), key=lambda r: r.index)
+        self.timings.update(partitions=time.perf_counter() - t, task_cpu=[r.cpu for r in results],
+                            routed=sum(r.records for r in results))
+        return results
+
+    def _ordered(self, results: list[PartitionResult], end: float) -> None:
+        """The ordered stage over every partition's closed windows and the upload notices."""
+        t0 = time.perf_counter()
+        det = self.det
+        events: list[tuple[float, int, int, Any]] = [(*c.order[:1], 0, c.order[1], c) for r in results
+                                                     for c in r.closed]
+        events += [(ts, 1, pos, (note, kw)) for ts, pos, note, kw in self.uploads.kept]
+        events.sort(key=lambda e: e[:3])
+        step = det.settings.new_calculation_window
+        grid = det.next_recalc
+        ran = False
+        for _, kind, _, item in events + [(end, 2, 0, None)]:
+            x = item.ts if kind == 0 else end if kind == 2 else item[1]["ts"]
+            if grid is not None and grid <= x:  # the grid's last point up to here: suppressions expire
+                point = grid + math.floor((x - grid) / step) * step
+                det.notices.expire(point)
+                grid, ran = point + step, True
+            if kind == 0:
+                det.ordered.window(item)
+            elif kind == 1:
+                det.notices.raise_notice(item[0], **item[1])
+        self.timings["ordered"] = time.perf_counter() - t0
+        if det.store is not None:
+            det.keys.next_recalc = grid
+            det.keys.recompute_all = det.keys.recompute_all and not ran
+            det.commit(self._net_commit(results), end)
+
+    def _net_commit(self, results: list[PartitionResult]) -> Commit:
+        """The run's net change of the state (windows renumbered to one run's counter)."""
+        first = self.det.keys.windows.next_seq
+        created = sorted({c.window.seq for r in results for c in r.closed if c.window.seq >= first}
+                         | {w.seq for r in results for w in r.windows if w.seq >= first})
+        number = {seq: first + i for i, seq in enumerate(created)}
+        windows = []
+        for r in results:
+            for w in r.windows:
+                w.seq = number.get(w.seq, w.seq)
+                windows.append(w)
+        added = sorted((a for r in results for a in r.added), key=lambda a: a[0])
+        params: dict[BaselineKey, list[float] | None] = {}
+        for r in results:
+            params.update(r.params)
+        delta = BaselineDelta(added=[(key, e) for _, key, e in added],
+                              pruned=[kd for r in results for kd in r.removed])
+        return Commit(baseline=delta, params=params, norms={}, windows=sorted(windows, key=lambda w: w.seq),
+                      suppress={}, net=True)
