@@ -325,7 +325,10 @@ class FastFlow:
         conns = self.conns
         analyzers = self.analyzers
         recs: list | None = None
+        # Column views, not C[c]["field"] (a structured scalar per access); the table
+        # grows only between kernel calls, so they stay valid for this call.
         C = self.table.s.C
+        c_serial, c_mode, c_dead = C["serial"], C["app_mode"], C["app_dead"]
         for kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp in ev.tolist():
             if kind == EV_PKT:
                 conn = conns[serial]
@@ -343,11 +346,11 @@ class FastFlow:
                     # stream nobody wants any more gives them none, so its packets stay in
                     # the kernel.
                     st = conn.app.get(STREAM_KEY)
-                    if st is not None and C[c]["serial"] == serial:
+                    if st is not None and c_serial[c] == serial:
                         if not st.wanted:
-                            C[c]["app_mode"] = 2
+                            c_mode[c] = 2
                         else:
-                            C[c]["app_dead"] = (C[c]["app_dead"] & APP_FIRST_SENT) | (1 if st.orig.broken else 0) | (
+                            c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.orig.broken else 0) | (
                                 2 if st.resp.broken else 0)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)

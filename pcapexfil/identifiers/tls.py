@@ -387,12 +387,13 @@ class TlsAnalyzer:
         st: _TlsConn | None = conn.app.get(NAME)
         if st is None or st.hello is None:
             return
-        rec.server_name = st.hello.server_name or None
-        rec.ja3 = st.hello.ja3()
-        if st.shello is not None:
-            rec.ja3s = st.shello.ja3s()
+        info = tls_info(st)  # the hashes once, for the record and for ssl.log
+        rec.server_name = info["server_name"]
+        rec.ja3 = info["ja3"]
+        if "ja3s" in info:
+            rec.ja3s = info["ja3s"]
         if self.log.enabled:
-            self.log.write(ssl_row(conn, tls_info(st)))
+            self.log.write(ssl_row(conn, info))
 
     def close(self) -> None:
         self.log.close()
