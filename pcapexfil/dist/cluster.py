@@ -1,4 +1,5 @@
-"""`analyze --cluster`: one Dask task per capture file, then the sequential stitch and replay.
+"""`analyze --cluster`: one Dask task per capture file, the sequential stitch and replay, then
+one scoring task per partition of hosts and the ordered pass.
 
 Dask (`dask[distributed]`) and pyarrow are optional (extra `pcapexfil[dist]`) and imported
 only here and in the tasks. See docs/cluster.md for running on a real cluster.
@@ -78,17 +79,28 @@ def connect(spec: str) -> Any:
 
 
 def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], client: Any,
-                work_dir: str, sensor: str | None = None, timings: dict[str, Any] | None = None) -> RunSummary:
-    """What pipeline.run does, with extraction spread over `client`'s workers.
+                work_dir: str, sensor: str | None = None, timings: dict[str, Any] | None = None,
+                partitions: int | None = None) -> RunSummary:
+    """What pipeline.run does, with extraction spread over `client`'s workers, and each
+    Detector among `sinks` run partitioned by host on them too (`partitions` tasks, default
+    twice the workers; pcapexfil.dist.score).
 
     `work_dir` must be reachable by every worker and by this process (shared storage on a
     real cluster): the tasks write their provisional Parquet there; it is removed at the end.
     `timings`, if given, receives the wall seconds of the run (`wall`), the sequential pass's
     wall and CPU seconds (`finalize`, `finalize_cpu`; it overlaps the extraction, taking each
-    file's result as soon as it is ready) and each task's CPU seconds (`task_cpu`).
+    file's result as soon as it is ready, and includes the wait for the scoring partitions),
+    each task's CPU seconds (`task_cpu`) and the PartitionedDetector's timings (`scoring`).
     """
+    from pcapexfil.detect.detector import Detector
+    from pcapexfil.dist.score import PartitionedDetector, dask_runner
     from pcapexfil.dist.stitch import Finalizer
 
+    if partitions is None:
+        partitions = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    scorers = [PartitionedDetector(s, partitions, dask_runner(client)) for s in sinks if isinstance(s, Detector)]
+    wrapped = iter(scorers)
+    sinks = [next(wrapped) if isinstance(s, Detector) else s for s in sinks]
     files = order_files(paths)
     opts = ExtractOptions(verify_checksums=options.verify_checksums, local_nets=tuple(options.local_nets),
                           max_flows=options.max_flows, sensor=sensor, logs=options.out_dir is not None)
@@ -124,7 +136,8 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
             cpu += time.thread_time() - c
             shutil.rmtree(run_dir, ignore_errors=True)
     if timings is not None:
-        timings.update(wall=time.perf_counter() - t0, finalize=busy, finalize_cpu=cpu, task_cpu=task_cpu)
+        timings.update(wall=time.perf_counter() - t0, finalize=busy, finalize_cpu=cpu, task_cpu=task_cpu,
+                       scoring=scorers[0].timings if scorers else {})
     return RunSummary(packets=fin.packets, records=fin.records, weirds=fin.weirds)
 
 
