@@ -2,6 +2,15 @@
 
     python benchmarks/bench_dist.py                        # 4 days, 12 hosts, 3-hour files
     python benchmarks/bench_dist.py --days 6 --hosts 20 --slice 2h --workdir /tmp/bd
+    python benchmarks/bench_dist.py --only scoring --score-hosts 200 --score-days 6
+
+Two parts. "pcap": the whole analyze path on pcaps (below). "scoring": the partitioned
+aggregation and scoring alone (pcapexfil.dist.score) on a larger stream of generated
+connection records, against the single-process Detector on the same records, per scoring;
+logs checked identical. Its columns: "route" is the client's pass over the records (time
+line, filter, upload rule, routing), "partitions" the wall time of the per-key stage (the
+tasks: windows, baselines, numba parameters, raw scores), "ordered" the final ordered pass
+(normalisation, logs, notices); records/s of the partitioned stage = records / partitions.
 
 The dataset is `pcapexfil synth` cut into rotated files (`--slice`), so connections cross
 file boundaries and the stitch pass has work. Every mode runs conn.log + the detector on
@@ -17,15 +26,19 @@ from __future__ import annotations
 
 import argparse
 import glob
+import logging
 import os
+import random
 import shutil
 import tempfile
 import time
 
 from pcapexfil.detect.detector import Detector, Settings
 from pcapexfil.dist.cluster import run_cluster
+from pcapexfil.dist.score import PartitionedDetector, dask_runner
 from pcapexfil.dist.split import split_captures
 from pcapexfil.pipeline import ConnLogSink, RunOptions, run
+from pcapexfil.record import ConnRecord
 from pcapexfil.synth import SynthConfig, generate
 
 LOGS = ("conn.log", "exfil_detection.log", "notice.log", "ssl.log", "http.log", "dns.log", "weird.log")
@@ -47,6 +60,7 @@ def _sinks(out: str) -> list:
 
 
 def main() -> None:
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=int, default=4)
     ap.add_argument("--hosts", type=int, default=12)
@@ -54,10 +68,22 @@ def main() -> None:
     ap.add_argument("--slice", default="3h", help="rotation interval of the cut files")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--only", choices=("pcap", "scoring"), default=None, help="run one part only")
+    ap.add_argument("--score-hosts", type=int, default=200)
+    ap.add_argument("--score-days", type=int, default=6)
+    ap.add_argument("--score-per-day", type=int, default=60, help="connections per host and day")
+    ap.add_argument("--scorings", nargs="+", default=["reference", "robust"])
     args = ap.parse_args()
+    work = args.workdir or tempfile.mkdtemp(prefix="bench-dist-")
+    if args.only != "scoring":
+        _bench_pcap(args, work)
+    if args.only != "pcap":
+        _bench_scoring(args, work)
+
+
+def _bench_pcap(args: argparse.Namespace, work: str) -> None:
     from distributed import Client, LocalCluster
 
-    work = args.workdir or tempfile.mkdtemp(prefix="bench-dist-")
     days_dir, rot = os.path.join(work, "days"), os.path.join(work, "rotated")
     if not glob.glob(os.path.join(rot, "*.pcap")):
         generate(SynthConfig(out_dir=days_dir, days=args.days, hosts=args.hosts, seed=9, scale=args.scale,
@@ -100,6 +126,9 @@ def main() -> None:
             assert _body(os.path.join(out, name)) == _body(os.path.join(ref, name)), f"{name} differs ({n} workers)"
         rows.append((f"cluster, {n} worker{'s' if n > 1 else ''} (startup {t_up - t:.1f} s not counted)", wall,
                      phases["extract"], phases["finalize"], summary.records, summary.packets))
+        sc = phases["scoring"]
+        print(f"cluster, {n} worker(s): partitioned scoring {sc['partitions']:.2f} s for {sc['routed']} outgoing "
+              f"records ({len(sc['task_cpu'])} tasks, CPU {sum(sc['task_cpu']):.2f} s), ordered pass {sc['ordered']:.2f} s")
 
     print(f"dataset: {len(files)} files, {size / 1e6:.1f} MB, {rows[0][5]} packets, {rows[0][4]} connections "
           f"({args.days} days, {args.hosts} hosts, scale {args.scale}, {args.slice} files); cores: {os.cpu_count()}, "
@@ -114,6 +143,100 @@ def main() -> None:
         print(f"| {name} | {wall:.2f} | {e} | {f} | {recs / wall:,.0f} | {pkts / wall:,.0f} | {base / wall:.2f}x |")
     if phases:
         _projection(phases["task_cpu"], phases["finalize_cpu"], single_cpu, rows[0][4])
+
+
+def score_records(hosts: int, days: int, per_day: int, seed: int = 1) -> list[ConnRecord]:
+    """Outgoing connections of `hosts` hosts over `days` days: a few ports, a pool of addresses
+    and names, log-normal sizes; sorted by end time, as a flow table emits them."""
+    rng = random.Random(seed)
+    day0 = 1_700_006_400.0
+    ports = (443, 443, 443, 80, 22, 8443)
+    out = []
+    for h in range(hosts):
+        host = f"10.{h // 250}.{h % 250}.10"
+        for d in range(days):
+            for _ in range(per_day):
+                port = rng.choice(ports)
+                out.append(ConnRecord(
+                    ts=day0 + d * 86400 + rng.uniform(0, 86400), uid=f"C{len(out)}", orig_h=host,
+                    orig_p=40000 + len(out) % 20000, resp_h=f"93.184.{rng.randrange(4)}.{rng.randrange(1, 50)}",
+                    resp_p=port, proto="tcp", duration=rng.expovariate(0.2), orig_bytes=1000, resp_bytes=5000,
+                    orig_ip_bytes=int(rng.lognormvariate(9, 1.5)), resp_ip_bytes=int(rng.lognormvariate(11, 1)),
+                    server_name=f"s{rng.randrange(30)}.example{rng.randrange(5)}.com" if port == 443 else None))
+    out.sort(key=lambda r: (r.ts + (r.duration or 0.0), r.uid))
+    return out
+
+
+def _feed(sink: object, recs: list[ConnRecord]) -> None:
+    """As pipeline.run: time advances to each record's end, then the record; close at the end."""
+    now = 0.0
+    for r in recs:
+        now = max(now, r.ts + (r.duration or 0.0))
+        sink.on_time(now)  # type: ignore[attr-defined]
+        sink.on_record(r)  # type: ignore[attr-defined]
+    sink.close(now)  # type: ignore[attr-defined]
+
+
+def _bench_scoring(args: argparse.Namespace, work: str) -> None:
+    from distributed import Client, LocalCluster
+
+    recs = score_records(args.score_hosts, args.score_days, args.score_per_day)
+    print(f"\nscoring: {len(recs)} outgoing connection records ({args.score_hosts} hosts, {args.score_days} days, "
+          f"{args.score_per_day} per host and day; baseline_min_days_for_score 1, 3-hour windows); "
+          f"cores: {os.cpu_count()}")
+    clusters = {n: LocalCluster(n_workers=n, processes=True, threads_per_worker=1, dashboard_address=":0")
+                for n in args.workers}
+    try:
+        for n, cluster in clusters.items():  # warm-up, not timed: imports and numba cache loads in the workers
+            with Client(cluster) as client:
+                for scoring in args.scorings:
+                    _feed(PartitionedDetector(Detector(Settings(baseline_min_days_for_score=1, scoring=scoring)),
+                                              2 * n, dask_runner(client)), recs[: len(recs) // 10])
+        for scoring in args.scorings:
+            settings = Settings(baseline_min_days_for_score=1, scoring=scoring)
+            rows = []
+            out = os.path.join(work, f"score-{scoring}-single")
+            os.makedirs(out, exist_ok=True)
+            t = time.perf_counter()
+            det = Detector(settings, out_dir=out)
+            _feed(det, recs)
+            single = time.perf_counter() - t
+            rows.append(("single process (Detector)", single, None, None, None, None, det.stats.windows_closed))
+            modes: list[tuple[str, int, object]] = [("in-process partitions (no Dask)", 2, None)]
+            modes += [(f"Dask, {n} worker{'s' if n > 1 else ''}", 2 * n, n) for n in args.workers]
+            for name, parts, n in modes:
+                out = os.path.join(work, f"score-{scoring}-{parts}-{n}")
+                os.makedirs(out, exist_ok=True)
+                client = Client(clusters[n]) if n else None  # type: ignore[index]
+                try:
+                    runner = dask_runner(client) if client is not None else None
+                    t = time.perf_counter()
+                    pd = PartitionedDetector(Detector(settings, out_dir=out), parts, runner)
+                    _feed(pd, recs)
+                    wall = time.perf_counter() - t
+                finally:
+                    if client is not None:
+                        client.close()
+                for log in ("exfil_detection.log", "notice.log"):
+                    same = _body(os.path.join(out, log)) == _body(os.path.join(work, f"score-{scoring}-single", log))
+                    assert same, f"{log} differs ({name}, {scoring})"
+                tm = pd.timings
+                route = wall - tm["partitions"] - tm["ordered"]
+                rows.append((f"{name}, {parts} partitions", wall, route, tm["partitions"], tm["ordered"],
+                             tm["task_cpu"], pd.det.stats.windows_closed))
+            print(f"\n{scoring} scoring: exfil_detection.log and notice.log identical in every mode\n")
+            print("| mode | wall s | route s | partitions s | ordered s | partitioned stage records/s | "
+                  "task CPU s (sum / max) | vs single |")
+            print("|---|---|---|---|---|---|---|---|")
+            for name, wall, route, parts_s, ordered, cpu, _ in rows:
+                if route is None:
+                    print(f"| {name} | {wall:.2f} | - | - | - | {len(recs) / wall:,.0f} (whole detector) | - | 1.00x |")
+                    continue
+                print(f"| {name} | {wall:.2f} | {route:.2f} | {parts_s:.2f} | {ordered:.2f} | "
+                      f"{len(recs) / parts_s:,.0f} | {sum(cpu):.2f} / {max(cpu):.2f} | {single / wall:.2f}x |")
+    finally:
+        for c in clusters.values():
+            c.close()
 
 
 def _makespan(tasks: list[float], n: int) -> float:

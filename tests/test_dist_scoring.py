@@ -19,7 +19,13 @@ from test_detect_support import scenario
 
 from pcapexfil.detect.detector import Detector, Settings
 from pcapexfil.detect.state import StateStore
-from pcapexfil.dist.score import PartitionedDetector, PartitionResult, PartitionTask, partition_of, run_in_process
+from pcapexfil.dist.score import (
+    PartitionedDetector,
+    PartitionResult,
+    PartitionTask,
+    partition_of,
+    run_in_process,
+)
 from pcapexfil.pipeline import ConnLogSink, RunOptions, run
 from pcapexfil.record import ConnRecord
 from pcapexfil.synth import SynthConfig, generate
@@ -101,8 +107,10 @@ class Spy:
         return out
 
 
-def _both(events: list[Event], settings: Settings, out: Path, parts: int, state: bool, runs: int = 1) -> Spy:
-    """Single run and partitioned run over `events` (cut into `runs` consecutive runs)."""
+def _both(events: list[Event], settings: Settings, out: Path, parts: int, state: bool, runs: int = 1,
+          spool: bool = False) -> Spy:
+    """Single run and partitioned run over `events` (cut into `runs` consecutive runs); with
+    `spool`, the routed records go through files in chunks of 100."""
     spy = Spy()
     cut = [events[i * len(events) // runs:(i + 1) * len(events) // runs] for i in range(runs)]
     for mode in ("single", "parts"):
@@ -113,7 +121,10 @@ def _both(events: list[Event], settings: Settings, out: Path, parts: int, state:
             run_dir = d / str(i)
             run_dir.mkdir()
             det = Detector(settings, out_dir=str(run_dir), store=store)
-            _replay(det if mode == "single" else PartitionedDetector(det, parts, spy), chunk)
+            spool_dir = str(out / "spool") if spool else None
+            if spool_dir:
+                os.makedirs(spool_dir, exist_ok=True)
+            _replay(det if mode == "single" else PartitionedDetector(det, parts, spy, spool_dir, 100), chunk)
             if store is not None:
                 store.close()
     for i in range(runs):
@@ -147,9 +158,10 @@ def test_partitions_equal_the_detector(synth: dict, tmp_path: Path, scoring: str
 @pytest.mark.parametrize("scoring", ["reference", "robust"])
 def test_partitions_with_a_state_store_equal_the_detector(synth: dict, tmp_path: Path, scoring: str) -> None:
     """Three consecutive runs on one state: logs of each run and the final state's content equal."""
-    spy = _both(synth["events"], _settings(scoring), tmp_path, 3, state=True, runs=3)
+    spy = _both(synth["events"], _settings(scoring), tmp_path, 3, state=True, runs=3, spool=True)
     later = [t for t in spy.tasks if t.baseline]  # runs 2 and 3 start from the committed state
     assert later and all(t.windows or t.baseline for t in later)
+    assert sum(len(t.record_files) for t in spy.tasks) > len(spy.tasks) and sum(r.records for r in spy.results) > 500
 
 
 @pytest.mark.parametrize("parts", [1, 2, 5])

@@ -98,14 +98,15 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
 
     if partitions is None:
         partitions = 2 * max(1, len(client.scheduler_info().get("workers", {})))
-    scorers = [PartitionedDetector(s, partitions, dask_runner(client)) for s in sinks if isinstance(s, Detector)]
-    wrapped = iter(scorers)
-    sinks = [next(wrapped) if isinstance(s, Detector) else s for s in sinks]
     files = order_files(paths)
     opts = ExtractOptions(verify_checksums=options.verify_checksums, local_nets=tuple(options.local_nets),
                           max_flows=options.max_flows, sensor=sensor, logs=options.out_dir is not None)
     run_dir = os.path.join(work_dir, f".pcapexfil-work-{uuid.uuid4().hex[:12]}")
     os.makedirs(run_dir, exist_ok=True)
+    scorers = [PartitionedDetector(s, partitions, dask_runner(client), spool_dir=run_dir)
+               for s in sinks if isinstance(s, Detector)]
+    wrapped = iter(scorers)
+    sinks = [next(wrapped) if isinstance(s, Detector) else s for s in sinks]
     logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style)
     fin = Finalizer(opts, sinks, options.seed, logs)
     t0 = time.perf_counter()

@@ -28,9 +28,12 @@ granularity: a killed cluster run keeps the previous snapshot, not the last grid
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import time
+import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -52,7 +55,8 @@ Routed = tuple[float, int, ConnRecord]  # (effective time, position among outgoi
 class PartitionTask:
     index: int
     settings: Settings
-    records: list[Routed]
+    records: list[Routed]  # routed records kept in memory, then those in `record_files` (in order)
+    record_files: list[str]
     next_seq: int  # the first window number of this run (one run's counter after loading)
     first_recalc: float | None  # the grid's anchor: as loaded, or set by the run's first event
     end: float  # effective time at the end of input
@@ -95,9 +99,11 @@ def score_partition(task: PartitionTask) -> PartitionResult:
         keys.next_recalc = task.first_recalc
     out = _Output()
     width = len(IDENTIFIERS)
-    for t, pos, rec in task.records:
+    count = 0
+    for t, pos, rec in _routed(task):
         keys.advance(t, out)
         keys.add(rec, t, task.next_seq + width * pos)
+        count += 1
     keys.advance(task.end, out)
     added: list[tuple[tuple[float, int], BaselineKey, Element]] = []
     removed: list[tuple[BaselineKey, str]] = []
@@ -113,8 +119,42 @@ def score_partition(task: PartitionTask) -> PartitionResult:
         gone = dict.fromkeys((key, e.day) for key, e in task.baseline if id(e) not in held)
         removed = list(gone)
     return PartitionResult(task.index, out.items, added, removed, keys.params_changed,
-                           sorted(keys.windows.open.values(), key=lambda w: w.seq), len(task.records),
+                           sorted(keys.windows.open.values(), key=lambda w: w.seq), count,
                            time.thread_time() - cpu)
+
+
+def _routed(task: PartitionTask) -> Iterator[Routed]:
+    yield from task.records
+    for path in task.record_files:
+        with open(path, "rb") as fh:
+            chunk: list[Routed] = pickle.load(fh)
+        yield from chunk
+
+
+class _Spool:
+    """One partition's routed records: in memory, or (with a directory) pickled in chunks of
+    `chunk` records to files there, so the client holds one chunk per partition."""
+
+    def __init__(self, directory: str | None, name: str, chunk: int) -> None:
+        self.directory = directory
+        self.name = name
+        self.chunk = chunk
+        self.items: list[Routed] = []
+        self.files: list[str] = []
+
+    def append(self, item: Routed) -> None:
+        self.items.append(item)
+        if self.directory is not None and len(self.items) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.directory is None or not self.items:
+            return
+        path = os.path.join(self.directory, f"{self.name}-{len(self.files)}.pickle")
+        with open(path, "wb") as fh:
+            pickle.dump(self.items, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self.files.append(path)
+        self.items = []
 
 
 class _Output:
@@ -172,18 +212,21 @@ class PartitionedDetector:
     """RecordSink: `det`'s output (logs, notices, state) with the per-key work in partitions.
 
     `partitions` tasks run through `runner` (in-process by default; `dask_runner(client)` on
-    a cluster). `timings` after close: wall seconds of the partitioned stage (`partitions`)
+    a cluster). With `spool_dir` (shared with the workers) the routed records are written
+    there in chunks as they come, instead of held until the end. `timings` after close: wall seconds of the partitioned stage (`partitions`)
     and of the ordered pass (`ordered`), each task's CPU seconds (`task_cpu`) and the number
     of routed records (`routed`).
     """
 
-    def __init__(self, det: Detector, partitions: int, runner: Runner | None = None) -> None:
+    def __init__(self, det: Detector, partitions: int, runner: Runner | None = None,
+                 spool_dir: str | None = None, spool_chunk: int = 20000) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
         self.det = det
         self.partitions = partitions
         self.runner = runner or run_in_process
-        self.routed: list[list[Routed]] = [[] for _ in range(partitions)]
+        tag = uuid.uuid4().hex[:8]
+        self.routed = [_Spool(spool_dir, f"routed-{tag}-{i}", spool_chunk) for i in range(partitions)]
         self.outgoing = 0
         self.uploads = _Uploads()
         self.loaded_recalc = det.next_recalc
@@ -230,9 +273,11 @@ class PartitionedDetector:
         det = self.det
         keys = det.keys
         drain = det.store is None
-        tasks = [PartitionTask(i, det.settings, self.routed[i], keys.windows.next_seq, keys.next_recalc, end, drain,
-                               loaded=not drain, loaded_recalc=self.loaded_recalc,
-                               recompute_all=keys.recompute_all) for i in range(self.partitions)]
+        for spool in self.routed:
+            spool.flush()
+        tasks = [PartitionTask(i, det.settings, sp.items, sp.files, keys.windows.next_seq, keys.next_recalc, end,
+                               drain, loaded=not drain, loaded_recalc=self.loaded_recalc,
+                               recompute_all=keys.recompute_all) for i, sp in enumerate(self.routed)]
         n = self.partitions
         for key, days in keys.baseline.days.items():
             task = tasks[partition_of(key[0], n)]
