@@ -7,7 +7,7 @@ rate ladder doubles until drops exceed 0.1 % of the frames sent. Capturers, same
 
 - `live`:        `pcapexfil live` (full pipeline: decode, flow table, identifiers, detector)
 - `tcpdump`:     `tcpdump -w /dev/null` (the peer; installed with apt-get when missing)
-- `tpacket-raw`: pcapexfil's TPACKET_V3 source alone, frames counted and dropped
+- `tpacket-raw`: pcapexfil's TPACKET_V3 source alone (blocks copied into Chunks), then dropped
 - `pcapy-raw`:   pcapy-ng (libpcap) `next_batch` alone, frames counted and dropped
 
 Run as root: `python benchmarks/bench_live.py [--pcap FILE] [--seconds 3] [--buffer-mb 4]`.
@@ -104,9 +104,14 @@ def consume(kind: str, iface: str, buffer_mb: int) -> None:
     if kind == "tpacket-raw":
         from pcapexfil.source.live import LiveCapture
 
+        import numpy as np
+
+        from pcapexfil.fast.ring import block_chunk
+
         cap = LiveCapture(iface, buffer_bytes=buffer_mb << 20)
+        block_chunk(np.zeros(0, np.uint8), 0, 0, 0, 1, "", 0)  # load the kernel before frames come
         print("ready", flush=True)
-        for _batch in cap.batches():
+        for _block in cap.blocks():
             if stop:
                 break
         st = cap.read_stats()

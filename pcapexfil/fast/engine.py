@@ -416,6 +416,7 @@ def warm_up(verify_checksums: bool = False) -> None:
 
     from pcapexfil.decode import Decoder
     from pcapexfil.fast.reader import parse_frames
+    from pcapexfil.fast.ring import block_chunk
     from pcapexfil.packet import RawPacket
 
     syn = dpkt.tcp.TCP(sport=1, dport=2, flags=dpkt.tcp.TH_SYN)
@@ -424,6 +425,7 @@ def warm_up(verify_checksums: bool = False) -> None:
     flow = FastFlow(FlowConfig(), [], [], None)
     flow.feed_batch(parse_frames([RawPacket(1.0, 1, frame, len(frame))], verify_checksums), Decoder(Weirds()))
     flow.flush(1.0)
+    block_chunk(np.zeros(0, np.uint8), 0, 0, 0, 1, "", 0)  # the ring block walk (no frames)
 
 
 def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any:

@@ -649,8 +649,13 @@ def iter_batches(
 
 
 def parse_frames(raws: list[RawPacket], verify_checksums: bool = False) -> Batch:
-    """Frames that came from elsewhere (a live capture ring) as one parsed Batch."""
-    return next(_batches(iter([_pack(raws)]), verify_checksums))
+    """Frames that came from elsewhere as one parsed Batch."""
+    return parse_chunk(_pack(raws), verify_checksums)
+
+
+def parse_chunk(chunk: Chunk, verify_checksums: bool = False) -> Batch:
+    """A chunk that came from elsewhere (a live capture ring block) as one parsed Batch."""
+    return next(_batches(iter([chunk]), verify_checksums))
 
 
 def _batches(chunks: Iterator[Chunk], verify_checksums: bool) -> Iterator[Batch]:

@@ -150,23 +150,25 @@ class CaptureWorker:
         self.send(("done", self.wid, self.now, c.as_tuple()))
 
     def _run_fast(self, stop: Callable[[], bool], flow: FastFlow) -> None:
-        """Each ring block is one batch for the numba parser and table; the table's own
+        """Each ring block is one chunk for the numba parser and table; the table's own
         once-a-second ticks reach the collector through `_ToCollector`."""
-        from pcapexfil.fast.reader import parse_frames
+        from pcapexfil.fast.reader import parse_chunk
 
-        for batch in self.capture.batches():
+        for chunk in self.capture.blocks():
             if stop():
-                self.counters.dropped_pcapexfil += len(batch)
+                if chunk is not None:
+                    self.counters.dropped_pcapexfil += len(chunk.ts)
                 break
-            if not batch:
+            if chunk is None:
                 self.send(("tick", self.wid, self.now, self._counters()))
                 continue
-            self.now = max(self.now, max(raw.ts for raw in batch))
+            n = len(chunk.ts)
+            self.now = max(self.now, float(chunk.ts.max()))
             if self.pcap is not None:
-                for raw in batch:
-                    self.pcap.write(raw)
-            flow.feed_batch(parse_frames(batch, self.verify_checksums), self.decoder)
-            self.counters.analysed += len(batch)
+                for i in range(n):
+                    self.pcap.write(chunk.raw(i))
+            flow.feed_batch(parse_chunk(chunk, self.verify_checksums), self.decoder)
+            self.counters.analysed += n
         self._counters()  # flows live when capture stopped
         flow.flush(self.now)
 

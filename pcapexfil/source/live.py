@@ -7,10 +7,12 @@ socket; the snap length is the filter's accept value, exactly as libpcap does it
 fanout group several sockets (one per worker process) share the interface; the kernel
 hashes each flow symmetrically to one of them (PACKET_FANOUT_HASH).
 
-Frames come out as `RawPacket`s, like the file sources: timestamps are the kernel's,
-truncated to microseconds (libpcap's default precision, and what a pcap file written from
-them stores, so a live run and a run over that file see identical times). VLAN tags that
-the driver moved out of the frame are put back, as libpcap does.
+Blocks come out as the `Chunk`s the fast parser takes (fast.ring copies and decodes a
+block in one numba pass), or as lists of `RawPacket`s like the file sources give.
+Timestamps are the kernel's, truncated to microseconds (libpcap's default precision, and
+what a pcap file written from them stores, so a live run and a run over that file see
+identical times). VLAN tags that the driver moved out of the frame are put back, as
+libpcap does.
 """
 
 from __future__ import annotations
@@ -22,9 +24,15 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from pcapexfil.packet import RawPacket
 from pcapexfil.source.pcap import CaptureError
+
+if TYPE_CHECKING:
+    from pcapexfil.fast.reader import Chunk
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <asm-generic/socket.h>
 SOL_PACKET = 263
@@ -41,8 +49,6 @@ SO_ATTACH_FILTER = 26
 ETH_P_ALL = 0x0003
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
-TP_STATUS_VLAN_VALID = 0x10
-TP_STATUS_VLAN_TPID_VALID = 0x40
 
 # ARPHRD_* (from /sys/class/net/IFACE/type) -> link type of the frames a SOCK_RAW socket reads.
 _LINKTYPES = {1: 1, 772: 1, 65534: 101}  # Ethernet, loopback (Ethernet framing), none (raw IP)
@@ -52,7 +58,6 @@ BLOCK_SIZE = 1 << 22  # one ring block; must hold the largest frame (snaplen + h
 BLOCK_TIMEOUT_MS = 50  # a partly filled block is handed over after this long
 
 _BLOCK_HDR = struct.Struct("=IIIIIIQ")  # version, offset_to_priv, status, num_pkts, first, len, seq
-_FRAME_HDR = struct.Struct("=IIIIIIHHIIHH")  # next, sec, nsec, snaplen, len, status, mac, net, hv1...
 _TPSTATS = struct.Struct("=III")  # tp_packets, tp_drops, tp_freeze_q_cnt
 
 
@@ -112,8 +117,7 @@ class LiveStats:
 class LiveCapture:
     """One AF_PACKET socket with a TPACKET_V3 ring on `iface`.
 
-    Iterate `batches()` for lists of RawPackets (empty when `timeout` passed with no traffic,
-    so the caller can look at its clock, signals and counters).
+    Iterate `blocks()` for Chunks or `batches()` for lists of RawPackets.
     """
 
     def __init__(
@@ -135,6 +139,7 @@ class LiveCapture:
         self.stats = LiveStats()
         self._sock = None
         self._ring: mmap.mmap | None = None
+        self._ring_array: np.ndarray | None = None  # the ring's bytes (a view of the mmap)
         try:
             # Protocol 0 first: no frame is queued before the ring and the filter are in place.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -152,6 +157,7 @@ class LiveCapture:
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self._ring = mmap.mmap(sock.fileno(), BLOCK_SIZE * nblocks, mmap.MAP_SHARED,
                                    mmap.PROT_READ | mmap.PROT_WRITE)
+            self._ring_array = np.frombuffer(self._ring, np.uint8)
             self._nblocks = nblocks
             self._block = 0
             sock.bind((iface, ETH_P_ALL))
@@ -176,9 +182,13 @@ class LiveCapture:
         assert self._sock is not None
         self._sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))  # type: ignore[arg-type]
 
-    def batches(self, timeout: float = 0.2) -> Iterator[list[RawPacket]]:
-        """Forever: the frames of every block the kernel hands over, in ring order."""
-        ring = self._ring
+    def blocks(self, timeout: float = 0.2) -> Iterator[Chunk | None]:
+        """Forever: each block the kernel hands over, as a Chunk, in ring order; None when
+        `timeout` passed with no traffic (so the caller can look at its clock, signals and
+        counters)."""
+        from pcapexfil.fast.ring import block_chunk
+
+        ring = self._ring_array
         assert ring is not None
         ms = int(timeout * 1000)
         while True:
@@ -186,28 +196,18 @@ class LiveCapture:
             _v, _p, status, num, first, _len, _seq = _BLOCK_HDR.unpack_from(ring, off)
             if not status & TP_STATUS_USER:
                 if not self._poll.poll(ms):
-                    yield []
+                    yield None
                 continue
-            out = self._read_block(ring, off + first, num)
-            ring[off + 8:off + 12] = b"\0\0\0\0"  # block_status = TP_STATUS_KERNEL: give it back
+            chunk = block_chunk(ring, off + first, num, BLOCK_SIZE, self.linktype, self.iface, self.index)
+            self.index += num
+            ring[off + 8 : off + 12] = 0  # block_status = TP_STATUS_KERNEL: give it back
             self._block = (self._block + 1) % self._nblocks
-            yield out
+            yield chunk
 
-    def _read_block(self, ring: mmap.mmap, pos: int, num: int) -> list[RawPacket]:
-        out = []
-        linktype, name, unpack = self.linktype, self.iface, _FRAME_HDR.unpack_from
-        for _ in range(num):
-            nxt, sec, nsec, caplen, wirelen, status, mac, _net, _rxhash, tci, tpid, _pad = unpack(ring, pos)
-            data = ring[pos + mac:pos + mac + caplen]
-            if status & TP_STATUS_VLAN_VALID and linktype == 1 and len(data) >= 12:
-                if not status & TP_STATUS_VLAN_TPID_VALID:
-                    tpid = 0x8100
-                data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
-                wirelen += 4
-            self.index += 1
-            out.append(RawPacket(sec + (nsec // 1000) / 1e6, linktype, data, wirelen, name, self.index))
-            pos += nxt
-        return out
+    def batches(self, timeout: float = 0.2) -> Iterator[list[RawPacket]]:
+        """`blocks()` as lists of RawPackets, the file sources' form (empty on a timeout)."""
+        for chunk in self.blocks(timeout):
+            yield [] if chunk is None else [chunk.raw(i) for i in range(len(chunk.ts))]
 
     def read_stats(self) -> LiveStats:
         """Fold the kernel's counters (reset by each read) into `stats` and return it."""
@@ -221,6 +221,7 @@ class LiveCapture:
     def close(self) -> None:
         if self._sock is not None:
             self.read_stats()
+        self._ring_array = None  # the mmap cannot close while a view of it exists
         if self._ring is not None:
             self._ring.close()
             self._ring = None
