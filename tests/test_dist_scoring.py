@@ -147,7 +147,7 @@ def test_partitions_equal_the_detector(synth: dict, tmp_path: Path, scoring: str
     # The partitioning is real: every partition scored windows, and their closes interleave in
     # the global order (so the ordered pass, not a concatenation, gives the identical logs).
     assert all(r.closed for r in spy.results) and len(spy.results) == 3
-    order = sorted((c.order, r.index) for r in spy.results for c in r.closed)
+    order = sorted((c.order, r.index) for r in spy.results for c in r.closed_windows())
     owners = [i for _, i in order]
     assert owners != sorted(owners)
     notes = _notes(tmp_path / "single" / "0" / "notice.log")

@@ -46,9 +46,38 @@ from pcapexfil.detect.notices import http_upload_rule
 from pcapexfil.detect.stages import Closed, KeyStage
 from pcapexfil.detect.state import Commit
 from pcapexfil.detect.windows import IDENTIFIERS, Window
+from pcapexfil.identifiers.domain import identifier_name
 from pcapexfil.record import ConnRecord
 
-Routed = tuple[float, int, ConnRecord]  # (effective time, position among outgoing records, record)
+# What a partition needs of a record, as a plain tuple (pickles fast): effective time, position
+# among the outgoing records, and uid, orig_h, resp_h, resp_p, proto, duration, orig_ip_bytes,
+# resp_ip_bytes, the identifier name (HTTP Host, else SNI, else DNS name) and ja3s.
+Routed = tuple[float, int, tuple[Any, ...]]
+# A closed window as a plain tuple: ts, scorable, the hooks' values, the Window's fields.
+ClosedRow = tuple[float, bool, tuple[float | None, ...], tuple[Any, ...]]
+_WINDOW_FIELDS = ("seq", "orig_h", "resp_p", "proto", "identifier", "created", "close_at", "orig_ip_bytes",
+                  "resp_ip_bytes", "duration", "uids")
+
+
+def _slim(rec: ConnRecord) -> tuple[Any, ...]:
+    return (rec.uid, rec.orig_h, rec.resp_h, rec.resp_p, rec.proto, rec.duration, rec.orig_ip_bytes,
+            rec.resp_ip_bytes, identifier_name(rec), rec.ja3s)
+
+
+def _record(slim: tuple[Any, ...]) -> ConnRecord:
+    """A record with what the windows read (the name as http_host: identifier_name picks it)."""
+    uid, orig_h, resp_h, resp_p, proto, duration, ob, rb, name, ja3s = slim
+    return ConnRecord(0.0, uid, orig_h, 0, resp_h, resp_p, proto, duration=duration, orig_ip_bytes=ob,
+                      resp_ip_bytes=rb, http_host=name, ja3s=ja3s)
+
+
+def _pack(c: Closed) -> ClosedRow:
+    w = c.window
+    return (c.ts, c.scorable, tuple(c.values), tuple(getattr(w, f) for f in _WINDOW_FIELDS))
+
+
+def _unpack(row: ClosedRow) -> Closed:
+    return Closed(row[0], Window(*row[3]), row[1], list(row[2]))
 
 
 @dataclass(slots=True)
@@ -72,13 +101,16 @@ class PartitionTask:
 @dataclass(slots=True)
 class PartitionResult:
     index: int
-    closed: list[Closed]  # in this partition's close order
+    closed: list[ClosedRow]  # in this partition's close order
     added: list[tuple[tuple[float, int], BaselineKey, Element]]  # new elements still held, with close order
     removed: list[tuple[BaselineKey, str]]  # loaded (key, day) rows no longer held
     params: dict[BaselineKey, list[float] | None]  # changed during the run (None: deleted)
     windows: list[Window]  # still open at the end
     records: int
     cpu: float
+
+    def closed_windows(self) -> list[Closed]:
+        return [_unpack(row) for row in self.closed]
 
 
 def score_partition(task: PartitionTask) -> PartitionResult:
@@ -100,9 +132,9 @@ def score_partition(task: PartitionTask) -> PartitionResult:
     out = _Output()
     width = len(IDENTIFIERS)
     count = 0
-    for t, pos, rec in _routed(task):
+    for t, pos, slim in _routed(task):
         keys.advance(t, out)
-        keys.add(rec, t, task.next_seq + width * pos)
+        keys.add(_record(slim), t, task.next_seq + width * pos)
         count += 1
     keys.advance(task.end, out)
     added: list[tuple[tuple[float, int], BaselineKey, Element]] = []
@@ -118,7 +150,7 @@ def score_partition(task: PartitionTask) -> PartitionResult:
                  if id(e) in held]
         gone = dict.fromkeys((key, e.day) for key, e in task.baseline if id(e) not in held)
         removed = list(gone)
-    return PartitionResult(task.index, out.items, added, removed, keys.params_changed,
+    return PartitionResult(task.index, [_pack(c) for c in out.items], added, removed, keys.params_changed,
                            sorted(keys.windows.open.values(), key=lambda w: w.seq), count,
                            time.thread_time() - cpu)
 
@@ -251,7 +283,7 @@ class PartitionedDetector:
         self.uploads.position += 1
         if det.filter(rec):
             det.stats.outgoing += 1
-            self.routed[partition_of(rec.orig_h, self.partitions)].append((t, self.outgoing, rec))
+            self.routed[partition_of(rec.orig_h, self.partitions)].append((t, self.outgoing, _slim(rec)))
             self.outgoing += 1
 
     def close(self, now: float) -> None:
@@ -300,8 +332,8 @@ class PartitionedDetector:
         """The ordered stage over every partition's closed windows and the upload notices."""
         t0 = time.perf_counter()
         det = self.det
-        events: list[tuple[float, int, int, Any]] = [(*c.order[:1], 0, c.order[1], c) for r in results
-                                                     for c in r.closed]
+        closed = [c for r in results for c in r.closed_windows()]
+        events: list[tuple[float, int, int, Any]] = [(c.window.close_at, 0, c.window.seq, c) for c in closed]
         events += [(ts, 1, pos, (note, kw)) for ts, pos, note, kw in self.uploads.kept]
         events.sort(key=lambda e: e[:3])
         step = det.settings.new_calculation_window
@@ -321,12 +353,12 @@ class PartitionedDetector:
         if det.store is not None:
             det.keys.next_recalc = grid
             det.keys.recompute_all = det.keys.recompute_all and not ran
-            det.commit(self._net_commit(results), end)
+            det.commit(self._net_commit(results, closed), end)
 
-    def _net_commit(self, results: list[PartitionResult]) -> Commit:
+    def _net_commit(self, results: list[PartitionResult], closed: list[Closed]) -> Commit:
         """The run's net change of the state (windows renumbered to one run's counter)."""
         first = self.det.keys.windows.next_seq
-        created = sorted({c.window.seq for r in results for c in r.closed if c.window.seq >= first}
+        created = sorted({c.window.seq for c in closed if c.window.seq >= first}
                          | {w.seq for r in results for w in r.windows if w.seq >= first})
         number = {seq: first + i for i, seq in enumerate(created)}
         windows = []
