@@ -161,7 +161,8 @@ def test_partitions_with_a_state_store_equal_the_detector(synth: dict, tmp_path:
     spy = _both(synth["events"], _settings(scoring), tmp_path, 3, state=True, runs=3, spool=True)
     later = [t for t in spy.tasks if t.baseline]  # runs 2 and 3 start from the committed state
     assert later and all(t.windows or t.baseline for t in later)
-    assert sum(len(t.record_files) for t in spy.tasks) > len(spy.tasks) and sum(r.records for r in spy.results) > 500
+    assert sum(len(t.records.files) for t in spy.tasks) > len(spy.tasks) and sum(r.records for r in spy.results) > 500
+    assert sum(len(r.closed.files) for r in spy.results) > len(spy.results)  # closed windows spooled back too
 
 
 @pytest.mark.parametrize("parts", [1, 2, 5])

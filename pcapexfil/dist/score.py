@@ -27,6 +27,7 @@ granularity: a killed cluster run keeps the previous snapshot, not the last grid
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import pickle
@@ -35,6 +36,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -84,8 +86,7 @@ def _unpack(row: ClosedRow) -> Closed:
 class PartitionTask:
     index: int
     settings: Settings
-    records: list[Routed]  # routed records kept in memory, then those in `record_files` (in order)
-    record_files: list[str]
+    records: _Spool  # the routed records, in stream order
     next_seq: int  # the first window number of this run (one run's counter after loading)
     first_recalc: float | None  # the grid's anchor: as loaded, or set by the run's first event
     end: float  # effective time at the end of input
@@ -101,7 +102,7 @@ class PartitionTask:
 @dataclass(slots=True)
 class PartitionResult:
     index: int
-    closed: list[ClosedRow]  # in this partition's close order
+    closed: _Spool  # ClosedRow of each closed window, in this partition's close order
     added: list[tuple[tuple[float, int], BaselineKey, Element]]  # new elements still held, with close order
     removed: list[tuple[BaselineKey, str]]  # loaded (key, day) rows no longer held
     params: dict[BaselineKey, list[float] | None]  # changed during the run (None: deleted)
@@ -109,8 +110,8 @@ class PartitionResult:
     records: int
     cpu: float
 
-    def closed_windows(self) -> list[Closed]:
-        return [_unpack(row) for row in self.closed]
+    def closed_windows(self) -> Iterator[Closed]:
+        return (_unpack(row) for row in self.closed)
 
 
 def score_partition(task: PartitionTask) -> PartitionResult:
@@ -129,10 +130,10 @@ def score_partition(task: PartitionTask) -> PartitionResult:
         keys.loaded()
     if keys.next_recalc is None:
         keys.next_recalc = task.first_recalc
-    out = _Output()
+    out = _Output(_Spool(task.records.directory, f"{task.records.name}-closed", task.records.chunk), not task.drain)
     width = len(IDENTIFIERS)
     count = 0
-    for t, pos, slim in _routed(task):
+    for t, pos, slim in task.records:
         keys.advance(t, out)
         keys.add(_record(slim), t, task.next_seq + width * pos)
         count += 1
@@ -143,41 +144,44 @@ def score_partition(task: PartitionTask) -> PartitionResult:
         keys.drain(task.end, out)
     else:
         # Net change of the baseline: each closed window added one element (AddToBaseline).
-        if len(keys.baseline.delta.added) != len(out.items):
+        if len(keys.baseline.delta.added) != len(out.orders):
             raise RuntimeError("scoring chain without AddToBaseline: cannot track the baseline's changes")
         held = {id(e) for days in keys.baseline.days.values() for elems in days.values() for e in elems}
-        added = [(c.order, key, e) for c, (key, e) in zip(out.items, keys.baseline.delta.added, strict=True)
+        added = [(order, key, e) for order, (key, e) in zip(out.orders, keys.baseline.delta.added, strict=True)
                  if id(e) in held]
         gone = dict.fromkeys((key, e.day) for key, e in task.baseline if id(e) not in held)
         removed = list(gone)
-    return PartitionResult(task.index, [_pack(c) for c in out.items], added, removed, keys.params_changed,
+    out.rows.flush()
+    return PartitionResult(task.index, out.rows, added, removed, keys.params_changed,
                            sorted(keys.windows.open.values(), key=lambda w: w.seq), count,
                            time.thread_time() - cpu)
 
 
-def _routed(task: PartitionTask) -> Iterator[Routed]:
-    yield from task.records
-    for path in task.record_files:
-        with open(path, "rb") as fh:
-            chunk: list[Routed] = pickle.load(fh)
-        yield from chunk
-
-
 class _Spool:
-    """One partition's routed records: in memory, or (with a directory) pickled in chunks of
-    `chunk` records to files there, so the client holds one chunk per partition."""
+    """A sequence written once and read once: in memory, or (with a directory shared by the
+    client and the workers) pickled in chunks of `chunk` items to files there, so the writer
+    and the reader each hold one chunk (routed records client → task; closed windows back)."""
 
     def __init__(self, directory: str | None, name: str, chunk: int) -> None:
         self.directory = directory
         self.name = name
         self.chunk = chunk
-        self.items: list[Routed] = []
+        self.items: list[Any] = []
         self.files: list[str] = []
+        self.count = 0
 
-    def append(self, item: Routed) -> None:
+    def append(self, item: Any) -> None:
         self.items.append(item)
+        self.count += 1
         if self.directory is not None and len(self.items) >= self.chunk:
             self.flush()
+
+    def __iter__(self) -> Iterator[Any]:
+        for path in self.files:
+            with open(path, "rb") as fh:
+                chunk: list[Any] = pickle.load(fh)
+            yield from chunk
+        yield from self.items
 
     def flush(self) -> None:
         if self.directory is None or not self.items:
@@ -190,16 +194,21 @@ class _Spool:
 
 
 class _Output:
-    """StageOutput of a partition: the closed windows in its close order."""
+    """StageOutput of a partition: the closed windows (packed) in its close order, and with
+    `orders` each one's position in the global close order (to order the new baseline rows)."""
 
-    def __init__(self) -> None:
-        self.items: list[Closed] = []
+    def __init__(self, rows: _Spool, orders: bool) -> None:
+        self.rows = rows
+        self.orders: list[tuple[float, int]] = []
+        self.keep_orders = orders
 
     def recalc(self, when: float) -> None:
         """Grid points change nothing outside the per-key stage here (expiry is the ordered pass's)."""
 
     def closed(self, c: Closed) -> None:
-        self.items.append(c)
+        self.rows.append(_pack(c))
+        if self.keep_orders:
+            self.orders.append(c.order)
 
 
 def partition_of(orig_h: str, partitions: int) -> int:
@@ -307,9 +316,9 @@ class PartitionedDetector:
         drain = det.store is None
         for spool in self.routed:
             spool.flush()
-        tasks = [PartitionTask(i, det.settings, sp.items, sp.files, keys.windows.next_seq, keys.next_recalc, end,
-                               drain, loaded=not drain, loaded_recalc=self.loaded_recalc,
-                               recompute_all=keys.recompute_all) for i, sp in enumerate(self.routed)]
+        tasks = [PartitionTask(i, det.settings, sp, keys.windows.next_seq, keys.next_recalc, end, drain,
+                               loaded=not drain, loaded_recalc=self.loaded_recalc, recompute_all=keys.recompute_all)
+                 for i, sp in enumerate(self.routed)]
         n = self.partitions
         for key, days in keys.baseline.days.items():
             task = tasks[partition_of(key[0], n)]
@@ -325,21 +334,25 @@ class PartitionedDetector:
         t = time.perf_counter()
         results = sorted(self.runner(tasks), key=lambda r: r.index)
         self.timings.update(partitions=time.perf_counter() - t, task_cpu=[r.cpu for r in results],
-                            routed=sum(r.records for r in results))
+                            routed=sum(r.records for r in results), closed=sum(r.closed.count for r in results))
         return results
 
     def _ordered(self, results: list[PartitionResult], end: float) -> None:
         """The ordered stage over every partition's closed windows and the upload notices."""
         t0 = time.perf_counter()
         det = self.det
-        closed = [c for r in results for c in r.closed_windows()]
-        events: list[tuple[float, int, int, Any]] = [(c.window.close_at, 0, c.window.seq, c) for c in closed]
-        events += [(ts, 1, pos, (note, kw)) for ts, pos, note, kw in self.uploads.kept]
-        events.sort(key=lambda e: e[:3])
+        # Each partition's windows come in its close order, the uploads in stream order: merged,
+        # they give the single run's order, one chunk per partition in memory at a time.
+        streams: list[Iterator[tuple[float, int, int, Any]]] = [
+            ((c.window.close_at, 0, c.window.seq, c) for c in r.closed_windows()) for r in results]
+        streams.append((ts, 1, pos, (note, kw)) for ts, pos, note, kw in self.uploads.kept)
         step = det.settings.new_calculation_window
         grid = det.next_recalc
         ran = False
-        for _, kind, _, item in events + [(end, 2, 0, None)]:
+        first = det.keys.windows.next_seq
+        created: list[int] = []  # numbers of the windows this run created and closed (for the state)
+        keep = det.store is not None
+        for _, kind, _, item in chain(heapq.merge(*streams, key=lambda e: e[:3]), [(end, 2, 0, None)]):
             x = item.ts if kind == 0 else end if kind == 2 else item[1]["ts"]
             if grid is not None and grid <= x:  # the grid's last point up to here: suppressions expire
                 point = grid + math.floor((x - grid) / step) * step
@@ -347,19 +360,20 @@ class PartitionedDetector:
                 grid, ran = point + step, True
             if kind == 0:
                 det.ordered.window(item)
+                if keep and item.window.seq >= first:
+                    created.append(item.window.seq)
             elif kind == 1:
                 det.notices.raise_notice(item[0], **item[1])
         self.timings["ordered"] = time.perf_counter() - t0
-        if det.store is not None:
+        if keep:
             det.keys.next_recalc = grid
             det.keys.recompute_all = det.keys.recompute_all and not ran
-            det.commit(self._net_commit(results, closed), end)
+            det.commit(self._net_commit(results, created), end)
 
-    def _net_commit(self, results: list[PartitionResult], closed: list[Closed]) -> Commit:
+    def _net_commit(self, results: list[PartitionResult], created: list[int]) -> Commit:
         """The run's net change of the state (windows renumbered to one run's counter)."""
         first = self.det.keys.windows.next_seq
-        created = sorted({c.window.seq for c in closed if c.window.seq >= first}
-                         | {w.seq for r in results for w in r.windows if w.seq >= first})
+        created = sorted({*created, *(w.seq for r in results for w in r.windows if w.seq >= first)})
         number = {seq: first + i for i, seq in enumerate(created)}
         windows = []
         for r in results:
