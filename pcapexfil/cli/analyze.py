@@ -28,7 +28,8 @@ from pcapexfil.cli.detect import (
 @max_flows_option
 @engine_option
 @click.option("--cluster", default=None, metavar="local:N|tcp://HOST:8786",
-              help="Extract records on a Dask cluster, one task per file (docs/cluster.md); same output. "
+              help="Run on a Dask cluster: record extraction one task per file, then scoring one task per "
+              "partition of hosts and an ordered pass (docs/cluster.md); same output. "
               "Needs pcapexfil[dist]; uses the reference engine; OUT must be shared with the workers.")
 @click.option("--sensor", default=None,
               help="Sensor name stored with the records (Parquet, with --cluster) and in --state.")
