@@ -253,10 +253,11 @@ class PartitionedDetector:
     """RecordSink: `det`'s output (logs, notices, state) with the per-key work in partitions.
 
     `partitions` tasks run through `runner` (in-process by default; `dask_runner(client)` on
-    a cluster). With `spool_dir` (shared with the workers) the routed records are written
-    there in chunks as they come, instead of held until the end. `timings` after close: wall seconds of the partitioned stage (`partitions`)
-    and of the ordered pass (`ordered`), each task's CPU seconds (`task_cpu`) and the number
-    of routed records (`routed`).
+    a cluster). With `spool_dir` (shared with the workers) the routed records, and the tasks'
+    closed windows, go through files there in chunks of `spool_chunk`, so neither side holds
+    them all. `timings` after close: wall seconds of the partitioned stage (`partitions`) and
+    of the ordered pass (`ordered`), each task's CPU seconds (`task_cpu`) and records
+    (`task_records`), the routed records (`routed`) and closed windows (`closed`).
     """
 
     def __init__(self, det: Detector, partitions: int, runner: Runner | None = None,
@@ -334,7 +335,8 @@ class PartitionedDetector:
         t = time.perf_counter()
         results = sorted(self.runner(tasks), key=lambda r: r.index)
         self.timings.update(partitions=time.perf_counter() - t, task_cpu=[r.cpu for r in results],
-                            routed=sum(r.records for r in results), closed=sum(r.closed.count for r in results))
+                            routed=sum(r.records for r in results), task_records=[r.records for r in results],
+                            closed=sum(r.closed.count for r in results))
         return results
 
     def _ordered(self, results: list[PartitionResult], end: float) -> None:
