@@ -210,13 +210,18 @@ def _bench_scoring(args: argparse.Namespace, work: str) -> None:
                 client = Client(clusters[n]) if n else None  # type: ignore[index]
                 try:
                     runner = dask_runner(client) if client is not None else None
+                    spool = os.path.join(out, "spool") if client is not None else None  # as run_cluster does
+                    if spool:
+                        os.makedirs(spool, exist_ok=True)
                     t = time.perf_counter()
-                    pd = PartitionedDetector(Detector(settings, out_dir=out), parts, runner)
+                    pd = PartitionedDetector(Detector(settings, out_dir=out), parts, runner, spool_dir=spool)
                     _feed(pd, recs)
                     wall = time.perf_counter() - t
                 finally:
                     if client is not None:
                         client.close()
+                    if spool:
+                        shutil.rmtree(spool, ignore_errors=True)
                 for log in ("exfil_detection.log", "notice.log"):
                     same = _body(os.path.join(out, log)) == _body(os.path.join(work, f"score-{scoring}-single", log))
                     assert same, f"{log} differs ({name}, {scoring})"
