@@ -212,3 +212,25 @@ def test_cluster_scoring_is_byte_identical(synth: dict, tmp_path: Path) -> None:
             assert {"EXFIL_DETECTION::High_Score", "EXFIL_DETECTION::New_Protocol",
                     "HTTP::Client_Upload"} <= _notes(single / "notice.log")
             assert not [p for p in os.listdir(clustered) if p.startswith(".pcapexfil-work")]
+        # With a state store: two consecutive runs (the first files, then the rest) on one state.
+        half = len(files) // 2
+        for mode in ("single", "cluster"):
+            store_path = str(tmp_path / f"{mode}.db")
+            for i, part in enumerate((files[:half], files[half:])):
+                d = tmp_path / f"{mode}-state-{i}"
+                d.mkdir()
+                store = StateStore(store_path)
+                det = Detector(_settings("robust"), out_dir=str(d), store=store)
+                if mode == "single":
+                    run(part, RunOptions(out_dir=str(d), seed=SEED, max_flows=None, engine="reference"), [det])
+                else:
+                    run_cluster(part, RunOptions(out_dir=str(d), seed=SEED, max_flows=None), [det], client, str(d),
+                                partitions=3)
+                store.close()
+        for i in range(2):
+            for name in ("exfil_detection.log", "notice.log"):
+                assert _body(str(tmp_path / f"cluster-state-{i}" / name)) == \
+                    _body(str(tmp_path / f"single-state-{i}" / name)), (i, name)
+        single_db = _db(str(tmp_path / "single.db"))
+        assert _db(str(tmp_path / "cluster.db")) == single_db
+        assert any(row[0] == "windows" for row in single_db) and any(row[0] == "baseline" for row in single_db)
