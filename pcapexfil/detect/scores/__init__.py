@@ -2,7 +2,8 @@
 
 HOOKS runs in descending priority (ties in list order); sub-score columns appear in
 exfil_detection.log in list order, which is the reference's load order. A new score is one
-module here, used by a scoring in pcapexfil.detect.scoring.
+module here, used by a scoring in pcapexfil.detect.scoring: its `run` sees one key's state
+only; anything shared by all keys goes in its `finish` (scores/base.py).
 """
 
 from __future__ import annotations
