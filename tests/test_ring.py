@@ -78,3 +78,17 @@ def test_vlan_tag_goes_back_after_the_mac_addresses() -> None:
     (raw,) = [chunk.raw(0)]
     assert raw.data == bytes(range(12)) + b"\x81\x00\x01\x23" + b"\x08\x00" + b"payload"
     assert raw.wirelen == len(data) + 4 and raw.ts == 5.0025
+
+
+def test_pending_frames_counts_handed_over_blocks_from_the_reader_on() -> None:
+    from pcapexfil.source.live import _BLOCK_HDR, BLOCK_SIZE, TP_STATUS_USER, LiveCapture
+
+    ring = np.zeros(4 * BLOCK_SIZE, np.uint8)
+    for block, (status, num) in enumerate([(TP_STATUS_USER, 7), (0, 0), (TP_STATUS_USER, 5), (TP_STATUS_USER, 3)]):
+        _BLOCK_HDR.pack_into(ring, block * BLOCK_SIZE, 3, 0, status, num, 48, 0, block)
+    cap = LiveCapture.__new__(LiveCapture)  # the ring alone, no socket
+    cap._ring_array, cap._nblocks = ring, 4
+    cap._block = 2  # the reader is at block 2: blocks 2, 3, 0 are the kernel's hand-over, block 1 is not
+    assert cap.pending_frames() == 5 + 3 + 7
+    cap._block = 1
+    assert cap.pending_frames() == 0

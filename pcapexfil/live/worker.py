@@ -63,7 +63,7 @@ class Counters:
 
     received: int = 0  # frames the kernel accepted for this socket (incl. those it dropped)
     dropped_kernel: int = 0  # ring full
-    dropped_pcapexfil: int = 0  # read from the ring but not analysed (left over at shutdown)
+    dropped_pcapexfil: int = 0  # handed over by the kernel but not analysed (left in the ring at shutdown)
     analysed: int = 0  # frames given to the decoder
     flows_live: int = 0
 
@@ -155,30 +155,25 @@ class CaptureWorker:
         from pcapexfil.fast.reader import parse_chunk
 
         for chunk in self.capture.blocks():
-            if stop():
-                if chunk is not None:
-                    self.counters.dropped_pcapexfil += len(chunk.ts)
-                break
             if chunk is None:
                 self.send(("tick", self.wid, self.now, self._counters()))
-                continue
-            n = len(chunk.ts)
-            self.now = max(self.now, float(chunk.ts.max()))
-            if self.pcap is not None:
-                for i in range(n):
-                    self.pcap.write(chunk.raw(i))
-            flow.feed_batch(parse_chunk(chunk, self.verify_checksums), self.decoder)
-            self.counters.analysed += n
-        self._counters()  # flows live when capture stopped
+            else:
+                n = len(chunk.ts)
+                self.now = max(self.now, float(chunk.ts.max()))
+                if self.pcap is not None:
+                    for i in range(n):
+                        self.pcap.write(chunk.raw(i))
+                flow.feed_batch(parse_chunk(chunk, self.verify_checksums), self.decoder)
+                self.counters.analysed += n
+            if stop():
+                break
+        self._stopped()
         flow.flush(self.now)
 
     def _run_reference(self, stop: Callable[[], bool], table: FlowTable) -> None:
         decode, pcap = self.decoder.decode, self.pcap
         next_tick = None
         for batch in self.capture.batches():
-            if stop():
-                self.counters.dropped_pcapexfil += len(batch)
-                break
             for raw in batch:
                 if raw.ts > self.now:
                     self.now = raw.ts
@@ -194,8 +189,16 @@ class CaptureWorker:
             self.counters.analysed += len(batch)
             if not batch:
                 self.send(("tick", self.wid, self.now, self._counters()))
-        self._counters()  # flows live when capture stopped
+            if stop():
+                break
+        self._stopped()
         table.flush(self.now)
+
+    def _stopped(self) -> None:
+        """Capture ends: the block in hand was analysed; frames the kernel had already handed
+        over in later blocks are dropped by pcapexfil."""
+        self.counters.dropped_pcapexfil += self.capture.pending_frames()
+        self._counters()  # flows live when capture stopped
 
 
 class _ToCollector:
