@@ -177,6 +177,50 @@ def test_scenario_with_pruning_and_dropped_keys(tmp_path: Path, parts: int) -> N
     assert _db(str(tmp_path / "single" / "state.db"))
 
 
+def test_drop_and_readd_across_grid_points_a_partition_skips(tmp_path: Path) -> None:
+    """Host A goes idle for hours while host B (the other partition) keeps the grid running:
+    A's key is dropped at a grid point A's partition never sees, then A comes back the same
+    day. Run 1 ends while A's element is fresh (committed), so run 2's net commit must delete
+    the stored rows of that day before inserting the new ones."""
+    quiet, busy = "10.0.0.1", "10.0.0.4"
+    assert partition_of(quiet, 2) != partition_of(busy, 2)
+    day0 = 1_700_006_400.0
+
+    def conn(n: int, host: str, at: float, size: int) -> ConnRecord:
+        return ConnRecord(ts=day0 + at, uid=f"C{n}", orig_h=host, orig_p=40000 + n, resp_h="93.184.216.34",
+                          resp_p=443, proto="tcp", duration=2.0, orig_ip_bytes=size, resp_ip_bytes=3 * size,
+                          server_name="www.example.com")
+
+    recs = [conn(i, busy, i * 900.0, 20_000 + 500 * i) for i in range(49)]  # every 15 min, 00:00-12:00
+    recs += [conn(100, quiet, 600.0, 40_000), conn(101, quiet, 1800.0, 90_000),
+             conn(102, quiet, 36000.0, 5_000_000), conn(103, quiet, 36300.0, 60_000)]
+    recs.sort(key=lambda r: r.ts)
+    events: list[Event] = []
+    for rec in recs:
+        events += [("t", rec.ts + 2.0), ("r", rec)]
+    cut = next(i for i, (k, x) in enumerate(events) if k == "r" and x.ts >= day0 + 7200)  # type: ignore[union-attr]
+    settings = Settings(baseline_min_days_for_score=1, aggregation_interval=1200.0, max_baseline_hold_time=7200.0,
+                        new_calculation_window=600.0, scoring="robust")
+    for mode in ("single", "parts"):
+        store = str(tmp_path / f"{mode}.db")
+        for i, chunk in enumerate((events[:cut], events[cut:])):
+            out = tmp_path / f"{mode}-{i}"
+            out.mkdir()
+            st = StateStore(store)
+            det = Detector(settings, out_dir=str(out), store=st)
+            _replay(det if mode == "single" else PartitionedDetector(det, 2), chunk)
+            st.close()
+            if i == 0:  # the quiet host's rows are stored when run 2 starts
+                assert any(row[0] == "baseline" and row[1] == quiet for row in _db(store))
+    for i in range(2):
+        for name in ("exfil_detection.log", "notice.log"):
+            assert _body(str(tmp_path / f"parts-{i}" / name)) == _body(str(tmp_path / f"single-{i}" / name))
+    final = _db(str(tmp_path / "single.db"))
+    assert _db(str(tmp_path / "parts.db")) == final
+    quiet_rows = [row for row in final if row[0] == "baseline" and row[1] == quiet]
+    assert quiet_rows and all(row[5] >= day0 + 36000 for row in quiet_rows)  # only the rows after the drop
+
+
 def test_hosts_of_one_key_stay_in_one_partition() -> None:
     assert partition_of("10.0.0.1", 7) == partition_of("10.0.0.1", 7)
     assert len({partition_of(f"10.0.{i // 256}.{i % 256}", 4) for i in range(100)}) == 4
