@@ -40,8 +40,8 @@ from pcapexfil.detect.filter import OutgoingFilter
 from pcapexfil.detect.normalize import RunningStats
 from pcapexfil.detect.notices import Notices, RowWriter, http_upload_rule
 from pcapexfil.detect.scoring import DEFAULT_SCORING, SCORINGS, Scoring
-from pcapexfil.detect.state import Commit, StateError, StateStore
 from pcapexfil.detect.stages import Closed, KeyStage, OrderedStage
+from pcapexfil.detect.state import Commit, StateError, StateStore
 from pcapexfil.detect.windows import IDENTIFIERS, WindowTable
 from pcapexfil.logs.exfil import exfil_fields
 from pcapexfil.logs.notice import NOTICE_FIELDS
