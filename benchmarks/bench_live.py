@@ -102,11 +102,10 @@ def consume(kind: str, iface: str, buffer_mb: int) -> None:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     if kind == "tpacket-raw":
-        from pcapexfil.source.live import LiveCapture
-
         import numpy as np
 
         from pcapexfil.fast.ring import block_chunk
+        from pcapexfil.source.live import LiveCapture
 
         cap = LiveCapture(iface, buffer_bytes=buffer_mb << 20)
         block_chunk(np.zeros(0, np.uint8), 0, 0, 0, 1, "", 0)  # load the kernel before frames come

@@ -81,7 +81,12 @@ def test_vlan_tag_goes_back_after_the_mac_addresses() -> None:
 
 
 def test_pending_frames_counts_handed_over_blocks_from_the_reader_on() -> None:
-    from pcapexfil.source.live import _BLOCK_HDR, BLOCK_SIZE, TP_STATUS_USER, LiveCapture
+    from pcapexfil.source.live import (
+        _BLOCK_HDR,
+        BLOCK_SIZE,
+        TP_STATUS_USER,
+        LiveCapture,
+    )
 
     ring = np.zeros(4 * BLOCK_SIZE, np.uint8)
     for block, (status, num) in enumerate([(TP_STATUS_USER, 7), (0, 0), (TP_STATUS_USER, 5), (TP_STATUS_USER, 3)]):
