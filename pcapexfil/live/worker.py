@@ -12,6 +12,7 @@ process (send = the collector's handler) or in a child process (send = a queue t
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
@@ -21,6 +22,7 @@ from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.hooks import AnalyzerContext
 from pcapexfil.identifiers import make_analyzers
+from pcapexfil.identifiers.domain import suffix_list
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.logs.zeek import Field, TimestampStyle
 from pcapexfil.netconf import PRIVATE_NETS
@@ -122,6 +124,7 @@ class CaptureWorker:
         self.pcap = PcapWriter(options.write_pcap, capture.linktype, capture.snaplen) \
             if options.write_pcap else None
         self.now = 0.0
+        _settle_heap()
 
     def _emit(self, rec: ConnRecord) -> None:
         self.send(("rec", rec))
@@ -199,6 +202,16 @@ class CaptureWorker:
         over in later blocks are dropped by pcapexfil."""
         self.counters.dropped_pcapexfil += self.capture.pending_frames()
         self._counters()  # flows live when capture stopped
+
+
+def _settle_heap() -> None:
+    """Before the first frame: parse what is otherwise parsed on first use, then move every
+    object made so far (numba's and llvmlite's among them, >100k) out of the cyclic garbage
+    collector's reach. A full collection scanned them in 35-80 ms, longer than a small ring
+    lasts at a high rate: the kernel dropped frames meanwhile."""
+    suffix_list()
+    gc.collect()
+    gc.freeze()
 
 
 class _ToCollector:
