@@ -1,7 +1,10 @@
 """Packet rate each capturer keeps up with on a veth before the kernel drops frames.
 
 Two namespaces joined by a veth (tests/netns.py); a sender in one replays a pcap (default:
-a generated one, 2000 UDP/TCP flows) through a raw socket at a paced rate for a few seconds;
+a generated one, 2000 flows: TCP/443 midstream data and UDP/53 frames that are not DNS; for
+realistic traffic, `--pcap` a capture of `benchmarks/bench_engine.py` with `--max-frames
+500000`; frames cut by a snap length are sent padded to their wire length) through a raw
+socket at a paced rate for a few seconds;
 the capturer on the other end is stopped afterwards and reports its kernel drop counter. The
 rate ladder doubles until drops exceed 0.1 % of the frames sent. Capturers, same ring size:
 
@@ -10,7 +13,7 @@ rate ladder doubles until drops exceed 0.1 % of the frames sent. Capturers, same
 - `tpacket-raw`: pcapexfil's TPACKET_V3 source alone (blocks copied into Chunks), then dropped
 - `pcapy-raw`:   pcapy-ng (libpcap) `next_batch` alone, frames counted and dropped
 
-Run as root: `python benchmarks/bench_live.py [--pcap FILE] [--seconds 3] [--buffer-mb 4]`.
+Run as root: `python benchmarks/bench_live.py [--pcap FILE [--max-frames N]] [--seconds 3] [--buffer-mb 4]`.
 The top rung is whatever the Python sender reaches; a capturer that never dropped is
 reported as ">= that rate". Prints one line per run and a summary with ratios to tcpdump.
 """
@@ -61,18 +64,24 @@ def make_pcap(path: str, frames: int = 20000) -> None:
         fh.write(b"".join(out))
 
 
-def read_frames(path: str) -> list[bytes]:
-    import dpkt
+def read_frames(path: str, limit: int | None = None) -> list[bytes]:
+    """The first `limit` frames as they were on the wire: a frame cut by the capture's snap
+    length is padded with zeros to its wire length (sent cut, its IP length would exceed the
+    frame)."""
+    from itertools import islice
 
-    with open(path, "rb") as fh:
-        return [bytes(buf) for _ts, buf in dpkt.pcap.Reader(fh)]
+    from pcapexfil.source import open_capture
+    from pcapexfil.weird import Weirds
+
+    return [raw.data + bytes(max(0, raw.wirelen - len(raw.data)))
+            for raw in islice(open_capture(path, Weirds()), limit)]
 
 
-def send(iface: str, pcap: str, rate: float, seconds: float) -> None:
+def send(iface: str, pcap: str, rate: float, seconds: float, limit: int | None) -> None:
     """(in the sender namespace) replay the frames in a loop at `rate` frames/s; print frames sent."""
     import socket
 
-    frames = read_frames(pcap)
+    frames = read_frames(pcap, limit)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((iface, 0))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 24)
@@ -163,6 +172,7 @@ def one_run(pair, tool: str, rate: float, args: argparse.Namespace, tmp: str) ->
             break
     sent_out = subprocess.run(pair.cmd(pair.ns_b, [sys.executable, __file__, "--send", "--iface", pair.if_b,
                                                    "--pcap", args.pcap, "--rate", str(rate),
+                                                   "--max-frames", str(args.max_frames),
                                                    "--seconds", str(args.seconds)]),
                               capture_output=True, text=True, check=True).stdout.split()
     time.sleep(0.5)
@@ -185,6 +195,7 @@ def one_run(pair, tool: str, rate: float, args: argparse.Namespace, tmp: str) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pcap")
+    ap.add_argument("--max-frames", type=int, default=0, help="replay only the first N frames (0: all)")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--buffer-mb", type=int, default=4)
     ap.add_argument("--start-rate", type=float, default=5000)
@@ -195,7 +206,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.send:
-        send(args.iface, args.pcap, args.rate, args.seconds)
+        send(args.iface, args.pcap, args.rate, args.seconds, args.max_frames or None)
         return
     if args.consume:
         consume(args.consume, args.iface, args.buffer_mb)
