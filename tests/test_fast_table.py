@@ -278,3 +278,12 @@ def test_random_conversations_on_one_connection(steps):
         else:
             pkts.append(tcp(ts, S, 80, C, 40000, flags, 5000 + off // 2, 1000 + off, data=data))
     same(pkts)
+
+
+def test_port_table_is_likely_server_ports_for_every_port() -> None:
+    from pcapexfil.fast.table import PORTS, PROTO_TCP, PROTO_UDP
+    from pcapexfil.flow.ports import is_likely_server_port
+
+    for base, proto in ((0, PROTO_TCP), (65536, PROTO_UDP)):
+        expected = [is_likely_server_port(port, proto) for port in range(65536)]
+        assert PORTS[base : base + 65536].astype(bool).tolist() == expected

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pcapexfil.fast.batch import KIND_SKIP
-from pcapexfil.flow.ports import is_likely_server_port
+from pcapexfil.flow.ports import LIKELY_SERVER_PORTS
 from pcapexfil.flow.table import _ICMP4_PAIRS, _ICMP6_PAIRS, FlowConfig
 from pcapexfil.jit import njit
 
@@ -1698,10 +1698,11 @@ def flush_conns(C, E, HI, hidx, free, EV, REC, RH, G, order):
 
 
 def _port_table() -> np.ndarray:
+    """likely_server_ports as a lookup table: TCP ports, then UDP ports."""
     table = np.zeros(2 * 65536, np.uint8)
-    for port in range(65536):
-        table[port] = is_likely_server_port(port, PROTO_TCP)
-        table[65536 + port] = is_likely_server_port(port, PROTO_UDP)
+    for port, proto in LIKELY_SERVER_PORTS:
+        if proto in (PROTO_TCP, PROTO_UDP):
+            table[(65536 if proto == PROTO_UDP else 0) + port] = 1
     return table
 
 
