@@ -107,7 +107,8 @@ def run_case(case: str, trace: str, flags: str) -> CaseResult:
     if not log.has(KEY_FIELDS):
         _restore_id_columns(log)
     has_ids = log.has(KEY_FIELDS)
-    if not has_ids and "ts" not in log.fields and len(log.rows) != 1:
+    by_count = not has_ids and "ts" not in log.fields  # one row, one record, or no pairing
+    if by_count and len(log.rows) != 1:
         result.skipped = (
             "conn.log lacks the connection id columns and ts (a script's print-out) and has "
             f"{len(log.rows)} rows: nothing pairs them with connections"
@@ -130,8 +131,8 @@ def run_case(case: str, trace: str, flags: str) -> CaseResult:
     for row in log.rows:
         key = (row["proto"], row["id.orig_h"], row["id.orig_p"], row["id.resp_h"], row["id.resp_p"]) if has_ids else ()
         candidates = ours.get(key, [])
-        if not has_ids and "ts" not in log.fields and len(candidates) > 1:
-            candidates = []  # one Zeek row, several records: no pairing
+        if by_count and len(candidates) > 1:
+            candidates = []
         match = None
         if row.get("ts", MASKED_TS) == MASKED_TS:
             match = candidates[0] if candidates else None

@@ -1700,9 +1700,8 @@ def flush_conns(C, E, HI, hidx, free, EV, REC, RH, G, order):
 def _port_table() -> np.ndarray:
     """likely_server_ports as a lookup table: TCP ports, then UDP ports."""
     table = np.zeros(2 * 65536, np.uint8)
-    for port, proto in LIKELY_SERVER_PORTS:
-        if proto in (PROTO_TCP, PROTO_UDP):
-            table[(65536 if proto == PROTO_UDP else 0) + port] = 1
+    for port, proto in LIKELY_SERVER_PORTS:  # TCP and UDP ports only
+        table[(65536 if proto == PROTO_UDP else 0) + port] = 1
     return table
 
 
