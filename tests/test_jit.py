@@ -1,5 +1,6 @@
 """pcapexfil.jit: loading the kernels does not import scipy, and numba still knows whether a
-BLAS is there (it is what `_HAVE_BLAS` would have been with numba's own probe)."""
+BLAS is there (it is what `_HAVE_BLAS` would have been with numba's own probe); the command
+line imports numba only where a command runs kernels."""
 
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ def test_kernels_load_without_importing_scipy() -> None:
     assert seen["scipy_linalg"] is False
     assert seen["have_blas"] is (importlib.util.find_spec("scipy") is not None)
     assert seen["restored"] is True
+
+
+def test_the_command_line_imports_numba_only_for_commands_that_run_kernels() -> None:
+    """`pcapexfil --help`, `baseline`, `evaluate`: no numba, numpy or dpkt at start-up (~0.1 s)."""
+    probe = "import sys, pcapexfil.cli; print(sorted(m for m in ('numba', 'numpy', 'dpkt') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split("\n")[-2] == "[]"

@@ -7,7 +7,6 @@ import datetime as dt
 import click
 
 from pcapexfil.netconf import PRIVATE_NETS, parse_nets
-from pcapexfil.synth import SynthConfig, generate
 
 
 def _date(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.date:
@@ -36,6 +35,9 @@ def _date(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.date:
 def synth(out_dir: str, days: int, hosts: int, seed: int, start: dt.date, local_nets: str, scale: float,
           episodes_per_kind: int, baseline_days: int, full_payload: bool) -> None:
     """Write day-YYYY-MM-DD.pcap files of a simulated network, and labels.csv."""
+    # Imported here: the traffic model (numba, dpkt) is not for every command's start-up.
+    from pcapexfil.synth import SynthConfig, generate
+
     try:
         nets = [str(n) for n in parse_nets(local_nets)] or list(PRIVATE_NETS)
         cfg = SynthConfig(out_dir=out_dir, days=days, hosts=hosts, seed=seed, start=start, local_nets=nets,
