@@ -10,7 +10,6 @@ import datetime as _dt
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Literal
@@ -32,14 +31,6 @@ _SEPARATOR = "\t"
 _SET_SEPARATOR = ","
 _EMPTY = "(empty)"
 _UNSET = "-"
-# Anything but printable ASCII needs escaping (the separator, tab, is below 0x20); in a
-# container the set separator too. Most values have none, and skip the byte loop.
-_NEEDS_ESCAPE = re.compile(r"[^\x20-\x7e]")
-_NEEDS_ESCAPE_IN_CONTAINER = re.compile(r"[^\x20-\x7e]|,")
-
-
-def format_time(value: float) -> str:
-    return f"{value:.6f}"
 
 
 def format_double(value: float) -> str:
@@ -52,9 +43,11 @@ def format_double(value: float) -> str:
 
 def escape_string(value: str | bytes, in_container: bool = False) -> str:
     """Escape non-printable bytes and separators as \\xHH, the way LogAscii does."""
-    if isinstance(value, str) and value not in (_UNSET, _EMPTY):
-        if not (_NEEDS_ESCAPE_IN_CONTAINER if in_container else _NEEDS_ESCAPE).search(value):
-            return value or _EMPTY
+    # Anything but printable ASCII (0x20-0x7e; the separator, tab, is below) needs escaping,
+    # in a container the set separator too. Most values have none, and skip the byte loop.
+    if (isinstance(value, str) and value.isascii() and value.isprintable()
+            and not (in_container and _SET_SEPARATOR in value) and value not in (_UNSET, _EMPTY)):
+        return value or _EMPTY
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if not raw:
         return _EMPTY
@@ -75,7 +68,7 @@ def escape_string(value: str | bytes, in_container: bool = False) -> str:
 def _scalar_formatter(type_: str, in_container: bool = False) -> Callable[[Any], str]:
     """How LogAscii prints one non-unset value of a Zeek type."""
     if type_ in ("time", "interval"):
-        return lambda value: format_time(float(value))
+        return lambda value: f"{float(value):.6f}"
     if type_ == "double":
         return lambda value: format_double(float(value))
     if type_ in ("count", "int", "port"):
@@ -85,6 +78,38 @@ def _scalar_formatter(type_: str, in_container: bool = False) -> Callable[[Any],
     if type_ in ("addr", "subnet"):
         return str
     return lambda value: escape_string(value, in_container)
+
+
+def _tsv_time(value: Any) -> str:
+    return _UNSET if value is None else f"{float(value):.6f}"
+
+
+def _tsv_double(value: Any) -> str:
+    return _UNSET if value is None else format_double(float(value))
+
+
+def _tsv_count(value: Any) -> str:
+    return _UNSET if value is None else str(int(value))
+
+
+def _tsv_bool(value: Any) -> str:
+    return _UNSET if value is None else ("T" if value else "F")
+
+
+def _tsv_addr(value: Any) -> str:
+    return _UNSET if value is None else str(value)
+
+
+def _tsv_string(value: Any) -> str:
+    return _UNSET if value is None else escape_string(value)
+
+
+# Whole-column printers of the scalar types, unset included: one call per value.
+_TSV_SCALARS: dict[str, Callable[[Any], str]] = {
+    "time": _tsv_time, "interval": _tsv_time, "double": _tsv_double,
+    "count": _tsv_count, "int": _tsv_count, "port": _tsv_count,
+    "bool": _tsv_bool, "addr": _tsv_addr, "subnet": _tsv_addr,
+}  # fmt: skip
 
 
 def tsv_formatter(type_: str) -> Callable[[Any], str]:
@@ -99,8 +124,7 @@ def tsv_formatter(type_: str) -> Callable[[Any], str]:
             return _SET_SEPARATOR.join(map(item, items)) if items else _EMPTY
 
         return container
-    scalar = _scalar_formatter(type_)
-    return lambda value: _UNSET if value is None else scalar(value)
+    return _TSV_SCALARS.get(type_, _tsv_string)
 
 
 def _json_value(value: Any, type_: str, ts_style: TimestampStyle) -> Any:
