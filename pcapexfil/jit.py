@@ -11,8 +11,13 @@ still goes through numba's own check.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
+from typing import Any
 
-from numba import njit
+import numba
+
+# Typed loosely: numba's own annotations do not list the private options kernels use (_nrt).
+njit: Callable[..., Any] = numba.njit
 
 
 def _installed_scipy() -> None:

@@ -13,6 +13,8 @@ The test oracle is the reference decoder itself: every FAST row must equal
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE
@@ -42,12 +44,12 @@ _SKIP = -2
 
 
 @njit(cache=True, inline="always")
-def _be16(buf: np.ndarray, i: int) -> int:
+def _be16(buf: np.ndarray, i: int) -> np.int64:
     return (np.int64(buf[i]) << 8) | np.int64(buf[i + 1])
 
 
 @njit(cache=True, inline="always")
-def _be32(buf: np.ndarray, i: int) -> int:
+def _be32(buf: np.ndarray, i: int) -> np.int64:
     return (
         (np.int64(buf[i]) << 24) | (np.int64(buf[i + 1]) << 16) | (np.int64(buf[i + 2]) << 8) | np.int64(buf[i + 3])
     )
@@ -62,7 +64,7 @@ def _be64(buf: np.ndarray, i: int) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def _sum16(buf: np.ndarray, start: int, end: int) -> int:
+def _sum16(buf: np.ndarray, start: int, end: int) -> np.int64:
     """Unfolded sum of big-endian 16-bit words of buf[start:end] (odd tail padded with 0)."""
     total = np.int64(0)
     i = start
@@ -198,9 +200,9 @@ def _link(buf: np.ndarray, base: int, end: int, linktype: int) -> int:
 
 
 @njit(cache=True)
-def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: int, row: np.ndarray,
+def _parse_one(buf: np.ndarray, base: int, caplen: int, wirelen: int, linktype: int, row: Any,
                verify_checksums: bool) -> int:
-    """Fill `row` (a 0-d record view) for one frame; returns its kind."""
+    """Fill `row` (a record of PACKET_DTYPE, inside numba) for one frame; returns its kind."""
     end = base + caplen
     off = _link(buf, base, end, linktype)
     if off == _SKIP:

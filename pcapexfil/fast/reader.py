@@ -29,7 +29,7 @@ import io
 import mmap
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple, Protocol
 
@@ -97,6 +97,11 @@ class Chunk:
             float(self.ts[i]), int(self.linktypes[i]), self.buf[o : o + int(self.caplens[i])].tobytes(),
             int(self.wirelens[i]), self.source, int(self.frames[i]),
         )
+
+
+# Chunks of one file; the generator's return value is the rest of the file as RawPackets when
+# a record reached the next file's first timestamp (the files overlap in time), else None.
+FileChunks = Generator[Chunk, None, "Iterator[RawPacket] | None"]
 
 
 @njit(cache=True, inline="always")
@@ -272,7 +277,7 @@ class _StreamSource:
             return self.buf, self.eof
         new = np.empty(size, np.uint8)
         new[:have] = self.buf
-        view = memoryview(new)
+        view = new.data
         while have < size:
             try:
                 got = self.f.readinto1(view[have : have + _STREAM_PIECE])  # type: ignore[attr-defined]
@@ -350,7 +355,7 @@ def _end_of_input(src: _Source, st: _FileState, weirds: Weirds, left: int, heade
 
 def _pcap_chunks(
     src: _Source, st: _FileState, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
-) -> Iterator[Chunk]:
+) -> FileChunks:
     """Chunks of a classic pcap body. Returns (as the generator's value) an iterator of the
     remaining RawPackets when a record reaches `stop_ts`, else None."""
     fstats = _file_stats(stats, st.name)
@@ -395,7 +400,7 @@ def _pcap_chunks(
 
 def _pcapng_chunks(
     src: _Source, st: _FileState, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
-) -> Iterator[Chunk]:
+) -> FileChunks:
     """Chunks of a pcapng stream (from its first section header), with the reference
     reader's semantics (`source.pcapng`); the numba walk stops at every block it does not
     handle itself (section and interface headers, damage), which is handled here."""
@@ -441,14 +446,14 @@ def _pcapng_chunks(
             if status == _NG_SHB:
                 need = 12
                 if len(buf) >= 12:
-                    if struct.unpack_from("<I", buf, 8)[0] == BYTE_ORDER_MAGIC:
+                    if struct.unpack_from("<I", buf.data, 8)[0] == BYTE_ORDER_MAGIC:
                         order = "<"
-                    elif struct.unpack_from(">I", buf, 8)[0] == BYTE_ORDER_MAGIC:
+                    elif struct.unpack_from(">I", buf.data, 8)[0] == BYTE_ORDER_MAGIC:
                         order = ">"
                     else:
                         corrupt("bad pcapng byte-order magic")
                         return None
-                    need = struct.unpack_from(order + "I", buf, 4)[0]
+                    need = struct.unpack_from(order + "I", buf.data, 4)[0]
                     if need < 28 or need % 4 or need > MAX_BLOCK:
                         corrupt(f"bad pcapng section header length {need}")
                         return None
@@ -463,7 +468,7 @@ def _pcapng_chunks(
                 ifs = st.interfaces()
                 src.advance(need)
                 continue
-            length = struct.unpack_from(st.order + "I", buf, 4)[0]
+            length = struct.unpack_from(st.order + "I", buf.data, 4)[0]
             if status == _NG_IDB:
                 body = bytes(buf[8 : length - 4])
                 if len(body) < 8:
@@ -478,8 +483,8 @@ def _pcapng_chunks(
                 src.advance(length)
                 continue
             if status == _NG_UNDECLARED:
-                ifid = struct.unpack_from(st.order + ("I" if struct.unpack_from(st.order + "I", buf)[0] == _EPB else "H"),
-                                          buf, 8)[0]
+                kind = struct.unpack_from(st.order + "I", buf.data)[0]
+                ifid = struct.unpack_from(st.order + ("I" if kind == _EPB else "H"), buf.data, 8)[0]
                 corrupt(f"packet on undeclared interface {ifid}")
                 st.index += 1
                 src.advance(length)
@@ -539,7 +544,7 @@ def _pack(raws: list[RawPacket]) -> Chunk:
 
 def _file_chunks(
     path: str, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
-) -> Iterator[Chunk]:
+) -> FileChunks:
     """Chunks of one (validated) file; returns the remaining RawPackets if it reaches `stop_ts`."""
     with open(path, "rb") as f:
         gz = f.read(2) == _GZIP_MAGIC
@@ -554,11 +559,11 @@ def _file_chunks(
             plain = open(path, "rb", buffering=_STREAM_BUFFER)  # noqa: SIM115 (closed by the source)
             src = _StreamSource(plain, plain)
     head, _ = src.window(24)
-    word = struct.unpack_from("<I", head)[0]
+    word = struct.unpack_from("<I", head.data)[0]
     st = _FileState(path, pcapng=word not in MAGICS)
     if not st.pcapng:
         st.order, st.divisor = MAGICS[word]
-        st.linktype = struct.unpack_from(st.order + "I", head, 20)[0] & 0xFFFF
+        st.linktype = struct.unpack_from(st.order + "I", head.data, 20)[0] & 0xFFFF
         src.advance(24)
         return (yield from _pcap_chunks(src, st, weirds, stats, chunk_bytes, stop_ts))
     return (yield from _pcapng_chunks(src, st, weirds, stats, chunk_bytes, stop_ts))
@@ -586,11 +591,11 @@ def _merge_rest(
                 seq += 1
         if not heap:
             continue
-        _, o, _, pkt, it = heapq.heappop(heap)
+        _, o, _, pkt, packets = heapq.heappop(heap)
         yield pkt
-        nxt = next(it, None)
+        nxt = next(packets, None)
         if nxt is not None:
-            heapq.heappush(heap, (nxt.ts, o, seq, nxt, it))
+            heapq.heappush(heap, (nxt.ts, o, seq, nxt, packets))
             seq += 1
 
 

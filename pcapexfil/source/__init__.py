@@ -16,7 +16,7 @@ import gzip
 import heapq
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -51,6 +51,10 @@ class CaptureStats:
 Reader = PcapReader | PcapngReader
 
 
+# A stream of frames; a generator, so that a reader stopped early can be closed.
+Packets = Generator[RawPacket, None, None]
+
+
 def _open_file(path: str) -> Reader:
     """Open one capture and read its file header; CaptureError if it is not a capture."""
     if not os.path.exists(path):
@@ -58,7 +62,7 @@ def _open_file(path: str) -> Reader:
     if os.path.isdir(path):
         raise CaptureError(f"{path}: is a directory")
     try:
-        raw: BinaryIO = open(path, "rb", buffering=_BUFSIZE)
+        raw = io.BufferedReader(io.FileIO(path, "rb"), _BUFSIZE)  # open(path, "rb", buffering=...), typed
     except OSError as exc:
         raise CaptureError(f"{path}: {exc.strerror or exc}") from None
     f: BinaryIO = raw
@@ -88,7 +92,7 @@ def _open_file(path: str) -> Reader:
         raise CaptureError(f"{path}: {exc}") from None
 
 
-def _packets(reader: Reader, weirds: Weirds, stats: CaptureStats | None) -> Iterator[RawPacket]:
+def _packets(reader: Reader, weirds: Weirds, stats: CaptureStats | None) -> Packets:
     try:
         if stats is None:
             yield from reader.packets(weirds)
@@ -105,14 +109,14 @@ def _packets(reader: Reader, weirds: Weirds, stats: CaptureStats | None) -> Iter
         reader.f.close()
 
 
-def open_capture(path: str, weirds: Weirds, stats: CaptureStats | None = None) -> Iterator[RawPacket]:
+def open_capture(path: str, weirds: Weirds, stats: CaptureStats | None = None) -> Packets:
     """One file: validated now (CaptureError), packets streamed lazily."""
     return _packets(_open_file(path), weirds, stats)
 
 
 def open_captures(
     paths: Sequence[str], weirds: Weirds, stats: CaptureStats | None = None
-) -> Iterator[RawPacket]:
+) -> Packets:
     """All files as one stream in timestamp order (a rotated capture).
 
     Every file is opened and its header checked before this returns, so a bad path raises
@@ -136,9 +140,9 @@ def open_captures(
     return _merge(firsts, weirds, stats)
 
 
-def _merge(firsts: list[tuple[float, int, str]], weirds: Weirds, stats: CaptureStats | None) -> Iterator[RawPacket]:
+def _merge(firsts: list[tuple[float, int, str]], weirds: Weirds, stats: CaptureStats | None) -> Packets:
     pending = list(reversed(firsts))  # pop() gives the earliest-starting file
-    heap: list[tuple[float, int, int, RawPacket, Iterator[RawPacket]]] = []
+    heap: list[tuple[float, int, int, RawPacket, Packets]] = []
     seq = 0  # tie-breaker keeps file order and within-file order stable
 
     def activate() -> None:

@@ -198,7 +198,7 @@ class LiveCapture:
         ms = int(timeout * 1000)
         while True:
             off = self._block * BLOCK_SIZE
-            _v, _p, status, num, first, _len, _seq = _BLOCK_HDR.unpack_from(ring, off)
+            _v, _p, status, num, first, _len, _seq = _BLOCK_HDR.unpack_from(ring.data, off)
             if not status & TP_STATUS_USER:
                 if not self._poll.poll(ms):
                     yield None
@@ -217,7 +217,7 @@ class LiveCapture:
         pending = 0
         for k in range(self._nblocks):
             off = (self._block + k) % self._nblocks * BLOCK_SIZE
-            _v, _p, status, num, _first, _len, _seq = _BLOCK_HDR.unpack_from(ring, off)
+            _v, _p, status, num, _first, _len, _seq = _BLOCK_HDR.unpack_from(ring.data, off)
             if not status & TP_STATUS_USER:
                 break
             pending += num
