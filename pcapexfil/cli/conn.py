@@ -8,6 +8,7 @@ import sys
 import click
 
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
+from pcapexfil.hooks import RecordSink
 from pcapexfil.netconf import PRIVATE_NETS, parse_nets
 
 # Shared with `analyze`: the flow table cap against floods and scans.
@@ -77,6 +78,7 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     try:
         # Validate every input before creating conn.log, so a bad path leaves nothing behind.
         open_captures(list(pcaps), Weirds()).close()
+        sink: RecordSink
         if fmt == "parquet":
             from pcapexfil.logs.parquet import ParquetSink
 

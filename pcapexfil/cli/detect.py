@@ -138,7 +138,7 @@ def open_state(path: str | None, busy_timeout: str) -> Any:
         fail(str(exc))
 
 
-def make_detector(settings: Any, out_dir: str, store: Any, use_json: bool, ts_style: str) -> Any:
+def make_detector(settings: Any, out_dir: str | None, store: Any, use_json: bool, ts_style: str) -> Any:
     from pcapexfil.detect.detector import Detector
     from pcapexfil.detect.state import StateError
 

@@ -171,7 +171,7 @@ class Finalizer:
                     self.tunnels[tunnel] = uid
             (self.real if placeholder.startswith("~s.") else real_here)[placeholder] = uid
         # 3. DNS names: answers and lookups of this file in stream order.
-        records = [((*e.order[:5], 0, e.order[5]), e) for e in _task_records(res, again)]
+        records: list[tuple[tuple, Emitted]] = [((*e.order[:5], 0, e.order[5]), e) for e in _task_records(res, again)]
         records += [((*e.order[:5], 1, e.order[5]), e) for e in self._new("emitted")]
         events: list[tuple] = []
         for _, e in records:
@@ -191,29 +191,30 @@ class Finalizer:
                 self.names[(ev[1], ev[2])] = (ev[3], ev[4])
                 continue
             hit = self.names.get((ev[1], ev[2]))
-            name = None if hit is None or ev[3] > hit[1] else hit[0]
+            resolved = None if hit is None or ev[3] > hit[1] else hit[0]
             if isinstance(ev[4], str):
-                self.stitch_names[ev[4]] = name
+                self.stitch_names[ev[4]] = resolved
             else:
-                ev[4].dns_name = name
+                ev[4].dns_name = resolved
         # 4. Analyzer logs.
         if self.logs is not None:
             self._write_rows(res, again, redrawn, real_here)
         # 5. Records, with the ticks of this file, to the sinks.
         records.sort(key=lambda r: r[0])
-        ticks = []
+        ticks: list[tuple[tuple, float]] = []
         for v in res.skel_v:
             if self.next_tick is None or v >= self.next_tick:
                 ticks.append(((res.index, v, 0, float("inf"), (), 0, 0), v))
                 self.next_tick = v + 1.0
-        for item in heapq.merge(records, ticks, key=lambda t: t[0]):
-            if isinstance(item[1], Emitted):
-                rec = self._finish(item[1], real_here)
+        for _, payload in heapq.merge(records, ticks, key=lambda t: t[0]):
+            if isinstance(payload, Emitted):
+                rec = self._finish(payload, real_here)
                 for sink in self.sinks:
                     sink.on_record(rec)
             else:
+                assert isinstance(payload, float)  # a tick
                 for sink in self.sinks:
-                    sink.on_time(item[1])
+                    sink.on_time(payload)
         self.records += len(records)
 
     def _finish(self, e: Emitted, real_here: dict[str, str]) -> ConnRecord:

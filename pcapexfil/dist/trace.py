@@ -86,7 +86,7 @@ class Recorder:
         self._side: dict[str, tuple[str, tuple | None, tuple]] = {}
         self._pending_uids: list[tuple] = []
         self._pending_learns: list[tuple] = []
-        self.table.new_uid = self._new_uid  # type: ignore[method-assign]
+        self.table.new_uid = self._new_uid
         # Timer heap entries are (when, seq, ...): seq becomes the scheduling position, which
         # orders like the single table's counter and compares across tables.
         self.table._timer_seq = self._schedule_positions()  # type: ignore[assignment]

@@ -192,6 +192,11 @@ def _host_days(windows: list[Window]) -> int:
     return len({(w.orig_h, dt.datetime.fromtimestamp(w.ts, tz=dt.timezone.utc).date()) for w in windows})
 
 
+def _rank(w: Window) -> float:
+    """A window's score for ordering; an unscored window ranks below every threshold."""
+    return w.score if w.score is not None else -math.inf
+
+
 def pr_curve(windows: list[Window], positive: list[bool], matched_episodes: list[set[int]], n_episodes: int,
              host_days: int, max_points: int = 200) -> list[dict[str, float | None]]:
     """Precision/recall/FP-per-host-day for thresholds at the distinct window scores (at most max_points)."""
@@ -199,14 +204,13 @@ def pr_curve(windows: list[Window], positive: list[bool], matched_episodes: list
     if len(scores) > max_points:
         step = (len(scores) - 1) / (max_points - 1)
         scores = [scores[round(i * step)] for i in range(max_points)]
-    order = sorted(range(len(windows)), key=lambda i: -(windows[i].score if windows[i].score is not None
-                                                         else -math.inf))
+    order = sorted(range(len(windows)), key=lambda i: -_rank(windows[i]))
     curve = []
     tp = fp = 0
     found: set[int] = set()
     k = 0
     for t in scores:
-        while k < len(order) and windows[order[k]].score is not None and windows[order[k]].score >= t:
+        while k < len(order) and _rank(windows[order[k]]) >= t:
             i = order[k]
             if positive[i]:
                 tp += 1
@@ -254,7 +258,7 @@ def evaluate(results: Results, labels: list[Label], threshold: float = 0.8,
     flagged = [w.score is not None and w.score >= threshold for w in windows]
     positive = [bool(s & exfil_idx) for s in win_labels]
 
-    episode_rows = []
+    episode_rows: list[dict[str, Any]] = []
     for j, lb in enumerate(labels):
         scores = [w.score for w, s in zip(windows, win_labels) if j in s and w.score is not None]
         # A benign label is flagged only by windows/notices that hold no exfiltration as well.

@@ -206,7 +206,8 @@ class FastFlow:
             for ts in rows["ts"].tolist():
                 if not frags.pending:
                     break
-                frags.expire(ts, lambda name, addl, ts=ts: weirds.report(name, ts, addl) if weirds else None)
+                # expire calls back before it returns: the lambda sees this iteration's ts.
+                frags.expire(ts, lambda name, addl: weirds.report(name, ts, addl) if weirds else None)
         self.add_fast(rows)
 
     def flush(self, now: float) -> None:
@@ -314,9 +315,9 @@ class FastFlow:
         else:
             a, b = sorted((outer.src, outer.dst))
             tkey = (a, b, pkt.tunnel_type)
-            uid = self._tunnel_uids.get(tkey)
-            if uid is None:
-                uid = self._tunnel_uids[tkey] = self.new_uid()
+            if tkey not in self._tunnel_uids:
+                self._tunnel_uids[tkey] = self.new_uid()
+            uid = self._tunnel_uids[tkey]
         if inner is not None and uid not in inner.tunnel_parents:
             inner.tunnel_parents.append(uid)
 

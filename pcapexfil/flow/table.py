@@ -231,7 +231,7 @@ class FlowTable:
         self.weirds = config.weirds
         nets = parse_nets(config.local_nets)
         self.local: NetSet | None = NetSet(nets) if nets else None
-        self.new_uid = UidGenerator(config.seed)
+        self.new_uid: Callable[[], str] = UidGenerator(config.seed)  # replaceable (dist.trace numbers uids)
         # Least recently active first (moved to the end on every packet): eviction order.
         self.conns: OrderedDict[tuple, Connection] = OrderedDict()
         self.evicted = 0
@@ -261,6 +261,7 @@ class FlowTable:
             self.advance(pkt.ts)
         proto = pkt.proto
         sport, dport = pkt.sport, pkt.dport
+        key: tuple
         if proto == PROTO_TCP or proto == PROTO_UDP:
             a, b = (pkt.src, sport), (pkt.dst, dport)
             key = (proto, *a, *b) if a <= b else (proto, *b, *a)
@@ -428,9 +429,9 @@ class FlowTable:
         else:
             a, b = sorted((outer.src, outer.dst))
             tkey = (a, b, pkt.tunnel_type)
-            uid = self._tunnel_uids.get(tkey)
-            if uid is None:
-                uid = self._tunnel_uids[tkey] = self.new_uid()
+            if tkey not in self._tunnel_uids:
+                self._tunnel_uids[tkey] = self.new_uid()
+            uid = self._tunnel_uids[tkey]
         if uid not in conn.tunnel_parents:
             conn.tunnel_parents.append(uid)
 

@@ -188,8 +188,8 @@ def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for line in lines:
         if line[:1] in (b" ", b"\t") and out:
-            name, value = out[-1]
-            out[-1] = (name, (value + " " + _text(line.strip())).strip())
+            folded_name, folded_value = out[-1]
+            out[-1] = (folded_name, (folded_value + " " + _text(line.strip())).strip())
             continue
         name, sep, value = line.partition(b":")
         if not sep:
@@ -276,12 +276,12 @@ class HttpAnalyzer:
                 pos = self._body(side, data, pos)
 
     @staticmethod
-    def _plausible_request(first: bytes, complete: bool) -> bool:
+    def _plausible_request(first: bytes | bytearray, complete: bool) -> bool:
         if not complete:
             # Not a full line yet: a method token so far is still plausible.
             return bool(re.match(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)", first)) and len(first) < 8192
         m = _REQUEST_LINE.match(first.rstrip(b"\r"))
-        return bool(m) and (m.group(3) is not None or m.group(1) in _KNOWN_09)
+        return m is not None and (m.group(3) is not None or m.group(1) in _KNOWN_09)
 
     def _requests(self, conn: ConnView, st: _HttpConn, ts: float) -> None:
         """Parse every complete request head in the client buffer."""

@@ -44,7 +44,11 @@ class ScoreHook(Protocol):
 
     name: str
     priority: int  # higher runs first, as Zeek hook priorities
-    column: str | None  # exfil_detection.log column of a sub-score; None for side-effect hooks
+
+    @property
+    def column(self) -> str | None:
+        """exfil_detection.log column of a sub-score; None for side-effect hooks (read-only, so
+        a hook declares it as a plain class attribute)."""
 
     def run(self, ctx: WindowContext) -> float | None:
         """Return the (raw) sub-score (None = unset), or a value for `finish`, or None."""
