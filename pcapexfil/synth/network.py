@@ -123,7 +123,8 @@ class Network:
         self.used_addrs: set[str] = set()
         self.used_domains: set[str] = set()
         rng = self.rng
-        self.web = [self._destination(443, rng.choice(tls.SERVER_PROFILES)) for _ in range(300)]
+        servers = tls.SERVER_PROFILES
+        self.web = [self._destination(443, servers[rng.choice(len(servers))]) for _ in range(300)]
         self.http = [self._destination(80, None) for _ in range(40)]
         ranks = np.arange(1, len(self.web) + 1, dtype=float)
         self.web_pop = (1 / ranks) / (1 / ranks).sum()
@@ -139,6 +140,7 @@ class Network:
         if len(host_addrs) < cfg.hosts:
             raise ValueError(f"{lan} is too small for {cfg.hosts} hosts")
         self.hosts: list[Host] = []
+        clients = tls.CLIENT_PROFILES
         for i, addr in enumerate(host_addrs):
             n_fav = 15
             fav = rng.choice(len(self.web), size=n_fav, replace=False, p=self.web_pop)
@@ -147,14 +149,13 @@ class Network:
             host = Host(
                 index=i, ip=str(addr), ip_bytes=addr.packed, mac=mac_for(1000 + i),
                 activity=float(rng.lognormal(0.0, 0.35)),
-                clients=list(rng.choice(len(tls.CLIENT_PROFILES), size=2, replace=False)),
+                clients=[clients[int(k)] for k in rng.choice(len(clients), size=2, replace=False)],
                 user_agent=apps.USER_AGENTS[int(rng.integers(0, 2))],
                 favorites=fav, fav_weights=weights, extra=extra,
                 backup=backup_service if rng.random() < 0.3 else None,
                 sync=sync_service if rng.random() < 0.4 else None,
                 ipid=int(rng.integers(0, 65536)),
             )
-            host.clients = [tls.CLIENT_PROFILES[int(k)] for k in host.clients]
             self.hosts.append(host)
         self.day0_us = int(dt.datetime(cfg.start.year, cfg.start.month, cfg.start.day,
                                        tzinfo=dt.timezone.utc).timestamp()) * US
