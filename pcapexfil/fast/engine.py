@@ -58,6 +58,7 @@ from pcapexfil.flow.table import (
     EVICTED_WEIRD,
     FlowConfig,
     _is_power_of_ten,
+    tunnel_parent_uid,
 )
 from pcapexfil.flow.uid import UidGenerator
 from pcapexfil.hooks import AppAnalyzer, RecordSink
@@ -303,21 +304,10 @@ class FastFlow:
 
     def _note_tunnel(self, pkt: Packet) -> None:
         """FlowTable._note_tunnel, for the inner packet the last feed ended with."""
-        outer = pkt.outer
-        assert outer is not None
         inner = self.conns.get(self._last_serial)
         prev_pkt, prev_serial = self._prev
-        parent = self.conns.get(prev_serial)
-        if outer is prev_pkt and parent is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
-            if pkt.tunnel_type and pkt.tunnel_type not in parent.service:
-                parent.service.append(pkt.tunnel_type)
-            uid = parent.uid
-        else:
-            a, b = sorted((outer.src, outer.dst))
-            tkey = (a, b, pkt.tunnel_type)
-            if tkey not in self._tunnel_uids:
-                self._tunnel_uids[tkey] = self.new_uid()
-            uid = self._tunnel_uids[tkey]
+        carrier = self.conns.get(prev_serial) if pkt.outer is prev_pkt else None
+        uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.new_uid)
         if inner is not None and uid not in inner.tunnel_parents:
             inner.tunnel_parents.append(uid)
 

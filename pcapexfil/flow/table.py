@@ -19,7 +19,7 @@ from typing import Any
 from pcapexfil.flow.ports import is_likely_server_port
 from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import UidGenerator
-from pcapexfil.hooks import AppAnalyzer
+from pcapexfil.hooks import AppAnalyzer, ConnView
 from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
 from pcapexfil.packet import (
     PROTO_ICMP,
@@ -218,6 +218,25 @@ class Connection:
             tunnel_parents=list(self.tunnel_parents),
             ip_proto=proto,
         )
+
+
+def tunnel_parent_uid(
+    pkt: Packet, carrier: ConnView | None, tunnel_uids: dict[tuple, str], new_uid: Callable[[], str]
+) -> str:
+    """The uid an inner connection names as its tunnel parent: the UDP/TCP connection that
+    carried the outer packet (it lists the tunnel type as a service), or, for a tunnel straight
+    over IP (IP-in-IP, GRE) or without a carrier, one uid per outer address pair and type."""
+    outer = pkt.outer
+    assert outer is not None
+    if carrier is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
+        if pkt.tunnel_type and pkt.tunnel_type not in carrier.service:
+            carrier.service.append(pkt.tunnel_type)
+        return carrier.uid
+    a, b = sorted((outer.src, outer.dst))
+    key = (a, b, pkt.tunnel_type)
+    if key not in tunnel_uids:
+        tunnel_uids[key] = new_uid()
+    return tunnel_uids[key]
 
 
 class FlowTable:
@@ -419,19 +438,8 @@ class FlowTable:
         return conn
 
     def _note_tunnel(self, conn: Connection, pkt: Packet) -> None:
-        outer = pkt.outer
-        assert outer is not None
-        if outer is self._last_pkt and self._last_conn is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
-            parent = self._last_conn
-            if pkt.tunnel_type and pkt.tunnel_type not in parent.service:
-                parent.service.append(pkt.tunnel_type)
-            uid = parent.uid
-        else:
-            a, b = sorted((outer.src, outer.dst))
-            tkey = (a, b, pkt.tunnel_type)
-            if tkey not in self._tunnel_uids:
-                self._tunnel_uids[tkey] = self.new_uid()
-            uid = self._tunnel_uids[tkey]
+        carrier = self._last_conn if pkt.outer is self._last_pkt else None
+        uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.new_uid)
         if uid not in conn.tunnel_parents:
             conn.tunnel_parents.append(uid)
 
