@@ -1,7 +1,8 @@
 """Whole-process throughput of `pcapexfil conn` / `analyze` against peers, in one run.
 
-    python benchmarks/bench_engine.py                         # ~1.5M packets of synth traffic
+    python benchmarks/bench_engine.py                         # ~0.9M packets of synth traffic
     python benchmarks/bench_engine.py --scale 2 --workdir /tmp/bench
+    python benchmarks/bench_engine.py --full-payload          # every payload byte captured
 
 Makes a capture with pcapexfil's own simulator (`pcapexfil synth --days N --hosts 20
 --seed 1`, joined into one pcap), then times each of these as a subprocess on it (start-up,
@@ -34,15 +35,17 @@ import dpkt
 PY = sys.executable
 
 
-def synth(workdir: str, days: int, hosts: int, seed: int, scale: float) -> str:
+def synth(workdir: str, days: int, hosts: int, seed: int, scale: float, full_payload: bool = False) -> str:
     """One pcap of `days` simulated days (the day files joined in time order)."""
-    out = os.path.join(workdir, f"synth-d{days}-h{hosts}-s{seed}-x{scale:g}.pcap")
+    full = "-full" if full_payload else ""
+    out = os.path.join(workdir, f"synth-d{days}-h{hosts}-s{seed}-x{scale:g}{full}.pcap")
     if os.path.exists(out):
         return out
     tmp = os.path.join(workdir, "synth")
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(["pcapexfil", "synth", "-o", tmp, "--days", str(days), "--hosts", str(hosts), "--seed",
-                    str(seed), "--scale", str(scale), "--baseline-days", "0", "--episodes-per-kind", "0"],
+                    str(seed), "--scale", str(scale), "--baseline-days", "0", "--episodes-per-kind", "0",
+                    *(["--full-payload"] if full_payload else [])],
                    check=True, stdout=subprocess.DEVNULL)
     join(sorted(glob.glob(os.path.join(tmp, "day-*.pcap"))), out)
     shutil.rmtree(tmp)
@@ -105,9 +108,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--scale", type=float, default=4.0, help="synth --scale (benign activity multiplier)")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per command")
+    ap.add_argument("--full-payload", action="store_true",
+                    help="capture every payload byte (default: synth's snap-length cut data segments)")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
-    cap = synth(args.workdir, args.days, args.hosts, args.seed, args.scale)
+    cap = synth(args.workdir, args.days, args.hosts, args.seed, args.scale, args.full_payload)
     packets = count_packets(cap)
     size = os.path.getsize(cap)
     print(f"capture: {cap}\n  {packets} packets, {size / 1e6:.1f} MB")
@@ -160,7 +165,7 @@ def main() -> None:
         print(f"{name:<26}{wall:>8.2f}{cpu:>7.2f}{packets / wall:>12,.0f}{size / 1e6 / wall:>8.1f}{rss / 1024:>13.0f}")
     print("(packets/s and MB/s by wall time; on a busy machine compare CPU seconds too)")
     if not have_nfstream:
-        print("nfstream: not installed (pip install nfstream); its ratios are left out")
+        print("nfstream: not installed (pip install -e '.[bench]'); its ratios are left out")
     def ratio(label: str, slow: str, quick: str, goal: str = "") -> None:
         (sw, sc, _), (qw, qc, _) = results[slow], results[quick]
         print(f"  {label:<27}: {sw / qw:5.2f}x wall, {sc / qc:5.2f}x CPU   {goal}")
