@@ -100,14 +100,7 @@ class Baseline:
         counts = [sum(len(v) for v in self.days.get(k, {}).values()) for k in keys]
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        total = int(offsets[-1])
-        b = np.empty(total, dtype=np.float64)
-        d = np.empty(total, dtype=np.float64)
-        i = 0
-        for k in keys:
-            for elems in self.days.get(k, {}).values():
-                for e in elems:
-                    b[i] = e.orig_ip_bytes
-                    d[i] = e.duration
-                    i += 1
+        elems = [e for k in keys for day in self.days.get(k, {}).values() for e in day]
+        b = np.fromiter((e.orig_ip_bytes for e in elems), np.float64, len(elems))
+        d = np.fromiter((e.duration for e in elems), np.float64, len(elems))
         return b, d, offsets
