@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import dpkt.ssl_ciphersuites
 
@@ -99,10 +100,15 @@ class _Reader:
         return self.take(1)[0]
 
     def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
+        pos = self.pos
+        if pos + 2 > self.end:
+            raise Malformed(f"need 2 bytes at {pos}, message ends at {self.end}")
+        self.pos = pos + 2
+        return (self.buf[pos] << 8) | self.buf[pos + 1]
 
-    def vec(self, len_bytes: int) -> bytes:
-        return self.take(int.from_bytes(self.take(len_bytes), "big"))
+    def vec(self, len_bytes: Literal[1, 2]) -> bytes:
+        """A vector after its 1- or 2-byte length."""
+        return self.take(self.u8() if len_bytes == 1 else self.u16())
 
     def left(self) -> int:
         return self.end - self.pos
@@ -111,7 +117,7 @@ class _Reader:
 def _u16_list(data: bytes) -> list[int]:
     if len(data) % 2:
         raise Malformed("odd-length list of 16-bit values")
-    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    return list(struct.unpack(f">{len(data) // 2}H", data))
 
 
 def _extensions(r: _Reader) -> list[tuple[int, bytes]]:
