@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,9 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
     return name, (end if end is not None else pos)
 
 
+_HEADER = struct.Struct(">6H")  # id, flags, and the four section counts
+
+
 def _u16(msg: bytes, pos: int) -> int:
     if pos + 2 > len(msg):
         raise Malformed("truncated field")
@@ -175,8 +179,7 @@ class Message:
     def __init__(self, msg: bytes) -> None:
         if len(msg) < 12:
             raise Malformed("shorter than a DNS header")
-        self.id = _u16(msg, 0)
-        flags = _u16(msg, 2)
+        self.id, flags, *counts = _HEADER.unpack_from(msg)
         self.qr = bool(flags & 0x8000)
         self.opcode = (flags >> 11) & 0xF
         self.aa = bool(flags & 0x0400)
@@ -185,7 +188,7 @@ class Message:
         self.ra = bool(flags & 0x0080)
         self.z = (flags >> 4) & 0x7
         self.rcode = flags & 0xF
-        self.counts = tuple(_u16(msg, i) for i in (4, 6, 8, 10))
+        self.counts = tuple(counts)
         self.question: tuple[str, int, int] | None = None
         self.answers: list[tuple[str, int, int, str | None]] = []  # owner, type, ttl, text
         pos = 12
