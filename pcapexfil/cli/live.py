@@ -96,6 +96,10 @@ def live(iface: str, out_dir: str, bpf: str, snaplen: int, no_promisc: bool, wor
     click.echo(f"pcapexfil: {c.received} packets received, {c.dropped_kernel} dropped by the kernel, "
                f"{c.dropped_pcapexfil} dropped by pcapexfil, {c.flows_live} flows live at stop, "
                f"{summary.records} records written, {summary.rotations} rotations", err=True)
+    if c.merged:
+        click.echo(f"pcapexfil: warning: {c.merged} frames were longer than {iface}'s MTU allows: the NIC or "
+                   "the kernel merged segments (GRO/LRO), so packet counts and history differ from the wire; "
+                   f"turn it off with: ethtool -K {iface} gro off lro off", err=True)
     report(det)
     if summary.lost_workers:
         click.echo(f"pcapexfil: {summary.lost_workers} capture worker(s) died; their open connections were lost",

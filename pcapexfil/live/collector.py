@@ -46,6 +46,7 @@ STATS_FIELDS: list[Field] = [
     ("pkts_analysed", "count"),
     ("flows_live", "count"),
     ("records_written", "count"),
+    ("pkts_merged", "count"),
 ]
 
 
@@ -157,6 +158,7 @@ class Collector:
             total.dropped_pcapexfil += c.dropped_pcapexfil
             total.analysed += c.analysed
             total.flows_live += c.flows_live
+            total.merged += c.merged
         return total
 
     def write_stats(self) -> None:
@@ -164,7 +166,7 @@ class Collector:
         self.logs.write("stats", {
             "ts": self.now, "peer": "pcapexfil", "pkts_recv": t.received, "pkts_dropped_kernel": t.dropped_kernel,
             "pkts_dropped_pcapexfil": t.dropped_pcapexfil, "pkts_analysed": t.analysed,
-            "flows_live": t.flows_live, "records_written": self.summary.records,
+            "flows_live": t.flows_live, "records_written": self.summary.records, "pkts_merged": t.merged,
         })
         self.logs.flush()
 

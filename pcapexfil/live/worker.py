@@ -68,6 +68,7 @@ class Counters:
     dropped_pcapexfil: int = 0  # handed over by the kernel but not analysed (left in the ring at shutdown)
     analysed: int = 0  # frames given to the decoder
     flows_live: int = 0
+    merged: int = 0  # frames longer than the interface's MTU allows: segments merged by GRO/LRO
 
     def as_tuple(self) -> tuple[int, ...]:
         return astuple(self)
@@ -155,6 +156,8 @@ class CaptureWorker:
     def _run_fast(self, stop: Callable[[], bool], flow: FastFlow) -> None:
         """Each ring block is one chunk for the numba parser and table; the table's own
         once-a-second ticks reach the collector through `_ToCollector`."""
+        import numpy as np
+
         from pcapexfil.fast.reader import parse_chunk
 
         for chunk in self.capture.blocks():
@@ -163,6 +166,8 @@ class CaptureWorker:
             else:
                 n = len(chunk.ts)
                 self.now = max(self.now, float(chunk.ts.max()))
+                if self.capture.max_frame is not None:
+                    self.counters.merged += int(np.count_nonzero(chunk.wirelens > self.capture.max_frame))
                 if self.pcap is not None:
                     for i in range(n):
                         self.pcap.write(chunk.raw(i))
@@ -174,7 +179,7 @@ class CaptureWorker:
         flow.flush(self.now)
 
     def _run_reference(self, stop: Callable[[], bool], table: FlowTable) -> None:
-        decode, pcap = self.decoder.decode, self.pcap
+        decode, pcap, max_frame = self.decoder.decode, self.pcap, self.capture.max_frame
         next_tick = None
         for batch in self.capture.batches():
             for raw in batch:
@@ -186,6 +191,8 @@ class CaptureWorker:
                     next_tick = self.now + 1.0
                 if pcap is not None:
                     pcap.write(raw)
+                if max_frame is not None and raw.wirelen > max_frame:
+                    self.counters.merged += 1
                 pkts = decode(raw)
                 if pkts:
                     table.process_all(pkts)

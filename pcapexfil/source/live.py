@@ -111,6 +111,20 @@ def interface_linktype(iface: str) -> int:
     return _LINKTYPES[arphrd]
 
 
+# Bytes a frame may carry beyond the MTU: link header (Ethernet 14, Linux cooked up to 20) and
+# up to two VLAN tags the ring puts back.
+FRAME_OVERHEAD = 32
+
+
+def interface_mtu(iface: str) -> int | None:
+    """The interface's MTU, or None when /sys does not tell."""
+    try:
+        with open(f"/sys/class/net/{iface}/mtu", encoding="ascii") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass(slots=True)
 class LiveStats:
     """Kernel counters of one socket, summed since it opened (the kernel resets on read)."""
@@ -140,6 +154,10 @@ class LiveCapture:
         self.iface = iface
         self.snaplen = snaplen
         self.linktype = interface_linktype(iface)
+        mtu = interface_mtu(iface)
+        # A longer frame was never on the wire as one: the NIC or the kernel merged segments
+        # (GRO/LRO) before the socket saw them.
+        self.max_frame = mtu + FRAME_OVERHEAD if mtu else None
         program = compile_bpf(bpf, self.linktype, snaplen)
         self.stats = LiveStats()
         self._sock = None
