@@ -65,21 +65,6 @@ def escape_string(value: str | bytes, in_container: bool = False) -> str:
     return text
 
 
-def _scalar_formatter(type_: str, in_container: bool = False) -> Callable[[Any], str]:
-    """How LogAscii prints one non-unset value of a Zeek type."""
-    if type_ in ("time", "interval"):
-        return lambda value: f"{float(value):.6f}"
-    if type_ == "double":
-        return lambda value: format_double(float(value))
-    if type_ in ("count", "int", "port"):
-        return lambda value: str(int(value))
-    if type_ == "bool":
-        return lambda value: "T" if value else "F"
-    if type_ in ("addr", "subnet"):
-        return str
-    return lambda value: escape_string(value, in_container)
-
-
 def _tsv_time(value: Any) -> str:
     return _UNSET if value is None else f"{float(value):.6f}"
 
@@ -104,7 +89,12 @@ def _tsv_string(value: Any) -> str:
     return _UNSET if value is None else escape_string(value)
 
 
-# Whole-column printers of the scalar types, unset included: one call per value.
+def _tsv_item_string(value: Any) -> str:
+    return _UNSET if value is None else escape_string(value, in_container=True)
+
+
+# How LogAscii prints a value of each scalar type, unset included (a column's printer is
+# chosen once per column: one call per value). Strings are the default.
 _TSV_SCALARS: dict[str, Callable[[Any], str]] = {
     "time": _tsv_time, "interval": _tsv_time, "double": _tsv_double,
     "count": _tsv_count, "int": _tsv_count, "port": _tsv_count,
@@ -115,7 +105,7 @@ _TSV_SCALARS: dict[str, Callable[[Any], str]] = {
 def tsv_formatter(type_: str) -> Callable[[Any], str]:
     """A column's printer, chosen once per column rather than once per value."""
     if type_.startswith(("set[", "vector[")):
-        item = _scalar_formatter(type_[type_.index("[") + 1 : -1], in_container=True)
+        item = _TSV_SCALARS.get(type_[type_.index("[") + 1 : -1], _tsv_item_string)
 
         def container(value: Any) -> str:
             if value is None:
