@@ -158,7 +158,8 @@ def one_run(pair, tool: str, rate: float, args: argparse.Namespace, tmp: str) ->
     ns = pair.ns_a
     out = os.path.join(tmp, f"out-{tool}-{int(rate)}")
     if tool == "live":
-        argv = ["pcapexfil", "live", "-i", pair.if_a, "-o", out, "--buffer-size", str(args.buffer_mb)]
+        argv = ["pcapexfil", "live", "-i", pair.if_a, "-o", out, "--buffer-size", str(args.buffer_mb),
+                "--workers", str(args.live_workers)]
     elif tool == "tcpdump":
         argv = [args.tcpdump, "-i", pair.if_a, "-n", "-w", "/dev/null", "-B", str(args.buffer_mb * 1024)]
     else:
@@ -200,6 +201,7 @@ def main() -> None:
     ap.add_argument("--buffer-mb", type=int, default=4)
     ap.add_argument("--start-rate", type=float, default=5000)
     ap.add_argument("--tools", default="live,tcpdump,tpacket-raw,pcapy-raw")
+    ap.add_argument("--live-workers", type=int, default=1, help="pcapexfil live --workers (ring size is per worker)")
     ap.add_argument("--send", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--consume", help=argparse.SUPPRESS)
     ap.add_argument("--iface", help=argparse.SUPPRESS)
