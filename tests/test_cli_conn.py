@@ -1,4 +1,4 @@
-"""`pcapexfil conn`: output formats, errors and exit status, on captures built here."""
+"""`pcapexfil conn` (and `split`, whose slices it reads): output formats, errors and exit status."""
 
 from __future__ import annotations
 
@@ -168,3 +168,28 @@ def test_help_documents_exit_status():
     result = CliRunner().invoke(main, ["conn", "--help"])
     assert result.exit_code == 0
     assert "Exit status" in result.output and "damaged" in result.output
+
+
+def test_split_slices_are_the_same_stream_as_the_capture(tmp_path):
+    """`pcapexfil split` cuts a capture into time slices; `conn` over the slices writes the
+    records of `conn` over the capture. (Connections across a cut: tests/test_dist.py.)"""
+    import glob
+    import pathlib
+
+    day = str(pathlib.Path(__file__).parent.parent / "fixtures" / "example" / "day-2024-03-04.pcap.gz")
+    runner = CliRunner()
+    res = runner.invoke(main, ["split", day, "-o", str(tmp_path / "slices"), "--interval", "7200"])
+    assert res.exit_code == 0, res.output
+    slices = sorted(glob.glob(str(tmp_path / "slices" / "slice-*.pcap")))
+    assert len(slices) > 3 and f"wrote {len(slices)} slices" in res.output
+
+    def rows(args: list[str], out: str) -> list[str]:
+        res = runner.invoke(main, ["conn", *args, "-o", str(tmp_path / out), "--seed", "3"])
+        assert res.exit_code == 0, res.output
+        return [line for line in (tmp_path / out / "conn.log").read_text().splitlines() if not line.startswith("#")]
+
+    whole = rows([day], "whole")
+    assert len(whole) > 20 and rows(slices, "sliced") == whole
+
+    missing = runner.invoke(main, ["split", str(tmp_path / "nope.pcap"), "-o", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "no such file" in missing.output
