@@ -303,6 +303,31 @@ def test_ip_carried_tunnels(frame: bytes, inner_dst: str) -> None:
     assert p.outer is not None and p.outer.proto in (4, 41, 47)
 
 
+@pytest.mark.parametrize(
+    "proto,payload,weird",
+    [
+        (47, b"\x00\x00\x08", "truncated_GRE"),  # shorter than the 4-byte header
+        (47, b"\x00\x02\x08\x00" + INNER, "unknown_gre_version"),  # version 2
+        (47, b"\x00\x01\x08\x00" + INNER, "egre_protocol_type"),  # version 1 is PPTP's, 0x880b only
+        (47, b"\x40\x00\x08\x00" + b"\0" * 4 + INNER, "gre_routing"),  # R bit
+        (47, b"\x00\x08\x08\x00" + INNER, "unknown_gre_flags"),  # a reserved flag bit
+        (47, b"\x00\x00\x65\x58" + b"\0" * 10, "truncated_GRE"),  # TEB without a whole Ethernet header
+        (47, b"\x00\x00\x22\xeb" + b"\0" * 20, "truncated_GRE"),  # ERSPAN III cut inside its header
+        (47, b"\x30\x01\x88\x0b" + b"\0\x20\0\x01" + b"\0\0\0\x05" + b"\xff\x03\xc0\x21" + INNER,
+         "non_ip_packet_in_encap"),  # PPTP carrying LCP, not IP
+        (47, b"\x00\x00\x08\x00" + INNER6, "gre_wrong_ip_version"),  # says IPv4, carries IPv6
+        (4, INNER6, "ip_tunnel_wrong_version"),  # IP-in-IP (proto 4) carrying IPv6
+        (4, b"", "truncated_inner_IP"),
+    ],
+)
+def test_damaged_tunnel_headers_are_one_weird_each(proto: int, payload: bytes, weird: str) -> None:
+    """Each damage of a GRE or IP-in-IP header is one weird and no packet (the outer IP
+    packet carries no transport Zeek keeps a connection for; nothing inner is made up)."""
+    out, w = dec1(1, ip_over_ip(proto, payload))
+    assert w.counts[weird] == 1 and w.total == 1, w.counts
+    assert out == []
+
+
 def test_tunnel_depth_limit() -> None:
     nested = INNER
     for _ in range(3):
