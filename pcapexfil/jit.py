@@ -1,16 +1,15 @@
-"""numba's `njit`, imported through here so that loading the kernels costs what it must.
+"""numba's `njit`, imported through here so that loading cached kernels costs what it must.
 
-At its first compile or cache load numba imports `numba.np.arraymath`, which imports
-`scipy.linalg` (about 0.2 s, a quarter of `pcapexfil conn`'s start-up) only to learn whether
-a BLAS exists for `np.dot` and friends. No pcapexfil kernel uses BLAS, so that module is
-imported here with the probe answered from the package index instead of by an import.
-numba then sees the same availability (`_HAVE_BLAS`), and linear algebra, if ever compiled,
-still goes through numba's own check.
+Before loading a kernel from its cache numba refreshes its whole target context: it imports
+and installs every typing and lowering registry (numba.np.arraymath among them, which imports
+scipy.linalg to probe for a BLAS), about 0.35 s of `pcapexfil conn`'s start-up that only
+compiling reads. Loading object code needs the runtime (NRT) initialised, nothing more, so
+that is all the cache load here does; a cache miss still compiles through numba's compiler,
+which refreshes the context itself.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -20,31 +19,24 @@ import numba
 njit: Callable[..., Any] = numba.njit
 
 
-def _installed_scipy() -> None:
-    if importlib.util.find_spec("scipy") is None:
-        raise ImportError("scipy 0.16+ is required for linear algebra")
+def _load_cached_without_refresh() -> None:
+    from numba.core import caching
+    from numba.core.runtime import rtsys
+
+    cache = caching.Cache
+    if not all(hasattr(cache, name) for name in ("load_overload", "_load_overload",
+                                                  "_guard_against_spurious_io_errors")):
+        return  # a numba whose layout differs: keep its own behaviour
+
+    def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+        return None  # the guard swallowed an I/O error: the caller compiles instead
+
+    cache.load_overload = load_overload
 
 
-def _import_arraymath_without_scipy() -> None:
-    import sys
-
-    if "numba.np.arraymath" in sys.modules:
-        return
-    try:
-        import numba.np.linalg as linalg
-    except ImportError:  # a numba whose layout differs: keep its own behaviour
-        return
-    probe = getattr(linalg, "ensure_blas", None)
-    if probe is None:
-        return
-    linalg.ensure_blas = _installed_scipy
-    try:
-        import numba.np.arraymath as arraymath
-    finally:
-        linalg.ensure_blas = probe
-    arraymath.ensure_blas = probe
-
-
-_import_arraymath_without_scipy()
+_load_cached_without_refresh()
 
 __all__ = ["njit"]

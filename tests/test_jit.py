@@ -1,10 +1,9 @@
-"""pcapexfil.jit: loading the kernels does not import scipy, and numba still knows whether a
-BLAS is there (it is what `_HAVE_BLAS` would have been with numba's own probe); the command
-line imports numba only where a command runs kernels."""
+"""pcapexfil.jit: loading cached kernels skips numba's registry refresh (no numba.np.arraymath,
+no scipy.linalg) and still runs them; the command line imports numba only where a command
+runs kernels."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,20 +12,18 @@ PROBE = """
 import json, sys
 from pcapexfil.fast.engine import warm_up
 warm_up()
-import numba.np.arraymath as arraymath
-import numba.np.linalg as linalg
-print(json.dumps({"scipy_linalg": "scipy.linalg" in sys.modules, "have_blas": arraymath._HAVE_BLAS,
-                  "restored": arraymath.ensure_blas is linalg.ensure_blas
-                  and linalg.ensure_blas.__module__ == "numba.np.linalg"}))
+print(json.dumps({"registries": "numba.np.arraymath" in sys.modules, "scipy_linalg": "scipy.linalg" in sys.modules}))
 """
 
 
-def test_kernels_load_without_importing_scipy() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=300)
-    seen = json.loads(out.stdout.splitlines()[-1])
-    assert seen["scipy_linalg"] is False
-    assert seen["have_blas"] is (importlib.util.find_spec("scipy") is not None)
-    assert seen["restored"] is True
+def test_cached_kernels_load_without_numba_refreshing_its_registries() -> None:
+    def probe() -> dict[str, bool]:
+        out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=600)
+        return json.loads(out.stdout.splitlines()[-1])
+
+    probe()  # compiles the kernels into numba's cache when it is cold (a clean checkout)
+    # warm_up ran one packet through the parser and flow table: the kernels loaded and ran.
+    assert probe() == {"registries": False, "scipy_linalg": False}
 
 
 def test_the_command_line_imports_numba_only_for_commands_that_run_kernels() -> None:
