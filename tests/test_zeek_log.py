@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcapexfil.logs.zeek import escape_string
+from pcapexfil.logs.zeek import escape_string, tsv_formatter
 
 
 def escape_by_bytes(value: str, in_container: bool) -> str:
@@ -33,3 +33,33 @@ def test_escape_examples() -> None:
     assert escape_string("-") == "\\x2d" and escape_string("(empty)") == "\\x28empty)"
     assert escape_string("") == "(empty)"
     assert escape_string(b"\xff") == "\\xff"
+
+
+@given(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab-,(empty) \t\x00\x7f\xe9\u2603"), max_size=12)))
+def test_string_column_matches_byte_rule(value: str | None) -> None:
+    expected = "-" if value is None else escape_by_bytes(value, in_container=False)
+    assert tsv_formatter("string")(value) == expected
+
+
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab-,(empty) \t\xe9"), max_size=8)), max_size=4))
+def test_string_container_matches_byte_rule(items: list[str | None]) -> None:
+    expected = ",".join("-" if v is None else escape_by_bytes(v, in_container=True) for v in items) or "(empty)"
+    assert tsv_formatter("vector[string]")(items) == expected
+    assert tsv_formatter("set[enum]")(tuple(items)) == expected
+
+
+def test_container_bytes_items_are_escaped() -> None:
+    assert tsv_formatter("vector[string]")([b"a,b", "c"]) == "a\\x2cb,c"
+
+
+def test_interval_container_prints_each_item() -> None:
+    printer = tsv_formatter("vector[interval]")
+    assert printer([3600.0, 60, None, 0.5]) == "3600.000000,60.000000,-,0.500000"
+    # 0.0 and -0.0 are equal (one cache key) but print differently.
+    assert printer([0.0, -0.0]) == "0.000000,-0.000000" and printer([-0.0, 0.0]) == "-0.000000,0.000000"
+    assert printer([]) == "(empty)" and printer(None) == "-"
+
+
+def test_count_column_takes_any_integral_value() -> None:
+    printer = tsv_formatter("count")
+    assert [printer(v) for v in (7, True, False, 3.9, "12", None)] == ["7", "1", "0", "3", "12", "-"]

@@ -7,6 +7,7 @@ files without changes.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -31,6 +32,8 @@ _SEPARATOR = "\t"
 _SET_SEPARATOR = ","
 _EMPTY = "(empty)"
 _UNSET = "-"
+# Strings that cannot be written as they are: they would read back as empty or unset.
+_RESERVED = frozenset(("", _UNSET, _EMPTY))
 
 
 def format_double(value: float) -> str:
@@ -74,6 +77,8 @@ def _tsv_double(value: Any) -> str:
 
 
 def _tsv_count(value: Any) -> str:
+    if value.__class__ is int:  # the common case, without the int() call (bool is not int here)
+        return str(value)
     return _UNSET if value is None else str(int(value))
 
 
@@ -86,6 +91,9 @@ def _tsv_addr(value: Any) -> str:
 
 
 def _tsv_string(value: Any) -> str:
+    # escape_string's clean case inlined: most strings are printable ASCII and returned as is.
+    if value.__class__ is str and value.isascii() and value.isprintable() and value not in _RESERVED:
+        return value
     return _UNSET if value is None else escape_string(value)
 
 
@@ -102,16 +110,52 @@ _TSV_SCALARS: dict[str, Callable[[Any], str]] = {
 }  # fmt: skip
 
 
+def _tsv_joined_strings(items: list[Any]) -> str | None:
+    """The items joined in one go when none needs escaping (the usual case), else None."""
+    try:
+        text = _SET_SEPARATOR.join(items)
+    except TypeError:  # an unset or bytes item
+        return None
+    # No item holds the separator (the count shows it), a control or non-ASCII character,
+    # or is a string that must be escaped as a whole.
+    if (text.isascii() and text.isprintable() and text.count(_SET_SEPARATOR) == len(items) - 1
+            and _RESERVED.isdisjoint(items)):
+        return text
+    return None
+
+
+_cached_tsv_time = functools.lru_cache(maxsize=1024)(_tsv_time)
+
+
+def _tsv_joined_times(items: list[Any]) -> str | None:
+    """Times in containers (dns.log's TTLs) take few distinct values, and formatting a float
+    costs far more than looking its text up. Zeros are left to the caller: 0.0 and -0.0 are
+    one key but print differently."""
+    if 0 in items:
+        return None
+    return _SET_SEPARATOR.join(map(_cached_tsv_time, items))
+
+
+# Containers whose items have a faster printer for the whole list than one call per item.
+_TSV_JOINED: dict[Callable[[Any], str], Callable[[list[Any]], str | None]] = {
+    _tsv_item_string: _tsv_joined_strings, _tsv_time: _tsv_joined_times,
+}  # fmt: skip
+
+
 def tsv_formatter(type_: str) -> Callable[[Any], str]:
     """A column's printer, chosen once per column rather than once per value."""
     if type_.startswith(("set[", "vector[")):
         item = _TSV_SCALARS.get(type_[type_.index("[") + 1 : -1], _tsv_item_string)
+        joined = _TSV_JOINED.get(item)
 
         def container(value: Any) -> str:
             if value is None:
                 return _UNSET
             items = list(value)
-            return _SET_SEPARATOR.join(map(item, items)) if items else _EMPTY
+            if not items:
+                return _EMPTY
+            text = joined(items) if joined is not None else None
+            return _SET_SEPARATOR.join(map(item, items)) if text is None else text
 
         return container
     return _TSV_SCALARS.get(type_, _tsv_string)
