@@ -21,7 +21,7 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import dpkt.ssl_ciphersuites
 
@@ -79,56 +79,64 @@ class Malformed(ValueError):
     """A length field points past its container."""
 
 
-class _Reader:
-    """Bounds-checked big-endian reader over one message."""
-
-    __slots__ = ("buf", "pos", "end")
-
-    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = len(buf) if end is None else end
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > self.end:
-            raise Malformed(f"need {n} bytes at {self.pos}, message ends at {self.end}")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        pos = self.pos
-        if pos + 2 > self.end:
-            raise Malformed(f"need 2 bytes at {pos}, message ends at {self.end}")
-        self.pos = pos + 2
-        return (self.buf[pos] << 8) | self.buf[pos + 1]
-
-    def vec(self, len_bytes: Literal[1, 2]) -> bytes:
-        """A vector after its 1- or 2-byte length."""
-        return self.take(self.u8() if len_bytes == 1 else self.u16())
-
-    def left(self) -> int:
-        return self.end - self.pos
+_U16_PAIR = struct.Struct(">HH").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+_RECORD_HEADER = struct.Struct(">BBxH").unpack_from  # content type, major version, length
 
 
-def _u16_list(data: bytes) -> list[int]:
-    if len(data) % 2:
+def _need(n: int, pos: int, end: int) -> Malformed:
+    return Malformed(f"need {n} bytes at {pos}, message ends at {end}")
+
+
+# The parsers index the message directly (no reader object, no per-field calls: this runs
+# for every hello). Offsets in errors count from the start of the enclosing vector (`base`).
+
+
+def _vec8(buf: bytes, pos: int, end: int, base: int = 0) -> int:
+    """Where the vector whose 1-byte length is at `pos` ends (its data starts at pos + 1)."""
+    if pos >= end:
+        raise _need(1, pos - base, end - base)
+    stop = pos + 1 + buf[pos]
+    if stop > end:
+        raise _need(buf[pos], pos + 1 - base, end - base)
+    return stop
+
+
+def _vec16(buf: bytes, pos: int, end: int, base: int = 0) -> int:
+    """Where the vector whose 2-byte length is at `pos` ends (its data starts at pos + 2)."""
+    if pos + 2 > end:
+        raise _need(2, pos - base, end - base)
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+    if stop > end:
+        raise _need(stop - pos - 2, pos + 2 - base, end - base)
+    return stop
+
+
+def _u16_list(buf: bytes, start: int, stop: int) -> list[int]:
+    if (stop - start) % 2:
         raise Malformed("odd-length list of 16-bit values")
-    return list(struct.unpack(f">{len(data) // 2}H", data))
+    return list(struct.unpack_from(f">{(stop - start) // 2}H", buf, start))
 
 
-def _extensions(r: _Reader) -> list[tuple[int, bytes]]:
-    """Extensions block; absent (no bytes left) gives []."""
-    if r.left() == 0:
+def _extensions(buf: bytes, pos: int) -> list[tuple[int, bytes]]:
+    """The extensions block at `pos`, the rest of the message; absent (no bytes left) gives []."""
+    if pos == len(buf):
         return []
-    block = _Reader(r.vec(2))
+    base = pos + 2
+    end = _vec16(buf, pos, len(buf))
     out = []
-    while block.left():
-        etype = block.u16()
-        out.append((etype, block.vec(2)))
+    pos = base
+    while pos + 4 <= end:
+        etype, n = _U16_PAIR(buf, pos)
+        stop = pos + 4 + n
+        if stop > end:
+            break
+        out.append((etype, buf[pos + 4 : stop]))
+        pos = stop
+    if pos < end:  # the last extension is cut short: in its type, its length or its data
+        if pos + 2 > end:
+            raise _need(2, pos - base, end - base)
+        _vec16(buf, pos + 2, end, base)  # raises, naming the length or the data
     return out
 
 
@@ -176,45 +184,52 @@ class ServerHello:
 
 
 def _decode_sni(data: bytes) -> str | None:
-    r = _Reader(data)
-    names = _Reader(r.vec(2))
-    while names.left():
-        kind = names.u8()
-        name = names.vec(2)
-        if kind == 0:
-            return name.decode("utf-8", "surrogateescape")
+    end = _vec16(data, 0, len(data))
+    pos = 2
+    while pos < end:
+        stop = _vec16(data, pos + 1, end, 2)
+        if data[pos] == 0:
+            return data[pos + 3 : stop].decode("utf-8", "surrogateescape")
+        pos = stop
     return None
+
+
+def _hello_start(body: bytes) -> int:
+    """Where the field after a hello's version, random and session id starts."""
+    if len(body) < 34:
+        raise _need(2, 0, len(body)) if len(body) < 2 else _need(32, 2, len(body))
+    return _vec8(body, 34, len(body))
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
     """The body of a ClientHello handshake message (after its 4-byte header)."""
-    r = _Reader(body)
-    version = r.u16()
-    r.take(32)  # random
-    session_id = r.vec(1)
-    ciphers = _u16_list(r.vec(2))
-    r.vec(1)  # compression methods
-    hello = ClientHello(version, ciphers, _extensions(r), session_id)
-    for etype, data in hello.extensions:
-        if etype == EXT_SERVER_NAME and hello.server_name is None and data:
-            hello.server_name = _decode_sni(data)
+    end = len(body)
+    pos = _hello_start(body)
+    stop = _vec16(body, pos, end)
+    ciphers = _u16_list(body, pos + 2, stop)
+    exts = _extensions(body, _vec8(body, stop, end))  # after the compression methods
+    server_name: str | None = None
+    curves: list[int] = []
+    point_formats: list[int] = []
+    for etype, data in exts:
+        if etype == EXT_SERVER_NAME and server_name is None and data:
+            server_name = _decode_sni(data)
         elif etype == EXT_SUPPORTED_GROUPS:
-            hello.curves = _u16_list(_Reader(data).vec(2))
+            curves = _u16_list(data, 2, _vec16(data, 0, len(data)))
         elif etype == EXT_EC_POINT_FORMATS:
-            hello.point_formats = list(_Reader(data).vec(1))
-    return hello
+            point_formats = list(data[1 : _vec8(data, 0, len(data))])
+    return ClientHello((body[0] << 8) | body[1], ciphers, exts, body[35:pos], server_name, curves, point_formats)
 
 
 def parse_server_hello(body: bytes) -> ServerHello:
     """The body of a ServerHello handshake message (after its 4-byte header)."""
-    r = _Reader(body)
-    version = r.u16()
-    r.take(32)
-    session_id = r.vec(1)
-    cipher = r.u16()
-    r.u8()  # compression method
-    exts = _extensions(r)
-    hello = ServerHello(version, cipher, exts, session_id, version)
+    end = len(body)
+    pos = _hello_start(body)
+    if pos + 3 > end:  # cipher suite, compression method
+        raise _need(2, pos, end) if pos + 2 > end else _need(1, pos + 2, end)
+    version = (body[0] << 8) | body[1]
+    exts = _extensions(body, pos + 3)
+    hello = ServerHello(version, (body[pos] << 8) | body[pos + 1], exts, body[35:pos], version)
     for etype, data in exts:
         if etype == EXT_SUPPORTED_VERSIONS and len(data) == 2:
             hello.selected_version = int.from_bytes(data, "big")
@@ -248,52 +263,58 @@ class HandshakeScanner:
         """Add bytes; return the complete handshake messages (type, body) they finish."""
         if self.done or not data:
             return []
-        room = MAX_BYTES - len(self.buf)
-        self.buf += data[:room]
+        buf = self.buf
         if self.start is None:
-            m = self.pattern.search(self.buf)
+            # A header starting before the last 5 old bytes would have been found already.
+            searched = max(len(buf) - 5, 0)
+            buf += data[: MAX_BYTES - len(buf)]
+            m = self.pattern.search(buf, searched)
             if m is None:
-                if len(self.buf) >= MAX_BYTES:
+                if len(buf) >= MAX_BYTES:
                     self.done = True
                 return []
             self.start = self.pos = m.start()
+        else:
+            buf += data[: MAX_BYTES - len(buf)]
         messages: list[tuple[int, bytes]] = []
-        while self.pos + 5 <= len(self.buf):
-            ctype = self.buf[self.pos]
-            length = int.from_bytes(self.buf[self.pos + 3 : self.pos + 5], "big")
-            if self.buf[self.pos + 1] != 3 or length > 16384 + 2048:
+        pos, end = self.pos, len(buf)
+        while pos + 5 <= end:
+            ctype, major, length = _RECORD_HEADER(buf, pos)
+            if major != 3 or length > 16384 + 2048:
                 self.error = "SSL_bad_record_header"
                 self.done = True
                 break
-            if self.pos + 5 + length > len(self.buf):
+            stop = pos + 5 + length
+            if stop > end:
                 break
-            payload = self.buf[self.pos + 5 : self.pos + 5 + length]
-            self.pos += 5 + length
             if ctype == 22:
-                self.hs += payload
-                messages.extend(self._messages())
+                self.hs += buf[pos + 5 : stop]
+                self._messages(messages)
             elif ctype != 20:  # anything but ChangeCipherSpec ends the plaintext handshake
                 self.done = True
                 break
-        if len(self.buf) >= MAX_BYTES and not self.done:
+            pos = stop
+        self.pos = pos
+        if end >= MAX_BYTES:
             self.done = True
         return messages
 
-    def _messages(self) -> list[tuple[int, bytes]]:
-        out = []
-        while self.hs_pos + 4 <= len(self.hs):
-            mtype = self.hs[self.hs_pos]
-            mlen = int.from_bytes(self.hs[self.hs_pos + 1 : self.hs_pos + 4], "big")
+    def _messages(self, out: list[tuple[int, bytes]]) -> None:
+        """Append the complete messages of `hs` not returned yet to `out`."""
+        hs, pos = self.hs, self.hs_pos
+        while pos + 4 <= len(hs):
+            header = _U32(hs, pos)[0]
+            mlen = header & 0xFFFFFF
             if mlen > MAX_BYTES * 4:
                 self.error = "SSL_bad_handshake_length"
                 self.done = True
                 break
-            end = self.hs_pos + 4 + mlen
-            if end > len(self.hs):
+            end = pos + 4 + mlen
+            if end > len(hs):
                 break
-            out.append((mtype, bytes(self.hs[self.hs_pos + 4 : end])))
-            self.hs_pos = end
-        return out
+            out.append((header >> 24, bytes(hs[pos + 4 : end])))
+            pos = end
+        self.hs_pos = pos
 
 
 class _TlsConn:
