@@ -17,6 +17,7 @@ client's key-share guess.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -140,6 +141,17 @@ def _extensions(buf: bytes, pos: int) -> list[tuple[int, bytes]]:
     return out
 
 
+def _dashed(values: list[int]) -> str:
+    """JA3's '-'-joined list, GREASE values left out."""
+    return "-".join([str(v) for v in values if v not in GREASE])
+
+
+# JA3 digests by the fields they hash: the clients of one TLS stack send the same hello, so
+# most connections skip building and hashing the string. Cleared when full (bounded memory).
+_JA3_CACHE: dict[tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]], str] = {}
+_JA3_CACHE_MAX = 4096
+
+
 @dataclass(slots=True)
 class ClientHello:
     version: int
@@ -151,19 +163,30 @@ class ClientHello:
     point_formats: list[int] = field(default_factory=list)
 
     def ja3_string(self) -> str:
-        exts = "-".join(str(t) for t, _ in self.extensions if t not in GREASE)
         return ",".join(
             (
                 str(self.version),
-                "-".join(str(c) for c in self.ciphers if c not in GREASE),
-                exts,
-                "-".join(str(c) for c in self.curves if c not in GREASE),
-                "-".join(str(p) for p in self.point_formats),
+                _dashed(self.ciphers),
+                _dashed([t for t, _ in self.extensions]),
+                _dashed(self.curves),
+                "-".join(map(str, self.point_formats)),
             )
         )
 
     def ja3(self) -> str:
-        return hashlib.md5(self.ja3_string().encode()).hexdigest()
+        key = (
+            self.version,
+            tuple(self.ciphers),
+            tuple([t for t, _ in self.extensions]),
+            tuple(self.curves),
+            tuple(self.point_formats),
+        )
+        digest = _JA3_CACHE.get(key)
+        if digest is None:
+            if len(_JA3_CACHE) >= _JA3_CACHE_MAX:
+                _JA3_CACHE.clear()
+            digest = _JA3_CACHE[key] = hashlib.md5(self.ja3_string().encode()).hexdigest()
+        return digest
 
 
 @dataclass(slots=True)
@@ -176,7 +199,7 @@ class ServerHello:
     key_share_group: int | None = None
 
     def ja3s_string(self) -> str:
-        exts = "-".join(str(t) for t, _ in self.extensions)  # GREASE kept
+        exts = "-".join([str(t) for t, _ in self.extensions])  # GREASE kept
         return f"{self.version},{self.cipher},{exts}"
 
     def ja3s(self) -> str:
@@ -426,6 +449,7 @@ class TlsAnalyzer:
         self.log.close()
 
 
+@functools.cache  # at most 2^16 codes
 def cipher_name(code: int) -> str:
     suite = dpkt.ssl_ciphersuites.BY_CODE.get(code)
     return suite.name if suite is not None else f"unknown-{code}"
