@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import socket
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -73,15 +74,16 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
     limit = pos
     total = 0
     hops = 0
+    size = len(msg)
     while True:
-        if pos >= len(msg):
+        if pos >= size:
             raise Malformed("name runs past the message")
         n = msg[pos]
         if n == 0:
             pos += 1
             break
         if n & 0xC0 == 0xC0:
-            if pos + 1 >= len(msg):
+            if pos + 1 >= size:
                 raise Malformed("truncated compression pointer")
             target = ((n & 0x3F) << 8) | msg[pos + 1]
             if end is None:
@@ -95,19 +97,24 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
             continue
         if n > 63:
             raise Malformed("label too long")
-        label = msg[pos + 1 : pos + 1 + n]
-        if len(label) < n:
+        label_end = pos + 1 + n
+        if label_end > size:
             raise Malformed("label runs past the message")
-        labels.append(label)
+        labels.append(msg[pos + 1 : label_end])
         total += n + 1
         if total > 512:
             raise Malformed("name too long")
-        pos += 1 + n
+        pos = label_end
     name = b".".join(labels).lower().decode("utf-8", "surrogateescape")
     return name, (end if end is not None else pos)
 
 
 _HEADER = struct.Struct(">6H")  # id, flags, and the four section counts
+_QUESTION_TAIL = struct.Struct(">HH")  # qtype, qclass
+_RR_FIXED = struct.Struct(">HHIH")  # type, class, TTL, rdata length
+# A name that is only a pointer to offset 12, where the (first) question's name starts:
+# how almost every answer's owner is written.
+_POINTER_TO_QUESTION = b"\xc0\x0c"
 
 
 def _u16(msg: bytes, pos: int) -> int:
@@ -135,7 +142,7 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
     """The answers-column text Zeek writes for one record; None when it writes nothing."""
     rdata = msg[start : start + rdlen]
     if rtype == TYPE_A and rdlen == 4:
-        return str(ipaddress.IPv4Address(rdata))
+        return socket.inet_ntoa(rdata)  # what IPv4Address prints, without building one
     if rtype == TYPE_AAAA and rdlen == 16:
         return str(ipaddress.IPv6Address(rdata))
     if rtype in (TYPE_NS, TYPE_CNAME, TYPE_PTR, TYPE_SOA):
@@ -179,30 +186,42 @@ class Message:
     def __init__(self, msg: bytes) -> None:
         if len(msg) < 12:
             raise Malformed("shorter than a DNS header")
-        self.id, flags, *counts = _HEADER.unpack_from(msg)
-        self.qr = bool(flags & 0x8000)
+        self.id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+        self.qr = flags & 0x8000 != 0
         self.opcode = (flags >> 11) & 0xF
-        self.aa = bool(flags & 0x0400)
-        self.tc = bool(flags & 0x0200)
-        self.rd = bool(flags & 0x0100)
-        self.ra = bool(flags & 0x0080)
+        self.aa = flags & 0x0400 != 0
+        self.tc = flags & 0x0200 != 0
+        self.rd = flags & 0x0100 != 0
+        self.ra = flags & 0x0080 != 0
         self.z = (flags >> 4) & 0x7
         self.rcode = flags & 0xF
-        self.counts = tuple(counts)
+        self.counts = (qdcount, ancount, nscount, arcount)
         self.question: tuple[str, int, int] | None = None
         self.answers: list[tuple[str, int, int, str | None]] = []  # owner, type, ttl, text
+        size = len(msg)
         pos = 12
-        for i in range(self.counts[0]):
+        for i in range(qdcount):
             name, pos = read_name(msg, pos)
-            qtype, qclass = _u16(msg, pos), _u16(msg, pos + 2)
-            pos += 4
+            if pos + 4 > size:
+                raise Malformed("truncated field")
             if i == 0:
-                self.question = (name, qtype, qclass)
-        for _ in range(self.counts[1]):
-            owner, pos = read_name(msg, pos)
-            rtype, ttl, rdlen = _u16(msg, pos), _u32(msg, pos + 4), _u16(msg, pos + 8)
+                self.question = (name, *_QUESTION_TAIL.unpack_from(msg, pos))
+            pos += 4
+        qname = self.question[0] if self.question is not None else None
+        for _ in range(ancount):
+            # The first question's name, read without error from offset 12: a bare pointer
+            # there reads the same name (one more hop cannot pass MAX_POINTER_HOPS, as only
+            # 12 bytes lie before it), so it is not walked again.
+            if qname is not None and msg[pos : pos + 2] == _POINTER_TO_QUESTION:
+                owner = qname
+                pos += 2
+            else:
+                owner, pos = read_name(msg, pos)
+            if pos + 10 > size:
+                raise Malformed("truncated field")
+            rtype, _, ttl, rdlen = _RR_FIXED.unpack_from(msg, pos)
             pos += 10
-            if pos + rdlen > len(msg):
+            if pos + rdlen > size:
                 raise Malformed("record data runs past the message")
             try:
                 text = render_rdata(msg, rtype, pos, rdlen, owner)
@@ -212,13 +231,28 @@ class Message:
             pos += rdlen
 
 
+class _Pair:
+    """A query and its reply as they are paired: the dns.log row so far, and which halves
+    were seen (the row is written once both were, or when the connection ends)."""
+
+    __slots__ = ("tid", "row", "query", "reply", "written")
+
+    def __init__(self, ts: float, proto: str, tid: int) -> None:
+        self.tid = tid
+        self.row: dict[str, Any] = {
+            "ts": ts, "proto": proto, "trans_id": tid, "AA": False, "TC": False, "RD": False,
+            "RA": False, "Z": 0, "rejected": False, "opcode": 0, "opcode_name": OPCODES[0],
+        }  # fmt: skip
+        self.query = self.reply = self.written = False
+
+
 class _DnsConn:
     __slots__ = ("pending_query", "pending_queries", "pending_replies", "tcp_buf", "seen")
 
     def __init__(self) -> None:
-        self.pending_query: dict[str, Any] | None = None
-        self.pending_queries: dict[int, deque[dict[str, Any]]] = {}
-        self.pending_replies: dict[int, deque[dict[str, Any]]] = {}
+        self.pending_query: _Pair | None = None
+        self.pending_queries: dict[int, deque[_Pair]] = {}
+        self.pending_replies: dict[int, deque[_Pair]] = {}
         self.tcp_buf = {True: bytearray(), False: bytearray()}
         self.seen = False
 
@@ -261,17 +295,19 @@ class DnsAnalyzer:
         app = conn.app
         if NAME_KEY not in app:
             app[NAME_KEY] = self.name_for(conn.orig_h, conn.resp_h, conn.start_ts) if self.names else None
-        if pkt.proto == PROTO_UDP:
+        proto = pkt.proto
+        if proto == PROTO_UDP:
             if conn.resp_p in UDP_PORTS and pkt.payload:
                 self._message(conn, pkt.payload, pkt.ts, "udp")
-        elif pkt.proto == PROTO_TCP and conn.resp_p in TCP_PORTS:
-            data = tcp_data(conn, is_orig, pkt, self.users)
-            if data:
-                self._tcp(conn, is_orig, data, pkt.ts)
-        elif pkt.proto == PROTO_TCP:
-            s = streams(conn)
-            if s is not None and NAME in s.wanted:
-                s.release(NAME)
+        elif proto == PROTO_TCP:
+            if conn.resp_p in TCP_PORTS:
+                data = tcp_data(conn, is_orig, pkt, self.users)
+                if data:
+                    self._tcp(conn, is_orig, data, pkt.ts)
+            else:
+                s = streams(conn)
+                if s is not None and NAME in s.wanted:
+                    s.release(NAME)
 
     def _state(self, conn: ConnView) -> _DnsConn:
         st: _DnsConn | None = conn.app.get(NAME)
@@ -306,7 +342,8 @@ class DnsAnalyzer:
                 conn.service.append("dns")
         if msg.opcode != 0:
             return  # Zeek tracks standard queries only
-        info = self._session(conn, st, msg, ts, proto)
+        pair = self._session(conn, st, msg, ts, proto)
+        info = pair.row
         if msg.qr:
             info["rcode"] = msg.rcode
             info["rcode_name"] = rcode_name(msg.rcode)
@@ -314,20 +351,9 @@ class DnsAnalyzer:
                 info["rejected"] = True
             if msg.question is not None and not any(msg.counts[1:]):
                 info["rejected"] = True  # Zeek's dns_rejected: a reply without any record
-            for owner, rtype, ttl, text in msg.answers:
-                info.setdefault("query", owner)
-                info["AA"], info["RA"] = msg.aa, msg.ra
-                if "rtt" not in info:
-                    rtt = ts - info["ts"]
-                    if rtt != 0:
-                        info["rtt"] = rtt
-                if text:
-                    info.setdefault("answers", []).append(text)
-                    info.setdefault("TTLs", []).append(float(ttl))
-                if rtype in (TYPE_A, TYPE_AAAA) and text:
-                    asked = info.get("query") or owner
-                    self.remember(conn.orig_h, text, asked, ts + ttl, ts)
-            info["_reply"] = True
+            if msg.answers:
+                self._answers(conn, info, msg, ts)
+            pair.reply = True
         else:
             info["RD"], info["TC"], info["Z"] = msg.rd, msg.tc, msg.z
             if msg.question is not None:
@@ -335,28 +361,48 @@ class DnsAnalyzer:
                 info["query"] = name
                 info["qtype"], info["qtype_name"] = qtype, qtype_name(qtype)
                 info["qclass"], info["qclass_name"] = qclass, qclass_name(qclass)
-            info["_query"] = True
-        if info.get("_reply") and info.get("_query"):
-            self._write(conn, info)
+            pair.query = True
+        if pair.reply and pair.query:
+            self._write(conn, pair)
 
-    def _session(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> dict[str, Any]:
+    def _answers(self, conn: ConnView, info: dict[str, Any], msg: Message, ts: float) -> None:
+        """A reply's answer section into its row, and its A/AAAA records into the names table."""
+        asked = info.setdefault("query", msg.answers[0][0])
+        info["AA"], info["RA"] = msg.aa, msg.ra
+        if "rtt" not in info:
+            rtt = ts - info["ts"]
+            if rtt != 0:
+                info["rtt"] = rtt
+        texts: list[str] = []
+        ttls: list[float] = []
+        for owner, rtype, ttl, text in msg.answers:
+            if text:
+                texts.append(text)
+                ttls.append(float(ttl))
+                if rtype == TYPE_A or rtype == TYPE_AAAA:
+                    self.remember(conn.orig_h, text, asked or owner, ts + ttl, ts)
+        if texts:
+            info.setdefault("answers", []).extend(texts)
+            info.setdefault("TTLs", []).extend(ttls)
+
+    def _session(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> _Pair:
         """Zeek's DNS::set_session: pair this message with a waiting query or reply."""
         tid = msg.id
         if not msg.qr:
             q = st.pending_replies.get(tid)
             if q:
-                info = q.popleft()
+                pair = q.popleft()
                 if not q:
                     del st.pending_replies[tid]
-                return info
-            info = self._new(ts, proto, tid)
+                return pair
+            pair = _Pair(ts, proto, tid)
             if st.pending_query is None:
-                st.pending_query = info
+                st.pending_query = pair
             else:
-                self._enqueue(conn, st.pending_queries, tid, info)
-            return info
+                self._enqueue(conn, st.pending_queries, tid, pair)
+            return pair
         pq = st.pending_query
-        if pq is not None and pq["trans_id"] == tid:
+        if pq is not None and pq.tid == tid:
             st.pending_query = None
             if st.pending_queries:
                 q = st.pending_queries.get(tid)
@@ -369,20 +415,15 @@ class DnsAnalyzer:
             return pq
         q = st.pending_queries.get(tid)
         if q:
-            info = q.popleft()
+            pair = q.popleft()
             if not q:
                 del st.pending_queries[tid]
-            return info
-        info = self._new(ts, proto, tid)
-        self._enqueue(conn, st.pending_replies, tid, info)
-        return info
+            return pair
+        pair = _Pair(ts, proto, tid)
+        self._enqueue(conn, st.pending_replies, tid, pair)
+        return pair
 
-    @staticmethod
-    def _new(ts: float, proto: str, tid: int) -> dict[str, Any]:
-        return {"ts": ts, "proto": proto, "trans_id": tid, "AA": False, "TC": False, "RD": False,
-                "RA": False, "Z": 0, "rejected": False, "opcode": 0, "opcode_name": OPCODES[0]}  # fmt: skip
-
-    def _enqueue(self, conn: ConnView, msgs: dict[int, deque[dict[str, Any]]], tid: int, info: dict[str, Any]) -> None:
+    def _enqueue(self, conn: ConnView, msgs: dict[int, deque[_Pair]], tid: int, pair: _Pair) -> None:
         if tid not in msgs:
             if len(msgs) > MAX_PENDING_IDS:
                 for q in msgs.values():
@@ -394,12 +435,12 @@ class DnsAnalyzer:
             for old in msgs[tid]:
                 self._write(conn, old)
             msgs[tid] = deque()
-        msgs[tid].append(info)
+        msgs[tid].append(pair)
 
-    def _write(self, conn: ConnView, info: dict[str, Any]) -> None:
-        if self.log.enabled and not info.get("_written"):
-            info["_written"] = True
-            self.log.write(dns_row(conn, {k: v for k, v in info.items() if not k.startswith("_")}))
+    def _write(self, conn: ConnView, pair: _Pair) -> None:
+        if self.log.enabled and not pair.written:
+            pair.written = True
+            self.log.write(dns_row(conn, pair.row))
 
     def _weird(self, conn: ConnView, name: str, ts: float, addl: str | None = None) -> None:
         if self.ctx.weirds is not None:
@@ -415,8 +456,8 @@ class DnsAnalyzer:
                 self._write(conn, st.pending_query)
             for pending in (st.pending_queries, st.pending_replies):
                 for q in pending.values():
-                    for info in q:
-                        self._write(conn, info)
+                    for pair in q:
+                        self._write(conn, pair)
         if rec.server_name is None and rec.http_host is None:
             rec.dns_name = conn.app.get(NAME_KEY)
 
