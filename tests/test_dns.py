@@ -144,3 +144,19 @@ def test_compressed_names() -> None:
         pass
     else:
         raise AssertionError("forward pointer accepted")
+
+
+def test_owner_pointing_at_the_question() -> None:
+    """Owners written as a bare pointer to offset 12 (the usual form) name the question,
+    lowercased like it; without a question, offset 12 holds the answer itself and the
+    pointer is refused as a forward one."""
+    rr = struct.pack("!HHIH", 1, 1, 5, 4) + bytes([192, 0, 2, 1])
+    msg = struct.pack("!HHHHHH", 1, 0x8180, 1, 2, 0, 0) + dns_name("A.Example.com") + b"\x00\x01\x00\x01"
+    m = Message(msg + b"\xc0\x0c" + rr + b"\x01b\xc0\x0c" + rr)
+    assert [a[0] for a in m.answers] == ["a.example.com", "b.a.example.com"]
+    try:
+        Message(struct.pack("!HHHHHH", 1, 0x8180, 0, 1, 0, 0) + b"\xc0\x0c" + rr)
+    except Malformed as exc:
+        assert str(exc) == "forward compression pointer"
+    else:
+        raise AssertionError("pointer to itself accepted")
