@@ -123,12 +123,6 @@ def _u16(msg: bytes, pos: int) -> int:
     return (msg[pos] << 8) | msg[pos + 1]
 
 
-def _u32(msg: bytes, pos: int) -> int:
-    if pos + 4 > len(msg):
-        raise Malformed("truncated field")
-    return int.from_bytes(msg[pos : pos + 4], "big")
-
-
 def _character_strings(data: bytes) -> list[bytes]:
     out, i = [], 0
     while i < len(data):
