@@ -40,6 +40,8 @@ MAX_TRANSACTIONS = 1000
 # The target runs to the last " HTTP/x.y" (Zeek keeps spaces inside it).
 _REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$")
 _RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
+_METHOD_SO_FAR = re.compile(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)")  # an unfinished first line
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
 # Zeek's HTTP::proxy_headers: request headers that betray a proxy.
 _PROXY_HEADERS = frozenset(
@@ -258,8 +260,8 @@ class HttpAnalyzer:
                 side.buf += data[pos:]
                 pos = len(data)
                 if st.is_http is None:
-                    first = side.buf.split(b"\n", 1)[0]
-                    if not self._plausible_request(first, complete=b"\n" in side.buf):
+                    nl = side.buf.find(b"\n")
+                    if not self._plausible_request(side.buf[:nl] if nl >= 0 else side.buf, complete=nl >= 0):
                         st.is_http = False
                         side.state = "off"
                         st.resp.state = "off"
@@ -277,9 +279,11 @@ class HttpAnalyzer:
 
     @staticmethod
     def _plausible_request(first: bytes | bytearray, complete: bool) -> bool:
+        if not first[:1].isalpha():  # methods start with a letter; TLS and other binary protocols stop here
+            return False
         if not complete:
             # Not a full line yet: a method token so far is still plausible.
-            return bool(re.match(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)", first)) and len(first) < 8192
+            return bool(_METHOD_SO_FAR.match(first)) and len(first) < 8192
         m = _REQUEST_LINE.match(first.rstrip(b"\r"))
         return m is not None and (m.group(3) is not None or m.group(1) in _KNOWN_09)
 
@@ -345,7 +349,7 @@ class HttpAnalyzer:
         if allow_09 and b"HTTP/" not in first:
             del buf[: first_nl + 1]
             return [first]
-        m = re.search(rb"\r?\n\r?\n", buf)
+        m = _HEAD_END.search(buf)
         if m is None:
             return None
         block = bytes(buf[: m.start()])
