@@ -6,20 +6,24 @@ from __future__ import annotations
 import hashlib
 
 import dpkt
+import pytest
 from ja3 import ja3 as pyja3
 from test_identifiers_support import (
     FakeConn,
     Run,
+    client_hello_body,
     client_hello_record,
     ext,
     handshake,
     record,
     server_hello_body,
+    sni_ext,
     syn,
     tcp,
 )
 
-from pcapexfil.identifiers.tls import parse_client_hello, parse_server_hello
+from pcapexfil.identifiers import tls
+from pcapexfil.identifiers.tls import HandshakeScanner, Malformed, parse_client_hello, parse_server_hello
 from pcapexfil.weird import Weirds
 
 KNOWN_JA3S = "a704460bd0a887c62e4f462bf1bba96b"  # identifiers.md: 771,49199,65281-0-11
@@ -169,3 +173,83 @@ def test_hello_retry_request_fingerprints_the_first_server_hello() -> None:
     run.feed(conn, _hello_flow(conn, [(0, client_hello_record("hrr.example"))], server))
     rec = run.finish(conn)
     assert rec.ja3s == hashlib.md5(b"771,4865,43-51").hexdigest()  # documented choice: first hello only
+
+
+@pytest.mark.parametrize(
+    ("extensions", "text"),
+    [
+        # Offsets count from the start of the vector holding the field: the extensions block,
+        # the extension's data, the server name list.
+        ([sni_ext("a.example"), ext(23, b""), b"\x00\x0a\x00\x09\x00"], "need 9 bytes at 26, message ends at 27"),
+        ([sni_ext("a.example"), b"\x00"], "need 2 bytes at 18, message ends at 19"),
+        ([sni_ext("a.example"), b"\x00\x17\x00"], "need 2 bytes at 20, message ends at 21"),
+        ([ext(0, b"\x00\x06\x00\x00\x50abc")], "need 80 bytes at 3, message ends at 6"),
+        ([ext(0, b"\x00\x09\x00\x00\x03abc")], "need 9 bytes at 2, message ends at 8"),
+        ([ext(10, b"\x00\x03\x00\x1d\x00")], "odd-length list of 16-bit values"),
+        ([ext(11, b"\x05\x00")], "need 5 bytes at 1, message ends at 2"),
+    ],
+)
+def test_malformed_client_hello_names_what_is_missing(extensions: list[bytes], text: str) -> None:
+    """The text goes to weird.log's addl column: it must not change with the parser's internals."""
+    with pytest.raises(Malformed) as exc:
+        parse_client_hello(client_hello_body(0x0303, [0x1301], extensions))
+    assert str(exc.value) == text
+
+
+@pytest.mark.parametrize(
+    ("cut", "text"),
+    [
+        (1, "need 2 bytes at 0, message ends at 1"),
+        (10, "need 32 bytes at 2, message ends at 10"),
+        (34, "need 1 bytes at 34, message ends at 34"),
+        (36, "need 2 bytes at 35, message ends at 36"),
+        (41, "need 1 bytes at 41, message ends at 41"),
+        (50, "need 30 bytes at 45, message ends at 50"),
+    ],
+)
+def test_truncated_client_hello_names_what_is_missing(cut: int, text: str) -> None:
+    body = client_hello_body(0x0303, [0x1301, 0xC02F], [sni_ext("a.example"), ext(23, b""), ext(10, b"\x00\x04\x00\x1d")])
+    with pytest.raises(Malformed) as exc:
+        parse_client_hello(body[:cut])
+    assert str(exc.value) == text
+
+
+@pytest.mark.parametrize(
+    ("cut", "text"),
+    [
+        (35, "need 2 bytes at 35, message ends at 35"),
+        (36, "need 2 bytes at 35, message ends at 36"),
+        (37, "need 1 bytes at 37, message ends at 37"),
+        (43, "need 6 bytes at 40, message ends at 43"),
+    ],
+)
+def test_truncated_server_hello_names_what_is_missing(cut: int, text: str) -> None:
+    with pytest.raises(Malformed) as exc:
+        parse_server_hello(server_hello_body(0x0303, 0x1301, [ext(43, b"\x03\x04")])[:cut])
+    assert str(exc.value) == text
+
+
+def test_ja3_cache_follows_the_fields() -> None:
+    """Cached digests are keyed by every hashed field: extension order matters, and a cache
+    cleared when full gives the same answers."""
+    a = parse_client_hello(client_hello_body(0x0303, [0x1301], [ext(23, b""), ext(35, b"")]))
+    b = parse_client_hello(client_hello_body(0x0303, [0x1301], [ext(35, b""), ext(23, b"")]))
+    for hello in (a, b, a, b):
+        assert hello.ja3() == hashlib.md5(hello.ja3_string().encode()).hexdigest()
+    assert a.ja3() != b.ja3()
+    tls._JA3_CACHE.clear()
+    assert a.ja3() == hashlib.md5(b"771,4865,23-35,,").hexdigest()
+
+
+def test_record_header_split_across_feeds_after_a_prefix() -> None:
+    """The search for the first header resumes where the last one stopped, so a header cut
+    between segments is still found."""
+    hello = client_hello_record("cut.example")
+    stream = b"STARTTLS ok\r\n" * 20 + hello
+    scanner = HandshakeScanner(tls._CLIENT_HELLO_AT)
+    messages = []
+    for i in range(0, len(stream), 7):
+        messages += scanner.feed(stream[i : i + 7])
+    assert scanner.start == len(stream) - len(hello)
+    assert [mtype for mtype, _ in messages] == [1]
+    assert parse_client_hello(messages[0][1]).server_name == "cut.example"
