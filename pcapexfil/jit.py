@@ -34,7 +34,7 @@ def _load_cached_without_refresh() -> None:
             return self._load_overload(sig, target_context)
         return None  # the guard swallowed an I/O error: the caller compiles instead
 
-    cache.load_overload = load_overload
+    cache.load_overload = load_overload  # type: ignore[method-assign]
 
 
 _load_cached_without_refresh()
