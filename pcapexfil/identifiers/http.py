@@ -189,30 +189,24 @@ def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
     """Header lines to (UPPER-NAME, value); obsolete line folding joins continuation lines."""
     out: list[tuple[str, str]] = []
     for line in lines:
-        if line[:1] in (b" ", b"\t") and out:
+        if line.startswith((b" ", b"\t")) and out:
             folded_name, folded_value = out[-1]
             out[-1] = (folded_name, (folded_value + " " + _text(line.strip())).strip())
             continue
         name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        out.append((_text(name.strip()).upper(), _text(value.strip())))
+        if sep:
+            out.append((name.strip().decode("utf-8", "surrogateescape").upper(), value.strip().decode("utf-8", "surrogateescape")))
     return out
 
 
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name == "CONTENT-LENGTH":
-            try:
-                n = int(value)
-            except ValueError:
-                return None
-            return n if n >= 0 else None
-    return None
-
-
-def _chunked(headers: list[tuple[str, str]]) -> bool:
-    return any(name == "TRANSFER-ENCODING" and "chunked" in value.lower() for name, value in headers)
+def _content_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        return None
+    return n if n >= 0 else None
 
 
 class HttpAnalyzer:
@@ -359,13 +353,20 @@ class HttpAnalyzer:
     def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
         side.trans = t
         side.tail = b""
-        side.line_mode = any(
-            name == "CONTENT-TYPE" and value.lower().startswith("multipart/") for name, value in headers
-        )
-        if _chunked(headers):
+        line_mode = chunked = False
+        length: str | None = None  # the first Content-Length header
+        for name, value in headers:  # one pass: this runs for every message
+            if name == "CONTENT-TYPE":
+                line_mode = line_mode or value.lower().startswith("multipart/")
+            elif name == "TRANSFER-ENCODING":
+                chunked = chunked or "chunked" in value.lower()
+            elif name == "CONTENT-LENGTH" and length is None:
+                length = value
+        side.line_mode = line_mode
+        if chunked:
             side.state = "chunk_size"
             return
-        n = _content_length(headers)
+        n = _content_length(length)
         if n:
             side.state, side.remaining = "body", n
         elif n is None and not is_request:
