@@ -1,11 +1,13 @@
-"""Per-direction TCP reassembly: order, overlaps, holes, bounds, sequence wrap."""
+"""Per-direction TCP reassembly: order, overlaps, holes, bounds, sequence wrap, release."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapexfil.identifiers.stream import MAX_PENDING, StreamDirection
+from test_identifiers_support import FakeConn, tcp
+
+from pcapexfil.identifiers.stream import MAX_PENDING, StreamDirection, streams, tcp_data
 from pcapexfil.packet import TH_ACK, TH_SYN
 
 
@@ -81,3 +83,21 @@ def test_any_segmentation_order_and_duplication_gives_the_stream(data, isn, cuts
     d.add(isn, TH_SYN, b"", 0)
     out = b"".join(d.add((isn + 1 + off) % 2**32, TH_ACK, seg, len(seg)) for off, seg in segs)
     assert out == data
+
+
+def test_a_direction_nobody_wants_is_no_longer_reassembled() -> None:
+    conn = FakeConn()
+    users = frozenset({"a", "b"})
+    assert tcp_data(conn, True, tcp(conn, True, 1, b"x"), users) == b"x"
+    shared = streams(conn)
+    assert shared is not None
+    shared.release_direction("a", True)
+    assert tcp_data(conn, True, tcp(conn, True, 2, b"y"), users) == b"y"  # b still wants the client's bytes
+    shared.release_direction("b", True)
+    assert tcp_data(conn, True, tcp(conn, True, 3, b"z"), users) == b""
+    assert tcp_data(conn, False, tcp(conn, False, 100, b"r"), users) == b"r"  # the server's still flow
+    assert shared.wanted == {"a", "b"}
+    shared.release("a")
+    shared.release("b")
+    assert tcp_data(conn, False, tcp(conn, False, 101, b"s"), users) == b""
+    assert not shared.wanted

@@ -23,6 +23,7 @@ from test_identifiers_support import (
 )
 
 from pcapexfil.identifiers import tls
+from pcapexfil.identifiers.stream import streams
 from pcapexfil.identifiers.tls import HandshakeScanner, Malformed, parse_client_hello, parse_server_hello
 from pcapexfil.weird import Weirds
 
@@ -105,6 +106,20 @@ def test_split_over_three_segments_out_of_order_with_retransmission() -> None:
     assert rec.ja3 == _pyja3(hello)
     assert rec.ja3s == KNOWN_JA3S
     assert rec.service == ["ssl"]
+
+
+def test_the_client_side_is_released_after_the_client_hello() -> None:
+    """The fast engine then keeps the client's packets in the kernel while the server's
+    hello is awaited; once that is read, neither side is wanted."""
+    conn = FakeConn()
+    run = Run()
+    run.feed(conn, _hello_flow(conn, [(0, client_hello_record("a.example"))]))
+    shared = streams(conn)
+    assert shared is not None
+    assert tls.NAME not in shared.orig_wanted and tls.NAME in shared.resp_wanted
+    run.feed(conn, [(False, tcp(conn, False, 5000, _server_flight()))])
+    assert tls.NAME not in shared.wanted
+    assert run.finish(conn).ja3s == KNOWN_JA3S
 
 
 def test_starttls_after_plaintext_prefix() -> None:

@@ -323,6 +323,13 @@ class FastFlow:
         for kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp in ev.tolist():
             if kind == EV_PKT:
                 conn = conns[serial]
+                if conn.proto == PROTO_TCP:
+                    st = conn.app.get(STREAM_KEY)
+                    if st is not None and (st.orig.broken or not st.orig_wanted if is_orig
+                                           else st.resp.broken or not st.resp_wanted):
+                        # Sent before the kernel learned (below) that this direction gives
+                        # the analyzers no more bytes: they would return at once.
+                        continue
                 pkt = self._packet(row)
                 ids = (ohi, olo, rhi, rlo)
                 if conn.ids != ids:
@@ -333,16 +340,17 @@ class FastFlow:
                     analyzer.on_packet(conn, bool(is_orig), pkt)
                 if conn.proto == PROTO_TCP:
                     # After a connection's first packet, the analyzers only act on stream
-                    # bytes: a direction whose reassembly broke (snap length, overflow) or a
-                    # stream nobody wants any more gives them none, so its packets stay in
+                    # bytes: a direction whose reassembly broke (snap length, overflow) or
+                    # that nobody wants any more gives them none, so its packets stay in
                     # the kernel.
                     st = conn.app.get(STREAM_KEY)
                     if st is not None and c_serial[c] == serial:
-                        if not st.wanted:
+                        if not (st.orig_wanted or st.resp_wanted):
                             c_mode[c] = 2
                         else:
-                            c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.orig.broken else 0) | (
-                                2 if st.resp.broken else 0)
+                            c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (
+                                1 if st.orig.broken or not st.orig_wanted else 0) | (
+                                2 if st.resp.broken or not st.resp_wanted else 0)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)
             elif kind == EV_REC:

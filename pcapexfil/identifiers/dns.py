@@ -300,7 +300,7 @@ class DnsAnalyzer:
                     self._tcp(conn, is_orig, data, pkt.ts)
             else:
                 s = streams(conn)
-                if s is not None and NAME in s.wanted:
+                if s is not None:
                     s.release(NAME)
 
     def _state(self, conn: ConnView) -> _DnsConn:

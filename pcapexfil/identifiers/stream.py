@@ -5,7 +5,7 @@ often span segments, arrive out of order or are retransmitted. Each direction de
 bytes in sequence order from the initial sequence number (SYN+1, or the first sequence seen
 without a SYN); early segments wait in a bounded buffer; data already delivered is ignored.
 Several analyzers share one reassembler per connection (`tcp_data`), so each packet is
-reassembled once, and reassembly stops as soon as no analyzer wants more bytes.
+reassembled once, and reassembly of a direction stops as soon as no analyzer wants more of its bytes.
 """
 
 from __future__ import annotations
@@ -101,20 +101,33 @@ class StreamDirection:
 
 
 class TcpStreams:
-    """Both directions of one connection plus the set of analyzers still wanting bytes."""
+    """Both directions of one connection plus, per direction, the analyzers still wanting its bytes."""
 
-    __slots__ = ("orig", "resp", "wanted", "last_pkt", "last_data")
+    __slots__ = ("orig", "resp", "orig_wanted", "resp_wanted", "last_pkt", "last_data")
 
     def __init__(self, wanted: frozenset[str]) -> None:
         self.orig = StreamDirection()
         self.resp = StreamDirection()
-        self.wanted = set(wanted)
+        self.orig_wanted = set(wanted)
+        self.resp_wanted = set(wanted)
         self.last_pkt: Packet | None = None
         self.last_data = b""
 
+    @property
+    def wanted(self) -> set[str]:
+        """The analyzers that still want bytes of either direction."""
+        return self.orig_wanted | self.resp_wanted
+
     def release(self, name: str) -> None:
         """An analyzer has what it needs: once nobody wants bytes, reassembly stops."""
-        self.wanted.discard(name)
+        self.orig_wanted.discard(name)
+        self.resp_wanted.discard(name)
+
+    def release_direction(self, name: str, is_orig: bool) -> None:
+        """An analyzer needs no more bytes of one direction (TLS after the ClientHello):
+        a direction nobody wants is no longer reassembled, and the fast engine keeps its
+        packets in the kernel."""
+        (self.orig_wanted if is_orig else self.resp_wanted).discard(name)
 
 
 STREAM_KEY = "tcp_stream"
@@ -133,7 +146,7 @@ def tcp_data(conn: ConnView, is_orig: bool, pkt: Packet, users: frozenset[str]) 
         st = conn.app[STREAM_KEY] = TcpStreams(users)
     if st.last_pkt is pkt:
         return st.last_data
-    if not st.wanted:
+    if not (st.orig_wanted if is_orig else st.resp_wanted):
         return b""
     direction = st.orig if is_orig else st.resp
     data = direction.add(pkt.seq, pkt.flags, pkt.payload, pkt.payload_len)

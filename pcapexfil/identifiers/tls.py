@@ -395,10 +395,13 @@ class TlsAnalyzer:
             self._report(conn, st.server, pkt.ts)
         elif not is_orig and st.client.done and st.hello is None:
             st.server.done = True
-        if st.client.done and st.server.done:
+        if st.client.done:
             s = streams(conn)
             if s is not None:
-                s.release(NAME)
+                if st.server.done:
+                    s.release(NAME)
+                else:
+                    s.release_direction(NAME, True)  # the server's hello may still come
 
     def _client_hello(self, conn: ConnView, st: _TlsConn, body: bytes, ts: float) -> None:
         try:
