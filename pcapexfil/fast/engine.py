@@ -11,7 +11,9 @@ outside the table sees the reference's calls in the reference's order:
   connection there), then every packet of DNS-port UDP flows, and TCP packets that carry
   payload or SYN while the shared stream reassembly (identifiers.stream) may still deliver
   bytes in their direction. This leans on a contract of today's TCP analyzers (TLS, HTTP,
-  DNS): after the first packet they act only on `tcp_data` bytes. An analyzer that needs
+  DNS): after the first packet they act only on `tcp_data` bytes. So a SYN without
+  payload only starts its direction's sequence, which this module does itself, and a
+  direction nobody wants any more (per `TcpStreams`) gets no calls. An analyzer that needs
   more must widen this filter (the differential test shows when logs drift);
 - finished connections become `ConnRecord`s, analyzers' `on_remove`, then the sinks;
 - ticks become `on_time`, connection weirds go to `Weirds` with the uid and id.
@@ -320,16 +322,23 @@ class FastFlow:
         # grows only between kernel calls, so they stay valid for this call.
         C = self.table.s.C
         c_serial, c_mode, c_dead = C["serial"], C["app_mode"], C["app_dead"]
+        batch = self._batch
+        b_plen, b_seq, b_flags = batch["payload_len"], batch["seq"], batch["flags"]
         for kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp in ev.tolist():
             if kind == EV_PKT:
                 conn = conns[serial]
                 if conn.proto == PROTO_TCP:
                     st = conn.app.get(STREAM_KEY)
-                    if st is not None and (st.orig.broken or not st.orig_wanted if is_orig
-                                           else st.resp.broken or not st.resp_wanted):
-                        # Sent before the kernel learned (below) that this direction gives
-                        # the analyzers no more bytes: they would return at once.
-                        continue
+                    if st is not None:
+                        if st.orig.broken or not st.orig_wanted if is_orig else st.resp.broken or not st.resp_wanted:
+                            # Sent before the kernel learned (below) that this direction
+                            # gives the analyzers no more bytes: they would return at once.
+                            continue
+                        if not b_plen[row]:
+                            # A SYN (the only packet without payload sent after the first):
+                            # it gives no bytes, it only starts its direction's sequence.
+                            (st.orig if is_orig else st.resp).add(int(b_seq[row]), int(b_flags[row]), b"", 0)
+                            continue
                 pkt = self._packet(row)
                 ids = (ohi, olo, rhi, rlo)
                 if conn.ids != ids:
