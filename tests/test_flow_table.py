@@ -4,6 +4,8 @@ that is documented in Zeek's source or scripts (cited per test)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.tcp import seq_delta
@@ -235,6 +237,20 @@ def test_local_nets_mark_orig_and_resp():
 def test_seeded_uids_are_reproducible_and_base62():
     assert UidGenerator(7)() == UidGenerator(7)()
     assert base62(61) == "z" and base62(62) == "10"
+
+
+@given(st.integers(min_value=0, max_value=(1 << 96) - 1))
+def test_base62_is_the_digit_by_digit_conversion(value: int) -> None:
+    """base62 takes two digits per division; the one-digit loop is the oracle."""
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    digits = ""
+    rest = value
+    while True:
+        rest, rem = divmod(rest, 62)
+        digits = alphabet[rem] + digits
+        if not rest:
+            break
+    assert base62(value) == digits
 
 
 def test_unseeded_uid_generators_differ_between_runs():

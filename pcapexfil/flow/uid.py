@@ -7,13 +7,17 @@ import random
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # two digits per division: half the steps
+
+
 def base62(value: int) -> str:
-    if value == 0:
-        return "0"
+    if value < 62:
+        return _ALPHABET[value]
     digits = []
-    while value:
-        value, rem = divmod(value, 62)
-        digits.append(_ALPHABET[rem])
+    while value >= 3844:
+        value, rem = divmod(value, 3844)
+        digits.append(_PAIRS[rem])
+    digits.append(_PAIRS[value] if value >= 62 else _ALPHABET[value])  # no leading zero
     return "".join(reversed(digits))
 
 
