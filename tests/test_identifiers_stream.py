@@ -96,8 +96,8 @@ def test_a_direction_nobody_wants_is_no_longer_reassembled() -> None:
     shared.release_direction("b", True)
     assert tcp_data(conn, True, tcp(conn, True, 3, b"z"), users) == b""
     assert tcp_data(conn, False, tcp(conn, False, 100, b"r"), users) == b"r"  # the server's still flow
-    assert shared.wanted == {"a", "b"}
+    assert shared.orig_wanted == set() and shared.resp_wanted == {"a", "b"}
     shared.release("a")
     shared.release("b")
     assert tcp_data(conn, False, tcp(conn, False, 101, b"s"), users) == b""
-    assert not shared.wanted
+    assert not shared.orig_wanted and not shared.resp_wanted

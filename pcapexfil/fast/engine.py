@@ -330,7 +330,8 @@ class FastFlow:
                 if conn.proto == PROTO_TCP:
                     st = conn.app.get(STREAM_KEY)
                     if st is not None:
-                        if st.orig.broken or not st.orig_wanted if is_orig else st.resp.broken or not st.resp_wanted:
+                        if ((st.orig.broken or not st.orig_wanted) if is_orig
+                                else (st.resp.broken or not st.resp_wanted)):
                             # Sent before the kernel learned (below) that this direction
                             # gives the analyzers no more bytes: they would return at once.
                             continue

@@ -5,7 +5,8 @@ often span segments, arrive out of order or are retransmitted. Each direction de
 bytes in sequence order from the initial sequence number (SYN+1, or the first sequence seen
 without a SYN); early segments wait in a bounded buffer; data already delivered is ignored.
 Several analyzers share one reassembler per connection (`tcp_data`), so each packet is
-reassembled once, and reassembly of a direction stops as soon as no analyzer wants more of its bytes.
+reassembled once, and reassembly of a direction stops as soon as no analyzer wants more of
+its bytes.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class StreamDirection:
 
 
 class TcpStreams:
-    """Both directions of one connection plus, per direction, the analyzers still wanting its bytes."""
+    """Both directions of one connection and, per direction, the analyzers still wanting it."""
 
     __slots__ = ("orig", "resp", "orig_wanted", "resp_wanted", "last_pkt", "last_data")
 
@@ -112,11 +113,6 @@ class TcpStreams:
         self.resp_wanted = set(wanted)
         self.last_pkt: Packet | None = None
         self.last_data = b""
-
-    @property
-    def wanted(self) -> set[str]:
-        """The analyzers that still want bytes of either direction."""
-        return self.orig_wanted | self.resp_wanted
 
     def release(self, name: str) -> None:
         """An analyzer has what it needs: once nobody wants bytes, reassembly stops."""
