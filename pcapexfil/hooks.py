@@ -35,7 +35,16 @@ class ConnView(Protocol):
 
 class AppAnalyzer(Protocol):
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
-        """Called for every packet of a connection, after direction is decided."""
+        """Called for a connection's packets, after direction is decided.
+
+        The reference engine calls it for every packet. The fast engine relies on a
+        contract and calls it for fewer: the first packet of every connection, every packet
+        of a UDP flow on a DNS port (53, 5353, 5355), and TCP packets carrying bytes of a
+        stream direction some analyzer still wants (`identifiers.stream.tcp_data`;
+        analyzers say they are done with `release` or `release_direction`). An analyzer
+        that reads more of a TCP packet after the first must widen that filter
+        (`fast.engine`; the differential test shows when logs drift).
+        """
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         """Called once when the connection's record is built, before it is emitted."""
