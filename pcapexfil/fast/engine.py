@@ -330,8 +330,7 @@ class FastFlow:
                 if conn.proto == PROTO_TCP:
                     st = conn.app.get(STREAM_KEY)
                     if st is not None:
-                        if ((st.orig.broken or not st.orig_wanted) if is_orig
-                                else (st.resp.broken or not st.resp_wanted)):
+                        if st.exhausted(is_orig):
                             # Sent before the kernel learned (below) that this direction
                             # gives the analyzers no more bytes: they would return at once.
                             continue
@@ -350,17 +349,15 @@ class FastFlow:
                     analyzer.on_packet(conn, bool(is_orig), pkt)
                 if conn.proto == PROTO_TCP:
                     # After a connection's first packet, the analyzers only act on stream
-                    # bytes: a direction whose reassembly broke (snap length, overflow) or
-                    # that nobody wants any more gives them none, so its packets stay in
+                    # bytes: an exhausted direction gives them none, so its packets stay in
                     # the kernel.
                     st = conn.app.get(STREAM_KEY)
                     if st is not None and c_serial[c] == serial:
                         if not (st.orig_wanted or st.resp_wanted):
                             c_mode[c] = 2
                         else:
-                            c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (
-                                1 if st.orig.broken or not st.orig_wanted else 0) | (
-                                2 if st.resp.broken or not st.resp_wanted else 0)
+                            c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.exhausted(True) else 0) | (
+                                2 if st.exhausted(False) else 0)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)
             elif kind == EV_REC:

@@ -119,6 +119,13 @@ class TcpStreams:
         self.orig_wanted.discard(name)
         self.resp_wanted.discard(name)
 
+    def exhausted(self, is_orig: bool) -> bool:
+        """This direction gives analyzers no more bytes: nobody wants them, or its
+        reassembly broke (snap length, overflow)."""
+        if is_orig:
+            return self.orig.broken or not self.orig_wanted
+        return self.resp.broken or not self.resp_wanted
+
     def release_direction(self, name: str, is_orig: bool) -> None:
         """An analyzer needs no more bytes of one direction (TLS after the ClientHello):
         a direction nobody wants is no longer reassembled, and the fast engine keeps its
