@@ -229,10 +229,9 @@ class _Pair:
     """A query and its reply as they are paired: the dns.log row so far, and which halves
     were seen (the row is written once both were, or when the connection ends)."""
 
-    __slots__ = ("tid", "row", "query", "reply", "written")
+    __slots__ = ("row", "query", "reply", "written")
 
     def __init__(self, ts: float, proto: str, tid: int) -> None:
-        self.tid = tid
         self.row: dict[str, Any] = {
             "ts": ts, "proto": proto, "trans_id": tid, "AA": False, "TC": False, "RD": False,
             "RA": False, "Z": 0, "rejected": False, "opcode": 0, "opcode_name": OPCODES[0],
@@ -396,7 +395,7 @@ class DnsAnalyzer:
                 self._enqueue(conn, st.pending_queries, tid, pair)
             return pair
         pq = st.pending_query
-        if pq is not None and pq.tid == tid:
+        if pq is not None and pq.row["trans_id"] == tid:
             st.pending_query = None
             if st.pending_queries:
                 q = st.pending_queries.get(tid)
