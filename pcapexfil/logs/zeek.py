@@ -49,8 +49,8 @@ def escape_string(value: str | bytes, in_container: bool = False) -> str:
     # Anything but printable ASCII (0x20-0x7e; the separator, tab, is below) needs escaping,
     # in a container the set separator too. Most values have none, and skip the byte loop.
     if (isinstance(value, str) and value.isascii() and value.isprintable()
-            and not (in_container and _SET_SEPARATOR in value) and value not in (_UNSET, _EMPTY)):
-        return value or _EMPTY
+            and not (in_container and _SET_SEPARATOR in value) and value not in _RESERVED):
+        return value
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if not raw:
         return _EMPTY
