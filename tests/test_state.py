@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_detect_support import data_lines, run_detector, scenario, split_by_day
+from test_detect_support import data_lines, feed, run_detector, scenario, split_by_day
 
 from pcapexfil.detect.detector import Detector, Settings
-from pcapexfil.detect.state import StateError, StateStore
+from pcapexfil.detect.state import Commit, StateError, StateStore
 
 TESTS = Path(__file__).parent
 
@@ -52,6 +52,32 @@ def test_sixteen_runs_equal_one_run(one_run: Path, tmp_path: Path) -> None:
     assert exfil == want_exfil
     assert notice == data_lines(one_run / "out" / "notice.log")
     assert baseline_rows(db) == baseline_rows(one_run / "state.db")
+
+
+def test_each_commit_stores_exactly_the_open_windows(tmp_path: Path) -> None:
+    # Commits write only the windows that changed and delete the closed ones: after every
+    # one of them the stored windows must equal the detector's open windows.
+    store = StateStore(str(tmp_path / "state.db"))
+    det = Detector(Settings(), store=store)
+    commits = 0
+
+    def stored() -> list[tuple[object, ...]]:
+        return [(w.seq, w.key, w.created, w.close_at, w.orig_ip_bytes, w.resp_ip_bytes, w.duration, w.uids)
+                for w in store.load().windows]
+
+    def check(c: Commit, watermark: float) -> None:
+        nonlocal commits
+        Detector.commit(det, c, watermark)
+        commits += 1
+        assert stored() == [(w.seq, w.key, w.created, w.close_at, w.orig_ip_bytes, w.resp_ip_bytes, w.duration,
+                             w.uids) for w in sorted(det.windows.open.values(), key=lambda w: w.seq)]
+
+    det.commit = check  # type: ignore[method-assign]
+    feed(det, scenario(days=3), close=False)
+    added = sum(len(w.uids) for w in det.windows.open.values())
+    det.close(det.now or 0.0)
+    store.close()
+    assert commits > 48 and added > 0
 
 
 def test_in_memory_run_closes_open_windows_at_end(one_run: Path, tmp_path: Path) -> None:

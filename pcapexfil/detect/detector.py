@@ -121,7 +121,7 @@ class Detector:
         s.validate()
         self.tz = ZoneInfo(s.tz) if s.tz else None
         self.filter = OutgoingFilter(s.local_nets, s.multicast_address_range)
-        self.keys = KeyStage(s, self.tz)
+        self.keys = KeyStage(s, self.tz, track_changes=store is not None)
         self.stats = DetectorStats()
         self.ordered = OrderedStage(s, self.keys.scoring, self.stats)
         self.columns = self.keys.scoring.columns
@@ -288,12 +288,14 @@ class Detector:
 
     def _commit(self, watermark: float) -> None:
         keys = self.keys
+        changed, closed = keys.windows.take_changes()
         self.commit(Commit(
             baseline=keys.baseline.delta,
             params=keys.params_changed,
             norms={},
-            windows=sorted(keys.windows.open.values(), key=lambda w: w.seq),
+            windows=changed,
             suppress={},
+            windows_closed=closed,
         ), watermark)
         keys.baseline.take_delta()
         keys.params_changed = {}

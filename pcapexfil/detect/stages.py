@@ -68,10 +68,11 @@ class StageOutput(Protocol):
 class KeyStage:
     """Windows, baselines, parameters and the per-key part of the hook chain."""
 
-    def __init__(self, settings: Settings, tz: ZoneInfo | None = None) -> None:
+    def __init__(self, settings: Settings, tz: ZoneInfo | None = None, track_changes: bool = False) -> None:
         self.settings = s = settings
         self.tz = tz
-        self.windows = WindowTable(s.aggregation_interval, s.enabled_identifier, s.domain_mode)
+        # track_changes: a state store commits the windows that changed (WindowTable.take_changes).
+        self.windows = WindowTable(s.aggregation_interval, s.enabled_identifier, s.domain_mode, track_changes)
         self.baseline = Baseline()
         self.params: dict[BaselineKey, np.ndarray] = {}
         self.scoring: Scoring = make_scoring(s.scoring)

@@ -61,12 +61,15 @@ class Commit:
     baseline: BaselineDelta
     params: dict[BaselineKey, list[float] | None]  # None: delete
     norms: dict[str, tuple[int, float, float]]
-    windows: list[Window]  # full replacement
+    windows: list[Window]  # full replacement, or with windows_closed: the changed ones
     suppress: dict[tuple[Any, ...], float]  # full replacement
     meta: dict[str, str] = field(default_factory=dict)
     # The baseline delta is a net change against the stored rows: its deletions apply to stored
     # rows only, so they run before the insertions (one commit at the end of a cluster run).
     net: bool = False
+    # Seqs of windows closed since the previous commit; `windows` then holds only the windows
+    # that changed (a delta), not all open ones.
+    windows_closed: list[int] | None = None
 
 
 @dataclass(slots=True)
@@ -196,17 +199,18 @@ class StateStore:
             steps = [self._insert_added, self._delete_removed]
             for step in reversed(steps) if c.net else steps:
                 step(db, c.baseline)
-            for key, row in c.params.items():
-                if row is None:
-                    db.execute("DELETE FROM params WHERE orig_h=? AND resp_p=? AND proto=?", key)
-                else:
-                    db.execute("INSERT OR REPLACE INTO params VALUES (?,?,?,?,?,?,?,?,?)",
-                               (*key, *_nan_to_none(row)))
+            db.executemany("DELETE FROM params WHERE orig_h=? AND resp_p=? AND proto=?",
+                           (key for key, row in c.params.items() if row is None))
+            db.executemany("INSERT OR REPLACE INTO params VALUES (?,?,?,?,?,?,?,?,?)",
+                           ((*key, *_nan_to_none(row)) for key, row in c.params.items() if row is not None))
             db.executemany("INSERT OR REPLACE INTO norm VALUES (?,?,?,?)",
                            ((name, *v) for name, v in c.norms.items()))
-            db.execute("DELETE FROM windows")
+            if c.windows_closed is None:
+                db.execute("DELETE FROM windows")
+            else:
+                db.executemany("DELETE FROM windows WHERE seq=?", ((seq,) for seq in c.windows_closed))
             db.executemany(
-                "INSERT INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 ((w.seq, w.orig_h, w.resp_p, w.proto, w.identifier, w.created, w.close_at,
                   w.orig_ip_bytes, w.resp_ip_bytes, w.duration, json.dumps(w.uids)) for w in c.windows),
             )

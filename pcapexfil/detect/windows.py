@@ -39,9 +39,14 @@ class Window:
 
 
 class WindowTable:
-    """Open windows, with a heap of close times."""
+    """Open windows, with a heap of close times.
 
-    def __init__(self, interval: float, identifiers: Sequence[str], domain_mode: str = "psl") -> None:
+    With `track_changes`, it also keeps what changed since the last `take_changes` (windows
+    added to, windows closed), so a state store rewrites only those, not every open window.
+    """
+
+    def __init__(self, interval: float, identifiers: Sequence[str], domain_mode: str = "psl",
+                 track_changes: bool = False) -> None:
         unknown = set(identifiers) - set(IDENTIFIERS)
         if unknown:
             raise ValueError(f"unknown identifier(s): {', '.join(sorted(unknown))}")
@@ -51,6 +56,9 @@ class WindowTable:
         self.open: dict[WindowKey, Window] = {}
         self._heap: list[tuple[float, int, WindowKey]] = []
         self.next_seq = 0
+        self.track_changes = track_changes
+        self._changed: dict[int, Window] = {}  # by seq
+        self._closed: list[int] = []  # seqs
 
     def identifiers_of(self, rec: ConnRecord) -> list[str]:
         out: list[str] = []
@@ -84,6 +92,8 @@ class WindowTable:
             win.resp_ip_bytes += rec.resp_ip_bytes
             win.duration += duration
             win.uids.append(rec.uid)
+            if self.track_changes:
+                self._changed[win.seq] = win
 
     def restore(self, win: Window) -> None:
         """Insert a window (new, or carried over from the state store)."""
@@ -97,9 +107,21 @@ class WindowTable:
     def pop_next(self) -> Window:
         """Remove and return the window that closes first."""
         _, _, key = heapq.heappop(self._heap)
-        return self.open.pop(key)
+        win = self.open.pop(key)
+        if self.track_changes:
+            self._changed.pop(win.seq, None)
+            self._closed.append(win.seq)
+        return win
 
     def drain(self) -> list[Window]:
         """Remove every open window, in closing order."""
         out = [self.pop_next() for _ in range(len(self._heap))]
         return out
+
+    def take_changes(self) -> tuple[list[Window], list[int]]:
+        """Windows added to since the last call (by creation order) and seqs of windows closed
+        since then; starts the next round of tracking."""
+        changed = [self._changed[seq] for seq in sorted(self._changed)]
+        closed = self._closed
+        self._changed, self._closed = {}, []
+        return changed, closed
