@@ -11,7 +11,9 @@ imports, JIT cache load and log writing included):
 - `pcapexfil conn --engine fast` and `--engine reference`;
 - `pcapexfil analyze` (fast engine, detector and its state included);
 - nfstream (`NFStreamer(source=..., n_meters=1)`, counting flows), if installed;
-- a bare `dpkt.pcap.Reader` loop.
+- a bare `dpkt.pcap.Reader` loop;
+- `pcapexfil conn` on the capture's first frame (start-up alone) and on the whole capture
+  with the TLS/HTTP/DNS analyzers removed (what they cost; the bound on removing it).
 
 The package is byte-compiled and the JIT cache warmed first, as after an install. Prints
 packets/s, MB/s (file bytes), peak RSS (`/usr/bin/time`'s maximum resident set) and the
@@ -97,6 +99,10 @@ def timed(cmd: list[str]) -> tuple[float, float, int]:
 
 
 DPKT_LOOP = "import dpkt,sys\nn=0\nfor ts, buf in dpkt.pcap.Reader(open(sys.argv[1],'rb')):\n    n+=1\nprint(n)"
+# `pcapexfil conn` with the application analyzers (TLS, HTTP, DNS) removed: what the rest of
+# the fast path costs, i.e. the bound on what moving the analyzers out of Python could reach.
+NO_ANALYZERS = ("import sys\nfrom pcapexfil.cli import main\nimport pcapexfil.pipeline as p\n"
+                "p.make_analyzers = lambda ctx: []\nmain(sys.argv[1:])")
 NFSTREAM = ("import sys\nfrom nfstream import NFStreamer\n"
             "print(sum(1 for _ in NFStreamer(source=sys.argv[1], n_meters=1)))")
 
@@ -154,6 +160,7 @@ def main() -> None:
         head = src.read(24 + 16)
         dst.write(head + src.read(struct.unpack_from("<I", head, 24 + 8)[0]))
     runs["conn --engine fast, 1 frame"] = lambda: ["pcapexfil", "conn", "-o", out("tiny"), tiny]
+    runs["conn --engine fast, no analyzers"] = lambda: [PY, "-c", NO_ANALYZERS, "conn", "-o", out("bare"), cap]
     results: dict[str, tuple[float, float, int]] = {}
     for name, make in runs.items():
         best = None
@@ -166,6 +173,7 @@ def main() -> None:
         assert best is not None
         results[name] = best
     sw, sc, _ = results.pop("conn --engine fast, 1 frame")
+    bare_wall, bare_cpu, _ = results.pop("conn --engine fast, no analyzers")
 
     print(f"\n{'command':<26}{'wall s':>8}{'CPU s':>7}{'packets/s':>12}{'MB/s':>8}{'peak RSS MB':>13}")
     for name, (wall, cpu, rss) in results.items():
@@ -188,6 +196,10 @@ def main() -> None:
           "(issue: >= 1,000,000)")
     print(f"  of which start-up          : {sw:.2f} s wall, {sc:.2f} s CPU; after it "
           f"{packets / (fw - sw):,.0f} packets/s by wall")
+    print(f"  without the TLS/HTTP/DNS analyzers: {bare_wall:.2f} s wall, {bare_cpu:.2f} s CPU "
+          f"({packets / bare_wall:,.0f} packets/s by wall; {results['dpkt Reader loop'][0] / bare_wall:.2f}x dpkt"
+          + (f", {results['nfstream (n_meters=1)'][0] / bare_wall:.2f}x nfstream" if have_nfstream else "")
+          + "): the bound if the analyzers cost nothing")
 
     def rows(d: str, log: str) -> list[str]:
         path = os.path.join(args.workdir, d, log)
