@@ -58,8 +58,8 @@ def syn(conn: FakeConn, is_orig: bool, isn: int, ts: float = 1000.0) -> Packet:
 class Run:
     """The registry's analyzers over hand-made packets, like the flow table drives them."""
 
-    def __init__(self, out_dir: str | None = None, weirds: Any = None) -> None:
-        self.analyzers = make_analyzers(AnalyzerContext(out_dir=out_dir, weirds=weirds))
+    def __init__(self, out_dir: str | None = None, weirds: Any = None, only: set[str] | None = None) -> None:
+        self.analyzers = make_analyzers(AnalyzerContext(out_dir=out_dir, weirds=weirds), only)
 
     def feed(self, conn: FakeConn, packets: list[tuple[bool, Packet]]) -> None:
         for is_orig, pkt in packets:

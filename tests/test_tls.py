@@ -122,6 +122,20 @@ def test_the_client_side_is_released_after_the_client_hello() -> None:
     assert run.finish(conn).ja3s == KNOWN_JA3S
 
 
+def test_a_part_of_the_registry_shares_streams_among_itself() -> None:
+    """make_analyzers(only=...) (what benchmarks/bench_analyzers.py measures): the stream's
+    readers are the analyzers that run, so TLS alone lets go of a connection entirely."""
+    conn = FakeConn()
+    run = Run(only={"tls", "dns"})
+    assert [a.__class__.__name__ for a in run.analyzers] == ["TlsAnalyzer", "DnsAnalyzer"]
+    run.feed(conn, _hello_flow(conn, [(0, client_hello_record("a.example"))]))
+    shared = streams(conn)
+    assert shared is not None
+    assert shared.resp_wanted == {tls.NAME}  # DNS let go of port 443 at once; no HTTP reader
+    run.feed(conn, [(False, tcp(conn, False, 5000, _server_flight()))])
+    assert shared.exhausted(True) and shared.exhausted(False)
+
+
 def test_starttls_after_plaintext_prefix() -> None:
     prefix = b"a001 CAPABILITY\r\na002 STARTTLS\r\n"
     hello = client_hello_record("imap.example.net")
