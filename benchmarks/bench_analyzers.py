@@ -18,7 +18,7 @@ from collections.abc import Collection
 
 from pcapexfil import pipeline
 from pcapexfil.fast.engine import warm_up
-from pcapexfil.hooks import AnalyzerContext
+from pcapexfil.hooks import AnalyzerContext, AppAnalyzer
 from pcapexfil.identifiers import make_analyzers
 from pcapexfil.pipeline import ConnLogSink, RunOptions
 
@@ -28,7 +28,7 @@ NAMES = ("tls", "http", "dns")
 def best_run(path: str, repeat: int, only: Collection[str]) -> tuple[float, int]:
     """(best wall seconds, packets) of `repeat` runs with the analyzers named in `only`."""
 
-    def analyzers(ctx: AnalyzerContext) -> list:
+    def analyzers(ctx: AnalyzerContext) -> list[AppAnalyzer]:
         return make_analyzers(ctx, only)
 
     make = pipeline.make_analyzers

@@ -124,7 +124,8 @@ def test_the_client_side_is_released_after_the_client_hello() -> None:
 
 def test_a_part_of_the_registry_shares_streams_among_itself() -> None:
     """make_analyzers(only=...) (what benchmarks/bench_analyzers.py measures): the stream's
-    readers are the analyzers that run, so TLS alone lets go of a connection entirely."""
+    readers are the analyzers that run, so without HTTP a TLS connection is let go of
+    entirely once TLS has both hellos."""
     conn = FakeConn()
     run = Run(only={"tls", "dns"})
     assert [a.__class__.__name__ for a in run.analyzers] == ["TlsAnalyzer", "DnsAnalyzer"]
