@@ -51,10 +51,6 @@ from pcapexfil.detect.windows import IDENTIFIERS, Window
 from pcapexfil.identifiers.domain import identifier_name
 from pcapexfil.record import ConnRecord
 
-# What a partition needs of a record, as a plain tuple (pickles fast): effective time, position
-# among the outgoing records, and uid, orig_h, resp_h, resp_p, proto, duration, orig_ip_bytes,
-# resp_ip_bytes, the identifier name (HTTP Host, else SNI, else DNS name) and ja3s.
-Routed = tuple[float, int, tuple[Any, ...]]
 # A closed window as a plain tuple: ts, scorable, the hooks' values, the Window's fields.
 ClosedRow = tuple[float, bool, tuple[float | None, ...], tuple[Any, ...]]
 _WINDOW_FIELDS = ("seq", "orig_h", "resp_p", "proto", "identifier", "created", "close_at", "orig_ip_bytes",
@@ -62,6 +58,9 @@ _WINDOW_FIELDS = ("seq", "orig_h", "resp_p", "proto", "identifier", "created", "
 
 
 def _slim(rec: ConnRecord) -> tuple[Any, ...]:
+    """What a partition needs of a record, as a plain tuple (pickles fast): uid, orig_h, resp_h,
+    resp_p, proto, duration, orig_ip_bytes, resp_ip_bytes, the identifier name (HTTP Host, else
+    SNI, else DNS name) and ja3s."""
     return (rec.uid, rec.orig_h, rec.resp_h, rec.resp_p, rec.proto, rec.duration, rec.orig_ip_bytes,
             rec.resp_ip_bytes, identifier_name(rec), rec.ja3s)
 
@@ -86,7 +85,7 @@ def _unpack(row: ClosedRow) -> Closed:
 class PartitionTask:
     index: int
     settings: Settings
-    records: _Spool  # the routed records, in stream order
+    records: _Spool  # the routed records in stream order: (effective time, outgoing position, _slim)
     next_seq: int  # the first window number of this run (one run's counter after loading)
     first_recalc: float | None  # the grid's anchor: as loaded, or set by the run's first event
     end: float  # effective time at the end of input

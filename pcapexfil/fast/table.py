@@ -144,7 +144,6 @@ EP_DTYPE = np.dtype(
         ("seq_wraps", np.int64),
         ("ack_wraps", np.int64),
         ("fin_cnt", np.int64),
-        ("rst_cnt", np.int64),
         ("fin_seq", np.uint64),
         ("hist_last_syn", np.uint64),
         ("hist_last_fin", np.uint64),
@@ -968,8 +967,6 @@ def tcp_process(C, E, BL, HI, EC, EV, G, GF, CFG, T, c, is_orig, ts, flags, seq,
     if fin:
         E[e].fin_cnt += 1
         E[e].fin_seq = rel_seq + np.uint64(seg_len)
-    if rst:
-        E[e].rst_cnt += 1
 
     rel_ack = U64_0
     if ackf:
@@ -1371,7 +1368,6 @@ def _reset_endpoint(E, EC, e, is_orig):
     ep.seq_wraps = 0
     ep.ack_wraps = 0
     ep.fin_cnt = 0
-    ep.rst_cnt = 0
     ep.fin_seq = 0
     ep.hist_last_syn = 0
     ep.hist_last_fin = 0

@@ -197,7 +197,7 @@ class Endpoint:
     __slots__ = (
         "adapter", "conn", "is_orig", "peer", "state", "prev_state",
         "start_seq", "last_seq", "ack_seq", "seq_wraps", "ack_wraps",
-        "fin_cnt", "rst_cnt", "fin_seq", "did_close",
+        "fin_cnt", "fin_seq", "did_close",
         "hist_last_syn", "hist_last_fin", "hist_last_rst",
         "counters", "reassembler",
     )  # fmt: skip
@@ -210,7 +210,7 @@ class Endpoint:
         self.state = self.prev_state = INACTIVE
         self.start_seq = self.last_seq = self.ack_seq = 0
         self.seq_wraps = self.ack_wraps = 0
-        self.fin_cnt = self.rst_cnt = 0
+        self.fin_cnt = 0
         self.fin_seq = 0
         self.did_close = False
         self.hist_last_syn = self.hist_last_fin = self.hist_last_rst = 0
@@ -380,8 +380,6 @@ class TCPAdapter:
         if fin:
             endpoint.fin_cnt += 1
             endpoint.fin_seq = (rel_seq + seg_len) & M64
-        if rst:
-            endpoint.rst_cnt += 1
 
         rel_ack = 0
         if ackf:
