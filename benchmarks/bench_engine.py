@@ -103,12 +103,12 @@ def timed(cmd: list[str]) -> tuple[float, float, int]:
 DPKT_LOOP = "import dpkt,sys\nn=0\nfor ts, buf in dpkt.pcap.Reader(open(sys.argv[1],'rb')):\n    n+=1\nprint(n)"
 # `pcapexfil conn` with the application analyzers (TLS, HTTP, DNS) removed: what the rest of
 # the fast path costs, i.e. the bound on what moving the analyzers out of Python could reach.
-NO_ANALYZERS = ("import sys\nfrom pcapexfil.cli import main\nimport pcapexfil.pipeline as p\n"
-                "p.make_analyzers = lambda ctx: []\nmain(sys.argv[1:])")
+_WITHOUT_ANALYZERS = ("import sys\nfrom pcapexfil.cli import main\nimport pcapexfil.pipeline as p\n"
+                      "p.make_analyzers = lambda ctx: []\n")
+NO_ANALYZERS = _WITHOUT_ANALYZERS + "main(sys.argv[1:])"
 # ... and with the flow table's events dropped too (no records, analyzers or log rows): start-up,
 # reading, parsing and the flow table kernels, the floor of the fast engine as it is built.
-KERNELS_ONLY = ("import sys\nfrom pcapexfil.cli import main\nimport pcapexfil.pipeline as p\n"
-                "from pcapexfil.fast.engine import FastFlow\np.make_analyzers = lambda ctx: []\n"
+KERNELS_ONLY = (_WITHOUT_ANALYZERS + "from pcapexfil.fast.engine import FastFlow\n"
                 "FastFlow._events = lambda self, ev, rec, rh: None\nmain(sys.argv[1:])")
 NFSTREAM = ("import sys\nfrom nfstream import NFStreamer\n"
             "print(sum(1 for _ in NFStreamer(source=sys.argv[1], n_meters=1)))")
