@@ -310,6 +310,30 @@ _ZEEK_JSON = (b'{"ts":1700000000.0,"uid":"C2","id.orig_h":"10.0.0.1","id.orig_p"
               b'"conn_state":"SF","orig_ip_bytes":100,"resp_ip_bytes":200}\n')
 
 
+_LOG_FIELDS = [("ts", "time"), ("s", "string"), ("b", "string"), ("items", "set[string]")]
+
+
+def target_log_writer(data: bytes) -> None:
+    """Arbitrary bytes as string values (raw bytes, and the analyzers' surrogate-carrying str)
+    through both log forms: every JSON line parses, and the TSV log reads back exactly."""
+    import json
+
+    from pcapexfil.logs.zeek import ZeekLogWriter
+    from pcapexfil.zeekread import read_log
+
+    parts = data.split(b"\n")
+    row = {"ts": 1.0, "s": data.decode("utf-8", "surrogateescape"), "b": data,
+           "items": [p.decode("utf-8", "surrogateescape") for p in parts]}
+    with ZeekLogWriter(_TMP / "fuzz.json", "fuzz", _LOG_FIELDS, use_json=True) as writer:
+        writer.write(row)
+    (line,) = (_TMP / "fuzz.json").read_bytes().splitlines()
+    assert json.loads(line)["ts"] == 1.0
+    with ZeekLogWriter(_TMP / "fuzz.log", "fuzz", _LOG_FIELDS) as writer:
+        writer.write(row)
+    (back,) = read_log(str(_TMP / "fuzz.log"))
+    assert back["s"] == row["s"] and back["b"] == row["s"]
+
+
 def _session_frames(port: int, client: bytes, server: bytes, udp: bool) -> list[bytes]:
     if udp:
         return [_ether(_ipv4(17, _udp(40000, port, client))),
@@ -361,6 +385,7 @@ TARGETS: dict[str, Target] = {
     "tls_hello": (target_tls_hello, [CLIENT_HELLO_RECORD, SERVER_FLIGHT]),
     "dns_message": (target_dns_message, [DNS_QUERY, DNS_RESPONSE, DNS_LOOP]),
     "zeek_log": (target_zeek_log, [_ZEEK_TSV, _ZEEK_JSON, gzip.compress(_ZEEK_TSV, mtime=0)]),
+    "log_writer": (target_log_writer, [b"example.com", b"\\x41\\", b"a\\xffb\\x00\\ncaf\\xc3\\xa9", b"-", b"(empty)"]),
     "http_uri": (target_http_uri, [b"/a%20b/%zz/%%41/%u00e9?q=%", b"/plain/path?x=1&y=%2F"]),
     "session": (target_session, [_session_seed(0, CLIENT_HELLO_RECORD, SERVER_FLIGHT),
                                  _session_seed(1, HTTP_REQUEST, HTTP_RESPONSE),

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcapexfil.logs.zeek import escape_string, tsv_formatter
+from pcapexfil.logs.zeek import escape_string, json_string, tsv_formatter
 
 
 def escape_by_bytes(value: str, in_container: bool) -> str:
-    """LogAscii's rule spelled out: every byte outside printable ASCII (and the separators) as \\xHH."""
+    """LogAscii's rule spelled out: every byte outside printable ASCII, the separators and the
+    backslash as \\xHH."""
     raw = value.encode("utf-8", "surrogateescape")
     if not raw:
         return "(empty)"
     text = "".join(
-        f"\\x{b:02x}" if b < 0x20 or b >= 0x7F or b == 0x09 or (in_container and b == 0x2C) else chr(b) for b in raw
+        f"\\x{b:02x}" if b < 0x20 or b >= 0x7F or b == 0x09 or b == 0x5C or (in_container and b == 0x2C) else chr(b) for b in raw
     )
     if text in ("-", "(empty)"):
         return f"\\x{ord(text[0]):02x}{text[1:]}"
     return text
 
 
-@given(st.text(alphabet=st.sampled_from("ab-,(empty) \t\x00\x7f\xe9\u2603"), max_size=12), st.booleans())
+@given(st.text(alphabet=st.sampled_from("ab-,(empty) \t\x00\x7f\xe9\u2603\\x4"), max_size=12), st.booleans())
 def test_escape_matches_byte_rule(value: str, in_container: bool) -> None:
     assert escape_string(value, in_container) == escape_by_bytes(value, in_container)
 
@@ -33,15 +37,49 @@ def test_escape_examples() -> None:
     assert escape_string("-") == "\\x2d" and escape_string("(empty)") == "\\x28empty)"
     assert escape_string("") == "(empty)"
     assert escape_string(b"\xff") == "\\xff"
+    # The backslash itself is escaped, so data holding the text \x41 does not read back as A.
+    assert escape_string("\\x41") == "\\x5cx41"
+    assert tsv_formatter("string")("a\\b") == "a\\x5cb"
+    assert tsv_formatter("set[string]")(["a\\b", "c"]) == "a\\x5cb,c"
 
 
-@given(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab-,(empty) \t\x00\x7f\xe9\u2603"), max_size=12)))
+def test_tsv_escaping_reads_back_exactly(tmp_path) -> None:
+    """Whatever the bytes, `detect`'s reader gets back the string that was written (before,
+    an SNI holding the text \\x41 read back as A)."""
+    from pcapexfil.logs.zeek import ZeekLogWriter
+    from pcapexfil.zeekread import read_log
+
+    values = ["\\x41", "a\\\\b", "\\x5c", "x\\", "\udcff\\xff"]
+    path = tmp_path / "t.log"
+    with ZeekLogWriter(path, "t", [("s", "string")]) as writer:
+        for value in values:
+            writer.write({"s": value})
+    assert [row["s"] for row in read_log(str(path))] == values
+
+
+@given(st.binary(max_size=64))
+def test_json_string_is_zeek_json_escape_utf8(data: bytes) -> None:
+    """Any bytes give a string that encodes and round-trips through JSON; undoing the \\xHH
+    escapes gives the bytes back (when the data has no backslash of its own to confuse)."""
+    text = json_string(data)
+    line = json.dumps({"s": text}, ensure_ascii=False).encode("utf-8")
+    assert json.loads(line)["s"] == text
+    if b"\\" not in data:
+        back = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8"))
+        assert back == data
+    # Valid UTF-8 and the controls JSON names stay as they are.
+    assert json_string("caf\xe9 \u2603\t") == "caf\xe9 \u2603\t"
+    assert json_string(b"a\xffb\x01") == "a\\xffb\\x01"
+    assert json_string("a\udcffb") == "a\\xffb"  # analyzers' raw bytes, carried as surrogates
+
+
+@given(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab-,(empty) \t\x00\x7f\xe9\u2603\\x4"), max_size=12)))
 def test_string_column_matches_byte_rule(value: str | None) -> None:
     expected = "-" if value is None else escape_by_bytes(value, in_container=False)
     assert tsv_formatter("string")(value) == expected
 
 
-@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab-,(empty) \t\xe9"), max_size=8)), max_size=4))
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab-,(empty) \t\xe9\\"), max_size=8)), max_size=4))
 def test_string_container_matches_byte_rule(items: list[str | None]) -> None:
     expected = ",".join("-" if v is None else escape_by_bytes(v, in_container=True) for v in items) or "(empty)"
     assert tsv_formatter("vector[string]")(items) == expected

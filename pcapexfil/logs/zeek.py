@@ -6,6 +6,7 @@ files without changes.
 
 from __future__ import annotations
 
+import codecs
 import datetime as _dt
 import functools
 import json
@@ -44,12 +45,19 @@ def format_double(value: float) -> str:
     return text + "0" if text.endswith(".") else text
 
 
+def _plain(value: str) -> bool:
+    """Printable ASCII without a backslash: written as it is in both TSV and JSON."""
+    return value.isascii() and value.isprintable() and "\\" not in value
+
+
 def escape_string(value: str | bytes, in_container: bool = False) -> str:
-    """Escape non-printable bytes and separators as \\xHH, the way LogAscii does."""
-    # Anything but printable ASCII (0x20-0x7e; the separator, tab, is below) needs escaping,
-    # in a container the set separator too. Most values have none, and skip the byte loop.
-    if (isinstance(value, str) and value.isascii() and value.isprintable()
-            and not (in_container and _SET_SEPARATOR in value) and value not in _RESERVED):
+    """Escape as LogAscii does: non-printable bytes, the separators and the backslash itself
+    as \\xHH (Zeek's src/Desc.cc, ODesc::FirstEscapeLoc and ODesc::AddBytes: a backslash is
+    an escape location of one byte, written in hex), so `\\x41` in the data cannot read back as
+    `A`. Strings are their bytes (str from the analyzers carries raw bytes as surrogates)."""
+    # Most values need nothing, and skip the byte loop.
+    if (isinstance(value, str) and _plain(value) and not (in_container and _SET_SEPARATOR in value)
+            and value not in _RESERVED):
         return value
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if not raw:
@@ -57,15 +65,41 @@ def escape_string(value: str | bytes, in_container: bool = False) -> str:
     out = []
     for byte in raw:
         ch = chr(byte)
-        if byte < 0x20 or byte >= 0x7F or ch == _SEPARATOR or (in_container and ch == _SET_SEPARATOR):
+        if byte < 0x20 or byte >= 0x7F or ch == "\\" or (in_container and ch == _SET_SEPARATOR):
             out.append(f"\\x{byte:02x}")
         else:
             out.append(ch)
     text = "".join(out)
     if text in (_UNSET, _EMPTY):
+        # Threading formatter Ascii.cc, escapeReservedContent: the first character in hex.
         return "\\x{:02x}{}".format(ord(text[0]), text[1:])
-    # Non-ASCII UTF-8 would be written raw by Zeek only if printable; we keep bytes exact.
     return text
+
+
+def _hex_bytes(err: UnicodeError) -> tuple[str, int]:
+    """Decoding error handler: each byte that is not valid UTF-8 as the text \\xHH."""
+    assert isinstance(err, UnicodeDecodeError)
+    return "".join(f"\\x{b:02x}" for b in err.object[err.start : err.end]), err.end
+
+
+codecs.register_error("pcapexfil-zeek-hex", _hex_bytes)
+# Control characters JSON writes by name; the others become \\xHH text (json_escape_utf8).
+_JSON_NAMED_CONTROLS = frozenset("\b\f\n\r\t")
+
+
+def json_string(value: str | bytes) -> str:
+    """A string value as Zeek's JSON writer has it before JSON quoting: valid UTF-8 kept,
+    every invalid byte and every control character but \\b \\f \\n \\r \\t as the text \\xHH
+    (src/util.cc, json_escape_utf8 with escape_printable_controls). The result is always
+    encodable, whatever bytes a packet carried."""
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable():
+            return value
+        value = value.encode("utf-8", "surrogateescape")
+    text = value.decode("utf-8", "pcapexfil-zeek-hex")
+    if text.isprintable():
+        return text
+    return "".join(f"\\x{ord(c):02x}" if c < " " and c not in _JSON_NAMED_CONTROLS else c for c in text)
 
 
 def _tsv_time(value: Any) -> str:
@@ -92,7 +126,8 @@ def _tsv_addr(value: Any) -> str:
 
 def _tsv_string(value: Any) -> str:
     # escape_string's clean case inlined: most strings are printable ASCII and returned as is.
-    if value.__class__ is str and value.isascii() and value.isprintable() and value not in _RESERVED:
+    if value.__class__ is str and value.isascii() and value.isprintable() and "\\" not in value \
+            and value not in _RESERVED:
         return value
     return _UNSET if value is None else escape_string(value)
 
@@ -118,7 +153,7 @@ def _tsv_joined_strings(items: list[Any]) -> str | None:
         return None
     # No item holds the separator (the count shows it), a control or non-ASCII character,
     # or is a string that must be escaped as a whole.
-    if (text.isascii() and text.isprintable() and text.count(_SET_SEPARATOR) == len(items) - 1
+    if (_plain(text) and text.count(_SET_SEPARATOR) == len(items) - 1
             and _RESERVED.isdisjoint(items)):
         return text
     return None
@@ -179,8 +214,8 @@ def _json_value(value: Any, type_: str, ts_style: TimestampStyle) -> Any:
         return int(value)
     if type_ == "bool":
         return bool(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, (str, bytes)):
+        return json_string(value)
     return str(value)
 
 
