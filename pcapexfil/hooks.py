@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from pcapexfil.logs.staging import LogStaging
     from pcapexfil.packet import Packet
     from pcapexfil.record import ConnRecord
     from pcapexfil.weird import Weirds
@@ -73,3 +74,4 @@ class AnalyzerContext:
     ts_style: Literal["epoch", "millis", "iso8601"] = "epoch"
     domain_mode: Literal["psl", "last2"] = "psl"
     weirds: Weirds | None = None
+    staging: LogStaging | None = None  # the run's commit point for its logs (logs.staging)

@@ -19,6 +19,7 @@ from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.identifiers import make_analyzers
 from pcapexfil.logs.conn import CONN_FIELDS, conn_row
+from pcapexfil.logs.staging import LogStaging
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.netconf import PRIVATE_NETS
 from pcapexfil.record import ConnRecord
@@ -44,6 +45,9 @@ class RunOptions:
     # "fast": numba parser and flow table (pcapexfil.fast); "reference": the readable
     # dpkt/Python path. Both give identical logs (tests/test_fast_engine.py).
     engine: Literal["fast", "reference"] = "fast"
+    # Logs are published together at the run's commit point (pcapexfil.logs.staging); None:
+    # each log is written in place.
+    staging: LogStaging | None = None
 
 
 @dataclass(slots=True)
@@ -61,14 +65,16 @@ class RunSummary:
 class _LazyLogWriter:
     """A ZeekLogWriter created on the first row, so a clean run writes no weird.log."""
 
-    def __init__(self, path: str, log_path: str, fields: list[Field], use_json: bool, ts_style: Any) -> None:
-        self._args = (path, log_path, fields, use_json, ts_style)
+    def __init__(self, path: str, log_path: str, fields: list[Field], use_json: bool, ts_style: Any,
+                 staging: LogStaging | None) -> None:
+        self._args = (path, log_path, fields, use_json, ts_style, staging)
         self._writer: ZeekLogWriter | None = None
 
     def write(self, row: dict[str, Any]) -> None:
         if self._writer is None:
-            path, log_path, fields, use_json, ts_style = self._args
-            self._writer = ZeekLogWriter(path, log_path, fields, use_json=use_json, ts_style=ts_style)
+            path, log_path, fields, use_json, ts_style, staging = self._args
+            self._writer = ZeekLogWriter(path, log_path, fields, use_json=use_json, ts_style=ts_style,
+                                         staging=staging)
         self._writer.write(row)
 
     def close(self) -> None:
@@ -79,9 +85,11 @@ class _LazyLogWriter:
 class ConnLogSink:
     """Writes DIR/conn.log (Zeek TSV, or Zeek's JSON form)."""
 
-    def __init__(self, out_dir: str, use_json: bool = False, ts_style: Any = "epoch") -> None:
+    def __init__(self, out_dir: str, use_json: bool = False, ts_style: Any = "epoch",
+                 staging: LogStaging | None = None) -> None:
         self.writer = ZeekLogWriter(
-            os.path.join(out_dir, "conn.log"), "conn", CONN_FIELDS, use_json=use_json, ts_style=ts_style
+            os.path.join(out_dir, "conn.log"), "conn", CONN_FIELDS, use_json=use_json, ts_style=ts_style,
+            staging=staging,
         )
 
     def on_record(self, rec: ConnRecord) -> None:
@@ -124,11 +132,11 @@ class RunScaffold:
         if options.out_dir is not None:
             self.weird_log = _LazyLogWriter(
                 os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS, options.use_json,
-                options.ts_style,
+                options.ts_style, options.staging,
             )
         self.weirds = Weirds(self.weird_log)  # type: ignore[arg-type]
         ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
-                              weirds=self.weirds)
+                              weirds=self.weirds, staging=options.staging)
         self.analyzers = make_analyzers(ctx)  # their logs are created on their first row
         self.progress = _Progress(False, 0)
 
@@ -141,13 +149,15 @@ class RunScaffold:
         return self.progress
 
     def close(self, sinks: list[RecordSink], now: float) -> None:
+        """Analyzers and weird.log first: a sink (the detector) may commit the run, which
+        publishes every log of it."""
         self.progress.close()
         for analyzer in self.analyzers:
             analyzer.close()
-        for sink in sinks:
-            sink.close(now)
         if self.weird_log is not None:
             self.weird_log.close()
+        for sink in sinks:
+            sink.close(now)
 
 
 def run(

@@ -9,13 +9,18 @@ import click
 
 from pcapexfil.cli.conn import engine_option, max_flows_option
 from pcapexfil.cli.detect import (
+    LAST_RUN,
+    already_done,
     build_settings,
     detector_options,
     fail,
+    io_error,
     make_detector,
     open_state,
     prepare_out_dir,
     report,
+    run_key,
+    start_staging,
 )
 
 
@@ -41,9 +46,10 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     --state across daily runs; its open windows carry over, so consecutive captures give the
     same result as one long capture.
 
-    Exit status: 0 clean; 1 the input was damaged (records before the damage were used) or
-    the state failed mid-run (what was committed is kept); 2 usage error, unreadable input
-    or unusable state (nothing written).
+    Exit status: 0 clean; 1 the input was damaged (records before the damage were used);
+    2 usage error, unreadable input, unusable state or a write error (nothing written: the
+    previous logs and state are kept). The logs and the state change together, at the end of
+    the run; a run killed before that left both as they were (docs/state.md).
     """
     from pcapexfil.detect.state import StateError
     from pcapexfil.dist import ClusterError
@@ -66,6 +72,9 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     except CaptureError as exc:
         fail(str(exc))
     store = open_state(kw["state"], kw["busy_timeout"])
+    key = run_key("analyze", pcaps, out_dir, click.get_current_context().params)
+    if already_done(store, key, kw["state"], out_dir):
+        return
     if store is not None and sensor:
         from pcapexfil.dist.merge import note_sensor
 
@@ -73,24 +82,27 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
             note_sensor(store, sensor)
         except StateError as exc:
             fail(str(exc))
+    staging = start_staging(out_dir)
     options = RunOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
                          verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed,
-                         max_flows=max_flows or None, engine=engine)  # type: ignore[arg-type]
+                         max_flows=max_flows or None, engine=engine, staging=staging)  # type: ignore[arg-type]
     try:
-        det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"])
-        conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"])
+        det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"], staging)
+        det.extra_meta[LAST_RUN] = key
+        conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"], staging=staging)
         if cluster:
             from pcapexfil.dist.cluster import run_on
 
             summary = run_on(cluster, pcaps, options, [conn_sink, det], out_dir, sensor)
         else:
             summary = run(pcaps, options, [conn_sink, det])
-    except (CaptureError, ClusterError) as exc:
+        staging.publish()
+    except (CaptureError, ClusterError, StateError) as exc:
+        staging.discard()
         fail(str(exc))
-    except StateError as exc:
-        fail(str(exc), status=1)
     except OSError as exc:
-        fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
+        staging.discard()
+        fail(io_error(exc, out_dir))
     finally:
         if store is not None:
             store.close()

@@ -15,13 +15,13 @@ import click
 from pcapexfil.cli.detect import fail
 
 
-def _store(path: str, busy_timeout: float, must_exist: bool = True) -> Any:
+def _store(path: str, busy_timeout: float, must_exist: bool = True, writer: bool = False) -> Any:
     from pcapexfil.detect.state import StateError, StateStore
 
     if must_exist and not os.path.exists(path):
         fail(f"state database {path}: no such file")
     try:
-        return StateStore(path, busy_timeout=busy_timeout)
+        return StateStore(path, busy_timeout=busy_timeout, writer=writer)
     except StateError as exc:
         fail(str(exc))
 
@@ -106,7 +106,7 @@ def import_(state: str, busy_timeout: float, file: str, fmt: str | None) -> None
         rows = list(_read_rows(file, fmt))
     except (ValueError, UnicodeDecodeError) as exc:
         fail(str(exc).splitlines()[0])
-    store = _store(state, busy_timeout, must_exist=False)
+    store = _store(state, busy_timeout, must_exist=False, writer=True)
     try:
         count = store.import_rows(rows)
     except StateError as exc:
@@ -126,7 +126,7 @@ def reset(state: str, busy_timeout: float, yes: bool) -> None:
 
     if not yes:
         fail("reset forgets the whole baseline; add --yes to confirm")
-    store = _store(state, busy_timeout)
+    store = _store(state, busy_timeout, writer=True)
     try:
         store.reset()
     except StateError as exc:

@@ -53,9 +53,11 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     stream in time order).
 
     Exit status: 0 clean; 1 the input was damaged (truncated or corrupt file, see
-    weird.log) but the records learned before the damage were written; 2 usage error or
-    unreadable input (nothing written).
+    weird.log) but the records learned before the damage were written; 2 usage error,
+    unreadable input or a write error such as a full disk (nothing written: logs appear
+    together at the end of the run, and the previous ones are kept until then).
     """
+    from pcapexfil.cli.detect import io_error, start_staging
     from pcapexfil.pipeline import ConnLogSink, RunOptions, run
     from pcapexfil.source import CaptureError, open_captures
     from pcapexfil.weird import Weirds
@@ -72,24 +74,31 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
         os.remove(probe)
     except OSError as exc:
         _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
-    options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
-                         verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None,
-                         engine=engine)  # type: ignore[arg-type]
     try:
         # Validate every input before creating conn.log, so a bad path leaves nothing behind.
         open_captures(list(pcaps), Weirds()).close()
+    except CaptureError as exc:
+        _fail(str(exc))
+    staging = start_staging(out_dir)
+    options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
+                         verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None,
+                         engine=engine, staging=staging)  # type: ignore[arg-type]
+    try:
         sink: RecordSink
         if fmt == "parquet":
             from pcapexfil.logs.parquet import ParquetSink
 
             sink = ParquetSink(os.path.join(out_dir, "records"), sensor=sensor)
         else:
-            sink = ConnLogSink(out_dir, use_json=use_json, ts_style=ts_style)
+            sink = ConnLogSink(out_dir, use_json=use_json, ts_style=ts_style, staging=staging)
         summary = run(pcaps, options, [sink])
+        staging.publish()
     except (CaptureError, ImportError) as exc:
+        staging.discard()
         _fail(str(exc))
     except OSError as exc:
-        _fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
+        staging.discard()
+        _fail(io_error(exc, out_dir))
     note = ""
     if summary.weirds:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.weirds.items()))

@@ -3,13 +3,17 @@ detector options shared with `pcapexfil analyze`."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import click
+
+from pcapexfil.logs.staging import LogStaging
 
 from pcapexfil.detect.scoring import DEFAULT_SCORING, SCORINGS
 from pcapexfil.netconf import MULTICAST_NETS, PRIVATE_NETS, parse_nets
@@ -133,19 +137,71 @@ def open_state(path: str | None, busy_timeout: str) -> Any:
     except ValueError:
         fail(f"--busy-timeout: not a number: {busy_timeout!r}")
     try:
-        return StateStore(path, busy_timeout=timeout)
+        return StateStore(path, busy_timeout=timeout, writer=True)
     except StateError as exc:
         fail(str(exc))
 
 
-def make_detector(settings: Any, out_dir: str | None, store: Any, use_json: bool, ts_style: str) -> Any:
+def make_detector(settings: Any, out_dir: str | None, store: Any, use_json: bool, ts_style: str,
+                  staging: LogStaging | None = None) -> Any:
+    """The Detector (its StateError is the caller's: it may have logs to discard)."""
     from pcapexfil.detect.detector import Detector
-    from pcapexfil.detect.state import StateError
 
+    return Detector(settings, out_dir=out_dir, store=store, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
+                    staging=staging)
+
+
+# meta key: the key (`run_key`) of the last run committed to a state.
+LAST_RUN = "last_run"
+
+
+def run_key(command: str, inputs: Sequence[str], out_dir: str, params: dict[str, Any]) -> str:
+    """What identifies a run over files: the command, each input file as it is on disk (path,
+    size, mtime; a directory's files), the output directory and the options. Empty when an
+    input is a stream (standard input, a pipe): such a run is never the same one again."""
+    files = []
+    for path in inputs:
+        names = sorted(os.path.join(path, n) for n in os.listdir(path)) if os.path.isdir(path) else [path]
+        for name in names:
+            try:
+                st = os.stat(name)
+            except OSError:
+                return ""
+            if not stat.S_ISREG(st.st_mode):
+                if name == path:
+                    return ""
+                continue
+            files.append([os.path.realpath(name), st.st_size, st.st_mtime_ns])
+    options = {k: v for k, v in sorted(params.items()) if k not in ("busy_timeout", "out_dir", "pcaps", "log_dirs")}
+    return json.dumps({"command": command, "inputs": files, "out": os.path.realpath(out_dir), "options": options},
+                      default=list)
+
+
+def already_done(store: Any, key: str, state: str, out_dir: str) -> bool:
+    """The state's last committed run was this very one (a rerun after a kill that came after
+    its commit point, or a second identical run that waited for the first): its logs are in
+    OUT already, and running again would only replace them with empty detection logs."""
+    if store is None or not key or store.meta().get(LAST_RUN) != key:
+        return False
+    click.echo(f"pcapexfil: this run is already committed to {state} and its logs are in {out_dir}; "
+               "nothing to do", err=True)
+    store.close()
+    return True
+
+
+def start_staging(out_dir: str) -> LogStaging:
+    """The run's logs, published together at its commit point (orphans of a killed run removed)."""
+    staging = LogStaging(out_dir)
     try:
-        return Detector(settings, out_dir=out_dir, store=store, use_json=use_json, ts_style=ts_style)  # type: ignore[arg-type]
-    except StateError as exc:
-        fail(str(exc))
+        staging.remove_orphans()
+    except OSError as exc:
+        fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
+    return staging
+
+
+def io_error(exc: OSError, default: str) -> str:
+    """One line naming the file of an I/O error."""
+    return f"{exc.filename or default}: {exc.strerror or exc}"
 
 
 def prepare_out_dir(out_dir: str) -> None:
@@ -176,8 +232,9 @@ def detect(log_dirs: tuple[str, ...], out_dir: str, **kw: Any) -> None:
     """Run the exfiltration detector over existing Zeek logs: each ZEEK_LOG_DIR holds conn.log
     (TSV or JSON, .gz too), joined by uid with ssl.log and http.log when present.
 
-    Exit status: 0 clean; 1 some log lines were damaged and skipped, or the state failed
-    mid-run (what was committed is kept); 2 usage error or unusable input/state.
+    Exit status: 0 clean; 1 some log lines were damaged and skipped; 2 usage error, unusable
+    input or state, or a write error (nothing written: the previous logs and state are kept).
+    The logs and the state change together, at the end of the run (docs/state.md).
     """
     from pcapexfil.detect.state import StateError
     from pcapexfil.weird import Weirds
@@ -195,16 +252,26 @@ def detect(log_dirs: tuple[str, ...], out_dir: str, **kw: Any) -> None:
     records.sort(key=lambda r: r.ts + (r.duration or 0.0))
     prepare_out_dir(out_dir)
     store = open_state(kw["state"], kw["busy_timeout"])
-    det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"])
+    key = run_key("detect", log_dirs, out_dir, click.get_current_context().params)
+    if already_done(store, key, kw["state"], out_dir):
+        return
+    staging = start_staging(out_dir)
     now = 0.0
     try:
+        det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"], staging)
+        det.extra_meta[LAST_RUN] = key
         for rec in records:
             now = max(now, rec.ts + (rec.duration or 0.0))
             det.on_time(now)
             det.on_record(rec)
         det.close(now)
+        staging.publish()
     except StateError as exc:
-        fail(str(exc), status=1)
+        staging.discard()
+        fail(str(exc))
+    except OSError as exc:
+        staging.discard()
+        fail(io_error(exc, out_dir))
     finally:
         if store is not None:
             store.close()

@@ -82,6 +82,9 @@ def live(iface: str, out_dir: str, bpf: str, snaplen: int, no_promisc: bool, wor
     status = 0
     try:
         det = make_detector(settings, None, store, kw["use_json"], kw["ts_style"])
+    except StateError as exc:
+        fail(str(exc))
+    try:
         summary = run_live(live_settings, det, ready)
     except CaptureError as exc:
         fail(str(exc))

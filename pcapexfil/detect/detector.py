@@ -21,7 +21,9 @@ partitioned by host on the workers and the ordered stage once (pcapexfil.dist.sc
 Commits. With a state store, every recomputation commits a snapshot (watermark = its grid
 time) and so does close(). After a kill, a new run may be given the same input again:
 records and ticks whose event time lies before the watermark are already in the snapshot
-and are skipped (counted), so nothing committed is lost or counted twice.
+and are skipped (counted), so nothing committed is lost or counted twice. With a log
+staging (the CLI's runs over files and logs) the run commits once, at close(), together with
+every log of the run (pcapexfil.logs.staging, docs/state.md): state and logs never disagree.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from pcapexfil.detect.state import Commit, StateError, StateStore
 from pcapexfil.detect.windows import IDENTIFIERS, WindowTable
 from pcapexfil.logs.exfil import exfil_fields
 from pcapexfil.logs.notice import NOTICE_FIELDS
+from pcapexfil.logs.staging import LogStaging
 from pcapexfil.logs.zeek import ZeekLogWriter
 from pcapexfil.netconf import MULTICAST_NETS, PRIVATE_NETS
 from pcapexfil.record import ConnRecord
@@ -116,6 +119,7 @@ class Detector:
         store: StateStore | None = None,
         use_json: bool = False,
         ts_style: Literal["epoch", "millis", "iso8601"] = "epoch",
+        staging: LogStaging | None = None,
     ) -> None:
         self.settings = s = settings or Settings()
         s.validate()
@@ -126,12 +130,16 @@ class Detector:
         self.ordered = OrderedStage(s, self.keys.scoring, self.stats)
         self.columns = self.keys.scoring.columns
         self.store = store
+        self.staging = staging
+        # Metadata the run's commits store besides the detector's own (the CLI's run key).
+        self.extra_meta: dict[str, str] = {}
         self.notice_log: RowWriter | None = None
         if out_dir is not None:
             self.exfil_log = ZeekLogWriter(os.path.join(out_dir, "exfil_detection.log"), "exfil_detection",
-                                           exfil_fields(self.columns), use_json=use_json, ts_style=ts_style)
+                                           exfil_fields(self.columns), use_json=use_json, ts_style=ts_style,
+                                           staging=staging)
             self.notice_log = ZeekLogWriter(os.path.join(out_dir, "notice.log"), "notice", NOTICE_FIELDS,
-                                            use_json=use_json, ts_style=ts_style)
+                                            use_json=use_json, ts_style=ts_style, staging=staging)
             self.notices.writer = self.notice_log
         self.now: float | None = None  # effective network time (monotonic)
         self.input_now: float | None = None  # latest time seen in this run's input
@@ -255,7 +263,7 @@ class Detector:
     # -- StageOutput: the per-key stage's events, straight into the ordered stage -----------
     def recalc(self, when: float) -> None:
         self.notices.expire(when)
-        if self.store is not None:
+        if self.store is not None and self.staging is None:
             self._commit(when)
 
     def closed(self, c: Closed) -> None:
@@ -305,11 +313,12 @@ class Detector:
         assert self.store is not None
         c.norms = {name: (st.n, st.mean, st.m2) for name, st in self.norms.items()}
         c.suppress = dict(self.notices.suppressed)
-        c.meta = {"watermark": repr(watermark), "recompute_all": "1" if self.keys.recompute_all else "0"}
+        c.meta = {"watermark": repr(watermark), "recompute_all": "1" if self.keys.recompute_all else "0",
+                  **self.extra_meta}
         if self.next_recalc is not None:
             c.meta["next_recalc"] = repr(self.next_recalc)
         try:
-            self.store.commit(c)
+            self.store.commit(c, self.staging)
         except StateError:
             # The state keeps its last snapshot; a rerun on the same input continues from there.
             self._store_failed = True

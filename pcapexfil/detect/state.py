@@ -8,17 +8,22 @@ snapshot intact; a corrupt or foreign file is refused without being touched.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pcapexfil.detect.baseline import BaselineDelta, BaselineKey, Element
 from pcapexfil.detect.windows import Window
+from pcapexfil.logs.staging import LogStaging, crash_point, finish_moves
 
 SCHEMA_VERSION = 1
+# meta key: renames of a committed run's logs not known to be done yet (logs.staging).
+PENDING_MOVES = "pending_log_moves"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -87,10 +92,63 @@ def _nan_to_none(values: Iterable[float]) -> list[float | None]:
 
 
 class StateStore:
-    def __init__(self, path: str, busy_timeout: float = 10.0) -> None:
+    """With `writer`, the store belongs to this process until close(): a second writer waits
+    up to `busy_timeout` for it and then fails (a lock on the file, held for the whole run,
+    so two runs never both load the same snapshot and both commit on top of it)."""
+
+    def __init__(self, path: str, busy_timeout: float = 10.0, writer: bool = False) -> None:
         self.path = path
         if os.path.isdir(path):
             raise StateError(f"state database {path}: is a directory")
+        self._lock_fd = self._lock(busy_timeout) if writer else None
+        try:
+            self._open(busy_timeout)
+            if writer:
+                self._finish_pending_moves()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _lock(self, timeout: float) -> int:
+        """An exclusive flock on the database file (independent of SQLite's own POSIX locks;
+        the descriptor stays open until close(), after SQLite's, so closing it cannot drop them)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(f"state database {self.path}: {exc.strerror}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StateError(f"state database {self.path} is locked by another pcapexfil run "
+                                     f"(waited {timeout:g} s)") from None
+                time.sleep(0.05)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _finish_pending_moves(self) -> None:
+        """A run killed between its state commit and the renames of its logs: finish them."""
+        pending = self.meta().get(PENDING_MOVES)
+        if pending is None:
+            return
+        moves = [(tmp, final) for tmp, final in json.loads(pending)]
+        try:
+            finish_moves(moves)
+        except OSError as exc:
+            raise StateError(f"state database {self.path}: cannot finish publishing the logs of the "
+                             f"previous run ({exc.filename}: {exc.strerror})") from None
+        with self._write() as db:
+            db.execute("DELETE FROM meta WHERE key=?", (PENDING_MOVES,))
+
+    def _open(self, busy_timeout: float) -> None:
+        path = self.path
         if os.path.exists(path) and os.path.getsize(path) > 0:
             try:
                 with open(path, "rb") as fh:
@@ -102,6 +160,9 @@ class StateStore:
         self.busy_timeout = busy_timeout
         try:
             self.db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        try:
             check = self.db.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
                 raise StateError(f"state database {path}: integrity check failed (file left untouched)")
@@ -115,8 +176,11 @@ class StateStore:
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from None
+        except BaseException as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._error(exc) from None
+            raise
 
     def _user_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -193,8 +257,14 @@ class StateStore:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    def commit(self, c: Commit) -> None:
-        """Apply one snapshot's changes atomically."""
+    def commit(self, c: Commit, staging: LogStaging | None = None) -> None:
+        """Apply one snapshot's changes atomically; with `staging`, the run's logs are sealed
+        first and published right after, their renames recorded in the same transaction so
+        that a kill in between is finished by the next writer (pcapexfil.logs.staging)."""
+        moves = staging.seal() if staging is not None else []
+        if moves:
+            c.meta[PENDING_MOVES] = json.dumps(moves)
+            crash_point("logs-sealed")
         with self._write() as db:
             steps = [self._insert_added, self._delete_removed]
             for step in reversed(steps) if c.net else steps:
@@ -218,6 +288,12 @@ class StateStore:
             db.executemany("INSERT INTO suppress VALUES (?, ?)",
                            ((json.dumps(list(k)), v) for k, v in c.suppress.items()))
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", c.meta.items())
+        if staging is not None and moves:
+            staging.committed = True
+            crash_point("state-committed")
+            staging.publish()
+            with self._write() as db:
+                db.execute("DELETE FROM meta WHERE key=?", (PENDING_MOVES,))
 
     @staticmethod
     def _insert_added(db: sqlite3.Connection, delta: BaselineDelta) -> None:
@@ -276,3 +352,4 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+        self._unlock()

@@ -107,7 +107,8 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
                for s in sinks if isinstance(s, Detector)]
     wrapped = iter(scorers)
     sinks = [next(wrapped) if isinstance(s, Detector) else s for s in sinks]
-    logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style)
+    logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
+                           staging=options.staging)
     fin = Finalizer(opts, sinks, options.seed, logs)
     t0 = time.perf_counter()
     busy = cpu = 0.0

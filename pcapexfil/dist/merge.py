@@ -83,7 +83,7 @@ def merge_states(inputs: Sequence[str], output: str, busy_timeout: float = 10.0)
             sensors.update(sensors_of(state.meta))
         finally:
             store.close()
-    out = StateStore(output, busy_timeout=busy_timeout)
+    out = StateStore(output, busy_timeout=busy_timeout, writer=True)
     try:
         out.check_settings(fixed)
         out.commit(Commit(baseline=BaselineDelta(), params={}, norms=norms, windows=[], suppress={},

@@ -27,7 +27,8 @@ class LogOut:
             return
         if self.writer is None:
             path = os.path.join(self.ctx.out_dir, f"{self.name}.log")
-            self.writer = ZeekLogWriter(path, self.name, self.fields, self.ctx.use_json, self.ctx.ts_style)
+            self.writer = ZeekLogWriter(path, self.name, self.fields, self.ctx.use_json, self.ctx.ts_style,
+                                        staging=self.ctx.staging)
         self.writer.write(row)
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ files without changes.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -15,6 +16,8 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Literal
+
+from pcapexfil.logs.staging import LogStaging
 
 Field = tuple[str, str]  # (dotted column name, Zeek type such as "count" or "set[string]")
 
@@ -223,11 +226,18 @@ def _strftime_local(moment: float) -> str:
     return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(moment))
 
 
+def _named(exc: OSError, path: str) -> OSError:
+    """A write error that names the log (a full disk's error carries no file name)."""
+    return OSError(exc.errno, exc.strerror or str(exc), path)
+
+
 class ZeekLogWriter:
     """One log file. Rows are dicts keyed by column name (missing key = unset).
 
     Rows are written as they come, so memory does not grow with the log.
-    `#open`/`#close` carry the writer's wall clock in local time, as Zeek's do.
+    `#open`/`#close` carry the writer's wall clock in local time, as Zeek's do. With a
+    `staging`, the log is written to a temporary file that the run publishes at its commit
+    point (pcapexfil.logs.staging); errors name the log's final path.
     """
 
     def __init__(
@@ -237,18 +247,24 @@ class ZeekLogWriter:
         fields: Sequence[Field],
         use_json: bool = False,
         ts_style: TimestampStyle = "epoch",
+        staging: LogStaging | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.fields = list(fields)
         self.use_json = use_json
         self.ts_style = ts_style
-        self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8", newline="\n")
+        self.staged = staging is not None
+        target = staging.add(self.path, self) if staging is not None else self.path
+        try:
+            self._fh: IO[str] | None = open(target, "w", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise _named(exc, self.path) from None
         self.rows = 0
         self._tsv_columns = [(name, tsv_formatter(type_)) for name, type_ in self.fields]
         if not use_json:
             names = _SEPARATOR.join(name for name, _ in self.fields)
             types = _SEPARATOR.join(type_ for _, type_ in self.fields)
-            self._fh.write(
+            self._put(
                 "#separator \\x09\n"
                 f"#set_separator{_SEPARATOR}{_SET_SEPARATOR}\n"
                 f"#empty_field{_SEPARATOR}{_EMPTY}\n"
@@ -259,30 +275,55 @@ class ZeekLogWriter:
                 f"#types{_SEPARATOR}{types}\n"
             )
 
-    def write(self, row: Mapping[str, Any]) -> None:
+    def _put(self, text: str) -> None:
         assert self._fh is not None, "write after close"
+        try:
+            self._fh.write(text)
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+
+    def write(self, row: Mapping[str, Any]) -> None:
         if self.use_json:
             obj = {
                 name: _json_value(row[name], type_, self.ts_style)
                 for name, type_ in self.fields
                 if row.get(name) is not None
             }
-            self._fh.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+            self._put(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
         else:
-            self._fh.write(_SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n")
+            self._put(_SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n")
         self.rows += 1
 
     def flush(self) -> None:
         if self._fh is not None:
-            self._fh.flush()
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                raise _named(exc, self.path) from None
 
     def close(self) -> None:
-        if self._fh is None:
+        """Write `#close` and close; a staged log is fsync'd too (it is about to be published)."""
+        fh = self._fh
+        if fh is None:
             return
-        if not self.use_json:
-            self._fh.write(f"#close{_SEPARATOR}{_strftime_local(time.time())}\n")
-        self._fh.close()
+        try:
+            if not self.use_json:
+                fh.write(f"#close{_SEPARATOR}{_strftime_local(time.time())}\n")
+            fh.flush()
+            if self.staged:
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            self.abandon()
+            raise _named(exc, self.path) from None
         self._fh = None
+        fh.close()
+
+    def abandon(self) -> None:
+        """Close without completing the file (it is discarded), whatever state it is in."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):  # a failed final flush still closes the file
+                fh.close()
 
     def __enter__(self) -> ZeekLogWriter:
         return self
