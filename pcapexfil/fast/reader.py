@@ -12,8 +12,9 @@ How each input is read:
   consumed pages are released with MADV_DONTNEED, so resident memory stays about one chunk
   whatever the file size. pcapng section and interface headers and damaged blocks stop the
   kernel and are handled in Python with the reference reader's rules and messages.
-- gzip-compressed input: streamed into a fresh buffer per chunk (the partial last record
-  is carried over to the next one); the same kernels walk it.
+- gzip-compressed input, standard input (`-`) and pipes: streamed into a fresh buffer per
+  chunk (the partial last record is carried over to the next one); the same kernels walk
+  it. A stream is opened once (`pcapexfil.source.inputs` replays what validation read).
 - several files: one stream in the reference merge order (`open_captures`). Files sorted
   by first timestamp are concatenated while each one ends before the next begins; from the
   first record that reaches the next file's start on, the rest is merged record by record
@@ -23,7 +24,6 @@ How each input is read:
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import io
 import mmap
@@ -41,13 +41,13 @@ from pcapexfil.jit import njit
 from pcapexfil.packet import RawPacket
 from pcapexfil.source import CaptureStats, FileStats, open_capture
 from pcapexfil.source.pcap import MAGICS, MAX_RECORD, STREAM_ERRORS
+from pcapexfil.source.inputs import GZIP_MAGIC, GzipStream, is_stream, open_input
 from pcapexfil.source.pcapng import BYTE_ORDER_MAGIC, MAX_BLOCK, _parse_idb
 from pcapexfil.weird import Weirds
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "Batch", "Chunk", "iter_batches", "iter_chunks"]
 
 DEFAULT_CHUNK_BYTES = 8 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
 _PAGE = mmap.PAGESIZE
 _RECORDS_PER_SLOW_CHUNK = 1 << 16
 _STREAM_BUFFER = 1 << 20  # as the reference source's gzip reader
@@ -257,12 +257,12 @@ class _MmapSource:
 
 
 class _StreamSource:
-    """gzip (or any stream): each window is a new array (carried tail + fresh bytes), so a
-    consumer may keep an earlier chunk's buffer.
+    """gzip, standard input, a pipe: each window is a new array (carried tail + fresh
+    bytes), so a consumer may keep an earlier chunk's buffer.
 
-    Reads go through the same 1 MiB BufferedReader as the reference source, in pieces
-    smaller than its buffer, so the decompressor is driven identically and a damaged stream
-    loses exactly the bytes the reference loses (those of the refill that failed)."""
+    Bytes come from pcapexfil.source.inputs as the reference source's do: every byte
+    decompressed before a damaged or cut gzip stream is handed out, and the damage is
+    raised when nothing more comes, so both engines keep the same records."""
 
     def __init__(self, f: BinaryIO, raw: BinaryIO) -> None:
         self.f = f
@@ -546,18 +546,18 @@ def _file_chunks(
     path: str, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
 ) -> FileChunks:
     """Chunks of one (validated) file; returns the remaining RawPackets if it reaches `stop_ts`."""
-    with open(path, "rb") as f:
-        gz = f.read(2) == _GZIP_MAGIC
-    if gz:
-        raw = open(path, "rb", buffering=_STREAM_BUFFER)  # noqa: SIM115 (closed by the source)
-        stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), _STREAM_BUFFER)  # type: ignore[arg-type]
-        src: _Source = _StreamSource(stream, raw)
+    raw = io.BufferedReader(open_input(path), _STREAM_BUFFER)  # type: ignore[arg-type]
+    src: _Source
+    if raw.peek(2)[:2] == GZIP_MAGIC:
+        src = _StreamSource(GzipStream(raw), raw)  # type: ignore[arg-type]
+    elif is_stream(path):  # standard input, a pipe: read once, in order
+        src = _StreamSource(raw, raw)
     else:
         try:
             src = _MmapSource(path)
-        except (OSError, ValueError):  # not mappable (a special file): stream it instead
-            plain = open(path, "rb", buffering=_STREAM_BUFFER)  # noqa: SIM115 (closed by the source)
-            src = _StreamSource(plain, plain)
+            raw.close()
+        except (OSError, ValueError):  # not mappable (some file systems): stream it instead
+            src = _StreamSource(raw, raw)
     head, _ = src.window(24)
     word = struct.unpack_from("<I", head.data)[0]
     st = _FileState(path, pcapng=word not in MAGICS)

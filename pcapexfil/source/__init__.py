@@ -12,7 +12,6 @@ own link type, packets on such an interface are yielded and the decoder counts t
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import io
 import os
@@ -23,12 +22,12 @@ from typing import BinaryIO
 from pcapexfil.decode.link import SUPPORTED_LINKTYPES
 from pcapexfil.packet import RawPacket
 from pcapexfil.source.pcap import MAGICS, STREAM_ERRORS, CaptureError, PcapReader
+from pcapexfil.source.inputs import GZIP_MAGIC, STDIN, GzipStream, open_input
 from pcapexfil.source.pcapng import SHB, PcapngReader
 from pcapexfil.weird import Weirds
 
 __all__ = ["CaptureError", "CaptureStats", "open_capture", "open_captures"]
 
-GZIP_MAGIC = b"\x1f\x8b"
 _BUFSIZE = 1 << 20
 
 
@@ -57,18 +56,18 @@ Packets = Generator[RawPacket, None, None]
 
 def _open_file(path: str) -> Reader:
     """Open one capture and read its file header; CaptureError if it is not a capture."""
-    if not os.path.exists(path):
+    if path != STDIN and not os.path.exists(path):
         raise CaptureError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CaptureError(f"{path}: is a directory")
     try:
-        raw = io.BufferedReader(io.FileIO(path, "rb"), _BUFSIZE)  # open(path, "rb", buffering=...), typed
+        raw = io.BufferedReader(open_input(path), _BUFSIZE)  # type: ignore[arg-type]
     except OSError as exc:
         raise CaptureError(f"{path}: {exc.strerror or exc}") from None
     f: BinaryIO = raw
     try:
         if raw.peek(2)[:2] == GZIP_MAGIC:
-            f = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), _BUFSIZE)  # type: ignore[arg-type]
+            f = GzipStream(raw)  # type: ignore[assignment]
         try:
             magic = f.read(4)
         except STREAM_ERRORS as exc:
