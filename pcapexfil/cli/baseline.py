@@ -83,12 +83,18 @@ def _read_rows(path: str, fmt: str) -> Iterator[dict[str, Any]]:
 
     types = {"resp_p": int, "orig_ip_bytes": int, "resp_ip_bytes": int, "ts": float, "duration": float}
     with open(path, encoding="utf-8", newline="") as fh:
-        source = csv.DictReader(fh) if fmt == "csv" else (json.loads(ln) for ln in fh if ln.strip())
-        for number, row in enumerate(source, start=1):
-            try:
+        source = csv.DictReader(fh) if fmt == "csv" else (ln for ln in fh if ln.strip())
+        number = 0
+        try:
+            for number, item in enumerate(source, start=1):
+                row = item if isinstance(item, dict) else json.loads(item)
                 yield {c: types.get(c, str)(row[c]) for c in BASELINE_COLUMNS}
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}: element {number}: bad or missing field ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not an exported baseline (not UTF-8 text: {exc.reason})") from None
+        except csv.Error as exc:  # raised reading the next element
+            raise ValueError(f"{path}: element {number + 1}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: element {number}: bad or missing field ({exc})") from None
 
 
 @baseline.command("import")
@@ -104,7 +110,7 @@ def import_(state: str, busy_timeout: float, file: str, fmt: str | None) -> None
     fmt = fmt or ("csv" if file.endswith(".csv") else "jsonl")
     try:
         rows = list(_read_rows(file, fmt))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         fail(str(exc).splitlines()[0])
     store = _store(state, busy_timeout, must_exist=False, writer=True)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pcapexfil.cli.detect import parse_duration
+from pcapexfil.cli.detect import fail, io_error, parse_duration
 from pcapexfil.evaluate import ResultsError, evaluate, load_results, write_report
 from pcapexfil.synth.labels import read_labels
 
@@ -28,8 +28,10 @@ def evaluate_cmd(results_dir: str, labels_path: str, out_dir: str | None, thresh
         results = load_results(results_dir)
         ev = evaluate(results, labels, threshold=threshold, aggregation_interval=agg)
         files = write_report(ev, out_dir or results_dir, plots=not no_plots)
-    except (ValueError, ResultsError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ValueError, ResultsError) as exc:
+        fail(str(exc))  # an unusable labels file or results directory: exit 2, as everywhere
+    except OSError as exc:
+        fail(io_error(exc, out_dir or results_dir))
     e, w = ev["episodes"], ev["windows"]
     precision = "n/a" if w["precision"] is None else f"{w['precision']:.3f}"
     fp_rate = "n/a" if ev["fp_windows_per_host_day"] is None else f"{ev['fp_windows_per_host_day']:.3f}"

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 NAME = "http"
 MAX_HEADER = 64 * 1024  # a header block longer than this is not HTTP we follow
+# A first request line longer than this is not followed either, and named as Zeek's line
+# reader names it (analyzer/protocol/tcp/ContentLine.cc, DoDeliverOnce: contentline_size_exceeded).
+MAX_REQUEST_LINE = 8192
 # Transactions held per connection (they are logged when it ends). Beyond it, finished ones
 # are logged and forgotten early, and a client with this many requests unanswered is no
 # longer followed (HTTP_excessive_pipelining): endless pipelining cannot grow memory.
@@ -256,6 +259,8 @@ class HttpAnalyzer:
                 if st.is_http is None:
                     nl = side.buf.find(b"\n")
                     if not self._plausible_request(side.buf[:nl] if nl >= 0 else side.buf, complete=nl >= 0):
+                        if nl < 0 and _METHOD_SO_FAR.match(side.buf):  # a request line without end
+                            self._weird(conn, "contentline_size_exceeded", ts)
                         st.is_http = False
                         side.state = "off"
                         st.resp.state = "off"
@@ -277,7 +282,7 @@ class HttpAnalyzer:
             return False
         if not complete:
             # Not a full line yet: a method token so far is still plausible.
-            return bool(_METHOD_SO_FAR.match(first)) and len(first) < 8192
+            return bool(_METHOD_SO_FAR.match(first)) and len(first) < MAX_REQUEST_LINE
         m = _REQUEST_LINE.match(first.rstrip(b"\r"))
         return m is not None and (m.group(3) is not None or m.group(1) in _KNOWN_09)
 

@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import os
 from dataclasses import dataclass
+from typing import IO
 
 COLUMNS = ("id", "kind", "orig_h", "resp_h", "resp_p", "domain", "start", "end", "bytes_sent", "bytes_received",
            "conns")
@@ -70,27 +71,36 @@ def write_labels(path: str | os.PathLike[str], labels: list[Label]) -> None:
 
 def read_labels(path: str | os.PathLike[str]) -> list[Label]:
     """Read labels.csv; raises ValueError naming the line of a bad row."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return _read_labels(fh, os.fspath(path))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{os.fspath(path)}: not a labels.csv (not UTF-8 text: {exc.reason})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{os.fspath(path)}: not a labels.csv ({exc})") from None
+
+
+def _read_labels(fh: IO[str], path: str) -> list[Label]:
     labels: list[Label] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"kind", "orig_h", "resp_p", "start", "end"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{os.fspath(path)}: missing column(s) {', '.join(sorted(missing))}")
-        for n, row in enumerate(reader, start=2):
-            try:
-                labels.append(Label(
-                    id=row.get("id") or f"L{n - 1}",
-                    kind=row["kind"].strip(),
-                    orig_h=row["orig_h"].strip(),
-                    resp_h=[a for a in (row.get("resp_h") or "").split(";") if a],
-                    resp_p=int(row["resp_p"]),
-                    domain=(row.get("domain") or "").strip(),
-                    start=parse_ts(row["start"]),
-                    end=parse_ts(row["end"]),
-                    bytes_sent=int(row.get("bytes_sent") or 0),
-                    bytes_received=int(row.get("bytes_received") or 0),
-                    conns=int(row.get("conns") or 0),
-                ))
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{os.fspath(path)}:{n}: bad label row ({exc})") from None
+    reader = csv.DictReader(fh)
+    missing = {"kind", "orig_h", "resp_p", "start", "end"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    for n, row in enumerate(reader, start=2):
+        try:
+            labels.append(Label(
+                id=row.get("id") or f"L{n - 1}",
+                kind=row["kind"].strip(),
+                orig_h=row["orig_h"].strip(),
+                resp_h=[a for a in (row.get("resp_h") or "").split(";") if a],
+                resp_p=int(row["resp_p"]),
+                domain=(row.get("domain") or "").strip(),
+                start=parse_ts(row["start"]),
+                end=parse_ts(row["end"]),
+                bytes_sent=int(row.get("bytes_sent") or 0),
+                bytes_received=int(row.get("bytes_received") or 0),
+                conns=int(row.get("conns") or 0),
+            ))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}:{n}: bad label row ({exc})") from None
     return labels
