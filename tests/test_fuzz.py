@@ -225,13 +225,16 @@ def target_capture(data: bytes) -> None:
 
 
 def target_capture_fast(data: bytes) -> None:
-    """The same file through the pipeline's fast (numba) engine."""
+    """The same file through the pipeline's fast (numba) engine, writing JSON logs (whatever
+    bytes the identifiers carry must be writable)."""
     from pcapexfil.pipeline import RunOptions, run
 
     path = _TMP / "input-fast.cap"
     path.write_bytes(data)
+    logs = _TMP / "fast-logs"
+    logs.mkdir(exist_ok=True)
     try:
-        run([str(path)], RunOptions(out_dir=None, seed=1, max_flows=64, engine="fast"), [])
+        run([str(path)], RunOptions(out_dir=str(logs), use_json=True, seed=1, max_flows=64, engine="fast"), [])
     except CaptureError:
         return
 
