@@ -24,6 +24,7 @@ from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.netconf import PRIVATE_NETS
 from pcapexfil.record import ConnRecord
 from pcapexfil.source import CaptureStats, open_captures
+from pcapexfil.source.filter import CaptureFilter
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
 
 # Weirds that mean the input itself was damaged (exit status 1 in the CLI).
@@ -48,6 +49,8 @@ class RunOptions:
     # Logs are published together at the run's commit point (pcapexfil.logs.staging); None:
     # each log is written in place.
     staging: LogStaging | None = None
+    # Zeek's -f: records the filter rejects are not read at all (pcapexfil.source.filter).
+    capture_filter: CaptureFilter | None = None
 
 
 @dataclass(slots=True)
@@ -193,8 +196,11 @@ def run(
     count = 0
     next_tick = None  # network time of the next on_time call
     now = 0.0
+    flt = options.capture_filter
     try:
         for raw in packets:
+            if flt is not None and not flt.accepts(raw.linktype, raw.data, raw.source):
+                continue
             count += 1
             if raw.ts > now:
                 now = raw.ts

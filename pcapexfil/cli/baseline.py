@@ -83,11 +83,11 @@ def _read_rows(path: str, fmt: str) -> Iterator[dict[str, Any]]:
 
     types = {"resp_p": int, "orig_ip_bytes": int, "resp_ip_bytes": int, "ts": float, "duration": float}
     with open(path, encoding="utf-8", newline="") as fh:
-        source = csv.DictReader(fh) if fmt == "csv" else (ln for ln in fh if ln.strip())
+        source: Iterator[Any] = csv.DictReader(fh) if fmt == "csv" else (ln for ln in fh if ln.strip())
         number = 0
         try:
             for number, item in enumerate(source, start=1):
-                row = item if isinstance(item, dict) else json.loads(item)
+                row: dict[str, Any] = json.loads(item) if isinstance(item, str) else item
                 yield {c: types.get(c, str)(row[c]) for c in BASELINE_COLUMNS}
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: not an exported baseline (not UTF-8 text: {exc.reason})") from None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.hooks import RecordSink
 from pcapexfil.netconf import PRIVATE_NETS, parse_nets
+
+if TYPE_CHECKING:
+    from pcapexfil.source.filter import CaptureFilter
 
 # Shared with `analyze`: the flow table cap against floods and scans.
 max_flows_option = click.option(
@@ -23,7 +27,28 @@ engine_option = click.option(
     help="fast: numba parser and flow table; reference: the readable dpkt/Python path.")
 
 
-def _fail(message: str) -> None:
+# Shared with `analyze`: Zeek's -f on capture files.
+filter_option = click.option(
+    "-f", "--filter", "capture_filter", default=None, metavar="BPF",
+    help="Read only the records this tcpdump filter expression accepts, as Zeek's -f does.")
+
+
+def make_filter(expression: str | None) -> CaptureFilter | None:
+    """The capture filter, checked now (a one-line error and exit 2 if it is invalid)."""
+    from pcapexfil.source.filter import CaptureFilter
+    from pcapexfil.source.pcap import CaptureError
+
+    if expression is None:
+        return None
+    flt = CaptureFilter(expression)
+    try:
+        flt.check()
+    except CaptureError as exc:
+        _fail(f"-f/--filter: {exc}")
+    return flt
+
+
+def _fail(message: str) -> NoReturn:
     click.echo(f"pcapexfil: error: {message}", err=True)
     sys.exit(2)
 
@@ -43,12 +68,14 @@ def _fail(message: str) -> None:
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
 @engine_option
+@filter_option
 @click.option("--format", "fmt", type=click.Choice(["zeek", "parquet"]), default="zeek", show_default=True,
               help="zeek: OUT/conn.log; parquet: OUT/records/day=YYYY-MM-DD/*.parquet (docs/parquet-schema.md, "
               "needs pcapexfil[dist]).")
 @click.option("--sensor", default=None, help="Sensor name in every Parquet record (column `sensor`).")
 def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, verify_checksums: bool,
-         local_nets: str, seed: int | None, max_flows: int, engine: str, fmt: str, sensor: str | None) -> None:
+         local_nets: str, seed: int | None, max_flows: int, engine: str, capture_filter: str | None, fmt: str,
+         sensor: str | None) -> None:
     """Write OUT/conn.log for PCAP... (pcap or pcapng, gzip too; several files are one
     stream in time order).
 
@@ -62,6 +89,7 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     from pcapexfil.source import CaptureError, open_captures
     from pcapexfil.weird import Weirds
 
+    flt = make_filter(capture_filter)
     try:
         nets = [str(n) for n in parse_nets(local_nets)]
     except ValueError as exc:
@@ -82,7 +110,7 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     staging = start_staging(out_dir)
     options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
                          verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None,
-                         engine=engine, staging=staging)  # type: ignore[arg-type]
+                         engine=engine, staging=staging, capture_filter=flt)  # type: ignore[arg-type]
     try:
         sink: RecordSink
         if fmt == "parquet":

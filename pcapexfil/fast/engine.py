@@ -444,7 +444,8 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
     scaffold = RunScaffold(options)
     weirds, analyzers = scaffold.weirds, scaffold.analyzers
     stats = CaptureStats()
-    batches = iter_batches(list(paths), weirds, stats, verify_checksums=options.verify_checksums)
+    batches = iter_batches(list(paths), weirds, stats, verify_checksums=options.verify_checksums,
+                           capture_filter=options.capture_filter)
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
     config = FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds,
                         max_flows=options.max_flows)

@@ -41,6 +41,7 @@ from pcapexfil.jit import njit
 from pcapexfil.packet import RawPacket
 from pcapexfil.source import CaptureStats, FileStats, open_capture
 from pcapexfil.source.pcap import MAGICS, MAX_RECORD, STREAM_ERRORS
+from pcapexfil.source.filter import CaptureFilter
 from pcapexfil.source.inputs import GZIP_MAGIC, GzipStream, is_stream, open_input
 from pcapexfil.source.pcapng import BYTE_ORDER_MAGIC, MAX_BLOCK, _parse_idb
 from pcapexfil.weird import Weirds
@@ -546,7 +547,7 @@ def _file_chunks(
     path: str, weirds: Weirds, stats: CaptureStats | None, chunk_bytes: int, stop_ts: float
 ) -> FileChunks:
     """Chunks of one (validated) file; returns the remaining RawPackets if it reaches `stop_ts`."""
-    raw = io.BufferedReader(open_input(path), _STREAM_BUFFER)  # type: ignore[arg-type]
+    raw = io.BufferedReader(open_input(path), _STREAM_BUFFER)
     src: _Source
     if raw.peek(2)[:2] == GZIP_MAGIC:
         src = _StreamSource(GzipStream(raw), raw)  # type: ignore[arg-type]
@@ -639,6 +640,7 @@ def iter_batches(
     stats: CaptureStats | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     verify_checksums: bool = False,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Batch]:
     """The capture(s) as parsed batches, in capture order (the reference stream order).
 
@@ -648,9 +650,21 @@ def iter_batches(
     `stats` is updated per chunk. A bad path raises `CaptureError` before the first batch.
     With `verify_checksums` (Zeek without -C) frames with a bad checksum are SLOW, so the
     reference decoder reports them; FAST rows then passed (or could not be checked).
+    Records `capture_filter` rejects are left out of the batches (Zeek's -f).
     """
     chunks = iter_chunks(paths, weirds, stats, chunk_bytes)
+    if capture_filter is not None:
+        chunks = (_filtered(chunk, capture_filter) for chunk in chunks)
     return _batches(chunks, verify_checksums)
+
+
+def _filtered(chunk: Chunk, flt: CaptureFilter) -> Chunk:
+    """The chunk's records that `flt` accepts (frame numbers kept)."""
+    keep = np.fromiter((flt.accepts(int(chunk.linktypes[i]), chunk.raw(i).data, chunk.source)
+                        for i in range(len(chunk.offsets))), bool, len(chunk.offsets))
+    raws = None if chunk.raws is None else [r for r, k in zip(chunk.raws, keep, strict=True) if k]
+    return Chunk(chunk.buf, chunk.offsets[keep], chunk.caplens[keep], chunk.wirelens[keep], chunk.linktypes[keep],
+                 chunk.ts[keep], chunk.frames[keep], chunk.source, raws)
 
 
 def parse_frames(raws: list[RawPacket], verify_checksums: bool = False) -> Batch:

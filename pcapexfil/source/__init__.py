@@ -61,7 +61,7 @@ def _open_file(path: str) -> Reader:
     if os.path.isdir(path):
         raise CaptureError(f"{path}: is a directory")
     try:
-        raw = io.BufferedReader(open_input(path), _BUFSIZE)  # type: ignore[arg-type]
+        raw = io.BufferedReader(open_input(path), _BUFSIZE)
     except OSError as exc:
         raise CaptureError(f"{path}: {exc.strerror or exc}") from None
     f: BinaryIO = raw

@@ -45,7 +45,7 @@ def is_stream(path: str) -> bool:
 class _Shared:
     """One stream's descriptor and the bytes read from it so far (while still kept)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: io.RawIOBase) -> None:
         self.f = f
         self.head = bytearray()
         self.consumed = 0  # bytes read from the descriptor
@@ -91,7 +91,7 @@ class _Replay(io.RawIOBase):
 _streams: dict[str, _Shared] = {}
 
 
-def open_input(path: str) -> BinaryIO:
+def open_input(path: str) -> io.RawIOBase:
     """The input's bytes from the start, unbuffered (OSError as open() raises it)."""
     if not is_stream(path):
         return io.FileIO(path, "rb")
@@ -100,7 +100,7 @@ def open_input(path: str) -> BinaryIO:
     if shared is None:
         f = io.FileIO(0, "rb", closefd=False) if path == STDIN else io.FileIO(path, "rb")
         shared = _streams[key] = _Shared(f)
-    return _Replay(shared, path)  # type: ignore[return-value]
+    return _Replay(shared, path)
 
 
 class GzipStream:
