@@ -232,3 +232,26 @@ def test_capture_filter_on_files(tmp_path):
     r = CliRunner().invoke(main, ["analyze", day, "-o", str(tmp_path / "bad"), "--filter", "udp port port"])
     assert r.exit_code == 2 and r.stderr.startswith("pcapexfil: error: -f/--filter: invalid capture filter")
     assert not (tmp_path / "bad" / "conn.log").exists()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_failing_midway_commits_nothing(tmp_path, engine):
+    """A run that fails after it began (here: the filter cannot be compiled for the second
+    file's link type, raw IP) publishes no log and commits no state: before, closing the
+    sinks in the pipeline's `finally` committed what had been fed, then the command said
+    nothing was written."""
+    day = str(EXAMPLE / "day-2024-03-04.pcap.gz")
+    raw_ip = write_pcap(tmp_path / "rawip.pcap", [(2e9, ipv4(udp(1, 53), CLIENT, "10.0.0.53"))], linktype=101)
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    r = subprocess.run([*CLI, "analyze", day, str(raw_ip), "-o", str(out), "--state", str(db), "--engine", engine,
+                        "-f", "ether src 02:00:00:00:00:01"], capture_output=True, text=True, timeout=120)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and err[0].startswith(f"pcapexfil: error: {raw_ip}:"), r.stderr
+    assert sorted(os.listdir(out)) == []
+    con = sqlite3.connect(db)
+    try:
+        assert [con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("baseline", "windows", "norm")] \
+            == [0, 0, 0]
+        assert con.execute("SELECT value FROM meta WHERE key='watermark'").fetchone() is None
+    finally:
+        con.close()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -227,11 +228,17 @@ class Detector:
             if self.store is None:
                 if end is not None:
                     self.keys.drain(end, self)
-            elif end is not None and not self._store_failed:
+            elif end is not None and self.may_commit():
                 self._commit(end)
         finally:
             self.close_logs()
         self.warn_skipped()
+
+    def may_commit(self) -> bool:
+        """False after a failed commit, and when a staged run is being closed because it failed
+        (called from a `finally` while an exception propagates): such a run commits nothing,
+        neither state nor logs."""
+        return not self._store_failed and not (self.staging is not None and sys.exc_info()[0] is not None)
 
     def close_logs(self) -> None:
         for writer in (self.exfil_log, self.notice_log):

@@ -303,7 +303,7 @@ class PartitionedDetector:
         try:
             self.on_time(now)
             end = det.now
-            if end is not None and not det._store_failed:
+            if end is not None and det.may_commit():
                 results = self._run(self._tasks(end))
                 self._ordered(results, end)
         finally:
