@@ -320,25 +320,28 @@ class FastFlow:
         recs: list | None = None
         # Column views, not C[c]["field"] (a structured scalar per access); the table
         # grows only between kernel calls, so they stay valid for this call.
-        C = self.table.s.C
-        c_serial, c_mode, c_dead = C["serial"], C["app_mode"], C["app_dead"]
-        batch = self._batch
-        b_plen, b_seq, b_flags = batch["payload_len"], batch["seq"], batch["flags"]
-        for kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp in ev.tolist():
+        C, E = self.table.s.C, self.table.s.E
+        c_serial, c_mode, c_dead, c_orig_ep = C["serial"], C["app_mode"], C["app_dead"], C["orig_ep"]
+        e_seq, e_left = E["sk_seq"], E["sk_left"]
+        for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
+             counted_resp, stream_start) in ev.tolist():
             if kind == EV_PKT:
                 conn = conns[serial]
                 if conn.proto == PROTO_TCP:
                     st = conn.app.get(STREAM_KEY)
                     if st is not None:
+                        if counted_orig:
+                            st.orig.counted(counted_orig)
+                        if counted_resp:
+                            st.resp.counted(counted_resp)
                         if st.exhausted(is_orig):
                             # Sent before the kernel learned (below) that this direction
                             # gives the analyzers no more bytes: they would return at once.
                             continue
-                        if not b_plen[row]:
-                            # A SYN (the only packet without payload sent after the first):
-                            # it gives no bytes, it only starts its direction's sequence.
-                            (st.orig if is_orig else st.resp).add(int(b_seq[row]), int(b_flags[row]), b"", 0)
-                            continue
+                        direction = st.orig if is_orig else st.resp
+                        if direction.next_seq is None and stream_start >= 0:
+                            # Its SYN stayed in the kernel (no payload, nothing to read).
+                            direction.next_seq = stream_start
                 pkt = self._packet(row)
                 ids = (ohi, olo, rhi, rlo)
                 if conn.ids != ids:
@@ -358,6 +361,10 @@ class FastFlow:
                         else:
                             c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.exhausted(True) else 0) | (
                                 2 if st.exhausted(False) else 0)
+                            # What the kernel may count until the connection's next EV_PKT.
+                            o = 2 * c + int(c_orig_ep[c])
+                            e_seq[o], e_left[o] = st.count_window(True)
+                            e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)
             elif kind == EV_REC:
@@ -385,7 +392,13 @@ class FastFlow:
 
     def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:
         (_, ts, duration, ohi, olo, rhi, rlo, op, rp, proto, state, ob, rb, missed,
-         opk, oipb, rpk, ripb, hlen) = r
+         opk, oipb, rpk, ripb, hlen, counted_orig, counted_resp) = r
+        if counted_orig or counted_resp:
+            st = conn.app[STREAM_KEY]
+            if counted_orig:
+                st.orig.counted(counted_orig)
+            if counted_resp:
+                st.resp.counted(counted_resp)
         orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
         conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = orig_h, op, resp_h, rp
         conn.ids = (ohi, olo, rhi, rlo)

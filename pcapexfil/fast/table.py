@@ -64,6 +64,7 @@ MAX_INITIAL_WINDOW = 16384
 MAX_ABOVE_HOLE_WITHOUT_ACKS = 16384
 EXCESSIVE_DATA_WITHOUT_ACKS = 10 * 1024 * 1024
 M32 = 0xFFFFFFFF
+HALF_SEQ = 0x80000000  # sequence distances past half the space count backwards
 
 # Scaled-history counters (EC second index).
 CNT_CHK, CNT_WIN0, CNT_RXMT, CNT_GAP = 0, 1, 2, 3
@@ -129,6 +130,11 @@ EV_DTYPE = np.dtype(
         ("resp_lo", np.uint64),
         ("orig_p", np.int32),
         ("resp_p", np.int32),
+        # EV_PKT: stream bytes the kernel counted for the analyzers in each direction since
+        # the connection's previous EV_PKT (`count_for_analyzers`).
+        ("counted_orig", np.int64),
+        ("counted_resp", np.int64),
+        ("stream_start", np.int64),  # EV_PKT: its direction's EP_DTYPE.stream_start
     ]
 )
 
@@ -155,6 +161,14 @@ EP_DTYPE = np.dtype(
         ("data_upper", np.uint64),
         ("skip_deliveries", np.bool_),
         ("did_eof", np.bool_),
+        # Body bytes the analyzers leave to the kernel to count (`count_for_analyzers`):
+        # the next in-order stream sequence, bytes still countable, bytes counted so far.
+        ("sk_seq", np.int64),
+        ("sk_left", np.int64),
+        ("sk_used", np.int64),
+        # Where the byte stream the analyzers read starts: SYN + 1, or the first payload's
+        # sequence without a SYN (identifiers.stream.StreamDirection.add); -1 before either.
+        ("stream_start", np.int64),
     ]
 )
 
@@ -333,6 +347,9 @@ def ev_conn(EV, G, kind, C, c, ts):
     ev.resp_lo = C[c].resp_lo
     ev.orig_p = C[c].orig_p
     ev.resp_p = C[c].resp_p
+    ev.counted_orig = 0
+    ev.counted_resp = 0
+    ev.stream_start = -1
     G[G_EV_N] = n + 1
     return n
 
@@ -1135,6 +1152,8 @@ REC_DTYPE = np.dtype(
         ("resp_pkts", np.int64),
         ("resp_ip_bytes", np.int64),
         ("hist_len", np.int64),
+        ("counted_orig", np.int64),  # stream bytes the kernel counted for the analyzers since
+        ("counted_resp", np.int64),  # the connection's last EV_PKT
     ]
 )
 
@@ -1301,6 +1320,13 @@ def _remove(C, E, HI, hidx, free, EV, REC, RH, G, c):
     rec.orig_ip_bytes = C[c].orig_ip_bytes
     rec.resp_pkts = C[c].resp_pkts
     rec.resp_ip_bytes = C[c].resp_ip_bytes
+    if proto == PROTO_TCP:
+        o = orig_phys(C, c)
+        rec.counted_orig = E[o].sk_used
+        rec.counted_resp = E[o ^ 1].sk_used
+    else:
+        rec.counted_orig = 0
+        rec.counted_resp = 0
     n = C[c].hist_len
     rec.hist_len = n
     for k in range(n):
@@ -1378,6 +1404,10 @@ def _reset_endpoint(E, EC, e, is_orig):
     ep.data_upper = 0
     ep.skip_deliveries = False
     ep.did_eof = False
+    ep.sk_seq = 0
+    ep.sk_left = 0
+    ep.sk_used = 0
+    ep.stream_start = -1
     EC[e, :, :] = 0
 
 
@@ -1499,6 +1529,27 @@ def _udp_chk_scaled(C, HI, c, is_orig):
         if C[c].chk_resp_cnt == C[c].chk_resp_thr:
             hist_append(C, HI, c, 99)  # c
             C[c].chk_resp_thr *= 10
+
+
+@njit(cache=True, _nrt=False)
+def count_for_analyzers(E, e, flags, seq, length, caplen):
+    """True if endpoint `e`'s segment needs no analyzer: its bytes lie inside the body an
+    analyzers left to the kernel to count (`identifiers.stream.TcpStreams.offer`) and
+    follow the counted bytes in order, or the analyzers already had them all. Anything
+    else (a gap, an overlap, the body's last bytes, a snap-length cut, a SYN) goes to
+    Python, and the analyzers take the count back from there."""
+    if flags & TH_SYN or caplen < length:
+        return False
+    ahead = (seq - E[e].sk_seq) & M32
+    if ahead == 0:
+        if length < E[e].sk_left:
+            E[e].sk_seq = (E[e].sk_seq + length) & M32
+            E[e].sk_left -= length
+            E[e].sk_used += length
+            return True
+        return False
+    # A retransmission wholly before the next byte: StreamDirection drops it unread.
+    return ahead >= HALF_SEQ and ((E[e].sk_seq - seq) & M32) >= length
 
 
 @njit(cache=True, _nrt=False)
@@ -1659,15 +1710,35 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
             mode = C[c].app_mode
             now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
             want = G[G_ANALYZERS] != 0 and mode != 2
+            e = -1
+            if C[c].is_tcp:
+                e = orig_phys(C, c) if now_orig else orig_phys(C, c) ^ 1
+                if E[e].stream_start < 0 and (flags & TH_SYN or b[i].payload_len > 0):
+                    E[e].stream_start = (seq + 1) & M32 if flags & TH_SYN else seq
             if want and C[c].is_tcp and C[c].app_dead & APP_FIRST_SENT:
                 # After a TCP connection's first packet the analyzers only act on stream
-                # bytes (fast.engine): a packet without payload and SYN gives them none.
-                want = (b[i].payload_len > 0 or flags & TH_SYN != 0) and not (C[c].app_dead & (1 if now_orig else 2))
+                # bytes (fast.engine): a packet without payload gives them none (a SYN's
+                # sequence reaches them as the next EV_PKT's stream_start).
+                want = b[i].payload_len > 0 and not (C[c].app_dead & (1 if now_orig else 2))
+                if want:
+                    if E[e].sk_left > 0 and count_for_analyzers(E, e, flags, seq, np.int64(b[i].payload_len),
+                                                                np.int64(b[i].payload_cap)):
+                        want = False
             if want:
                 C[c].app_dead = C[c].app_dead | APP_FIRST_SENT
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
                 EV[k].row = i
                 EV[k].is_orig = now_orig
+                if e >= 0:
+                    EV[k].stream_start = E[e].stream_start
+                    # The analyzers see this packet: they take over both directions' counts
+                    # up to it and say again what the kernel may count after it.
+                    o = orig_phys(C, c)
+                    EV[k].counted_orig = E[o].sk_used
+                    EV[k].counted_resp = E[o ^ 1].sk_used
+                    for d in (o, o ^ 1):
+                        E[d].sk_used = 0
+                        E[d].sk_left = 0
                 if mode == 0:
                     C[c].app_mode = 2
                 else:

@@ -43,6 +43,8 @@ _RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
 _METHOD_SO_FAR = re.compile(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)")  # an unfinished first line
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
+# Body states whose bytes are only counted, up to a known length.
+_COUNTED_STATES = frozenset(("body", "chunk_data"))
 # Zeek's HTTP::proxy_headers: request headers that betray a proxy.
 _PROXY_HEADERS = frozenset(
     ("FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-FROM", "CLIENT-IP", "VIA", "XROXY-CONNECTION", "PROXY-CONNECTION")
@@ -171,6 +173,16 @@ class _Side:
         self.remaining = 0
         self.trans: Transaction | None = None  # whose body is being counted
 
+    def count(self, n: int) -> None:
+        """`n` body bytes the fast engine counted for us (`TcpStreams.offer`): always
+        fewer than `remaining`, so the body goes on."""
+        if self.state in _COUNTED_STATES and self.trans is not None:
+            self.remaining -= n
+            if self.is_resp:
+                self.trans.response_body_len += n
+            else:
+                self.trans.request_body_len += n
+
 
 class _HttpConn:
     __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped")
@@ -237,6 +249,21 @@ class HttpAnalyzer:
             self._give_up(conn, st)
         if st.orig.state == "off" and st.resp.state == "off":
             self._give_up(conn, st)
+        else:
+            self._offer_counts(conn, st)
+
+    @staticmethod
+    def _offer_counts(conn: ConnView, st: _HttpConn) -> None:
+        """Let the fast engine count body bytes of known length without handing them to us.
+        Line-mode bodies are left out: their last two bytes matter (`_unterminated_last_line`)."""
+        s = streams(conn)
+        if s is None:
+            return
+        for side in (st.orig, st.resp):
+            if side.state in _COUNTED_STATES and side.remaining > 0 and not side.line_mode:
+                s.offer(NAME, not side.is_resp, side.remaining, side.count)
+            else:
+                s.withdraw(NAME, not side.is_resp)
 
     def _give_up(self, conn: ConnView, st: _HttpConn) -> None:
         st.done = True
