@@ -74,7 +74,7 @@ def _load_cached_without_refresh() -> None:
     cache.load_overload = load_overload  # type: ignore[method-assign]
 
 
-numba.config.CACHE_DIR = kernel_cache_dir()  # read when each kernel is decorated
+setattr(numba.config, "CACHE_DIR", kernel_cache_dir())  # read when each kernel is decorated
 _load_cached_without_refresh()
 
 __all__ = ["njit"]

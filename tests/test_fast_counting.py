@@ -6,7 +6,8 @@ the fast engine then counts in-order segments inside the offer without replaying
 Python. These tests hold the kernel rule to a readable oracle, and show on handcrafted
 conversations (bodies in both directions, a reply in mid-upload, keep-alive, chunks,
 retransmissions, a segment out of order, a snap-length cut, a server that speaks first)
-that the logs stay the reference engine's while far fewer packets reach the analyzers.
+that the logs stay the reference engine's while far fewer packets reach the analyzers
+(a segment that ends a body is counted too; the analyzers hear of it as an EV_COUNTED).
 """
 
 from __future__ import annotations
@@ -19,36 +20,47 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fast_engine import _run, assert_same
 
-from pcapexfil.fast.table import EP_DTYPE, TH_SYN, count_for_analyzers
+from pcapexfil.fast.table import (
+    COUNTED,
+    COUNTED_TO_END,
+    EP_DTYPE,
+    TH_SYN,
+    TO_ANALYZERS,
+    count_for_analyzers,
+)
 from pcapexfil.identifiers.http import HttpAnalyzer
 from pcapexfil.identifiers.tls import TlsAnalyzer
 
 MOD = 1 << 32
 
 
-def oracle(sk_seq: int, left: int, flags: int, seq: int, length: int, caplen: int) -> tuple[bool, int, int]:
-    """(kept in the kernel, next sequence, bytes left), as identifiers.stream would see it."""
+def oracle(sk_seq: int, left: int, flags: int, seq: int, length: int, caplen: int) -> tuple[int, int, int]:
+    """(verdict, next sequence, bytes left), as identifiers.stream would see the segment."""
     if flags & TH_SYN or caplen < length:
-        return False, sk_seq, left
+        return TO_ANALYZERS, sk_seq, left
     if seq == sk_seq:
         if length < left:
-            return True, (sk_seq + length) % MOD, left - length
-        return False, sk_seq, left
+            return COUNTED, (sk_seq + length) % MOD, left - length
+        if length == left:
+            return COUNTED_TO_END, (sk_seq + length) % MOD, 0
+        return TO_ANALYZERS, sk_seq, left
     behind = (sk_seq - seq) % MOD
-    return behind < MOD // 2 and behind >= length, sk_seq, left
+    return (COUNTED if behind < MOD // 2 and behind >= length else TO_ANALYZERS), sk_seq, left
 
 
 @settings(max_examples=400, deadline=None)
 @given(sk_seq=st.integers(0, MOD - 1), left=st.integers(1, 1 << 40), flags=st.sampled_from([0x10, 0x18, 0x11, 0x12]),
-       delta=st.integers(-70000, 70000), length=st.integers(1, 65535), cut=st.booleans())
-def test_count_for_analyzers_matches_its_oracle(sk_seq, left, flags, delta, length, cut):
+       delta=st.integers(-70000, 70000), length=st.integers(1, 65535), cut=st.booleans(), to_end=st.booleans())
+def test_count_for_analyzers_matches_its_oracle(sk_seq, left, flags, delta, length, cut, to_end):
+    if to_end:  # the segment that ends the offer, exactly
+        left, delta = length, 0
     seq = (sk_seq + delta) % MOD
     caplen = length - 1 if cut else length
     E = np.zeros(1, EP_DTYPE)
     E[0]["sk_seq"], E[0]["sk_left"], E[0]["sk_used"] = sk_seq, left, 5
-    kept = count_for_analyzers(E, 0, flags, seq, length, caplen)
-    want_kept, want_seq, want_left = oracle(sk_seq, left, flags, seq, length, caplen)
-    assert kept == want_kept
+    verdict = count_for_analyzers(E, 0, flags, seq, length, caplen)
+    want_verdict, want_seq, want_left = oracle(sk_seq, left, flags, seq, length, caplen)
+    assert verdict == want_verdict
     assert (int(E[0]["sk_seq"]), int(E[0]["sk_left"])) == (want_seq, want_left)
     assert int(E[0]["sk_used"]) == 5 + (left - want_left)
 

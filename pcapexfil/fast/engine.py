@@ -46,6 +46,7 @@ from pcapexfil.fast.table import (
     AUX_CARRIER,
     AUX_NO_TICK,
     CONN_STATES,
+    EV_COUNTED,
     EV_EVICT,
     EV_NEW,
     EV_PKT,
@@ -325,15 +326,17 @@ class FastFlow:
         e_seq, e_left = E["sk_seq"], E["sk_left"]
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
              counted_resp, stream_start) in ev.tolist():
-            if kind == EV_PKT:
+            if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
-                if conn.proto == PROTO_TCP:
-                    st = conn.app.get(STREAM_KEY)
+                st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
+                if st is not None:
+                    # Bytes the kernel counted for the analyzers, up to this point of the stream.
+                    if counted_orig:
+                        st.orig.counted(counted_orig)
+                    if counted_resp:
+                        st.resp.counted(counted_resp)
+                if kind == EV_PKT:
                     if st is not None:
-                        if counted_orig:
-                            st.orig.counted(counted_orig)
-                        if counted_resp:
-                            st.resp.counted(counted_resp)
                         if st.exhausted(is_orig):
                             # Sent before the kernel learned (below) that this direction
                             # gives the analyzers no more bytes: they would return at once.
@@ -342,29 +345,28 @@ class FastFlow:
                         if direction.next_seq is None and stream_start >= 0:
                             # Its SYN stayed in the kernel (no payload, nothing to read).
                             direction.next_seq = stream_start
-                pkt = self._packet(row)
-                ids = (ohi, olo, rhi, rlo)
-                if conn.ids != ids:
-                    conn.ids = ids
-                    conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
-                conn.orig_p, conn.resp_p = op, rp
-                for analyzer in analyzers:
-                    analyzer.on_packet(conn, bool(is_orig), pkt)
-                if conn.proto == PROTO_TCP:
-                    # After a connection's first packet, the analyzers only act on stream
-                    # bytes: an exhausted direction gives them none, so its packets stay in
-                    # the kernel.
-                    st = conn.app.get(STREAM_KEY)
-                    if st is not None and c_serial[c] == serial:
-                        if not (st.orig_wanted or st.resp_wanted):
-                            c_mode[c] = 2
-                        else:
-                            c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.exhausted(True) else 0) | (
-                                2 if st.exhausted(False) else 0)
-                            # What the kernel may count until the connection's next EV_PKT.
-                            o = 2 * c + int(c_orig_ep[c])
-                            e_seq[o], e_left[o] = st.count_window(True)
-                            e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
+                    pkt = self._packet(row)
+                    ids = (ohi, olo, rhi, rlo)
+                    if conn.ids != ids:
+                        conn.ids = ids
+                        conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
+                    conn.orig_p, conn.resp_p = op, rp
+                    for analyzer in analyzers:
+                        analyzer.on_packet(conn, bool(is_orig), pkt)
+                    if conn.proto == PROTO_TCP:
+                        st = conn.app.get(STREAM_KEY)  # the first packet makes it
+                # After a connection's first packet, the analyzers only act on stream
+                # bytes: an exhausted direction gives them none, so its packets stay in
+                # the kernel; bytes they offered to leave uncounted, the kernel counts.
+                if st is not None and c_serial[c] == serial:
+                    if not (st.orig_wanted or st.resp_wanted):
+                        c_mode[c] = 2
+                    else:
+                        c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.exhausted(True) else 0) | (
+                            2 if st.exhausted(False) else 0)
+                        o = 2 * c + int(c_orig_ep[c])
+                        e_seq[o], e_left[o] = st.count_window(True)
+                        e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)
             elif kind == EV_REC:

@@ -113,6 +113,9 @@ GF_SIZE = 4
 
 # Event kinds (the ordered stream the kernel hands back to Python).
 EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, EV_EVICT = 0, 1, 2, 3, 4, 5
+# A segment the kernel counted ended what the analyzers offered (a body is complete): they
+# take over the counts at its place in the stream, as at an EV_PKT, without the packet.
+EV_COUNTED = 6
 
 EV_DTYPE = np.dtype(
     [
@@ -1532,24 +1535,54 @@ def _udp_chk_scaled(C, HI, c, is_orig):
 
 
 @njit(cache=True, _nrt=False)
+def app_sent_pause(C, G, c):
+    """Count one more packet handed to the analyzers in this kernel call; True when the call
+    should end here so they can say they are done with the connection (APP_PKTS_PER_CALL)."""
+    if C[c].app_call != G[G_CALL]:
+        C[c].app_call = G[G_CALL]
+        C[c].app_sent = 0
+    C[c].app_sent += 1
+    return C[c].app_sent >= APP_PKTS_PER_CALL
+
+
+# count_for_analyzers' verdicts.
+TO_ANALYZERS, COUNTED, COUNTED_TO_END = 0, 1, 2
+
+
+@njit(cache=True, _nrt=False)
 def count_for_analyzers(E, e, flags, seq, length, caplen):
-    """True if endpoint `e`'s segment needs no analyzer: its bytes lie inside the body an
-    analyzers left to the kernel to count (`identifiers.stream.TcpStreams.offer`) and
-    follow the counted bytes in order, or the analyzers already had them all. Anything
-    else (a gap, an overlap, the body's last bytes, a snap-length cut, a SYN) goes to
-    Python, and the analyzers take the count back from there."""
+    """Whether endpoint `e`'s segment needs the analyzers: COUNTED if its bytes lie inside
+    what they left to the kernel to count (`identifiers.stream.TcpStreams.offer`) right
+    after the bytes counted so far, or if they had them all already (a retransmission);
+    COUNTED_TO_END if it ends exactly there (a body is complete: they must hear of it at
+    this place). Anything else (a gap, an overlap, bytes past the offer, a snap-length
+    cut, a SYN) is TO_ANALYZERS, and the analyzers take the count back from there."""
     if flags & TH_SYN or caplen < length:
-        return False
+        return TO_ANALYZERS
     ahead = (seq - E[e].sk_seq) & M32
     if ahead == 0:
-        if length < E[e].sk_left:
+        if length <= E[e].sk_left:
             E[e].sk_seq = (E[e].sk_seq + length) & M32
             E[e].sk_left -= length
             E[e].sk_used += length
-            return True
-        return False
+            return COUNTED if E[e].sk_left else COUNTED_TO_END
+        return TO_ANALYZERS
     # A retransmission wholly before the next byte: StreamDirection drops it unread.
-    return ahead >= HALF_SEQ and ((E[e].sk_seq - seq) & M32) >= length
+    if ahead >= HALF_SEQ and ((E[e].sk_seq - seq) & M32) >= length:
+        return COUNTED
+    return TO_ANALYZERS
+
+
+@njit(cache=True, _nrt=False)
+def hand_counts_to_analyzers(C, E, EV, k, c):
+    """Event `k` hands both directions' counts to the analyzers; the kernel counts no more
+    until they say again what it may (fast.engine, between kernel calls)."""
+    o = orig_phys(C, c)
+    EV[k].counted_orig = E[o].sk_used
+    EV[k].counted_resp = E[o ^ 1].sk_used
+    for d in (o, o ^ 1):
+        E[d].sk_used = 0
+        E[d].sk_left = 0
 
 
 @njit(cache=True, _nrt=False)
@@ -1720,10 +1753,14 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 # bytes (fast.engine): a packet without payload gives them none (a SYN's
                 # sequence reaches them as the next EV_PKT's stream_start).
                 want = b[i].payload_len > 0 and not (C[c].app_dead & (1 if now_orig else 2))
-                if want:
-                    if E[e].sk_left > 0 and count_for_analyzers(E, e, flags, seq, np.int64(b[i].payload_len),
-                                                                np.int64(b[i].payload_cap)):
-                        want = False
+                if want and E[e].sk_left > 0:
+                    verdict = count_for_analyzers(E, e, flags, seq, np.int64(b[i].payload_len),
+                                                  np.int64(b[i].payload_cap))
+                    if verdict == COUNTED_TO_END:
+                        k = ev_conn(EV, G, EV_COUNTED, C, c, ts)
+                        hand_counts_to_analyzers(C, E, EV, k, c)
+                        pause = app_sent_pause(C, G, c)
+                    want = verdict == TO_ANALYZERS
             if want:
                 C[c].app_dead = C[c].app_dead | APP_FIRST_SENT
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
@@ -1731,23 +1768,11 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 EV[k].is_orig = now_orig
                 if e >= 0:
                     EV[k].stream_start = E[e].stream_start
-                    # The analyzers see this packet: they take over both directions' counts
-                    # up to it and say again what the kernel may count after it.
-                    o = orig_phys(C, c)
-                    EV[k].counted_orig = E[o].sk_used
-                    EV[k].counted_resp = E[o ^ 1].sk_used
-                    for d in (o, o ^ 1):
-                        E[d].sk_used = 0
-                        E[d].sk_left = 0
+                    hand_counts_to_analyzers(C, E, EV, k, c)
                 if mode == 0:
                     C[c].app_mode = 2
                 else:
-                    if C[c].app_call != G[G_CALL]:
-                        C[c].app_call = G[G_CALL]
-                        C[c].app_sent = 0
-                    C[c].app_sent += 1
-                    if C[c].app_sent >= APP_PKTS_PER_CALL:
-                        pause = True
+                    pause = app_sent_pause(C, G, c)
         row_conn[i] = C[c].serial
         G[G_STAGE] = 0
         if pause:

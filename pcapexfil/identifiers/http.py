@@ -15,6 +15,7 @@ port.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -173,15 +174,6 @@ class _Side:
         self.remaining = 0
         self.trans: Transaction | None = None  # whose body is being counted
 
-    def count(self, n: int) -> None:
-        """`n` body bytes the fast engine counted for us (`TcpStreams.offer`): always
-        fewer than `remaining`, so the body goes on."""
-        if self.state in _COUNTED_STATES and self.trans is not None:
-            self.remaining -= n
-            if self.is_resp:
-                self.trans.response_body_len += n
-            else:
-                self.trans.request_body_len += n
 
 
 class _HttpConn:
@@ -252,8 +244,7 @@ class HttpAnalyzer:
         else:
             self._offer_counts(conn, st)
 
-    @staticmethod
-    def _offer_counts(conn: ConnView, st: _HttpConn) -> None:
+    def _offer_counts(self, conn: ConnView, st: _HttpConn) -> None:
         """Let the fast engine count body bytes of known length without handing them to us.
         Line-mode bodies are left out: their last two bytes matter (`_unterminated_last_line`)."""
         s = streams(conn)
@@ -261,9 +252,26 @@ class HttpAnalyzer:
             return
         for side in (st.orig, st.resp):
             if side.state in _COUNTED_STATES and side.remaining > 0 and not side.line_mode:
-                s.offer(NAME, not side.is_resp, side.remaining, side.count)
+                s.offer(NAME, not side.is_resp, side.remaining, functools.partial(self._counted, conn, st, side))
             else:
                 s.withdraw(NAME, not side.is_resp)
+
+    def _counted(self, conn: ConnView, st: _HttpConn, side: _Side, n: int) -> None:
+        """`n` body bytes the fast engine counted for us (`TcpStreams.offer`): what `_body`
+        does with them, logging included when they end a response."""
+        if side.state not in _COUNTED_STATES or st.done:
+            return  # we stopped reading (a tunnel began): the bytes are not HTTP's
+        self._add(side, b"", 0, n)
+        side.remaining -= n
+        if side.remaining:
+            return
+        if side.state == "chunk_data":
+            side.state = "chunk_crlf"
+        else:
+            self._body_done(side)
+            if side.is_resp and side.trans is not None and side.trans.complete:
+                self._log(conn, side.trans)
+        self._offer_counts(conn, st)
 
     def _give_up(self, conn: ConnView, st: _HttpConn) -> None:
         st.done = True
