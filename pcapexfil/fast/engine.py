@@ -9,12 +9,15 @@ outside the table sees the reference's calls in the reference's order:
 - packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy:
   the first packet of every connection (analyzers set up their state; DNS names the
   connection there), then every packet of DNS-port UDP flows, and TCP packets that carry
-  payload or SYN while the shared stream reassembly (identifiers.stream) may still deliver
+  payload while the shared stream reassembly (identifiers.stream) may still deliver
   bytes in their direction. This leans on a contract of today's TCP analyzers (TLS, HTTP,
   DNS): after the first packet they act only on `tcp_data` bytes. So a SYN without
-  payload only starts its direction's sequence, which this module does itself, and a
-  direction nobody wants any more (per `TcpStreams`) gets no calls. An analyzer that needs
-  more must widen this filter (the differential test shows when logs drift);
+  payload stays in the kernel, which hands its sequence over with the direction's next
+  packet (`stream_start`); a direction nobody wants any more (per `TcpStreams`) gets no
+  calls; and bytes every reader of a direction offered to only count (`TcpStreams.offer`)
+  are counted by the kernel, which hands the counts over with the connection's next
+  EV_PKT, an EV_COUNTED where an offer ends, or its record. An analyzer that needs more
+  must widen this filter (the differential test shows when logs drift);
 - finished connections become `ConnRecord`s, analyzers' `on_remove`, then the sinks;
 - ticks become `on_time`, connection weirds go to `Weirds` with the uid and id.
 

@@ -8,7 +8,8 @@ ICMP pairing, the LRU cap on live connections, and the pipeline's once-a-second 
 
 `process_batch` walks a batch of `PACKET_DTYPE` rows in order and writes an ordered event
 stream (`EV_DTYPE`): new connection (a uid is drawn), packet an application analyzer needs,
-finished record (a `REC_DTYPE` row), tick, weird, eviction. Python replays that stream
+the end of bytes the analyzers left to the kernel to count, finished record (a `REC_DTYPE`
+row), tick, weird, eviction. Python replays that stream
 (`fast.engine`), so analyzers, uids and sinks see exactly the reference's order of calls.
 Whenever an array would overflow the kernel returns early, Python drains or grows
 (`FastFlowTable.feed`), and the kernel resumes at the same row.
@@ -133,8 +134,8 @@ EV_DTYPE = np.dtype(
         ("resp_lo", np.uint64),
         ("orig_p", np.int32),
         ("resp_p", np.int32),
-        # EV_PKT: stream bytes the kernel counted for the analyzers in each direction since
-        # the connection's previous EV_PKT (`count_for_analyzers`).
+        # EV_PKT, EV_COUNTED: stream bytes the kernel counted for the analyzers in each
+        # direction since the connection's previous one (`count_for_analyzers`).
         ("counted_orig", np.int64),
         ("counted_resp", np.int64),
         ("stream_start", np.int64),  # EV_PKT: its direction's EP_DTYPE.stream_start
@@ -1156,7 +1157,7 @@ REC_DTYPE = np.dtype(
         ("resp_ip_bytes", np.int64),
         ("hist_len", np.int64),
         ("counted_orig", np.int64),  # stream bytes the kernel counted for the analyzers since
-        ("counted_resp", np.int64),  # the connection's last EV_PKT
+        ("counted_resp", np.int64),  # the connection's last EV_PKT or EV_COUNTED
     ]
 )
 

@@ -175,7 +175,6 @@ class _Side:
         self.trans: Transaction | None = None  # whose body is being counted
 
 
-
 class _HttpConn:
     __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped")
 
