@@ -25,6 +25,7 @@ from zeek_logs import (  # tests/ is on sys.path under pytest and as a script
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
+from pcapexfil.services import RECOGNISERS
 from pcapexfil.source import CaptureError
 
 CORPUS = os.environ.get(
@@ -58,8 +59,9 @@ RENAMED_ID_COLUMNS = {
     "dst": "id.resp_h", "dst_ip": "id.resp_h", "id_resp_h": "id.resp_h",
     "dst_port": "id.resp_p", "id_resp_p": "id.resp_p",
 }  # fmt: skip
-# service is compared only for the protocols pcapexfil recognises, and not asserted here.
-KNOWN_SERVICES = frozenset({"ssl", "http", "dns"})
+# service is compared for the protocols pcapexfil recognises: the identifiers' ssl/http/dns
+# and pcapexfil.services' recognisers.
+KNOWN_SERVICES = frozenset({"ssl", "http", "dns"}) | frozenset(r.name for r in RECOGNISERS)
 THRESHOLDS = {
     "orig_pkts": 0.99, "resp_pkts": 0.99, "orig_ip_bytes": 0.99, "resp_ip_bytes": 0.99,
     "orig_bytes": 0.98, "resp_bytes": 0.98, "missed_bytes": 0.98,

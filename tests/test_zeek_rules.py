@@ -129,3 +129,62 @@ def test_other_port_idle_for_10_minutes_times_out_after_5(tmp_path) -> None:
 
 def test_ssh_port_idle_for_over_an_hour_times_out(tmp_path) -> None:
     assert len(records(tmp_path, _idle_session(22, 3700.0))) == 2
+
+
+# -- service: analyzer confirmation (pcapexfil.services, identifiers) ----------------------
+
+
+def _tcp_exchange(port: int, client: bytes, server: bytes) -> list[tuple[float, bytes]]:
+    t = 10.0
+    return [
+        tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
+        tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),
+        tcp_frame(t + 0.02, CLIENT, 50000, SERVER, port, ACK, 101, 901),
+        tcp_frame(t + 0.03, SERVER, port, CLIENT, 50000, PSH | ACK, 901, 101, server),
+        tcp_frame(t + 0.04, CLIENT, 50000, SERVER, port, PSH | ACK, 101, 901 + len(server), client),
+    ]
+
+
+def test_ssh_on_any_port_needs_both_version_strings(tmp_path) -> None:
+    """ssh/dpd.sig attaches the analyzer on any port; it confirms once both versions are known."""
+    (rec,) = records(tmp_path / "both", _tcp_exchange(2200, b"SSH-2.0-OpenSSH_9.6\r\n", b"SSH-2.0-OpenSSH_9.0\r\n"))
+    assert rec.service == ["ssh"]
+    frames = _tcp_exchange(22, b"", b"SSH-2.0-OpenSSH_9.0\r\n")[:4]  # the server's banner only
+    (rec,) = records(tmp_path / "half", frames)
+    assert rec.service == []
+
+
+def test_ftp_and_smtp_on_their_registered_ports(tmp_path) -> None:
+    (rec,) = records(tmp_path / "ftp", _tcp_exchange(21, b"USER anonymous\r\n", b"220 ready\r\n"))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "smtp", _tcp_exchange(25, b"EHLO client.example\r\n", b"220 mx ESMTP\r\n"))
+    assert rec.service == ["smtp"]
+    (rec,) = records(tmp_path / "other", _tcp_exchange(2121, b"USER anonymous\r\n", b"220 ready\r\n"))
+    assert rec.service == []
+
+
+def test_ntp_and_dhcp_datagrams(tmp_path) -> None:
+    ntp_request = bytes([0x23]) + bytes(47)  # version 4, mode 3 (client)
+    (rec,) = records(tmp_path / "ntp", [udp_frame(1.0, CLIENT, 123, SERVER, 123, ntp_request)])
+    assert rec.service == ["ntp"]
+    discover = bytes([1, 1, 6, 0]) + bytes(232) + b"\x63\x82\x53\x63" + b"\x35\x01\x01\xff"
+    (rec,) = records(tmp_path / "dhcp", [udp_frame(1.0, "0.0.0.0", 68, "255.255.255.255", 67, discover)])
+    assert rec.service == ["dhcp"]
+    (rec,) = records(tmp_path / "junk", [udp_frame(1.0, CLIENT, 40000, SERVER, 123, b"\x00" * 48)])
+    assert rec.service == []
+
+
+def test_quic_initial_on_443_udp(tmp_path) -> None:
+    initial = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + bytes(8) + bytes([0]) + bytes(1186)
+    (rec,) = records(tmp_path / "quic", [udp_frame(1.0, CLIENT, 50000, SERVER, 443, initial)])
+    assert rec.service == ["quic"]
+    short = bytes([0x43]) + bytes(1199)  # a short-header packet: no Initial
+    (rec,) = records(tmp_path / "short", [udp_frame(1.0, CLIENT, 50000, SERVER, 443, short)])
+    assert rec.service == []
+
+
+def test_netbios_ns_on_137_is_dns(tmp_path) -> None:
+    """dns/main.zeek registers the DNS analyzer on 137/udp (NetBIOS name service)."""
+    query = bytes(dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="CKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", type=32)]))
+    (rec,) = records(tmp_path, [udp_frame(1.0, CLIENT, 137, "10.0.0.255", 137, query)])
+    assert rec.service == ["dns"]

@@ -1498,7 +1498,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.app_dead = 0
     cc.app_call = 0
     cc.app_sent = 0
-    if proto == PROTO_TCP or proto == PROTO_UDP and (cc.resp_p == 53 or cc.resp_p == 5353 or cc.resp_p == 5355):
+    if proto == PROTO_TCP or proto == PROTO_UDP and DNS_UDP[cc.resp_p]:  # identifiers.dns.UDP_PORTS
         cc.app_mode = 1
     else:
         cc.app_mode = 0
