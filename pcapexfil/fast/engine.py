@@ -64,6 +64,7 @@ from pcapexfil.flow.table import (
     EVICTED_WEIRD,
     FlowConfig,
     _is_power_of_ten,
+    bare_mode,
     tunnel_parent_uid,
 )
 from pcapexfil.flow.uid import UidGenerator
@@ -465,7 +466,7 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
     batches = iter_batches(list(paths), weirds, stats, verify_checksums=options.verify_checksums)
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
     config = FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds,
-                        max_flows=options.max_flows)
+                        max_flows=options.max_flows, **bare_mode(options.zeek_bare_mode))
     flow = FastFlow(config, analyzers, sinks, weirds)
     progress = scaffold.start_progress(stats)
     count = 0

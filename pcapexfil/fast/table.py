@@ -41,8 +41,14 @@ from collections.abc import Callable
 import numpy as np
 
 from pcapexfil.fast.batch import KIND_SKIP
-from pcapexfil.flow.ports import LIKELY_SERVER_PORTS
-from pcapexfil.flow.table import _ICMP4_PAIRS, _ICMP6_PAIRS, FlowConfig
+from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, registered_analyzers
+from pcapexfil.flow.table import (
+    _ICMP4_PAIRS,
+    _ICMP6_PAIRS,
+    DNS_EXPIRE_SLACK,
+    PORT_INACTIVITY_PORTS,
+    FlowConfig,
+)
 from pcapexfil.jit import njit
 
 # == TCP endpoints, connection state and events (port of flow/tcp.py) ==================
@@ -96,13 +102,17 @@ WEIRD_NAMES = (
 
 # Timer kinds.
 T_INACTIVITY, T_DELETE, T_ATTEMPT, T_EXPIRE = 0, 1, 2, 3
+T_DNS_EXPIRE = 4  # DNS_Analyzer::ExpireTimer (FlowTable._fire)
 # Timers beyond 4 per live connection plus this many are compacted away (see heap_compact).
 HEAP_SLACK = 4096
 
 # Config slots (CFG float array).
 CFG_TCP_INACT, CFG_UDP_INACT, CFG_ICMP_INACT, CFG_UNKNOWN_INACT = 0, 1, 2, 3
 CFG_ATTEMPT, CFG_CLOSE, CFG_SYN_TIMEOUT, CFG_SESSION, CFG_LINGER = 4, 5, 6, 7, 8
-CFG_SIZE = 9
+CFG_DNS_SESSION, CFG_PORT_INACT = 9, 10
+CFG_SIZE = 11
+# PORTS blocks: likely_server_ports TCP, UDP; then TCP ports in port_inactivity_timeouts.
+PORTS_UDP, PORTS_INACT = 65536, 2 * 65536
 
 # Global scalar slots (G int64 array, GF float64 array).
 G_SERIAL, G_TOUCH, G_LIVE, G_TIMER_SEQ, G_HEAP_N, G_NFREE, G_EV_N, G_REC_N = 0, 1, 2, 3, 4, 5, 6, 7
@@ -220,6 +230,7 @@ CONN_DTYPE = np.dtype(
         ("is_active", np.bool_),
         ("synack_first", np.bool_),
         ("close_deferred", np.bool_),
+        ("established", np.bool_),  # connection_established raised, port timeout not yet applied
         ("app_mode", np.uint8),  # 0: first packet wanted, 1: every packet, 2: none
         ("app_call", np.int64),  # kernel call in which app_sent was counted
         ("app_sent", np.int64),  # packets handed to the analyzers in that call
@@ -906,6 +917,8 @@ def _state_machine(C, E, HI, G, CFG, T, e, ts, seq, length, is_orig, flags):
                 if E[p].state == SYN_SENT:
                     set_state(C, E, CFG, p, ESTABLISHED)
                 set_state(C, E, CFG, e, ESTABLISHED)
+                if E[p].state != PARTIAL:
+                    C[c].established = True  # TCPAdapter._established, applied by process_batch
         if fin:
             set_state(C, E, CFG, e, CLOSED)
             do_close = True
@@ -1368,6 +1381,12 @@ def _advance(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, now):
             else:
                 schedule(G, C, hw, hs, hc, hser, hk, hg, due, c, T_INACTIVITY)
             continue
+        if kind == T_DNS_EXPIRE:
+            if when - C[c].last_ts >= CFG[CFG_DNS_SESSION] - DNS_EXPIRE_SLACK:
+                _remove(C, E, HI, hidx, free, EV, REC, RH, G, c)
+            else:
+                schedule(G, C, hw, hs, hc, hser, hk, hg, when + CFG[CFG_DNS_SESSION], c, T_DNS_EXPIRE)
+            continue
         if gen != C[c].timer_gen:
             continue
         if kind == T_DELETE:
@@ -1483,6 +1502,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.is_active = True
     cc.synack_first = False
     cc.close_deferred = False
+    cc.established = False
     cc.chk_orig_cnt = 0
     cc.chk_orig_thr = 1
     cc.chk_resp_cnt = 0
@@ -1496,7 +1516,9 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
         _reset_endpoint(E, EC, 2 * c + 1, False)
         flags = b[i].flags
         if flags & TH_SYN and flags & TH_ACK:
-            cc.synack_first = True
+            # TCPAnalyzer::WantConnection flips a SYN-ACK from a likely server port at once.
+            flip = PORTS[sport] != 0 and PORTS[dport] == 0
+            cc.synack_first = not flip
         elif not flags & TH_SYN:  # noqa: SIM102 (mirrors the reference)
             if PORTS[sport]:
                 if PORTS[dport]:
@@ -1510,7 +1532,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.app_dead = 0
     cc.app_call = 0
     cc.app_sent = 0
-    if proto == PROTO_TCP or proto == PROTO_UDP and (cc.resp_p == 53 or cc.resp_p == 5353 or cc.resp_p == 5355):
+    if proto == PROTO_TCP or proto == PROTO_UDP and DNS_UDP[cc.resp_p]:  # identifiers.dns.UDP_PORTS
         cc.app_mode = 1
     else:
         cc.app_mode = 0
@@ -1518,7 +1540,19 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     schedule(G, C, hw, hs, hc, hser, hk, hg, ts + timeout, c, T_INACTIVITY)
     if proto == PROTO_TCP:
         schedule(G, C, hw, hs, hc, hser, hk, hg, ts + CFG[CFG_SYN_TIMEOUT], c, T_EXPIRE)
+    elif proto == PROTO_UDP and CFG[CFG_DNS_SESSION] > 0 and DNS_UDP[cc.resp_p]:
+        schedule(G, C, hw, hs, hc, hser, hk, hg, ts + CFG[CFG_DNS_SESSION], c, T_DNS_EXPIRE)
     return c
+
+
+@njit(cache=True, _nrt=False)
+def _port_inactivity(C, E, PORTS, CFG, c):
+    """TCPAdapter._established: inactivity.zeek's port_inactivity_timeouts."""
+    port = C[c].resp_p
+    if E[orig_phys(C, c)].state == INACTIVE and not PORTS[port] and PORTS[C[c].orig_p]:
+        port = C[c].orig_p
+    if PORTS[PORTS_INACT + port]:
+        C[c].inactivity_timeout = CFG[CFG_PORT_INACT]
 
 
 @njit(cache=True, _nrt=False)
@@ -1708,6 +1742,9 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 tcp_process(C, E, BL, HI, EC, EV, G, GF, CFG, T, c, is_orig, ts, np.int64(flags), seq,
                             np.int64(b[i].ack), np.int64(b[i].window), np.int64(b[i].payload_len),
                             np.int64(b[i].payload_cap))
+                if C[c].established:
+                    C[c].established = False
+                    _port_inactivity(C, E, PORTS, CFG, c)
         elif proto == PROTO_UDP:
             if not ok:
                 conn_weird(C, EV, G, GF, c, W_BAD_UDP_CHK)
@@ -1790,10 +1827,14 @@ def flush_conns(C, E, HI, hidx, free, EV, REC, RH, G, order):
             _remove(C, E, HI, hidx, free, EV, REC, RH, G, c)
 
 
-def _port_table() -> np.ndarray:
-    """likely_server_ports as a lookup table: TCP ports, then UDP ports."""
-    table = np.zeros(2 * 65536, np.uint8)
-    for port, proto in LIKELY_SERVER_PORTS:  # TCP and UDP ports only
+def _port_table(ports: frozenset[tuple[int, int]] = LIKELY_SERVER_PORTS,
+                inactivity: frozenset[int] = PORT_INACTIVITY_PORTS) -> np.ndarray:
+    """likely_server_ports as a lookup table: TCP ports, then UDP ports; then the TCP ports
+    of port_inactivity_timeouts."""
+    table = np.zeros(3 * 65536, np.uint8)
+    for port in inactivity:
+        table[PORTS_INACT + port] = 1
+    for port, proto in ports:  # TCP and UDP ports only
         table[(65536 if proto == PROTO_UDP else 0) + port] = 1
     return table
 
@@ -1806,6 +1847,8 @@ def _icmp_table(pairs: dict[int, int]) -> np.ndarray:
 
 
 PORTS = _port_table()
+# UDP responder ports the DNS analyzer is registered for (its expiry timer, T_DNS_EXPIRE).
+DNS_UDP = np.array([("dns" in registered_analyzers(p, PROTO_UDP)) for p in range(65536)], np.bool_)
 ICMP4 = _icmp_table(_ICMP4_PAIRS)
 ICMP6 = _icmp_table(_ICMP6_PAIRS)
 
@@ -1841,6 +1884,11 @@ class FastFlowTable:
         cfg[CFG_SESSION] = config.tcp_session_timer
         cfg[CFG_LINGER] = config.tcp_connection_linger
         self.CFG = cfg
+        cfg[CFG_DNS_SESSION] = config.dns_session_timeout
+        cfg[CFG_PORT_INACT] = config.port_inactivity_timeout
+        self.ports = PORTS if (config.likely_server_ports, config.port_inactivity_ports) == (
+            LIKELY_SERVER_PORTS, PORT_INACTIVITY_PORTS) else _port_table(config.likely_server_ports,
+                                                                         config.port_inactivity_ports)
         self.EV = np.zeros(out, EV_DTYPE)
         self.REC = np.zeros(out // 4, REC_DTYPE)
         self.RH = np.zeros((out // 4, hist), np.uint8)
@@ -1863,7 +1911,7 @@ class FastFlowTable:
             G[G_CALL] += 1
             T = (s.h_when, s.h_seq, s.h_conn, s.h_serial, s.h_kind, s.h_gen)
             status, i = process_batch(s.C, s.E, s.BL, s.HI, s.EC, s.hidx, s.free, T, self.EV, self.REC, self.RH,
-                                      G, self.GF, self.CFG, PORTS, ICMP4, ICMP6, batch, aux, self.row_conn, i)
+                                      G, self.GF, self.CFG, self.ports, ICMP4, ICMP6, batch, aux, self.row_conn, i)
             if G[G_EV_N]:
                 self.handler(self.EV[: G[G_EV_N]], self.REC[: G[G_REC_N]], self.RH)
             if status == ST_DONE:
