@@ -40,11 +40,14 @@ class AppAnalyzer(Protocol):
 
         The reference engine calls it for every packet. The fast engine relies on a
         contract and calls it for fewer: the first packet of every connection, every packet
-        of a UDP flow on a DNS port (53, 5353, 5355), and TCP packets carrying bytes of a
+        of a UDP flow on a DNS port (53, 137, 5353, 5355), and TCP packets carrying bytes of a
         stream direction some analyzer still wants (`identifiers.stream.tcp_data`;
-        analyzers say they are done with `release` or `release_direction`). An analyzer
-        that reads more of a TCP packet after the first must widen that filter
-        (`fast.engine`; the differential test shows when logs drift).
+        analyzers say they are done with `release` or `release_direction`). Bytes every
+        reader of a direction offered to only count (`TcpStreams.offer`: HTTP bodies of
+        known length, TLS server bytes before a ClientHello) stay in the kernel, which
+        reports how many through the offers' callbacks. An analyzer that reads more of a
+        TCP packet after the first must widen that filter (`fast.engine`; the differential
+        test shows when logs drift).
         """
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:

@@ -10,13 +10,47 @@ which refreshes the context itself.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numba
 
 # Typed loosely: numba's own annotations do not list the private options kernels use (_nrt).
 njit: Callable[..., Any] = numba.njit
+
+COMPILING_NOTICE = "pcapexfil: compiling kernels, first run only (about 30 s)"
+
+
+def kernel_cache_dir() -> str:
+    """Where numba caches this package's kernels: one directory per version of their sources.
+
+    numba notices an edit only in the file that defines a cached function, not in the
+    kernels and constants it compiles in from other modules; naming the directory by a hash
+    of the package's sources (and numba's version) leaves no stale machine code behind.
+    Under $NUMBA_CACHE_DIR if set, else the user's cache directory.
+    """
+    package = Path(__file__).parent
+    digest = hashlib.sha256(numba.__version__.encode())
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "pcapexfil")
+    return os.path.join(base, "kernels-" + digest.hexdigest()[:16])
+
+
+def _announce_compiling() -> None:
+    """Say once, on a terminal, why the first run takes half a minute (a cache miss compiles)."""
+    global _announced
+    if not _announced and sys.stderr.isatty():
+        print(COMPILING_NOTICE, file=sys.stderr, flush=True)
+    _announced = True
+
+
+_announced = False
 
 
 def _load_cached_without_refresh() -> None:
@@ -30,13 +64,17 @@ def _load_cached_without_refresh() -> None:
 
     def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
         rtsys.initialize(target_context)
+        loaded = None
         with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
-        return None  # the guard swallowed an I/O error: the caller compiles instead
+            loaded = self._load_overload(sig, target_context)
+        if loaded is None:  # not cached (or the guard swallowed an I/O error): numba compiles
+            _announce_compiling()
+        return loaded
 
     cache.load_overload = load_overload  # type: ignore[method-assign]
 
 
+setattr(numba.config, "CACHE_DIR", kernel_cache_dir())  # read when each kernel is decorated
 _load_cached_without_refresh()
 
 __all__ = ["njit"]

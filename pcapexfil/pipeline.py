@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pcapexfil.flow import FlowConfig, FlowTable
-from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
+from pcapexfil.flow.table import DEFAULT_MAX_FLOWS, bare_mode
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.identifiers import make_analyzers
 from pcapexfil.logs.conn import CONN_FIELDS, conn_row
@@ -51,6 +51,8 @@ class RunOptions:
     staging: LogStaging | None = None
     # Zeek's -f: records the filter rejects are not read at all (pcapexfil.source.filter).
     capture_filter: CaptureFilter | None = None
+    # Model a bare Zeek run (`zeek -b` loading base/protocols/conn only): see flow.table.bare_mode.
+    zeek_bare_mode: bool = False
 
 
 @dataclass(slots=True)
@@ -189,7 +191,8 @@ def run(
             sink.on_record(rec)
 
     table = FlowTable(
-        FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds, max_flows=options.max_flows),
+        FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds, max_flows=options.max_flows,
+                   **bare_mode(options.zeek_bare_mode)),
         emit, analyzers,
     )
     progress = scaffold.start_progress(stats)

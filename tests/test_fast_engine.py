@@ -112,6 +112,18 @@ def test_example_day_checksums_and_small_table(tmp_path):
     assert_same(DAYS[4:5], tmp_path / "cap", max_flows=5)
 
 
+REAL_CUT = os.path.join(FIXTURES, "real-cut", "real-cut.pcap.gz")
+
+
+def test_real_traffic_cut(tmp_path):
+    """Real programs (nginx, curl, dnsmasq; fixtures/make_real_cut.py): plain HTTP, TLS
+    1.2 and 1.3 and DNS as they really come, bodies the kernel counts included."""
+    n = assert_same([REAL_CUT], tmp_path)
+    assert n > 400
+    for name in ("ssl.log", "http.log", "dns.log"):
+        assert len(_rows(os.path.join(tmp_path, "fast", name))) > 50, name
+
+
 BAD = sorted(os.listdir(os.path.join(FIXTURES, "bad")))
 
 

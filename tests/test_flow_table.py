@@ -286,11 +286,20 @@ def test_analyzers_see_every_packet_and_the_record():
     assert out[0].server_name == "n=8" and counter.removed == [out[0].uid]
 
 
-def test_lone_syn_ack_from_server_port_is_not_flipped():
-    # A stealth scan's SYN-ACK: nothing follows, so Zeek keeps the sender as originator
-    # (wikipedia.pcap in the corpus: 'H', OTH).
+def test_lone_syn_ack_from_likely_server_port_flips_at_once():
+    # TCPAnalyzer::WantConnection: a SYN-ACK from a likely server port (80) to one that is
+    # not (6705) flips the roles on the first packet.
     (rec,) = run([tcp(1.0, S, 80, C, 6705, SA, 5000, 1001)])
-    assert (rec.orig_h, rec.orig_p, rec.history, rec.conn_state) == (S, 80, "H", "OTH")
+    assert (rec.orig_h, rec.orig_p, rec.history, rec.conn_state) == (C, 6705, "^h", "OTH")
+
+
+def test_lone_syn_ack_between_likely_server_ports_or_in_bare_mode_is_not_flipped():
+    # Both ports likely (80, IRC's 6667): no flip for a SYN-ACK (stealth scans). Bare mode
+    # (`zeek -b`, empty likely_server_ports; corpus: wikipedia.pcap's 'H', OTH): no flip.
+    (rec,) = run([tcp(1.0, S, 80, C, 6667, SA, 5000, 1001)])
+    assert (rec.orig_h, rec.orig_p, rec.history) == (S, 80, "H")
+    (rec,) = run([tcp(1.0, S, 80, C, 6705, SA, 5000, 1001)], likely_server_ports=frozenset())
+    assert (rec.orig_h, rec.orig_p, rec.history) == (S, 80, "H")
 
 
 def test_syn_ack_followed_by_ack_flips_and_recases_history_even_between_server_ports():

@@ -91,7 +91,7 @@ def test_server_first_protocol_is_not_http(tmp_path) -> None:  # type: ignore[no
     pkts = [(False, tcp(conn, False, 5000, b"SSH-2.0-OpenSSH_9\r\n")), (True, tcp(conn, True, 1000, b"SSH-2.0-x\r\n"))]
     run = Run()
     run.feed(conn, pkts)
-    assert run.finish(conn).service == []
+    assert run.finish(conn).service == ["ssh"]  # the SSH recogniser's, not HTTP's
 
 
 def test_connect_then_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -43,3 +43,81 @@ def test_the_command_line_keeps_openblas_to_one_thread_unless_told_otherwise() -
     env["OPENBLAS_NUM_THREADS"] = "4"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60, env=env)
     assert out.stdout.strip() == "4"
+
+
+KERNEL = """
+from pcapexfil.jit import njit
+
+
+@njit(cache=True)
+def plus_one(x):
+    return x + 1
+
+
+print(plus_one(41))
+"""
+
+
+def _run_kernel_script(tmp_path, cache: str, tty: bool) -> str:
+    """Run a module with one cached kernel under a fresh cache; what it wrote to stderr."""
+    import pty
+
+    script = tmp_path / "kernel_script.py"
+    script.write_text(KERNEL)
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+    if not tty:
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, env=env,
+                             timeout=300)
+        assert out.stdout.strip() == "42"
+        return out.stderr
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=secondary, env=env)
+    os.close(secondary)
+    stdout, _ = proc.communicate(timeout=300)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    assert proc.returncode == 0 and stdout.strip() == b"42"
+    return b"".join(chunks).decode()
+
+
+def test_a_first_run_says_it_compiles_on_a_terminal_and_only_then(tmp_path) -> None:
+    from pcapexfil.jit import COMPILING_NOTICE
+
+    cache = str(tmp_path / "cache")
+    assert _run_kernel_script(tmp_path, cache, tty=True).count(COMPILING_NOTICE) == 1
+    assert COMPILING_NOTICE not in _run_kernel_script(tmp_path, cache, tty=True)  # cached now
+    assert _run_kernel_script(tmp_path, str(tmp_path / "cold"), tty=False) == ""  # a pipe keeps stderr clean
+
+
+def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path) -> None:
+    """An edit to a module whose constants a kernel compiles in moves the cache (numba
+    alone notices only the file of the function it loads)."""
+    import shutil
+
+    import pcapexfil
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(os.path.dirname(pcapexfil.__file__), copy / "pcapexfil",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    probe = "import pcapexfil.jit as j; print(j.kernel_cache_dir())"
+
+    def cache_dir() -> str:
+        env = {**os.environ, "PYTHONPATH": str(copy), "NUMBA_CACHE_DIR": str(tmp_path / "c")}
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env,
+                             cwd=tmp_path, timeout=120)
+        return out.stdout.strip()
+
+    first = cache_dir()
+    assert first.startswith(str(tmp_path / "c")) and cache_dir() == first
+    batch = copy / "pcapexfil" / "fast" / "batch.py"  # KIND_SKIP, which process_batch compiles in
+    batch.write_text(batch.read_text() + "\n")
+    assert cache_dir() != first

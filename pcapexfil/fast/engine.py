@@ -9,12 +9,15 @@ outside the table sees the reference's calls in the reference's order:
 - packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy:
   the first packet of every connection (analyzers set up their state; DNS names the
   connection there), then every packet of DNS-port UDP flows, and TCP packets that carry
-  payload or SYN while the shared stream reassembly (identifiers.stream) may still deliver
+  payload while the shared stream reassembly (identifiers.stream) may still deliver
   bytes in their direction. This leans on a contract of today's TCP analyzers (TLS, HTTP,
   DNS): after the first packet they act only on `tcp_data` bytes. So a SYN without
-  payload only starts its direction's sequence, which this module does itself, and a
-  direction nobody wants any more (per `TcpStreams`) gets no calls. An analyzer that needs
-  more must widen this filter (the differential test shows when logs drift);
+  payload stays in the kernel, which hands its sequence over with the direction's next
+  packet (`stream_start`); a direction nobody wants any more (per `TcpStreams`) gets no
+  calls; and bytes every reader of a direction offered to only count (`TcpStreams.offer`)
+  are counted by the kernel, which hands the counts over with the connection's next
+  EV_PKT, an EV_COUNTED where an offer ends, or its record. An analyzer that needs more
+  must widen this filter (the differential test shows when logs drift);
 - finished connections become `ConnRecord`s, analyzers' `on_remove`, then the sinks;
 - ticks become `on_time`, connection weirds go to `Weirds` with the uid and id.
 
@@ -46,6 +49,7 @@ from pcapexfil.fast.table import (
     AUX_CARRIER,
     AUX_NO_TICK,
     CONN_STATES,
+    EV_COUNTED,
     EV_EVICT,
     EV_NEW,
     EV_PKT,
@@ -60,6 +64,7 @@ from pcapexfil.flow.table import (
     EVICTED_WEIRD,
     FlowConfig,
     _is_power_of_ten,
+    bare_mode,
     tunnel_parent_uid,
 )
 from pcapexfil.flow.uid import UidGenerator
@@ -320,44 +325,52 @@ class FastFlow:
         recs: list | None = None
         # Column views, not C[c]["field"] (a structured scalar per access); the table
         # grows only between kernel calls, so they stay valid for this call.
-        C = self.table.s.C
-        c_serial, c_mode, c_dead = C["serial"], C["app_mode"], C["app_dead"]
-        batch = self._batch
-        b_plen, b_seq, b_flags = batch["payload_len"], batch["seq"], batch["flags"]
-        for kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp in ev.tolist():
-            if kind == EV_PKT:
+        C, E = self.table.s.C, self.table.s.E
+        c_serial, c_mode, c_dead, c_orig_ep = C["serial"], C["app_mode"], C["app_dead"], C["orig_ep"]
+        e_seq, e_left = E["sk_seq"], E["sk_left"]
+        for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
+             counted_resp, stream_start) in ev.tolist():
+            if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
-                if conn.proto == PROTO_TCP:
-                    st = conn.app.get(STREAM_KEY)
+                st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
+                if st is not None:
+                    # Bytes the kernel counted for the analyzers, up to this point of the stream.
+                    if counted_orig:
+                        st.orig.counted(counted_orig)
+                    if counted_resp:
+                        st.resp.counted(counted_resp)
+                if kind == EV_PKT:
                     if st is not None:
                         if st.exhausted(is_orig):
                             # Sent before the kernel learned (below) that this direction
                             # gives the analyzers no more bytes: they would return at once.
                             continue
-                        if not b_plen[row]:
-                            # A SYN (the only packet without payload sent after the first):
-                            # it gives no bytes, it only starts its direction's sequence.
-                            (st.orig if is_orig else st.resp).add(int(b_seq[row]), int(b_flags[row]), b"", 0)
-                            continue
-                pkt = self._packet(row)
-                ids = (ohi, olo, rhi, rlo)
-                if conn.ids != ids:
-                    conn.ids = ids
-                    conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
-                conn.orig_p, conn.resp_p = op, rp
-                for analyzer in analyzers:
-                    analyzer.on_packet(conn, bool(is_orig), pkt)
-                if conn.proto == PROTO_TCP:
-                    # After a connection's first packet, the analyzers only act on stream
-                    # bytes: an exhausted direction gives them none, so its packets stay in
-                    # the kernel.
-                    st = conn.app.get(STREAM_KEY)
-                    if st is not None and c_serial[c] == serial:
-                        if not (st.orig_wanted or st.resp_wanted):
-                            c_mode[c] = 2
-                        else:
-                            c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.exhausted(True) else 0) | (
-                                2 if st.exhausted(False) else 0)
+                        direction = st.orig if is_orig else st.resp
+                        if direction.next_seq is None and stream_start >= 0:
+                            # Its SYN stayed in the kernel (no payload, nothing to read).
+                            direction.next_seq = stream_start
+                    pkt = self._packet(row)
+                    ids = (ohi, olo, rhi, rlo)
+                    if conn.ids != ids:
+                        conn.ids = ids
+                        conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
+                    conn.orig_p, conn.resp_p = op, rp
+                    for analyzer in analyzers:
+                        analyzer.on_packet(conn, bool(is_orig), pkt)
+                    if conn.proto == PROTO_TCP:
+                        st = conn.app.get(STREAM_KEY)  # the first packet makes it
+                # After a connection's first packet, the analyzers only act on stream
+                # bytes: an exhausted direction gives them none, so its packets stay in
+                # the kernel; bytes they offered to leave uncounted, the kernel counts.
+                if st is not None and c_serial[c] == serial:
+                    if not (st.orig_wanted or st.resp_wanted):
+                        c_mode[c] = 2
+                    else:
+                        c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.exhausted(True) else 0) | (
+                            2 if st.exhausted(False) else 0)
+                        o = 2 * c + int(c_orig_ep[c])
+                        e_seq[o], e_left[o] = st.count_window(True)
+                        e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
             elif kind == EV_NEW:
                 conns[serial] = FastConn(self.new_uid(), code, start_ts)
             elif kind == EV_REC:
@@ -385,7 +398,13 @@ class FastFlow:
 
     def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:
         (_, ts, duration, ohi, olo, rhi, rlo, op, rp, proto, state, ob, rb, missed,
-         opk, oipb, rpk, ripb, hlen) = r
+         opk, oipb, rpk, ripb, hlen, counted_orig, counted_resp) = r
+        if counted_orig or counted_resp:
+            st = conn.app[STREAM_KEY]
+            if counted_orig:
+                st.orig.counted(counted_orig)
+            if counted_resp:
+                st.resp.counted(counted_resp)
         orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
         conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = orig_h, op, resp_h, rp
         conn.ids = (ohi, olo, rhi, rlo)
@@ -448,7 +467,7 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
                            capture_filter=options.capture_filter)
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
     config = FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds,
-                        max_flows=options.max_flows)
+                        max_flows=options.max_flows, **bare_mode(options.zeek_bare_mode))
     flow = FastFlow(config, analyzers, sinks, weirds)
     progress = scaffold.start_progress(stats)
     count = 0

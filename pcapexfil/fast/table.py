@@ -8,7 +8,8 @@ ICMP pairing, the LRU cap on live connections, and the pipeline's once-a-second 
 
 `process_batch` walks a batch of `PACKET_DTYPE` rows in order and writes an ordered event
 stream (`EV_DTYPE`): new connection (a uid is drawn), packet an application analyzer needs,
-finished record (a `REC_DTYPE` row), tick, weird, eviction. Python replays that stream
+the end of bytes the analyzers left to the kernel to count, finished record (a `REC_DTYPE`
+row), tick, weird, eviction. Python replays that stream
 (`fast.engine`), so analyzers, uids and sinks see exactly the reference's order of calls.
 Whenever an array would overflow the kernel returns early, Python drains or grows
 (`FastFlowTable.feed`), and the kernel resumes at the same row.
@@ -40,8 +41,14 @@ from collections.abc import Callable
 import numpy as np
 
 from pcapexfil.fast.batch import KIND_SKIP
-from pcapexfil.flow.ports import LIKELY_SERVER_PORTS
-from pcapexfil.flow.table import _ICMP4_PAIRS, _ICMP6_PAIRS, FlowConfig
+from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, registered_analyzers
+from pcapexfil.flow.table import (
+    _ICMP4_PAIRS,
+    _ICMP6_PAIRS,
+    DNS_EXPIRE_SLACK,
+    PORT_INACTIVITY_PORTS,
+    FlowConfig,
+)
 from pcapexfil.jit import njit
 
 # == TCP endpoints, connection state and events (port of flow/tcp.py) ==================
@@ -64,6 +71,7 @@ MAX_INITIAL_WINDOW = 16384
 MAX_ABOVE_HOLE_WITHOUT_ACKS = 16384
 EXCESSIVE_DATA_WITHOUT_ACKS = 10 * 1024 * 1024
 M32 = 0xFFFFFFFF
+HALF_SEQ = 0x80000000  # sequence distances past half the space count backwards
 
 # Scaled-history counters (EC second index).
 CNT_CHK, CNT_WIN0, CNT_RXMT, CNT_GAP = 0, 1, 2, 3
@@ -94,13 +102,17 @@ WEIRD_NAMES = (
 
 # Timer kinds.
 T_INACTIVITY, T_DELETE, T_ATTEMPT, T_EXPIRE = 0, 1, 2, 3
+T_DNS_EXPIRE = 4  # DNS_Analyzer::ExpireTimer (FlowTable._fire)
 # Timers beyond 4 per live connection plus this many are compacted away (see heap_compact).
 HEAP_SLACK = 4096
 
 # Config slots (CFG float array).
 CFG_TCP_INACT, CFG_UDP_INACT, CFG_ICMP_INACT, CFG_UNKNOWN_INACT = 0, 1, 2, 3
 CFG_ATTEMPT, CFG_CLOSE, CFG_SYN_TIMEOUT, CFG_SESSION, CFG_LINGER = 4, 5, 6, 7, 8
-CFG_SIZE = 9
+CFG_DNS_SESSION, CFG_PORT_INACT = 9, 10
+CFG_SIZE = 11
+# PORTS blocks: likely_server_ports TCP, UDP; then TCP ports in port_inactivity_timeouts.
+PORTS_UDP, PORTS_INACT = 65536, 2 * 65536
 
 # Global scalar slots (G int64 array, GF float64 array).
 G_SERIAL, G_TOUCH, G_LIVE, G_TIMER_SEQ, G_HEAP_N, G_NFREE, G_EV_N, G_REC_N = 0, 1, 2, 3, 4, 5, 6, 7
@@ -112,6 +124,9 @@ GF_SIZE = 4
 
 # Event kinds (the ordered stream the kernel hands back to Python).
 EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, EV_EVICT = 0, 1, 2, 3, 4, 5
+# A segment the kernel counted ended what the analyzers offered (a body is complete): they
+# take over the counts at its place in the stream, as at an EV_PKT, without the packet.
+EV_COUNTED = 6
 
 EV_DTYPE = np.dtype(
     [
@@ -129,6 +144,11 @@ EV_DTYPE = np.dtype(
         ("resp_lo", np.uint64),
         ("orig_p", np.int32),
         ("resp_p", np.int32),
+        # EV_PKT, EV_COUNTED: stream bytes the kernel counted for the analyzers in each
+        # direction since the connection's previous one (`count_for_analyzers`).
+        ("counted_orig", np.int64),
+        ("counted_resp", np.int64),
+        ("stream_start", np.int64),  # EV_PKT: its direction's EP_DTYPE.stream_start
     ]
 )
 
@@ -155,6 +175,14 @@ EP_DTYPE = np.dtype(
         ("data_upper", np.uint64),
         ("skip_deliveries", np.bool_),
         ("did_eof", np.bool_),
+        # Body bytes the analyzers leave to the kernel to count (`count_for_analyzers`):
+        # the next in-order stream sequence, bytes still countable, bytes counted so far.
+        ("sk_seq", np.int64),
+        ("sk_left", np.int64),
+        ("sk_used", np.int64),
+        # Where the byte stream the analyzers read starts: SYN + 1, or the first payload's
+        # sequence without a SYN (identifiers.stream.StreamDirection.add); -1 before either.
+        ("stream_start", np.int64),
     ]
 )
 
@@ -202,6 +230,7 @@ CONN_DTYPE = np.dtype(
         ("is_active", np.bool_),
         ("synack_first", np.bool_),
         ("close_deferred", np.bool_),
+        ("established", np.bool_),  # connection_established raised, port timeout not yet applied
         ("app_mode", np.uint8),  # 0: first packet wanted, 1: every packet, 2: none
         ("app_call", np.int64),  # kernel call in which app_sent was counted
         ("app_sent", np.int64),  # packets handed to the analyzers in that call
@@ -333,6 +362,9 @@ def ev_conn(EV, G, kind, C, c, ts):
     ev.resp_lo = C[c].resp_lo
     ev.orig_p = C[c].orig_p
     ev.resp_p = C[c].resp_p
+    ev.counted_orig = 0
+    ev.counted_resp = 0
+    ev.stream_start = -1
     G[G_EV_N] = n + 1
     return n
 
@@ -885,6 +917,8 @@ def _state_machine(C, E, HI, G, CFG, T, e, ts, seq, length, is_orig, flags):
                 if E[p].state == SYN_SENT:
                     set_state(C, E, CFG, p, ESTABLISHED)
                 set_state(C, E, CFG, e, ESTABLISHED)
+                if E[p].state != PARTIAL:
+                    C[c].established = True  # TCPAdapter._established, applied by process_batch
         if fin:
             set_state(C, E, CFG, e, CLOSED)
             do_close = True
@@ -1135,6 +1169,8 @@ REC_DTYPE = np.dtype(
         ("resp_pkts", np.int64),
         ("resp_ip_bytes", np.int64),
         ("hist_len", np.int64),
+        ("counted_orig", np.int64),  # stream bytes the kernel counted for the analyzers since
+        ("counted_resp", np.int64),  # the connection's last EV_PKT or EV_COUNTED
     ]
 )
 
@@ -1301,6 +1337,13 @@ def _remove(C, E, HI, hidx, free, EV, REC, RH, G, c):
     rec.orig_ip_bytes = C[c].orig_ip_bytes
     rec.resp_pkts = C[c].resp_pkts
     rec.resp_ip_bytes = C[c].resp_ip_bytes
+    if proto == PROTO_TCP:
+        o = orig_phys(C, c)
+        rec.counted_orig = E[o].sk_used
+        rec.counted_resp = E[o ^ 1].sk_used
+    else:
+        rec.counted_orig = 0
+        rec.counted_resp = 0
     n = C[c].hist_len
     rec.hist_len = n
     for k in range(n):
@@ -1337,6 +1380,12 @@ def _advance(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, now):
                 _remove(C, E, HI, hidx, free, EV, REC, RH, G, c)
             else:
                 schedule(G, C, hw, hs, hc, hser, hk, hg, due, c, T_INACTIVITY)
+            continue
+        if kind == T_DNS_EXPIRE:
+            if when - C[c].last_ts >= CFG[CFG_DNS_SESSION] - DNS_EXPIRE_SLACK:
+                _remove(C, E, HI, hidx, free, EV, REC, RH, G, c)
+            else:
+                schedule(G, C, hw, hs, hc, hser, hk, hg, when + CFG[CFG_DNS_SESSION], c, T_DNS_EXPIRE)
             continue
         if gen != C[c].timer_gen:
             continue
@@ -1378,6 +1427,10 @@ def _reset_endpoint(E, EC, e, is_orig):
     ep.data_upper = 0
     ep.skip_deliveries = False
     ep.did_eof = False
+    ep.sk_seq = 0
+    ep.sk_left = 0
+    ep.sk_used = 0
+    ep.stream_start = -1
     EC[e, :, :] = 0
 
 
@@ -1449,6 +1502,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.is_active = True
     cc.synack_first = False
     cc.close_deferred = False
+    cc.established = False
     cc.chk_orig_cnt = 0
     cc.chk_orig_thr = 1
     cc.chk_resp_cnt = 0
@@ -1462,7 +1516,9 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
         _reset_endpoint(E, EC, 2 * c + 1, False)
         flags = b[i].flags
         if flags & TH_SYN and flags & TH_ACK:
-            cc.synack_first = True
+            # TCPAnalyzer::WantConnection flips a SYN-ACK from a likely server port at once.
+            flip = PORTS[sport] != 0 and PORTS[dport] == 0
+            cc.synack_first = not flip
         elif not flags & TH_SYN:  # noqa: SIM102 (mirrors the reference)
             if PORTS[sport]:
                 if PORTS[dport]:
@@ -1476,7 +1532,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.app_dead = 0
     cc.app_call = 0
     cc.app_sent = 0
-    if proto == PROTO_TCP or proto == PROTO_UDP and (cc.resp_p == 53 or cc.resp_p == 5353 or cc.resp_p == 5355):
+    if proto == PROTO_TCP or proto == PROTO_UDP and DNS_UDP[cc.resp_p]:  # identifiers.dns.UDP_PORTS
         cc.app_mode = 1
     else:
         cc.app_mode = 0
@@ -1484,7 +1540,19 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     schedule(G, C, hw, hs, hc, hser, hk, hg, ts + timeout, c, T_INACTIVITY)
     if proto == PROTO_TCP:
         schedule(G, C, hw, hs, hc, hser, hk, hg, ts + CFG[CFG_SYN_TIMEOUT], c, T_EXPIRE)
+    elif proto == PROTO_UDP and CFG[CFG_DNS_SESSION] > 0 and DNS_UDP[cc.resp_p]:
+        schedule(G, C, hw, hs, hc, hser, hk, hg, ts + CFG[CFG_DNS_SESSION], c, T_DNS_EXPIRE)
     return c
+
+
+@njit(cache=True, _nrt=False)
+def _port_inactivity(C, E, PORTS, CFG, c):
+    """TCPAdapter._established: inactivity.zeek's port_inactivity_timeouts."""
+    port = C[c].resp_p
+    if E[orig_phys(C, c)].state == INACTIVE and not PORTS[port] and PORTS[C[c].orig_p]:
+        port = C[c].orig_p
+    if PORTS[PORTS_INACT + port]:
+        C[c].inactivity_timeout = CFG[CFG_PORT_INACT]
 
 
 @njit(cache=True, _nrt=False)
@@ -1499,6 +1567,57 @@ def _udp_chk_scaled(C, HI, c, is_orig):
         if C[c].chk_resp_cnt == C[c].chk_resp_thr:
             hist_append(C, HI, c, 99)  # c
             C[c].chk_resp_thr *= 10
+
+
+@njit(cache=True, _nrt=False)
+def app_sent_pause(C, G, c):
+    """Count one more packet handed to the analyzers in this kernel call; True when the call
+    should end here so they can say they are done with the connection (APP_PKTS_PER_CALL)."""
+    if C[c].app_call != G[G_CALL]:
+        C[c].app_call = G[G_CALL]
+        C[c].app_sent = 0
+    C[c].app_sent += 1
+    return C[c].app_sent >= APP_PKTS_PER_CALL
+
+
+# count_for_analyzers' verdicts.
+TO_ANALYZERS, COUNTED, COUNTED_TO_END = 0, 1, 2
+
+
+@njit(cache=True, _nrt=False)
+def count_for_analyzers(E, e, flags, seq, length, caplen):
+    """Whether endpoint `e`'s segment needs the analyzers: COUNTED if its bytes lie inside
+    what they left to the kernel to count (`identifiers.stream.TcpStreams.offer`) right
+    after the bytes counted so far, or if they had them all already (a retransmission);
+    COUNTED_TO_END if it ends exactly there (a body is complete: they must hear of it at
+    this place). Anything else (a gap, an overlap, bytes past the offer, a snap-length
+    cut, a SYN) is TO_ANALYZERS, and the analyzers take the count back from there."""
+    if flags & TH_SYN or caplen < length:
+        return TO_ANALYZERS
+    ahead = (seq - E[e].sk_seq) & M32
+    if ahead == 0:
+        if length <= E[e].sk_left:
+            E[e].sk_seq = (E[e].sk_seq + length) & M32
+            E[e].sk_left -= length
+            E[e].sk_used += length
+            return COUNTED if E[e].sk_left else COUNTED_TO_END
+        return TO_ANALYZERS
+    # A retransmission wholly before the next byte: StreamDirection drops it unread.
+    if ahead >= HALF_SEQ and ((E[e].sk_seq - seq) & M32) >= length:
+        return COUNTED
+    return TO_ANALYZERS
+
+
+@njit(cache=True, _nrt=False)
+def hand_counts_to_analyzers(C, E, EV, k, c):
+    """Event `k` hands both directions' counts to the analyzers; the kernel counts no more
+    until they say again what it may (fast.engine, between kernel calls)."""
+    o = orig_phys(C, c)
+    EV[k].counted_orig = E[o].sk_used
+    EV[k].counted_resp = E[o ^ 1].sk_used
+    for d in (o, o ^ 1):
+        E[d].sk_used = 0
+        E[d].sk_left = 0
 
 
 @njit(cache=True, _nrt=False)
@@ -1623,6 +1742,9 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 tcp_process(C, E, BL, HI, EC, EV, G, GF, CFG, T, c, is_orig, ts, np.int64(flags), seq,
                             np.int64(b[i].ack), np.int64(b[i].window), np.int64(b[i].payload_len),
                             np.int64(b[i].payload_cap))
+                if C[c].established:
+                    C[c].established = False
+                    _port_inactivity(C, E, PORTS, CFG, c)
         elif proto == PROTO_UDP:
             if not ok:
                 conn_weird(C, EV, G, GF, c, W_BAD_UDP_CHK)
@@ -1659,24 +1781,36 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
             mode = C[c].app_mode
             now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
             want = G[G_ANALYZERS] != 0 and mode != 2
+            e = -1
+            if C[c].is_tcp:
+                e = orig_phys(C, c) if now_orig else orig_phys(C, c) ^ 1
+                if E[e].stream_start < 0 and (flags & TH_SYN or b[i].payload_len > 0):
+                    E[e].stream_start = (seq + 1) & M32 if flags & TH_SYN else seq
             if want and C[c].is_tcp and C[c].app_dead & APP_FIRST_SENT:
                 # After a TCP connection's first packet the analyzers only act on stream
-                # bytes (fast.engine): a packet without payload and SYN gives them none.
-                want = (b[i].payload_len > 0 or flags & TH_SYN != 0) and not (C[c].app_dead & (1 if now_orig else 2))
+                # bytes (fast.engine): a packet without payload gives them none (a SYN's
+                # sequence reaches them as the next EV_PKT's stream_start).
+                want = b[i].payload_len > 0 and not (C[c].app_dead & (1 if now_orig else 2))
+                if want and E[e].sk_left > 0:
+                    verdict = count_for_analyzers(E, e, flags, seq, np.int64(b[i].payload_len),
+                                                  np.int64(b[i].payload_cap))
+                    if verdict == COUNTED_TO_END:
+                        k = ev_conn(EV, G, EV_COUNTED, C, c, ts)
+                        hand_counts_to_analyzers(C, E, EV, k, c)
+                        pause = app_sent_pause(C, G, c)
+                    want = verdict == TO_ANALYZERS
             if want:
                 C[c].app_dead = C[c].app_dead | APP_FIRST_SENT
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
                 EV[k].row = i
                 EV[k].is_orig = now_orig
+                if e >= 0:
+                    EV[k].stream_start = E[e].stream_start
+                    hand_counts_to_analyzers(C, E, EV, k, c)
                 if mode == 0:
                     C[c].app_mode = 2
                 else:
-                    if C[c].app_call != G[G_CALL]:
-                        C[c].app_call = G[G_CALL]
-                        C[c].app_sent = 0
-                    C[c].app_sent += 1
-                    if C[c].app_sent >= APP_PKTS_PER_CALL:
-                        pause = True
+                    pause = app_sent_pause(C, G, c)
         row_conn[i] = C[c].serial
         G[G_STAGE] = 0
         if pause:
@@ -1693,10 +1827,14 @@ def flush_conns(C, E, HI, hidx, free, EV, REC, RH, G, order):
             _remove(C, E, HI, hidx, free, EV, REC, RH, G, c)
 
 
-def _port_table() -> np.ndarray:
-    """likely_server_ports as a lookup table: TCP ports, then UDP ports."""
-    table = np.zeros(2 * 65536, np.uint8)
-    for port, proto in LIKELY_SERVER_PORTS:  # TCP and UDP ports only
+def _port_table(ports: frozenset[tuple[int, int]] = LIKELY_SERVER_PORTS,
+                inactivity: frozenset[int] = PORT_INACTIVITY_PORTS) -> np.ndarray:
+    """likely_server_ports as a lookup table: TCP ports, then UDP ports; then the TCP ports
+    of port_inactivity_timeouts."""
+    table = np.zeros(3 * 65536, np.uint8)
+    for port in inactivity:
+        table[PORTS_INACT + port] = 1
+    for port, proto in ports:  # TCP and UDP ports only
         table[(65536 if proto == PROTO_UDP else 0) + port] = 1
     return table
 
@@ -1709,6 +1847,8 @@ def _icmp_table(pairs: dict[int, int]) -> np.ndarray:
 
 
 PORTS = _port_table()
+# UDP responder ports the DNS analyzer is registered for (its expiry timer, T_DNS_EXPIRE).
+DNS_UDP = np.array([("dns" in registered_analyzers(p, PROTO_UDP)) for p in range(65536)], np.bool_)
 ICMP4 = _icmp_table(_ICMP4_PAIRS)
 ICMP6 = _icmp_table(_ICMP6_PAIRS)
 
@@ -1744,6 +1884,11 @@ class FastFlowTable:
         cfg[CFG_SESSION] = config.tcp_session_timer
         cfg[CFG_LINGER] = config.tcp_connection_linger
         self.CFG = cfg
+        cfg[CFG_DNS_SESSION] = config.dns_session_timeout
+        cfg[CFG_PORT_INACT] = config.port_inactivity_timeout
+        self.ports = PORTS if (config.likely_server_ports, config.port_inactivity_ports) == (
+            LIKELY_SERVER_PORTS, PORT_INACTIVITY_PORTS) else _port_table(config.likely_server_ports,
+                                                                         config.port_inactivity_ports)
         self.EV = np.zeros(out, EV_DTYPE)
         self.REC = np.zeros(out // 4, REC_DTYPE)
         self.RH = np.zeros((out // 4, hist), np.uint8)
@@ -1766,7 +1911,7 @@ class FastFlowTable:
             G[G_CALL] += 1
             T = (s.h_when, s.h_seq, s.h_conn, s.h_serial, s.h_kind, s.h_gen)
             status, i = process_batch(s.C, s.E, s.BL, s.HI, s.EC, s.hidx, s.free, T, self.EV, self.REC, self.RH,
-                                      G, self.GF, self.CFG, PORTS, ICMP4, ICMP6, batch, aux, self.row_conn, i)
+                                      G, self.GF, self.CFG, self.ports, ICMP4, ICMP6, batch, aux, self.row_conn, i)
             if G[G_EV_N]:
                 self.handler(self.EV[: G[G_EV_N]], self.REC[: G[G_REC_N]], self.RH)
             if status == ST_DONE:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pcapexfil.flow.ports import is_likely_server_port
+from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, Port, is_likely_server_port, registered_analyzers
 from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import UidGenerator
 from pcapexfil.hooks import AppAnalyzer, ConnView
@@ -55,6 +55,23 @@ DEFAULT_MAX_FLOWS = 250_000
 # Weird counted for every connection evicted because the table was full; logged to
 # weird.log at the 1st, 10th, 100th ... eviction so a flood cannot flood the log too.
 EVICTED_WEIRD = "flow_table_full_evicted"
+# scripts/base/init-bare.zeek: `const dns_session_timeout = 10 sec &redef;`
+DNS_SESSION_TIMEOUT = 10.0
+# DNS_Analyzer::ExpireTimer (src/analyzer/protocol/dns/DNS.cc) removes the session when it
+# has been idle for dns_session_timeout less this slack ("allow 1 second for the common case
+# of a single request followed by a single reply").
+DNS_EXPIRE_SLACK = 1.0
+# scripts/base/protocols/conn/inactivity.zeek: port_inactivity_timeouts and
+# analyzer_inactivity_timeouts give interactive services 1 hrs.
+INTERACTIVE_INACTIVITY_TIMEOUT = 3600.0
+PORT_INACTIVITY_PORTS = frozenset({21, 22, 23, 513})  # ftp, ssh, telnet, rlogin (all /tcp)
+
+
+def bare_mode(bare: bool) -> dict[str, Any]:
+    """FlowConfig settings of a bare Zeek run (`zeek -b`, loading base/protocols/conn and
+    no protocol script): likely_server_ports stays as init-bare.zeek declares it (empty) and
+    no DNS analyzer is registered for the DNS ports (no expiry timer). Zeek's tests use it."""
+    return {"likely_server_ports": frozenset(), "dns_session_timeout": 0.0} if bare else {}
 
 
 @dataclass(slots=True)
@@ -76,6 +93,17 @@ class FlowConfig:
     # Not Zeek: at this many live connections the least recently active one is ended
     # (its record emitted, as at an inactivity timeout) to make room. None: no cap.
     max_flows: int | None = DEFAULT_MAX_FLOWS
+    # Zeek's likely_server_ports (flow.ports): the base scripts' set by default; a Zeek run
+    # in bare mode (`zeek -b`) has an empty one.
+    likely_server_ports: frozenset[Port] = LIKELY_SERVER_PORTS
+    # init-bare.zeek's dns_session_timeout: the DNS analyzer's expiry of idle UDP sessions
+    # (DNS_Analyzer::ExpireTimer); 0: no DNS analyzer on the DNS ports (bare mode).
+    dns_session_timeout: float = DNS_SESSION_TIMEOUT
+    # scripts/base/protocols/conn/inactivity.zeek, port_inactivity_timeouts: TCP ports whose
+    # connections get this inactivity timeout once established (every entry of Zeek's
+    # default table has the same value, 1 hr).
+    port_inactivity_ports: frozenset[int] = PORT_INACTIVITY_PORTS
+    port_inactivity_timeout: float = INTERACTIVE_INACTIVITY_TIMEOUT
 
 
 class Connection:
@@ -417,22 +445,33 @@ class FlowTable:
         if proto == PROTO_TCP:
             conn.tcp = TCPAdapter(conn)
             flags = pkt.flags
+            likely = cfg.likely_server_ports
             if flags & TH_SYN and flags & TH_ACK:
-                # A SYN-ACK first: flipped only if an ACK or data follows (a stealth
+                # Zeek's TCPAnalyzer::WantConnection: a SYN-ACK from a likely server port to
+                # a port that is not one flips at once (both likely: no flip, for stealth
+                # scans). Otherwise it is flipped only if an ACK or data follows (a stealth
                 # scan's SYN-ACKs get RSTs or nothing), see TCPAdapter.synack_first.
-                conn.tcp.synack_first = True
+                flip = is_likely_server_port(sport, proto, likely) and not is_likely_server_port(dport, proto, likely)
+                conn.tcp.synack_first = not flip
             elif not flags & TH_SYN:
-                if is_likely_server_port(sport, proto):
-                    if is_likely_server_port(dport, proto):
+                if is_likely_server_port(sport, proto, likely):
+                    if is_likely_server_port(dport, proto, likely):
                         flip = not flags & TH_SYN and sport < dport
                     else:
                         flip = True
         elif proto == PROTO_UDP:
-            flip = is_likely_server_port(sport, proto) and not is_likely_server_port(dport, proto)
+            # UDPAnalyzer::WantConnection: the source port is a likely server port, the
+            # destination port is not.
+            likely = cfg.likely_server_ports
+            flip = is_likely_server_port(sport, proto, likely) and not is_likely_server_port(dport, proto, likely)
         if flip and pkt.dst != "255.255.255.255":
             conn.flip_roles()
         self.conns[key] = conn
         self._schedule(pkt.ts + timeout, conn, "inactivity")
+        if proto == PROTO_UDP and cfg.dns_session_timeout > 0 and "dns" in registered_analyzers(conn.resp_p, proto):
+            # The DNS analyzer, attached by the responder port, arms its expiry timer when
+            # it is created (DNS_Analyzer::DNS_Analyzer, UDP sessions only).
+            self._schedule(pkt.ts + cfg.dns_session_timeout, conn, "dns_expire")
         if proto == PROTO_TCP:
             self._schedule(pkt.ts + cfg.tcp_syn_timeout, conn, "expire")
         return conn
@@ -453,6 +492,15 @@ class FlowTable:
                 self._remove(conn)
             else:
                 self._schedule(due, conn, "inactivity")
+            return
+        if kind == "dns_expire":
+            # DNS_Analyzer::ExpireTimer: idle long enough ends the session (a later query on
+            # the same 5-tuple starts a new connection), otherwise the timer re-arms.
+            timeout = self.config.dns_session_timeout
+            if when - conn.last_ts >= timeout - DNS_EXPIRE_SLACK:
+                self._remove(conn)
+            else:
+                self._schedule(when + timeout, conn, "dns_expire")
             return
         if gen != conn.timer_gen:
             return  # the TCP analyzer cancelled its timers

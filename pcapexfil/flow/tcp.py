@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pcapexfil.packet import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from pcapexfil.flow.ports import is_likely_server_port
+from pcapexfil.packet import PROTO_TCP, TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 if TYPE_CHECKING:
     from pcapexfil.flow.table import Connection
@@ -319,6 +320,21 @@ class TCPAdapter:
         self.is_partial = False
         self.first_packet_seen |= 2
 
+    def _established(self) -> None:
+        """Zeek raises connection_established (TCPSessionAdapter::UpdateInactiveState, the
+        responder's SYN); scripts/base/protocols/conn/inactivity.zeek then gives the service
+        port's port_inactivity_timeouts entry: the responder port, or on a half-established
+        connection (originator still inactive) the originator's port if only it is a likely
+        server port."""
+        conn = self.conn
+        cfg = conn.table.config
+        port = conn.resp_p
+        if (self.orig.state == INACTIVE and not is_likely_server_port(port, PROTO_TCP, cfg.likely_server_ports)
+                and is_likely_server_port(conn.orig_p, PROTO_TCP, cfg.likely_server_ports)):
+            port = conn.orig_p
+        if port in cfg.port_inactivity_ports:
+            conn.inactivity_timeout = cfg.port_inactivity_timeout
+
     def is_closed(self) -> bool:
         return self.orig.did_close or self.resp.did_close
 
@@ -528,6 +544,8 @@ class TCPAdapter:
                     if peer.state == SYN_SENT:
                         peer.set_state(ESTABLISHED)
                     endpoint.set_state(ESTABLISHED)
+                    if peer.state != PARTIAL:
+                        self._established()
             if fin:
                 endpoint.set_state(CLOSED)
                 do_close = True

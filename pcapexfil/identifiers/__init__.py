@@ -13,10 +13,12 @@ def make_analyzers(ctx: AnalyzerContext, only: Collection[str] | None = None) ->
 
     DNS comes last: its `on_remove` names only connections that TLS and HTTP left unnamed.
     """
+    from pcapexfil import services
     from pcapexfil.identifiers import dns, http, tls
 
     kinds: list[tuple[str, Callable[[AnalyzerContext, frozenset[str]], AppAnalyzer]]] = [
-        (tls.NAME, tls.TlsAnalyzer), (http.NAME, http.HttpAnalyzer), (dns.NAME, dns.DnsAnalyzer)
+        (tls.NAME, tls.TlsAnalyzer), (http.NAME, http.HttpAnalyzer), (services.NAME, services.ServiceAnalyzer),
+        (dns.NAME, dns.DnsAnalyzer)
     ]
     if only is not None:
         kinds = [(name, kind) for name, kind in kinds if name in only]

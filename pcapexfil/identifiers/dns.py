@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 NAME = "dns"
 NAME_KEY = "dns_name"  # conn.app: the DNS-derived name looked up at the first packet
-UDP_PORTS = frozenset((53, 5353, 5355))
+UDP_PORTS = frozenset((53, 137, 5353, 5355))  # dns/main.zeek registers the DNS analyzer there
 TCP_PORTS = frozenset((53,))
 MAX_TCP_MESSAGE_BUFFER = 128 * 1024
 MAX_PENDING_IDS = 50  # Zeek's DNS::max_pending_query_ids

@@ -15,6 +15,7 @@ port.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ _RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
 _METHOD_SO_FAR = re.compile(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)")  # an unfinished first line
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
+# Body states whose bytes are only counted, up to a known length.
+_COUNTED_STATES = frozenset(("body", "chunk_data"))
 # Zeek's HTTP::proxy_headers: request headers that betray a proxy.
 _PROXY_HEADERS = frozenset(
     ("FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-FROM", "CLIENT-IP", "VIA", "XROXY-CONNECTION", "PROXY-CONNECTION")
@@ -240,6 +243,37 @@ class HttpAnalyzer:
             self._give_up(conn, st)
         if st.orig.state == "off" and st.resp.state == "off":
             self._give_up(conn, st)
+        else:
+            self._offer_counts(conn, st)
+
+    def _offer_counts(self, conn: ConnView, st: _HttpConn) -> None:
+        """Let the fast engine count body bytes of known length without handing them to us.
+        Line-mode bodies are left out: their last two bytes matter (`_unterminated_last_line`)."""
+        s = streams(conn)
+        if s is None:
+            return
+        for side in (st.orig, st.resp):
+            if side.state in _COUNTED_STATES and side.remaining > 0 and not side.line_mode:
+                s.offer(NAME, not side.is_resp, side.remaining, functools.partial(self._counted, conn, st, side))
+            else:
+                s.withdraw(NAME, not side.is_resp)
+
+    def _counted(self, conn: ConnView, st: _HttpConn, side: _Side, n: int) -> None:
+        """`n` body bytes the fast engine counted for us (`TcpStreams.offer`): what `_body`
+        does with them, logging included when they end a response."""
+        if side.state not in _COUNTED_STATES or st.done:
+            return  # we stopped reading (a tunnel began): the bytes are not HTTP's
+        self._add(side, b"", 0, n)
+        side.remaining -= n
+        if side.remaining:
+            return
+        if side.state == "chunk_data":
+            side.state = "chunk_crlf"
+        else:
+            self._body_done(side)
+            if side.is_resp and side.trans is not None and side.trans.complete:
+                self._log(conn, side.trans)
+        self._offer_counts(conn, st)
 
     def _give_up(self, conn: ConnView, st: _HttpConn) -> None:
         st.done = True

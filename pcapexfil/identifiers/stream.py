@@ -11,6 +11,7 @@ its bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pcapexfil.packet import PROTO_TCP, TH_SYN
@@ -32,7 +33,7 @@ MAX_PENDING_SEGMENTS = 256
 class StreamDirection:
     """In-order bytes of one direction of a TCP connection."""
 
-    __slots__ = ("next_seq", "pending", "pending_bytes", "delivered", "broken")
+    __slots__ = ("next_seq", "pending", "pending_bytes", "delivered", "broken", "offers")
 
     def __init__(self) -> None:
         self.next_seq: int | None = None  # sequence number of the next byte to deliver
@@ -40,6 +41,18 @@ class StreamDirection:
         self.pending_bytes = 0
         self.delivered = 0  # bytes handed out so far
         self.broken = False  # a hole will never be filled (capture truncated, buffer full)
+        # Per reader, bytes from next_seq on it would only count: (how many, whom to tell).
+        self.offers: dict[str, tuple[int, Callable[[int], None] | None]] = {}
+
+    def counted(self, n: int) -> None:
+        """`n` bytes from next_seq on went by uncounted-for (the fast engine counted them)."""
+        assert self.next_seq is not None
+        self.next_seq = (self.next_seq + n) % _MOD
+        self.delivered += n
+        for name, (left, on_counted) in list(self.offers.items()):
+            self.offers[name] = (left - n, on_counted)
+            if on_counted is not None:
+                on_counted(n)
 
     def add(self, seq: int, flags: int, payload: bytes, payload_len: int) -> bytes:
         """Take one segment; return the bytes it makes deliverable in order (maybe b"")."""
@@ -126,6 +139,36 @@ class TcpStreams:
             return self.orig.broken or not self.orig_wanted
         return self.resp.broken or not self.resp_wanted
 
+    def offer(self, name: str, is_orig: bool, nbytes: int, on_counted: Callable[[int], None] | None = None) -> None:
+        """Analyzer `name` would only count the next `nbytes` of this direction (an HTTP body
+        of known length; server bytes before any ClientHello). Once every reader of the
+        direction offers, the fast engine may count in-order segments inside the smallest
+        offer in its kernel and report them through `StreamDirection.counted` (and
+        `on_counted(n)`) instead of delivering them. Offers end when the direction next
+        delivers bytes; the reference engine delivers everything and never uses them."""
+        (self.orig if is_orig else self.resp).offers[name] = (nbytes, on_counted)
+
+    def withdraw(self, name: str, is_orig: bool) -> None:
+        """Analyzer `name` needs this direction's bytes again (the TLS server side, once the
+        ClientHello is in)."""
+        (self.orig if is_orig else self.resp).offers.pop(name, None)
+
+    def count_window(self, is_orig: bool) -> tuple[int, int]:
+        """(sequence number, byte count) the kernel may count for this direction's readers;
+        (0, 0) while it may not: a reader made no offer, or bytes wait out of order."""
+        direction = self.orig if is_orig else self.resp
+        wanted = self.orig_wanted if is_orig else self.resp_wanted
+        if direction.pending or direction.broken or direction.next_seq is None or not wanted:
+            return 0, 0
+        offers = direction.offers
+        n = -1
+        for name in wanted:
+            offer = offers.get(name)
+            if offer is None:
+                return 0, 0
+            n = offer[0] if n < 0 else min(n, offer[0])
+        return direction.next_seq, max(n, 0)
+
     def release_direction(self, name: str, is_orig: bool) -> None:
         """An analyzer needs no more bytes of one direction (TLS after the ClientHello):
         a direction nobody wants is no longer reassembled, and the fast engine keeps its
@@ -152,6 +195,7 @@ def tcp_data(conn: ConnView, is_orig: bool, pkt: Packet, users: frozenset[str]) 
     if not (st.orig_wanted if is_orig else st.resp_wanted):
         return b""
     direction = st.orig if is_orig else st.resp
+    direction.offers.clear()  # its readers offer again once they have seen this packet
     data = direction.add(pkt.seq, pkt.flags, pkt.payload, pkt.payload_len)
     st.last_pkt, st.last_data = pkt, data
     return data

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 NAME = "tls"
 MAX_BYTES = 16 * 1024  # first bytes of each direction searched for the hellos
+_UNTIL_CLIENT_HELLO = 1 << 62  # server bytes we skip before a ClientHello: no limit
 
 GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 
@@ -395,13 +396,19 @@ class TlsAnalyzer:
             self._report(conn, st.server, pkt.ts)
         elif not is_orig and st.client.done and st.hello is None:
             st.server.done = True
+        s = streams(conn)
+        if s is None:
+            return
         if st.client.done:
-            s = streams(conn)
-            if s is not None:
-                if st.server.done:
-                    s.release(NAME)
-                else:
-                    s.release_direction(NAME, True)  # the server's hello may still come
+            if st.server.done:
+                s.release(NAME)
+            else:
+                s.release_direction(NAME, True)  # the server's hello may still come
+                s.withdraw(NAME, False)
+        else:
+            # Server bytes matter only after a ClientHello (see above): until the client
+            # sends one, the fast engine may count them instead of handing them to us.
+            s.offer(NAME, False, _UNTIL_CLIENT_HELLO)
 
     def _client_hello(self, conn: ConnView, st: _TlsConn, body: bytes, ts: float) -> None:
         try:

@@ -1,0 +1,195 @@
+"""Body bytes counted in the kernel: `fast.table.count_for_analyzers` and the offers behind it.
+
+While an HTTP body of known length runs (and, for TLS, while no ClientHello has come), the
+analyzers offer to leave the bytes to the kernel (`identifiers.stream.TcpStreams.offer`);
+the fast engine then counts in-order segments inside the offer without replaying them to
+Python. These tests hold the kernel rule to a readable oracle, and show on handcrafted
+conversations (bodies in both directions, a reply in mid-upload, keep-alive, chunks,
+retransmissions, a segment out of order, a snap-length cut, a server that speaks first)
+that the logs stay the reference engine's while far fewer packets reach the analyzers
+(a segment that ends a body is counted too; the analyzers hear of it as an EV_COUNTED).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from helpers_pcap import ether, ipv4, tcp, write_pcap
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_fast_engine import _run, assert_same
+
+from pcapexfil.fast.table import (
+    COUNTED,
+    COUNTED_TO_END,
+    EP_DTYPE,
+    TH_SYN,
+    TO_ANALYZERS,
+    count_for_analyzers,
+)
+from pcapexfil.identifiers.http import HttpAnalyzer
+from pcapexfil.identifiers.tls import TlsAnalyzer
+
+MOD = 1 << 32
+
+
+def oracle(sk_seq: int, left: int, flags: int, seq: int, length: int, caplen: int) -> tuple[int, int, int]:
+    """(verdict, next sequence, bytes left), as identifiers.stream would see the segment."""
+    if flags & TH_SYN or caplen < length:
+        return TO_ANALYZERS, sk_seq, left
+    if seq == sk_seq:
+        if length < left:
+            return COUNTED, (sk_seq + length) % MOD, left - length
+        if length == left:
+            return COUNTED_TO_END, (sk_seq + length) % MOD, 0
+        return TO_ANALYZERS, sk_seq, left
+    behind = (sk_seq - seq) % MOD
+    return (COUNTED if behind < MOD // 2 and behind >= length else TO_ANALYZERS), sk_seq, left
+
+
+@settings(max_examples=400, deadline=None)
+@given(sk_seq=st.integers(0, MOD - 1), left=st.integers(1, 1 << 40), flags=st.sampled_from([0x10, 0x18, 0x11, 0x12]),
+       delta=st.integers(-70000, 70000), length=st.integers(1, 65535), cut=st.booleans(), to_end=st.booleans())
+def test_count_for_analyzers_matches_its_oracle(sk_seq, left, flags, delta, length, cut, to_end):
+    if to_end:  # the segment that ends the offer, exactly
+        left, delta = length, 0
+    seq = (sk_seq + delta) % MOD
+    caplen = length - 1 if cut else length
+    E = np.zeros(1, EP_DTYPE)
+    E[0]["sk_seq"], E[0]["sk_left"], E[0]["sk_used"] = sk_seq, left, 5
+    verdict = count_for_analyzers(E, 0, flags, seq, length, caplen)
+    want_verdict, want_seq, want_left = oracle(sk_seq, left, flags, seq, length, caplen)
+    assert verdict == want_verdict
+    assert (int(E[0]["sk_seq"]), int(E[0]["sk_left"])) == (want_seq, want_left)
+    assert int(E[0]["sk_used"]) == 5 + (left - want_left)
+
+
+class _Conversation:
+    """One TCP connection as frames, sequence numbers kept per side."""
+
+    def __init__(self, frames: list, t: float, cport: int, sport: int = 80, client: str = "10.0.0.1",
+                 server: str = "10.0.0.2") -> None:
+        self.frames, self.t = frames, t
+        self.cport, self.sport, self.client, self.server = cport, sport, client, server
+        self.cseq, self.sseq = 1000, 50000
+        self.wirelens: dict[int, int] = {}
+        self.send(True, b"", 0x02)
+        self.send(False, b"", 0x12)
+        self.send(True, b"", 0x10)
+
+    def segment(self, from_client: bool, data: bytes, flags: int = 0x18, seq: int | None = None) -> bytes:
+        if from_client:
+            seg = tcp(self.cport, self.sport, flags, self.cseq if seq is None else seq, self.sseq, data)
+            return ether(ipv4(seg, self.client, self.server))
+        seg = tcp(self.sport, self.cport, flags, self.sseq if seq is None else seq, self.cseq, data)
+        return ether(ipv4(seg, self.server, self.client))
+
+    def send(self, from_client: bool, data: bytes, flags: int = 0x18) -> None:
+        self.frames.append((self.t, self.segment(from_client, data, flags)))
+        self.t += 0.001
+        step = len(data) + (1 if flags & 0x03 else 0)
+        if from_client:
+            self.cseq = (self.cseq + step) % MOD
+        else:
+            self.sseq = (self.sseq + step) % MOD
+
+    def stream(self, from_client: bool, data: bytes, mss: int = 1000) -> None:
+        for pos in range(0, len(data), mss):
+            self.send(from_client, data[pos : pos + mss])
+
+    def close(self) -> None:
+        self.send(True, b"", 0x11)
+        self.send(False, b"", 0x11)
+        self.send(True, b"", 0x10)
+
+
+def _response(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
+
+
+def _capture(path) -> int:
+    """Conversations whose bodies the kernel can count; returns the number of body segments."""
+    rng = random.Random(7)
+    frames: list = []
+    t = 1_700_000_000.0
+    segments = 0
+    # Keep-alive: two downloads on one connection, then a HEAD.
+    c = _Conversation(frames, t, 40001)
+    for n in (3, 150):
+        c.send(True, b"GET /f%d HTTP/1.1\r\nHost: a.example\r\n\r\n" % n)
+        c.stream(False, _response(rng.randbytes(n * 1000)))
+        segments += n
+    c.send(True, b"HEAD /h HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 99999\r\n\r\n")
+    c.close()
+    # An upload the server answers half-way (its row is logged with what had come by then).
+    c = _Conversation(frames, c.t + 1, 40002)
+    body = rng.randbytes(100_000)
+    c.send(True, b"POST /up HTTP/1.1\r\nHost: b.example\r\nContent-Length: %d\r\n\r\n" % len(body))
+    c.stream(True, body[:15_000])
+    c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+    c.stream(True, body[15_000:])
+    c.close()
+    segments += 100
+    # Retransmissions, a segment out of order and a chunked body inside one download.
+    c = _Conversation(frames, c.t + 1, 40003)
+    c.send(True, b"GET /r HTTP/1.1\r\nHost: c.example\r\n\r\n")
+    c.stream(False, _response(rng.randbytes(8000)))
+    c.send(True, b"GET /r2 HTTP/1.1\r\nHost: c.example\r\n\r\n")
+    start = c.sseq
+    head = _response(b"x" * 30_000)
+    c.stream(False, head[:5000])
+    frames.append((c.t, frames[-2][1]))  # a retransmitted segment, wholly old
+    c.t += 0.001
+    rest = head[5000:]
+    late = c.segment(False, rest[1000:2000], seq=(start + 6000) % MOD)  # sent ahead of its hole
+    frames.append((c.t, late))
+    c.t += 0.001
+    c.stream(False, rest)
+    chunks = b"".join(b"%x\r\n" % 20_000 + b"y" * 20_000 + b"\r\n" for _ in range(3)) + b"0\r\n\r\n"
+    c.send(True, b"GET /chunked HTTP/1.1\r\nHost: c.example\r\n\r\n")
+    c.stream(False, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+    c.close()
+    segments += 98
+    # A server that speaks first (a banner) before the client's ClientHello-less talk.
+    c = _Conversation(frames, c.t + 1, 40004, sport=8443)
+    c.stream(False, b"220 " + rng.randbytes(6000))
+    c.send(True, b"hello\r\n")
+    c.close()
+    segments += 6
+    # A snap-length cut in the middle of a body: its direction breaks for the analyzers.
+    c = _Conversation(frames, c.t + 1, 40005)
+    c.send(True, b"GET /cut HTTP/1.1\r\nHost: d.example\r\n\r\n")
+    c.stream(False, _response(b"z" * 9000)[:3000])
+    cut_at = len(frames)
+    c.stream(False, _response(b"z" * 9000)[3000:])
+    c.close()
+    wirelens = [len(f) for _, f in frames]
+    frames[cut_at] = (frames[cut_at][0], frames[cut_at][1][:-200])
+    write_pcap(path, frames, wirelens=wirelens)
+    return segments
+
+
+def test_counted_bodies_leave_logs_as_the_reference_writes_them(tmp_path, monkeypatch):
+    cap = tmp_path / "bodies.pcap"
+    segments = _capture(cap)
+    assert assert_same([str(cap)], tmp_path / "cmp") == 5
+
+    calls = {"http": 0, "tls": 0}
+
+    def counting(name, original):
+        def on_packet(self, conn, is_orig, pkt):
+            calls[name] += 1
+            return original(self, conn, is_orig, pkt)
+        return on_packet
+
+    monkeypatch.setattr(HttpAnalyzer, "on_packet", counting("http", HttpAnalyzer.on_packet))
+    monkeypatch.setattr(TlsAnalyzer, "on_packet", counting("tls", TlsAnalyzer.on_packet))
+    _run([str(cap)], str(tmp_path / "fast-count"), "fast")
+    fast = dict(calls)
+    calls.update(http=0, tls=0)
+    _run([str(cap)], str(tmp_path / "ref-count"), "reference")
+    # The body segments stayed in the kernel: most of them never reached the analyzers.
+    assert calls["http"] > segments
+    assert fast["http"] < segments // 4

@@ -1,0 +1,190 @@
+"""Handcrafted captures for rules taken from Zeek's source (docs/zeek-semantics.md names
+each one). Every capture runs through both engines (identical logs asserted by
+`test_fast_engine.assert_same`) and the records are checked against what the Zeek source
+says."""
+
+from __future__ import annotations
+
+import dpkt
+from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
+from record_sink import RecordCollector
+from test_fast_engine import assert_same
+
+from pcapexfil.pipeline import RunOptions, run
+from pcapexfil.record import ConnRecord
+
+SYN, ACK, PSH, FIN = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_PUSH, dpkt.tcp.TH_FIN
+CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
+
+
+def records(tmp_path, frames: list[tuple[float, bytes]], **opts) -> list[ConnRecord]:
+    """Both engines agree on the capture; the reference engine's records, by start time."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = str(write_pcap(tmp_path / "t.pcap", frames))
+    assert assert_same([path], tmp_path, local_nets=(), **opts) > 0
+    sink = RecordCollector()
+    run([path], RunOptions(out_dir=None, seed=1, local_nets=(), engine="reference", **opts), [sink])
+    return sorted(sink.records, key=lambda r: r.ts)
+
+
+def tcp_frame(ts: float, src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int = 0,
+              data: bytes = b"") -> tuple[float, bytes]:
+    return ts, ether(ipv4(tcp(sport, dport, flags, seq, ack, data), src, dst))
+
+
+def udp_frame(ts: float, src: str, sport: int, dst: str, dport: int, data: bytes) -> tuple[float, bytes]:
+    return ts, ether(ipv4(udp(sport, dport, data), src, dst))
+
+
+def dns_query(ident: int = 0x1234) -> bytes:
+    return bytes(dpkt.dns.DNS(id=ident, qd=[dpkt.dns.DNS.Q(name="example.com")]))
+
+
+# -- roles: TCPAnalyzer::WantConnection ------------------------------------------------------
+
+
+def test_syn_ack_first_on_irc_port_is_not_flipped_until_the_ack(tmp_path) -> None:
+    """80 and 6667 are both likely server ports (http/main.zeek, irc/main.zeek), so the
+    first SYN-ACK keeps its sender as originator; the client's ACK then flips the
+    connection (corpus: core.tcp.flip-without-syn, `^hADadFf`)."""
+    frames = [
+        tcp_frame(1.0, SERVER, 80, CLIENT, 6667, SYN | ACK, 5000, 1001),
+        tcp_frame(1.1, CLIENT, 6667, SERVER, 80, ACK, 1001, 5001),
+        tcp_frame(1.2, CLIENT, 6667, SERVER, 80, PSH | ACK, 1001, 5001, b"GET / HTTP/1.0\r\n\r\n"),
+    ]
+    (rec,) = records(tmp_path, frames)
+    assert (rec.orig_h, rec.orig_p, rec.resp_p) == (CLIENT, 6667, 80)
+    assert rec.history == "^hAD"
+
+
+def test_lone_syn_ack_from_likely_server_port_flips_at_once(tmp_path) -> None:
+    (rec,) = records(tmp_path, [tcp_frame(1.0, SERVER, 443, CLIENT, 50000, SYN | ACK, 5000, 1001)])
+    assert (rec.orig_h, rec.orig_p, rec.resp_p, rec.history) == (CLIENT, 50000, 443, "^h")
+
+
+def test_bare_mode_has_no_likely_server_ports(tmp_path) -> None:
+    (rec,) = records(tmp_path, [tcp_frame(1.0, SERVER, 443, CLIENT, 50000, SYN | ACK, 5000, 1001)],
+                     zeek_bare_mode=True)
+    assert (rec.orig_h, rec.orig_p, rec.history) == (SERVER, 443, "H")
+
+
+# -- timers: DNS_Analyzer::ExpireTimer, inactivity.zeek ------------------------------------
+
+
+def test_dns_query_repeated_after_15s_idle_is_a_new_connection(tmp_path) -> None:
+    """dns_session_timeout (10 s): the DNS analyzer's timer fires at 10 s, finds the session
+    idle for >= 9 s and removes it; the repeat on the same 5-tuple is a new connection."""
+    frames = [udp_frame(100.0, CLIENT, 40000, SERVER, 53, dns_query()),
+              udp_frame(115.0, CLIENT, 40000, SERVER, 53, dns_query(0x4321))]
+    recs = records(tmp_path, frames)
+    assert [(r.ts, r.orig_pkts) for r in recs] == [(100.0, 1), (115.0, 1)]
+
+
+def test_dns_timer_rearms_while_the_session_is_active(tmp_path) -> None:
+    """At 10 s the session was last active 2 s before: the timer re-arms (t + 10 s); at 20 s
+    it has been idle 12 s and expires, so the query at 25 s starts a second connection."""
+    frames = [udp_frame(100.0, CLIENT, 40000, SERVER, 53, dns_query()),
+              udp_frame(108.0, CLIENT, 40000, SERVER, 53, dns_query(2)),
+              udp_frame(125.0, CLIENT, 40000, SERVER, 53, dns_query(3))]
+    recs = records(tmp_path, frames)
+    assert [(r.ts, r.orig_pkts) for r in recs] == [(100.0, 2), (125.0, 1)]
+
+
+def test_netbios_ns_and_mdns_ports_get_the_dns_timer_but_other_udp_does_not(tmp_path) -> None:
+    for port, conns in ((137, 2), (5353, 2), (5355, 2), (5000, 1)):
+        frames = [udp_frame(100.0, CLIENT, 40000, SERVER, port, dns_query()),
+                  udp_frame(115.0, CLIENT, 40000, SERVER, port, dns_query(2))]
+        assert len(records(tmp_path / str(port), frames)) == conns, port
+
+
+def test_bare_mode_has_no_dns_timer(tmp_path) -> None:
+    frames = [udp_frame(100.0, CLIENT, 40000, SERVER, 53, dns_query()),
+              udp_frame(115.0, CLIENT, 40000, SERVER, 53, dns_query(2))]
+    assert len(records(tmp_path, frames, zeek_bare_mode=True)) == 1
+
+
+def _idle_session(port: int, idle: float) -> list[tuple[float, bytes]]:
+    t = 1000.0
+    return [
+        tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
+        tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),
+        tcp_frame(t + 0.02, CLIENT, 50000, SERVER, port, ACK, 101, 901),
+        tcp_frame(t + 0.03, CLIENT, 50000, SERVER, port, PSH | ACK, 101, 901, b"x" * 10),
+        tcp_frame(t + 0.03 + idle, CLIENT, 50000, SERVER, port, PSH | ACK, 111, 901, b"y" * 10),
+    ]
+
+
+def test_ssh_port_idle_for_10_minutes_stays_one_connection(tmp_path) -> None:
+    """port_inactivity_timeouts: 22/tcp gets 1 hr at connection_established."""
+    (rec,) = records(tmp_path, _idle_session(22, 600.0))
+    assert rec.orig_pkts == 4 and rec.history.startswith("ShAD")
+
+
+def test_other_port_idle_for_10_minutes_times_out_after_5(tmp_path) -> None:
+    """tcp_inactivity_timeout (5 min) on a port without an entry: the session ends and the
+    late packet starts a midstream connection."""
+    recs = records(tmp_path, _idle_session(2222, 600.0))
+    assert len(recs) == 2 and recs[0].orig_pkts == 3
+
+
+def test_ssh_port_idle_for_over_an_hour_times_out(tmp_path) -> None:
+    assert len(records(tmp_path, _idle_session(22, 3700.0))) == 2
+
+
+# -- service: analyzer confirmation (pcapexfil.services, identifiers) ----------------------
+
+
+def _tcp_exchange(port: int, client: bytes, server: bytes) -> list[tuple[float, bytes]]:
+    t = 10.0
+    return [
+        tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
+        tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),
+        tcp_frame(t + 0.02, CLIENT, 50000, SERVER, port, ACK, 101, 901),
+        tcp_frame(t + 0.03, SERVER, port, CLIENT, 50000, PSH | ACK, 901, 101, server),
+        tcp_frame(t + 0.04, CLIENT, 50000, SERVER, port, PSH | ACK, 101, 901 + len(server), client),
+    ]
+
+
+def test_ssh_on_any_port_needs_both_version_strings(tmp_path) -> None:
+    """ssh/dpd.sig attaches the analyzer on any port; it confirms once both versions are known."""
+    (rec,) = records(tmp_path / "both", _tcp_exchange(2200, b"SSH-2.0-OpenSSH_9.6\r\n", b"SSH-2.0-OpenSSH_9.0\r\n"))
+    assert rec.service == ["ssh"]
+    frames = _tcp_exchange(22, b"", b"SSH-2.0-OpenSSH_9.0\r\n")[:4]  # the server's banner only
+    (rec,) = records(tmp_path / "half", frames)
+    assert rec.service == []
+
+
+def test_ftp_and_smtp_on_their_registered_ports(tmp_path) -> None:
+    (rec,) = records(tmp_path / "ftp", _tcp_exchange(21, b"USER anonymous\r\n", b"220 ready\r\n"))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "smtp", _tcp_exchange(25, b"EHLO client.example\r\n", b"220 mx ESMTP\r\n"))
+    assert rec.service == ["smtp"]
+    (rec,) = records(tmp_path / "other", _tcp_exchange(2121, b"USER anonymous\r\n", b"220 ready\r\n"))
+    assert rec.service == []
+
+
+def test_ntp_and_dhcp_datagrams(tmp_path) -> None:
+    ntp_request = bytes([0x23]) + bytes(47)  # version 4, mode 3 (client)
+    (rec,) = records(tmp_path / "ntp", [udp_frame(1.0, CLIENT, 123, SERVER, 123, ntp_request)])
+    assert rec.service == ["ntp"]
+    discover = bytes([1, 1, 6, 0]) + bytes(232) + b"\x63\x82\x53\x63" + b"\x35\x01\x01\xff"
+    (rec,) = records(tmp_path / "dhcp", [udp_frame(1.0, "0.0.0.0", 68, "255.255.255.255", 67, discover)])
+    assert rec.service == ["dhcp"]
+    (rec,) = records(tmp_path / "junk", [udp_frame(1.0, CLIENT, 40000, SERVER, 123, b"\x00" * 48)])
+    assert rec.service == []
+
+
+def test_quic_initial_on_443_udp(tmp_path) -> None:
+    initial = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + bytes(8) + bytes([0]) + bytes(1186)
+    (rec,) = records(tmp_path / "quic", [udp_frame(1.0, CLIENT, 50000, SERVER, 443, initial)])
+    assert rec.service == ["quic"]
+    short = bytes([0x43]) + bytes(1199)  # a short-header packet: no Initial
+    (rec,) = records(tmp_path / "short", [udp_frame(1.0, CLIENT, 50000, SERVER, 443, short)])
+    assert rec.service == []
+
+
+def test_netbios_ns_on_137_is_dns(tmp_path) -> None:
+    """dns/main.zeek registers the DNS analyzer on 137/udp (NetBIOS name service)."""
+    query = bytes(dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="CKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", type=32)]))
+    (rec,) = records(tmp_path, [udp_frame(1.0, CLIENT, 137, "10.0.0.255", 137, query)])
+    assert rec.service == ["dns"]
