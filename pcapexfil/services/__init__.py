@@ -70,6 +70,8 @@ class ServiceAnalyzer:
                 self._decide(conn, st)
                 st.pending = []
                 return
+        elif not st.pending:
+            return  # decided (and the stream let go)
         if conn.proto == PROTO_TCP:
             data = tcp_data(conn, is_orig, pkt, self.users)  # the first call creates the shared streams
             if not st.pending:

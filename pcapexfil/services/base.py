@@ -9,6 +9,7 @@ the confirming part on the first bytes of each direction and then lets go.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -36,7 +37,13 @@ class Recogniser:
     any_port: bool = False
 
     def ports(self) -> frozenset[tuple[int, int]]:
-        return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == self.name))
+        return registered_ports(self.name)
+
+
+@functools.cache
+def registered_ports(analyzer: str) -> frozenset[tuple[int, int]]:
+    """(port, protocol) pairs Zeek registers `analyzer` for (asked once per connection)."""
+    return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == analyzer))
 
 
 def first_line(data: bytes) -> bytes | None:
