@@ -36,6 +36,7 @@ from pcapexfil.logs.dns import (
     rcode_name,
 )
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
+from pcapexfil.record import dns_query
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 NAME = "dns"
 NAME_KEY = "dns_name"  # conn.app: the DNS-derived name looked up at the first packet
+QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions (record.DnsQuery)
 UDP_PORTS = frozenset((53, 5353, 5355))
 TCP_PORTS = frozenset((53,))
 MAX_TCP_MESSAGE_BUFFER = 128 * 1024
@@ -431,8 +433,15 @@ class DnsAnalyzer:
         msgs[tid].append(pair)
 
     def _write(self, conn: ConnView, pair: _Pair) -> None:
-        if self.log.enabled and not pair.written:
-            pair.written = True
+        """A finished transaction: its dns.log row, and its DnsQuery for the connection's record
+        (kept even without logs: the detector's DNS tunnel rule reads them)."""
+        if pair.written:
+            return
+        pair.written = True
+        query = dns_query(pair.row)
+        if query is not None:
+            conn.app.setdefault(QUERIES_KEY, []).append(query)
+        if self.log.enabled:
             self.log.write(dns_row(conn, pair.row))
 
     def _weird(self, conn: ConnView, name: str, ts: float, addl: str | None = None) -> None:
@@ -451,6 +460,7 @@ class DnsAnalyzer:
                 for q in pending.values():
                     for pair in q:
                         self._write(conn, pair)
+        rec.dns_queries = conn.app.get(QUERIES_KEY) or []
         if rec.server_name is None and rec.http_host is None:
             rec.dns_name = conn.app.get(NAME_KEY)
 
