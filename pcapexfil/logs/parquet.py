@@ -68,14 +68,15 @@ def records_table(records: Sequence[ConnRecord], sensor: str | None = None,
 def table_records(table: Any) -> list[ConnRecord]:
     """ConnRecords back from a table written by `records_table` (extra columns ignored)."""
     cols = {name: table.column(name).to_pylist() for name in RECORD_FIELDS}
+    queries: list[list[dict[str, Any]] | None] = cols.pop("dns_queries")
     out = []
     for i in range(table.num_rows):
-        rec = ConnRecord(**{name: cols[name][i] for name in RECORD_FIELDS})
+        rec = ConnRecord(**{name: values[i] for name, values in cols.items()})
         if rec.service is None:
             rec.service = []
         if rec.tunnel_parents is None:
             rec.tunnel_parents = []
-        rec.dns_queries = [DnsQuery(**q) for q in rec.dns_queries or ()]
+        rec.dns_queries = [DnsQuery(**q) for q in queries[i] or ()]
         out.append(rec)
     return out
 

@@ -67,8 +67,7 @@ class DnsTraffic:
         self.net = net
         self.rng = np.random.default_rng([net.cfg.seed, 53])
         self.reputation = [self._domain("avqs"), self._domain("rep")]
-        self.cdn = self._domain("cdn")
-        self.telemetry = self._domain("events")
+        self.vendor = self._domain()  # a software vendor's CDN and telemetry names
         self.mail_host = net.hosts[-1]
         self.senders = [self._domain("mail") for _ in range(300)]
 
@@ -166,16 +165,16 @@ class DnsTraffic:
         times, sent = [], 0
         for t in self._times(day_us, count):
             if rng.random() < 0.6:
-                name, cname = f"{nodes[int(rng.integers(0, len(nodes)))]}.{self.cdn}", f"edge.{self.cdn}"
+                name, cname = f"{nodes[int(rng.integers(0, len(nodes)))]}.cdn.{self.vendor}", f"edge.{self.vendor}"
             else:
-                name = f"{device}.{rng.choice(('v10', 'v20', 'settings'))}.{self.telemetry}"
-                cname = f"global.{self.telemetry}"
+                name = f"{device}.{rng.choice(('v10', 'v20', 'settings'))}.events.{self.vendor}"
+                cname = f"global.{self.vendor}"
             qtype = AAAA if rng.random() < 0.4 else A
             addr = rng.bytes(16) if qtype == AAAA else ipaddress.IPv4Address(self._cdn_addr()).packed
             sent += self._lookup(host, int(t), name, qtype, ((CNAME, 60, dns_name(cname)), (qtype, 60, addr)))
             times.append(int(t))
         if scored:
-            self._label("benign_dns_cdn", host, [self.net.resolver], 53, self.cdn, times, sent)
+            self._label("benign_dns_cdn", host, [self.net.resolver], 53, self.vendor, times, sent)
 
     def _cdn_addr(self) -> str:
         """Answers in documentation space: no connection of the dataset goes there."""
