@@ -10,8 +10,8 @@ ordered pass at (close time, after the volume windows closing then).
 
 Output per closed window with at least `min_names` distinct names: one exfil_detection.log
 row (resp_p 53, identifier = the domain, `score.dns_tunnel` and exfiltration_score = the
-score; orig_ip_bytes/resp_ip_bytes hold the query-name bytes and the answers' characters,
-duration the span from first to last query) and, at the notice threshold, a notice
+score; uid, orig_ip_bytes and resp_ip_bytes those of the connections that carried the
+queries, as for a volume window; duration the span from first to last query) and, at the notice threshold, a notice
 EXFIL_DETECTION::DNS_Tunnel suppressed per (host, domain) for one aggregation interval.
 """
 
@@ -82,6 +82,7 @@ class DnsTunnelRule:
                 return
         except ValueError:  # not an address (damaged Zeek log)
             return
+        touched: dict[int, DnsWindow] = {}
         for q in rec.dns_queries:
             parts = split_name(q.query, self.mode)
             if parts is None:
@@ -91,7 +92,10 @@ class DnsTunnelRule:
             if win is None:
                 win = DnsWindow(self.next_seq, rec.orig_h, parts[0], t, t + self.interval)
                 self.restore(win)
-            win.add(rec.uid, q.ts, q.query, parts[1], q.qtype, q.answer_chars)
+            win.add(q.ts, q.query, parts[1], q.qtype, q.answer_chars)
+            touched[win.seq] = win
+        for win in touched.values():
+            win.add_conn(rec.uid, rec.orig_ip_bytes, rec.resp_ip_bytes)
 
     def restore(self, win: DnsWindow) -> None:
         """Open a window (new, or carried over from the state store)."""
@@ -131,8 +135,8 @@ def report(c: DnsClosed, stage: OrderedStage) -> None:
     win, j = c.window, c.judgement
     if stage.exfil_log is not None:
         row: dict[str, Any] = {"ts": c.ts, "orig_h": win.orig_h, "resp_p": DNS_PORT, COLUMN: j.score,
-                               "identifier": win.domain, "orig_ip_bytes": win.name_bytes,
-                               "resp_ip_bytes": win.answer_chars, "duration": win.duration, "uid": win.uids,
+                               "identifier": win.domain, "orig_ip_bytes": win.orig_ip_bytes,
+                               "resp_ip_bytes": win.resp_ip_bytes, "duration": win.duration, "uid": win.uids,
                                "exfiltration_score": j.score}
         stage.exfil_log.write(row)
     if j.score < stage.settings.threshold_raise_notice_at_high_score:

@@ -76,16 +76,23 @@ class DnsWindow:
     hist: dict[str, int] = field(default_factory=dict)  # characters of the distinct subdomains
     names: set[int] = field(default_factory=set)  # name_hash of each distinct subdomain
     qtypes: dict[int, int] = field(default_factory=dict)
-    uids: list[str] = field(default_factory=list)
+    uids: list[str] = field(default_factory=list)  # the connections that carried the queries
+    orig_ip_bytes: int = 0  # their IP bytes, as a volume window sums its connections'
+    resp_ip_bytes: int = 0
 
-    def add(self, uid: str, ts: float, query: str, sub: str, qtype: int, answer_chars: int) -> None:
+    def add_conn(self, uid: str, orig_ip_bytes: int, resp_ip_bytes: int) -> None:
+        """A connection with queries in this window (once per connection)."""
+        self.uids.append(uid)
+        self.orig_ip_bytes += orig_ip_bytes
+        self.resp_ip_bytes += resp_ip_bytes
+
+    def add(self, ts: float, query: str, sub: str, qtype: int, answer_chars: int) -> None:
+        """One query under the window's domain (`sub`: the part left of it)."""
         self.queries += 1
         self.name_bytes += len(query)
         self.answer_chars += answer_chars
         self.qtypes[qtype] = self.qtypes.get(qtype, 0) + 1
         self.first, self.last = min(self.first, ts), max(self.last, ts)
-        if not self.uids or self.uids[-1] != uid:
-            self.uids.append(uid)
         if not sub:
             return
         h = name_hash(sub)
@@ -121,7 +128,8 @@ class DnsWindow:
         return {"queries": self.queries, "name_bytes": self.name_bytes, "unique_chars": self.unique_chars,
                 "max_label": self.max_label, "answer_chars": self.answer_chars, "first": self.first,
                 "last": self.last, "hist": self.hist, "names": sorted(self.names),
-                "qtypes": {str(k): v for k, v in self.qtypes.items()}, "uids": self.uids}
+                "qtypes": {str(k): v for k, v in self.qtypes.items()}, "uids": self.uids,
+                "orig_ip_bytes": self.orig_ip_bytes, "resp_ip_bytes": self.resp_ip_bytes}
 
     @classmethod
     def from_json(cls, seq: int, orig_h: str, domain: str, created: float, close_at: float,
@@ -129,4 +137,5 @@ class DnsWindow:
         return cls(seq, orig_h, domain, created, close_at, data["queries"], data["name_bytes"],
                    data["unique_chars"], data["max_label"], data["answer_chars"], float(data["first"]),
                    float(data["last"]), dict(data["hist"]), set(data["names"]),
-                   {int(k): v for k, v in data["qtypes"].items()}, list(data["uids"]))
+                   {int(k): v for k, v in data["qtypes"].items()}, list(data["uids"]), data["orig_ip_bytes"],
+                   data["resp_ip_bytes"])
