@@ -274,3 +274,26 @@ def test_detect_over_dns_log_equals_analyze(tmp_path: Path) -> None:
                         [(n["src"], n["msg"]) for n in notes]))
     assert flagged[0] == flagged[1]
     assert flagged[0][0] == {(tunnel_label.orig_h, tunnel_label.domain)}
+
+
+def test_baseline_commands_show_merge_and_name_the_dns_history(tmp_path: Path) -> None:
+    records = history(["reputation"], days=2) + tunnel(HOST, "tun.net", 300_000, 1500, T0 + DAY, 3600)
+    db = str(tmp_path / "a.db")
+    run(records, tmp_path / "a", db=db)
+    store = StateStore(db)
+    stored = store.load().dns_history
+    store.close()
+    assert {e.domain for e in stored if e.orig_h == HOST} == {"sentry-av.com", "tun.net"}
+    runner = CliRunner()
+    shown = runner.invoke(main, ["baseline", "show", "--state", db])
+    assert shown.exit_code == 0
+    lines = shown.output.splitlines()
+    start = lines.index(f"# dns-tunnel history: hosts={len({e.orig_h for e in stored})}")
+    assert f"{HOST}\t2\t{sum(e.orig_h == HOST for e in stored)}" in "\n".join(lines[start:])
+    exported = runner.invoke(main, ["baseline", "export", "--state", db, "-o", str(tmp_path / "x.jsonl")])
+    assert exported.exit_code == 0 and "dns-tunnel rule's history is not exported" in exported.stderr
+    merged = runner.invoke(main, ["baseline", "merge", db, db, "-o", str(tmp_path / "m.db")])
+    assert merged.exit_code == 0, merged.output
+    store = StateStore(str(tmp_path / "m.db"))
+    assert sorted(store.load().dns_history, key=repr) == sorted(stored + stored, key=repr)
+    store.close()
