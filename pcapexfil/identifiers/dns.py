@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 NAME = "dns"
 NAME_KEY = "dns_name"  # conn.app: the DNS-derived name looked up at the first packet
-QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions (record.DnsQuery)
 UDP_PORTS = frozenset((53, 5353, 5355))
 TCP_PORTS = frozenset((53,))
 MAX_TCP_MESSAGE_BUFFER = 128 * 1024
@@ -53,6 +52,7 @@ MAX_PENDING_IDS = 50  # Zeek's DNS::max_pending_query_ids
 MAX_PENDING_MSGS = 50  # Zeek's DNS::max_pending_msgs
 MAX_POINTER_HOPS = 128  # a 255-byte name has at most 127 labels, each reachable by one pointer
 MAX_NAMES = 1_000_000  # (client, address) pairs remembered; expired ones are purged first
+QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions (record.DnsQuery)
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
 TYPE_AAAA, TYPE_SRV, TYPE_SPF = 28, 33, 99
