@@ -31,7 +31,7 @@ from pcapexfil.synth import EXFIL_KINDS, read_labels
 # The CLI of the installed package, run with this interpreter (the package has no __main__).
 PCAPEXFIL = [sys.executable, "-c", "from pcapexfil.cli import main; main(prog_name='pcapexfil')"]
 SHORT = {"bulk_https_new_domain": "bulk", "spread_many_small": "spread", "low_and_slow": "slow",
-         "http_post_80": "post80", "new_port": "newport"}
+         "http_post_80": "post80", "new_port": "newport", "dns_tunnel": "dns"}
 
 
 def scorings() -> list[str | None]:

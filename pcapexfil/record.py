@@ -6,7 +6,21 @@ these records, whatever produced them: the flow table, or Zeek logs read back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery:
+    """One DNS transaction of a connection, as its dns.log row has it: what the DNS tunnel
+    rule (pcapexfil.detect.dnstunnel) reads. Built from the row by `dns_query`, whether the
+    row came from pcapexfil's analyzer or from a real Zeek's dns.log, so both give the same."""
+
+    ts: float
+    query: str  # lowercase, no trailing dot; "" when the question was not seen
+    qtype: int  # 0 when unknown
+    answer_chars: int  # characters of the answers as dns.log renders them (TXT text included)
 
 
 @dataclass(slots=True)
@@ -39,3 +53,20 @@ class ConnRecord:
     dns_name: str | None = None  # name the client resolved to resp_h, still within TTL
     ja3: str | None = None
     ja3s: str | None = None
+    # The connection's DNS transactions (empty for non-DNS connections).
+    dns_queries: list[DnsQuery] = field(default_factory=list)
+
+
+def dns_query(row: Mapping[str, Any]) -> DnsQuery | None:
+    """The DnsQuery of one dns.log row (dotted keys, Zeek's types); None without a usable ts."""
+    try:
+        ts = float(row["ts"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    query, qtype, answers = row.get("query"), row.get("qtype"), row.get("answers")
+    return DnsQuery(
+        ts=ts,
+        query=query.lower().rstrip(".") if isinstance(query, str) else "",
+        qtype=qtype if isinstance(qtype, int) else 0,
+        answer_chars=sum(len(a) for a in answers if isinstance(a, str)) if isinstance(answers, list) else 0,
+    )

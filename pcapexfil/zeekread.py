@@ -4,7 +4,8 @@ conn.log rows are joined by uid with ssl.log (server_name, ja3, ja3s) and http.l
 first Host), and a connection with neither gets its DNS-derived name from dns.log (the name
 the client asked for whose A/AAAA answer was the responder, within the answer's TTL, as
 pcapexfil.identifiers.dns does live), so the detector sees the same identifiers as from a
-pcap run. Damaged lines are skipped and counted (Weirds), never fatal.
+pcap run; each connection also gets its dns.log rows as `dns_queries` (the DNS tunnel
+rule's input, pcapexfil.detect.dnstunnel). Damaged lines are skipped and counted (Weirds), never fatal.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
-from pcapexfil.record import ConnRecord
+from pcapexfil.record import ConnRecord, DnsQuery, dns_query
 from pcapexfil.weird import Weirds
 
 
@@ -159,7 +160,7 @@ def read_directory(directory: str, weirds: Weirds | None = None) -> list[ConnRec
             uid, host = row.get("uid"), row.get("host")
             if isinstance(uid, str) and isinstance(host, str) and host and uid not in http_host:
                 http_host[uid] = _strip_port(host)
-    names = _dns_names(directory, weirds)
+    names, queries = _dns_rows(directory, weirds)
     records = []
     for path in conn_logs:
         for row in read_log(path, weirds):
@@ -175,6 +176,7 @@ def read_directory(directory: str, weirds: Weirds | None = None) -> list[ConnRec
             rec.http_host = http_host.get(rec.uid)
             if not rec.server_name and not rec.http_host:
                 rec.dns_name = _lookup(names, rec)
+            rec.dns_queries = queries.get(rec.uid, [])
             records.append(rec)
     return records
 
@@ -182,10 +184,15 @@ def read_directory(directory: str, weirds: Weirds | None = None) -> list[ConnRec
 DnsNames = dict[tuple[str, str], list[tuple[float, float, str]]]  # (client, addr) -> [(answered, expires, name)]
 
 
-def _dns_names(directory: str, weirds: Weirds) -> DnsNames:
+def _dns_rows(directory: str, weirds: Weirds) -> tuple[DnsNames, dict[str, list[DnsQuery]]]:
+    """The names table, and each connection's DNS transactions by uid (in log order)."""
     names: DnsNames = {}
+    queries: dict[str, list[DnsQuery]] = {}
     for path in _logs(directory, "dns"):
         for row in read_log(path, weirds):
+            uid, query = row.get("uid"), dns_query(row)
+            if isinstance(uid, str) and query is not None:
+                queries.setdefault(uid, []).append(query)
             query, answers, ttls = row.get("query"), row.get("answers"), row.get("TTLs")
             if not isinstance(query, str) or not query or not answers or not ttls:
                 continue
@@ -202,7 +209,7 @@ def _dns_names(directory: str, weirds: Weirds) -> DnsNames:
                     continue  # a CNAME/TXT/... answer, not an address
     for entries in names.values():
         entries.sort()
-    return names
+    return names, queries
 
 
 def _lookup(names: DnsNames, rec: ConnRecord) -> str | None:

@@ -34,7 +34,9 @@ SEED = 5
 Event = tuple[str, object]
 DB_TABLES = (("baseline", "orig_h, resp_p, proto, day, ts, identifier, orig_ip_bytes, resp_ip_bytes, duration", "id"),
              ("params", "*", "orig_h, resp_p, proto"), ("norm", "*", "name"), ("windows", "*", "seq"),
-             ("suppress", "*", "key"), ("meta", "*", "key"))
+             ("suppress", "*", "key"), ("meta", "*", "key"),
+             ("dns_history", "orig_h, domain, day, ts, info, queries, names", "ts, orig_h, domain"),
+             ("dns_windows", "*", "seq"))
 
 
 class Events:
@@ -151,7 +153,8 @@ def test_partitions_equal_the_detector(synth: dict, tmp_path: Path, scoring: str
     owners = [i for _, i in order]
     assert owners != sorted(owners)
     notes = _notes(tmp_path / "single" / "0" / "notice.log")
-    assert {"EXFIL_DETECTION::High_Score", "EXFIL_DETECTION::New_Protocol", "HTTP::Client_Upload"} <= notes
+    assert {"EXFIL_DETECTION::High_Score", "EXFIL_DETECTION::New_Protocol", "HTTP::Client_Upload",
+            "EXFIL_DETECTION::DNS_Tunnel"} <= notes
     assert len(_body(str(tmp_path / "single" / "0" / "exfil_detection.log"))) > 100
 
 

@@ -16,9 +16,11 @@ from click.testing import CliRunner
 
 from pcapexfil.cli import main
 from pcapexfil.synth import EXFIL_KINDS, SynthConfig, generate, read_labels, tls
+from pcapexfil.synth.labels import DNS_LOOKALIKE_KINDS
 from pcapexfil.synth.wire import FrameSink, Message, TcpFlow, halves, mac_for
 
 CONFIG = dict(days=11, hosts=3, seed=7, scale=0.3, episodes_per_kind=1)
+UDP_KINDS = ("dns_tunnel", *DNS_LOOKALIKE_KINDS)
 
 
 def _read(path: Path) -> list[tuple[float, int, int, bytes]]:
@@ -78,7 +80,7 @@ def test_one_file_per_day_and_episodes_after_baseline(dataset):
 
 def test_labels_match_payload_bytes_within_header_overhead(dataset):
     out, _, packets = dataset
-    labels = read_labels(out / "labels.csv")
+    labels = [lb for lb in read_labels(out / "labels.csv") if lb.kind not in UDP_KINDS]
     sent = defaultdict(int)
     received = defaultdict(int)
     ip_bytes = defaultdict(int)
@@ -146,8 +148,9 @@ def test_application_layer_parses(dataset):
         if isinstance(l4, dpkt.udp.UDP) and l4.sport == 53:
             msg = dpkt.dns.DNS(l4.data)
             for rr in msg.an:
-                assert rr.ttl > 0
-                answers[rr.name].add(socket.inet_ntoa(rr.rdata))
+                if rr.type == dpkt.dns.DNS_A:
+                    assert rr.ttl > 0
+                    answers[rr.name].add(socket.inet_ntoa(rr.rdata))
         if not isinstance(l4, dpkt.tcp.TCP) or not l4.data:
             continue
         data = bytes(l4.data)
@@ -173,6 +176,46 @@ def test_application_layer_parses(dataset):
     assert len(ja3s) >= 3
     # Request heads plus their Content-Length bodies are exactly what the label says was sent.
     assert posted[post.domain] == post.bytes_sent
+
+
+def test_dns_labels_match_their_udp_messages(dataset):
+    """DNS labels (tunnel and look-alikes): bytes_sent and conns are the UDP payload and the
+    number of their queries (told apart by name, type and port); the tunnel's names carry long
+    encoded labels of one record type."""
+    out, _, packets = dataset
+    labels = [lb for lb in read_labels(out / "labels.csv") if lb.kind in UDP_KINDS]
+    assert {lb.kind for lb in labels} == set(UDP_KINDS)
+
+    def belongs(lb, name: str, qtype: int, dport: int) -> bool:
+        if lb.kind == "benign_dns_mdns":
+            return dport in (5353, 5355)
+        if lb.kind == "benign_dns_txt":
+            return qtype == dpkt.dns.DNS_TXT
+        return dport == 53 and name.endswith("." + lb.domain)
+
+    sent: dict[str, int] = defaultdict(int)
+    queries: dict[str, int] = defaultdict(int)
+    tunnel_types, longest = set(), 0
+    for ts, _, _, buf in packets:
+        ip = dpkt.ethernet.Ethernet(buf).data
+        if not isinstance(ip.data, dpkt.udp.UDP) or ip.data.sport in (53,):
+            continue
+        udp, src, dst = ip.data, socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst)
+        question = dpkt.dns.DNS(udp.data).qd[0]
+        for lb in labels:
+            if src == lb.orig_h and dst in lb.resp_h and lb.start - 1e-6 <= ts <= lb.end \
+                    and belongs(lb, question.name, question.type, udp.dport):
+                sent[lb.id] += len(udp.data)
+                queries[lb.id] += 1
+                if lb.kind == "dns_tunnel":
+                    tunnel_types.add(question.type)
+                    longest = max(longest, *(len(x) for x in question.name.split(".")))
+    for lb in labels:
+        assert sent[lb.id] == lb.bytes_sent, lb
+        if lb.kind != "dns_tunnel":  # a tunnel's conns are its sockets
+            assert queries[lb.id] == lb.conns, lb
+    tunnel = next(lb for lb in labels if lb.kind == "dns_tunnel")
+    assert tunnel.bytes_sent >= 200_000 and len(tunnel_types) == 1 and longest == 60
 
 
 def test_ja3s_known_value():

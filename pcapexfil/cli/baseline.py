@@ -1,4 +1,9 @@
-"""`pcapexfil baseline show|export|import|reset --state DB`: inspect and move the baseline."""
+"""`pcapexfil baseline show|export|import|reset --state DB`: inspect and move the baseline.
+
+The dns-tunnel rule's history (table `dns_history`) is shown by `show`, kept by `merge` (the
+union, as the volume baseline) and forgotten by `reset`; `export` and `import` move the volume
+baseline only and say so when the state holds DNS history.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +45,12 @@ def baseline() -> None:
 @_state_option
 @_timeout_option
 def show(state: str, busy_timeout: float) -> None:
-    """One line per (orig_h, resp_p/proto): distinct days, elements, last write (UTC)."""
+    """One line per (orig_h, resp_p/proto): distinct days, elements, last write (UTC); then the
+    dns-tunnel rule's history, one line per host: distinct domains, windows, last write."""
     store = _store(state, busy_timeout)
     meta = store.meta()
     rows = store.summary()
+    dns = store.dns_summary()
     store.close()
     click.echo(f"# domain_mode={meta.get('domain_mode', '-')} tz={meta.get('tz', '-')} "
                f"watermark={meta.get('watermark', '-')} keys={len(rows)}")
@@ -51,6 +58,10 @@ def show(state: str, busy_timeout: float) -> None:
     for orig_h, resp_p, proto, days, elements, last in rows:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last))
         click.echo(f"{orig_h}\t{resp_p}/{proto}\t{days}\t{elements}\t{when}")
+    click.echo(f"# dns-tunnel history: hosts={len(dns)}")
+    click.echo("orig_h\tdomains\twindows\tlast_write")
+    for orig_h, domains, windows, last in dns:
+        click.echo(f"{orig_h}\t{domains}\t{windows}\t{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(last))}")
 
 
 @baseline.command("export")
@@ -59,10 +70,14 @@ def show(state: str, busy_timeout: float) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="-", help="File (default stdout).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 def export(state: str, busy_timeout: float, output: str, fmt: str) -> None:
-    """Write every baseline element (JSON lines or CSV with a header)."""
+    """Write every baseline element (JSON lines or CSV with a header). The dns-tunnel rule's
+    history is not exported (a note on stderr says so when there is some)."""
     from pcapexfil.detect.state import BASELINE_COLUMNS
 
     store = _store(state, busy_timeout)
+    if store.dns_summary():
+        click.echo("pcapexfil: note: the dns-tunnel rule's history is not exported (baseline merge keeps it)",
+                   err=True)
     out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8", newline="")
     try:
         if fmt == "csv":
@@ -104,7 +119,8 @@ def _read_rows(path: str, fmt: str) -> Iterator[dict[str, Any]]:
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
               help="Default: from the file name (.csv, else JSON lines).")
 def import_(state: str, busy_timeout: float, file: str, fmt: str | None) -> None:
-    """Add exported elements to a baseline (all or nothing; parameters follow at the next run)."""
+    """Add exported elements to a baseline (all or nothing; parameters follow at the next run).
+    Only the volume baseline: the dns-tunnel rule's history cannot be imported."""
     from pcapexfil.detect.state import StateError
 
     fmt = fmt or ("csv" if file.endswith(".csv") else "jsonl")
@@ -146,8 +162,9 @@ def reset(state: str, busy_timeout: float, yes: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="New state database.")
 @_timeout_option
 def merge(inputs: tuple[str, ...], output: str, busy_timeout: float) -> None:
-    """Combine the states of several sensors (A.db B.db ...) into a new OUT.db: baselines
-    united, normalisation states combined, sensor names kept (see pcapexfil.dist.merge)."""
+    """Combine the states of several sensors (A.db B.db ...) into a new OUT.db: baselines and
+    dns-tunnel histories united, normalisation states combined, sensor names kept (see
+    pcapexfil.dist.merge)."""
     from pcapexfil.detect.state import StateError
     from pcapexfil.dist.merge import MergeError, merge_states
 
@@ -156,4 +173,5 @@ def merge(inputs: tuple[str, ...], output: str, busy_timeout: float) -> None:
     except (MergeError, StateError) as exc:
         fail(str(exc))
     click.echo(f"pcapexfil: merged {len(inputs)} states: {summary.rows} baseline elements, "
+               f"{summary.dns_rows} dns-tunnel history elements, "
                f"sensors {', '.join(summary.sensors) or '-'}", err=True)

@@ -60,8 +60,8 @@ def detector_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--domain-mode", type=click.Choice(["psl", "last2"]), default="psl", show_default=True,
                      help="Parent domain: public-suffix list, or the reference's last two labels."),
         click.option("--rule", "rules_on", multiple=True, metavar="NAME",
-                     help="Enable a simple rule (http-upload: port-80 client sent more than server; on "
-                     "by default)."),
+                     help="Enable a rule (every rule is on by default): http-upload (port-80 client sent "
+                     "more than server), dns-tunnel (DNS tunnels from the names hosts ask for; docs/scoring.md)."),
         click.option("--no-rule", "rules_off", multiple=True, metavar="NAME", help="Disable a simple rule."),
         click.option("--max-baseline-hold-time", default="30d", show_default=True,
                      help="Drop a baseline not written for this long."),
@@ -230,7 +230,8 @@ def report(det: Any) -> None:
 @detector_options
 def detect(log_dirs: tuple[str, ...], out_dir: str, **kw: Any) -> None:
     """Run the exfiltration detector over existing Zeek logs: each ZEEK_LOG_DIR holds conn.log
-    (TSV or JSON, .gz too), joined by uid with ssl.log and http.log when present.
+    (TSV or JSON, .gz too), joined by uid with ssl.log, http.log and dns.log when present
+    (dns.log also feeds the dns-tunnel rule).
 
     Exit status: 0 clean; 1 some log lines were damaged and skipped; 2 usage error, unusable
     input or state, or a write error (nothing written: the previous logs and state are kept).

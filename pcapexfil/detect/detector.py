@@ -39,6 +39,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from pcapexfil.detect.baseline import Baseline, BaselineKey
+from pcapexfil.detect.dnstunnel.rule import COLUMN as DNS_COLUMN
+from pcapexfil.detect.dnstunnel.rule import RULE as DNS_RULE
+from pcapexfil.detect.dnstunnel.rule import DnsClosed, DnsTunnelRule, report
 from pcapexfil.detect.filter import OutgoingFilter
 from pcapexfil.detect.normalize import RunningStats
 from pcapexfil.detect.notices import Notices, RowWriter, http_upload_rule
@@ -56,7 +59,7 @@ from pcapexfil.record import ConnRecord
 log = logging.getLogger("pcapexfil.detect")
 
 DAY = 86400.0
-RULES = ("http-upload",)
+RULES = ("http-upload", DNS_RULE)
 
 
 @dataclass(slots=True)
@@ -74,7 +77,7 @@ class Settings:
     local_nets: tuple[str, ...] = PRIVATE_NETS
     domain_mode: Literal["psl", "last2"] = "psl"
     tz: str | None = None  # zoneinfo name for day boundaries; None: UTC
-    rules: tuple[str, ...] = RULES  # the lab rule is on by default
+    rules: tuple[str, ...] = RULES  # every rule is on by default
     scoring: str = DEFAULT_SCORING  # see pcapexfil.detect.scoring
 
     def validate(self) -> None:
@@ -129,7 +132,8 @@ class Detector:
         self.keys = KeyStage(s, self.tz, track_changes=store is not None)
         self.stats = DetectorStats()
         self.ordered = OrderedStage(s, self.keys.scoring, self.stats)
-        self.columns = self.keys.scoring.columns
+        self.dns = DnsTunnelRule(s, self.tz, self.filter.local) if DNS_RULE in s.rules else None
+        self.columns = self.keys.scoring.columns + ([DNS_COLUMN] if self.dns is not None else [])
         self.store = store
         self.staging = staging
         # Metadata the run's commits store besides the detector's own (the CLI's run key).
@@ -211,6 +215,8 @@ class Detector:
         self.stats.records += 1
         if "http-upload" in self.settings.rules:
             http_upload_rule(rec, t, self.notices)
+        if self.dns is not None:
+            self.dns.add(rec, t)
         if self.filter(rec):
             self.stats.outgoing += 1
             self.keys.add(rec, t)
@@ -227,7 +233,7 @@ class Detector:
             end = self.now
             if self.store is None:
                 if end is not None:
-                    self.keys.drain(end, self)
+                    self._drain(end)
             elif end is not None and self.may_commit():
                 self._commit(end)
         finally:
@@ -264,8 +270,29 @@ class Detector:
         return t
 
     def _advance(self, t: float) -> None:
+        """Everything due up to `t` in time order: the DNS tunnel rule's windows close after
+        the volume windows (and grid points) due at the same time."""
+        dns = self.dns
+        if dns is not None:
+            while (close := dns.next_close()) is not None and close <= t:
+                self.keys.advance(close, self)
+                self._report(dns.close_next(close))
         self.keys.advance(t, self)
         self.now = t
+
+    def _drain(self, end: float) -> None:
+        """End of input without a state store: every open window closes at `end`, in the order
+        of their close times (as `_advance`)."""
+        dns = self.dns
+        if dns is not None:
+            while (close := dns.next_close()) is not None:
+                self.keys.drain(end, self, upto=close)
+                self._report(dns.close_next(end))
+        self.keys.drain(end, self)
+
+    def _report(self, closed: DnsClosed | None) -> None:
+        if closed is not None:
+            report(closed, self.ordered)
 
     # -- StageOutput: the per-key stage's events, straight into the ordered stage -----------
     def recalc(self, when: float) -> None:
@@ -293,6 +320,8 @@ class Detector:
         for win in state.windows:
             keys.windows.restore(win)
         self.notices.suppressed = dict(state.suppress)
+        if self.dns is not None:
+            self.dns.load(state.dns_history, state.dns_windows)
         meta = state.meta
         if "watermark" in meta:
             self.watermark = float(meta["watermark"])
@@ -322,6 +351,8 @@ class Detector:
         c.suppress = dict(self.notices.suppressed)
         c.meta = {"watermark": repr(watermark), "recompute_all": "1" if self.keys.recompute_all else "0",
                   **self.extra_meta}
+        if self.dns is not None:
+            c.dns = self.dns.take_commit(watermark)
         if self.next_recalc is not None:
             c.meta["next_recalc"] = repr(self.next_recalc)
         try:

@@ -115,9 +115,12 @@ class KeyStage:
         """An outgoing connection at effective time `t` (after `advance(t)`)."""
         self.windows.add(rec, t, seq)
 
-    def drain(self, end: float, out: StageOutput) -> None:
-        """End of input without a state store: close every open window at `end`."""
-        for win in self.windows.drain():
+    def drain(self, end: float, out: StageOutput, upto: float | None = None) -> None:
+        """End of input without a state store: close every open window at `end` (with `upto`,
+        those whose close time is at most `upto`)."""
+        windows = self.windows
+        while (close := windows.next_close()) is not None and (upto is None or close <= upto):
+            win = windows.pop_next()
             out.closed(self.close(win, end))
 
     # -- the reference's calculate_parameters event ----------------------------------------

@@ -1,8 +1,10 @@
 """The one state store: SQLite in WAL mode, every change committed in a transaction.
 
 Holds the baseline rows, the per-(orig_h, resp_p) parameters, the normalisation states,
-the still-open windows, notice suppressions and run metadata (schema version, domain mode,
-time zone, parameter schedule, watermark). A kill at any moment leaves the last committed
+the still-open windows, notice suppressions, the DNS tunnel rule's history and open windows
+(`dns_history`, `dns_windows`; tables added to schema 1 with CREATE IF NOT EXISTS, so an
+older state gains them empty) and run metadata (schema version, domain mode, time zone,
+parameter schedule, watermark). A kill at any moment leaves the last committed
 snapshot intact; a corrupt or foreign file is refused without being touched.
 """
 
@@ -18,6 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcapexfil.detect.baseline import BaselineDelta, BaselineKey, Element
+from pcapexfil.detect.dnstunnel.history import ELEMENT_COLUMNS as DNS_HISTORY_COLUMNS
+from pcapexfil.detect.dnstunnel.history import Element as DnsElement
+from pcapexfil.detect.dnstunnel.rule import DnsCommit
+from pcapexfil.detect.dnstunnel.window import DnsWindow
 from pcapexfil.detect.windows import Window
 from pcapexfil.logs.staging import LogStaging, crash_point, finish_moves
 
@@ -49,6 +55,16 @@ CREATE TABLE IF NOT EXISTS windows (
     uids TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS suppress (key TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dns_history (
+    id INTEGER PRIMARY KEY,
+    orig_h TEXT NOT NULL, domain TEXT NOT NULL, day TEXT NOT NULL, ts REAL NOT NULL,
+    info REAL NOT NULL, queries INTEGER NOT NULL, names INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dns_history_ts ON dns_history (ts);
+CREATE TABLE IF NOT EXISTS dns_windows (
+    seq INTEGER PRIMARY KEY, orig_h TEXT NOT NULL, domain TEXT NOT NULL,
+    created REAL NOT NULL, close_at REAL NOT NULL, data TEXT NOT NULL
+);
 """
 
 BASELINE_COLUMNS = ("orig_h", "resp_p", "proto", "day", "ts", "identifier",
@@ -75,6 +91,7 @@ class Commit:
     # Seqs of windows closed since the previous commit; `windows` then holds only the windows
     # that changed (a delta), not all open ones.
     windows_closed: list[int] | None = None
+    dns: DnsCommit | None = None  # the DNS tunnel rule's part (None: its tables are left alone)
 
 
 @dataclass(slots=True)
@@ -85,6 +102,8 @@ class Loaded:
     norms: dict[str, tuple[int, float, float]]
     windows: list[Window]
     suppress: dict[tuple[Any, ...], float]
+    dns_history: list[DnsElement] = field(default_factory=list)
+    dns_windows: list[DnsWindow] = field(default_factory=list)
 
 
 def _nan_to_none(values: Iterable[float]) -> list[float | None]:
@@ -253,7 +272,11 @@ class StateStore:
                 for r in db.execute("SELECT * FROM windows ORDER BY seq")
             ]
             suppress = {tuple(json.loads(k)): until for k, until in db.execute("SELECT key, until FROM suppress")}
-            return Loaded(self.meta(), base, params, norms, windows, suppress)
+            dns_history = [DnsElement(*r) for r in db.execute(
+                f"SELECT {', '.join(DNS_HISTORY_COLUMNS)} FROM dns_history ORDER BY ts, id")]
+            dns_windows = [DnsWindow.from_json(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+                           for r in db.execute("SELECT * FROM dns_windows ORDER BY seq")]
+            return Loaded(self.meta(), base, params, norms, windows, suppress, dns_history, dns_windows)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
@@ -287,6 +310,8 @@ class StateStore:
             db.execute("DELETE FROM suppress")
             db.executemany("INSERT INTO suppress VALUES (?, ?)",
                            ((json.dumps(list(k)), v) for k, v in c.suppress.items()))
+            if c.dns is not None:
+                self._commit_dns(db, c.dns)
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", c.meta.items())
         if staging is not None and moves:
             staging.committed = True
@@ -294,6 +319,16 @@ class StateStore:
             staging.publish()
             with self._write() as db:
                 db.execute("DELETE FROM meta WHERE key=?", (PENDING_MOVES,))
+
+    @staticmethod
+    def _commit_dns(db: sqlite3.Connection, c: DnsCommit) -> None:
+        db.execute("DELETE FROM dns_history WHERE ts <= ?", (c.cutoff,))
+        db.executemany(f"INSERT INTO dns_history ({', '.join(DNS_HISTORY_COLUMNS)}) VALUES (?,?,?,?,?,?,?)",
+                       ((e.orig_h, e.domain, e.day, e.ts, e.info, e.queries, e.names) for e in c.added))
+        db.execute("DELETE FROM dns_windows")
+        db.executemany("INSERT INTO dns_windows VALUES (?,?,?,?,?,?)",
+                       ((w.seq, w.orig_h, w.domain, w.created, w.close_at, json.dumps(w.to_json()))
+                        for w in c.windows))
 
     @staticmethod
     def _insert_added(db: sqlite3.Connection, delta: BaselineDelta) -> None:
@@ -316,6 +351,15 @@ class StateStore:
                                   "ORDER BY orig_h, resp_p, proto, day, id")
             for row in cur:
                 yield dict(zip(BASELINE_COLUMNS, row, strict=True))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def dns_summary(self) -> list[tuple[str, int, int, float]]:
+        """The DNS tunnel rule's history per host: distinct domains, elements, last write time."""
+        try:
+            return self.db.execute(
+                "SELECT orig_h, COUNT(DISTINCT domain), COUNT(*), MAX(ts) FROM dns_history "
+                "GROUP BY orig_h ORDER BY orig_h").fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
@@ -347,7 +391,7 @@ class StateStore:
     def reset(self) -> None:
         """Forget everything learned (the file stays, empty)."""
         with self._write() as db:
-            for table in ("meta", "baseline", "params", "norm", "windows", "suppress"):
+            for table in ("meta", "baseline", "params", "norm", "windows", "suppress", "dns_history", "dns_windows"):
                 db.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:

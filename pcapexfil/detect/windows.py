@@ -113,11 +113,6 @@ class WindowTable:
             self._closed.append(win.seq)
         return win
 
-    def drain(self) -> list[Window]:
-        """Remove every open window, in closing order."""
-        out = [self.pop_next() for _ in range(len(self._heap))]
-        return out
-
     def take_changes(self) -> tuple[list[Window], list[int]]:
         """Windows added to since the last call (by creation order) and seqs of windows closed
         since then; starts the next round of tracking."""

@@ -6,6 +6,7 @@ What is combined, and how:
 - running normalisation states: combined exactly as if one stream had seen every value
   (Chan et al.'s pairwise update of count, mean and sum of squared deviations);
 - sensor names (meta `sensors`): the union;
+- the dns-tunnel rule's history: the union (its open windows are per-stream, as below);
 - parameters: recomputed at the merged state's first recalculation (`recompute_all`).
 Open windows, notice suppressions and watermarks are per-stream and not carried over: the
 merged state starts a new stream.
@@ -14,6 +15,7 @@ merged state starts a new stream.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ class MergeError(ValueError):
 class MergeSummary:
     rows: int
     sensors: list[str]
+    dns_rows: int = 0
 
 
 def sensors_of(meta: dict[str, str]) -> list[str]:
@@ -58,6 +61,8 @@ def combine_stats(a: tuple[int, float, float], b: tuple[int, float, float]) -> t
 
 def merge_states(inputs: Sequence[str], output: str, busy_timeout: float = 10.0) -> MergeSummary:
     from pcapexfil.detect.baseline import BaselineDelta
+    from pcapexfil.detect.dnstunnel.history import Element as DnsElement
+    from pcapexfil.detect.dnstunnel.rule import DnsCommit
     from pcapexfil.detect.state import Commit, StateStore
 
     if os.path.exists(output):
@@ -69,6 +74,7 @@ def merge_states(inputs: Sequence[str], output: str, busy_timeout: float = 10.0)
     rows: list[dict] = []
     norms: dict[str, tuple[int, float, float]] = {}
     sensors: set[str] = set()
+    dns: list[DnsElement] = []
     for path in inputs:
         store = StateStore(path, busy_timeout=busy_timeout)
         try:
@@ -78,6 +84,7 @@ def merge_states(inputs: Sequence[str], output: str, busy_timeout: float = 10.0)
                     raise MergeError(f"{path} was built with {name}={state.meta[name]}, "
                                      f"another input with {name}={fixed[name]}")
             rows.extend(store.baseline_rows())
+            dns.extend(state.dns_history)
             for name, stats in state.norms.items():
                 norms[name] = combine_stats(norms.get(name, (0, 0.0, 0.0)), stats)
             sensors.update(sensors_of(state.meta))
@@ -86,9 +93,11 @@ def merge_states(inputs: Sequence[str], output: str, busy_timeout: float = 10.0)
     out = StateStore(output, busy_timeout=busy_timeout, writer=True)
     try:
         out.check_settings(fixed)
+        dns.sort(key=lambda e: e.ts)
         out.commit(Commit(baseline=BaselineDelta(), params={}, norms=norms, windows=[], suppress={},
-                          meta={SENSORS_KEY: json.dumps(sorted(sensors))}))
+                          meta={SENSORS_KEY: json.dumps(sorted(sensors))},
+                          dns=DnsCommit(added=dns, cutoff=-math.inf, windows=[])))
         count = out.import_rows(rows)
     finally:
         out.close()
-    return MergeSummary(rows=count, sensors=sorted(sensors))
+    return MergeSummary(rows=count, sensors=sorted(sensors), dns_rows=len(dns))

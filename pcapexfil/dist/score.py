@@ -3,7 +3,8 @@
 PartitionedDetector is a RecordSink that behaves as the Detector it wraps. While records
 arrive (in the stream order of one long run) it only does what is global: the effective
 time line (watermark, monotonic time, the recalculation grid's anchor), the HTTP upload
-rule (kept as notices to raise later), the outgoing filter, and the routing of outgoing
+rule (kept as notices to raise later), the DNS tunnel rule (its closed windows kept
+likewise: pcapexfil.detect.dnstunnel.rule), the outgoing filter, and the routing of outgoing
 records, with their effective time and position, to a partition by hash of orig_h. At the
 end each partition runs as one task (`score_partition`, on Dask workers or in-process): the
 per-key stage of pcapexfil.detect.stages — windows, baselines, the numba parameter
@@ -44,6 +45,7 @@ import numpy as np
 
 from pcapexfil.detect.baseline import BaselineDelta, BaselineKey, Element
 from pcapexfil.detect.detector import Detector, Settings
+from pcapexfil.detect.dnstunnel.rule import DnsClosed, report
 from pcapexfil.detect.notices import http_upload_rule
 from pcapexfil.detect.stages import Closed, KeyStage
 from pcapexfil.detect.state import Commit
@@ -270,6 +272,7 @@ class PartitionedDetector:
         self.routed = [_Spool(spool_dir, f"routed-{tag}-{i}", spool_chunk) for i in range(partitions)]
         self.outgoing = 0
         self.uploads = _Uploads()
+        self.dns_closed: list[DnsClosed] = []  # the DNS tunnel rule's closed windows, in close order
         self.loaded_recalc = det.next_recalc
         self.timings: dict[str, Any] = {}
         self._closed = False
@@ -278,6 +281,20 @@ class PartitionedDetector:
         t = self.det._event_time(now)
         if t is not None:
             self.det.now = t
+            self._dns_advance(t)
+
+    def _dns_advance(self, t: float) -> None:
+        """The DNS tunnel rule's windows due by `t`, kept for the ordered pass (the rule runs
+        here, in stream order, as in the Detector: its state does not depend on the volume
+        windows)."""
+        dns = self.det.dns
+        if dns is not None:
+            while (close := dns.next_close()) is not None and close <= t:
+                self._dns_keep(dns.close_next(close))
+
+    def _dns_keep(self, closed: DnsClosed | None) -> None:
+        if closed is not None:
+            self.dns_closed.append(closed)
 
     def on_record(self, rec: ConnRecord) -> None:
         det = self.det
@@ -286,9 +303,12 @@ class PartitionedDetector:
             det.stats.skipped_before_watermark += 1
             return
         det.now = t
+        self._dns_advance(t)
         det.stats.records += 1
         if "http-upload" in det.settings.rules:
             http_upload_rule(rec, t, self.uploads)  # type: ignore[arg-type]
+        if det.dns is not None:
+            det.dns.add(rec, t)
         self.uploads.position += 1
         if det.filter(rec):
             det.stats.outgoing += 1
@@ -304,6 +324,9 @@ class PartitionedDetector:
             self.on_time(now)
             end = det.now
             if end is not None and det.may_commit():
+                if det.dns is not None and det.store is None:
+                    while det.dns.next_close() is not None:
+                        self._dns_keep(det.dns.close_next(end))
                 results = self._run(self._tasks(end))
                 self._ordered(results, end)
         finally:
@@ -344,17 +367,20 @@ class PartitionedDetector:
         det = self.det
         # Each partition's windows come in its close order, the uploads in stream order: merged,
         # they give the single run's order, one chunk per partition in memory at a time.
+        # At equal times: volume windows, then the DNS tunnel rule's, then upload notices (the
+        # Detector's order: windows due by a record's time close before its rules run).
         streams: list[Iterator[tuple[float, int, int, Any]]] = [
             ((c.window.close_at, 0, c.window.seq, c) for c in r.closed_windows()) for r in results]
-        streams.append((ts, 1, pos, (note, kw)) for ts, pos, note, kw in self.uploads.kept)
+        streams.append((c.window.close_at, 1, c.window.seq, c) for c in self.dns_closed)
+        streams.append((ts, 2, pos, (note, kw)) for ts, pos, note, kw in self.uploads.kept)
         step = det.settings.new_calculation_window
         grid = det.next_recalc
         ran = False
         first = det.keys.windows.next_seq
         created: list[int] = []  # numbers of the windows this run created and closed (for the state)
         keep = det.store is not None
-        for _, kind, _, item in chain(heapq.merge(*streams, key=lambda e: e[:3]), [(end, 2, 0, None)]):
-            x = item.ts if kind == 0 else end if kind == 2 else item[1]["ts"]
+        for _, kind, _, item in chain(heapq.merge(*streams, key=lambda e: e[:3]), [(end, 3, 0, None)]):
+            x = item.ts if kind < 2 else end if kind == 3 else item[1]["ts"]
             if grid is not None and grid <= x:  # the grid's last point up to here: suppressions expire
                 point = grid + math.floor((x - grid) / step) * step
                 det.notices.expire(point)
@@ -364,6 +390,8 @@ class PartitionedDetector:
                 if keep and item.window.seq >= first:
                     created.append(item.window.seq)
             elif kind == 1:
+                report(item, det.ordered)
+            elif kind == 2:
                 det.notices.raise_notice(item[0], **item[1])
         self.timings["ordered"] = time.perf_counter() - t0
         if keep:

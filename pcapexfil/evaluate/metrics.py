@@ -8,7 +8,9 @@ Definitions (also printed in report.md):
   5-minute inactivity timeout), so spans are compared with a label's end plus LOG_DELAY.
 - A window *matches* a label when orig_h and resp_p are equal, the spans overlap, and the
   window holds the label's traffic: with conn.log in the results, one of the window's uids
-  is a connection from orig_h to one of the label's resp_h on resp_p during the label; without
+  is a connection from orig_h to one of the label's resp_h on resp_p during the label, and a
+  window named by a DNS name, when the label names a domain, is that domain or a parent of it
+  (one host's windows on its resolver's port 53 are one per domain it looked up); without
   conn.log, the identifier is one of the label's resp_h, its domain or a parent of it, or a
   JA3S hash (which cannot be told apart, so it is given the benefit of the doubt).
 - A *notice* matches a label when its host (src, else id.orig_h, else the "from host" in msg)
@@ -28,6 +30,7 @@ Definitions (also printed in report.md):
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import math
 import os
 import re
@@ -168,15 +171,33 @@ def _conn_in_label(c: Conn, lb: Label) -> bool:
 def window_matches(w: Window, lb: Label, agg: float, conns: dict[str, Conn] | None) -> bool:
     if w.orig_h != lb.orig_h or w.resp_p != lb.resp_p or w.ts < lb.start or w.ts - agg > lb.end + LOG_DELAY:
         return False
-    if conns is not None:
-        return any((c := conns.get(u)) is not None and _conn_in_label(c, lb) for u in w.uids)
     ident = w.identifier.lower()
+    domain = lb.domain.lower().rstrip(".")
+    if conns is not None:
+        if domain and _is_name(ident) and not _in_domain(ident, domain):
+            return False  # e.g. a DNS tunnel window of the same host and resolver, for another domain
+        return any((c := conns.get(u)) is not None and _conn_in_label(c, lb) for u in w.uids)
     if not lb.resp_h and not lb.domain:
         return True
     if ident in lb.resp_h or _HEX32.match(ident):
         return True
-    domain = lb.domain.lower().rstrip(".")
-    return bool(domain) and (ident == domain or domain.endswith("." + ident))
+    return bool(domain) and _in_domain(ident, domain)
+
+
+def _in_domain(ident: str, domain: str) -> bool:
+    """`ident` is `domain` or one of its parents."""
+    return ident == domain or domain.endswith("." + ident)
+
+
+def _is_name(ident: str) -> bool:
+    """A window identifier that is a DNS name (not an address, not a JA3S hash)."""
+    if _HEX32.match(ident):
+        return False
+    try:
+        ipaddress.ip_address(ident)
+    except ValueError:
+        return True
+    return False
 
 
 def notice_matches(n: Notice, lb: Label, agg: float) -> bool:

@@ -36,6 +36,7 @@ from pcapexfil.logs.dns import (
     rcode_name,
 )
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
+from pcapexfil.record import dns_query
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -51,6 +52,7 @@ MAX_PENDING_IDS = 50  # Zeek's DNS::max_pending_query_ids
 MAX_PENDING_MSGS = 50  # Zeek's DNS::max_pending_msgs
 MAX_POINTER_HOPS = 128  # a 255-byte name has at most 127 labels, each reachable by one pointer
 MAX_NAMES = 1_000_000  # (client, address) pairs remembered; expired ones are purged first
+QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions (record.DnsQuery)
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
 TYPE_AAAA, TYPE_SRV, TYPE_SPF = 28, 33, 99
@@ -431,8 +433,15 @@ class DnsAnalyzer:
         msgs[tid].append(pair)
 
     def _write(self, conn: ConnView, pair: _Pair) -> None:
-        if self.log.enabled and not pair.written:
-            pair.written = True
+        """A finished transaction: its dns.log row, and its DnsQuery for the connection's record
+        (kept even without logs: the detector's DNS tunnel rule reads them)."""
+        if pair.written:
+            return
+        pair.written = True
+        query = dns_query(pair.row)
+        if query is not None:
+            conn.app.setdefault(QUERIES_KEY, []).append(query)
+        if self.log.enabled:
             self.log.write(dns_row(conn, pair.row))
 
     def _weird(self, conn: ConnView, name: str, ts: float, addl: str | None = None) -> None:
@@ -451,6 +460,7 @@ class DnsAnalyzer:
                 for q in pending.values():
                     for pair in q:
                         self._write(conn, pair)
+        rec.dns_queries = conn.app.get(QUERIES_KEY) or []
         if rec.server_name is None and rec.http_host is None:
             rec.dns_name = conn.app.get(NAME_KEY)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
-from pcapexfil.record import ConnRecord
+from pcapexfil.record import ConnRecord, DnsQuery
 
 RECORD_FIELDS = [f.name for f in fields(ConnRecord)]
 # Rows buffered per day before a row group is written.
@@ -40,7 +40,9 @@ def record_schema(extra: Sequence[tuple[str, Any]] = ()) -> Any:
         ("conn_state", s), ("local_orig", pa.bool_()), ("local_resp", pa.bool_()), ("missed_bytes", i64),
         ("history", s), ("orig_pkts", i64), ("orig_ip_bytes", i64), ("resp_pkts", i64), ("resp_ip_bytes", i64),
         ("tunnel_parents", pa.list_(s)), ("ip_proto", i32), ("server_name", s), ("http_host", s),
-        ("dns_name", s), ("ja3", s), ("ja3s", s), ("sensor", s),
+        ("dns_name", s), ("ja3", s), ("ja3s", s),
+        ("dns_queries", pa.list_(pa.struct([("ts", f64), ("query", s), ("qtype", i64), ("answer_chars", i64)]))),
+        ("sensor", s),
     ]  # fmt: skip
     assert [c for c, _ in cols[:-1]] == RECORD_FIELDS, "schema out of step with ConnRecord"
     return pa.schema(cols + list(extra))
@@ -56,6 +58,7 @@ def records_table(records: Sequence[ConnRecord], sensor: str | None = None,
     pa = require_pyarrow()
     schema = record_schema([(n, t) for n, t, _ in extra])
     data: dict[str, list[Any]] = {name: [getattr(r, name) for r in records] for name in RECORD_FIELDS}
+    data["dns_queries"] = [[asdict(q) for q in r.dns_queries] for r in records]
     data["sensor"] = [sensor] * len(records)
     for name, _, values in extra:
         data[name] = values
@@ -65,13 +68,15 @@ def records_table(records: Sequence[ConnRecord], sensor: str | None = None,
 def table_records(table: Any) -> list[ConnRecord]:
     """ConnRecords back from a table written by `records_table` (extra columns ignored)."""
     cols = {name: table.column(name).to_pylist() for name in RECORD_FIELDS}
+    queries: list[list[dict[str, Any]] | None] = cols.pop("dns_queries")
     out = []
     for i in range(table.num_rows):
-        rec = ConnRecord(**{name: cols[name][i] for name in RECORD_FIELDS})
+        rec = ConnRecord(**{name: values[i] for name, values in cols.items()})
         if rec.service is None:
             rec.service = []
         if rec.tunnel_parents is None:
             rec.tunnel_parents = []
+        rec.dns_queries = [DnsQuery(**q) for q in queries[i] or ()]
         out.append(rec)
     return out
 

@@ -19,8 +19,12 @@ from typing import IO
 COLUMNS = ("id", "kind", "orig_h", "resp_h", "resp_p", "domain", "start", "end", "bytes_sent", "bytes_received",
            "conns")
 
-EXFIL_KINDS = ("bulk_https_new_domain", "spread_many_small", "low_and_slow", "http_post_80", "new_port")
-BENIGN_KINDS = ("benign_backup", "benign_cloud_sync", "benign_large_download")
+EXFIL_KINDS = ("bulk_https_new_domain", "spread_many_small", "low_and_slow", "http_post_80", "new_port",
+               "dns_tunnel")
+# The DNS look-alikes (synth.dnstraffic) must not be flagged by the DNS tunnel rule.
+DNS_LOOKALIKE_KINDS = ("benign_dns_reputation", "benign_dns_cdn", "benign_dns_txt", "benign_dns_ptr",
+                       "benign_dns_mdns")
+BENIGN_KINDS = ("benign_backup", "benign_cloud_sync", "benign_large_download", *DNS_LOOKALIKE_KINDS)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,9 @@ Traffic model (per host and day, UTC):
 - every host uses port 80 and its other usual ports from day one, so that only an injected
   `new_port` episode is a genuinely new protocol;
 - benign heavy hitters (labelled `benign_*` from the first scored day on): nightly backups,
-  office-hours cloud sync, occasional large downloads.
+  office-hours cloud sync, occasional large downloads;
+- DNS tunnels and the benign DNS traffic that resembles them (synth.dnstraffic, from a
+  random stream of their own).
 Exfiltration episodes fall on days >= `baseline_days`, so the detector has a baseline.
 """
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pcapexfil.synth import apps, tls
+from pcapexfil.synth.dnstraffic import DnsTraffic
 from pcapexfil.synth.labels import EXFIL_KINDS, Label, write_labels
 from pcapexfil.synth.wire import (
     FrameSink,
@@ -161,6 +164,7 @@ class Network:
                                        tzinfo=dt.timezone.utc).timestamp()) * US
         self.labels: list[Label] = []
         self.sink = FrameSink(cfg.full_payload)
+        self.dns = DnsTraffic(self)  # its own random stream: see synth.dnstraffic
 
     # -- catalogue -------------------------------------------------------------------------------
     def _public_addr(self) -> str:
@@ -291,7 +295,7 @@ class Network:
 
     def _benign_day(self, host: Host, day: int, day_us: int) -> None:
         rng, cfg = self.rng, self.cfg
-        weekday = (self.day0_us // DAY + day + 3) % 7 < 5  # 1970-01-01 was a Thursday
+        weekday = bool((self.day0_us // DAY + day + 3) % 7 < 5)  # 1970-01-01 was a Thursday
         rate = 22 * host.activity * cfg.scale * (1.0 if weekday else 0.2)
         times = self._session_times(day_us, max(int(rng.poisson(rate)), 3))
         for k, t in enumerate(times):
@@ -321,10 +325,14 @@ class Network:
                                   [[(900, self._lognormal(20_000_000, 0.4, 60_000_000))]], rng.uniform(80e6, 300e6))
             if scored:
                 self._label("benign_large_download", host, self.update_site, flows)
+        self.dns.benign_day(host, day_us, weekday, scored)
 
     # -- exfiltration ---------------------------------------------------------------------------------
     def _episode(self, kind: str, host: Host, day_us: int) -> None:
         rng = self.rng
+        if kind == "dns_tunnel":
+            self.dns.tunnel(host, day_us)
+            return
         if kind == "bulk_https_new_domain":
             dest = self._destination(443, tls.SERVER_PROFILES[int(rng.integers(0, len(tls.SERVER_PROFILES)))],
                                      prefix="files")
@@ -380,9 +388,13 @@ class Network:
         pairs = [(h, d) for d in days for h in range(cfg.hosts)]
         order = rng.permutation(len(pairs))
         plan: dict[int, list[tuple[str, Host]]] = {}
+        # dns_tunnel episodes take their (host, day) after all others: adding the kind left the
+        # other episodes of every seed where they were.
+        rounds = [[k for k in EXFIL_KINDS if k != "dns_tunnel"]] * cfg.episodes_per_kind
+        rounds += [["dns_tunnel"]] * cfg.episodes_per_kind
         k = 0
-        for _ in range(cfg.episodes_per_kind):
-            for kind in EXFIL_KINDS:
+        for kinds in rounds:
+            for kind in kinds:
                 h, d = pairs[int(order[k % len(pairs)])]
                 k += 1
                 plan.setdefault(d, []).append((kind, self.hosts[h]))
