@@ -39,7 +39,7 @@ class AppAnalyzer(Protocol):
 
         The reference engine calls it for every packet. The fast engine relies on a
         contract and calls it for fewer: the first packet of every connection, every packet
-        of a UDP flow on a DNS port (53, 137, 5353, 5355), and TCP packets carrying bytes of a
+        of a UDP flow on a DNS port (53, 137, 5353, 5355) or a `services.REPLY_UDP_PORTS` port (161, 162, 5060), and TCP packets carrying bytes of a
         stream direction some analyzer still wants (`identifiers.stream.tcp_data`;
         analyzers say they are done with `release` or `release_direction`). Bytes every
         reader of a direction offered to only count (`TcpStreams.offer`: HTTP bodies of
