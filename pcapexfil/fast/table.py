@@ -1372,6 +1372,11 @@ def _advance(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, now):
         serial = hser[0]
         kind = hk[0]
         gen = hg[0]
+        if (kind == T_INACTIVITY and C[c].live and C[c].serial == serial and C[c].app_call == G[G_CALL]
+                and C[c].last_ts + C[c].inactivity_timeout <= when):
+            # The analyzers have not seen this call's packets of the connection yet: one may
+            # confirm SSH/FTP and lengthen its timeout (FastFlow._events) before it expires.
+            return False
         heap_pop(G, hw, hs, hc, hser, hk, hg)
         if not C[c].live or C[c].serial != serial:
             continue

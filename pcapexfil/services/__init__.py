@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
 from pcapexfil.hooks import AnalyzerContext, ConnView
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
@@ -104,10 +105,14 @@ class ServiceAnalyzer:
             self._decide(conn, st)
             if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
                 st.pending = []
+            s = streams(conn)
+            if s is None:
+                return
             if not st.pending:
-                s = streams(conn)
-                if s is not None:
-                    s.release(NAME)
+                s.release(NAME)
+            elif len(st.orig if is_orig else st.resp) >= MAX_BYTES:
+                # This direction's bytes are all read (a one-sided transfer need not reach Python).
+                s.release_direction(NAME, is_orig)
 
     def _datagram(self, conn: ConnView, st: _State, is_orig: bool, payload: bytes) -> None:
         """UDP: the first datagram; then, for recognisers that need the responder's and on
@@ -144,6 +149,9 @@ class ServiceAnalyzer:
             if verdict is Verdict.CONFIRM:
                 if rec.name not in conn.service:
                     conn.service.append(rec.name)
+                    timeout = ANALYZER_INACTIVITY_TIMEOUTS.get(rec.name)
+                    if timeout is not None:  # conn/inactivity.zeek, analyzer_confirmation_info
+                        conn.set_inactivity_timeout(timeout)
             elif verdict is Verdict.MORE:
                 left.append((rec, False))
         st.pending = left

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import SIGNATURE_WINDOW, Recogniser, Verdict, both_directions, signature_match
+from pcapexfil.services.base import Recogniser, Verdict, both_directions, signature_match
 
 MAX_LINE = 512
 MIN_LINE = 3
@@ -60,10 +60,11 @@ def _any(patterns: tuple[re.Pattern[bytes], ...], data: bytes) -> bool | None:
 
 
 def signature(orig: bytes, resp: bytes) -> Verdict:
-    if not orig or not resp:
-        return Verdict.MORE
-    user_nick = both_directions(_any(_SIG_CLIENT, orig), signature_match(_SIG_SERVER_REPLY, resp))
-    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig), signature_match(_SIG_SERVER_TO_SERVER, resp))
+    client = _any(_SIG_CLIENT, orig) if orig else None
+    reply = signature_match(_SIG_SERVER_REPLY, resp) if resp else None
+    user_nick = both_directions(client, reply)
+    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig) if orig else None,
+                              signature_match(_SIG_SERVER_TO_SERVER, resp) if resp else None)
     if Verdict.CONFIRM in (user_nick, servers):
         return Verdict.CONFIRM
     if user_nick is Verdict.REJECT and servers is Verdict.REJECT:
@@ -71,5 +72,4 @@ def signature(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.MORE
 
 
-SIGNATURE_BYTES = SIGNATURE_WINDOW
 RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature)
