@@ -33,6 +33,10 @@ class ConnView(Protocol):
     service: list[str]  # analyzers append the protocol names they recognised
     app: dict[str, Any]  # scratch space, one key per analyzer
 
+    def set_inactivity_timeout(self, seconds: float) -> None:
+        """Zeek's set_inactivity_timeout, as conn/inactivity.zeek calls it on an analyzer's
+        confirmation (flow.table.ANALYZER_INACTIVITY_TIMEOUTS)."""
+
 
 class AppAnalyzer(Protocol):
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
@@ -40,7 +44,8 @@ class AppAnalyzer(Protocol):
 
         The reference engine calls it for every packet. The fast engine relies on a
         contract and calls it for fewer: the first packet of every connection, every packet
-        of a UDP flow on a DNS port (53, 137, 5353, 5355), and TCP packets carrying bytes of a
+        of a UDP flow on a DNS port (53, 137, 5353, 5355) or on `services.REPLY_UDP_PORTS`
+        (161, 162, 5060), and TCP packets carrying bytes of a
         stream direction some analyzer still wants (`identifiers.stream.tcp_data`;
         analyzers say they are done with `release` or `release_direction`). Bytes every
         reader of a direction offered to only count (`TcpStreams.offer`: HTTP bodies of

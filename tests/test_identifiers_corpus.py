@@ -3,7 +3,11 @@
 - ssl.log `server_name`, http.log `method`/`host`/`uri`, dns.log
   `query`/`qtype_name`/`rcode_name`/`answers`: agreement with Zeek's rows on the rows
   present in both (at least 99% per field), plus how many of Zeek's rows we have at all.
-- JA3 equals pyja3's for every ClientHello of the corpus that pyja3 reads.
+- JA3 equals pyja3's for every ClientHello of the corpus that pyja3 reads; every ClientHello
+  pcapexfil fingerprinted that pyja3 could not read is listed with the reason (a link type
+  pyja3 does not read, pyja3 failing on the trace, or pyja3 finding no ClientHello on that
+  connection), and that list must match `PYJA3_UNREAD` below, so it neither grows nor
+  shrinks unnoticed.
 
 Run as a script to print the table: python tests/test_identifiers_corpus.py
 """
@@ -115,7 +119,8 @@ def corpus_agreement() -> tuple[dict[str, list[int]], int, int, list[str]]:
     return dict(totals), zeek_total, found, notes
 
 
-def _frames(path: str):  # type: ignore[no-untyped-def]
+def _frames(path: str) -> tuple[list, str | None]:
+    """The trace's frames for pyja3, or why pyja3 cannot read it."""
     with open(path, "rb") as fh:
         try:
             reader = dpkt.pcap.Reader(fh)
@@ -123,19 +128,55 @@ def _frames(path: str):  # type: ignore[no-untyped-def]
             fh.seek(0)
             reader = dpkt.pcapng.Reader(fh)
         if reader.datalink() != dpkt.pcap.DLT_EN10MB:
-            return []  # pyja3 reads Ethernet only
-        return list(reader)
+            return [], f"link type {reader.datalink()} (pyja3 reads Ethernet only)"
+        return list(reader), None
 
 
-def pyja3_hellos() -> list[tuple[str, str, str, dict]]:
-    """(case, trace, flags, pyja3 result) for every ClientHello pyja3 finds in the corpus."""
-    out = []
+def pyja3_hellos() -> tuple[list[tuple[str, str, str, dict]], dict[str, str]]:
+    """(case, trace, flags, pyja3 result) for every ClientHello pyja3 finds in the corpus, and
+    for each case pyja3 could not read at all, why."""
+    out: list[tuple[str, str, str, dict]] = []
+    unreadable: dict[str, str] = {}
     for case, trace, flags in _manifest():
+        frames, why = _frames(os.path.join(CORPUS, case, trace))
+        if why is not None:
+            unreadable[case] = why
+            continue
         try:
-            results = pyja3.process_pcap(_frames(os.path.join(CORPUS, case, trace)), any_port=True)
-        except Exception:  # noqa: BLE001 - pyja3 trips on some frames; those are "cannot read"
+            results = pyja3.process_pcap(frames, any_port=True)
+        except Exception as exc:  # noqa: BLE001 - pyja3 trips on some frames: reported below
+            unreadable[case] = f"pyja3 failed on the trace: {type(exc).__name__}: {exc}"
             continue
         out += [(case, trace, flags, r) for r in results]
+    return out, unreadable
+
+
+NO_HELLO_FOUND = "pyja3 found no ClientHello on this connection"
+# The ClientHellos pcapexfil fingerprints that pyja3 does not read, as pyja3_unread reports
+# them: the three tunnels (PPPoE in QinQ, Geneve, GTP) pyja3 does not decapsulate, and three
+# traces of link types other than Ethernet (null/loopback 0, Linux cooked 113).
+PYJA3_UNREAD = (
+    "core.pppoe-over-qinq 1.1.1.1:20394 > 2.2.2.2:443",
+    "core.tunnels.geneve-47101 192.168.0.107:45474 > 145.40.68.75:443",
+    "core.tunnels.gtp.opt_header 10.222.10.10:44960 > 173.194.69.188:5228",
+    "scripts.base.protocols.http.http-connect-with-header ::1:52522 > ::1:80",
+    "scripts.base.protocols.irc.starttls 203.143.168.47:55123 > 185.18.76.170:6667",
+    "scripts.base.protocols.pop3.starttls 192.168.4.149:54775 > 192.168.4.149:110",
+)
+
+
+def pyja3_unread(hellos: list[tuple[str, str, str, dict]], unreadable: dict[str, str]) -> dict[str, str]:
+    """Every ClientHello pcapexfil fingerprinted (a JA3 in its record) that pyja3 did not read:
+    "case orig_h:orig_p > resp_h:resp_p" -> why."""
+    read = {(case, (r["source_ip"], r["source_port"], r["destination_ip"], r["destination_port"]))
+            for case, _, _, r in hellos}
+    out = {}
+    for case, trace, flags in _manifest():
+        _, records = run_case(case, trace, flags)
+        for rec in records:
+            key = (rec.orig_h, rec.orig_p, rec.resp_h, rec.resp_p)
+            if rec.ja3 is not None and (case, key) not in read:
+                out[f"{case} {rec.orig_h}:{rec.orig_p} > {rec.resp_h}:{rec.resp_p}"] = unreadable.get(case, NO_HELLO_FOUND)
     return out
 
 
@@ -157,7 +198,7 @@ def test_identifier_logs_agree_with_zeek(capsys) -> None:  # type: ignore[no-unt
 
 
 def test_ja3_equals_pyja3_on_corpus(capsys) -> None:  # type: ignore[no-untyped-def]
-    hellos = pyja3_hellos()
+    hellos, unreadable = pyja3_hellos()
     assert hellos, "the corpus has TLS ClientHellos pyja3 can read"
     checked = 0
     for case, trace, flags, r in hellos:
@@ -166,8 +207,13 @@ def test_ja3_equals_pyja3_on_corpus(capsys) -> None:  # type: ignore[no-untyped-
         ours = [rec.ja3 for rec in records if (rec.orig_h, rec.orig_p, rec.resp_h, rec.resp_p) == key]
         assert ours == [r["ja3_digest"]], (case, key, r["ja3"])
         checked += 1
+    unread = pyja3_unread(hellos, unreadable)
     with capsys.disabled():
-        print(f"\n  JA3 equal to pyja3 on {checked} ClientHellos")
+        print(f"\n  JA3 equal to pyja3 on {checked} ClientHellos; {len(unread)} pyja3 could not read:")
+        for hello, why in sorted(unread.items()):
+            print(f"    {hello}: {why}")
+    assert sorted(unread) == sorted(PYJA3_UNREAD), "ClientHellos pyja3 could not read changed: " + repr(
+        sorted(set(unread) ^ set(PYJA3_UNREAD)))
 
 
 if __name__ == "__main__":

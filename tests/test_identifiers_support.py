@@ -31,6 +31,10 @@ class FakeConn:
     start_ts: float = 1000.0
     service: list[str] = field(default_factory=list)
     app: dict[str, Any] = field(default_factory=dict)
+    inactivity_timeout: float | None = None
+
+    def set_inactivity_timeout(self, seconds: float) -> None:
+        self.inactivity_timeout = seconds
 
     def record(self) -> ConnRecord:
         proto = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}[self.proto]

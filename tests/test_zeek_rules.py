@@ -131,6 +131,43 @@ def test_ssh_port_idle_for_over_an_hour_times_out(tmp_path) -> None:
     assert len(records(tmp_path, _idle_session(22, 3700.0))) == 2
 
 
+def _confirmed_then_idle(port: int, client: bytes, server: bytes, idle: float) -> list[tuple[float, bytes]]:
+    """A handshake, the server's then the client's first line, an idle gap, one more segment
+    (one capture: both engines see the gap inside one kernel call)."""
+    t = 1000.0
+    c2 = 101 + len(client)
+    return [
+        tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
+        tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),
+        tcp_frame(t + 0.02, CLIENT, 50000, SERVER, port, ACK, 101, 901),
+        tcp_frame(t + 0.03, SERVER, port, CLIENT, 50000, PSH | ACK, 901, 101, server),
+        tcp_frame(t + 0.04, CLIENT, 50000, SERVER, port, PSH | ACK, 101, 901 + len(server), client),
+        tcp_frame(t + 0.04 + idle, CLIENT, 50000, SERVER, port, PSH | ACK, c2, 901 + len(server), b"y" * 10),
+    ]
+
+
+def test_ssh_confirmed_on_any_port_gets_an_hour(tmp_path) -> None:
+    """conn/inactivity.zeek, analyzer_inactivity_timeouts: SSH's confirmation (ssh/dpd.sig on
+    2200/tcp) sets 1 hr, so 10 idle minutes do not end the session."""
+    frames = _confirmed_then_idle(2200, b"SSH-2.0-OpenSSH_9.6\r\n", b"SSH-2.0-OpenSSH_9.0\r\n", 600.0)
+    (rec,) = records(tmp_path / "ssh", frames)
+    assert rec.service == ["ssh"] and rec.orig_pkts == 4
+    recs = records(tmp_path / "hour", _confirmed_then_idle(2200, b"SSH-2.0-a\r\n", b"SSH-2.0-b\r\n", 3700.0))
+    assert len(recs) == 2
+
+
+def test_unconfirmed_session_on_the_same_port_times_out_after_5_minutes(tmp_path) -> None:
+    recs = records(tmp_path, _confirmed_then_idle(2200, b"hello\r\n", b"SSH-2.0-OpenSSH_9.0\r\n", 600.0))
+    assert len(recs) == 2 and recs[0].service == []
+
+
+def test_ftp_confirmed_off_the_port_table_gets_an_hour(tmp_path) -> None:
+    """2811/tcp is an FTP port (ftp/main.zeek) but no port_inactivity_timeouts entry: the hour
+    comes from FTP's confirmation."""
+    (rec,) = records(tmp_path, _confirmed_then_idle(2811, b"USER anonymous\r\n", b"220 ready\r\n", 600.0))
+    assert rec.service == ["ftp"] and rec.orig_pkts == 4
+
+
 # -- service: analyzer confirmation (pcapexfil.services, identifiers) ----------------------
 
 

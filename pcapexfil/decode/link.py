@@ -28,6 +28,7 @@ LT_LINUX_SLL = 113
 LT_RADIOTAP = 127
 LT_IPV4 = 228
 LT_IPV6 = 229
+LT_NFLOG = 239
 LT_LINUX_SLL2 = 276
 
 SUPPORTED_LINKTYPES = frozenset(
@@ -46,6 +47,7 @@ SUPPORTED_LINKTYPES = frozenset(
         LT_RADIOTAP,
         LT_IPV4,
         LT_IPV6,
+        LT_NFLOG,
         LT_LINUX_SLL2,
     }
 )
@@ -64,6 +66,20 @@ ET_PPPOE_SESS = 0x8864
 ET_PBB = 0x88E7
 ET_VNTAG = 0x8926
 ET_TEB = 0x6558  # transparent Ethernet bridging (GRE)
+ET_FABRICPATH = 0x8903  # Cisco FabricPath, in the outer Ethernet header only
+FABRICPATH_HEADER_LEN = 16  # Ethernet.cc: `cfplen`, the outer MACs, type and FabricPath tag
+
+# PPP protocol numbers Zeek's PPP and PPP_SERIAL analyzers forward (packet-protocols/ppp,
+# ppp_serial main.zeek); PPPoE forwards the IP ones only (pppoe/main.zeek).
+PPP_IPV4, PPP_IPV6, PPP_MPLS = 0x0021, 0x0057, 0x0281
+
+# NFLOG (src/packet_analysis/protocol/nflog/NFLog.cc; tcpdump.org LINKTYPE_NFLOG): a 4-byte
+# header (address family, version 0, resource id), then TLVs in the capturing host's byte
+# order, each padded to 4 bytes, until the packet payload TLV.
+NFLOG_HEADER_LEN = 4
+NFLOG_TLV_HEADER_LEN = 4
+NFLOG_TYPE_PAYLOAD = 9
+NFLOG_AF_INET, NFLOG_AF_INET6 = 2, 10  # nflog/main.zeek dispatch_map
 
 # Result codes for "where is the IP header": its version is read from the header itself.
 NONE = -1
@@ -111,7 +127,11 @@ def frame(dec: Decoder, fr: Frame, linktype: int, data: bytes) -> int:
             dec.weird(fr, "truncated_link_header")
             return NONE
         off = 2 if data[0] == 0xFF and data[1] == 0x03 else 0  # address/control present
+        if (data[off] << 8) | data[off + 1] == PPP_MPLS:
+            return mpls(dec, fr, data, off + 2)
         return ppp_protocol(dec, fr, data, off)
+    if linktype == LT_NFLOG:
+        return nflog(dec, fr, data)
     if linktype == LT_PPPOE_ETHER:
         return pppoe(dec, fr, data, 0)
     if linktype == LT_RADIOTAP:
@@ -133,6 +153,12 @@ def ethernet(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
     if len(data) < off + 14:
         dec.weird(fr, "truncated_ethernet_frame")
         return NONE
+    if (data[off + 12] << 8) | data[off + 13] == ET_FABRICPATH:
+        # EthernetAnalyzer::AnalyzePacket skips the FabricPath header to the inner frame.
+        if off + FABRICPATH_HEADER_LEN + 14 >= len(data):
+            dec.weird(fr, "truncated_link_header_cfp")
+            return NONE
+        off += FABRICPATH_HEADER_LEN
     if fr.l2_src is None:
         fr.l2_dst = _mac(data[off : off + 6])
         fr.l2_src = _mac(data[off + 6 : off + 12])
@@ -228,12 +254,42 @@ def pppoe(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
     return ppp_protocol(dec, fr, data, off + 6)
 
 
+def nflog(dec: Decoder, fr: Frame, data: bytes) -> int:
+    """NFLogAnalyzer::AnalyzePacket: the offset of the payload TLV's packet."""
+    n = len(data)
+    if NFLOG_HEADER_LEN >= n:
+        dec.weird(fr, "truncated_nflog_header")
+        return NONE
+    family, version = data[0], data[1]
+    if version != 0:
+        dec.weird(fr, "unknown_nflog_version")
+        return NONE
+    off = NFLOG_HEADER_LEN
+    while True:
+        if NFLOG_TLV_HEADER_LEN >= n - off:
+            dec.weird(fr, "nflog_no_pcap_payload")
+            return NONE
+        tlv_len = int.from_bytes(data[off : off + 2], "little")
+        tlv_type = int.from_bytes(data[off + 2 : off + 4], "little")
+        if tlv_type == NFLOG_TYPE_PAYLOAD:
+            off += NFLOG_TLV_HEADER_LEN
+            break
+        if tlv_len < NFLOG_TLV_HEADER_LEN:
+            dec.weird(fr, "nflog_bad_tlv_len")
+            return NONE
+        off += (tlv_len + 3) & ~3  # TLVs are padded to 32 bits
+    if family in (NFLOG_AF_INET, NFLOG_AF_INET6):
+        return off
+    dec.weird(fr, "no_suitable_analyzer_found", f"NFLOG family {family}")
+    return NONE
+
+
 def ppp_protocol(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
     if len(data) < off + 2:
         dec.weird(fr, "truncated_link_header")
         return NONE
     proto = (data[off] << 8) | data[off + 1]
-    if proto == 0x0021 or proto == 0x0057:
+    if proto == PPP_IPV4 or proto == PPP_IPV6:
         return off + 2
     return NONE  # LCP, IPCP, CHAP...: control traffic
 

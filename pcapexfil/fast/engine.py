@@ -90,6 +90,7 @@ class FastConn:
     __slots__ = (
         "app",
         "ids",
+        "inactivity_timeout",
         "orig_h",
         "orig_p",
         "proto",
@@ -110,7 +111,13 @@ class FastConn:
         self.service: list[str] = []
         self.app: dict[str, Any] = {}
         self.tunnel_parents: list[str] = []
+        self.inactivity_timeout: float | None = None  # set by an analyzer, for the kernel's C row
         self.ids: tuple[int, int, int, int] | None = None  # address halves orig_h/resp_h were made from
+
+    def set_inactivity_timeout(self, seconds: float) -> None:
+        """hooks.ConnView: FastFlow._events writes it into the kernel's row after the
+        analyzers have seen the packet."""
+        self.inactivity_timeout = seconds
 
 
 class FastFlow:
@@ -327,6 +334,7 @@ class FastFlow:
         # grows only between kernel calls, so they stay valid for this call.
         C, E = self.table.s.C, self.table.s.E
         c_serial, c_mode, c_dead, c_orig_ep = C["serial"], C["app_mode"], C["app_dead"], C["orig_ep"]
+        c_timeout = C["inactivity_timeout"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
              counted_resp, stream_start) in ev.tolist():
@@ -357,6 +365,9 @@ class FastFlow:
                     conn.orig_p, conn.resp_p = op, rp
                     for analyzer in analyzers:
                         analyzer.on_packet(conn, bool(is_orig), pkt)
+                    if conn.inactivity_timeout is not None and c_serial[c] == serial:
+                        c_timeout[c] = conn.inactivity_timeout  # the kernel waits for it (_advance)
+                        conn.inactivity_timeout = None
                     if conn.proto == PROTO_TCP:
                         st = conn.app.get(STREAM_KEY)  # the first packet makes it
                 # After a connection's first packet, the analyzers only act on stream

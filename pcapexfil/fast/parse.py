@@ -168,6 +168,8 @@ def _link(buf: np.ndarray, base: int, end: int, linktype: int) -> int:
         if end < base + 14:
             return _SLOW  # truncated_ethernet_frame
         et = _be16(buf, base + 12)
+        if et == 0x8903:
+            return _SLOW  # Cisco FabricPath: the reference decoder skips its header (link.ethernet)
         off = base + 14
         if et < 1536:
             et, off = _llc(buf, base, end, off)

@@ -50,6 +50,7 @@ from pcapexfil.flow.table import (
     FlowConfig,
 )
 from pcapexfil.jit import njit
+from pcapexfil.services import REPLY_UDP_PORTS
 
 # == TCP endpoints, connection state and events (port of flow/tcp.py) ==================
 
@@ -1371,6 +1372,11 @@ def _advance(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, now):
         serial = hser[0]
         kind = hk[0]
         gen = hg[0]
+        if (kind == T_INACTIVITY and C[c].live and C[c].serial == serial and C[c].app_call == G[G_CALL]
+                and C[c].last_ts + C[c].inactivity_timeout <= when):
+            # The analyzers have not seen this call's packets of the connection yet: one may
+            # confirm SSH/FTP and lengthen its timeout (FastFlow._events) before it expires.
+            return False
         heap_pop(G, hw, hs, hc, hser, hk, hg)
         if not C[c].live or C[c].serial != serial:
             continue
@@ -1532,7 +1538,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.app_dead = 0
     cc.app_call = 0
     cc.app_sent = 0
-    if proto == PROTO_TCP or proto == PROTO_UDP and DNS_UDP[cc.resp_p]:  # identifiers.dns.UDP_PORTS
+    if proto == PROTO_TCP or proto == PROTO_UDP and APP_UDP[cc.resp_p]:  # DNS ports, services.REPLY_UDP_PORTS
         cc.app_mode = 1
     else:
         cc.app_mode = 0
@@ -1849,6 +1855,9 @@ def _icmp_table(pairs: dict[int, int]) -> np.ndarray:
 PORTS = _port_table()
 # UDP responder ports the DNS analyzer is registered for (its expiry timer, T_DNS_EXPIRE).
 DNS_UDP = np.array([("dns" in registered_analyzers(p, PROTO_UDP)) for p in range(65536)], np.bool_)
+# UDP responder ports whose every datagram goes to the analyzers: DNS's, and those where a
+# service recogniser needs the responder's first datagram (services.REPLY_UDP_PORTS).
+APP_UDP = DNS_UDP | np.isin(np.arange(65536), np.array(sorted(REPLY_UDP_PORTS), np.int64))
 ICMP4 = _icmp_table(_ICMP4_PAIRS)
 ICMP6 = _icmp_table(_ICMP6_PAIRS)
 

@@ -65,6 +65,12 @@ DNS_EXPIRE_SLACK = 1.0
 # analyzer_inactivity_timeouts give interactive services 1 hrs.
 INTERACTIVE_INACTIVITY_TIMEOUT = 3600.0
 PORT_INACTIVITY_PORTS = frozenset({21, 22, 23, 513})  # ftp, ssh, telnet, rlogin (all /tcp)
+# analyzer_inactivity_timeouts: on analyzer_confirmation_info for these analyzers (any port)
+# the script calls set_inactivity_timeout (ConnView.set_inactivity_timeout).
+ANALYZER_INACTIVITY_TIMEOUTS: dict[str, float] = {
+    "ssh": INTERACTIVE_INACTIVITY_TIMEOUT,
+    "ftp": INTERACTIVE_INACTIVITY_TIMEOUT,
+}
 
 
 def bare_mode(bare: bool) -> dict[str, Any]:
@@ -139,6 +145,12 @@ class Connection:
         self.timer_gen = 0  # bumped to cancel the TCP analyzer's timers
         self.removed = False
         self.weirds_seen: set[str] | None = None
+
+    def set_inactivity_timeout(self, seconds: float) -> None:
+        """hooks.ConnView (Zeek's set_inactivity_timeout). The pending inactivity timer fires
+        at the old due time and re-arms at last_ts + the new timeout (_fire), which is where
+        Zeek's Session::SetInactivityTimeout puts its new timer when the timeout grows."""
+        self.inactivity_timeout = seconds
 
     # -- history (Zeek's Connection::CheckHistory / ScaledHistoryEntry) --------
     def check_history(self, mask: int, code: str) -> bool:

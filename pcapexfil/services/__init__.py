@@ -2,21 +2,27 @@
 
 The registry is `RECOGNISERS` (one module per protocol). `ServiceAnalyzer` is the flow-table
 analyzer that runs them: for each connection it picks the recognisers Zeek would attach
-(registered for the responder's port, or any port for those with a dpd.sig signature), gives
-them the first bytes of each direction (TCP: the reassembled stream, UDP: the first
-datagram) and appends the name of each that confirms; it lets the stream go as soon as every
-candidate has decided or `MAX_BYTES` per direction were seen. TLS, HTTP and DNS name
+(registered for the responder's port, or any port for those with a dpd.sig signature: there
+the signature must match first), gives them the first bytes of each direction (TCP: the
+reassembled stream, UDP: the first datagram, and on `REPLY_UDP_PORTS` the first datagram of
+each direction) and appends the name of each that confirms; it lets the stream go as soon
+as every candidate has decided or `MAX_BYTES` per direction were seen. TLS, HTTP and DNS name
 themselves in their identifier analyzers (pcapexfil.identifiers).
 """
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING
 
+from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
 from pcapexfil.hooks import AnalyzerContext, ConnView
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
-from pcapexfil.services import dhcp, ftp, ntp, quic, smtp, ssh
+from pcapexfil.services import (
+    dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
+)
 from pcapexfil.services.base import Recogniser, Verdict
 
 if TYPE_CHECKING:
@@ -26,24 +32,47 @@ if TYPE_CHECKING:
 NAME = "service"
 RECOGNISERS: tuple[Recogniser, ...] = (
     ssh.RECOGNISER, ftp.RECOGNISER, smtp.RECOGNISER, ntp.RECOGNISER, dhcp.RECOGNISER, quic.RECOGNISER,
+    krb.RECOGNISER, krb.RECOGNISER_TCP, smb.RECOGNISER, dce_rpc.RECOGNISER, ldap.RECOGNISER_TCP,
+    ldap.RECOGNISER_UDP, rdp.RECOGNISER, snmp.RECOGNISER, syslog.RECOGNISER, sip.RECOGNISER, mysql.RECOGNISER,
+    postgresql.RECOGNISER, irc.RECOGNISER, socks.RECOGNISER,
 )
 # Bytes per direction a recogniser may ask for before it must have decided.
 MAX_BYTES = 8192
 
 
-def candidates(proto: int, resp_p: int) -> list[Recogniser]:
-    """The recognisers Zeek would try on a connection: by the responder's port
-    (analyzer::Manager::BuildInitialAnalyzerTree) or by signature (any port)."""
-    return [r for r in RECOGNISERS if r.transport == proto and (r.any_port or (resp_p, proto) in r.ports())]
+_PORTS: dict[Recogniser, frozenset[tuple[int, int]]] = {r: r.ports() for r in RECOGNISERS}
+# UDP responder ports where a recogniser needs the responder's datagram: the fast engine
+# hands every datagram of these flows to the analyzers, as it does on DNS ports
+# (fast.table.APP_UDP).
+REPLY_UDP_PORTS: frozenset[int] = frozenset(
+    port for r in RECOGNISERS if r.both_datagrams for port, proto in _PORTS[r] if proto == PROTO_UDP
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
+    """The recognisers Zeek would try on a connection, each with whether its signature must
+    match first: by the responder's port (analyzer::Manager::BuildInitialAnalyzerTree) or
+    by signature (dpd.sig, any port). Cached: asked for every connection."""
+    out = []
+    for r in RECOGNISERS:
+        if r.transport != proto:
+            continue
+        if r.any_port or (resp_p, proto) in _PORTS[r]:
+            out.append((r, False))
+        elif r.signature is not None:
+            out.append((r, True))
+    return tuple(out)
 
 
 class _State:
-    __slots__ = ("pending", "orig", "resp")
+    __slots__ = ("pending", "orig", "resp", "udp_seen")
 
-    def __init__(self, pending: list[Recogniser]) -> None:
+    def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
         self.orig = b""
         self.resp = b""
+        self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
 
 
 class ServiceAnalyzer:
@@ -59,19 +88,12 @@ class ServiceAnalyzer:
         if st is None:
             if conn.proto not in (PROTO_TCP, PROTO_UDP):
                 return
-            st = conn.app[NAME] = _State(candidates(conn.proto, conn.resp_p))
-            if conn.proto == PROTO_UDP:
-                # Only the first datagram: the fast engine hands later UDP packets to the
-                # analyzers only on DNS ports (hooks.AppAnalyzer.on_packet).
-                if is_orig:
-                    st.orig = pkt.payload
-                else:
-                    st.resp = pkt.payload
-                self._decide(conn, st)
-                st.pending = []
-                return
+            st = conn.app[NAME] = _State(list(candidates(conn.proto, conn.resp_p)))
         elif not st.pending:
             return  # decided (and the stream let go)
+        if conn.proto == PROTO_UDP:
+            self._datagram(conn, st, is_orig, pkt.payload)
+            return
         if conn.proto == PROTO_TCP:
             data = tcp_data(conn, is_orig, pkt, self.users)  # the first call creates the shared streams
             if not st.pending:
@@ -88,20 +110,55 @@ class ServiceAnalyzer:
             self._decide(conn, st)
             if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
                 st.pending = []
+            s = streams(conn)
+            if s is None:
+                return
             if not st.pending:
-                s = streams(conn)
-                if s is not None:
-                    s.release(NAME)
+                s.release(NAME)
+            elif len(st.orig if is_orig else st.resp) >= MAX_BYTES:
+                # This direction's bytes are all read (a one-sided transfer need not reach Python).
+                s.release_direction(NAME, is_orig)
+
+    def _datagram(self, conn: ConnView, st: _State, is_orig: bool, payload: bytes) -> None:
+        """UDP: the first datagram; then, for recognisers that need the responder's and on
+        their registered ports (the fast engine hands later datagrams to the analyzers only
+        on DNS ports and REPLY_UDP_PORTS), the first datagram of the other direction."""
+        if not st.pending:
+            return
+        bit = 1 if is_orig else 2
+        if st.udp_seen & bit:
+            return
+        st.udp_seen |= bit
+        if is_orig:
+            st.orig = payload
+        else:
+            st.resp = payload
+        self._decide(conn, st)
+        if st.udp_seen == 3:
+            st.pending = []
+        else:
+            st.pending = [(r, sig) for r, sig in st.pending if r.both_datagrams and not sig]
 
     def _decide(self, conn: ConnView, st: _State) -> None:
         left = []
-        for rec in st.pending:
+        for rec, via_signature in st.pending:
+            if via_signature:
+                assert rec.signature is not None
+                matched = rec.signature(st.orig, st.resp)
+                if matched is Verdict.REJECT:
+                    continue
+                if matched is Verdict.MORE:
+                    left.append((rec, True))
+                    continue
             verdict = rec.check(st.orig, st.resp)
             if verdict is Verdict.CONFIRM:
                 if rec.name not in conn.service:
                     conn.service.append(rec.name)
+                    timeout = ANALYZER_INACTIVITY_TIMEOUTS.get(rec.name)
+                    if timeout is not None:  # conn/inactivity.zeek, analyzer_confirmation_info
+                        conn.set_inactivity_timeout(timeout)
             elif verdict is Verdict.MORE:
-                left.append(rec)
+                left.append((rec, False))
         st.pending = left
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:

@@ -10,11 +10,16 @@ the confirming part on the first bytes of each direction and then lets go.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 from pcapexfil.flow.ports import REGISTRATIONS
+
+# Zeek matches dpd.sig payload patterns against the first bytes of each direction only
+# (init-bare.zeek: dpd_match_only_beginning = T, dpd_buffer_size = 1024).
+SIGNATURE_WINDOW = 1024
 
 
 class Verdict(Enum):
@@ -33,17 +38,19 @@ class Recogniser:
     name: str  # the analyzer name conn.log writes
     transport: int  # IP protocol
     check: Check
-    # True when the analyzer has a dpd.sig signature: Zeek tries it on any port.
+    # True when the analyzer has a dpd.sig signature that `check` itself covers: Zeek
+    # tries it on any port (ssh: its signature is the version line the check reads).
     any_port: bool = False
+    # The analyzer's dpd.sig signature(s), when they differ from what `check` reads: on a
+    # port the analyzer is not registered for, it is attached (and `check` consulted) only
+    # once this confirms.
+    signature: Check | None = None
+    # UDP: confirmation needs the responder's datagram (SNMP, SIP), so the first datagram of
+    # each direction is read on the registered ports (`services.REPLY_UDP_PORTS`).
+    both_datagrams: bool = False
 
     def ports(self) -> frozenset[tuple[int, int]]:
-        return registered_ports(self.name)
-
-
-@functools.cache
-def registered_ports(analyzer: str) -> frozenset[tuple[int, int]]:
-    """(port, protocol) pairs Zeek registers `analyzer` for (asked once per connection)."""
-    return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == analyzer))
+        return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == self.name))
 
 
 def first_line(data: bytes) -> bytes | None:
@@ -52,3 +59,31 @@ def first_line(data: bytes) -> bytes | None:
     if end < 0:
         return None
     return data[:end].rstrip(b"\r")
+
+
+@functools.lru_cache(maxsize=4096)
+def signature_match(pattern: re.Pattern[bytes], data: bytes, need: int = SIGNATURE_WINDOW) -> bool | None:
+    """A dpd.sig payload pattern (anchored at the direction's first byte, as Zeek's are)
+    against `data`: True on a match, False once `need` bytes (or the signature window) were
+    seen without one, None while fewer were seen. Cached: a recogniser asks again for the
+    direction that got no new bytes whenever the other one does."""
+    if pattern.match(data[:SIGNATURE_WINDOW]):
+        return True
+    return False if len(data) >= min(need, SIGNATURE_WINDOW) else None
+
+
+def both_directions(client: bool | None, server: bool | None) -> Verdict:
+    """A signature pair (`requires-reverse-signature`) or a check that needs both sides."""
+    if client is False or server is False:
+        return Verdict.REJECT
+    return Verdict.CONFIRM if client and server else Verdict.MORE
+
+
+def either_direction(orig: bool | None, resp: bool | None) -> Verdict:
+    """A check that confirms on a well-formed message in either direction; a malformed one
+    (before any confirmation) is Zeek's analyzer violation."""
+    if orig or resp:
+        return Verdict.CONFIRM
+    if orig is False or resp is False:
+        return Verdict.REJECT
+    return Verdict.MORE

@@ -1,0 +1,75 @@
+"""IRC: one well-formed client line.
+
+Zeek's IRC analyzer (src/analyzer/protocol/irc/IRC.cc, IRC_Analyzer::DeliverStream) reads
+lines (ContentLine_Analyzer) and calls ProtocolConfirmation for the first originator line
+that survives its first checks: at most 512 bytes (longer: weird, skipped), at least 3
+characters after leading spaces (shorter: weird, skipped), and a `:prefix` followed by a
+space (else weird, skipped). Registered on 6666-6669/tcp (irc/main.zeek). irc/dpd.sig
+attaches it on any port: a client's USER and NICK lines (either order) with a server reply
+line (`(:prefix )?ddd `, `requires-reverse-signature`), or SERVER lines both ways; modelled.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pcapexfil.packet import PROTO_TCP
+from pcapexfil.services.base import Recogniser, Verdict, both_directions, signature_match
+
+MAX_LINE = 512
+MIN_LINE = 3
+MAX_LINE_BUFFER = 1000  # IRC.cc: ContentLine_Analyzer(conn, orig, 1000)
+
+_SIG_CLIENT = (
+    re.compile(rb"(|.*[\r\n]) *[Uu][Ss][Ee][Rr] +.+[\n\r]+ *[Nn][Ii][Cc][Kk] +.*[\r\n]", re.DOTALL),
+    re.compile(rb"(|.*[\r\n]) *[Nn][Ii][Cc][Kk] +.+[\r\n]+ *[Uu][Ss][Ee][Rr] +.+[\r\n]", re.DOTALL),
+)
+_SIG_SERVER_REPLY = re.compile(rb"(|.*[\n\r])(:[^ \n\r]+ )?[0-9][0-9][0-9] ", re.DOTALL)
+_SIG_SERVER_TO_SERVER = re.compile(rb"(|.*[\r\n]) *[Ss][Ee][Rr][Vv][Ee][Rr] +[^ ]+ +[0-9]+ +:.+[\r\n]", re.DOTALL)
+
+
+def _confirming_line(line: bytes) -> bool:
+    if len(line) > MAX_LINE:
+        return False
+    line = line.lstrip(b" ")
+    if len(line) < MIN_LINE:
+        return False
+    return not (line[:1] == b":" and b" " not in line)
+
+
+def client(data: bytes) -> bool | None:
+    """True once a client line would confirm; False when none did in the bytes read."""
+    pos = 0
+    while True:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            return False if len(data) - pos > MAX_LINE_BUFFER else None
+        if _confirming_line(data[pos:end].rstrip(b"\r")):
+            return True
+        pos = end + 1
+
+
+def check(orig: bytes, resp: bytes) -> Verdict:
+    ok = client(orig)
+    return Verdict.CONFIRM if ok else Verdict.REJECT if ok is False else Verdict.MORE
+
+
+def _any(patterns: tuple[re.Pattern[bytes], ...], data: bytes) -> bool | None:
+    results = [signature_match(p, data) for p in patterns]
+    return True if any(results) else None if None in results else False
+
+
+def signature(orig: bytes, resp: bytes) -> Verdict:
+    client = _any(_SIG_CLIENT, orig) if orig else None
+    reply = signature_match(_SIG_SERVER_REPLY, resp) if resp else None
+    user_nick = both_directions(client, reply)
+    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig) if orig else None,
+                              signature_match(_SIG_SERVER_TO_SERVER, resp) if resp else None)
+    if Verdict.CONFIRM in (user_nick, servers):
+        return Verdict.CONFIRM
+    if user_nick is Verdict.REJECT and servers is Verdict.REJECT:
+        return Verdict.REJECT
+    return Verdict.MORE
+
+
+RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature)

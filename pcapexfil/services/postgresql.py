@@ -1,0 +1,76 @@
+"""PostgreSQL: a client StartupMessage, or an SSLRequest the server answered.
+
+Zeek's PostgreSQL analyzer is a Spicy parser (src/analyzer/protocol/postgresql/
+postgresql.spicy) whose confirmations are in postgresql_zeek.spicy: `on
+PostgreSQL::StartupMessage::%done` (a length >= 9, protocol major version 3, name/value
+parameters, a terminating NUL) and `on PostgreSQL::MaybeBackendSSL::ssl_byte` (the server's
+'S' or 'N' after the client's 8-byte SSLRequest, code 80877103). FrontendMessages throws
+on another major version (a violation). Registered on 5432/tcp (postgresql/main.zeek).
+postgresql/dpd.sig attaches it on other ports for an SSLRequest answered by S/N, or a
+version-3 startup message carrying `user\\0` answered by a message header; modelled.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pcapexfil.packet import PROTO_TCP
+from pcapexfil.services.base import Recogniser, Verdict, both_directions, signature_match
+
+SSL_REQUEST_LEN = 8
+SSL_REQUEST_CODE = 80877103
+MAJOR_VERSION = 3
+MIN_STARTUP_LEN = 9
+SSL_ANSWERS = b"SN"
+_PARAMETER_NAME = re.compile(rb"[-_/A-Za-z0-9]+")
+_PARAMETER_VALUE = re.compile(rb"[\x20-\x7e]+")
+
+_SIG_SSL_REQUEST = re.compile(rb"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+_SIG_SSL_ANSWER = re.compile(rb"[SN]")
+_SIG_STARTUP = re.compile(rb"....\x00\x03\x00.{0,256}user\x00", re.DOTALL)
+_SIG_ANY_RESPONSE = re.compile(rb"[a-zA-Z0-9]\x00\x00..", re.DOTALL)
+SIG_STARTUP_NEED = 4 + 3 + 256 + 5
+
+
+def _startup(data: bytes) -> bool | None:
+    """A whole StartupMessage (postgresql.spicy's unit)."""
+    length = int.from_bytes(data[:4], "big")
+    if length < MIN_STARTUP_LEN:
+        return False
+    if len(data) < length:
+        return None
+    pos, end = 8, length - 1
+    while pos < end:
+        for pattern in (_PARAMETER_NAME, _PARAMETER_VALUE):
+            m = pattern.match(data, pos, end)
+            if m is None or m.end() >= end or data[m.end()] != 0:
+                return False
+            pos = m.end() + 1
+    return pos == end and data[end] == 0
+
+
+def check(orig: bytes, resp: bytes) -> Verdict:
+    if len(orig) < SSL_REQUEST_LEN:
+        return Verdict.MORE
+    length = int.from_bytes(orig[:4], "big")
+    code = int.from_bytes(orig[4:8], "big")
+    if length == SSL_REQUEST_LEN and code == SSL_REQUEST_CODE:
+        if not resp:
+            return Verdict.MORE
+        return Verdict.CONFIRM if resp[0] in SSL_ANSWERS else Verdict.REJECT
+    if length < SSL_REQUEST_LEN or code >> 16 != MAJOR_VERSION:
+        return Verdict.REJECT
+    ok = _startup(orig)
+    return Verdict.MORE if ok is None else Verdict.CONFIRM if ok else Verdict.REJECT
+
+
+def signature(orig: bytes, resp: bytes) -> Verdict:
+    client_ssl = signature_match(_SIG_SSL_REQUEST, orig, SSL_REQUEST_LEN) if orig else None
+    if client_ssl:
+        return both_directions(True, signature_match(_SIG_SSL_ANSWER, resp, 1) if resp else None)
+    client = signature_match(_SIG_STARTUP, orig, SIG_STARTUP_NEED) if orig else None
+    server = signature_match(_SIG_ANY_RESPONSE, resp, 5) if resp else None
+    return both_directions(client, server)
+
+
+RECOGNISER = Recogniser("postgresql", PROTO_TCP, check, signature=signature)

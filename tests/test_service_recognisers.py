@@ -1,0 +1,326 @@
+"""The confirm-only service recognisers (pcapexfil.services), one handcrafted positive and
+one negative per protocol, checked against what the Zeek analyzer named in each module's
+docstring confirms; then a few through both engines (the UDP responder datagram, a
+signature on another port)."""
+
+from __future__ import annotations
+
+import dpkt
+from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
+from record_sink import RecordCollector
+from test_fast_engine import assert_same
+
+from pcapexfil.packet import PROTO_TCP, PROTO_UDP
+from pcapexfil.pipeline import RunOptions, run
+from pcapexfil.record import ConnRecord
+from pcapexfil.services import (
+    REPLY_UDP_PORTS,
+    candidates,
+    dce_rpc,
+    irc,
+    krb,
+    ldap,
+    mysql,
+    postgresql,
+    rdp,
+    sip,
+    smb,
+    snmp,
+    socks,
+    syslog,
+)
+from pcapexfil.services.base import Verdict
+
+CONFIRM, REJECT, MORE = Verdict.CONFIRM, Verdict.REJECT, Verdict.MORE
+
+
+def tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+# -- Kerberos --------------------------------------------------------------------------------
+
+AS_REQ = tlv(0x6A, tlv(0x30, tlv(0xA1, tlv(0x02, b"\x05")) + tlv(0xA2, tlv(0x02, b"\x0a"))))
+
+
+def test_krb_as_req_confirms_over_udp_and_tcp() -> None:
+    assert krb.check_udp(AS_REQ, b"") is CONFIRM
+    assert krb.check_tcp(len(AS_REQ).to_bytes(4, "big") + AS_REQ, b"") is CONFIRM
+    assert krb.check_tcp(len(AS_REQ).to_bytes(4, "big") + AS_REQ[:5], b"") is MORE
+
+
+def test_krb_unknown_application_tag_or_overrun_rejects() -> None:
+    assert krb.check_udp(tlv(0x61, tlv(0x30, b"")), b"") is REJECT  # APPLICATION 1: no KRB message
+    assert krb.check_tcp((3).to_bytes(4, "big") + AS_REQ, b"") is REJECT  # longer than its record
+
+
+# -- LDAP --------------------------------------------------------------------------------------
+
+BIND_REQUEST = tlv(0x30, tlv(0x02, b"\x01") + tlv(0x60, tlv(0x02, b"\x03") + tlv(0x04, b"") + tlv(0x80, b"")))
+BIND_RESPONSE = tlv(0x30, tlv(0x02, b"\x01") + tlv(0x61, tlv(0x0A, b"\x00") + tlv(0x04, b"") + tlv(0x04, b"")))
+
+
+def test_ldap_one_whole_message_confirms() -> None:
+    assert ldap.check(BIND_REQUEST, b"") is CONFIRM
+    assert ldap.check(b"", BIND_RESPONSE) is CONFIRM
+    assert ldap.check(BIND_REQUEST[:-1], b"") is MORE
+
+
+def test_ldap_unknown_opcode_or_no_sequence_rejects() -> None:
+    unknown_op = tlv(0x30, tlv(0x02, b"\x01") + tlv(0x71, b""))  # APPLICATION 17: not a ProtocolOpcode
+    assert ldap.check(unknown_op, b"") is REJECT
+    assert ldap.check(b"GET / HTTP/1.1\r\n", b"") is REJECT
+
+
+def test_ldap_signature_needs_the_server_sequence() -> None:
+    assert ldap.signature_tcp(BIND_REQUEST, BIND_RESPONSE) is CONFIRM
+    assert ldap.signature_tcp(BIND_REQUEST, b"") is MORE
+    assert ldap.signature_tcp(BIND_REQUEST, b"HTTP/1.1 400\r\n") is REJECT
+
+
+# -- SNMP --------------------------------------------------------------------------------------
+
+
+def snmp_v2c(pdu_tag: int) -> bytes:
+    varbind = tlv(0x30, tlv(0x30, tlv(0x06, b"\x2b\x06\x01") + b"\x05\x00"))
+    pdu = tlv(pdu_tag, tlv(0x02, b"\x01") + tlv(0x02, b"\x00") + tlv(0x02, b"\x00") + varbind)
+    return tlv(0x30, tlv(0x02, b"\x01") + tlv(0x04, b"public") + pdu)
+
+
+def test_snmp_confirms_on_the_responder_header_only() -> None:
+    assert snmp.check(snmp_v2c(0xA0), b"") is MORE  # a GetRequest: proc_header confirms only `! is_orig`
+    assert snmp.check(snmp_v2c(0xA0), snmp_v2c(0xA2)) is CONFIRM
+
+
+def test_snmp_wrong_tag_rejects() -> None:
+    assert snmp.check(snmp_v2c(0xA0), tlv(0x30, tlv(0x02, b"\x01") + tlv(0x02, b"\x00"))) is REJECT
+    assert snmp.check(b"\x17\x03\x03\x00\x10", b"") is REJECT
+
+
+# -- syslog, SIP -------------------------------------------------------------------------------
+
+
+def test_syslog_any_datagram_confirms() -> None:
+    assert syslog.check(b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed", b"") is CONFIRM
+    assert syslog.check(b"no priority at all", b"") is CONFIRM  # Syslog::Message's PRI is optional
+    assert syslog.check(b"", b"") is MORE
+
+
+def test_sip_confirms_on_the_reply_line_only() -> None:
+    invite = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP pc33\r\n\r\n"
+    assert sip.check(invite, b"") is MORE
+    assert sip.check(invite, b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP pc33\r\n\r\n") is CONFIRM
+    assert sip.check(invite, b"HTTP/1.1 200 OK\r\n\r\n") is REJECT
+
+
+# -- SMB, DCE/RPC ------------------------------------------------------------------------------
+
+
+def nbss(body: bytes) -> bytes:
+    return b"\x00" + len(body).to_bytes(3, "big") + body
+
+
+SMB2_HEADER = b"\xfeSMB" + (64).to_bytes(2, "little") + bytes(58)
+
+
+def test_smb_confirms_after_three_messages() -> None:
+    assert smb.check(nbss(SMB2_HEADER), nbss(SMB2_HEADER)) is MORE
+    assert smb.check(nbss(SMB2_HEADER) * 2, nbss(SMB2_HEADER)) is CONFIRM
+    assert smb.check(nbss(b"\xffSMB" + bytes(28)) * 2, nbss(b"\xffSMB" + bytes(28))) is CONFIRM
+
+
+def test_smb_without_the_magic_rejects_and_signature_needs_it() -> None:
+    assert smb.check(nbss(b"\x00SMB" + bytes(60)), nbss(b"garbage!" * 4)) is REJECT
+    assert smb.signature(nbss(SMB2_HEADER), b"") is CONFIRM
+    assert smb.signature(b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n") is REJECT
+
+
+def dcerpc_bind(frag_len: int = 72, ptype: int = 11) -> bytes:
+    header = bytes([5, 0, ptype, 0x03, 0x10, 0, 0, 0]) + frag_len.to_bytes(2, "little") + bytes(6)
+    return header + bytes(frag_len - len(header))
+
+
+def test_dce_rpc_whole_pdu_confirms() -> None:
+    assert dce_rpc.check(dcerpc_bind(), b"") is CONFIRM
+    assert dce_rpc.check(dcerpc_bind()[:40], b"") is MORE
+    assert dce_rpc.signature(dcerpc_bind(), b"") is CONFIRM
+
+
+def test_dce_rpc_wrong_version_rejects() -> None:
+    assert dce_rpc.check(b"\x04" + dcerpc_bind()[1:], b"") is REJECT
+    not_first_and_last = b"\x05\x00\x0b\x01" + bytes(12)  # the signature wants flags 0x03
+    assert dce_rpc.signature(not_first_and_last, b"") is MORE  # either direction may match
+    assert dce_rpc.signature(not_first_and_last, not_first_and_last) is REJECT
+
+
+# -- MySQL, PostgreSQL -------------------------------------------------------------------------
+
+
+def mysql_packet(seq: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "little") + bytes([seq]) + payload
+
+
+GREETING = mysql_packet(0, b"\x0a" + b"8.0.36\x00" + bytes(40))
+SSL_REQUEST = mysql_packet(1, bytes(32))
+
+
+def test_mysql_greeting_then_handshake_response_confirms() -> None:
+    assert mysql.check(b"", GREETING) is MORE
+    assert mysql.check(SSL_REQUEST, GREETING) is CONFIRM
+
+
+def test_mysql_other_version_or_error_greeting_rejects() -> None:
+    assert mysql.check(SSL_REQUEST, mysql_packet(0, b"\xff\x6a\x04Host not allowed")) is REJECT
+    assert mysql.check(b"", b"SSH-2.0-OpenSSH_9.6\r\n") is REJECT
+
+
+def startup(params: bytes, version: int = 0x00030000) -> bytes:
+    body = version.to_bytes(4, "big") + params + b"\x00"
+    return (len(body) + 4).to_bytes(4, "big") + body
+
+
+def test_postgresql_startup_or_answered_sslrequest_confirms() -> None:
+    assert postgresql.check(startup(b"user\x00alice\x00database\x00db\x00"), b"") is CONFIRM
+    ssl_request = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+    assert postgresql.check(ssl_request, b"") is MORE
+    assert postgresql.check(ssl_request, b"S") is CONFIRM
+    assert postgresql.check(ssl_request, b"N") is CONFIRM
+
+
+def test_postgresql_other_major_or_bad_parameter_rejects() -> None:
+    assert postgresql.check(startup(b"user\x00alice\x00", version=0x00020000), b"") is REJECT
+    assert postgresql.check(startup(b"us er\x00alice\x00"), b"") is REJECT
+    assert postgresql.signature(startup(b"user\x00alice\x00"), b"R\x00\x00\x00\x08\x00\x00\x00\x00") is CONFIRM
+
+
+# -- IRC, SOCKS, RDP ---------------------------------------------------------------------------
+
+
+def test_irc_first_well_formed_client_line_confirms() -> None:
+    assert irc.check(b"NICK alice\r\nUSER alice 0 * :Alice\r\n", b"") is CONFIRM
+    assert irc.check(b"  \r\nNICK alice\r\n", b"") is CONFIRM  # the short line is skipped (weird only)
+    assert irc.check(b"NICK al", b"") is MORE
+
+
+def test_irc_without_a_usable_client_line_rejects() -> None:
+    assert irc.check(b"\x16\x03\x01" + bytes(1100), b"") is REJECT
+    assert irc.check(b":prefix-without-space\r\n" + b"x" * 1001, b"") is REJECT
+
+
+def test_irc_signature_user_nick_with_server_reply() -> None:
+    client = b"NICK alice\r\nUSER alice 0 * :Alice\r\n"
+    assert irc.signature(client, b":irc.example.net 001 alice :Welcome\r\n") is CONFIRM
+    assert irc.signature(client, b"HTTP/1.1 400 Bad\r\n") is MORE  # a reply line may come later
+    assert irc.signature(b"GET / HTTP/1.1\r\n" + bytes(1100), b"HTTP/1.1 200 OK\r\n" + bytes(1100)) is REJECT
+
+
+def test_socks4_and_socks5_reply_confirms() -> None:
+    request4 = b"\x04\x01\x00\x50\x0a\x00\x00\x01alice\x00"
+    assert socks.check(request4, b"\x00\x5a\x00\x50\x0a\x00\x00\x01") is CONFIRM
+    greeting5 = b"\x05\x01\x00"
+    request5 = b"\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"
+    reply5 = b"\x05\x00\x00\x01\x0a\x00\x00\x02\x04\x00"
+    assert socks.check(greeting5, b"\x05\x00") is MORE  # negotiation only: no reply yet
+    assert socks.check(greeting5 + request5, b"\x05\x00" + reply5) is CONFIRM
+    assert socks.signature(greeting5, b"\x05\x00") is CONFIRM
+
+
+def test_socks_wrong_version_or_address_type_rejects() -> None:
+    assert socks.check(b"GET / HTTP/1.1\r\n", b"") is REJECT
+    assert socks.check(b"\x05\x01\x00", b"\x05\x00\x05\x00\x00\x09" + bytes(6)) is REJECT
+
+
+def tpkt(body: bytes) -> bytes:
+    return b"\x03\x00" + (len(body) + 4).to_bytes(2, "big") + body
+
+
+RDP_CR = tpkt(b"\x26\xe0\x00\x00\x00\x00\x00Cookie: mstshash=alice\r\n")
+RDP_CC = tpkt(b"\x0e\xd0\x00\x00\x12\x34\x00\x02\x00\x08\x00\x00\x00\x00\x00")
+CONNECT_INITIAL = tpkt(b"\x02\xf0\x80\x7f\x65\x82\x01\x00" + bytes(20) + b"\x01\xc0\xd8\x00" + bytes(40))
+
+
+def test_rdp_connect_initial_with_core_data_confirms() -> None:
+    assert rdp.check(RDP_CR, RDP_CC) is MORE  # the X.224 exchange confirms nothing
+    assert rdp.check(RDP_CR + CONNECT_INITIAL, RDP_CC) is CONFIRM
+    assert rdp.signature(RDP_CR, RDP_CC) is CONFIRM
+
+
+def test_rdp_tls_after_negotiation_rejects() -> None:
+    client_hello = b"\x16\x03\x01\x00\x50" + bytes(80)
+    assert rdp.check(RDP_CR + client_hello, RDP_CC) is REJECT
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+
+def test_candidates_by_port_and_by_signature() -> None:
+    by_port = {r.name: sig for r, sig in candidates(PROTO_TCP, 445)}
+    assert by_port["smb"] is False and by_port["dce_rpc"] is True
+    assert {r.name for r, sig in candidates(PROTO_TCP, 6667) if not sig} == {"irc", "ssh"}
+    assert "mysql" not in {r.name for r, _ in candidates(PROTO_TCP, 9999)}  # no dpd.sig
+    assert {r.name for r, _ in candidates(PROTO_UDP, 161)} == {"snmp"}
+    assert REPLY_UDP_PORTS == {161, 162, 5060}
+
+
+# -- through both engines ----------------------------------------------------------------------
+
+SYN, ACK, PSH = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_PUSH
+CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
+
+
+def _records(tmp_path, frames: list[tuple[float, bytes]]) -> list[ConnRecord]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = str(write_pcap(tmp_path / "t.pcap", frames))
+    assert assert_same([path], tmp_path, local_nets=()) > 0
+    sink = RecordCollector()
+    run([path], RunOptions(out_dir=None, seed=1, local_nets=(), engine="reference"), [sink])
+    return sorted(sink.records, key=lambda r: r.ts)
+
+
+def _exchange(port: int, turns: list[tuple[bool, bytes]]) -> list[tuple[float, bytes]]:
+    """A handshake, then each (from client?, bytes) turn as one segment."""
+    t, cseq, sseq = 10.0, 101, 901
+    frames = [
+        (t, ether(ipv4(tcp(50000, port, SYN, 100, 0), CLIENT, SERVER))),
+        (t + 0.01, ether(ipv4(tcp(port, 50000, SYN | ACK, 900, 101), SERVER, CLIENT))),
+        (t + 0.02, ether(ipv4(tcp(50000, port, ACK, 101, 901), CLIENT, SERVER))),
+    ]
+    for i, (from_client, data) in enumerate(turns):
+        ts = t + 0.03 + 0.01 * i
+        if from_client:
+            frames.append((ts, ether(ipv4(tcp(50000, port, PSH | ACK, cseq, sseq, data), CLIENT, SERVER))))
+            cseq += len(data)
+        else:
+            frames.append((ts, ether(ipv4(tcp(port, 50000, PSH | ACK, sseq, cseq, data), SERVER, CLIENT))))
+            sseq += len(data)
+    return frames
+
+
+def test_snmp_response_datagram_confirms_in_both_engines(tmp_path) -> None:
+    frames = [
+        (1.0, ether(ipv4(udp(40000, 161, snmp_v2c(0xA0)), CLIENT, SERVER))),
+        (1.1, ether(ipv4(udp(161, 40000, snmp_v2c(0xA2)), SERVER, CLIENT))),
+    ]
+    (rec,) = _records(tmp_path / "answered", frames)
+    assert rec.service == ["snmp"]
+    (rec,) = _records(tmp_path / "unanswered", frames[:1])
+    assert rec.service == []
+
+
+def test_mysql_and_irc_on_their_ports(tmp_path) -> None:
+    (rec,) = _records(tmp_path / "mysql", _exchange(3306, [(False, GREETING), (True, SSL_REQUEST)]))
+    assert rec.service == ["mysql"]
+    (rec,) = _records(tmp_path / "irc", _exchange(6667, [(True, b"NICK alice\r\nUSER alice 0 * :A\r\n")]))
+    assert rec.service == ["irc"]
+
+
+def test_dce_rpc_signature_on_another_port(tmp_path) -> None:
+    """dce-rpc/dpd.sig attaches the analyzer on 502/tcp (corpus: modbus_and_non_modbus_on_port_502)."""
+    (rec,) = _records(tmp_path / "sig", _exchange(502, [(True, dcerpc_bind())]))
+    assert rec.service == ["dce_rpc"]
+    (rec,) = _records(tmp_path / "nosig", _exchange(3306, [(True, b"\x05\x00\x0b\x01" + bytes(68))]))
+    assert rec.service == []
