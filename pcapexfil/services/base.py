@@ -62,12 +62,21 @@ def first_line(data: bytes) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def signature_match(pattern: re.Pattern[bytes], data: bytes, need: int = SIGNATURE_WINDOW) -> bool | None:
+def signature_match(pattern: re.Pattern[bytes], data: bytes, need: int = SIGNATURE_WINDOW,
+                    needles: tuple[bytes, ...] = ()) -> bool | None:
     """A dpd.sig payload pattern (anchored at the direction's first byte, as Zeek's are)
     against `data`: True on a match, False once `need` bytes (or the signature window) were
-    seen without one, None while fewer were seen. Cached: a recogniser asks again for the
-    direction that got no new bytes whenever the other one does."""
-    if pattern.match(data[:SIGNATURE_WINDOW]):
+    seen without one, None while fewer were seen. `needles`: lower-case bytes every match
+    contains (case folded), looked for first: the pattern runs only where it could match.
+    Cached: a recogniser asks again for the direction that got no new bytes whenever the
+    other one does."""
+    window = data[:SIGNATURE_WINDOW]
+    if needles:
+        folded = window.lower()
+        possible = all(needle in folded for needle in needles)
+    else:
+        possible = True
+    if possible and pattern.match(window):
         return True
     return False if len(data) >= min(need, SIGNATURE_WINDOW) else None
 

@@ -25,6 +25,9 @@ _SIG_CLIENT = (
     re.compile(rb"(|.*[\r\n]) *[Nn][Ii][Cc][Kk] +.+[\r\n]+ *[Uu][Ss][Ee][Rr] +.+[\r\n]", re.DOTALL),
 )
 _SIG_SERVER_REPLY = re.compile(rb"(|.*[\n\r])(:[^ \n\r]+ )?[0-9][0-9][0-9] ", re.DOTALL)
+# What the client and server-to-server patterns must contain (case folded): checked first.
+_USER_NICK = (b"user", b"nick")
+_SERVER = (b"server",)
 _SIG_SERVER_TO_SERVER = re.compile(rb"(|.*[\r\n]) *[Ss][Ee][Rr][Vv][Ee][Rr] +[^ ]+ +[0-9]+ +:.+[\r\n]", re.DOTALL)
 
 
@@ -55,7 +58,7 @@ def check(orig: bytes, resp: bytes) -> Verdict:
 
 
 def _any(patterns: tuple[re.Pattern[bytes], ...], data: bytes) -> bool | None:
-    results = [signature_match(p, data) for p in patterns]
+    results = [signature_match(p, data, needles=_USER_NICK) for p in patterns]
     return True if any(results) else None if None in results else False
 
 
@@ -63,8 +66,8 @@ def signature(orig: bytes, resp: bytes) -> Verdict:
     client = _any(_SIG_CLIENT, orig) if orig else None
     reply = signature_match(_SIG_SERVER_REPLY, resp) if resp else None
     user_nick = both_directions(client, reply)
-    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig) if orig else None,
-                              signature_match(_SIG_SERVER_TO_SERVER, resp) if resp else None)
+    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig, needles=_SERVER) if orig else None,
+                              signature_match(_SIG_SERVER_TO_SERVER, resp, needles=_SERVER) if resp else None)
     if Verdict.CONFIRM in (user_nick, servers):
         return Verdict.CONFIRM
     if user_nick is Verdict.REJECT and servers is Verdict.REJECT:
