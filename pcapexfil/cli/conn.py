@@ -23,6 +23,22 @@ engine_option = click.option(
     help="fast: numba parser and flow table; reference: the readable dpkt/Python path.")
 
 
+def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """`--workers`: a positive number, or `auto` (the cores this process may use)."""
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r}: want a number of workers ≥ 1, or auto")
+    return int(value)
+
+
+# Shared with `analyze`: processes that share the connections by flow hash.
+workers_option = click.option(
+    "--workers", default="1", show_default=True, callback=_workers, metavar="N|auto",
+    help="Processes sharing the capture, each keeping the connections whose flow hash is its share "
+    "(auto: one per core); same output as one. Fast engine only.")
+
+
 def _fail(message: str) -> None:
     click.echo(f"pcapexfil: error: {message}", err=True)
     sys.exit(2)
@@ -43,12 +59,14 @@ def _fail(message: str) -> None:
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
 @engine_option
+@workers_option
 @click.option("--format", "fmt", type=click.Choice(["zeek", "parquet"]), default="zeek", show_default=True,
               help="zeek: OUT/conn.log; parquet: OUT/records/day=YYYY-MM-DD/*.parquet (docs/parquet-schema.md, "
               "needs pcapexfil[dist]).")
 @click.option("--sensor", default=None, help="Sensor name in every Parquet record (column `sensor`).")
 def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, verify_checksums: bool,
-         local_nets: str, seed: int | None, max_flows: int, engine: str, fmt: str, sensor: str | None) -> None:
+         local_nets: str, seed: int | None, max_flows: int, engine: str, workers: int, fmt: str,
+         sensor: str | None) -> None:
     """Write OUT/conn.log for PCAP... (pcap or pcapng, gzip too; several files are one
     stream in time order).
 
@@ -60,6 +78,8 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     from pcapexfil.source import CaptureError, open_captures
     from pcapexfil.weird import Weirds
 
+    if workers > 1 and engine != "fast":
+        _fail("--workers needs the fast engine")
     try:
         nets = [str(n) for n in parse_nets(local_nets)]
     except ValueError as exc:
@@ -74,7 +94,7 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
         _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
     options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
                          verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None,
-                         engine=engine)  # type: ignore[arg-type]
+                         engine=engine, workers=workers)  # type: ignore[arg-type]
     try:
         # Validate every input before creating conn.log, so a bad path leaves nothing behind.
         open_captures(list(pcaps), Weirds()).close()

@@ -9,8 +9,9 @@ the order of one long run.
    can go on into file k+1. The stitch table's timers fire at the same stream points as in
    one long run (driven by file k's time skeleton), so its records land where they belong.
 2. Uids. Each table drew placeholders; all draws are sorted by stream position and the real
-   generator (same --seed) is drawn in that order. Tunnel uids already drawn for the same
-   tunnel in an earlier file are reused, as one long run's tunnel table does.
+   uids derived from the connections' identities in that order, with the single run's ticks
+   in between (flow.uid counts repeated identities and forgets them at ticks). A tunnel's
+   uid depends on its key only, as in one long run.
 3. DNS-derived names. The answers learned by all tables are swept in stream order against
    the lookups made at each connection's first packet, so a name learned in an earlier
    file names a connection of a later one.
@@ -31,7 +32,7 @@ from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import Entry, ExtractOptions, FileResult, flow_config
 from pcapexfil.dist.trace import Emitted, Recorder
 from pcapexfil.flow.table import EVICTED_WEIRD
-from pcapexfil.flow.uid import UidGenerator
+from pcapexfil.flow.uid import ConnUids, tunnel_name
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.logs.parquet import table_records
 from pcapexfil.record import ConnRecord
@@ -110,9 +111,8 @@ class Finalizer:
                                capture_logs=opts.logs)
         if opts.logs:
             weirds.writer = self.stitch.weird_writer()  # type: ignore[assignment]
-        self.gen = UidGenerator(seed)
+        self.uids = ConnUids(seed)
         self.real: dict[str, str] = {}  # the stitch table's placeholders (they outlive a file)
-        self.tunnels: dict[str, str] = {}
         self.names: dict[tuple[str, str], tuple[str, float]] = {}
         self.stitch_names: dict[str, str | None] = {}  # stitch placeholder → looked-up name
         self.logs = logs if logs is not None and logs.out_dir is not None and opts.logs else None
@@ -161,15 +161,23 @@ class Finalizer:
         # (task 0, stitch 1) only separates equal positions.
         creations = [((*c[:3], 0, c[3]), *c[4:]) for c in res.creations if c[4] not in redrawn and c[5] not in again]
         creations += [((*c[:3], 1, c[3]), *c[4:]) for c in self._new("creations")]
+        # The single run's once-a-second ticks in this file: (frame, time); a tick comes
+        # before its frame's packets.
+        ticks: list[tuple[int, float]] = []
+        for v, f in zip(res.skel_v, res.skel_f):
+            if self.next_tick is None or v >= self.next_tick:
+                ticks.append((f, v))
+                self.next_tick = v + 1.0
         real_here: dict[str, str] = {}
-        for _pos, placeholder, _key, tunnel in sorted(creations, key=lambda c: c[0]):
-            if tunnel is not None and tunnel in self.tunnels:
-                uid = self.tunnels[tunnel]
-            else:
-                uid = self.gen()
-                if tunnel is not None:
-                    self.tunnels[tunnel] = uid
+        t = 0
+        for pos, placeholder, _key, tunnel, ident in sorted(creations, key=lambda c: c[0]):
+            while t < len(ticks) and ticks[t][0] <= pos[1]:
+                self.uids.expire(ticks[t][1])
+                t += 1
+            uid = self.uids.named(tunnel_name(tunnel)) if ident is None else self.uids.conn(*ident)
             (self.real if placeholder.startswith("~s.") else real_here)[placeholder] = uid
+        for _, v in ticks[t:]:
+            self.uids.expire(v)
         # 3. DNS names: answers and lookups of this file in stream order.
         records: list[tuple[tuple, Emitted]] = [((*e.order[:5], 0, e.order[5]), e) for e in _task_records(res, again)]
         records += [((*e.order[:5], 1, e.order[5]), e) for e in self._new("emitted")]
@@ -201,12 +209,8 @@ class Finalizer:
             self._write_rows(res, again, redrawn, real_here)
         # 5. Records, with the ticks of this file, to the sinks.
         records.sort(key=lambda r: r[0])
-        ticks: list[tuple[tuple, float]] = []
-        for v in res.skel_v:
-            if self.next_tick is None or v >= self.next_tick:
-                ticks.append(((res.index, v, 0, float("inf"), (), 0, 0), v))
-                self.next_tick = v + 1.0
-        for _, payload in heapq.merge(records, ticks, key=lambda t: t[0]):
+        tick_pos = [((res.index, v, 0, float("inf"), (), 0, 0), v) for _, v in ticks]
+        for _, payload in heapq.merge(records, tick_pos, key=lambda t: t[0]):
             if isinstance(payload, Emitted):
                 rec = self._finish(payload, real_here)
                 for sink in self.sinks:
