@@ -181,6 +181,7 @@ def run(
             raise ValueError("workers share connections on the fast engine only")
         from pcapexfil.workers import run_workers
 
+        open_captures(list(paths), Weirds()).close()  # CaptureError here, before any worker starts
         return run_workers(paths, options, sinks, options.workers,
                            sum(os.path.getsize(p) for p in paths if os.path.isfile(p)))
     if options.engine == "fast":

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pcapexfil.cli.conn import engine_option, max_flows_option
+from pcapexfil.cli.conn import engine_option, max_flows_option, workers_option
 from pcapexfil.cli.detect import (
     build_settings,
     detector_options,
@@ -27,6 +27,7 @@ from pcapexfil.cli.detect import (
 @click.option("--seed", type=int, default=None, help="Seed for connection uids, for reproducible runs.")
 @max_flows_option
 @engine_option
+@workers_option
 @click.option("--cluster", default=None, metavar="local:N|tcp://HOST:8786",
               help="Run on a Dask cluster: record extraction one task per file, then scoring one task per "
               "partition of hosts and an ordered pass (docs/cluster.md); same output. "
@@ -35,7 +36,7 @@ from pcapexfil.cli.detect import (
               help="Sensor name stored with the records (Parquet, with --cluster) and in --state.")
 @detector_options
 def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, max_flows: int,
-            engine: str, cluster: str | None, sensor: str | None, **kw: Any) -> None:
+            engine: str, workers: int, cluster: str | None, sensor: str | None, **kw: Any) -> None:
     """Find exfiltration in PCAP... (one time-ordered stream): writes OUT/conn.log,
     OUT/exfil_detection.log and OUT/notice.log. Scores need 10 days of baseline: keep one
     --state across daily runs; its open windows carry over, so consecutive captures give the
@@ -52,6 +53,8 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     from pcapexfil.weird import Weirds
 
     settings = build_settings(kw)
+    if workers > 1 and (engine != "fast" or cluster):
+        fail("--workers needs the fast engine, and no --cluster (whose workers are the cluster's)")
     if cluster:
         from pcapexfil.dist.cluster import parse_cluster, require_dask
 
@@ -75,7 +78,7 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
             fail(str(exc))
     options = RunOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
                          verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed,
-                         max_flows=max_flows or None, engine=engine)  # type: ignore[arg-type]
+                         max_flows=max_flows or None, engine=engine, workers=workers)  # type: ignore[arg-type]
     try:
         det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"])
         conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"])
