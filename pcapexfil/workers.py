@@ -287,7 +287,9 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     logs are written. `input_bytes` sizes the progress bar. On Ctrl-C (or any error) what
     was merged is written and the sinks are closed, as a single run does."""
     opts = replace(options, seed=run_seed(options.seed), progress=False)
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    # fork: the workers start with the parent's imports (no second numba load); elsewhere spawn.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx: Any = multiprocessing.get_context(method)
     feeds: list[_Feed] = []
     procs = []
     logs = _Logs(options)

@@ -263,8 +263,8 @@ def test_random_cuts_give_the_single_process_records(dataset: dict, tmp_path) ->
 
 def test_exact_ties_across_the_boundary_keep_one_runs_order(tmp_path) -> None:
     """Equal due times and equal start times, one connection carried over (stitch table)
-    and one of the file's own (task): one long run orders them by when the timer was
-    scheduled, and by least recent activity at the final flush; so must the merge."""
+    and one of the file's own (task), emitted in the same epoch: one long run orders them
+    by start time, then uid (pcapexfil.order); so must the merge."""
     from tests.helpers_pcap import ether, ipv4, udp, write_pcap
 
     def frame(sport: int, dst: str) -> bytes:
@@ -282,8 +282,11 @@ def test_exact_ties_across_the_boundary_keep_one_runs_order(tmp_path) -> None:
     results = [extract_file(p, i, i == 1, opts, str(tmp_path / "w")) for i, p in enumerate(files)]
     stitched = RecordCollector()
     finalize(results, opts, [stitched], SEED)
-    order = [r.resp_h[-1] for r in single.records]
-    assert order == ["1", "2", "3", "4", "5"]  # A before B (scheduled first), C before D (less recent)
+    recs = single.records
+    # A and B time out together (the tick at 200.0); C, D and E are flushed at the end.
+    assert [{r.resp_h[-1] for r in recs[:2]}, {r.resp_h[-1] for r in recs[2:4]}, recs[4].resp_h] == [
+        {"1", "2"}, {"3", "4"}, "10.9.0.5"]
+    assert recs[0].uid < recs[1].uid and recs[2].uid < recs[3].uid  # equal start times: by uid
     assert [dataclasses.asdict(r) for r in stitched.records] == [dataclasses.asdict(r) for r in single.records]
 
 

@@ -17,8 +17,9 @@ the order of one long run.
    file names a connection of a later one.
 4. Analyzer logs (ssl, http, dns). Rows kept by the tables with their positions are merged
    the same way (rows the stitch table redid are taken from it) and written with real uids.
-5. Replay. Records sorted by emission position, interleaved with the sinks' time ticks
-   (once per second of network time, as pipeline.run), go to conn.log and the detector.
+5. Replay. Records and rows sorted by emission position, interleaved with the sinks' time
+   ticks (once per second of network time, as pipeline.run), go through the same epoch
+   order as a single run (pcapexfil.order) to conn.log, the other logs and the detector.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pcapexfil.flow.table import EVICTED_WEIRD
 from pcapexfil.flow.uid import ConnUids, tunnel_name
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.logs.parquet import table_records
+from pcapexfil.order import Epochs, OrderedLog
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
 
@@ -98,14 +100,14 @@ class Finalizer:
     """The sequential pass, one file at a time in time order (memory: one file's records).
 
     `add` each task's result in file order, then `close`. Per file: stitch (step 1), draw the
-    uids of the connections created in it (2), resolve the DNS lookups made in it (3), write
-    the analyzer rows (4) and feed the records emitted in it, with the ticks (5).
+    uids of the connections created in it (2), resolve the DNS lookups made in it (3), take
+    the analyzer rows (4) and feed them and the records emitted in it, with the ticks (5).
     """
 
     def __init__(self, opts: ExtractOptions, sinks: list[RecordSink], seed: int | None,
                  logs: AnalyzerContext | None = None) -> None:
         self.opts = opts
-        self.sinks = sinks
+        self.epochs = Epochs(sinks)  # the single run's order: pcapexfil.order
         weirds = Weirds()
         self.stitch = Recorder(flow_config(opts, weirds), AnalyzerContext(out_dir=None, weirds=weirds), prefix="s.",
                                capture_logs=opts.logs)
@@ -116,7 +118,7 @@ class Finalizer:
         self.names: dict[tuple[str, str], tuple[str, float]] = {}
         self.stitch_names: dict[str, str | None] = {}  # stitch placeholder → looked-up name
         self.logs = logs if logs is not None and logs.out_dir is not None and opts.logs else None
-        self.outs: dict[str, Any] = {}
+        self.outs: dict[str, OrderedLog] = {}
         self.next_tick: float | None = None
         self.prev_max = float("-inf")
         self.prev_path = ""
@@ -204,21 +206,20 @@ class Finalizer:
                 self.stitch_names[ev[4]] = resolved
             else:
                 ev[4].dns_name = resolved
-        # 4. Analyzer logs.
-        if self.logs is not None:
-            self._write_rows(res, again, redrawn, real_here)
-        # 5. Records, with the ticks of this file, to the sinks.
+        # 4. Analyzer logs, with real uids.
+        rows = self._rows(res, again, redrawn, real_here) if self.logs is not None else []
+        # 5. Records and rows, with the ticks of this file, to the epochs (pcapexfil.order).
         records.sort(key=lambda r: r[0])
         tick_pos = [((res.index, v, 0, float("inf"), (), 0, 0), v) for _, v in ticks]
-        for _, payload in heapq.merge(records, tick_pos, key=lambda t: t[0]):
+        epochs = self.epochs
+        payload: Any  # a record, a tick's time or a (log name, row)
+        for _, payload in heapq.merge(records, rows, tick_pos, key=lambda t: t[0]):
             if isinstance(payload, Emitted):
-                rec = self._finish(payload, real_here)
-                for sink in self.sinks:
-                    sink.on_record(rec)
+                epochs.on_record(self._finish(payload, real_here))
+            elif isinstance(payload, float):  # a tick
+                epochs.on_time(payload)
             else:
-                assert isinstance(payload, float)  # a tick
-                for sink in self.sinks:
-                    sink.on_time(payload)
+                self.outs[payload[0]].write(payload[1])
         self.records += len(records)
 
     def _finish(self, e: Emitted, real_here: dict[str, str]) -> ConnRecord:
@@ -236,7 +237,9 @@ class Finalizer:
             rec.tunnel_parents = [real_here.get(u) or self.real.get(u, u) for u in rec.tunnel_parents]
         return rec
 
-    def _write_rows(self, res: FileResult, again: set[str], redrawn: set[str], real_here: dict[str, str]) -> None:
+    def _rows(self, res: FileResult, again: set[str], redrawn: set[str],
+              real_here: dict[str, str]) -> list[tuple[tuple, tuple[str, dict]]]:
+        """The analyzer and weird rows of this file, in position order, with real uids."""
         from pcapexfil.identifiers.output import LogOut
 
         assert self.logs is not None
@@ -244,16 +247,17 @@ class Finalizer:
                 if key not in again and row.get("uid") not in redrawn]
         rows += [((*pos[:5], 1, pos[5]), name, row) for name, pos, _key, row in self._new("rows")]
         fields = {**self.stitch.log_fields, **res.log_fields, "weird": WEIRD_FIELDS}
-        for _, name, row in sorted(rows, key=lambda r: r[0]):
-            out = self.outs.get(name)
-            if out is None:
-                out = self.outs[name] = LogOut(self.logs, name, fields[name])
+        out = []
+        for pos, name, row in sorted(rows, key=lambda r: r[0]):
+            if name not in self.outs:
+                self.outs[name] = self.epochs.log(name, LogOut(self.logs, name, fields[name]), fields[name])
             if name == "weird":
                 self.logged_weirds[row["name"]] = self.logged_weirds.get(row["name"], 0) + 1
             uid = row.get("uid")
             if uid is not None:
                 row["uid"] = real_here.get(uid) or self.real.get(uid, uid)
-            out.write(row)
+            out.append((pos, (name, row)))
+        return out
 
     @property
     def weirds(self) -> dict[str, int]:
@@ -269,14 +273,12 @@ class Finalizer:
     def close(self) -> None:
         end = self.prev_max if self.prev_max > float("-inf") else 0.0
         try:
-            for sink in self.sinks:
-                sink.on_time(end)
-            for sink in self.sinks:
-                sink.close(end)
+            self.epochs.on_time(end)
         finally:
-            for out in self.outs.values():
-                out.close()
-            self.stitch.close()
+            try:
+                self.epochs.close(end)  # the sinks and the logs
+            finally:
+                self.stitch.close()
 
 
 def finalize(results: Iterable[FileResult], opts: ExtractOptions, sinks: list[RecordSink],

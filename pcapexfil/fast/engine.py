@@ -72,6 +72,7 @@ from pcapexfil.weird import Weirds
 if TYPE_CHECKING:
     from pcapexfil.decode import Decoder
     from pcapexfil.fast.reader import Batch
+    from pcapexfil.workers import Share
 
 BATCH_ROWS = 2048
 _V4_MAPPED = 0xFFFF << 32
@@ -435,7 +436,7 @@ def warm_up(verify_checksums: bool = False) -> None:
     block_chunk(np.zeros(0, np.uint8), 0, 0, 0, 1, "", 0)  # the ring block walk (no frames)
 
 
-def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink], share: Any = None) -> Any:
+def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink], share: Share | None = None) -> Any:
     """`pipeline.run` on the fast engine (same arguments, same outputs). With `share`
     (a `workers.Share`), one worker's run: rows of the connections it does not own are
     marked KIND_FOREIGN before the table sees them, uids and weirds note ownership."""
