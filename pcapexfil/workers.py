@@ -202,11 +202,11 @@ class _Spool(Epochs):
             self.pending, self.items = [], 0
 
 
-def _work(paths: list[str], options: RunOptions, share: Share, pipe: Connection) -> None:
-    """One worker process: the fast engine over the whole capture, keeping its share."""
+def _work(paths: list[str], options: RunOptions, share: Share, pipe: Any) -> None:
+    """One worker: the fast engine over the whole capture, keeping its share; its epochs go
+    to `pipe` (a Connection, or a `SpoolFile` for a cluster task)."""
     from pcapexfil.fast.engine import run_fast
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the merging process's to handle
     try:
         summary = run_fast(paths, options, [_Spool(share, pipe)], share)
         pipe.send_bytes(pickle.dumps(("done", summary.packets, summary.weirds)))
@@ -216,6 +216,41 @@ def _work(paths: list[str], options: RunOptions, share: Share, pipe: Connection)
         pipe.close()
 
 
+def _process(paths: list[str], options: RunOptions, share: Share, pipe: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the merging process's to handle
+    _work(paths, options, share, pipe)
+
+
+class SpoolFile:
+    """A worker's messages in a file (length-prefixed), for workers on other machines."""
+
+    def __init__(self, path: str, mode: str) -> None:
+        self.f = open(path, mode)  # noqa: SIM115 (closed by close)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.f.write(len(data).to_bytes(8, "little"))
+        self.f.write(data)
+
+    def recv_bytes(self) -> bytes:
+        head = self.f.read(8)
+        if len(head) < 8:
+            raise EOFError
+        return self.f.read(int.from_bytes(head, "little"))
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def share_task(paths: list[str], options: RunOptions, index: int, count: int, path: str) -> float:
+    """A cluster task: worker `index` of `count` over the whole capture, its output spooled
+    to `path` (shared storage). Returns the CPU seconds it took."""
+    import time
+
+    cpu = time.thread_time()
+    _work(paths, options, Share(index, count), SpoolFile(path, "wb"))
+    return time.thread_time() - cpu
+
+
 class WorkerError(RuntimeError):
     """A worker process failed or died."""
 
@@ -223,7 +258,7 @@ class WorkerError(RuntimeError):
 class _Feed:
     """The epochs one worker sent, one at a time."""
 
-    def __init__(self, index: int, pipe: Connection) -> None:
+    def __init__(self, index: int, pipe: Any) -> None:
         self.index = index
         self.pipe = pipe
         self.epochs: deque[Epoch] = deque()
@@ -286,28 +321,52 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     same records, in the same order and with the same ticks, reach `sinks`, and the same
     logs are written. `input_bytes` sizes the progress bar. On Ctrl-C (or any error) what
     was merged is written and the sinks are closed, as a single run does."""
-    opts = replace(options, seed=run_seed(options.seed), progress=False)
+    opts = worker_options(options)
     # fork: the workers start with the parent's imports (no second numba load); elsewhere spawn.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx: Any = multiprocessing.get_context(method)
     feeds: list[_Feed] = []
     procs = []
-    logs = _Logs(options)
     show = options.progress
     if show is None:
         show = os.isatty(2) and input_bytes >= PROGRESS_MIN_BYTES
-    progress = Progress(show, input_bytes)
-    records = 0
-    now = 0.0
     try:
         for i in range(workers):
             recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_work, args=(list(paths), opts, Share(i, workers), send), daemon=True,
+            proc = ctx.Process(target=_process, args=(list(paths), opts, Share(i, workers), send), daemon=True,
                                name=f"pcapexfil-worker-{i}")
             proc.start()
             send.close()
             procs.append(proc)
             feeds.append(_Feed(i, recv))
+        return merge(feeds, options, sinks, Progress(show, input_bytes))
+    except BaseException:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        raise
+    finally:
+        for proc in procs:
+            proc.join()
+
+
+def worker_options(options: RunOptions) -> RunOptions:
+    """What every worker runs with: one seed for all (uids), no bar of its own."""
+    return replace(options, seed=run_seed(options.seed), progress=False, workers=1)
+
+
+def spooled(paths: Sequence[str]) -> list[_Feed]:
+    """The feeds of cluster tasks' spool files, in worker order."""
+    return [_Feed(i, SpoolFile(path, "rb")) for i, path in enumerate(paths)]
+
+
+def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], progress: Progress) -> RunSummary:
+    """Epoch k of every worker, merged by the epoch order's keys, to `sinks` and the logs;
+    the sinks and logs are closed whatever happens (what was merged is kept)."""
+    logs = _Logs(options)
+    records = 0
+    now = 0.0
+    try:
         while True:
             epochs = [feed.next() for feed in feeds]
             now, end = epochs[0][2], epochs[0][3]
@@ -329,11 +388,6 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
             for sink in sinks:
                 sink.on_time(now)
         results = [feed.result() for feed in feeds]
-    except BaseException:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        raise
     finally:
         progress.close()
         try:
@@ -341,8 +395,8 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
                 sink.close(now)
         finally:
             logs.close()
-            for proc in procs:
-                proc.join()
+            for feed in feeds:
+                feed.pipe.close()
     weirds: Counter[str] = Counter()
     for _, counts in results:
         weirds.update(counts)

@@ -71,17 +71,22 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "files": files, "ref": ref, "cuts": cuts, "named": named, "probe": probe, "weirds": weirds}
 
 
-def test_cluster_output_is_byte_identical(dataset: dict) -> None:
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_cluster_output_is_byte_identical(dataset: dict, engine: str) -> None:
+    """fast: flow-hash shares of the whole capture; reference: one task per file, stitched."""
     from distributed import Client, LocalCluster
 
     root, files, ref = dataset["root"], dataset["files"], dataset["ref"]
-    out = str(root / "cluster")
+    out = str(root / f"cluster-{engine}")
     os.makedirs(out)
     coll = RecordCollector()
+    timings: dict = {}
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        summary = run_cluster(files, RunOptions(out_dir=out, seed=SEED, max_flows=None),
-                              [ConnLogSink(out), Detector(_settings(), out_dir=out), coll], client, out)
+        summary = run_cluster(files, RunOptions(out_dir=out, seed=SEED, max_flows=None, engine=engine),  # type: ignore[arg-type]
+                              [ConnLogSink(out), Detector(_settings(), out_dir=out), coll], client, out,
+                              timings=timings)
+    assert len(timings["task_cpu"]) == (2 if engine == "fast" else len(files))
     for name in (*LOGS, *ID_LOGS):
         assert _body(os.path.join(out, name)) == _body(os.path.join(root / "single", name)), name
     assert [dataclasses.asdict(r) for r in coll.records] == [dataclasses.asdict(r) for r in ref]

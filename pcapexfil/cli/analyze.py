@@ -29,9 +29,10 @@ from pcapexfil.cli.detect import (
 @engine_option
 @workers_option
 @click.option("--cluster", default=None, metavar="local:N|tcp://HOST:8786",
-              help="Run on a Dask cluster: record extraction one task per file, then scoring one task per "
+              help="Run on a Dask cluster: record extraction (fast engine: one task per worker thread, each a "
+              "flow-hash share of the capture; reference: one task per file), then scoring one task per "
               "partition of hosts and an ordered pass (docs/cluster.md); same output. "
-              "Needs pcapexfil[dist]; uses the reference engine; OUT must be shared with the workers.")
+              "Needs pcapexfil[dist]; OUT and the captures must be shared with the workers.")
 @click.option("--sensor", default=None,
               help="Sensor name stored with the records (Parquet, with --cluster) and in --state.")
 @detector_options
