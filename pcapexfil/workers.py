@@ -166,19 +166,29 @@ class _ShareWeirds(Weirds):
         super().report(name, ts, addl, uid=uid, conn_id=conn_id, source=source)
 
 
-# One epoch as sent: (records, [(log name, fields, rows)], tick time, end of input).
-Epoch = tuple[list[RecordItem], list[tuple[str, list[Field], list[RowItem]]], float, bool]
+# One epoch as sent: (records, [(log name, fields, (key, line) items)], tick time, end of input).
+LineItem = tuple[tuple[float, str, int], str]
+Epoch = tuple[list[RecordItem], list[tuple[str, list[Field], list[LineItem]]], float, bool]
 
 
 class _Spool(Epochs):
     """A worker's Epochs: each released epoch, less what other workers own, goes down the pipe."""
 
-    def __init__(self, share: Share, pipe: Connection) -> None:
+    def __init__(self, share: Share, pipe: Any, options: RunOptions) -> None:
         super().__init__([])
         self.share = share
         self.pipe = pipe
+        self.options = options
+        self.formats: dict[str, ZeekLogWriter] = {}  # rows become lines here, in parallel
         self.pending: list[Epoch] = []
         self.items = 0
+
+    def _format(self, log: OrderedLog) -> ZeekLogWriter:
+        fmt = self.formats.get(log.name)
+        if fmt is None:
+            fmt = self.formats[log.name] = ZeekLogWriter(os.devnull, log.name, log.fields, self.options.use_json,
+                                                         self.options.ts_style)
+        return fmt
 
     def deliver(self, records: list[RecordItem], rows: list[tuple[OrderedLog, list[RowItem]]], now: float,
                 end: bool) -> None:
@@ -187,7 +197,8 @@ class _Spool(Epochs):
         for log, items in rows:
             kept = [it for it in items if (it[0][1] not in foreign if it[0][1] else first)]
             if kept:
-                logs.append((log.name, log.fields, kept))
+                line = self._format(log).line
+                logs.append((log.name, log.fields, [(key, line(row)) for key, row in kept]))
                 self.items += len(kept)
         ours = []
         for item in records:
@@ -200,6 +211,9 @@ class _Spool(Epochs):
         if end or self.items >= SEND_ITEMS:
             self.pipe.send_bytes(pickle.dumps(("epochs", self.pending, self.share.progress.done), protocol=5))
             self.pending, self.items = [], 0
+        if end:
+            for fmt in self.formats.values():
+                fmt.close()
 
 
 def _work(paths: list[str], options: RunOptions, share: Share, pipe: Any) -> None:
@@ -208,7 +222,7 @@ def _work(paths: list[str], options: RunOptions, share: Share, pipe: Any) -> Non
     from pcapexfil.fast.engine import run_fast
 
     try:
-        summary = run_fast(paths, options, [_Spool(share, pipe)], share)
+        summary = run_fast(paths, options, [_Spool(share, pipe, options)], share)
         pipe.send_bytes(pickle.dumps(("done", summary.packets, summary.weirds)))
     except BaseException as exc:  # noqa: BLE001 (reported to the merging process, which raises)
         pipe.send_bytes(pickle.dumps(("error", f"worker {share.index}: {type(exc).__name__}: {exc}")))
@@ -303,8 +317,8 @@ class _Logs:
             path = os.path.join(self.options.out_dir, f"{name}.log")
             out = self.writers[name] = ZeekLogWriter(path, name, fields, self.options.use_json,
                                                      self.options.ts_style)
-        for _, row in rows:
-            out.write(row)
+        for _, line in rows:
+            out.write_line(line)
 
     def close(self) -> None:
         for out in self.writers.values():
@@ -372,7 +386,7 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
             now, end = epochs[0][2], epochs[0][3]
             if any((e[2], e[3]) != (now, end) for e in epochs):
                 raise WorkerError("workers disagree on network time (a bug)")
-            by_log: dict[str, tuple[list[Field], list[list[RowItem]]]] = {}
+            by_log: dict[str, tuple[list[Field], list[list[LineItem]]]] = {}
             for _, rows, _, _ in epochs:
                 for name, fields, items in rows:
                     by_log.setdefault(name, (fields, []))[1].append(items)

@@ -225,16 +225,22 @@ class ZeekLogWriter:
             )
 
     def write(self, row: Mapping[str, Any]) -> None:
-        assert self._fh is not None, "write after close"
+        self.write_line(self.line(row))
+
+    def line(self, row: Mapping[str, Any]) -> str:
+        """`row` as this log's line (what `write` writes; workers format in parallel)."""
         if self.use_json:
             obj = {
                 name: _json_value(row[name], type_, self.ts_style)
                 for name, type_ in self.fields
                 if row.get(name) is not None
             }
-            self._fh.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
-        else:
-            self._fh.write(_SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n")
+            return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
+        return _SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n"
+
+    def write_line(self, line: str) -> None:
+        assert self._fh is not None, "write after close"
+        self._fh.write(line)
         self.rows += 1
 
     def flush(self) -> None:
