@@ -14,6 +14,11 @@ So between two ticks (an *epoch*) records and log rows are held, then released s
 Every epoch's content is the same in every run (a record is emitted no earlier than in one
 long run and no later than the tick after it), so sorting each epoch gives one order for
 the single run, both engines, the workers' merge and the cluster (docs/cluster.md).
+
+Memory: an epoch holds one second of network time's records. A flood that ends more than
+`EPOCH_RECORDS` connections within one second has them released early, sorted as far as
+they go; a worker does not (its merge needs whole epochs), so beyond that rate the order of
+`--workers N` output may differ from one process's within that second.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pcapexfil.logs.zeek import Field
 from pcapexfil.record import ConnRecord
 
 RecordItem = tuple[tuple[float, str], ConnRecord]
+EPOCH_RECORDS = 5_000  # records held at most before an early release (0: no limit)
 RowItem = tuple[tuple[float, str, int], dict[str, Any]]
 
 
@@ -72,8 +78,9 @@ class Epochs:
     the wrapped writers and sinks; a worker spools it to the merging process instead).
     """
 
-    def __init__(self, sinks: Sequence[RecordSink]) -> None:
+    def __init__(self, sinks: Sequence[RecordSink], limit: int = EPOCH_RECORDS) -> None:
         self.sinks = list(sinks)
+        self.limit = limit
         self.logs: list[OrderedLog] = []
         self.records: list[RecordItem] = []
 
@@ -84,6 +91,8 @@ class Epochs:
 
     def on_record(self, rec: ConnRecord) -> None:
         self.records.append(((rec.ts, rec.uid), rec))
+        if len(self.records) == self.limit:
+            self._release(None, end=False)
 
     def on_time(self, now: float) -> None:
         self._release(now, end=False)
@@ -91,21 +100,24 @@ class Epochs:
     def close(self, now: float) -> None:
         self._release(now, end=True)
 
-    def _release(self, now: float, end: bool) -> None:
+    def _release(self, now: float | None, end: bool) -> None:
         records = self.records
         records.sort(key=lambda r: r[0])
         self.records = []
         self.deliver(records, [(log, log.take()) for log in self.logs], now, end)
 
-    def deliver(self, records: list[RecordItem], rows: list[tuple[OrderedLog, list[RowItem]]], now: float,
+    def deliver(self, records: list[RecordItem], rows: list[tuple[OrderedLog, list[RowItem]]], now: float | None,
                 end: bool) -> None:
-        """One sorted epoch, ended by a tick at `now` (or the end of input when `end`)."""
+        """One sorted epoch, ended by a tick at `now` (or the end of input when `end`; an
+        early release when `now` is None)."""
         for log, items in rows:
             for _, row in items:
                 log.target.write(row)
         for _, rec in records:
             for sink in self.sinks:
                 sink.on_record(rec)
+        if now is None:
+            return
         for sink in self.sinks:
             if end:
                 sink.close(now)

@@ -175,7 +175,7 @@ class _Spool(Epochs):
     """A worker's Epochs: each released epoch, less what other workers own, goes down the pipe."""
 
     def __init__(self, share: Share, pipe: Any, options: RunOptions) -> None:
-        super().__init__([])
+        super().__init__([], limit=0)  # whole epochs only: the merge pairs them across workers
         self.share = share
         self.pipe = pipe
         self.options = options
@@ -190,8 +190,9 @@ class _Spool(Epochs):
                                                          self.options.ts_style)
         return fmt
 
-    def deliver(self, records: list[RecordItem], rows: list[tuple[OrderedLog, list[RowItem]]], now: float,
+    def deliver(self, records: list[RecordItem], rows: list[tuple[OrderedLog, list[RowItem]]], now: float | None,
                 end: bool) -> None:
+        assert now is not None  # no early release (limit 0)
         foreign, first = self.share.foreign, self.share.index == 0
         logs = []
         for log, items in rows:

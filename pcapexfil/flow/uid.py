@@ -5,21 +5,20 @@ bits per run), the protocol, the two endpoints in a canonical order, the start t
 many connections with exactly that identity came before it in the run. It depends on
 nothing else, so the workers of `--workers N` (each one sees only its share of the
 connections) and the cluster's tasks name a connection as one process does, and both
-engines agree. Occurrences are counted for connections that started at most
-`UID_HORIZON` seconds of network time before the last tick: two connections of one 5-tuple
-that start in the same microsecond are told apart unless a packet arrives that much late.
+engines agree. Occurrences are counted among the connections created since the last of
+the pipeline's once-a-second ticks: two connections of one 5-tuple that start in the same
+microsecond (a port reused within the microsecond, a capture with constant timestamps) are
+created between the same two ticks when packets come in time order (a tick never falls
+between two packets of one timestamp), so they are told apart. The memory is one small
+entry per connection created since the last tick (a flood's second, not its day).
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 from hashlib import blake2b
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-# Occurrence counts are kept this long after a connection's start (network seconds).
-UID_HORIZON = 60.0
-
 
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # two digits per division: half the steps
 
@@ -51,22 +50,23 @@ class ConnUids:
 
     def __init__(self, seed: int | None = None) -> None:
         self._key = str(run_seed(seed)).encode()[:64]
-        self._seen: dict[tuple, int] = {}
-        self._starts: list[tuple[float, tuple]] = []  # heap: start time, identity
+        # Identities (64 hash bits) created since the last tick (a flood's second of them is
+        # held), and the few that repeated → their last count.
+        self._recent: set[int] = set()
+        self._repeats: dict[int, int] = {}
 
     def conn(self, proto: int, a_h: str, a_p: int, b_h: str, b_p: int, start_ts: float) -> str:
         """A new connection between (a_h, a_p) and (b_h, b_p) whose first packet came at `start_ts`."""
         if (b_h, b_p) < (a_h, a_p):
             a_h, a_p, b_h, b_p = b_h, b_p, a_h, a_p
-        ident = (proto, a_h, a_p, b_h, b_p, start_ts)
-        n = self._seen.get(ident)
-        if n is None:
-            n = 0
-            heapq.heappush(self._starts, (start_ts, ident))
+        ident = f"{proto} {a_h} {a_p} {b_h} {b_p} {float(start_ts)!r}"
+        key = int.from_bytes(blake2b(ident.encode(), digest_size=8).digest(), "little")
+        if key in self._recent:
+            n = self._repeats[key] = self._repeats.get(key, 0) + 1
         else:
-            n += 1
-        self._seen[ident] = n
-        return self.named(f"{proto} {a_h} {a_p} {b_h} {b_p} {start_ts!r} {n}")
+            n = 0
+        self._recent.add(key)
+        return self.named(f"{ident} {n}")
 
     def tunnel(self, key: tuple) -> str:
         return self.named(tunnel_name(repr(key)))
@@ -75,6 +75,5 @@ class ConnUids:
         return "C" + base62(int.from_bytes(blake2b(text.encode(), digest_size=12, key=self._key).digest(), "big"))
 
     def expire(self, now: float) -> None:
-        starts, seen = self._starts, self._seen
-        while starts and starts[0][0] < now - UID_HORIZON:
-            del seen[heapq.heappop(starts)[1]]
+        """A tick (at network time `now`): the last epoch's identities are forgotten."""
+        self._recent, self._repeats = set(), {}
