@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS, bare_mode
@@ -22,10 +22,14 @@ from pcapexfil.logs.conn import CONN_FIELDS, conn_row
 from pcapexfil.logs.staging import LogStaging
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.netconf import PRIVATE_NETS
+from pcapexfil.order import Epochs
 from pcapexfil.record import ConnRecord
 from pcapexfil.source import CaptureStats, open_captures
 from pcapexfil.source.filter import CaptureFilter
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
+
+if TYPE_CHECKING:
+    from pcapexfil.workers import Share
 
 # Weirds that mean the input itself was damaged (exit status 1 in the CLI).
 DAMAGE_WEIRDS = ("truncated_capture_file", "corrupt_capture_file")
@@ -53,6 +57,8 @@ class RunOptions:
     capture_filter: CaptureFilter | None = None
     # Model a bare Zeek run (`zeek -b` loading base/protocols/conn only): see flow.table.bare_mode.
     zeek_bare_mode: bool = False
+    # Processes sharing the connections by flow hash (pcapexfil.workers; fast engine only).
+    workers: int = 1
 
 
 @dataclass(slots=True)
@@ -67,7 +73,7 @@ class RunSummary:
         return any(self.weirds.get(name) for name in DAMAGE_WEIRDS)
 
 
-class _LazyLogWriter:
+class LazyLogWriter:
     """A ZeekLogWriter created on the first row, so a clean run writes no weird.log."""
 
     def __init__(self, path: str, log_path: str, fields: list[Field], use_json: bool, ts_style: Any,
@@ -107,7 +113,7 @@ class ConnLogSink:
         self.writer.close()
 
 
-class _Progress:
+class Progress:
     """tqdm bar over input bytes on stderr, or nothing."""
 
     def __init__(self, enabled: bool, total: int) -> None:
@@ -128,41 +134,52 @@ class _Progress:
 
 
 class RunScaffold:
-    """What every engine sets up around its packet loop (weirds, analyzers, progress bar)
-    and tears down after it, whatever happened in between."""
+    """What every engine sets up around its packet loop (weirds, analyzers, progress bar,
+    the epoch order of its outputs) and tears down after it, whatever happened in between.
 
-    def __init__(self, options: RunOptions) -> None:
+    `sinks` are put behind an `Epochs` (pcapexfil.order), unless the only sink is one: a
+    worker's spool. With `share` the run is one worker's (pcapexfil.workers).
+    """
+
+    def __init__(self, options: RunOptions, sinks: Sequence[RecordSink], share: Share | None = None) -> None:
         self.options = options
-        self.weird_log: _LazyLogWriter | None = None
+        only = sinks[0] if len(sinks) == 1 else None
+        self.epochs = only if isinstance(only, Epochs) else Epochs(sinks)
+        self.sinks: list[RecordSink] = [self.epochs]
+        weird_log = None
         if options.out_dir is not None:
-            self.weird_log = _LazyLogWriter(
-                os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS, options.use_json,
-                options.ts_style, options.staging,
-            )
-        self.weirds = Weirds(self.weird_log)  # type: ignore[arg-type]
+            lazy = LazyLogWriter(os.path.join(options.out_dir, "weird.log"), "weird", WEIRD_FIELDS,
+                                 options.use_json, options.ts_style, options.staging)
+            weird_log = self.epochs.log("weird", lazy, WEIRD_FIELDS)
+        self.share = share
+        self.weirds = Weirds(weird_log) if share is None else share.weirds(weird_log)  # type: ignore[arg-type]
         ctx = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
                               weirds=self.weirds, staging=options.staging)
         self.analyzers = make_analyzers(ctx)  # their logs are created on their first row
-        self.progress = _Progress(False, 0)
+        for analyzer in self.analyzers:
+            out = getattr(analyzer, "log", None)
+            if out is not None:
+                setattr(analyzer, "log", self.epochs.log(out.name, out, out.fields))
+        self.progress = Progress(False, 0)
 
-    def start_progress(self, stats: CaptureStats) -> _Progress:
+    def start_progress(self, stats: CaptureStats) -> Progress:
         """A bar when asked for, or by default when stderr is a terminal and the input big."""
+        if self.share is not None:
+            self.progress = self.share.progress  # the merging process shows the bar
+            return self.progress
         show = self.options.progress
         if show is None:
             show = sys.stderr.isatty() and stats.input_bytes >= PROGRESS_MIN_BYTES
-        self.progress = _Progress(show, stats.input_bytes)
+        self.progress = Progress(show, stats.input_bytes)
         return self.progress
 
-    def close(self, sinks: list[RecordSink], now: float) -> None:
-        """Analyzers and weird.log first: a sink (the detector) may commit the run, which
-        publishes every log of it."""
+    def close(self, now: float) -> None:
+        """Analyzers first, then the epochs: the last one, then the sinks (the detector may
+        commit the run, which publishes every log of it) and the logs are closed."""
         self.progress.close()
         for analyzer in self.analyzers:
             analyzer.close()
-        if self.weird_log is not None:
-            self.weird_log.close()
-        for sink in sinks:
-            sink.close(now)
+        self.epochs.close(now)
 
 
 def run(
@@ -174,14 +191,22 @@ def run(
 
     Raises CaptureError (before any output) when a path is not a readable capture.
     """
+    if options.workers > 1:
+        if options.engine != "fast":
+            raise ValueError("workers share connections on the fast engine only")
+        from pcapexfil.workers import run_workers
+
+        open_captures(list(paths), Weirds()).close()  # CaptureError here, before any worker starts
+        return run_workers(paths, options, sinks, options.workers,
+                           sum(os.path.getsize(p) for p in paths if os.path.isfile(p)))
     if options.engine == "fast":
         from pcapexfil.fast.engine import run_fast
 
         return run_fast(paths, options, sinks)
     from pcapexfil.decode import Decoder
 
-    scaffold = RunScaffold(options)
-    weirds, analyzers = scaffold.weirds, scaffold.analyzers
+    scaffold = RunScaffold(options, sinks)
+    weirds, analyzers, sinks = scaffold.weirds, scaffold.analyzers, scaffold.sinks
     stats = CaptureStats()
     packets = open_captures(list(paths), weirds, stats)  # CaptureError here, before any output
     decoder = Decoder(weirds, verify_checksums=options.verify_checksums)
@@ -209,6 +234,7 @@ def run(
                 now = raw.ts
             if next_tick is None or now >= next_tick:
                 table.advance(now)
+                table.uids.expire(now)
                 for sink in sinks:
                     sink.on_time(now)
                 next_tick = now + 1.0
@@ -221,5 +247,5 @@ def run(
         for sink in sinks:
             sink.on_time(now)
     finally:
-        scaffold.close(sinks, now)
+        scaffold.close(now)
     return RunSummary(packets=count, records=table.records, weirds=dict(weirds.counts))

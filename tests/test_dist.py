@@ -71,17 +71,22 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "files": files, "ref": ref, "cuts": cuts, "named": named, "probe": probe, "weirds": weirds}
 
 
-def test_cluster_output_is_byte_identical(dataset: dict) -> None:
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_cluster_output_is_byte_identical(dataset: dict, engine: str) -> None:
+    """fast: flow-hash shares of the whole capture; reference: one task per file, stitched."""
     from distributed import Client, LocalCluster
 
     root, files, ref = dataset["root"], dataset["files"], dataset["ref"]
-    out = str(root / "cluster")
+    out = str(root / f"cluster-{engine}")
     os.makedirs(out)
     coll = RecordCollector()
+    timings: dict = {}
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        summary = run_cluster(files, RunOptions(out_dir=out, seed=SEED, max_flows=None),
-                              [ConnLogSink(out), Detector(_settings(), out_dir=out), coll], client, out)
+        summary = run_cluster(files, RunOptions(out_dir=out, seed=SEED, max_flows=None, engine=engine),  # type: ignore[arg-type]
+                              [ConnLogSink(out), Detector(_settings(), out_dir=out), coll], client, out,
+                              timings=timings)
+    assert len(timings["task_cpu"]) == (2 if engine == "fast" else len(files))
     for name in (*LOGS, *ID_LOGS):
         assert _body(os.path.join(out, name)) == _body(os.path.join(root / "single", name)), name
     assert [dataclasses.asdict(r) for r in coll.records] == [dataclasses.asdict(r) for r in ref]
@@ -263,8 +268,8 @@ def test_random_cuts_give_the_single_process_records(dataset: dict, tmp_path) ->
 
 def test_exact_ties_across_the_boundary_keep_one_runs_order(tmp_path) -> None:
     """Equal due times and equal start times, one connection carried over (stitch table)
-    and one of the file's own (task): one long run orders them by when the timer was
-    scheduled, and by least recent activity at the final flush; so must the merge."""
+    and one of the file's own (task), emitted in the same epoch: one long run orders them
+    by start time, then uid (pcapexfil.order); so must the merge."""
     from tests.helpers_pcap import ether, ipv4, udp, write_pcap
 
     def frame(sport: int, dst: str) -> bytes:
@@ -282,8 +287,11 @@ def test_exact_ties_across_the_boundary_keep_one_runs_order(tmp_path) -> None:
     results = [extract_file(p, i, i == 1, opts, str(tmp_path / "w")) for i, p in enumerate(files)]
     stitched = RecordCollector()
     finalize(results, opts, [stitched], SEED)
-    order = [r.resp_h[-1] for r in single.records]
-    assert order == ["1", "2", "3", "4", "5"]  # A before B (scheduled first), C before D (less recent)
+    recs = single.records
+    # A and B time out together (the tick at 200.0); C, D and E are flushed at the end.
+    assert [{r.resp_h[-1] for r in recs[:2]}, {r.resp_h[-1] for r in recs[2:4]}, recs[4].resp_h] == [
+        {"1", "2"}, {"3", "4"}, "10.9.0.5"]
+    assert recs[0].uid < recs[1].uid and recs[2].uid < recs[3].uid  # equal start times: by uid
     assert [dataclasses.asdict(r) for r in stitched.records] == [dataclasses.asdict(r) for r in single.records]
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.tcp import seq_delta
-from pcapexfil.flow.uid import UidGenerator, base62
+from pcapexfil.flow.uid import ConnUids, base62
 from pcapexfil.packet import (
     PROTO_ICMP,
     PROTO_TCP,
@@ -234,8 +234,22 @@ def test_local_nets_mark_orig_and_resp():
     assert rec.local_orig is None
 
 
-def test_seeded_uids_are_reproducible_and_base62():
-    assert UidGenerator(7)() == UidGenerator(7)()
+def test_seeded_uids_come_from_the_identity_and_are_base62():
+    ident = (6, "10.0.0.1", 1, "10.0.0.2", 2, 5.0)
+    a, b = ConnUids(7), ConnUids(7)
+    first = a.conn(*ident)
+    # Either endpoint first, another run with the seed: the same uid.
+    assert first == b.conn(6, "10.0.0.2", 2, "10.0.0.1", 1, 5.0)
+    assert first.startswith("C") and set(first[1:]) <= set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    # The same identity again (a 5-tuple reused within the microsecond): a new uid...
+    second = a.conn(*ident)
+    assert second != first
+    # ...counted among the connections created since the last tick.
+    c = ConnUids(7)
+    assert c.conn(*ident) == first
+    c.expire(6.0)
+    assert c.conn(*ident) == first
+    assert ConnUids(8).conn(*ident) != first and a.conn(6, "10.0.0.1", 1, "10.0.0.2", 2, 5.5) != first
     assert base62(61) == "z" and base62(62) == "10"
 
 
@@ -253,10 +267,10 @@ def test_base62_is_the_digit_by_digit_conversion(value: int) -> None:
     assert base62(value) == digits
 
 
-def test_unseeded_uid_generators_differ_between_runs():
-    # Each run seeds from the OS: two generators (two runs) share no uid.
-    a, b = UidGenerator(), UidGenerator()
-    assert not {a() for _ in range(100)} & {b() for _ in range(100)}
+def test_unseeded_runs_name_a_connection_differently():
+    # Each run draws its seed from the OS: two runs share no uid.
+    ident = (17, "10.0.0.1", 53, "10.0.0.2", 4000, 1.0)
+    assert ConnUids().conn(*ident) != ConnUids().conn(*ident)
 
 
 def test_analyzers_see_every_packet_and_the_record():

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pcapexfil.cli.conn import engine_option, filter_option, make_filter, max_flows_option
+from pcapexfil.cli.conn import engine_option, filter_option, make_filter, max_flows_option, workers_option
 from pcapexfil.cli.detect import (
     LAST_RUN,
     already_done,
@@ -33,15 +33,18 @@ from pcapexfil.cli.detect import (
 @max_flows_option
 @engine_option
 @filter_option
+@workers_option
 @click.option("--cluster", default=None, metavar="local:N|tcp://HOST:8786",
-              help="Run on a Dask cluster: record extraction one task per file, then scoring one task per "
+              help="Run on a Dask cluster: record extraction (fast engine: one task per worker thread, each a "
+              "flow-hash share of the capture; reference: one task per file), then scoring one task per "
               "partition of hosts and an ordered pass (docs/cluster.md); same output. "
-              "Needs pcapexfil[dist]; uses the reference engine; OUT must be shared with the workers.")
+              "Needs pcapexfil[dist]; OUT and the captures must be shared with the workers.")
 @click.option("--sensor", default=None,
               help="Sensor name stored with the records (Parquet, with --cluster) and in --state.")
 @detector_options
 def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: int | None, max_flows: int,
-            engine: str, capture_filter: str | None, cluster: str | None, sensor: str | None, **kw: Any) -> None:
+            engine: str, capture_filter: str | None, workers: int, cluster: str | None, sensor: str | None,
+            **kw: Any) -> None:
     """Find exfiltration in PCAP... (one time-ordered stream): writes OUT/conn.log,
     OUT/exfil_detection.log and OUT/notice.log. Scores need 10 days of baseline: keep one
     --state across daily runs; its open windows carry over, so consecutive captures give the
@@ -62,6 +65,9 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     flt = make_filter(capture_filter)
     if cluster and flt is not None:
         fail("-f/--filter is not supported with --cluster")
+    if workers > 1 and (engine != "fast" or cluster or "-" in pcaps):
+        fail("--workers needs the fast engine, capture files (not standard input) and no --cluster "
+             "(whose workers are the cluster's)")
     if cluster:
         from pcapexfil.dist.cluster import parse_cluster, require_dask
 
@@ -90,7 +96,7 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
     options = RunOptions(out_dir=out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"],
                          verify_checksums=verify_checksums, local_nets=settings.local_nets, seed=seed,
                          max_flows=max_flows or None, engine=engine, staging=staging,  # type: ignore[arg-type]
-                         capture_filter=flt)
+                         capture_filter=flt, workers=workers)
     try:
         det = make_detector(settings, out_dir, store, kw["use_json"], kw["ts_style"], staging)
         det.extra_meta[LAST_RUN] = key

@@ -27,6 +27,22 @@ engine_option = click.option(
     help="fast: numba parser and flow table; reference: the readable dpkt/Python path.")
 
 
+def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """`--workers`: a positive number, or `auto` (the cores this process may use)."""
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r}: want a number of workers ≥ 1, or auto")
+    return int(value)
+
+
+# Shared with `analyze`: processes that share the connections by flow hash.
+workers_option = click.option(
+    "--workers", default="1", show_default=True, callback=_workers, metavar="N|auto",
+    help="Processes sharing the capture, each keeping the connections whose flow hash is its share "
+    "(auto: one per core); same output as one. Fast engine only.")
+
+
 # Shared with `analyze`: Zeek's -f on capture files.
 filter_option = click.option(
     "-f", "--filter", "capture_filter", default=None, metavar="BPF",
@@ -69,12 +85,14 @@ def _fail(message: str) -> NoReturn:
 @max_flows_option
 @engine_option
 @filter_option
+@workers_option
 @click.option("--format", "fmt", type=click.Choice(["zeek", "parquet"]), default="zeek", show_default=True,
               help="zeek: OUT/conn.log; parquet: OUT/records/day=YYYY-MM-DD/*.parquet (docs/parquet-schema.md, "
               "needs pcapexfil[dist]).")
 @click.option("--sensor", default=None, help="Sensor name in every Parquet record (column `sensor`).")
 def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, verify_checksums: bool,
-         local_nets: str, seed: int | None, max_flows: int, engine: str, capture_filter: str | None, fmt: str,
+         local_nets: str, seed: int | None, max_flows: int, engine: str, capture_filter: str | None, workers: int,
+         fmt: str,
          sensor: str | None) -> None:
     """Write OUT/conn.log for PCAP... (pcap or pcapng, gzip too; several files are one
     stream in time order).
@@ -90,6 +108,10 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     from pcapexfil.weird import Weirds
 
     flt = make_filter(capture_filter)
+    if workers > 1 and engine != "fast":
+        _fail("--workers needs the fast engine")
+    if workers > 1 and "-" in pcaps:
+        _fail("--workers needs capture files: its workers share them (not standard input)")
     try:
         nets = [str(n) for n in parse_nets(local_nets)]
     except ValueError as exc:
@@ -110,7 +132,7 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     staging = start_staging(out_dir)
     options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
                          verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None,
-                         engine=engine, staging=staging, capture_filter=flt)  # type: ignore[arg-type]
+                         engine=engine, staging=staging, capture_filter=flt, workers=workers)  # type: ignore[arg-type]
     try:
         sink: RecordSink
         if fmt == "parquet":

@@ -1,5 +1,6 @@
-"""`analyze --cluster`: one Dask task per capture file, the sequential stitch and replay, then
-one scoring task per partition of hosts and the ordered pass.
+"""`analyze --cluster`: extraction tasks (fast engine: flow-hash shares of the whole capture,
+merged by epochs; reference engine: one task per capture file, the sequential stitch and
+replay), then one scoring task per partition of hosts and the ordered pass.
 
 Dask (`dask[distributed]`) and pyarrow are optional (extra `pcapexfil[dist]`) and imported
 only here and in the tasks. See docs/cluster.md for running on a real cluster.
@@ -85,8 +86,14 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     Detector among `sinks` run partitioned by host on them too (`partitions` tasks, default
     twice the workers; pcapexfil.dist.score).
 
+    Extraction with `options.engine` "fast" (the default): one task per worker thread, each
+    reading the whole capture and keeping its flow-hash share of the connections (the
+    `--workers` design, pcapexfil.workers), merged here; "reference": one task per file on
+    the reference engine, with the stitch of file boundaries (pcapexfil.dist.stitch).
+
     `work_dir` must be reachable by every worker and by this process (shared storage on a
-    real cluster): the tasks write their provisional Parquet there; it is removed at the end.
+    real cluster): the tasks write their spools or provisional Parquet there; it is removed
+    at the end.
     `timings`, if given, receives the wall seconds of the run (`wall`), the sequential pass's
     wall and CPU seconds (`finalize`, `finalize_cpu`; it overlaps the extraction, taking each
     file's result as soon as it is ready, and includes the wait for the scoring partitions),
@@ -107,12 +114,21 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
                for s in sinks if isinstance(s, Detector)]
     wrapped = iter(scorers)
     sinks = [next(wrapped) if isinstance(s, Detector) else s for s in sinks]
-    logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
-                           staging=options.staging)
-    fin = Finalizer(opts, sinks, options.seed, logs)
     t0 = time.perf_counter()
     busy = cpu = 0.0
     task_cpu: list[float] = []
+    if options.engine == "fast":
+        try:
+            summary, busy, cpu = _run_shares(paths, options, sinks, client, run_dir, task_cpu)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if timings is not None:
+            timings.update(wall=time.perf_counter() - t0, finalize=busy, finalize_cpu=cpu, task_cpu=task_cpu,
+                           scoring=scorers[0].timings if scorers else {})
+        return summary
+    logs = AnalyzerContext(out_dir=options.out_dir, use_json=options.use_json, ts_style=options.ts_style,
+                           staging=options.staging)
+    fin = Finalizer(opts, sinks, options.seed, logs)
     futures = [client.submit(extract_file, path, i, i == len(files) - 1, opts, run_dir, pure=False,
                              key=f"extract-{i}-{os.path.basename(run_dir)}")
                for i, path in enumerate(files)]
@@ -141,6 +157,29 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
         timings.update(wall=time.perf_counter() - t0, finalize=busy, finalize_cpu=cpu, task_cpu=task_cpu,
                        scoring=scorers[0].timings if scorers else {})
     return RunSummary(packets=fin.packets, records=fin.records, weirds=fin.weirds)
+
+
+def _run_shares(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], client: Any, run_dir: str,
+                task_cpu: list[float]) -> tuple[RunSummary, float, float]:
+    """The fast engine's extraction: one task per worker thread, each the whole capture's
+    share of connections by flow hash (pcapexfil.workers), then the epoch merge here.
+    Returns the summary and the merge's wall and CPU seconds."""
+    from pcapexfil.pipeline import Progress
+    from pcapexfil.workers import merge, share_task, spooled, worker_options
+
+    count = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
+    opts = worker_options(options)
+    spools = [os.path.join(run_dir, f"share-{i:04d}.bin") for i in range(count)]
+    futures = [client.submit(share_task, list(paths), opts, i, count, path, pure=False,
+                             key=f"share-{i}-{os.path.basename(run_dir)}") for i, path in enumerate(spools)]
+    try:
+        task_cpu.extend(client.gather(futures))
+    except BaseException:
+        client.cancel(futures)
+        raise
+    t, c = time.perf_counter(), time.thread_time()
+    summary = merge(spooled(spools), options, sinks, Progress(False, 0))
+    return summary, time.perf_counter() - t, time.thread_time() - c
 
 
 def run_on(spec: str, paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], out_dir: str,

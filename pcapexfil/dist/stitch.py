@@ -9,15 +9,17 @@ the order of one long run.
    can go on into file k+1. The stitch table's timers fire at the same stream points as in
    one long run (driven by file k's time skeleton), so its records land where they belong.
 2. Uids. Each table drew placeholders; all draws are sorted by stream position and the real
-   generator (same --seed) is drawn in that order. Tunnel uids already drawn for the same
-   tunnel in an earlier file are reused, as one long run's tunnel table does.
+   uids derived from the connections' identities in that order, with the single run's ticks
+   in between (flow.uid counts repeated identities and forgets them at ticks). A tunnel's
+   uid depends on its key only, as in one long run.
 3. DNS-derived names. The answers learned by all tables are swept in stream order against
    the lookups made at each connection's first packet, so a name learned in an earlier
    file names a connection of a later one.
 4. Analyzer logs (ssl, http, dns). Rows kept by the tables with their positions are merged
    the same way (rows the stitch table redid are taken from it) and written with real uids.
-5. Replay. Records sorted by emission position, interleaved with the sinks' time ticks
-   (once per second of network time, as pipeline.run), go to conn.log and the detector.
+5. Replay. Records and rows sorted by emission position, interleaved with the sinks' time
+   ticks (once per second of network time, as pipeline.run), go through the same epoch
+   order as a single run (pcapexfil.order) to conn.log, the other logs and the detector.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from pcapexfil.dist import ClusterError
 from pcapexfil.dist.extract import Entry, ExtractOptions, FileResult, flow_config
 from pcapexfil.dist.trace import Emitted, Recorder
 from pcapexfil.flow.table import EVICTED_WEIRD
-from pcapexfil.flow.uid import UidGenerator
+from pcapexfil.flow.uid import ConnUids, tunnel_name
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.logs.parquet import table_records
+from pcapexfil.order import Epochs, OrderedLog
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
 
@@ -97,26 +100,25 @@ class Finalizer:
     """The sequential pass, one file at a time in time order (memory: one file's records).
 
     `add` each task's result in file order, then `close`. Per file: stitch (step 1), draw the
-    uids of the connections created in it (2), resolve the DNS lookups made in it (3), write
-    the analyzer rows (4) and feed the records emitted in it, with the ticks (5).
+    uids of the connections created in it (2), resolve the DNS lookups made in it (3), take
+    the analyzer rows (4) and feed them and the records emitted in it, with the ticks (5).
     """
 
     def __init__(self, opts: ExtractOptions, sinks: list[RecordSink], seed: int | None,
                  logs: AnalyzerContext | None = None) -> None:
         self.opts = opts
-        self.sinks = sinks
+        self.epochs = Epochs(sinks)  # the single run's order: pcapexfil.order
         weirds = Weirds()
         self.stitch = Recorder(flow_config(opts, weirds), AnalyzerContext(out_dir=None, weirds=weirds), prefix="s.",
                                capture_logs=opts.logs)
         if opts.logs:
             weirds.writer = self.stitch.weird_writer()  # type: ignore[assignment]
-        self.gen = UidGenerator(seed)
+        self.uids = ConnUids(seed)
         self.real: dict[str, str] = {}  # the stitch table's placeholders (they outlive a file)
-        self.tunnels: dict[str, str] = {}
         self.names: dict[tuple[str, str], tuple[str, float]] = {}
         self.stitch_names: dict[str, str | None] = {}  # stitch placeholder → looked-up name
         self.logs = logs if logs is not None and logs.out_dir is not None and opts.logs else None
-        self.outs: dict[str, Any] = {}
+        self.outs: dict[str, OrderedLog] = {}
         self.next_tick: float | None = None
         self.prev_max = float("-inf")
         self.prev_path = ""
@@ -161,15 +163,23 @@ class Finalizer:
         # (task 0, stitch 1) only separates equal positions.
         creations = [((*c[:3], 0, c[3]), *c[4:]) for c in res.creations if c[4] not in redrawn and c[5] not in again]
         creations += [((*c[:3], 1, c[3]), *c[4:]) for c in self._new("creations")]
+        # The single run's once-a-second ticks in this file: (frame, time); a tick comes
+        # before its frame's packets.
+        ticks: list[tuple[int, float]] = []
+        for v, f in zip(res.skel_v, res.skel_f):
+            if self.next_tick is None or v >= self.next_tick:
+                ticks.append((f, v))
+                self.next_tick = v + 1.0
         real_here: dict[str, str] = {}
-        for _pos, placeholder, _key, tunnel in sorted(creations, key=lambda c: c[0]):
-            if tunnel is not None and tunnel in self.tunnels:
-                uid = self.tunnels[tunnel]
-            else:
-                uid = self.gen()
-                if tunnel is not None:
-                    self.tunnels[tunnel] = uid
+        t = 0
+        for pos, placeholder, _key, tunnel, ident in sorted(creations, key=lambda c: c[0]):
+            while t < len(ticks) and ticks[t][0] <= pos[1]:
+                self.uids.expire(ticks[t][1])
+                t += 1
+            uid = self.uids.named(tunnel_name(tunnel)) if ident is None else self.uids.conn(*ident)
             (self.real if placeholder.startswith("~s.") else real_here)[placeholder] = uid
+        for _, v in ticks[t:]:
+            self.uids.expire(v)
         # 3. DNS names: answers and lookups of this file in stream order.
         records: list[tuple[tuple, Emitted]] = [((*e.order[:5], 0, e.order[5]), e) for e in _task_records(res, again)]
         records += [((*e.order[:5], 1, e.order[5]), e) for e in self._new("emitted")]
@@ -196,25 +206,20 @@ class Finalizer:
                 self.stitch_names[ev[4]] = resolved
             else:
                 ev[4].dns_name = resolved
-        # 4. Analyzer logs.
-        if self.logs is not None:
-            self._write_rows(res, again, redrawn, real_here)
-        # 5. Records, with the ticks of this file, to the sinks.
+        # 4. Analyzer logs, with real uids.
+        rows = self._rows(res, again, redrawn, real_here) if self.logs is not None else []
+        # 5. Records and rows, with the ticks of this file, to the epochs (pcapexfil.order).
         records.sort(key=lambda r: r[0])
-        ticks: list[tuple[tuple, float]] = []
-        for v in res.skel_v:
-            if self.next_tick is None or v >= self.next_tick:
-                ticks.append(((res.index, v, 0, float("inf"), (), 0, 0), v))
-                self.next_tick = v + 1.0
-        for _, payload in heapq.merge(records, ticks, key=lambda t: t[0]):
+        tick_pos = [((res.index, v, 0, float("inf"), (), 0, 0), v) for _, v in ticks]
+        epochs = self.epochs
+        payload: Any  # a record, a tick's time or a (log name, row)
+        for _, payload in heapq.merge(records, rows, tick_pos, key=lambda t: t[0]):
             if isinstance(payload, Emitted):
-                rec = self._finish(payload, real_here)
-                for sink in self.sinks:
-                    sink.on_record(rec)
+                epochs.on_record(self._finish(payload, real_here))
+            elif isinstance(payload, float):  # a tick
+                epochs.on_time(payload)
             else:
-                assert isinstance(payload, float)  # a tick
-                for sink in self.sinks:
-                    sink.on_time(payload)
+                self.outs[payload[0]].write(payload[1])
         self.records += len(records)
 
     def _finish(self, e: Emitted, real_here: dict[str, str]) -> ConnRecord:
@@ -232,7 +237,9 @@ class Finalizer:
             rec.tunnel_parents = [real_here.get(u) or self.real.get(u, u) for u in rec.tunnel_parents]
         return rec
 
-    def _write_rows(self, res: FileResult, again: set[str], redrawn: set[str], real_here: dict[str, str]) -> None:
+    def _rows(self, res: FileResult, again: set[str], redrawn: set[str],
+              real_here: dict[str, str]) -> list[tuple[tuple, tuple[str, dict]]]:
+        """The analyzer and weird rows of this file, in position order, with real uids."""
         from pcapexfil.identifiers.output import LogOut
 
         assert self.logs is not None
@@ -240,16 +247,17 @@ class Finalizer:
                 if key not in again and row.get("uid") not in redrawn]
         rows += [((*pos[:5], 1, pos[5]), name, row) for name, pos, _key, row in self._new("rows")]
         fields = {**self.stitch.log_fields, **res.log_fields, "weird": WEIRD_FIELDS}
-        for _, name, row in sorted(rows, key=lambda r: r[0]):
-            out = self.outs.get(name)
-            if out is None:
-                out = self.outs[name] = LogOut(self.logs, name, fields[name])
+        out = []
+        for pos, name, row in sorted(rows, key=lambda r: r[0]):
+            if name not in self.outs:
+                self.outs[name] = self.epochs.log(name, LogOut(self.logs, name, fields[name]), fields[name])
             if name == "weird":
                 self.logged_weirds[row["name"]] = self.logged_weirds.get(row["name"], 0) + 1
             uid = row.get("uid")
             if uid is not None:
                 row["uid"] = real_here.get(uid) or self.real.get(uid, uid)
-            out.write(row)
+            out.append((pos, (name, row)))
+        return out
 
     @property
     def weirds(self) -> dict[str, int]:
@@ -265,14 +273,12 @@ class Finalizer:
     def close(self) -> None:
         end = self.prev_max if self.prev_max > float("-inf") else 0.0
         try:
-            for sink in self.sinks:
-                sink.on_time(end)
-            for sink in self.sinks:
-                sink.close(end)
+            self.epochs.on_time(end)
         finally:
-            for out in self.outs.values():
-                out.close()
-            self.stitch.close()
+            try:
+                self.epochs.close(end)  # the sinks and the logs
+            finally:
+                self.stitch.close()
 
 
 def finalize(results: Iterable[FileResult], opts: ExtractOptions, sinks: list[RecordSink],

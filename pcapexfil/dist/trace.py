@@ -10,13 +10,14 @@ produced, every event carries a position in the stream:
   phase 1 the processing of frame x, phase 2 the end-of-input flush (x = the connection's
   start time, y = the position of its last packet: the flush's tie order is the table's
   least-recently-active order); n is the table's own counter;
-- a uid drawn from the generator: (file, frame, sub, n), the sub-packet of the frame that
-  created the connection (or tunnel); the real uids are drawn afterwards in this order;
+- a uid asked for: (file, frame, sub, n), the sub-packet of the frame that created the
+  connection (or tunnel), with the connection's identity; the real uids are derived
+  afterwards in this order (flow.uid counts repeated identities in stream order);
 - a DNS answer learned, and a DNS-name lookup at a connection's first packet:
   (file, frame, sub, kind, n) with lookup (kind 0) before learn (kind 1) within a packet.
 
 The FlowTable and the analyzers are used unchanged: the recorder replaces the table's uid
-generator and wraps its timer dispatch and the DNS analyzer's hooks on the instances.
+source with placeholders and wraps its timer dispatch and the DNS analyzer's hooks on the instances.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Recorder:
     prefix: str  # placeholder uid prefix, unique per table
     cursor: Cursor = field(default_factory=Cursor)
     emitted: list[Emitted] = field(default_factory=list)
-    # (file, frame, sub, n, placeholder, key repr or None, tunnel key repr or None)
+    # (file, frame, sub, n, placeholder, key repr or None, tunnel key repr or None,
+    #  identity: ConnUids.conn's arguments, or None for a tunnel)
     creations: list[tuple] = field(default_factory=list)
     # (file, frame, sub, n, key repr, client, address, name, expiry)
     learns: list[tuple] = field(default_factory=list)
@@ -86,7 +88,7 @@ class Recorder:
         self._side: dict[str, tuple[str, tuple | None, tuple]] = {}
         self._pending_uids: list[tuple] = []
         self._pending_learns: list[tuple] = []
-        self.table.new_uid = self._new_uid
+        self.table.uids = _Placeholders(self)  # type: ignore[assignment]
         # Timer heap entries are (when, seq, ...): seq becomes the scheduling position, which
         # orders like the single table's counter and compares across tables.
         self.table._timer_seq = self._schedule_positions()  # type: ignore[assignment]
@@ -122,11 +124,12 @@ class Recorder:
         dns.remember = dns_remember  # type: ignore[method-assign]
 
     # -- hooks ----------------------------------------------------------------------------
-    def _new_uid(self) -> str:
+    def placeholder(self, ident: tuple | None) -> str:
+        """A uid standing in for the real one, noted with where it was asked for."""
         c = self.cursor
         n = next(self._n)
         uid = f"~{self.prefix}{n}"
-        self._pending_uids.append((c.file, c.frame, c.sub, n, uid))
+        self._pending_uids.append((c.file, c.frame, c.sub, n, uid, ident))
         return uid
 
     def _schedule_positions(self) -> Iterator[tuple]:
@@ -192,11 +195,11 @@ class Recorder:
             conn.app[LAST_KEY] = (c.file, frame, sub)
         if self._pending_uids:
             tunnels = {uid: key for key, uid in self.table._tunnel_uids.items()}
-            for f, fr, s, n, uid in self._pending_uids:
+            for f, fr, s, n, uid, ident in self._pending_uids:
                 if conn is not None and uid == conn.uid:
-                    self.creations.append((f, fr, s, n, uid, repr(conn.key), None))
+                    self.creations.append((f, fr, s, n, uid, repr(conn.key), None, ident))
                 else:
-                    self.creations.append((f, fr, s, n, uid, None, repr(tunnels.get(uid))))
+                    self.creations.append((f, fr, s, n, uid, None, repr(tunnels.get(uid)), None))
             self._pending_uids.clear()
         if self._pending_rows:  # written by on_packet
             key = repr(conn.key) if conn is not None else None
@@ -228,6 +231,22 @@ class Recorder:
     def close(self) -> None:
         for analyzer in self.analyzers:
             analyzer.close()
+
+
+class _Placeholders:
+    """Stands in for the table's ConnUids: placeholders, noted for the sequential pass."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def conn(self, proto: int, a_h: str, a_p: int, b_h: str, b_p: int, start_ts: float) -> str:
+        return self.recorder.placeholder((proto, a_h, a_p, b_h, b_p, start_ts))
+
+    def tunnel(self, key: tuple) -> str:
+        return self.recorder.placeholder(None)
+
+    def expire(self, now: float) -> None:
+        pass
 
 
 class _Capture:

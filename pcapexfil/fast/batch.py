@@ -23,6 +23,9 @@ from pcapexfil.packet import Packet
 KIND_FAST = 0  # parsed by the kernel; the flow table takes it as it is
 KIND_SLOW = 1  # the kernel could not (tunnel, fragment, unknown link type...): reference decoder
 KIND_SKIP = 2  # nothing for the flow table (non-IP frame, damaged beyond use: counted as a weird)
+# A connection another worker owns (pcapexfil.workers): it moves network time as its own
+# packet would, and nothing else.
+KIND_FOREIGN = 3
 
 PACKET_DTYPE = np.dtype(
     [

@@ -4,8 +4,7 @@
 The kernel hands back an ordered event stream; this module replays it so that everything
 outside the table sees the reference's calls in the reference's order:
 
-- a new connection draws its uid (the same generator and draw order as FlowTable, so a
-  seeded run gives the same uids);
+- a new connection gets its uid from its identity (flow.uid, as FlowTable does);
 - packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy:
   the first packet of every connection (analyzers set up their state; DNS names the
   connection there), then every packet of DNS-port UDP flows, and TCP packets that carry
@@ -67,7 +66,7 @@ from pcapexfil.flow.table import (
     bare_mode,
     tunnel_parent_uid,
 )
-from pcapexfil.flow.uid import UidGenerator
+from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
 from pcapexfil.identifiers.stream import STREAM_KEY
 from pcapexfil.netconf import NetSet, parse_nets
@@ -78,6 +77,7 @@ from pcapexfil.weird import Weirds
 if TYPE_CHECKING:
     from pcapexfil.decode import Decoder
     from pcapexfil.fast.reader import Batch
+    from pcapexfil.workers import Share
 
 BATCH_ROWS = 2048
 _V4_MAPPED = 0xFFFF << 32
@@ -137,7 +137,7 @@ class FastFlow:
         self.weirds = weirds
         nets = parse_nets(config.local_nets)
         self.local: NetSet | None = NetSet(nets) if nets else None
-        self.new_uid = UidGenerator(config.seed)
+        self.uids = ConnUids(config.seed)
         self.table = FastFlowTable(config, bool(self.analyzers), self._events)
         self.conns: dict[int, FastConn] = {}
         self.records = 0
@@ -321,7 +321,7 @@ class FastFlow:
         inner = self.conns.get(self._last_serial)
         prev_pkt, prev_serial = self._prev
         carrier = self.conns.get(prev_serial) if pkt.outer is prev_pkt else None
-        uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.new_uid)
+        uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.uids.tunnel)
         if inner is not None and uid not in inner.tunnel_parents:
             inner.tunnel_parents.append(uid)
 
@@ -383,12 +383,14 @@ class FastFlow:
                         e_seq[o], e_left[o] = st.count_window(True)
                         e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
             elif kind == EV_NEW:
-                conns[serial] = FastConn(self.new_uid(), code, start_ts)
+                uid = self.uids.conn(code, self._text(ohi, olo), op, self._text(rhi, rlo), rp, start_ts)
+                conns[serial] = FastConn(uid, code, start_ts)
             elif kind == EV_REC:
                 if recs is None:
                     recs = rec.tolist()
                 self._record(conns.pop(serial), recs[row], rh[row])
             elif kind == EV_TICK:
+                self.uids.expire(ts)
                 for sink in self.sinks:
                     sink.on_time(ts)
             elif kind == EV_WEIRD:
@@ -464,15 +466,17 @@ def warm_up(verify_checksums: bool = False) -> None:
     block_chunk(np.zeros(0, np.uint8), 0, 0, 0, 1, "", 0)  # the ring block walk (no frames)
 
 
-def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any:
-    """`pipeline.run` on the fast engine (same arguments, same outputs)."""
+def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink], share: Share | None = None) -> Any:
+    """`pipeline.run` on the fast engine (same arguments, same outputs). With `share`
+    (a `workers.Share`), one worker's run: rows of the connections it does not own are
+    marked KIND_FOREIGN before the table sees them, uids and weirds note ownership."""
     from pcapexfil.decode import Decoder
     from pcapexfil.fast.reader import iter_batches
     from pcapexfil.pipeline import RunScaffold, RunSummary
     from pcapexfil.source import CaptureStats
 
-    scaffold = RunScaffold(options)
-    weirds, analyzers = scaffold.weirds, scaffold.analyzers
+    scaffold = RunScaffold(options, sinks, share)
+    weirds, analyzers, sinks = scaffold.weirds, scaffold.analyzers, scaffold.sinks
     stats = CaptureStats()
     batches = iter_batches(list(paths), weirds, stats, verify_checksums=options.verify_checksums,
                            capture_filter=options.capture_filter)
@@ -480,6 +484,8 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
     config = FlowConfig(local_nets=options.local_nets, seed=options.seed, weirds=weirds,
                         max_flows=options.max_flows, **bare_mode(options.zeek_bare_mode))
     flow = FastFlow(config, analyzers, sinks, weirds)
+    if share is not None:
+        flow.uids = share.uids(options.seed)
     progress = scaffold.start_progress(stats)
     count = 0
     now = 0.0
@@ -490,11 +496,13 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink]) -> Any
                 continue
             count += rows.shape[0]
             now = max(now, float(rows["ts"].max()))
+            if share is not None:
+                share.mark(rows)
             flow.feed_batch(batch, decoder)
             progress.update(stats.bytes)
         flow.flush(now)
         for sink in sinks:
             sink.on_time(now)
     finally:
-        scaffold.close(sinks, now)
+        scaffold.close(now)
     return RunSummary(packets=count, records=flow.records, weirds=dict(weirds.counts))

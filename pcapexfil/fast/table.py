@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pcapexfil.fast.batch import KIND_SKIP
+from pcapexfil.fast.batch import KIND_FOREIGN, KIND_SKIP
 from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, registered_analyzers
 from pcapexfil.flow.table import (
     _ICMP4_PAIRS,
@@ -1666,6 +1666,9 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
         if ts > GF[GF_NOW]:  # noqa: SIM102 (mirrors the reference)
             if not _advance(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, ts):
                 return ST_OUT_FULL, i
+        if b[i].kind == KIND_FOREIGN:
+            G[G_STAGE] = 0
+            continue
         if G[G_EV_N] + EV_ROOM > EV.shape[0] or G[G_REC_N] + REC_ROOM > REC.shape[0]:
             return ST_OUT_FULL, i
         grow = 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, Port, is_likely_server_port, registered_analyzers
 from pcapexfil.flow.tcp import TCPAdapter
-from pcapexfil.flow.uid import UidGenerator
+from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, ConnView
 from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
 from pcapexfil.packet import (
@@ -261,7 +261,7 @@ class Connection:
 
 
 def tunnel_parent_uid(
-    pkt: Packet, carrier: ConnView | None, tunnel_uids: dict[tuple, str], new_uid: Callable[[], str]
+    pkt: Packet, carrier: ConnView | None, tunnel_uids: dict[tuple, str], new_uid: Callable[[tuple], str]
 ) -> str:
     """The uid an inner connection names as its tunnel parent: the UDP/TCP connection that
     carried the outer packet (it lists the tunnel type as a service), or, for a tunnel straight
@@ -275,7 +275,7 @@ def tunnel_parent_uid(
     a, b = sorted((outer.src, outer.dst))
     key = (a, b, pkt.tunnel_type)
     if key not in tunnel_uids:
-        tunnel_uids[key] = new_uid()
+        tunnel_uids[key] = new_uid(key)
     return tunnel_uids[key]
 
 
@@ -290,7 +290,7 @@ class FlowTable:
         self.weirds = config.weirds
         nets = parse_nets(config.local_nets)
         self.local: NetSet | None = NetSet(nets) if nets else None
-        self.new_uid: Callable[[], str] = UidGenerator(config.seed)  # replaceable (dist.trace numbers uids)
+        self.uids = ConnUids(config.seed)  # replaceable (dist.trace numbers uids by stream position)
         # Least recently active first (moved to the end on every packet): eviction order.
         self.conns: OrderedDict[tuple, Connection] = OrderedDict()
         self.evicted = 0
@@ -452,7 +452,8 @@ class FlowTable:
         cap = cfg.max_flows
         if cap is not None and len(self.conns) >= cap:
             self._evict(len(self.conns) - cap + 1)
-        conn = Connection(self, key, self.new_uid(), pkt, sport, dport, timeout)
+        conn = Connection(self, key, self.uids.conn(proto, pkt.src, sport, pkt.dst, dport, pkt.ts), pkt, sport, dport,
+                          timeout)
         flip = False
         if proto == PROTO_TCP:
             conn.tcp = TCPAdapter(conn)
@@ -490,7 +491,7 @@ class FlowTable:
 
     def _note_tunnel(self, conn: Connection, pkt: Packet) -> None:
         carrier = self._last_conn if pkt.outer is self._last_pkt else None
-        uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.new_uid)
+        uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.uids.tunnel)
         if uid not in conn.tunnel_parents:
             conn.tunnel_parents.append(uid)
 

@@ -283,15 +283,21 @@ class ZeekLogWriter:
             raise _named(exc, self.path) from None
 
     def write(self, row: Mapping[str, Any]) -> None:
+        self.write_line(self.line(row))
+
+    def line(self, row: Mapping[str, Any]) -> str:
+        """`row` as this log's line (what `write` writes; workers format in parallel)."""
         if self.use_json:
             obj = {
                 name: _json_value(row[name], type_, self.ts_style)
                 for name, type_ in self.fields
                 if row.get(name) is not None
             }
-            self._put(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
-        else:
-            self._put(_SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n")
+            return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
+        return _SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n"
+
+    def write_line(self, line: str) -> None:
+        self._put(line)
         self.rows += 1
 
     def flush(self) -> None:

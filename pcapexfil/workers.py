@@ -1,0 +1,420 @@
+"""`--workers N`: N processes share one capture, each keeps the connections whose flow hash
+falls in its share (as Zeek cluster workers, nfstream meters and AF_PACKET fanout split
+traffic), and one process merges their outputs into exactly the single run's.
+
+Every worker reads and parses the whole capture (memory-mapped; header parsing is cheap next
+to the flow table and the analyzers). Before the numba table sees a batch, the rows of
+connections another worker owns become KIND_FOREIGN: they still move network time exactly
+as in one run, so every worker fires the same timers at the same times and makes the same
+once-a-second ticks. Two kinds of packets every worker processes in full, and only the
+owner writes what comes out of them:
+
+- DNS-port packets: the DNS analyzer names *other* connections from the answers it saw
+  (`rec.dns_name`), so every worker needs every answer, in stream order;
+- packets of SLOW frames (tunnels, fragments, odd link layers): each worker decodes every
+  SLOW frame anyway (fragments are reassembled before their flow is known), and a tunnel's
+  inner connection names its carrier's uid, whose owner may be another worker.
+
+Uids come from the connection's identity (flow.uid), so a worker names a connection as the
+single run does. Each worker releases its records and rows one epoch at a time, sorted
+(pcapexfil.order); the merging process takes epoch k of every worker and merges them by the
+same keys, so the result is the single run's order byte for byte. Capture and decoder
+weirds (no uid) are the same in every worker: worker 0 writes them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing
+import os
+import pickle
+import signal
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from pcapexfil.fast.batch import KIND_FAST, KIND_FOREIGN, addr_to_halves
+from pcapexfil.flow.uid import ConnUids, run_seed
+from pcapexfil.hooks import RecordSink
+from pcapexfil.logs.zeek import Field, ZeekLogWriter
+from pcapexfil.order import Epochs, OrderedLog, RecordItem, RowItem
+from pcapexfil.packet import PROTO_TCP, PROTO_UDP
+from pcapexfil.pipeline import PROGRESS_MIN_BYTES, Progress, RunOptions, RunSummary
+from pcapexfil.weird import Weirds
+
+DNS_UDP_PORTS = (53, 5353, 5355)  # identifiers.dns: the ports whose answers name connections
+DNS_TCP_PORTS = (53,)
+SEND_ITEMS = 4096  # records and rows per message to the merging process (fewer, larger pickles)
+_M64 = (1 << 64) - 1
+_C1, _C2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _mix(x: Any) -> Any:
+    """splitmix64's finaliser, on Python ints (masked) or numpy uint64 arrays (wrapping)."""
+    if isinstance(x, int):
+        x = ((x ^ (x >> 30)) * _C1) & _M64
+        x = ((x ^ (x >> 27)) * _C2) & _M64
+        return x ^ (x >> 31)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(_C1)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(_C2)
+    return x ^ (x >> np.uint64(31))
+
+
+def _endpoint(hi: Any, lo: Any, port: Any) -> Any:
+    return _mix(hi ^ _mix(lo ^ port))
+
+
+def flow_hashes(rows: np.ndarray) -> np.ndarray:
+    """The flow hash of each batch row: the same for both directions (the endpoints' hashes
+    are added), ports only for TCP and UDP (ICMP types pair up differently per direction)."""
+    proto = rows["proto"].astype(np.uint64)
+    ported = (rows["proto"] == PROTO_TCP) | (rows["proto"] == PROTO_UDP)
+    sport = np.where(ported, rows["sport"], 0).astype(np.uint64)
+    dport = np.where(ported, rows["dport"], 0).astype(np.uint64)
+    a = _endpoint(rows["src_hi"], rows["src_lo"], sport)
+    b = _endpoint(rows["dst_hi"], rows["dst_lo"], dport)
+    return _mix(a + b + proto)
+
+
+@lru_cache(maxsize=1 << 16)
+def _halves(text: str) -> tuple[int, int]:
+    return addr_to_halves(text)
+
+
+def flow_hash(proto: int, a_h: str, a_p: int, b_h: str, b_p: int) -> int:
+    """`flow_hashes` for one connection's identity (text addresses, either order)."""
+    if proto not in (PROTO_TCP, PROTO_UDP):
+        a_p = b_p = 0
+    (ahi, alo), (bhi, blo) = _halves(a_h), _halves(b_h)
+    return int(_mix((_endpoint(ahi, alo, a_p) + _endpoint(bhi, blo, b_p) + proto) & _M64))
+
+
+class _Done(Progress):
+    """A worker's progress: the bytes read, sent along with its output."""
+
+    def __init__(self) -> None:
+        super().__init__(False, 0)
+        self.done = 0
+
+    def update(self, done: int) -> None:
+        self.done = done
+
+
+class Share:
+    """Worker `index` of `count`: which rows it keeps, and what it may write."""
+
+    def __init__(self, index: int, count: int) -> None:
+        self.index = index
+        self.count = count
+        self.foreign: set[str] = set()  # uids of live connections this worker runs but does not own
+        self.progress = _Done()
+
+    def mark(self, rows: np.ndarray) -> None:
+        """Rows (one parsed batch) of connections another worker owns become KIND_FOREIGN."""
+        fast = rows["kind"] == KIND_FAST
+        if not fast.any():
+            return
+        ours = (flow_hashes(rows) % np.uint64(self.count)) == self.index
+        proto, sport, dport = rows["proto"], rows["sport"], rows["dport"]
+        udp_dns = np.isin(sport, DNS_UDP_PORTS) | np.isin(dport, DNS_UDP_PORTS)
+        tcp_dns = np.isin(sport, DNS_TCP_PORTS) | np.isin(dport, DNS_TCP_PORTS)
+        everyone = ((proto == PROTO_UDP) & udp_dns) | ((proto == PROTO_TCP) & tcp_dns)
+        rows["kind"][fast & ~ours & ~everyone] = KIND_FOREIGN
+
+    def owns(self, proto: int, a_h: str, a_p: int, b_h: str, b_p: int) -> bool:
+        return flow_hash(proto, a_h, a_p, b_h, b_p) % self.count == self.index
+
+    def uids(self, seed: int | None) -> ConnUids:
+        return _ShareUids(seed, self)
+
+    def weirds(self, writer: OrderedLog | None) -> Weirds:
+        return _ShareWeirds(writer, self)
+
+
+class _ShareUids(ConnUids):
+    def __init__(self, seed: int | None, share: Share) -> None:
+        super().__init__(seed)
+        self.share = share
+
+    def conn(self, proto: int, a_h: str, a_p: int, b_h: str, b_p: int, start_ts: float) -> str:
+        uid = super().conn(proto, a_h, a_p, b_h, b_p, start_ts)
+        if not self.share.owns(proto, a_h, a_p, b_h, b_p):
+            self.share.foreign.add(uid)
+        return uid
+
+
+class _ShareWeirds(Weirds):
+    """Counts and writes the weirds this worker owns: its connections', and (worker 0) those
+    without a connection."""
+
+    def __init__(self, writer: OrderedLog | None, share: Share) -> None:
+        super().__init__(writer)  # type: ignore[arg-type]
+        self.share = share
+
+    def report(self, name: str, ts: float | None = None, addl: str | None = None, *, uid: str | None = None,
+               conn_id: tuple[str, int, str, int] | None = None, source: str | None = None) -> None:
+        if uid is None:
+            if self.share.index:
+                return
+        elif uid in self.share.foreign:
+            return
+        super().report(name, ts, addl, uid=uid, conn_id=conn_id, source=source)
+
+
+# One epoch as sent: (records, [(log name, fields, (key, line) items)], tick time, end of input).
+LineItem = tuple[tuple[float, str, int], str]
+Epoch = tuple[list[RecordItem], list[tuple[str, list[Field], list[LineItem]]], float, bool]
+
+
+class _Spool(Epochs):
+    """A worker's Epochs: each released epoch, less what other workers own, goes down the pipe."""
+
+    def __init__(self, share: Share, pipe: Any, options: RunOptions) -> None:
+        super().__init__([], limit=0)  # whole epochs only: the merge pairs them across workers
+        self.share = share
+        self.pipe = pipe
+        self.options = options
+        self.formats: dict[str, ZeekLogWriter] = {}  # rows become lines here, in parallel
+        self.pending: list[Epoch] = []
+        self.items = 0
+
+    def _format(self, log: OrderedLog) -> ZeekLogWriter:
+        fmt = self.formats.get(log.name)
+        if fmt is None:
+            fmt = self.formats[log.name] = ZeekLogWriter(os.devnull, log.name, log.fields, self.options.use_json,
+                                                         self.options.ts_style)
+        return fmt
+
+    def deliver(self, records: list[RecordItem], rows: list[tuple[OrderedLog, list[RowItem]]], now: float | None,
+                end: bool) -> None:
+        assert now is not None  # no early release (limit 0)
+        foreign, first = self.share.foreign, self.share.index == 0
+        logs = []
+        for log, items in rows:
+            kept = [it for it in items if (it[0][1] not in foreign if it[0][1] else first)]
+            if kept:
+                line = self._format(log).line
+                logs.append((log.name, log.fields, [(key, line(row)) for key, row in kept]))
+                self.items += len(kept)
+        ours = []
+        for item in records:
+            if item[1].uid in foreign:
+                foreign.discard(item[1].uid)
+            else:
+                ours.append(item)
+        self.items += len(ours)
+        self.pending.append((ours, logs, now, end))
+        if end or self.items >= SEND_ITEMS:
+            self.pipe.send_bytes(pickle.dumps(("epochs", self.pending, self.share.progress.done), protocol=5))
+            self.pending, self.items = [], 0
+        if end:
+            for fmt in self.formats.values():
+                fmt.close()
+
+
+def _work(paths: list[str], options: RunOptions, share: Share, pipe: Any) -> None:
+    """One worker: the fast engine over the whole capture, keeping its share; its epochs go
+    to `pipe` (a Connection, or a `SpoolFile` for a cluster task)."""
+    from pcapexfil.fast.engine import run_fast
+
+    try:
+        summary = run_fast(paths, options, [_Spool(share, pipe, options)], share)
+        pipe.send_bytes(pickle.dumps(("done", summary.packets, summary.weirds)))
+    except BaseException as exc:  # noqa: BLE001 (reported to the merging process, which raises)
+        pipe.send_bytes(pickle.dumps(("error", f"worker {share.index}: {type(exc).__name__}: {exc}")))
+    finally:
+        pipe.close()
+
+
+def _process(paths: list[str], options: RunOptions, share: Share, pipe: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the merging process's to handle
+    _work(paths, options, share, pipe)
+
+
+class SpoolFile:
+    """A worker's messages in a file (length-prefixed), for workers on other machines."""
+
+    def __init__(self, path: str, mode: str) -> None:
+        self.f = open(path, mode)  # noqa: SIM115 (closed by close)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.f.write(len(data).to_bytes(8, "little"))
+        self.f.write(data)
+
+    def recv_bytes(self) -> bytes:
+        head = self.f.read(8)
+        if len(head) < 8:
+            raise EOFError
+        return self.f.read(int.from_bytes(head, "little"))
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def share_task(paths: list[str], options: RunOptions, index: int, count: int, path: str) -> float:
+    """A cluster task: worker `index` of `count` over the whole capture, its output spooled
+    to `path` (shared storage). Returns the CPU seconds it took."""
+    import time
+
+    cpu = time.thread_time()
+    _work(paths, options, Share(index, count), SpoolFile(path, "wb"))
+    return time.thread_time() - cpu
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed or died."""
+
+
+class _Feed:
+    """The epochs one worker sent, one at a time."""
+
+    def __init__(self, index: int, pipe: Any) -> None:
+        self.index = index
+        self.pipe = pipe
+        self.epochs: deque[Epoch] = deque()
+        self.done = 0  # bytes the worker has read
+        self.final: tuple[int, dict[str, int]] | None = None
+
+    def _receive(self) -> None:
+        try:
+            msg = pickle.loads(self.pipe.recv_bytes())
+        except EOFError:
+            raise WorkerError(f"worker {self.index} ended without a result") from None
+        if msg[0] == "epochs":
+            self.epochs.extend(msg[1])
+            self.done = msg[2]
+        elif msg[0] == "done":
+            self.final = (msg[1], msg[2])
+        else:
+            raise WorkerError(msg[1])
+
+    def next(self) -> Epoch:
+        while not self.epochs:
+            self._receive()
+        return self.epochs.popleft()
+
+    def result(self) -> tuple[int, dict[str, int]]:
+        while self.final is None:
+            self._receive()
+        return self.final
+
+
+class _Logs:
+    """The merged analyzer and weird logs, each created on its first row (as LogOut does)."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.writers: dict[str, ZeekLogWriter] = {}
+
+    def write(self, name: str, fields: list[Field], rows: Any) -> None:
+        out = self.writers.get(name)
+        if out is None:
+            assert self.options.out_dir is not None  # workers write rows only with an output directory
+            path = os.path.join(self.options.out_dir, f"{name}.log")
+            out = self.writers[name] = ZeekLogWriter(path, name, fields, self.options.use_json,
+                                                     self.options.ts_style)
+        for _, line in rows:
+            out.write_line(line)
+
+    def close(self) -> None:
+        for out in self.writers.values():
+            out.close()
+
+
+def _key(item: tuple) -> Any:
+    return item[0]
+
+
+def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], workers: int,
+                input_bytes: int = 0) -> RunSummary:
+    """`pipeline.run` (fast engine) with `workers` processes sharing the connections; the
+    same records, in the same order and with the same ticks, reach `sinks`, and the same
+    logs are written. `input_bytes` sizes the progress bar. On Ctrl-C (or any error) what
+    was merged is written and the sinks are closed, as a single run does."""
+    opts = worker_options(options)
+    # fork: the workers start with the parent's imports (no second numba load); elsewhere spawn.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx: Any = multiprocessing.get_context(method)
+    feeds: list[_Feed] = []
+    procs = []
+    show = options.progress
+    if show is None:
+        show = os.isatty(2) and input_bytes >= PROGRESS_MIN_BYTES
+    try:
+        for i in range(workers):
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_process, args=(list(paths), opts, Share(i, workers), send), daemon=True,
+                               name=f"pcapexfil-worker-{i}")
+            proc.start()
+            send.close()
+            procs.append(proc)
+            feeds.append(_Feed(i, recv))
+        return merge(feeds, options, sinks, Progress(show, input_bytes))
+    except BaseException:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        raise
+    finally:
+        for proc in procs:
+            proc.join()
+
+
+def worker_options(options: RunOptions) -> RunOptions:
+    """What every worker runs with: one seed for all (uids), no bar of its own, and no log
+    staging (the merging process writes and publishes the logs; a cluster task could not
+    even be sent one, with its open files)."""
+    return replace(options, seed=run_seed(options.seed), progress=False, workers=1, staging=None)
+
+
+def spooled(paths: Sequence[str]) -> list[_Feed]:
+    """The feeds of cluster tasks' spool files, in worker order."""
+    return [_Feed(i, SpoolFile(path, "rb")) for i, path in enumerate(paths)]
+
+
+def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], progress: Progress) -> RunSummary:
+    """Epoch k of every worker, merged by the epoch order's keys, to `sinks` and the logs;
+    the sinks and logs are closed whatever happens (what was merged is kept)."""
+    logs = _Logs(options)
+    records = 0
+    now = 0.0
+    try:
+        while True:
+            epochs = [feed.next() for feed in feeds]
+            now, end = epochs[0][2], epochs[0][3]
+            if any((e[2], e[3]) != (now, end) for e in epochs):
+                raise WorkerError("workers disagree on network time (a bug)")
+            by_log: dict[str, tuple[list[Field], list[list[LineItem]]]] = {}
+            for _, rows, _, _ in epochs:
+                for name, fields, items in rows:
+                    by_log.setdefault(name, (fields, []))[1].append(items)
+            for name, (fields, parts) in by_log.items():
+                logs.write(name, fields, parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_key))
+            for _, rec in heapq.merge(*(e[0] for e in epochs), key=_key):
+                records += 1
+                for sink in sinks:
+                    sink.on_record(rec)
+            progress.update(min(feed.done for feed in feeds))
+            if end:
+                break
+            for sink in sinks:
+                sink.on_time(now)
+        results = [feed.result() for feed in feeds]
+    finally:
+        progress.close()
+        try:
+            for sink in sinks:
+                sink.close(now)
+        finally:
+            logs.close()
+            for feed in feeds:
+                feed.pipe.close()
+    weirds: Counter[str] = Counter()
+    for _, counts in results:
+        weirds.update(counts)
+    return RunSummary(packets=results[0][0], records=records, weirds=dict(weirds))

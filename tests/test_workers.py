@@ -1,0 +1,191 @@
+"""`--workers N`: N processes sharing the connections by flow hash write exactly the logs,
+records and ticks of one process (uids included under a seed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
+from test_fast_engine import DAYS, FIXTURES, _Calls, _rows
+from test_identifiers_support import a_answer, dns_message
+from test_zeek_corpus import CORPUS, cases
+
+from pcapexfil.fast.batch import KIND_FAST, KIND_FOREIGN, PACKET_DTYPE, addr_to_halves
+from pcapexfil.fast.reader import iter_batches
+from pcapexfil.pipeline import ConnLogSink, RunOptions, run
+from pcapexfil.source import CaptureError
+from pcapexfil.weird import Weirds
+from pcapexfil.workers import Share, flow_hash, flow_hashes
+
+LOGS = ("conn.log", "ssl.log", "http.log", "dns.log", "weird.log")
+
+
+def _run(paths: list[str], out: str, workers: int, **kw) -> tuple[object, _Calls]:
+    os.makedirs(out, exist_ok=True)
+    sink = _Calls()
+    summary = run(paths, RunOptions(out_dir=out, seed=5, workers=workers, **kw), [sink, ConnLogSink(out)])
+    return summary, sink
+
+
+def assert_same(paths: list[str], tmp_path, workers: int = 2, **kw) -> int:
+    try:
+        one_summary, one = _run(paths, str(tmp_path / "one"), 1, **kw)
+    except CaptureError as exc:
+        with pytest.raises(CaptureError) as info:
+            _run(paths, str(tmp_path / "many"), workers, **kw)
+        assert str(info.value) == str(exc)
+        return 0
+    many_summary, many = _run(paths, str(tmp_path / "many"), workers, **kw)
+    assert many.calls == one.calls  # records (uids) and ticks, in order
+    assert many.records == one.records
+    assert [r.dns_name for r in many.records] == [r.dns_name for r in one.records]
+    assert many_summary == one_summary
+    for name in LOGS:
+        assert _rows(str(tmp_path / "many" / name)) == _rows(str(tmp_path / "one" / name)), name
+    return len(one.records)
+
+
+CASES = cases()
+
+
+def test_corpus_cases(tmp_path):
+    """Tunnels (carrier and inner connection owned by different workers), fragments, odd
+    link layers, damaged frames: every corpus trace, 2 and 3 workers."""
+    total = 0
+    for case, trace, flags in CASES:
+        path = os.path.join(CORPUS, case, trace)
+        for n in (2, 3):
+            total += assert_same([path], tmp_path / case / str(n), workers=n, local_nets=(),
+                                 verify_checksums="-C" not in flags.split())
+    assert total > 600
+
+
+def test_example_days_with_identifiers(tmp_path):
+    n = assert_same(DAYS[:4], tmp_path, workers=3)
+    assert n > 100
+    for name in ("ssl.log", "http.log", "dns.log"):
+        assert _rows(str(tmp_path / "many" / name)), f"{name} empty: identifiers not exercised"
+
+
+def test_dns_answers_name_connections_other_workers_own(tmp_path):
+    """One DNS flow answers for ten servers; the connections to them (no SNI, no Host) are
+    named from those answers whichever worker owns them."""
+    frames = []
+    t = 1_700_000_000.0
+    names = [(f"host{k}.example", f"198.51.100.{k + 1}") for k in range(10)]
+    for k, (name, addr) in enumerate(names):
+        query = dns_message(k, 0x0100, (name, 1))
+        reply = dns_message(k, 0x8180, (name, 1), [a_answer(name, addr, 300)])
+        frames.append((t, ether(ipv4(udp(5000, 53, query), "10.0.0.5", "192.0.2.53"))))
+        frames.append((t + 0.01, ether(ipv4(udp(53, 5000, reply), "192.0.2.53", "10.0.0.5"))))
+        t += 0.1
+    for k, (_, addr) in enumerate(names):
+        frames.append((t, ether(ipv4(tcp(40000 + k, 22), "10.0.0.5", addr))))
+        frames.append((t + 0.01, ether(ipv4(udp(6000 + k, 9999, b"x"), "10.0.0.5", addr))))
+        t += 0.1
+    path = str(write_pcap(tmp_path / "names.pcap", frames))
+    assert_same([path], tmp_path / "cmp", workers=3)
+    _, one = _run([path], str(tmp_path / "again"), 1)
+    named = {(r.resp_h, r.dns_name) for r in one.records if r.dns_name}
+    assert named == {(addr, name) for name, addr in names}
+    dns_owner = flow_hash(17, "10.0.0.5", 5000, "192.0.2.53", 53) % 3
+    owners = {flow_hash(6, "10.0.0.5", 40000 + k, addr, 22) % 3 for k, (_, addr) in enumerate(names)}
+    assert owners - {dns_owner}, "every named connection on the DNS flow's worker: nothing tested"
+
+
+def test_bad_fixtures_and_damaged_input(tmp_path):
+    bad = sorted(f for f in os.listdir(os.path.join(FIXTURES, "bad")) if not f.endswith((".md", ".py")))
+    for name in bad:
+        assert_same([os.path.join(FIXTURES, "bad", name)], tmp_path / name)
+
+
+def test_flow_hash_is_symmetric_and_the_same_for_rows_and_identities():
+    rows = np.zeros(4, PACKET_DTYPE)
+    pairs = [(6, "10.0.0.1", 1234, "93.184.216.34", 443), (17, "fe80::1", 53, "fe80::2", 5353),
+             (1, "10.0.0.1", 8, "10.0.0.2", 0), (47, "10.1.1.1", 0, "10.2.2.2", 0)]
+    for row, (proto, a, ap, b, bp) in zip(rows, pairs):
+        row["proto"], row["sport"], row["dport"] = proto, ap, bp
+        row["src_hi"], row["src_lo"] = addr_to_halves(a)
+        row["dst_hi"], row["dst_lo"] = addr_to_halves(b)
+    flipped = rows.copy()
+    for src, dst in (("src_hi", "dst_hi"), ("src_lo", "dst_lo"), ("sport", "dport")):
+        flipped[src], flipped[dst] = rows[dst], rows[src]
+    assert (flow_hashes(rows) == flow_hashes(flipped)).all()
+    expected = [flow_hash(*p) for p in pairs]
+    assert [int(h) for h in flow_hashes(rows)] == expected
+    assert flow_hash(1, "10.0.0.1", 0, "10.0.0.2", 8) == expected[2]  # ICMP: addresses only
+    assert len(set(expected)) == 4
+
+
+def test_shares_split_the_connections_and_replicate_dns():
+    batch = next(iter_batches(DAYS[:1], Weirds()))
+    fast = batch.packets["kind"] == KIND_FAST
+    kept = []
+    for i in range(3):
+        rows = batch.packets.copy()
+        Share(i, 3).mark(rows)
+        kept.append(rows["kind"] != KIND_FOREIGN)
+    dns = np.isin(batch.packets["sport"], (53, 5353, 5355)) | np.isin(batch.packets["dport"], (53, 5353, 5355))
+    # Every row is kept by at least one worker; DNS rows by all; other rows by one.
+    assert np.logical_or.reduce(kept).all()
+    assert (np.logical_and.reduce(kept) == (~fast | dns)).all()
+    assert (sum(k.astype(int) for k in kept)[fast & ~dns] == 1).all()
+    assert all(k[fast & ~dns].any() for k in kept)  # each worker owns a share
+
+
+def test_cli_conn_and_analyze_workers(tmp_path):
+    """The CLI: `--workers 2` and `--workers auto` write what one worker writes."""
+    def cli(*args):
+        return subprocess.run(["pcapexfil", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    for cmd in ("conn", "analyze"):
+        outs = []
+        for workers in ("1", "2", "auto"):
+            out = tmp_path / f"{cmd}-{workers}"
+            res = cli(cmd, *DAYS[:3], "-o", str(out), "--seed", "9", "--workers", workers)
+            assert res.returncode == 0, res.stderr
+            outs.append(out)
+        logs = sorted(f for f in os.listdir(outs[0]) if f.endswith(".log"))
+        assert "conn.log" in logs and (cmd == "conn" or "exfil_detection.log" in logs)
+        for out in outs[1:]:
+            assert sorted(f for f in os.listdir(out) if f.endswith(".log")) == logs
+            for name in logs:
+                assert _rows(str(out / name)) == _rows(str(outs[0] / name)), (cmd, name)
+    bad = cli("conn", DAYS[0], "-o", str(tmp_path / "bad"), "--workers", "0")
+    assert bad.returncode == 2 and "--workers" in bad.stderr
+    ref = cli("conn", DAYS[0], "-o", str(tmp_path / "ref"), "--workers", "2", "--engine", "reference")
+    assert ref.returncode == 2 and "fast engine" in ref.stderr
+
+
+class _Interrupt(_Calls):
+    """A sink that stops the run (as Ctrl-C would) after `limit` records."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def on_record(self, rec) -> None:
+        super().on_record(rec)
+        if len(self.records) == self.limit:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_keeps_what_was_merged(tmp_path):
+    _, full = _run(DAYS[:2], str(tmp_path / "full"), 1)
+    out = tmp_path / "cut"
+    os.makedirs(out)
+    sink = _Interrupt(40)
+    with pytest.raises(KeyboardInterrupt):
+        run(DAYS[:2], RunOptions(out_dir=str(out), seed=5, workers=2), [sink, ConnLogSink(str(out))])
+    # The sinks were closed, conn.log is complete up to the interruption (its #close line
+    # written) and is the uninterrupted run's first rows.
+    assert sink.calls[-1][0] == "close"
+    assert [r.uid for r in sink.records] == [r.uid for r in full.records[:40]]
+    with open(out / "conn.log", encoding="utf-8") as fh:
+        text = fh.read()
+    assert text.splitlines()[-1].startswith("#close")
+    assert _rows(str(out / "conn.log")) == _rows(str(tmp_path / "full" / "conn.log"))[:39]
