@@ -96,3 +96,16 @@ def either_direction(orig: bool | None, resp: bool | None) -> Verdict:
     if orig is False or resp is False:
         return Verdict.REJECT
     return Verdict.MORE
+
+
+def matched_in_either_direction(pattern: re.Pattern[bytes], need: int) -> Check:
+    """A dpd.sig signature without `tcp-state`: either direction's first bytes may match."""
+
+    def signature(orig: bytes, resp: bytes) -> Verdict:
+        a = signature_match(pattern, orig, need) if orig else None
+        b = signature_match(pattern, resp, need) if resp else None
+        if a or b:
+            return Verdict.CONFIRM
+        return Verdict.REJECT if a is False and b is False else Verdict.MORE
+
+    return signature

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, either_direction, signature_match
+from pcapexfil.services.base import Recogniser, Verdict, either_direction, matched_in_either_direction
 
 HEADER_LEN = 16
 RPC_VERSION = 5
@@ -46,13 +46,5 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return either_direction(pdu(orig), pdu(resp))
 
 
-def signature(orig: bytes, resp: bytes) -> Verdict:
-    """dpd_dce_rpc has no tcp-state: either direction's first bytes may match."""
-    a = signature_match(_SIGNATURE, orig, SIGNATURE_NEED) if orig else None
-    b = signature_match(_SIGNATURE, resp, SIGNATURE_NEED) if resp else None
-    if a or b:
-        return Verdict.CONFIRM
-    return Verdict.REJECT if a is False and b is False else Verdict.MORE
-
-
+signature = matched_in_either_direction(_SIGNATURE, SIGNATURE_NEED)
 RECOGNISER = Recogniser("dce_rpc", PROTO_TCP, check, signature=signature)

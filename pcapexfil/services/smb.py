@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, signature_match
+from pcapexfil.services.base import Recogniser, Verdict, matched_in_either_direction
 
 NBSS_HEADER_LEN = 4
 MAGICS = (b"\xffSMB", b"\xfeSMB")
@@ -48,12 +48,5 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.CONFIRM if (a or 0) + (b or 0) >= CONFIRMING_CHUNKS else Verdict.MORE
 
 
-def signature(orig: bytes, resp: bytes) -> Verdict:
-    a = signature_match(_SIGNATURE, orig, SIGNATURE_NEED) if orig else None
-    b = signature_match(_SIGNATURE, resp, SIGNATURE_NEED) if resp else None
-    if a or b:
-        return Verdict.CONFIRM
-    return Verdict.REJECT if a is False and b is False else Verdict.MORE
-
-
+signature = matched_in_either_direction(_SIGNATURE, SIGNATURE_NEED)
 RECOGNISER = Recogniser("smb", PROTO_TCP, check, signature=signature)
