@@ -39,20 +39,26 @@ class ConnView(Protocol):
 
 
 class AppAnalyzer(Protocol):
+    name: str  # its key in `ConnView.app`, and its name among the readers of TCP streams
+
+    def on_new(self, conn: ConnView) -> None:
+        """A connection was created (roles decided, no packet seen yet): Zeek attaches its
+        analyzers here, by the responder port."""
+
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         """Called for a connection's packets, after direction is decided.
 
         The reference engine calls it for every packet. The fast engine relies on a
-        contract and calls it for fewer: the first packet of every connection, every packet
+        contract and calls it for fewer: the first packet of every UDP flow, every packet
         of a UDP flow on a DNS port (53, 137, 5353, 5355) or on `services.REPLY_UDP_PORTS`
         (161, 162, 5060), and TCP packets carrying bytes of a
         stream direction some analyzer still wants (`identifiers.stream.tcp_data`;
         analyzers say they are done with `release` or `release_direction`). Bytes every
         reader of a direction offered to only count (`TcpStreams.offer`: HTTP bodies of
         known length, TLS server bytes before a ClientHello) stay in the kernel, which
-        reports how many through the offers' callbacks. An analyzer that reads more of a
-        TCP packet after the first must widen that filter (`fast.engine`; the differential
-        test shows when logs drift).
+        reports how many through the offers' callbacks. Packets of other protocols are not
+        handed over. An analyzer that reads more must widen that filter (`fast.engine`;
+        the differential test shows when logs drift).
         """
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:

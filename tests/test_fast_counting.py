@@ -13,6 +13,7 @@ that the logs stay the reference engine's while far fewer packets reach the anal
 from __future__ import annotations
 
 import random
+import socket
 
 import numpy as np
 from helpers_pcap import ether, ipv4, tcp, write_pcap
@@ -193,3 +194,78 @@ def test_counted_bodies_leave_logs_as_the_reference_writes_them(tmp_path, monkey
     # The body segments stayed in the kernel: most of them never reached the analyzers.
     assert calls["http"] > segments
     assert fast["http"] < segments // 4
+
+
+def _dns(name: str, address: str, reply: bool) -> bytes:
+    """An A query for `name`, or its reply with `address`."""
+    import dpkt
+
+    msg = dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name=name, type=dpkt.dns.DNS_A)])
+    if reply:
+        msg.an = [dpkt.dns.DNS.RR(name=name, type=dpkt.dns.DNS_A, ttl=300, rdata=socket.inet_aton(address))]
+        msg.qr, msg.ra = dpkt.dns.DNS_R, 1
+    return bytes(msg)
+
+
+def test_connections_without_payload_stay_in_the_kernel(tmp_path, monkeypatch):
+    """Analyzers meet a connection at creation (`on_new`: services attached by the responder
+    port, the DNS name looked up); only payload reaches `on_packet` in the fast engine. A
+    scan, SYN-only attempts, a rejected connection and ICMP cost no packet replay, and the
+    logs and records stay the reference engine's, DNS names included; a late flip carries
+    the reassembly with it."""
+    from helpers_pcap import udp
+
+    from pcapexfil.identifiers.dns import DnsAnalyzer
+    from pcapexfil.services import ServiceAnalyzer
+
+    frames: list = []
+    t = 100.0
+    frames.append((t, ether(ipv4(udp(5000, 53, _dns("files.example", "10.0.0.9", False)), "10.0.0.1", "10.0.0.53"))))
+    frames.append((t + 0.001, ether(ipv4(udp(53, 5000, _dns("files.example", "10.0.0.9", True)), "10.0.0.53",
+                                         "10.0.0.1"))))
+    for port in range(20, 40):  # a scan: SYN, and RST from the closed ports
+        t += 0.01
+        frames.append((t, ether(ipv4(tcp(40000 + port, port, 0x02, 7), "10.0.0.1", "10.0.0.9"))))
+        frames.append((t + 0.001, ether(ipv4(tcp(port, 40000 + port, 0x14, 0, 8), "10.0.0.9", "10.0.0.1"))))
+    t += 0.1
+    frames.append((t, ether(ipv4(tcp(41000, 443, 0x02, 9), "10.0.0.1", "10.0.0.9"))))  # no answer
+    import dpkt
+
+    echo = dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=1, seq=1, data=b"ping"))
+    frames.append((t + 0.01, ether(ipv4(echo, "10.0.0.1", "10.0.0.9"))))
+    # SYN-ACK first between two likely server ports: flipped when the client's data follows.
+    c = _Conversation(frames, t + 1, 6669, sport=80)
+    del frames[-3:]
+    c.cseq, c.sseq = 1000, 50000
+    c.send(False, b"", 0x12)
+    c.send(True, b"", 0x10)
+    c.send(True, b"GET /late HTTP/1.1\r\nHost: late.example\r\n\r\n")
+    c.stream(False, _response(b"k" * 3000))
+    c.close()
+    cap = tmp_path / "quiet.pcap"
+    write_pcap(cap, frames)
+    assert assert_same([str(cap)], tmp_path / "cmp") == 24
+
+    packets: list[tuple[int, int, int]] = []
+    created: list[str] = []
+    on_packet, on_new = ServiceAnalyzer.on_packet, DnsAnalyzer.on_new
+
+    def noting_packet(self, conn, is_orig, pkt):
+        packets.append((conn.orig_p, conn.resp_p, pkt.payload_len))
+        return on_packet(self, conn, is_orig, pkt)
+
+    def noting_new(self, conn):
+        created.append(conn.uid)
+        return on_new(self, conn)
+
+    monkeypatch.setattr(ServiceAnalyzer, "on_packet", noting_packet)
+    monkeypatch.setattr(DnsAnalyzer, "on_new", noting_new)
+    _, sink = _run([str(cap)], str(tmp_path / "fast"), "fast")
+    assert created == [r.uid for r in sorted(sink.records, key=lambda r: r.ts)]
+    # Only the DNS messages and the late connection's payload reached the analyzers.
+    assert {(o, r) for o, r, _ in packets} == {(5000, 53), (6669, 80)}
+    assert all(n > 0 for _, _, n in packets)
+    named = {(r.resp_h, r.resp_p): r.dns_name for r in sink.records}
+    assert named[("10.0.0.9", 443)] == named[("10.0.0.9", 25)] == "files.example"
+    late = next(r for r in sink.records if r.orig_p == 6669)
+    assert late.history.startswith("^") and late.http_host == "late.example" and "http" in late.service

@@ -275,9 +275,15 @@ def test_unseeded_runs_name_a_connection_differently():
 
 def test_analyzers_see_every_packet_and_the_record():
     class Counter:
+        name = "counter"
+
         def __init__(self):
             self.packets = 0
             self.removed = []
+            self.created = []
+
+        def on_new(self, conn):
+            self.created.append(conn.uid)
 
         def on_packet(self, conn, is_orig, pkt):
             self.packets += 1
@@ -297,7 +303,7 @@ def test_analyzers_see_every_packet_and_the_record():
         table.process(p)
     table.flush()
     assert counter.packets == 8
-    assert out[0].server_name == "n=8" and counter.removed == [out[0].uid]
+    assert out[0].server_name == "n=8" and counter.removed == counter.created == [out[0].uid]
 
 
 def test_lone_syn_ack_from_likely_server_port_flips_at_once():

@@ -64,8 +64,13 @@ class Run:
 
     def __init__(self, out_dir: str | None = None, weirds: Any = None, only: set[str] | None = None) -> None:
         self.analyzers = make_analyzers(AnalyzerContext(out_dir=out_dir, weirds=weirds), only)
+        self.created: list[FakeConn] = []  # held, so that no id is reused
 
     def feed(self, conn: FakeConn, packets: list[tuple[bool, Packet]]) -> None:
+        if not any(c is conn for c in self.created):  # its first packets: the flow table creates it
+            self.created.append(conn)
+            for a in self.analyzers:
+                a.on_new(conn)
         for is_orig, pkt in packets:
             for a in self.analyzers:
                 a.on_packet(conn, is_orig, pkt)

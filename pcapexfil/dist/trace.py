@@ -32,7 +32,7 @@ from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.table import _IP_LEVEL_TUNNEL_PROTOS, Connection
 from pcapexfil.hooks import AnalyzerContext
 from pcapexfil.identifiers import make_analyzers
-from pcapexfil.identifiers.dns import NAME_KEY, DnsAnalyzer
+from pcapexfil.identifiers.dns import DnsAnalyzer
 from pcapexfil.packet import Packet
 from pcapexfil.record import ConnRecord
 
@@ -93,15 +93,14 @@ class Recorder:
         # orders like the single table's counter and compares across tables.
         self.table._timer_seq = self._schedule_positions()  # type: ignore[assignment]
         dns = next(a for a in self.analyzers if isinstance(a, DnsAnalyzer))
-        on_packet, on_remove, remember = dns.on_packet, dns.on_remove, dns.remember
+        on_new, on_remove, remember = dns.on_new, dns.on_remove, dns.remember
         c = self.cursor
 
-        def dns_on_packet(conn: Any, is_orig: bool, pkt: Packet) -> None:
-            if NAME_KEY not in conn.app:
-                conn.app[LOOKUP_KEY] = lk = (c.file, c.frame, c.sub, next(self._n), conn.orig_h, conn.resp_h,
-                                             conn.start_ts)
-                self.lookups.append((*lk, conn.uid))
-            on_packet(conn, is_orig, pkt)
+        def dns_on_new(conn: Any) -> None:
+            conn.app[LOOKUP_KEY] = lk = (c.file, c.frame, c.sub, next(self._n), conn.orig_h, conn.resp_h,
+                                         conn.start_ts)
+            self.lookups.append((*lk, conn.uid))
+            on_new(conn)
 
         def dns_on_remove(conn: Any, rec: ConnRecord) -> None:
             on_remove(conn, rec)
@@ -119,7 +118,7 @@ class Recorder:
                 if out is not None:
                     self.log_fields[out.name] = out.fields
                     analyzer.log = _Capture(out.name, self)  # type: ignore[attr-defined]
-        dns.on_packet = dns_on_packet  # type: ignore[method-assign]
+        dns.on_new = dns_on_new  # type: ignore[method-assign]
         dns.on_remove = dns_on_remove  # type: ignore[method-assign]
         dns.remember = dns_remember  # type: ignore[method-assign]
 

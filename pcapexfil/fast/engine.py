@@ -4,15 +4,16 @@
 The kernel hands back an ordered event stream; this module replays it so that everything
 outside the table sees the reference's calls in the reference's order:
 
-- a new connection gets its uid from its identity (flow.uid, as FlowTable does);
+- a new connection gets its uid from its identity (flow.uid, as FlowTable does) and the
+  analyzers' `on_new` (they set up their state; DNS names the connection there);
 - packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy:
-  the first packet of every connection (analyzers set up their state; DNS names the
-  connection there), then every packet of DNS-port UDP flows, and TCP packets that carry
-  payload while the shared stream reassembly (identifiers.stream) may still deliver
-  bytes in their direction. This leans on a contract of today's TCP analyzers (TLS, HTTP,
-  DNS): after the first packet they act only on `tcp_data` bytes. So a SYN without
-  payload stays in the kernel, which hands its sequence over with the direction's next
-  packet (`stream_start`); a direction nobody wants any more (per `TcpStreams`) gets no
+  the first packet of every UDP flow, every packet of DNS-port UDP flows, and TCP
+  packets that carry payload while the shared stream reassembly (identifiers.stream) may
+  still deliver bytes in their direction. This leans on a contract of today's analyzers
+  (hooks.AppAnalyzer): on TCP they act only on `tcp_data` bytes, and on no other
+  protocol but UDP. So a SYN without payload stays in the kernel, which hands its
+  sequence over with the direction's next packet (`stream_start`; a connection's first
+  such packet opens the streams at it); a direction nobody wants any more (per `TcpStreams`) gets no
   calls; and bytes every reader of a direction offered to only count (`TcpStreams.offer`)
   are counted by the kernel, which hands the counts over with the connection's next
   EV_PKT, an EV_COUNTED where an offer ends, or its record. An analyzer that needs more
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pcapexfil import collection
 from pcapexfil.fast.batch import (
     KIND_FAST,
     KIND_SKIP,
@@ -43,7 +45,7 @@ from pcapexfil.fast.batch import (
     halves_to_addr,
 )
 from pcapexfil.fast.table import (
-    APP_FIRST_SENT,
+    APP_NONE,
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
     AUX_NO_TICK,
@@ -68,7 +70,7 @@ from pcapexfil.flow.table import (
 )
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
-from pcapexfil.identifiers.stream import STREAM_KEY
+from pcapexfil.identifiers.stream import STREAM_KEY, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Packet
 from pcapexfil.record import ConnRecord
@@ -138,6 +140,7 @@ class FastFlow:
         nets = parse_nets(config.local_nets)
         self.local: NetSet | None = NetSet(nets) if nets else None
         self.uids = ConnUids(config.seed)
+        self.stream_users = frozenset(a.name for a in self.analyzers)  # each reads TCP streams (make_analyzers)
         self.table = FastFlowTable(config, bool(self.analyzers), self._events)
         self.conns: dict[int, FastConn] = {}
         self.records = 0
@@ -341,6 +344,9 @@ class FastFlow:
             if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
                 st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
+                ids = (ohi, olo, rhi, rlo)
+                if conn.ids != ids:
+                    self._flipped(conn, ids, op, rp)
                 if st is not None:
                     # Bytes the kernel counted for the analyzers, up to this point of the stream.
                     if counted_orig:
@@ -348,6 +354,8 @@ class FastFlow:
                     if counted_resp:
                         st.resp.counted(counted_resp)
                 if kind == EV_PKT:
+                    if st is None and conn.proto == PROTO_TCP:
+                        st = open_streams(conn, self.stream_users)
                     if st is not None:
                         if st.exhausted(is_orig):
                             # Sent before the kernel learned (below) that this direction
@@ -358,33 +366,29 @@ class FastFlow:
                             # Its SYN stayed in the kernel (no payload, nothing to read).
                             direction.next_seq = stream_start
                     pkt = self._packet(row)
-                    ids = (ohi, olo, rhi, rlo)
-                    if conn.ids != ids:
-                        conn.ids = ids
-                        conn.orig_h, conn.resp_h = self._text(ohi, olo), self._text(rhi, rlo)
-                    conn.orig_p, conn.resp_p = op, rp
                     for analyzer in analyzers:
                         analyzer.on_packet(conn, bool(is_orig), pkt)
                     if conn.inactivity_timeout is not None and c_serial[c] == serial:
                         c_timeout[c] = conn.inactivity_timeout  # the kernel waits for it (_advance)
                         conn.inactivity_timeout = None
-                    if conn.proto == PROTO_TCP:
-                        st = conn.app.get(STREAM_KEY)  # the first packet makes it
-                # After a connection's first packet, the analyzers only act on stream
-                # bytes: an exhausted direction gives them none, so its packets stay in
-                # the kernel; bytes they offered to leave uncounted, the kernel counts.
+                # The TCP analyzers only act on stream bytes: an exhausted direction gives
+                # them none, so its packets stay in the kernel; bytes they offered to leave
+                # uncounted, the kernel counts.
                 if st is not None and c_serial[c] == serial:
                     if not (st.orig_wanted or st.resp_wanted):
-                        c_mode[c] = 2
+                        c_mode[c] = APP_NONE
                     else:
-                        c_dead[c] = (c_dead[c] & APP_FIRST_SENT) | (1 if st.exhausted(True) else 0) | (
-                            2 if st.exhausted(False) else 0)
+                        c_dead[c] = (1 if st.exhausted(True) else 0) | (2 if st.exhausted(False) else 0)
                         o = 2 * c + int(c_orig_ep[c])
                         e_seq[o], e_left[o] = st.count_window(True)
                         e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
             elif kind == EV_NEW:
-                uid = self.uids.conn(code, self._text(ohi, olo), op, self._text(rhi, rlo), rp, start_ts)
-                conns[serial] = FastConn(uid, code, start_ts)
+                orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
+                conn = conns[serial] = FastConn(self.uids.conn(code, orig_h, op, resp_h, rp, start_ts), code, start_ts)
+                conn.ids = (ohi, olo, rhi, rlo)
+                conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = orig_h, op, resp_h, rp
+                for analyzer in analyzers:
+                    analyzer.on_new(conn)
             elif kind == EV_REC:
                 if recs is None:
                     recs = rec.tolist()
@@ -409,18 +413,29 @@ class FastFlow:
                     else:
                         w.counts[EVICTED_WEIRD] += 1
 
+    def _flipped(self, conn: FastConn, ids: tuple[int, int, int, int], orig_p: int, resp_p: int) -> None:
+        """The kernel swapped the connection's roles since its last event: so do its view
+        and its stream reassembly (flow.table.Connection.flip_roles)."""
+        conn.ids = ids
+        conn.orig_h, conn.resp_h = self._text(ids[0], ids[1]), self._text(ids[2], ids[3])
+        conn.orig_p, conn.resp_p = orig_p, resp_p
+        st = conn.app.get(STREAM_KEY)
+        if st is not None:
+            st.flip()
+
     def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:
         (_, ts, duration, ohi, olo, rhi, rlo, op, rp, proto, state, ob, rb, missed,
          opk, oipb, rpk, ripb, hlen, counted_orig, counted_resp) = r
+        ids = (ohi, olo, rhi, rlo)
+        if conn.ids != ids:
+            self._flipped(conn, ids, op, rp)
         if counted_orig or counted_resp:
             st = conn.app[STREAM_KEY]
             if counted_orig:
                 st.orig.counted(counted_orig)
             if counted_resp:
                 st.resp.counted(counted_resp)
-        orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
-        conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = orig_h, op, resp_h, rp
-        conn.ids = (ohi, olo, rhi, rlo)
+        orig_h, resp_h = conn.orig_h, conn.resp_h
         has_duration = duration > 0
         local = self.local
         rec = ConnRecord(
@@ -441,6 +456,7 @@ class FastFlow:
         )
         for analyzer in self.analyzers:
             analyzer.on_remove(conn, rec)
+        conn.app.clear()  # its states may refer back to it (offer callbacks): no cycle to collect
         rec.service = list(conn.service)
         self.records += 1
         for sink in self.sinks:
@@ -489,6 +505,7 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink], share:
     progress = scaffold.start_progress(stats)
     count = 0
     now = 0.0
+    pace = collection.relax()
     try:
         for batch in batches:
             rows = batch.packets
@@ -504,5 +521,8 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink], share:
         for sink in sinks:
             sink.on_time(now)
     finally:
-        scaffold.close(now)
+        try:
+            scaffold.close(now)
+        finally:
+            collection.restore(pace)
     return RunSummary(packets=count, records=flow.records, weirds=dict(weirds.counts))

@@ -232,7 +232,7 @@ CONN_DTYPE = np.dtype(
         ("synack_first", np.bool_),
         ("close_deferred", np.bool_),
         ("established", np.bool_),  # connection_established raised, port timeout not yet applied
-        ("app_mode", np.uint8),  # 0: first packet wanted, 1: every packet, 2: none
+        ("app_mode", np.uint8),  # APP_FIRST, APP_EVERY, APP_NONE: which packets the analyzers want
         ("app_call", np.int64),  # kernel call in which app_sent was counted
         ("app_sent", np.int64),  # packets handed to the analyzers in that call
         ("app_dead", np.uint8),  # mode 1, TCP: bit 1 / 2: the orig / resp byte stream ended for analyzers
@@ -717,6 +717,8 @@ def flip_roles(C, E, HI, c, recase):
     C[c].orig_pkts, C[c].resp_pkts = C[c].resp_pkts, C[c].orig_pkts
     C[c].orig_ip_bytes, C[c].resp_ip_bytes = C[c].resp_ip_bytes, C[c].orig_ip_bytes
     C[c].orig_len, C[c].resp_len = C[c].resp_len, C[c].orig_len
+    dead = C[c].app_dead  # bit 1 / 2: orig / resp stream ended for the analyzers
+    C[c].app_dead = ((dead & 1) << 1) | ((dead >> 1) & 1)
     if C[c].is_tcp:
         flip_endpoints(C, E, c)
 
@@ -1147,7 +1149,9 @@ _EXTRA_G = 3
 # A connection whose every packet goes to the analyzers ends the kernel call after this
 # many of them, so Python can tell it to stop (analyzers are done after a handshake or two).
 APP_PKTS_PER_CALL = 4
-APP_FIRST_SENT = 4  # C.app_dead bit: the connection's first packet went to the analyzers
+# C.app_mode: the analyzers want the first (UDP) packet, every packet (TCP payload while a
+# direction is wanted; UDP on DNS ports and services.REPLY_UDP_PORTS), or none.
+APP_FIRST, APP_EVERY, APP_NONE = 0, 1, 2
 
 REC_DTYPE = np.dtype(
     [
@@ -1514,8 +1518,6 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.chk_resp_cnt = 0
     cc.chk_resp_thr = 1
     G[G_LIVE] += 1
-    k = ev_conn(EV, G, EV_NEW, C, c, ts)
-    EV[k].code = proto
     flip = False
     if proto == PROTO_TCP:
         _reset_endpoint(E, EC, 2 * c, True)
@@ -1535,13 +1537,17 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
         flip = PORTS[65536 + sport] != 0 and PORTS[65536 + dport] == 0
     if flip and not (b[i].dst_hi == 0 and b[i].dst_lo == _BCAST_LO):
         flip_roles(C, E, HI, c, False)
+    k = ev_conn(EV, G, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
+    EV[k].code = proto
     cc.app_dead = 0
     cc.app_call = 0
     cc.app_sent = 0
     if proto == PROTO_TCP or proto == PROTO_UDP and APP_UDP[cc.resp_p]:  # DNS ports, services.REPLY_UDP_PORTS
-        cc.app_mode = 1
+        cc.app_mode = APP_EVERY
+    elif proto == PROTO_UDP:
+        cc.app_mode = APP_FIRST
     else:
-        cc.app_mode = 0
+        cc.app_mode = APP_NONE  # analyzers read TCP and UDP payload only (hooks.AppAnalyzer)
     hw, hs, hc, hser, hk, hg = T
     schedule(G, C, hw, hs, hc, hser, hk, hg, ts + timeout, c, T_INACTIVITY)
     if proto == PROTO_TCP:
@@ -1789,16 +1795,16 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 C[c].resp_ip_bytes += np.int64(b[i].ip_len)
             mode = C[c].app_mode
             now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
-            want = G[G_ANALYZERS] != 0 and mode != 2
+            want = G[G_ANALYZERS] != 0 and mode != APP_NONE
             e = -1
             if C[c].is_tcp:
                 e = orig_phys(C, c) if now_orig else orig_phys(C, c) ^ 1
                 if E[e].stream_start < 0 and (flags & TH_SYN or b[i].payload_len > 0):
                     E[e].stream_start = (seq + 1) & M32 if flags & TH_SYN else seq
-            if want and C[c].is_tcp and C[c].app_dead & APP_FIRST_SENT:
-                # After a TCP connection's first packet the analyzers only act on stream
-                # bytes (fast.engine): a packet without payload gives them none (a SYN's
-                # sequence reaches them as the next EV_PKT's stream_start).
+            if want and C[c].is_tcp:
+                # TCP analyzers act only on stream bytes (fast.engine): a packet without
+                # payload gives them none (a SYN's sequence reaches them as the next
+                # EV_PKT's stream_start).
                 want = b[i].payload_len > 0 and not (C[c].app_dead & (1 if now_orig else 2))
                 if want and E[e].sk_left > 0:
                     verdict = count_for_analyzers(E, e, flags, seq, np.int64(b[i].payload_len),
@@ -1809,15 +1815,14 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                         pause = app_sent_pause(C, G, c)
                     want = verdict == TO_ANALYZERS
             if want:
-                C[c].app_dead = C[c].app_dead | APP_FIRST_SENT
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
                 EV[k].row = i
                 EV[k].is_orig = now_orig
                 if e >= 0:
                     EV[k].stream_start = E[e].stream_start
                     hand_counts_to_analyzers(C, E, EV, k, c)
-                if mode == 0:
-                    C[c].app_mode = 2
+                if mode == APP_FIRST:
+                    C[c].app_mode = APP_NONE
                 else:
                     pause = app_sent_pause(C, G, c)
         row_conn[i] = C[c].serial

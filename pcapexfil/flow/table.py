@@ -20,6 +20,7 @@ from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, Port, is_likely_server_por
 from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, ConnView
+from pcapexfil.identifiers.stream import STREAM_KEY
 from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
 from pcapexfil.packet import (
     PROTO_ICMP,
@@ -187,6 +188,9 @@ class Connection:
         self.orig_len, self.resp_len = self.resp_len, self.orig_len
         if self.tcp is not None:
             self.tcp.flip_roles()
+            streams = self.app.get(STREAM_KEY)
+            if streams is not None:
+                streams.flip()
 
     # -- timers --------------------------------------------------------------
     def schedule(self, when: float, kind: str) -> None:
@@ -480,6 +484,8 @@ class FlowTable:
         if flip and pkt.dst != "255.255.255.255":
             conn.flip_roles()
         self.conns[key] = conn
+        for analyzer in self.analyzers:
+            analyzer.on_new(conn)
         self._schedule(pkt.ts + timeout, conn, "inactivity")
         if proto == PROTO_UDP and cfg.dns_session_timeout > 0 and "dns" in registered_analyzers(conn.resp_p, proto):
             # The DNS analyzer, attached by the responder port, arms its expiry timer when

@@ -12,7 +12,7 @@ gets the name in `rec.dns_name` when it has neither SNI nor Host. The name is th
 client *asked for* (the question), not the CNAME chain's target: the question is what the
 client's software meant to reach (`files.example.com`), while a CNAME target names the
 hosting provider (`d1234.cloudfront.net`) that thousands of unrelated sites share. The
-lookup is made at the connection's first packet, so answers that arrive later (for
+lookup is made when the connection is created, so answers that arrive later (for
 another connection) cannot rename it.
 """
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from pcapexfil.record import ConnRecord
 
 NAME = "dns"
-NAME_KEY = "dns_name"  # conn.app: the DNS-derived name looked up at the first packet
+NAME_KEY = "dns_name"  # conn.app: the DNS-derived name looked up at creation
 UDP_PORTS = frozenset((53, 137, 5353, 5355))  # dns/main.zeek registers the DNS analyzer there
 TCP_PORTS = frozenset((53,))
 MAX_TCP_MESSAGE_BUFFER = 128 * 1024
@@ -259,6 +259,8 @@ class DnsAnalyzer:
     that they left without SNI and Host.
     """
 
+    name = NAME
+
     def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
         self.ctx = ctx
         self.users = stream_users
@@ -286,10 +288,10 @@ class DnsAnalyzer:
 
     # -- packets -----------------------------------------------------------------------
 
+    def on_new(self, conn: ConnView) -> None:
+        conn.app[NAME_KEY] = self.name_for(conn.orig_h, conn.resp_h, conn.start_ts) if self.names else None
+
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
-        app = conn.app
-        if NAME_KEY not in app:
-            app[NAME_KEY] = self.name_for(conn.orig_h, conn.resp_h, conn.start_ts) if self.names else None
         proto = pkt.proto
         if proto == PROTO_UDP:
             if conn.resp_p in UDP_PORTS and pkt.payload:

@@ -218,10 +218,15 @@ def _content_length(value: str | None) -> int | None:
 class HttpAnalyzer:
     """AppAnalyzer for HTTP/1.x; writes http.log when the context has an output directory."""
 
+    name = NAME
+
     def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
         self.ctx = ctx
         self.users = stream_users
         self.log = LogOut(ctx, "http", HTTP_FIELDS)
+
+    def on_new(self, conn: ConnView) -> None:
+        return
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         if pkt.proto != PROTO_TCP:

@@ -127,6 +127,14 @@ class TcpStreams:
         self.last_pkt: Packet | None = None
         self.last_data = b""
 
+    def flip(self) -> None:
+        """The connection's roles were swapped: each direction's reassembly goes with its
+        endpoint, as Zeek's TCPSessionAdapter::FlipRoles swaps the endpoints that own the
+        reassemblers."""
+        self.orig, self.resp = self.resp, self.orig
+        self.orig_wanted, self.resp_wanted = self.resp_wanted, self.orig_wanted
+        self.last_pkt, self.last_data = None, b""
+
     def release(self, name: str) -> None:
         """An analyzer has what it needs: once nobody wants bytes, reassembly stops."""
         self.orig_wanted.discard(name)
@@ -179,6 +187,13 @@ class TcpStreams:
 STREAM_KEY = "tcp_stream"
 
 
+def open_streams(conn: ConnView, users: frozenset[str]) -> TcpStreams:
+    """The connection's shared reassembly, created by the first reader (or by the fast
+    engine, which must set where a direction starts when its SYN stayed in the kernel)."""
+    st = conn.app[STREAM_KEY] = TcpStreams(users)
+    return st
+
+
 def tcp_data(conn: ConnView, is_orig: bool, pkt: Packet, users: frozenset[str]) -> bytes:
     """The in-order bytes this packet makes available in its direction (shared per packet).
 
@@ -189,7 +204,7 @@ def tcp_data(conn: ConnView, is_orig: bool, pkt: Packet, users: frozenset[str]) 
         return b""
     st: TcpStreams | None = conn.app.get(STREAM_KEY)
     if st is None:
-        st = conn.app[STREAM_KEY] = TcpStreams(users)
+        st = open_streams(conn, users)
     if st.last_pkt is pkt:
         return st.last_data
     if not (st.orig_wanted if is_orig else st.resp_wanted):

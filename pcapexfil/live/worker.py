@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
 
+from pcapexfil import collection
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.hooks import AnalyzerContext
@@ -120,6 +121,7 @@ class CaptureWorker:
 
             warm_up(options.verify_checksums)  # before the worker reports ready
             self.flow = FastFlow(config, self.analyzers, [_ToCollector(self)], self.weirds)
+            collection.relax()  # the run's pace, for the worker process's life
         else:
             self.table = FlowTable(config, self._emit, self.analyzers)
         self.pcap = PcapWriter(options.write_pcap, capture.linktype, capture.snaplen) \

@@ -83,14 +83,21 @@ class ServiceAnalyzer:
     def __init__(self, ctx: AnalyzerContext, users: frozenset[str]) -> None:
         self.users = users
 
+    def on_new(self, conn: ConnView) -> None:
+        """Zeek attaches analyzers when it creates the connection, by the responder port then
+        (analyzer::Manager::BuildInitialAnalyzerTree)."""
+        if conn.proto in (PROTO_TCP, PROTO_UDP):
+            conn.app[NAME] = _State(list(candidates(conn.proto, conn.resp_p)))
+
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)
         if st is None:
-            if conn.proto not in (PROTO_TCP, PROTO_UDP):
-                return
-            st = conn.app[NAME] = _State(list(candidates(conn.proto, conn.resp_p)))
-        elif not st.pending:
-            return  # decided (and the stream let go)
+            return
+        if not st.pending:  # decided: let the stream go (if no recogniser was ever a candidate)
+            s = streams(conn) if conn.proto == PROTO_TCP else None
+            if s is not None:
+                s.release(NAME)
+            return
         if conn.proto == PROTO_UDP:
             self._datagram(conn, st, is_orig, pkt.payload)
             return
