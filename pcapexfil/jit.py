@@ -5,7 +5,8 @@ and installs every typing and lowering registry (numba.np.arraymath among them, 
 scipy.linalg to probe for a BLAS), about 0.35 s of `pcapexfil conn`'s start-up that only
 compiling reads. Loading object code needs the runtime (NRT) initialised, nothing more, so
 that is all the cache load here does; a cache miss still compiles through numba's compiler,
-which refreshes the context itself.
+which refreshes the context itself, and says so once on a terminal (`COMPILING_NOTICE`).
+The cache lives in one directory per version of the package's sources (`kernel_cache_dir`).
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ def kernel_cache_dir() -> str:
     return os.path.join(base, "kernels-" + digest.hexdigest()[:16])
 
 
+_announced = False
+
+
 def _announce_compiling() -> None:
     """Say once, on a terminal, why the first run takes half a minute (a cache miss compiles)."""
     global _announced
     if not _announced and sys.stderr.isatty():
         print(COMPILING_NOTICE, file=sys.stderr, flush=True)
     _announced = True
-
-
-_announced = False
 
 
 def _load_cached_without_refresh() -> None:
