@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,14 +44,40 @@ def kernel_cache_dir() -> str:
     return os.path.join(base, "kernels-" + digest.hexdigest()[:16])
 
 
+# Kernel caches of other source versions kept beside the current one (each about 10 MB).
+KEPT_CACHES = 8
+
 _announced = False
 
 
+def prune_kernel_caches(current: str, keep: int = KEPT_CACHES) -> None:
+    """Remove the caches of all but the `keep` most recently written other versions: every
+    upgrade (or edit) starts a directory, and nothing else would ever remove the old ones."""
+    base = os.path.dirname(current)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    others = []
+    for name in names:
+        path = os.path.join(base, name)
+        if name.startswith("kernels-") and path != current:
+            try:
+                others.append((os.stat(path).st_mtime, path))
+            except OSError:
+                continue
+    for _, path in sorted(others, reverse=True)[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _announce_compiling() -> None:
-    """Say once, on a terminal, why the first run takes half a minute (a cache miss compiles)."""
+    """Say once, on a terminal, why the first run takes half a minute (a cache miss
+    compiles); the first miss of a process also prunes old caches."""
     global _announced
-    if not _announced and sys.stderr.isatty():
-        print(COMPILING_NOTICE, file=sys.stderr, flush=True)
+    if not _announced:
+        if sys.stderr.isatty():
+            print(COMPILING_NOTICE, file=sys.stderr, flush=True)
+        prune_kernel_caches(CACHE_DIR)
     _announced = True
 
 
@@ -75,7 +102,8 @@ def _load_cached_without_refresh() -> None:
     cache.load_overload = load_overload  # type: ignore[method-assign]
 
 
-setattr(numba.config, "CACHE_DIR", kernel_cache_dir())  # read when each kernel is decorated
+CACHE_DIR = kernel_cache_dir()
+setattr(numba.config, "CACHE_DIR", CACHE_DIR)  # read when each kernel is decorated
 _load_cached_without_refresh()
 
 __all__ = ["njit"]

@@ -121,3 +121,20 @@ def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path) -> None:
     batch = copy / "pcapexfil" / "fast" / "batch.py"  # KIND_SKIP, which process_batch compiles in
     batch.write_text(batch.read_text() + "\n")
     assert cache_dir() != first
+
+
+def test_old_kernel_caches_are_pruned_to_the_most_recent(tmp_path) -> None:
+    from pcapexfil.jit import prune_kernel_caches
+
+    current = tmp_path / "kernels-current"
+    current.mkdir()
+    os.utime(current, (1, 1))  # the oldest of all, yet kept: it is this version's
+    for i in range(12):
+        d = tmp_path / f"kernels-{i:016x}"
+        d.mkdir()
+        (d / "index.nbi").write_bytes(b"x")
+        os.utime(d, (1000 + i, 1000 + i))
+    (tmp_path / "unrelated").mkdir()
+    prune_kernel_caches(str(current), keep=8)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["kernels-current", "unrelated", *(f"kernels-{i:016x}" for i in range(4, 12))])
