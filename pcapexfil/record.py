@@ -6,8 +6,9 @@ these records, whatever produced them: the flow table, or Zeek logs read back.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -55,6 +56,15 @@ class ConnRecord:
     ja3s: str | None = None
     # The connection's DNS transactions (empty for non-DNS connections).
     dns_queries: list[DnsQuery] = field(default_factory=list)
+
+    def __reduce__(self) -> tuple[type[ConnRecord], tuple[Any, ...]]:
+        """Pickled as its field values in order: records cross process pipes under
+        `--workers`, and a slotted dataclass's default state (a dict per record, rebuilt
+        through dataclasses.fields) took twice the bytes and half again the time."""
+        return (ConnRecord, _RECORD_VALUES(self))
+
+
+_RECORD_VALUES = operator.attrgetter(*(f.name for f in fields(ConnRecord)))
 
 
 def dns_query(row: Mapping[str, Any]) -> DnsQuery | None:

@@ -189,3 +189,20 @@ def test_interrupted_run_keeps_what_was_merged(tmp_path):
         text = fh.read()
     assert text.splitlines()[-1].startswith("#close")
     assert _rows(str(out / "conn.log")) == _rows(str(tmp_path / "full" / "conn.log"))[:39]
+
+
+def test_records_cross_the_pipe_whole() -> None:
+    """ConnRecord pickles as its field values (ConnRecord.__reduce__): every field comes back."""
+    import dataclasses
+    import pickle
+
+    from pcapexfil.record import ConnRecord, DnsQuery
+
+    rec = ConnRecord(ts=1.5, uid="Cx", orig_h="10.0.0.1", orig_p=1, resp_h="10.0.0.2", resp_p=53, proto="udp",
+                     service=["dns"], duration=0.25, orig_bytes=3, resp_bytes=4, conn_state="SF", local_orig=True,
+                     local_resp=False, missed_bytes=5, history="Dd", orig_pkts=6, orig_ip_bytes=7, resp_pkts=8,
+                     resp_ip_bytes=9, tunnel_parents=["Ct"], ip_proto=17, server_name="s", http_host="h",
+                     dns_name="n", ja3="j", ja3s="k", dns_queries=[DnsQuery(1.5, "x.example", 16, 12)])
+    default = ConnRecord(ts=0.0, uid="", orig_h="", orig_p=0, resp_h="", resp_p=0, proto="")
+    assert all(getattr(rec, f.name) != getattr(default, f.name) for f in dataclasses.fields(ConnRecord))
+    assert pickle.loads(pickle.dumps(rec, protocol=5)) == rec
