@@ -6,14 +6,16 @@ Every worker reads and parses the whole capture (memory-mapped; header parsing i
 to the flow table and the analyzers). Before the numba table sees a batch, the rows of
 connections another worker owns become KIND_FOREIGN: they still move network time exactly
 as in one run, so every worker fires the same timers at the same times and makes the same
-once-a-second ticks. Two kinds of packets every worker processes in full, and only the
-owner writes what comes out of them:
+once-a-second ticks. Packets of SLOW frames (tunnels, fragments, odd link layers) every
+worker processes in full, and only the owner writes what comes out of them: each worker
+decodes every SLOW frame anyway (fragments are reassembled before their flow is known), and
+a tunnel's inner connection names its carrier's uid, whose owner may be another worker.
 
-- DNS-port packets: the DNS analyzer names *other* connections from the answers it saw
-  (`rec.dns_name`), so every worker needs every answer, in stream order;
-- packets of SLOW frames (tunnels, fragments, odd link layers): each worker decodes every
-  SLOW frame anyway (fragments are reassembled before their flow is known), and a tunnel's
-  inner connection names its carrier's uid, whose owner may be another worker.
+DNS answers name *other* connections (`rec.dns_name`), which another worker may own. So a
+worker does not resolve names itself: its DNS analyzer notes each answer learned and each
+connection's lookup with its stream position (`_DeferredNames`), the epoch carries them, and
+the merging process replays every worker's in stream order through one `NameTable` and names
+the records, exactly as the single run's table would have.
 
 Uids come from the connection's identity (flow.uid), so a worker names a connection as the
 single run does. Each worker releases its records and rows one epoch at a time, sorted
@@ -30,7 +32,7 @@ import os
 import pickle
 import signal
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection
@@ -41,14 +43,14 @@ import numpy as np
 from pcapexfil.fast.batch import KIND_FAST, KIND_FOREIGN, addr_to_halves
 from pcapexfil.flow.uid import ConnUids, run_seed
 from pcapexfil.hooks import RecordSink
+from pcapexfil.identifiers.dns import NameTable
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.order import Epochs, OrderedLog, RecordItem, RowItem
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.pipeline import PROGRESS_MIN_BYTES, Progress, RunOptions, RunSummary
+from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
 
-DNS_UDP_PORTS = (53, 5353, 5355)  # identifiers.dns: the ports whose answers name connections
-DNS_TCP_PORTS = (53,)
 SEND_ITEMS = 4096  # records and rows per message to the merging process (fewer, larger pickles)
 _M64 = (1 << 64) - 1
 _C1, _C2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
@@ -113,6 +115,7 @@ class Share:
         self.count = count
         self.foreign: set[str] = set()  # uids of live connections this worker runs but does not own
         self.progress = _Done()
+        self.names = _DeferredNames(self.foreign)
 
     def mark(self, rows: np.ndarray) -> None:
         """Rows (one parsed batch) of connections another worker owns become KIND_FOREIGN."""
@@ -120,11 +123,7 @@ class Share:
         if not fast.any():
             return
         ours = (flow_hashes(rows) % np.uint64(self.count)) == self.index
-        proto, sport, dport = rows["proto"], rows["sport"], rows["dport"]
-        udp_dns = np.isin(sport, DNS_UDP_PORTS) | np.isin(dport, DNS_UDP_PORTS)
-        tcp_dns = np.isin(sport, DNS_TCP_PORTS) | np.isin(dport, DNS_TCP_PORTS)
-        everyone = ((proto == PROTO_UDP) & udp_dns) | ((proto == PROTO_TCP) & tcp_dns)
-        rows["kind"][fast & ~ours & ~everyone] = KIND_FOREIGN
+        rows["kind"][fast & ~ours] = KIND_FOREIGN
 
     def owns(self, proto: int, a_h: str, a_p: int, b_h: str, b_p: int) -> bool:
         return flow_hash(proto, a_h, a_p, b_h, b_p) % self.count == self.index
@@ -134,6 +133,38 @@ class Share:
 
     def weirds(self, writer: OrderedLog | None) -> Weirds:
         return _ShareWeirds(writer, self)
+
+
+# A DNS name event: (stream position, uid of the looked-up connection or None for an
+# answer, client, address, the lookup's start time or the answer's (name, expiry, now)).
+NameEvent = tuple[tuple[int, int, int], str | None, str, str, Any]
+
+
+class _DeferredNames:
+    """A worker's DNS lookups and learned answers (identifiers.dns.NameEvents) with their
+    stream positions: (row, 0 for a creation's lookup / 1 for an answer, order within the
+    worker). A row is one connection's, owned by one worker, so positions never tie
+    across workers. `row` is kept current by the fast engine (fast.engine.StreamPosition)."""
+
+    def __init__(self, foreign: set[str]) -> None:
+        self.foreign = foreign
+        self.row = 0
+        self.n = 0
+        self.events: list[NameEvent] = []
+
+    def lookup(self, conn: Any) -> None:
+        if conn.uid not in self.foreign:
+            self.n += 1
+            self.events.append(((self.row, 0, self.n), conn.uid, conn.orig_h, conn.resp_h, conn.start_ts))
+
+    def learn(self, conn: Any, address: str, name: str, expiry: float, now: float) -> None:
+        if conn.uid not in self.foreign:
+            self.n += 1
+            self.events.append(((self.row, 1, self.n), None, conn.orig_h, address, (name, expiry, now)))
+
+    def take(self) -> list[NameEvent]:
+        events, self.events = self.events, []
+        return events
 
 
 class _ShareUids(ConnUids):
@@ -166,9 +197,10 @@ class _ShareWeirds(Weirds):
         super().report(name, ts, addl, uid=uid, conn_id=conn_id, source=source)
 
 
-# One epoch as sent: (records, [(log name, fields, (key, line) items)], tick time, end of input).
+# One epoch as sent: (records, [(log name, fields, (key, line) items)], tick time, end of
+# input, DNS name events).
 LineItem = tuple[tuple[float, str, int], str]
-Epoch = tuple[list[RecordItem], list[tuple[str, list[Field], list[LineItem]]], float, bool]
+Epoch = tuple[list[RecordItem], list[tuple[str, list[Field], list[LineItem]]], float, bool, list[NameEvent]]
 
 
 class _Spool(Epochs):
@@ -208,7 +240,7 @@ class _Spool(Epochs):
             else:
                 ours.append(item)
         self.items += len(ours)
-        self.pending.append((ours, logs, now, end))
+        self.pending.append((ours, logs, now, end, self.share.names.take()))
         if end or self.items >= SEND_ITEMS:
             self.pipe.send_bytes(pickle.dumps(("epochs", self.pending, self.share.progress.done), protocol=5))
             self.pending, self.items = [], 0
@@ -330,6 +362,30 @@ def _key(item: tuple) -> Any:
     return item[0]
 
 
+class _Names:
+    """The single run's DNS name table, fed every worker's answers and lookups in stream order
+    (identifiers.dns.DnsAnalyzer.on_new and on_remove, for records the workers left unnamed)."""
+
+    def __init__(self) -> None:
+        self.table = NameTable()
+        self.found: dict[str, str] = {}  # uid → name, until its record comes
+
+    def replay(self, events: Iterable[NameEvent]) -> None:
+        table, found = self.table, self.found
+        for _, uid, client, address, extra in events:
+            if uid is None:
+                table.remember(client, address, *extra)
+            elif table.names:
+                hit = table.name_for(client, address, extra)
+                if hit is not None:
+                    found[uid] = hit
+
+    def name(self, rec: ConnRecord) -> None:
+        hit = self.found.pop(rec.uid, None)
+        if hit is not None and rec.server_name is None and rec.http_host is None:
+            rec.dns_name = hit
+
+
 def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], workers: int,
                 input_bytes: int = 0) -> RunSummary:
     """`pipeline.run` (fast engine) with `workers` processes sharing the connections; the
@@ -381,6 +437,7 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
     """Epoch k of every worker, merged by the epoch order's keys, to `sinks` and the logs;
     the sinks and logs are closed whatever happens (what was merged is kept)."""
     logs = _Logs(options)
+    names = _Names()
     records = 0
     now = 0.0
     try:
@@ -389,13 +446,15 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
             now, end = epochs[0][2], epochs[0][3]
             if any((e[2], e[3]) != (now, end) for e in epochs):
                 raise WorkerError("workers disagree on network time (a bug)")
+            names.replay(heapq.merge(*(e[4] for e in epochs), key=_key))
             by_log: dict[str, tuple[list[Field], list[list[LineItem]]]] = {}
-            for _, rows, _, _ in epochs:
+            for _, rows, _, _, _ in epochs:
                 for name, fields, items in rows:
                     by_log.setdefault(name, (fields, []))[1].append(items)
             for name, (fields, parts) in by_log.items():
                 logs.write(name, fields, parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_key))
             for _, rec in heapq.merge(*(e[0] for e in epochs), key=_key):
+                names.name(rec)
                 records += 1
                 for sink in sinks:
                     sink.on_record(rec)

@@ -572,10 +572,10 @@ def test_dns_name_table_full_keeps_the_newest_without_rescanning(monkeypatch):
     rebuilds = 0
     with time_limit(TIME_LIMIT):
         for i in range(20_000):
-            before = analyzer.names
+            before = analyzer.table.names
             analyzer.remember("10.0.0.1", f"192.0.2.{i}", f"n{i}.example", 1e12, 1.0)
-            rebuilds += analyzer.names is not before
-            assert len(analyzer.names) <= 1000
+            rebuilds += analyzer.table.names is not before
+            assert len(analyzer.table.names) <= 1000
     assert analyzer.name_for("10.0.0.1", "192.0.2.19999", 2.0) == "n19999.example"
     assert analyzer.name_for("10.0.0.1", "192.0.2.0", 2.0) is None  # the oldest went
     assert rebuilds <= 20_000 // 100 + 1  # one rescan per ~100 (a tenth of 1000) new answers

@@ -96,6 +96,29 @@ def test_dns_answers_name_connections_other_workers_own(tmp_path):
     assert owners - {dns_owner}, "every named connection on the DNS flow's worker: nothing tested"
 
 
+def test_answers_and_lookups_of_one_second_replay_in_stream_order(tmp_path):
+    """Within one epoch, answers from DNS flows of different workers re-resolve one address
+    between connection starts: each connection gets the name the stream had given it then."""
+    frames = []
+    t = 1_700_000_000.0
+    expected = []
+    for k in range(12):
+        name = f"v{k}.example"
+        query = dns_message(k, 0x0100, (name, 1))
+        reply = dns_message(k, 0x8180, (name, 1), [a_answer(name, "198.51.100.7", 300)])
+        frames.append((t, ether(ipv4(udp(5000 + k, 53, query), "10.0.0.5", "192.0.2.53"))))
+        frames.append((t + 0.001, ether(ipv4(udp(53, 5000 + k, reply), "192.0.2.53", "10.0.0.5"))))
+        frames.append((t + 0.002, ether(ipv4(tcp(41000 + k, 22), "10.0.0.5", "198.51.100.7"))))
+        expected.append((41000 + k, name))
+        t += 0.005
+    path = str(write_pcap(tmp_path / "renamed.pcap", frames))
+    assert_same([path], tmp_path / "cmp", workers=3)
+    _, many = _run([path], str(tmp_path / "many3"), 3)
+    assert sorted((r.orig_p, r.dns_name) for r in many.records if r.resp_p == 22) == expected
+    dns_owners = {flow_hash(17, "10.0.0.5", 5000 + k, "192.0.2.53", 53) % 3 for k in range(12)}
+    assert len(dns_owners) > 1, "one worker owned every DNS flow: nothing tested"
+
+
 def test_bad_fixtures_and_damaged_input(tmp_path):
     bad = sorted(f for f in os.listdir(os.path.join(FIXTURES, "bad")) if not f.endswith((".md", ".py")))
     for name in bad:
@@ -120,7 +143,9 @@ def test_flow_hash_is_symmetric_and_the_same_for_rows_and_identities():
     assert len(set(expected)) == 4
 
 
-def test_shares_split_the_connections_and_replicate_dns():
+def test_shares_split_the_connections_dns_included():
+    """Each parsed row is kept by exactly one worker, DNS rows too (the merging process
+    replays the DNS answers, `test_dns_answers_name_connections_other_workers_own`)."""
     batch = next(iter_batches(DAYS[:1], Weirds()))
     fast = batch.packets["kind"] == KIND_FAST
     kept = []
@@ -129,11 +154,10 @@ def test_shares_split_the_connections_and_replicate_dns():
         Share(i, 3).mark(rows)
         kept.append(rows["kind"] != KIND_FOREIGN)
     dns = np.isin(batch.packets["sport"], (53, 5353, 5355)) | np.isin(batch.packets["dport"], (53, 5353, 5355))
-    # Every row is kept by at least one worker; DNS rows by all; other rows by one.
-    assert np.logical_or.reduce(kept).all()
-    assert (np.logical_and.reduce(kept) == (~fast | dns)).all()
-    assert (sum(k.astype(int) for k in kept)[fast & ~dns] == 1).all()
-    assert all(k[fast & ~dns].any() for k in kept)  # each worker owns a share
+    assert dns.any()
+    assert (np.logical_and.reduce(kept) == ~fast).all()  # only rows the table does not parse: all
+    assert (sum(k.astype(int) for k in kept)[fast] == 1).all()
+    assert all(k[fast & dns].any() and k[fast & ~dns].any() for k in kept)  # each worker owns a share
 
 
 def test_cli_conn_and_analyze_workers(tmp_path):

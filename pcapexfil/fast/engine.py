@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -70,6 +70,7 @@ from pcapexfil.flow.table import (
 )
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
+from pcapexfil.identifiers.dns import DnsAnalyzer
 from pcapexfil.identifiers.stream import STREAM_KEY, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Packet
@@ -84,6 +85,13 @@ if TYPE_CHECKING:
 BATCH_ROWS = 2048
 _V4_MAPPED = 0xFFFF << 32
 _PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMP6: "icmp"}
+
+
+class StreamPosition(Protocol):
+    """Whatever wants to know where in the stream the analyzers are: `row` is the packet's
+    number among every row fed to the table (the same in every worker of one capture)."""
+
+    row: int
 
 
 class FastConn:
@@ -141,6 +149,10 @@ class FastFlow:
         self.local: NetSet | None = NetSet(nets) if nets else None
         self.uids = ConnUids(config.seed)
         self.stream_users = frozenset(a.name for a in self.analyzers)  # each reads TCP streams (make_analyzers)
+        # Told the stream position (rows fed before) of each packet the analyzers handle
+        # and of each connection's creation (workers: DNS names replayed in stream order).
+        self.positions: StreamPosition | None = None
+        self._batch_start = 0
         self.table = FastFlowTable(config, bool(self.analyzers), self._events)
         self.conns: dict[int, FastConn] = {}
         self.records = 0
@@ -306,6 +318,7 @@ class FastFlow:
                 pos += part.shape[0]
         self._batch = batch
         row_conn = self.table.feed(batch, aux)
+        self._batch_start += batch.shape[0]
         # The last two connection-making packets (FlowTable._last_pkt / _last_conn, as it
         # was after this batch and as it was before its last packet).
         found: list[tuple[Packet | None, int]] = []
@@ -332,6 +345,7 @@ class FastFlow:
     def _events(self, ev: np.ndarray, rec: np.ndarray, rh: np.ndarray) -> None:
         conns = self.conns
         analyzers = self.analyzers
+        positions, batch_start = self.positions, self._batch_start
         recs: list | None = None
         # Column views, not C[c]["field"] (a structured scalar per access); the table
         # grows only between kernel calls, so they stay valid for this call.
@@ -366,6 +380,8 @@ class FastFlow:
                             # Its SYN stayed in the kernel (no payload, nothing to read).
                             direction.next_seq = stream_start
                     pkt = self._packet(row)
+                    if positions is not None:
+                        positions.row = batch_start + row
                     for analyzer in analyzers:
                         analyzer.on_packet(conn, bool(is_orig), pkt)
                     if conn.inactivity_timeout is not None and c_serial[c] == serial:
@@ -387,6 +403,8 @@ class FastFlow:
                 conn = conns[serial] = FastConn(self.uids.conn(code, orig_h, op, resp_h, rp, start_ts), code, start_ts)
                 conn.ids = (ohi, olo, rhi, rlo)
                 conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = orig_h, op, resp_h, rp
+                if positions is not None:
+                    positions.row = batch_start + row
                 for analyzer in analyzers:
                     analyzer.on_new(conn)
             elif kind == EV_REC:
@@ -502,6 +520,10 @@ def run_fast(paths: Sequence[str], options: Any, sinks: list[RecordSink], share:
     flow = FastFlow(config, analyzers, sinks, weirds)
     if share is not None:
         flow.uids = share.uids(options.seed)
+        flow.positions = share.names
+        for analyzer in analyzers:
+            if isinstance(analyzer, DnsAnalyzer):
+                analyzer.deferred = share.names
     progress = scaffold.start_progress(stats)
     count = 0
     now = 0.0

@@ -1539,6 +1539,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
         flip_roles(C, E, HI, c, False)
     k = ev_conn(EV, G, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
     EV[k].code = proto
+    EV[k].row = i
     cc.app_dead = 0
     cc.app_call = 0
     cc.app_sent = 0

@@ -23,7 +23,7 @@ import itertools
 import socket
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
@@ -252,22 +252,12 @@ class _DnsConn:
         self.seen = False
 
 
-class DnsAnalyzer:
-    """AppAnalyzer for DNS; writes dns.log when the context has an output directory.
+class NameTable:
+    """(client, address) → (the name the client asked for, when the answer expires): what
+    names later connections (the module docstring)."""
 
-    Register it after the TLS and HTTP analyzers: its `on_remove` only names connections
-    that they left without SNI and Host.
-    """
-
-    name = NAME
-
-    def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
-        self.ctx = ctx
-        self.users = stream_users
+    def __init__(self) -> None:
         self.names: dict[tuple[str, str], tuple[str, float]] = {}
-        self.log = LogOut(ctx, "dns", DNS_FIELDS)
-
-    # -- DNS-derived names -------------------------------------------------------------
 
     def remember(self, client: str, address: str, name: str, expiry: float, now: float) -> None:
         """Full: expired answers go first, then the oldest, down to 90% (so the O(n) purge
@@ -286,10 +276,51 @@ class DnsAnalyzer:
             return None
         return hit[0]
 
+
+class NameEvents(Protocol):
+    """Where a DnsAnalyzer sends its lookups and learned answers instead of using its own
+    table: a `--workers` worker sees only its share of the answers, so the merging process
+    replays every worker's, in stream order (pcapexfil.workers)."""
+
+    def lookup(self, conn: ConnView) -> None:
+        """`conn` was created: the name for it is looked up at this point of the stream."""
+
+    def learn(self, conn: ConnView, address: str, name: str, expiry: float, now: float) -> None:
+        """An answer on DNS connection `conn` resolved `name` to `address` for its client."""
+
+
+class DnsAnalyzer:
+    """AppAnalyzer for DNS; writes dns.log when the context has an output directory.
+
+    Register it after the TLS and HTTP analyzers: its `on_remove` only names connections
+    that they left without SNI and Host.
+    """
+
+    name = NAME
+
+    def __init__(self, ctx: AnalyzerContext, stream_users: frozenset[str] = frozenset({NAME})) -> None:
+        self.ctx = ctx
+        self.users = stream_users
+        self.table = NameTable()
+        self.deferred: NameEvents | None = None  # set: lookups and answers go there (workers)
+        self.log = LogOut(ctx, "dns", DNS_FIELDS)
+
+    # -- DNS-derived names -------------------------------------------------------------
+
+    def remember(self, client: str, address: str, name: str, expiry: float, now: float) -> None:
+        self.table.remember(client, address, name, expiry, now)
+
+    def name_for(self, client: str, address: str, ts: float) -> str | None:
+        return self.table.name_for(client, address, ts)
+
     # -- packets -----------------------------------------------------------------------
 
     def on_new(self, conn: ConnView) -> None:
-        conn.app[NAME_KEY] = self.name_for(conn.orig_h, conn.resp_h, conn.start_ts) if self.names else None
+        if self.deferred is not None:
+            self.deferred.lookup(conn)
+            conn.app[NAME_KEY] = None  # the merging process names the record
+            return
+        conn.app[NAME_KEY] = self.name_for(conn.orig_h, conn.resp_h, conn.start_ts) if self.table.names else None
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         proto = pkt.proto
@@ -377,7 +408,10 @@ class DnsAnalyzer:
                 texts.append(text)
                 ttls.append(float(ttl))
                 if rtype == TYPE_A or rtype == TYPE_AAAA:
-                    self.remember(conn.orig_h, text, asked or owner, ts + ttl, ts)
+                    if self.deferred is not None:
+                        self.deferred.learn(conn, text, asked or owner, ts + ttl, ts)
+                    else:
+                        self.remember(conn.orig_h, text, asked or owner, ts + ttl, ts)
         if texts:
             info.setdefault("answers", []).extend(texts)
             info.setdefault("TTLs", []).extend(ttls)
