@@ -225,3 +225,69 @@ def test_netbios_ns_on_137_is_dns(tmp_path) -> None:
     query = bytes(dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="CKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", type=32)]))
     (rec,) = records(tmp_path, [udp_frame(1.0, CLIENT, 137, "10.0.0.255", 137, query)])
     assert rec.service == ["dns"]
+
+
+# -- service removal: dpd.zeek analyzer_violation_info / analyzer_failed -------------------
+
+
+def _dialogue(port: int, turns: list[tuple[bool, bytes]], t: float = 10.0) -> list[tuple[float, bytes]]:
+    """A handshake, then one segment per turn (True: the client's), each acknowledging the other's."""
+    frames = [
+        tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
+        tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),
+        tcp_frame(t + 0.02, CLIENT, 50000, SERVER, port, ACK, 101, 901),
+    ]
+    cseq, sseq = 101, 901
+    for i, (client, data) in enumerate(turns):
+        ts = t + 0.03 + 0.01 * i
+        if client:
+            frames.append(tcp_frame(ts, CLIENT, 50000, SERVER, port, PSH | ACK, cseq, sseq, data))
+            cseq += len(data)
+        else:
+            frames.append(tcp_frame(ts, SERVER, port, CLIENT, 50000, PSH | ACK, sseq, cseq, data))
+            sseq += len(data)
+    return frames
+
+
+def test_ftp_reply_violation_after_confirmation_removes_the_service(tmp_path) -> None:
+    """FTP_Analyzer::DeliverStream confirms on the client's USER and reports a violation on a
+    reply without a numeric code or without a space after it; dpd.zeek disables the analyzer
+    and analyzer_failed deletes "ftp" from the service (corpus: ftp-missing-reply-code,
+    ftp-missing-space-after-reply-code)."""
+    greeting, user = (False, b"220 ready\r\n"), (True, b"USER anonymous\r\n")
+    (rec,) = records(tmp_path / "ok", _dialogue(21, [greeting, user, (False, b"331 password\r\n")]))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "nocode", _dialogue(21, [greeting, user, (False, b"password please\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "nospace", _dialogue(21, [greeting, user, (False, b"331password\r\n")]))
+    assert rec.service == []
+    # A multi-line reply: text lines between `230-` and `230 ` are no violation.
+    multi = (False, b"230-Welcome\r\nno code here\r\n230 done\r\n")
+    (rec,) = records(tmp_path / "multi", _dialogue(21, [greeting, user, multi]))
+    assert rec.service == ["ftp"]
+
+
+def test_ftp_violation_past_10k_is_ignored(tmp_path) -> None:
+    """DPD::ignore_violations_after (10 KiB of c$orig$size + c$resp$size): a violation
+    further into the connection leaves the service alone."""
+    def frames(filler: int) -> list[tuple[float, bytes]]:
+        turns = [(False, b"220 ready\r\n"), (True, b"USER anonymous\r\n")]
+        turns += [(True, b"NOOP " + b"x" * 993 + b"\r\n")] * filler  # 1000-byte command lines
+        return _dialogue(21, [*turns, (False, b"oops\r\n")])
+
+    (rec,) = records(tmp_path / "early", frames(9))  # about 9 KiB before the bad line
+    assert rec.service == []
+    (rec,) = records(tmp_path / "late", frames(11))
+    assert rec.service == ["ftp"]
+
+
+def test_ftp_confirms_on_the_client_command_alone(tmp_path) -> None:
+    """AnalyzerConfirmation follows the first client line whose first word is a command
+    (>= 3 printable characters, at most FTP::max_command_length = 100); a longer word or a
+    short one confirms nothing."""
+    (rec,) = records(tmp_path / "cmd", _dialogue(21, [(True, b"SYST\r\n")]))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "short", _dialogue(21, [(True, b"AB cd\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "long", _dialogue(21, [(True, b"A" * 101 + b"\r\n")]))
+    assert rec.service == []

@@ -33,6 +33,12 @@ class Check(Protocol):
         """Decide from the first bytes seen per direction (b"": none yet)."""
 
 
+class Violation(Protocol):
+    def __call__(self, orig: bytes, resp: bytes) -> bool:
+        """Whether the analyzer would have reported a violation (AnalyzerViolation) on
+        these bytes of each direction."""
+
+
 @dataclass(frozen=True, slots=True)
 class Recogniser:
     name: str  # the analyzer name conn.log writes
@@ -48,6 +54,10 @@ class Recogniser:
     # UDP: confirmation needs the responder's datagram (SNMP, SIP), so the first datagram of
     # each direction is read on the registered ports (`services.REPLY_UDP_PORTS`).
     both_datagrams: bool = False
+    # TCP: what the analyzer itself reports as a violation, read on, after confirmation
+    # too, while dpd.zeek still acts on one (`services.IGNORE_VIOLATIONS_AFTER`): the
+    # analyzer is then disabled and its name leaves `service` (analyzer_failed).
+    violation: Violation | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == self.name))
