@@ -291,3 +291,64 @@ def test_ftp_confirms_on_the_client_command_alone(tmp_path) -> None:
     assert rec.service == []
     (rec,) = records(tmp_path / "long", _dialogue(21, [(True, b"A" * 101 + b"\r\n")]))
     assert rec.service == []
+
+
+# -- history 'X': Connection::CheckEncapsulation, Tunnel::max_changes_per_connection ---------
+
+VTEP_A, VTEP_B = "192.168.56.12", "192.168.56.11"
+VXLAN_HEADER = b"\x08\x00\x00\x00\x00\x00\x01\x00"  # I flag, VNI 1
+
+
+def in_vxlan(ts: float, inner: bytes, towards_b: bool) -> tuple[float, bytes]:
+    """`inner` (an IPv4 packet) in VXLAN; each direction between the VTEPs is its own UDP
+    connection (source ports 40000 / 40001), so the two are different encapsulations."""
+    if towards_b:
+        outer = ipv4(udp(40000, 4789, VXLAN_HEADER + ether(inner)), VTEP_A, VTEP_B)
+    else:
+        outer = ipv4(udp(40001, 4789, VXLAN_HEADER + ether(inner)), VTEP_B, VTEP_A)
+    return ts, ether(outer)
+
+
+def _echo(kind: int, seq: int) -> dpkt.icmp.ICMP:
+    return dpkt.icmp.ICMP(type=kind, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=seq, data=b"ping" * 8))
+
+
+def test_more_than_5_tunnel_changes_give_x(tmp_path) -> None:
+    """Echo requests through one VXLAN carrier, replies through the other: every packet
+    after the first changes the connection's encapsulation. Zeek raises tunnel_changed 5
+    times; the 6th change is the weird tunnel_max_changes_per_connection_exceeded and
+    CheckHistory(HIST_UNKNOWN_PKT, 'X') (corpus: core.tunnels.vxlan, ICMP history `X`)."""
+    def pings(n: int) -> list[tuple[float, bytes]]:
+        frames = []
+        for k in range(n):
+            frames.append(in_vxlan(1.0 + k, ipv4(_echo(8, k), CLIENT, SERVER), towards_b=True))
+            frames.append(in_vxlan(1.5 + k, ipv4(_echo(0, k), SERVER, CLIENT), towards_b=False))
+        return frames
+
+    icmp = [r for r in records(tmp_path / "three", pings(3)) if r.proto == "icmp"]
+    assert [(r.history, r.orig_pkts, r.resp_pkts) for r in icmp] == [("", 3, 3)]  # 5 changes
+    icmp = [r for r in records(tmp_path / "four", pings(4)) if r.proto == "icmp"]
+    assert [(r.history, r.orig_pkts, r.resp_pkts) for r in icmp] == [("X", 4, 4)]  # 7 changes
+
+
+def test_tunnel_change_x_comes_before_the_packets_letters(tmp_path) -> None:
+    """CheckEncapsulation runs before the packet is analyzed (IPBasedAnalyzer::AnalyzePacket),
+    so 'X' precedes what the 6th changing packet adds; a packet without encapsulation after
+    one with it is a change too (corpus: core.tunnels.count-default-tunnel-changes)."""
+    def seg(ts: float, client: bool, flags: int, seq: int, ack: int, data: bytes = b"") -> tuple[float, bytes]:
+        if client:
+            return in_vxlan(ts, ipv4(tcp(50000, 80, flags, seq, ack, data), CLIENT, SERVER), towards_b=True)
+        return tcp_frame(ts, SERVER, 80, CLIENT, 50000, flags, seq, ack, data)  # not encapsulated
+
+    frames = [
+        seg(1.0, True, SYN, 100, 0),
+        seg(1.1, False, SYN | ACK, 900, 101),  # change 1
+        seg(1.2, True, ACK, 101, 901),  # 2
+        seg(1.3, True, PSH | ACK, 101, 901, b"a" * 10),
+        seg(1.4, False, PSH | ACK, 901, 111, b"b" * 10),  # 3
+        seg(1.5, True, PSH | ACK, 111, 911, b"c" * 10),  # 4
+        seg(1.6, False, PSH | ACK, 911, 121, b"d" * 10),  # 5
+        seg(1.7, True, FIN | ACK, 121, 921),  # 6: X, then this packet's F
+    ]
+    tcp_recs = [r for r in records(tmp_path, frames) if r.proto == "tcp"]
+    assert [r.history for r in tcp_recs] == ["ShADdXF"]

@@ -64,6 +64,7 @@ from pcapexfil.flow.table import (
     FlowConfig,
     _is_power_of_ten,
     bare_mode,
+    encapsulation_key,
     tunnel_parent_uid,
 )
 from pcapexfil.flow.uid import ConnUids
@@ -257,13 +258,14 @@ class FastFlow:
         shi, slo = self._halves(p.src)
         dhi, dlo = self._halves(p.dst)
         self._tuples.append((p.ts, 0, KIND_FAST, p.ip_version, p.proto, p.ttl, shi, slo, dhi, dlo, p.sport, p.dport,
-                             p.ip_len, p.flags, p.seq, p.ack, p.window, p.payload_len, 0, len(p.payload)))
+                             p.ip_len, p.flags, p.seq, p.ack, p.window, p.payload_len, 0, len(p.payload),
+                             encapsulation_key(p)))
         self._tuple_aux.append(aux)
         self._pkts[self._n] = p
         self._n += 1
 
     def _skip_row(self, ts: float) -> None:
-        self._tuples.append((ts, 0, KIND_SKIP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        self._tuples.append((ts, 0, KIND_SKIP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
         self._tuple_aux.append(0)
         self._n += 1
 
@@ -280,7 +282,7 @@ class FastFlow:
         if p is not None:
             return p
         (ts, _, _, ipv, proto, ttl, shi, slo, dhi, dlo, sport, dport, ip_len, flags, seq, ack, window,
-         plen, off, cap) = self._batch[row].item()
+         plen, off, cap, _) = self._batch[row].item()
         text = self._text
         return Packet(ts, text(shi, slo), text(dhi, dlo), proto, ip_len, sport, dport, ipv, ttl, flags, seq, ack,
                       window, plen, self._buf[off : off + cap].tobytes())

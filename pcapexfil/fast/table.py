@@ -46,7 +46,10 @@ from pcapexfil.flow.table import (
     _ICMP4_PAIRS,
     _ICMP6_PAIRS,
     DNS_EXPIRE_SLACK,
+    HIST_UNKNOWN_PKT,
     PORT_INACTIVITY_PORTS,
+    TUNNEL_CHANGES_WEIRD,
+    TUNNEL_MAX_CHANGES_PER_CONNECTION,
     FlowConfig,
 )
 from pcapexfil.jit import njit
@@ -88,6 +91,7 @@ W_EXCESSIVE = 6
 W_BAD_TCP_CHK = 7
 W_BAD_UDP_CHK = 8
 W_BAD_ICMP_CHK = 9
+W_TUNNEL_CHANGES = 10
 WEIRD_NAMES = (
     "SYN_seq_jump",
     "SYN_inside_connection",
@@ -99,6 +103,7 @@ WEIRD_NAMES = (
     "bad_TCP_checksum",
     "bad_UDP_checksum",
     "bad_ICMP_checksum",
+    TUNNEL_CHANGES_WEIRD,
 )
 
 # Timer kinds.
@@ -236,6 +241,8 @@ CONN_DTYPE = np.dtype(
         ("app_call", np.int64),  # kernel call in which app_sent was counted
         ("app_sent", np.int64),  # packets handed to the analyzers in that call
         ("app_dead", np.uint8),  # mode 1, TCP: bit 1 / 2: the orig / resp byte stream ended for analyzers
+        ("encap", np.uint64),  # the last packet's flow.table.encapsulation_key
+        ("tunnel_changes", np.int64),  # tunnel_changed events raised (Connection::CheckEncapsulation)
         ("chk_orig_cnt", np.int64),
         ("chk_orig_thr", np.int64),
         ("chk_resp_cnt", np.int64),
@@ -381,6 +388,18 @@ def conn_weird(C, EV, G, GF, c, code):
         return  # cannot happen: room is checked per packet
     n = ev_conn(EV, G, EV_WEIRD, C, c, GF[GF_NOW])
     EV[n].code = code
+
+
+@njit(cache=True, _nrt=False)
+def check_encapsulation(C, HI, EV, G, GF, c, key):
+    """Connection.check_encapsulation (Zeek's Connection::CheckEncapsulation): a packet of
+    an existing connection came with another encapsulation."""
+    if C[c].tunnel_changes >= TUNNEL_MAX_CHANGES_PER_CONNECTION:
+        conn_weird(C, EV, G, GF, c, W_TUNNEL_CHANGES)
+        conn_check_history(C, HI, c, HIST_UNKNOWN_PKT, 88)  # X
+    else:
+        C[c].tunnel_changes += 1
+    C[c].encap = key
 
 
 # -- timers: a binary heap ordered by (when, seq) ---------------------------------------
@@ -1488,6 +1507,8 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.last_ts = ts
     cc.hist_len = 0
     cc.hist_seen = 0
+    cc.encap = b[i].encap
+    cc.tunnel_changes = 0
     cc.orig_pkts = 0
     cc.orig_ip_bytes = 0
     cc.resp_pkts = 0
@@ -1729,6 +1750,8 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
             if G[G_LRU_TAIL] != c:
                 lru_unlink(C, G, c)
                 lru_append(C, G, c)
+            if C[c].encap != b[i].encap:
+                check_encapsulation(C, HI, EV, G, GF, c, b[i].encap)
         if (
             C[c].is_tcp
             and C[c].synack_first
