@@ -6,7 +6,9 @@ says."""
 from __future__ import annotations
 
 import dpkt
-from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
+import struct
+
+from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
 
@@ -352,3 +354,23 @@ def test_tunnel_change_x_comes_before_the_packets_letters(tmp_path) -> None:
     ]
     tcp_recs = [r for r in records(tmp_path, frames) if r.proto == "tcp"]
     assert [r.history for r in tcp_recs] == ["ShADdXF"]
+
+
+# -- UDP checksums: UDPAnalyzer::DeliverPacket -----------------------------------------------
+
+
+def test_zero_udp_checksum_on_vxlan_over_ipv6_is_accepted(tmp_path) -> None:
+    """Over IPv6 a UDP checksum is mandatory, but a datagram to a vxlan_ports port (4789)
+    that looks like VXLAN (I flag, longer than UDP + VXLAN + Ethernet headers) with a zero
+    checksum is not checked: the carrier is a connection and its inner packet is decoded.
+    To another port the same datagram is a bad checksum ('C', nothing decapsulated)."""
+    inner = ipv4(_echo(8, 1), CLIENT, SERVER)
+    def datagram(dport: int) -> tuple[float, bytes]:
+        payload = VXLAN_HEADER + ether(inner)
+        raw_udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload  # checksum 0
+        return 1.0, ether(ipv6(raw_udp, "2001:db8::a", "2001:db8::b", nxt=17), ethertype=0x86DD)
+
+    recs = records(tmp_path / "vxlan", [datagram(4789)], verify_checksums=True)
+    assert sorted((r.proto, r.resp_p, r.history) for r in recs) == [("icmp", 0, ""), ("udp", 4789, "D")]
+    recs = records(tmp_path / "other", [datagram(4790)], verify_checksums=True)
+    assert [(r.proto, r.resp_p, r.history) for r in recs] == [("udp", 4790, "C")]

@@ -69,7 +69,7 @@ def encapsulation_key(pkt: Packet) -> int:
     if pkt.outer is None:
         return 0
     levels: list[tuple] = []
-    o = pkt.outer
+    o: Packet | None = pkt.outer
     while o is not None:
         if o.proto in _IP_LEVEL_TUNNEL_PROTOS or o.tunnel_type is None:
             levels.append((o.tunnel_type, *sorted((o.src, o.dst))))
