@@ -374,3 +374,46 @@ def test_zero_udp_checksum_on_vxlan_over_ipv6_is_accepted(tmp_path) -> None:
     assert sorted((r.proto, r.resp_p, r.history) for r in recs) == [("icmp", 0, ""), ("udp", 4789, "D")]
     recs = records(tmp_path / "other", [datagram(4790)], verify_checksums=True)
     assert [(r.proto, r.resp_p, r.history) for r in recs] == [("udp", 4790, "C")]
+
+
+def test_vxlan_nested_past_max_depth_gives_x_on_the_carrier(tmp_path) -> None:
+    """Tunnel::max_depth (4): VXLAN_Analyzer::AnalyzePacket on a carrier already inside 4
+    tunnels calls CheckHistory(HIST_UNKNOWN_PKT, 'X') on it (after UDP's 'D'), reports
+    exceeded_tunnel_max_depth and neither confirms (no `vxlan` service) nor decapsulates
+    (Zeek's core.tunnels.max-depth-exceeded, with Tunnel::max_depth = 2 there)."""
+    packet = ipv4(_echo(8, 1), CLIENT, SERVER)
+    for level in range(5, 0, -1):  # level 1 outermost
+        outer_src, outer_dst = f"10.{level}.0.1", f"10.{level}.0.9"
+        packet = ipv4(udp(4789, 4789, VXLAN_HEADER + ether(packet)), outer_src, outer_dst)
+    recs = records(tmp_path, [(1.0, ether(packet))])
+    got = sorted((r.orig_h, r.proto, r.history, r.service) for r in recs)
+    assert got == [(f"10.{level}.0.1", "udp", "DX" if level == 5 else "D", [] if level == 5 else ["vxlan"])
+                   for level in range(1, 6)]
+
+
+def test_tunnel_carrier_service_follows_the_tunnel_analyzers_confirmation(tmp_path) -> None:
+    """The carrier's service is the tunnel analyzer's confirmation: VXLAN confirms once its
+    header parsed (an ARP frame inside still counts, corpus: core.tunnels.vxlan's one-packet
+    carriers); GTPv1 only for a T-PDU with an IP packet inside (an echo request confirms
+    nothing, corpus: core.tunnels.gtp.not_user_plane_data); Teredo once both endpoints sent
+    a valid packet (Tunnel::delay_teredo_confirmation = T)."""
+    arp = ether(bytes(28), ethertype=0x0806)
+    vx = ipv4(udp(40000, 4789, VXLAN_HEADER + arp), VTEP_A, VTEP_B)
+    (rec,) = records(tmp_path / "arp", [(1.0, ether(vx))])
+    assert (rec.resp_p, rec.service) == (4789, ["vxlan"])
+
+    echo_request = b"\x32\x01\x00\x04\x00\x00\x00\x00\x00\x01\x00\x00"  # GTPv1, S flag, type 1
+    gtp = ipv4(udp(2152, 2152, echo_request), VTEP_A, VTEP_B)
+    (rec,) = records(tmp_path / "gtp", [(1.0, ether(gtp))])
+    assert (rec.resp_p, rec.service) == (2152, [])
+
+    def teredo(ts: float, to_relay: bool) -> tuple[float, bytes]:
+        inner = ipv6(udp(5000, 6000, b"hello"), "2001:0:5ef5:79fb::1", "2001:db8::2")
+        if to_relay:
+            return ts, ether(ipv4(udp(40000, 3544, inner), CLIENT, SERVER))
+        return ts, ether(ipv4(udp(3544, 40000, inner), SERVER, CLIENT))
+
+    carriers = [r for r in records(tmp_path / "one", [teredo(1.0, True)]) if r.resp_p == 3544]
+    assert [r.service for r in carriers] == [[]]
+    carriers = [r for r in records(tmp_path / "both", [teredo(1.0, True), teredo(1.1, False)]) if r.resp_p == 3544]
+    assert [r.service for r in carriers] == [["teredo"]]

@@ -47,6 +47,7 @@ from pcapexfil.fast.table import (
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
     AUX_NO_TICK,
+    AUX_PARTIAL,
     CONN_STATES,
     EV_COUNTED,
     EV_EVICT,
@@ -65,6 +66,7 @@ from pcapexfil.flow.table import (
     _is_power_of_ten,
     bare_mode,
     encapsulation_key,
+    name_carrier,
     tunnel_parent_uid,
 )
 from pcapexfil.flow.uid import ConnUids
@@ -185,6 +187,8 @@ class FastFlow:
         """One captured frame (network time `ts`) and what the reference decoder made of it."""
         if len(pkts) == 1 and pkts[0].outer is None and pkts[0].ts == ts:
             self._add(pkts[0], 0)
+            if pkts[0].tunnel_type:
+                self._name_lone_carrier(pkts[0])
         else:
             self._skip_row(ts)  # the pipeline's tick at the frame's time
             carriers = {id(p.outer) for p in pkts if p.outer is not None} if len(pkts) > 1 else set()
@@ -196,6 +200,8 @@ class FastFlow:
                 if pkt.outer is not None:
                     self._feed()
                     self._note_tunnel(pkt)
+                if pkt.tunnel_type and pkt is pkts[-1]:
+                    self._name_lone_carrier(pkt)
         if self._n >= BATCH_ROWS:
             self._feed()
 
@@ -255,6 +261,8 @@ class FastFlow:
     def _add(self, p: Packet, aux: int) -> None:
         if p.checksum_ok is False:
             aux |= AUX_BAD_CHECKSUM
+        if p.analysis_partial:
+            aux |= AUX_PARTIAL
         shi, slo = self._halves(p.src)
         dhi, dlo = self._halves(p.dst)
         self._tuples.append((p.ts, 0, KIND_FAST, p.ip_version, p.proto, p.ttl, shi, slo, dhi, dlo, p.sport, p.dport,
@@ -326,6 +334,14 @@ class FastFlow:
         uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.uids.tunnel)
         if inner is not None and uid not in inner.tunnel_parents:
             inner.tunnel_parents.append(uid)
+
+    def _name_lone_carrier(self, pkt: Packet) -> None:
+        """flow.table.name_carrier for a tunnel carrier the decoder found no inner packet in
+        (the others are named by `_note_tunnel`): the frame's last packet, fed at once."""
+        self._feed()
+        carrier = self.conns.get(self._last_serial)
+        if carrier is not None and self._last_pkt is pkt:
+            name_carrier(carrier, pkt)
 
     # -- the kernel's event stream ----------------------------------------------------------
     def _events(self, ev: np.ndarray, rec: np.ndarray, rh: np.ndarray) -> None:

@@ -1152,6 +1152,7 @@ PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6 = 1, 6, 17, 58
 AUX_BAD_CHECKSUM = 1  # checksum_ok is False
 AUX_NO_TICK = 2  # not the first packet of its frame: the pipeline's tick already ran
 AUX_CARRIER = 4  # outer packet of an IP-level tunnel: advances time, is no connection
+AUX_PARTIAL = 8  # Packet.analysis_partial: 'X' after the packet's letters
 
 # Kernel return status.
 ST_DONE, ST_OUT_FULL, ST_GROW = 0, 1, 2
@@ -1790,6 +1791,8 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 else:
                     conn_check_history(C, HI, c, 0x2, 100)
                     C[c].resp_len = length if C[c].resp_len < 0 else C[c].resp_len + length
+                if a & AUX_PARTIAL:
+                    conn_check_history(C, HI, c, HIST_UNKNOWN_PKT, 88)  # X
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             if not ok:
                 conn_weird(C, EV, G, GF, c, W_BAD_ICMP_CHK)

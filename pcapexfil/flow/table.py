@@ -306,17 +306,38 @@ class Connection:
         )
 
 
+# Tunnel::delay_teredo_confirmation (init-bare.zeek, T): TeredoAnalyzer confirms once both
+# directions of the carrier carried a valid Teredo packet (Confirm(valid_orig, valid_resp)).
+# GTPv1's delay_gtp_confirmation is F: the first valid packet confirms, as for the others.
+_TEREDO_SEEN = "teredo_valid"
+
+
+def name_carrier(carrier: ConnView, outer: Packet) -> None:
+    """The tunnel analyzer's confirmation on the UDP connection `carrier` for its packet
+    `outer`, which the decoder decapsulated (`tunnel_type` set): the tunnel's name joins the
+    service (dpd.zeek), whatever the inner packet turns out to be (ARP, a Teredo bubble)."""
+    kind = outer.tunnel_type
+    if not kind or kind in carrier.service:
+        return
+    if kind == "teredo":
+        senders: set[tuple[str, int]] = carrier.app.setdefault(_TEREDO_SEEN, set())
+        senders.add((outer.src, outer.sport))
+        if len(senders) < 2:  # not yet both endpoints of the carrier
+            return
+    carrier.service.append(kind)
+
+
 def tunnel_parent_uid(
     pkt: Packet, carrier: ConnView | None, tunnel_uids: dict[tuple, str], new_uid: Callable[[tuple], str]
 ) -> str:
     """The uid an inner connection names as its tunnel parent: the UDP/TCP connection that
-    carried the outer packet (it lists the tunnel type as a service), or, for a tunnel straight
-    over IP (IP-in-IP, GRE) or without a carrier, one uid per outer address pair and type."""
+    carried the outer packet (it lists the tunnel type, the outer packet's `tunnel_type`, as
+    a service: the tunnel analyzer's confirmation), or, for a tunnel straight over IP
+    (IP-in-IP, GRE) or without a carrier, one uid per outer address pair and type."""
     outer = pkt.outer
     assert outer is not None
     if carrier is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
-        if pkt.tunnel_type and pkt.tunnel_type not in carrier.service:
-            carrier.service.append(pkt.tunnel_type)
+        name_carrier(carrier, outer)
         return carrier.uid
     a, b = sorted((outer.src, outer.dst))
     key = (a, b, pkt.tunnel_type)
@@ -437,6 +458,10 @@ class FlowTable:
                 else:
                     conn.check_history(0x2, "d")
                     conn.resp_len = length if conn.resp_len < 0 else conn.resp_len + length
+                if pkt.analysis_partial:  # the tunnel analyzer after UDP's letters (decode.tunnels)
+                    conn.check_history(HIST_UNKNOWN_PKT, HIST_UNKNOWN_PKT_CODE)
+                if pkt.tunnel_type:
+                    name_carrier(conn, pkt)
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             if not ok:
                 self._weird("bad_ICMP_checksum", conn)
