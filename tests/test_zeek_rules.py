@@ -417,3 +417,35 @@ def test_tunnel_carrier_service_follows_the_tunnel_analyzers_confirmation(tmp_pa
     assert [r.service for r in carriers] == [[]]
     carriers = [r for r in records(tmp_path / "both", [teredo(1.0, True), teredo(1.1, False)]) if r.resp_p == 3544]
     assert [r.service for r in carriers] == [["teredo"]]
+
+
+# -- link layer: packet-protocols/*/main.zeek register_packet_analyzer ----------------------
+
+
+def test_ethertypes_follow_each_analyzers_registrations(tmp_path) -> None:
+    """Ethernet forwards 0x8847 MPLS but no analyzer registers 0x8848 (multicast MPLS); a
+    VN-Tag (0x8926) forwards only VLAN tags; a VLAN tag forwards 0x8100 but not 0x88A8/0x9100.
+    A frame that stops at an unregistered Ethertype makes no connection."""
+    datagram = ipv4(udp(40000, 5000, b"x" * 8), CLIENT, SERVER)
+    mpls_label = struct.pack("!I", (16 << 12) | 0x100 | 64)  # label 16, bottom of stack, TTL 64
+    vlan_ip = struct.pack("!HH", 10, 0x0800) + datagram  # a VLAN tag (VID 10) then IPv4
+    vntag = b"\x00\x00\x00\x00"  # the VN-Tag's 4 bytes before its Ethertype
+
+    def frame(ethertype: int, body: bytes) -> tuple[float, bytes]:
+        return 1.0, ether(body, ethertype=ethertype)
+
+    cases = {
+        "mpls": (frame(0x8847, mpls_label + datagram), 1),
+        "mpls_multicast": (frame(0x8848, mpls_label + datagram), 0),
+        "vntag_vlan": (frame(0x8926, vntag + struct.pack("!H", 0x8100) + vlan_ip), 1),
+        "vntag_ip": (frame(0x8926, vntag + struct.pack("!H", 0x0800) + datagram), 0),
+        "vlan_in_vlan": (frame(0x8100, struct.pack("!HH", 5, 0x8100) + vlan_ip), 1),
+        "qinq_in_vlan": (frame(0x8100, struct.pack("!HH", 5, 0x88A8) + vlan_ip), 0),
+    }
+    for name, (fr, expected) in cases.items():
+        if expected:
+            recs = records(tmp_path / name, [fr])
+            assert [(r.proto, r.resp_p) for r in recs] == [("udp", 5000)], name
+        else:
+            path = str(write_pcap(tmp_path / f"{name}.pcap", [fr]))
+            assert assert_same([path], tmp_path / name, local_nets=()) == 0, name
