@@ -449,3 +449,19 @@ def test_ethertypes_follow_each_analyzers_registrations(tmp_path) -> None:
         else:
             path = str(write_pcap(tmp_path / f"{name}.pcap", [fr]))
             assert assert_same([path], tmp_path / name, local_nets=()) == 0, name
+
+
+def test_ftp_command_over_100_characters_after_confirmation_gives_x(tmp_path) -> None:
+    """FTP_Analyzer::DeliverStream: a command word longer than FTP::max_command_length (100)
+    on a confirmed analyzer is LimitReachedWeird: weird FTP_max_command_length_exceeded and
+    CheckHistory(HIST_UNKNOWN_PKT, 'X') after that packet's letters (corpus:
+    ftp-max-command-length, `ShAdDaXFf`). Before the confirmation it is only ignored."""
+    greeting, user = (False, b"220 ready\r\n"), (True, b"USER anonymous\r\n")
+    long_command = (True, b"A" * 101 + b" x\r\n")
+    frames = _dialogue(21, [greeting, user, (False, b"331 password\r\n"), long_command, (False, b"500 what\r\n")])
+    seq = 101 + len(user[1]) + len(long_command[1])
+    frames.append(tcp_frame(11.0, CLIENT, 50000, SERVER, 21, FIN | ACK, seq, 901 + 11 + 14 + 10))
+    (rec,) = records(tmp_path / "after", frames)
+    assert (rec.history, rec.service) == ("ShAdDXF", ["ftp"])
+    (rec,) = records(tmp_path / "before", _dialogue(21, [greeting, long_command, user]))
+    assert (rec.history, rec.service) == ("ShAdD", ["ftp"])

@@ -62,6 +62,7 @@ from pcapexfil.fast.table import (
 from pcapexfil.flow.table import (
     _IP_LEVEL_TUNNEL_PROTOS,
     EVICTED_WEIRD,
+    HIST_UNKNOWN_PKT_CODE,
     FlowConfig,
     _is_power_of_ten,
     bare_mode,
@@ -94,6 +95,7 @@ class FastConn:
         "app",
         "ids",
         "inactivity_timeout",
+        "limit_weirds",
         "orig_h",
         "orig_p",
         "proto",
@@ -103,6 +105,7 @@ class FastConn:
         "start_ts",
         "tunnel_parents",
         "uid",
+        "x_at",
     )
 
     def __init__(self, uid: str, proto: int, start_ts: float) -> None:
@@ -116,11 +119,18 @@ class FastConn:
         self.tunnel_parents: list[str] = []
         self.inactivity_timeout: float | None = None  # set by an analyzer, for the kernel's C row
         self.ids: tuple[int, int, int, int] | None = None  # address halves orig_h/resp_h were made from
+        self.limit_weirds: list[str] = []  # limit_reached calls not yet replayed (FastFlow._events)
+        self.x_at: int | None = None  # where an analyzer's 'X' goes in the kernel's history
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView: FastFlow._events writes it into the kernel's row after the
         analyzers have seen the packet."""
         self.inactivity_timeout = seconds
+
+    def limit_reached(self, weird: str) -> None:
+        """hooks.ConnView: FastFlow._events reports the weird and keeps where the 'X' goes
+        (the history's length after this packet, from its EV_PKT); _record writes it."""
+        self.limit_weirds.append(weird)
 
 
 class FastFlow:
@@ -355,7 +365,7 @@ class FastFlow:
         c_timeout = C["inactivity_timeout"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
-             counted_resp, stream_start) in ev.tolist():
+             counted_resp, stream_start, hist_len) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
                 st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
@@ -383,6 +393,8 @@ class FastFlow:
                     conn.orig_p, conn.resp_p = op, rp
                     for analyzer in analyzers:
                         analyzer.on_packet(conn, bool(is_orig), pkt)
+                    if conn.limit_weirds:
+                        self._limits_reached(conn, hist_len, ts)
                     if conn.inactivity_timeout is not None and c_serial[c] == serial:
                         c_timeout[c] = conn.inactivity_timeout  # the kernel waits for it (_advance)
                         conn.inactivity_timeout = None
@@ -427,6 +439,16 @@ class FastFlow:
                     else:
                         w.counts[EVICTED_WEIRD] += 1
 
+    def _limits_reached(self, conn: FastConn, hist_len: int, ts: float) -> None:
+        """Connection.limit_reached for the analyzers' calls on this packet: the weirds now,
+        the 'X' (once) where the history ended after the packet."""
+        if conn.x_at is None:
+            conn.x_at = hist_len
+        if self.weirds is not None:
+            for name in conn.limit_weirds:
+                self.weirds.report(name, ts, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
+        conn.limit_weirds.clear()
+
     def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:
         (_, ts, duration, ohi, olo, rhi, rlo, op, rp, proto, state, ob, rb, missed,
          opk, oipb, rpk, ripb, hlen, counted_orig, counted_resp) = r
@@ -452,7 +474,7 @@ class FastFlow:
             local_orig=(orig_h in local) if local is not None else None,
             local_resp=(resp_h in local) if local is not None else None,
             missed_bytes=missed,
-            history=hist[:hlen].tobytes().decode("ascii"),
+            history=_with_analyzer_x(hist[:hlen].tobytes().decode("ascii"), conn.x_at),
             orig_pkts=opk, orig_ip_bytes=oipb, resp_pkts=rpk, resp_ip_bytes=ripb,
             tunnel_parents=list(conn.tunnel_parents),
             ip_proto=proto,
@@ -463,6 +485,20 @@ class FastFlow:
         self.records += 1
         for sink in self.sinks:
             sink.on_record(rec)
+
+
+def _with_analyzer_x(history: str, x_at: int | None) -> str:
+    """The kernel's history with an analyzer's 'X' at `x_at`. Only the first 'X' counts
+    (CheckHistory(HIST_UNKNOWN_PKT, 'X')): a kernel 'X' (tunnel changes) from a later
+    packet gives way, one from an earlier or the same packet stays."""
+    if x_at is None:
+        return history
+    k = history.find(HIST_UNKNOWN_PKT_CODE)
+    if 0 <= k < x_at:
+        return history
+    if k >= 0:
+        history = history[:k] + history[k + 1 :]
+    return history[:x_at] + HIST_UNKNOWN_PKT_CODE + history[x_at:]
 
 
 def warm_up(verify_checksums: bool = False) -> None:

@@ -155,6 +155,7 @@ EV_DTYPE = np.dtype(
         ("counted_orig", np.int64),
         ("counted_resp", np.int64),
         ("stream_start", np.int64),  # EV_PKT: its direction's EP_DTYPE.stream_start
+        ("hist_len", np.int64),  # EV_PKT: the history's length after the packet (an analyzer's 'X' goes there)
     ]
 )
 
@@ -1839,6 +1840,7 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
                 EV[k].row = i
                 EV[k].is_orig = now_orig
+                EV[k].hist_len = C[c].hist_len
                 if e >= 0:
                     EV[k].stream_start = E[e].stream_start
                     hand_counts_to_analyzers(C, E, EV, k, c)

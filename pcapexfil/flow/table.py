@@ -197,6 +197,12 @@ class Connection:
         self.history.append(code)
         return False
 
+    def limit_reached(self, weird: str) -> None:
+        """hooks.ConnView: Analyzer::LimitReachedWeird (src/analyzer/Analyzer.cc), from an
+        analyzer while it reads this connection's current packet."""
+        self.weird(weird)
+        self.check_history(HIST_UNKNOWN_PKT, HIST_UNKNOWN_PKT_CODE)
+
     def check_encapsulation(self, key: int) -> None:
         """Connection::CheckEncapsulation (src/Conn.cc), for a packet of this connection
         whose encapsulation differs: tunnel_changed up to the limit, then the weird and 'X'."""

@@ -73,11 +73,12 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
 
 
 class _State:
-    __slots__ = ("pending", "watching", "orig", "resp", "orig_size", "resp_size", "udp_seen")
+    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen")
 
     def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
+        self.limited: list[Recogniser] = []  # reached a limit (their 'X' is written)
         self.orig_size = self.resp_size = 0  # TCP: stream bytes delivered (Zeek's c$orig$size ...)
         self.orig = b""
         self.resp = b""
@@ -163,6 +164,7 @@ class ServiceAnalyzer:
                 if not acting:
                     continue  # later violations are ignored: nothing left to watch
                 assert rec.violation is not None
+                self._limit(conn, st, rec)
                 if rec.violation(st.orig, st.resp):
                     # analyzer_failed: `delete c$service[analyzer]` (it had confirmed).
                     if rec.name in conn.service:
@@ -191,9 +193,20 @@ class ServiceAnalyzer:
                         conn.set_inactivity_timeout(timeout)
                 if acting and rec.violation is not None and conn.proto == PROTO_TCP:
                     st.watching.append(rec)
+                    self._limit(conn, st, rec)
             elif verdict is Verdict.MORE:
                 left.append((rec, False))
         st.pending = left
+
+    @staticmethod
+    def _limit(conn: ConnView, st: _State, rec: Recogniser) -> None:
+        """A confirmed recogniser's limit, once (Analyzer::LimitReachedWeird)."""
+        if rec.limit is None or rec in st.limited:
+            return
+        weird = rec.limit(st.orig, st.resp)
+        if weird is not None:
+            st.limited.append(rec)
+            conn.limit_reached(weird)
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         return

@@ -10,6 +10,9 @@ analyzers deliver (LF ends a line, a CR before it is dropped; empty lines are sk
   code", "invalid reply code", "invalid reply line"); `ddd-` opens a multi-line reply that
   only `ddd ` (same code) closes, every line in between is text. After `234` to an
   `AUTH TLS` the lines are TLS and no longer parsed.
+- a command word longer than FTP::max_command_length once confirmed is LimitReachedWeird
+  (weird FTP_max_command_length_exceeded and the history's 'X'), read as far as the
+  service analyzer reads the stream (`services.IGNORE_VIOLATIONS_AFTER`).
 Registered on 21/tcp and 2811/tcp (ftp/main.zeek). ftp/dpd.sig's signature for other ports
 (a client USER line, a server 120/220 greeting then 230/331) is not modelled.
 """
@@ -35,18 +38,22 @@ def _lines(data: bytes) -> list[bytes]:
     return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")[:-1]]
 
 
-def _command(line: bytes) -> bytes | None:
-    """The line's command word if FTP_Analyzer::DeliverStream takes it as one."""
+def _word(line: bytes) -> bytes | None:
+    """The line's first word if is_ftp_cmd accepts it (any length), as util::get_word ends it."""
     rest = line.lstrip(_BLANKS)
     end = 0
     while end < len(rest) and rest[end] not in _SPACES and rest[end] != 0:
         end += 1
     word = rest[:end]
-    if len(word) < MIN_COMMAND_LENGTH or len(word) > MAX_COMMAND_LENGTH:
-        return None
-    if any(not 0x20 < b < 0x7F for b in word):  # isprint and not isspace
+    if len(word) < MIN_COMMAND_LENGTH or any(not 0x20 < b < 0x7F for b in word):  # isprint, not isspace
         return None
     return word
+
+
+def _command(line: bytes) -> bytes | None:
+    """The line's command word if FTP_Analyzer::DeliverStream takes it as one."""
+    word = _word(line)
+    return word if word is not None and len(word) <= MAX_COMMAND_LENGTH else None
 
 
 def _tls_requested(orig: bytes) -> bool:
@@ -85,6 +92,24 @@ def violation(orig: bytes, resp: bytes) -> bool:
     return False
 
 
+LIMIT_WEIRD = "FTP_max_command_length_exceeded"
+
+
+def limit(orig: bytes, resp: bytes) -> str | None:
+    """A command word longer than FTP::max_command_length after the confirming command:
+    DeliverStream's LimitReachedWeird (only `if ( AnalyzerConfirmed() )`)."""
+    confirmed = False
+    for line in _lines(orig):
+        word = _word(line)
+        if word is None:
+            continue
+        if len(word) <= MAX_COMMAND_LENGTH:
+            confirmed = True
+        elif confirmed:
+            return LIMIT_WEIRD
+    return None
+
+
 def check(orig: bytes, resp: bytes) -> Verdict:
     """Confirmed by the first client line with a command (AnalyzerConfirmation)."""
     if any(_command(line) is not None for line in _lines(orig)):
@@ -92,4 +117,4 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.MORE
 
 
-RECOGNISER = Recogniser("ftp", PROTO_TCP, check, violation=violation)
+RECOGNISER = Recogniser("ftp", PROTO_TCP, check, violation=violation, limit=limit)
