@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pcapexfil.flow.table import encapsulation_key
 from pcapexfil.packet import Packet
 
 # `kind` column: who handles the packet.
@@ -50,7 +49,6 @@ PACKET_DTYPE = np.dtype(
         ("payload_len", np.uint32),  # transport payload length as the headers claim
         ("payload_off", np.uint64),  # offset of the captured payload in the chunk buffer
         ("payload_cap", np.uint32),  # captured payload bytes (<= payload_len when snap-truncated)
-        ("encap", np.uint64),  # flow.table.encapsulation_key of a decapsulated packet, 0: none
     ]
 )
 
@@ -84,5 +82,4 @@ def packets_to_batch(packets: Sequence[Packet], frame: int = 0) -> np.ndarray:
         row["sport"], row["dport"], row["ip_len"] = p.sport, p.dport, p.ip_len
         row["flags"], row["seq"], row["ack"], row["window"] = p.flags, p.seq, p.ack, p.window
         row["payload_len"], row["payload_cap"] = p.payload_len, len(p.payload)
-        row["encap"] = encapsulation_key(p)
     return batch

@@ -22,7 +22,8 @@ outside the table sees the reference's calls in the reference's order:
 
 Rows come from `fast.reader.iter_batches` (the numba parser); its SLOW frames go through
 the reference decoder and join the same batch as `packets_to_batch`-style rows, with one
-aux byte each for what the batch columns lack (checksum verdict, tick, tunnel carrier).
+aux word each for what the batch columns lack (checksum verdict, tick, tunnel carrier, the
+encapsulation's identity).
 A tunnel's inner packet ends a kernel call so its parent is named between calls, as
 FlowTable._note_tunnel does before the inner packet's analyzers run.
 """
@@ -46,6 +47,8 @@ from pcapexfil.fast.table import (
     APP_FIRST_SENT,
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
+    AUX_DTYPE,
+    AUX_ENCAP_SHIFT,
     AUX_NO_TICK,
     AUX_PARTIAL,
     CONN_STATES,
@@ -188,7 +191,7 @@ class FastFlow:
             part = rows[pos : pos + BATCH_ROWS - self._n]
             pos += part.shape[0]
             self._parts.append(part)
-            self._aux_parts.append(np.zeros(part.shape[0], np.uint8))
+            self._aux_parts.append(np.zeros(part.shape[0], AUX_DTYPE))
             self._n += part.shape[0]
             if self._n >= BATCH_ROWS:
                 self._feed()
@@ -273,24 +276,25 @@ class FastFlow:
             aux |= AUX_BAD_CHECKSUM
         if p.analysis_partial:
             aux |= AUX_PARTIAL
+        if p.outer is not None:
+            aux |= encapsulation_key(p) << AUX_ENCAP_SHIFT
         shi, slo = self._halves(p.src)
         dhi, dlo = self._halves(p.dst)
         self._tuples.append((p.ts, 0, KIND_FAST, p.ip_version, p.proto, p.ttl, shi, slo, dhi, dlo, p.sport, p.dport,
-                             p.ip_len, p.flags, p.seq, p.ack, p.window, p.payload_len, 0, len(p.payload),
-                             encapsulation_key(p)))
+                             p.ip_len, p.flags, p.seq, p.ack, p.window, p.payload_len, 0, len(p.payload)))
         self._tuple_aux.append(aux)
         self._pkts[self._n] = p
         self._n += 1
 
     def _skip_row(self, ts: float) -> None:
-        self._tuples.append((ts, 0, KIND_SKIP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        self._tuples.append((ts, 0, KIND_SKIP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
         self._tuple_aux.append(0)
         self._n += 1
 
     def _flush_tuples(self) -> None:
         if self._tuples:
             self._parts.append(np.array(self._tuples, dtype=PACKET_DTYPE))
-            self._aux_parts.append(np.array(self._tuple_aux, dtype=np.uint8))
+            self._aux_parts.append(np.array(self._tuple_aux, dtype=AUX_DTYPE))
             self._tuples.clear()
             self._tuple_aux.clear()
 
@@ -300,7 +304,7 @@ class FastFlow:
         if p is not None:
             return p
         (ts, _, _, ipv, proto, ttl, shi, slo, dhi, dlo, sport, dport, ip_len, flags, seq, ack, window,
-         plen, off, cap, _) = self._batch[row].item()
+         plen, off, cap) = self._batch[row].item()
         text = self._text
         return Packet(ts, text(shi, slo), text(dhi, dlo), proto, ip_len, sport, dport, ipv, ttl, flags, seq, ack,
                       window, plen, self._buf[off : off + cap].tobytes())
@@ -315,7 +319,7 @@ class FastFlow:
         else:
             # Not np.concatenate: it promotes structured dtypes field by field, slowly.
             batch = np.empty(self._n, PACKET_DTYPE)
-            aux = np.empty(self._n, np.uint8)
+            aux = np.empty(self._n, AUX_DTYPE)
             pos = 0
             for part, a in zip(parts, auxes):
                 batch[pos : pos + part.shape[0]] = part

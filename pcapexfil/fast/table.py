@@ -1154,6 +1154,10 @@ AUX_BAD_CHECKSUM = 1  # checksum_ok is False
 AUX_NO_TICK = 2  # not the first packet of its frame: the pipeline's tick already ran
 AUX_CARRIER = 4  # outer packet of an IP-level tunnel: advances time, is no connection
 AUX_PARTIAL = 8  # Packet.analysis_partial: 'X' after the packet's letters
+# Above the flag bits: flow.table.encapsulation_key of a decapsulated packet (0: none). A
+# per-call array beside the batch (not a batch column: the parser's chunks stay as they are).
+AUX_ENCAP_SHIFT = 8
+AUX_DTYPE = np.uint64
 
 # Kernel return status.
 ST_DONE, ST_OUT_FULL, ST_GROW = 0, 1, 2
@@ -1463,7 +1467,7 @@ def _reset_endpoint(E, EC, e, is_orig):
 
 @njit(cache=True, _nrt=False)
 def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b, i, slot_i, h,
-              proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport):
+              proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport, encap):
     ts = b[i].ts
     if proto == PROTO_TCP or proto == PROTO_UDP:
         timeout = CFG[CFG_UDP_INACT]  # Zeek's TCP analyzer starts with the UDP one, too
@@ -1509,7 +1513,7 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.last_ts = ts
     cc.hist_len = 0
     cc.hist_seen = 0
-    cc.encap = b[i].encap
+    cc.encap = encap
     cc.tunnel_changes = 0
     cc.orig_pkts = 0
     cc.orig_ip_bytes = 0
@@ -1740,20 +1744,21 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 return ST_GROW, i
         flags = b[i].flags
         seq = np.int64(b[i].seq)
+        encap = np.uint64(a) >> np.uint64(AUX_ENCAP_SHIFT)  # the packet's encapsulation (0: none)
         if c >= 0 and C[c].is_tcp and is_reuse(C, E, c, flags, seq):
             _remove(C, E, HI, hidx, free, EV, REC, RH, G, c)
             c, slot_i = _lookup(C, hidx, h, proto, oneway, ahi, alo, ap, bhi, blo, bp)
         if c < 0:
             c = _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b, i, slot_i, h,
-                          proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport)
+                          proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport, encap)
         else:
             G[G_TOUCH] += 1
             C[c].touch = G[G_TOUCH]
             if G[G_LRU_TAIL] != c:
                 lru_unlink(C, G, c)
                 lru_append(C, G, c)
-            if C[c].encap != b[i].encap:
-                check_encapsulation(C, HI, EV, G, GF, c, b[i].encap)
+            if C[c].encap != encap:
+                check_encapsulation(C, HI, EV, G, GF, c, encap)
         if (
             C[c].is_tcp
             and C[c].synack_first

@@ -54,7 +54,8 @@ TUNNEL_CHANGES_WEIRD = "tunnel_max_changes_per_connection_exceeded"
 # (Analyzer::LimitReachedWeird), a tunnel nested too deep, too many tunnel changes.
 HIST_UNKNOWN_PKT = 0x400
 HIST_UNKNOWN_PKT_CODE = "X"
-_MASK64 = 0xFFFF_FFFF_FFFF_FFFF
+# The key's width: the fast engine carries it above 8 flag bits of a 64-bit word.
+_ENCAP_KEY_MASK = (1 << 56) - 1
 
 
 def encapsulation_key(pkt: Packet) -> int:
@@ -76,7 +77,7 @@ def encapsulation_key(pkt: Packet) -> int:
         else:
             levels.append((o.tunnel_type, o.proto, *sorted(((o.src, o.sport), (o.dst, o.dport)))))
         o = o.outer
-    return (hash(tuple(levels)) & _MASK64) or 1
+    return (hash(tuple(levels)) & _ENCAP_KEY_MASK) or 1
 
 Emit = Callable[[ConnRecord], None]
 
