@@ -5,9 +5,9 @@ says."""
 
 from __future__ import annotations
 
-import dpkt
 import struct
 
+import dpkt
 from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
