@@ -37,6 +37,10 @@ class ConnView(Protocol):
         """Zeek's set_inactivity_timeout, as conn/inactivity.zeek calls it on an analyzer's
         confirmation (flow.table.ANALYZER_INACTIVITY_TIMEOUTS)."""
 
+    def limit_reached(self, weird: str) -> None:
+        """Zeek's Analyzer::LimitReachedWeird for the packet being analyzed: the weird, and
+        'X' in the history (once) after that packet's letters."""
+
 
 class AppAnalyzer(Protocol):
     name: str  # its key in `ConnView.app`, and its name among the readers of TCP streams

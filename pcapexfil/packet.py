@@ -73,5 +73,10 @@ class Packet:
     # Set on packets that came out of a tunnel: the outer packet, which the flow table
     # processes first so the inner connection can name it in `tunnel_parents`.
     outer: Packet | None = None
-    tunnel_type: str | None = None  # e.g. "vxlan", "gre", "teredo"; names the outer service
+    # On a tunnel's outer packet: the tunnel it carries, e.g. "vxlan", "gre", "teredo" (a
+    # UDP carrier's connection lists it as its service).
+    tunnel_type: str | None = None
+    # Analysis of this packet stopped at a limit (a tunnel nested too deep): its connection
+    # gets Zeek's 'X' (CheckHistory(HIST_UNKNOWN_PKT, 'X')) after the packet's own letters.
+    analysis_partial: bool = False
     extra: dict = field(default_factory=dict)  # decoder notes, e.g. ICMP inner header

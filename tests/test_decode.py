@@ -19,7 +19,7 @@ from helpers_pcap import (
     vlan_tags,
 )
 
-from pcapexfil.decode import Decoder
+from pcapexfil.decode import MAX_TUNNEL_DEPTH, Decoder
 from pcapexfil.packet import RawPacket
 from pcapexfil.source import open_captures
 from pcapexfil.weird import Weirds
@@ -329,8 +329,11 @@ def test_damaged_tunnel_headers_are_one_weird_each(proto: int, payload: bytes, w
 
 
 def test_tunnel_depth_limit() -> None:
+    """Tunnel::max_depth (4): a packet already inside 4 tunnels is not decapsulated again."""
     nested = INNER
-    for _ in range(3):
+    for _ in range(MAX_TUNNEL_DEPTH):
         nested = ipv4(nested, p=4)
     out, w = dec1(101, nested)
+    assert len(out) == 1 and w.total == 0
+    out, w = dec1(101, ipv4(nested, p=4))
     assert out == [] and w.counts["exceeded_tunnel_max_depth"] == 1

@@ -363,10 +363,10 @@ def test_unanswered_syn_retransmitted_after_attempt_delay_is_a_new_connection():
 def test_tunnel_parents_and_outer_service():
     outer_udp = udp(1.0, "172.16.0.1", 40000, "172.16.0.2", 4789, 100)
     inner = tcp(1.0, C, 40000, S, 80, SYN, 10)
-    inner.outer, inner.tunnel_type = outer_udp, "vxlan"
+    inner.outer, outer_udp.tunnel_type = outer_udp, "vxlan"
     outer_gre = Packet(ts=2.0, src="172.16.0.1", dst="172.16.0.9", proto=47, ip_len=100)
     inner2 = udp(2.0, C, 5353, S, 53, 30)
-    inner2.outer, inner2.tunnel_type = outer_gre, "gre"
+    inner2.outer, outer_gre.tunnel_type = outer_gre, "gre"
     out: list[ConnRecord] = []
     table = FlowTable(FlowConfig(seed=5), out.append)
     table.process_all([outer_udp, inner])

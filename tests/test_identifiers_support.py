@@ -36,6 +36,9 @@ class FakeConn:
     def set_inactivity_timeout(self, seconds: float) -> None:
         self.inactivity_timeout = seconds
 
+    def limit_reached(self, weird: str) -> None:
+        self.app.setdefault("limits", []).append(weird)
+
     def record(self) -> ConnRecord:
         proto = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}[self.proto]
         return ConnRecord(self.start_ts, self.uid, self.orig_h, self.orig_p, self.resp_h, self.resp_p, proto)

@@ -59,9 +59,10 @@ RENAMED_ID_COLUMNS = {
     "dst": "id.resp_h", "dst_ip": "id.resp_h", "id_resp_h": "id.resp_h",
     "dst_port": "id.resp_p", "id_resp_p": "id.resp_p",
 }  # fmt: skip
-# service is compared for the protocols pcapexfil recognises: the identifiers' ssl/http/dns
-# and pcapexfil.services' recognisers.
-KNOWN_SERVICES = frozenset({"ssl", "http", "dns"}) | frozenset(r.name for r in RECOGNISERS)
+# service is compared for the protocols pcapexfil recognises: the identifiers' ssl/http/dns,
+# pcapexfil.services' recognisers and the UDP tunnels a carrier names (flow.table.tunnel_parent_uid).
+TUNNEL_SERVICES = frozenset({"vxlan", "geneve", "gtpv1", "teredo", "ayiya"})
+KNOWN_SERVICES = frozenset({"ssl", "http", "dns"}) | frozenset(r.name for r in RECOGNISERS) | TUNNEL_SERVICES
 THRESHOLDS = {
     "orig_pkts": 0.99, "resp_pkts": 0.99, "orig_ip_bytes": 0.99, "resp_ip_bytes": 0.99,
     "orig_bytes": 0.98, "resp_bytes": 0.98, "missed_bytes": 0.98,

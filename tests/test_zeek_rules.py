@@ -5,8 +5,10 @@ says."""
 
 from __future__ import annotations
 
+import struct
+
 import dpkt
-from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
+from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
 
@@ -225,3 +227,241 @@ def test_netbios_ns_on_137_is_dns(tmp_path) -> None:
     query = bytes(dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="CKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", type=32)]))
     (rec,) = records(tmp_path, [udp_frame(1.0, CLIENT, 137, "10.0.0.255", 137, query)])
     assert rec.service == ["dns"]
+
+
+# -- service removal: dpd.zeek analyzer_violation_info / analyzer_failed -------------------
+
+
+def _dialogue(port: int, turns: list[tuple[bool, bytes]], t: float = 10.0) -> list[tuple[float, bytes]]:
+    """A handshake, then one segment per turn (True: the client's), each acknowledging the other's."""
+    frames = [
+        tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
+        tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),
+        tcp_frame(t + 0.02, CLIENT, 50000, SERVER, port, ACK, 101, 901),
+    ]
+    cseq, sseq = 101, 901
+    for i, (client, data) in enumerate(turns):
+        ts = t + 0.03 + 0.01 * i
+        if client:
+            frames.append(tcp_frame(ts, CLIENT, 50000, SERVER, port, PSH | ACK, cseq, sseq, data))
+            cseq += len(data)
+        else:
+            frames.append(tcp_frame(ts, SERVER, port, CLIENT, 50000, PSH | ACK, sseq, cseq, data))
+            sseq += len(data)
+    return frames
+
+
+def test_ftp_reply_violation_after_confirmation_removes_the_service(tmp_path) -> None:
+    """FTP_Analyzer::DeliverStream confirms on the client's USER and reports a violation on a
+    reply without a numeric code or without a space after it; dpd.zeek disables the analyzer
+    and analyzer_failed deletes "ftp" from the service (corpus: ftp-missing-reply-code,
+    ftp-missing-space-after-reply-code)."""
+    greeting, user = (False, b"220 ready\r\n"), (True, b"USER anonymous\r\n")
+    (rec,) = records(tmp_path / "ok", _dialogue(21, [greeting, user, (False, b"331 password\r\n")]))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "nocode", _dialogue(21, [greeting, user, (False, b"password please\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "nospace", _dialogue(21, [greeting, user, (False, b"331password\r\n")]))
+    assert rec.service == []
+    # A multi-line reply: text lines between `230-` and `230 ` are no violation.
+    multi = (False, b"230-Welcome\r\nno code here\r\n230 done\r\n")
+    (rec,) = records(tmp_path / "multi", _dialogue(21, [greeting, user, multi]))
+    assert rec.service == ["ftp"]
+
+
+def test_ftp_violation_past_10k_is_ignored(tmp_path) -> None:
+    """DPD::ignore_violations_after (10 KiB of c$orig$size + c$resp$size): a violation
+    further into the connection leaves the service alone."""
+    def frames(filler: int) -> list[tuple[float, bytes]]:
+        turns = [(False, b"220 ready\r\n"), (True, b"USER anonymous\r\n")]
+        turns += [(True, b"NOOP " + b"x" * 993 + b"\r\n")] * filler  # 1000-byte command lines
+        return _dialogue(21, [*turns, (False, b"oops\r\n")])
+
+    (rec,) = records(tmp_path / "early", frames(9))  # about 9 KiB before the bad line
+    assert rec.service == []
+    (rec,) = records(tmp_path / "late", frames(11))
+    assert rec.service == ["ftp"]
+
+
+def test_ftp_confirms_on_the_client_command_alone(tmp_path) -> None:
+    """AnalyzerConfirmation follows the first client line whose first word is a command
+    (>= 3 printable characters, at most FTP::max_command_length = 100); a longer word or a
+    short one confirms nothing."""
+    (rec,) = records(tmp_path / "cmd", _dialogue(21, [(True, b"SYST\r\n")]))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "short", _dialogue(21, [(True, b"AB cd\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "long", _dialogue(21, [(True, b"A" * 101 + b"\r\n")]))
+    assert rec.service == []
+
+
+# -- history 'X': Connection::CheckEncapsulation, Tunnel::max_changes_per_connection ---------
+
+VTEP_A, VTEP_B = "192.168.56.12", "192.168.56.11"
+VXLAN_HEADER = b"\x08\x00\x00\x00\x00\x00\x01\x00"  # I flag, VNI 1
+
+
+def in_vxlan(ts: float, inner: bytes, towards_b: bool) -> tuple[float, bytes]:
+    """`inner` (an IPv4 packet) in VXLAN; each direction between the VTEPs is its own UDP
+    connection (source ports 40000 / 40001), so the two are different encapsulations."""
+    if towards_b:
+        outer = ipv4(udp(40000, 4789, VXLAN_HEADER + ether(inner)), VTEP_A, VTEP_B)
+    else:
+        outer = ipv4(udp(40001, 4789, VXLAN_HEADER + ether(inner)), VTEP_B, VTEP_A)
+    return ts, ether(outer)
+
+
+def _echo(kind: int, seq: int) -> dpkt.icmp.ICMP:
+    return dpkt.icmp.ICMP(type=kind, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=seq, data=b"ping" * 8))
+
+
+def test_more_than_5_tunnel_changes_give_x(tmp_path) -> None:
+    """Echo requests through one VXLAN carrier, replies through the other: every packet
+    after the first changes the connection's encapsulation. Zeek raises tunnel_changed 5
+    times; the 6th change is the weird tunnel_max_changes_per_connection_exceeded and
+    CheckHistory(HIST_UNKNOWN_PKT, 'X') (corpus: core.tunnels.vxlan, ICMP history `X`)."""
+    def pings(n: int) -> list[tuple[float, bytes]]:
+        frames = []
+        for k in range(n):
+            frames.append(in_vxlan(1.0 + k, ipv4(_echo(8, k), CLIENT, SERVER), towards_b=True))
+            frames.append(in_vxlan(1.5 + k, ipv4(_echo(0, k), SERVER, CLIENT), towards_b=False))
+        return frames
+
+    icmp = [r for r in records(tmp_path / "three", pings(3)) if r.proto == "icmp"]
+    assert [(r.history, r.orig_pkts, r.resp_pkts) for r in icmp] == [("", 3, 3)]  # 5 changes
+    icmp = [r for r in records(tmp_path / "four", pings(4)) if r.proto == "icmp"]
+    assert [(r.history, r.orig_pkts, r.resp_pkts) for r in icmp] == [("X", 4, 4)]  # 7 changes
+
+
+def test_tunnel_change_x_comes_before_the_packets_letters(tmp_path) -> None:
+    """CheckEncapsulation runs before the packet is analyzed (IPBasedAnalyzer::AnalyzePacket),
+    so 'X' precedes what the 6th changing packet adds; a packet without encapsulation after
+    one with it is a change too (corpus: core.tunnels.count-default-tunnel-changes)."""
+    def seg(ts: float, client: bool, flags: int, seq: int, ack: int, data: bytes = b"") -> tuple[float, bytes]:
+        if client:
+            return in_vxlan(ts, ipv4(tcp(50000, 80, flags, seq, ack, data), CLIENT, SERVER), towards_b=True)
+        return tcp_frame(ts, SERVER, 80, CLIENT, 50000, flags, seq, ack, data)  # not encapsulated
+
+    frames = [
+        seg(1.0, True, SYN, 100, 0),
+        seg(1.1, False, SYN | ACK, 900, 101),  # change 1
+        seg(1.2, True, ACK, 101, 901),  # 2
+        seg(1.3, True, PSH | ACK, 101, 901, b"a" * 10),
+        seg(1.4, False, PSH | ACK, 901, 111, b"b" * 10),  # 3
+        seg(1.5, True, PSH | ACK, 111, 911, b"c" * 10),  # 4
+        seg(1.6, False, PSH | ACK, 911, 121, b"d" * 10),  # 5
+        seg(1.7, True, FIN | ACK, 121, 921),  # 6: X, then this packet's F
+    ]
+    tcp_recs = [r for r in records(tmp_path, frames) if r.proto == "tcp"]
+    assert [r.history for r in tcp_recs] == ["ShADdXF"]
+
+
+# -- UDP checksums: UDPAnalyzer::DeliverPacket -----------------------------------------------
+
+
+def test_zero_udp_checksum_on_vxlan_over_ipv6_is_accepted(tmp_path) -> None:
+    """Over IPv6 a UDP checksum is mandatory, but a datagram to a vxlan_ports port (4789)
+    that looks like VXLAN (I flag, longer than UDP + VXLAN + Ethernet headers) with a zero
+    checksum is not checked: the carrier is a connection and its inner packet is decoded.
+    To another port the same datagram is a bad checksum ('C', nothing decapsulated)."""
+    inner = ipv4(_echo(8, 1), CLIENT, SERVER)
+    def datagram(dport: int) -> tuple[float, bytes]:
+        payload = VXLAN_HEADER + ether(inner)
+        raw_udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload  # checksum 0
+        return 1.0, ether(ipv6(raw_udp, "2001:db8::a", "2001:db8::b", nxt=17), ethertype=0x86DD)
+
+    recs = records(tmp_path / "vxlan", [datagram(4789)], verify_checksums=True)
+    assert sorted((r.proto, r.resp_p, r.history) for r in recs) == [("icmp", 0, ""), ("udp", 4789, "D")]
+    recs = records(tmp_path / "other", [datagram(4790)], verify_checksums=True)
+    assert [(r.proto, r.resp_p, r.history) for r in recs] == [("udp", 4790, "C")]
+
+
+def test_vxlan_nested_past_max_depth_gives_x_on_the_carrier(tmp_path) -> None:
+    """Tunnel::max_depth (4): VXLAN_Analyzer::AnalyzePacket on a carrier already inside 4
+    tunnels calls CheckHistory(HIST_UNKNOWN_PKT, 'X') on it (after UDP's 'D'), reports
+    exceeded_tunnel_max_depth and neither confirms (no `vxlan` service) nor decapsulates
+    (Zeek's core.tunnels.max-depth-exceeded, with Tunnel::max_depth = 2 there)."""
+    packet = ipv4(_echo(8, 1), CLIENT, SERVER)
+    for level in range(5, 0, -1):  # level 1 outermost
+        outer_src, outer_dst = f"10.{level}.0.1", f"10.{level}.0.9"
+        packet = ipv4(udp(4789, 4789, VXLAN_HEADER + ether(packet)), outer_src, outer_dst)
+    recs = records(tmp_path, [(1.0, ether(packet))])
+    got = sorted((r.orig_h, r.proto, r.history, r.service) for r in recs)
+    assert got == [(f"10.{level}.0.1", "udp", "DX" if level == 5 else "D", [] if level == 5 else ["vxlan"])
+                   for level in range(1, 6)]
+
+
+def test_tunnel_carrier_service_follows_the_tunnel_analyzers_confirmation(tmp_path) -> None:
+    """The carrier's service is the tunnel analyzer's confirmation: VXLAN confirms once its
+    header parsed (an ARP frame inside still counts, corpus: core.tunnels.vxlan's one-packet
+    carriers); GTPv1 only for a T-PDU with an IP packet inside (an echo request confirms
+    nothing, corpus: core.tunnels.gtp.not_user_plane_data); Teredo once both endpoints sent
+    a valid packet (Tunnel::delay_teredo_confirmation = T)."""
+    arp = ether(bytes(28), ethertype=0x0806)
+    vx = ipv4(udp(40000, 4789, VXLAN_HEADER + arp), VTEP_A, VTEP_B)
+    (rec,) = records(tmp_path / "arp", [(1.0, ether(vx))])
+    assert (rec.resp_p, rec.service) == (4789, ["vxlan"])
+
+    echo_request = b"\x32\x01\x00\x04\x00\x00\x00\x00\x00\x01\x00\x00"  # GTPv1, S flag, type 1
+    gtp = ipv4(udp(2152, 2152, echo_request), VTEP_A, VTEP_B)
+    (rec,) = records(tmp_path / "gtp", [(1.0, ether(gtp))])
+    assert (rec.resp_p, rec.service) == (2152, [])
+
+    def teredo(ts: float, to_relay: bool) -> tuple[float, bytes]:
+        inner = ipv6(udp(5000, 6000, b"hello"), "2001:0:5ef5:79fb::1", "2001:db8::2")
+        if to_relay:
+            return ts, ether(ipv4(udp(40000, 3544, inner), CLIENT, SERVER))
+        return ts, ether(ipv4(udp(3544, 40000, inner), SERVER, CLIENT))
+
+    carriers = [r for r in records(tmp_path / "one", [teredo(1.0, True)]) if r.resp_p == 3544]
+    assert [r.service for r in carriers] == [[]]
+    carriers = [r for r in records(tmp_path / "both", [teredo(1.0, True), teredo(1.1, False)]) if r.resp_p == 3544]
+    assert [r.service for r in carriers] == [["teredo"]]
+
+
+# -- link layer: packet-protocols/*/main.zeek register_packet_analyzer ----------------------
+
+
+def test_ethertypes_follow_each_analyzers_registrations(tmp_path) -> None:
+    """Ethernet forwards 0x8847 MPLS but no analyzer registers 0x8848 (multicast MPLS); a
+    VN-Tag (0x8926) forwards only VLAN tags; a VLAN tag forwards 0x8100 but not 0x88A8/0x9100.
+    A frame that stops at an unregistered Ethertype makes no connection."""
+    datagram = ipv4(udp(40000, 5000, b"x" * 8), CLIENT, SERVER)
+    mpls_label = struct.pack("!I", (16 << 12) | 0x100 | 64)  # label 16, bottom of stack, TTL 64
+    vlan_ip = struct.pack("!HH", 10, 0x0800) + datagram  # a VLAN tag (VID 10) then IPv4
+    vntag = b"\x00\x00\x00\x00"  # the VN-Tag's 4 bytes before its Ethertype
+
+    def frame(ethertype: int, body: bytes) -> tuple[float, bytes]:
+        return 1.0, ether(body, ethertype=ethertype)
+
+    cases = {
+        "mpls": (frame(0x8847, mpls_label + datagram), 1),
+        "mpls_multicast": (frame(0x8848, mpls_label + datagram), 0),
+        "vntag_vlan": (frame(0x8926, vntag + struct.pack("!H", 0x8100) + vlan_ip), 1),
+        "vntag_ip": (frame(0x8926, vntag + struct.pack("!H", 0x0800) + datagram), 0),
+        "vlan_in_vlan": (frame(0x8100, struct.pack("!HH", 5, 0x8100) + vlan_ip), 1),
+        "qinq_in_vlan": (frame(0x8100, struct.pack("!HH", 5, 0x88A8) + vlan_ip), 0),
+    }
+    for name, (fr, expected) in cases.items():
+        if expected:
+            recs = records(tmp_path / name, [fr])
+            assert [(r.proto, r.resp_p) for r in recs] == [("udp", 5000)], name
+        else:
+            path = str(write_pcap(tmp_path / f"{name}.pcap", [fr]))
+            assert assert_same([path], tmp_path / name, local_nets=()) == 0, name
+
+
+def test_ftp_command_over_100_characters_after_confirmation_gives_x(tmp_path) -> None:
+    """FTP_Analyzer::DeliverStream: a command word longer than FTP::max_command_length (100)
+    on a confirmed analyzer is LimitReachedWeird: weird FTP_max_command_length_exceeded and
+    CheckHistory(HIST_UNKNOWN_PKT, 'X') after that packet's letters (corpus:
+    ftp-max-command-length, `ShAdDaXFf`). Before the confirmation it is only ignored."""
+    greeting, user = (False, b"220 ready\r\n"), (True, b"USER anonymous\r\n")
+    long_command = (True, b"A" * 101 + b" x\r\n")
+    frames = _dialogue(21, [greeting, user, (False, b"331 password\r\n"), long_command, (False, b"500 what\r\n")])
+    seq = 101 + len(user[1]) + len(long_command[1])
+    frames.append(tcp_frame(11.0, CLIENT, 50000, SERVER, 21, FIN | ACK, seq, 901 + 11 + 14 + 10))
+    (rec,) = records(tmp_path / "after", frames)
+    assert (rec.history, rec.service) == ("ShAdDXF", ["ftp"])
+    (rec,) = records(tmp_path / "before", _dialogue(21, [greeting, long_command, user]))
+    assert (rec.history, rec.service) == ("ShAdD", ["ftp"])

@@ -14,7 +14,11 @@ from pcapexfil.decode import fragments, ip, link, transport
 from pcapexfil.packet import Packet, RawPacket
 from pcapexfil.weird import Weirds
 
-__all__ = ["Decoder", "Frame"]
+__all__ = ["MAX_TUNNEL_DEPTH", "Decoder", "Frame"]
+
+# Tunnel::max_depth (init-bare.zeek, default 4): a tunnel analyzer refuses to decapsulate a
+# packet that already is inside this many tunnels (weird exceeded_tunnel_max_depth).
+MAX_TUNNEL_DEPTH = 4
 
 
 @dataclass(slots=True)
@@ -43,7 +47,7 @@ class Decoder:
         weirds: Weirds,
         verify_checksums: bool = False,
         frag_timeout: float = fragments.DEFAULT_TIMEOUT,
-        max_tunnel_depth: int = 2,
+        max_tunnel_depth: int = MAX_TUNNEL_DEPTH,
     ) -> None:
         self.weirds = weirds
         self.verify_checksums = verify_checksums

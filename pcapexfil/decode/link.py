@@ -60,13 +60,28 @@ ET_QINQ = 0x88A8
 ET_QINQ_OLD = 0x9100
 ET_IPV6 = 0x86DD
 ET_MPLS = 0x8847
-ET_MPLS_MC = 0x8848
 ET_PPPOE_DISC = 0x8863
 ET_PPPOE_SESS = 0x8864
 ET_PBB = 0x88E7
 ET_VNTAG = 0x8926
 ET_TEB = 0x6558  # transparent Ethernet bridging (GRE)
 ET_FABRICPATH = 0x8903  # Cisco FabricPath, in the outer Ethernet header only
+
+# Which Ethertypes each packet analyzer forwards (scripts/base/packet-protocols/*/main.zeek,
+# PacketAnalyzer::register_packet_analyzer; ARP is left out, it makes no connection). No
+# analyzer registers 0x8848 (multicast MPLS). After a VN-Tag only a VLAN tag follows, a
+# VLAN tag is followed by 0x8100 but not by 0x88A8/0x9100/VN-Tag, PBB by neither MPLS nor
+# PBB. `PARENT_ANY`: a caller whose own table was not reviewed (Linux SLL, SNAP, 802.11,
+# GRE); what follows its first header obeys the tables above.
+PARENT_ANY, PARENT_ETHERNET, PARENT_VLAN, PARENT_PBB, PARENT_VNTAG = range(5)
+_VLAN_TYPES = frozenset({ET_VLAN, ET_QINQ, ET_QINQ_OLD})
+_FORWARDS: dict[int, frozenset[int]] = {
+    PARENT_ANY: frozenset({ET_IPV4, ET_IPV6, ET_MPLS, ET_PPPOE_SESS, ET_PBB, ET_VNTAG, ET_TEB}) | _VLAN_TYPES,
+    PARENT_ETHERNET: frozenset({ET_IPV4, ET_IPV6, ET_MPLS, ET_PPPOE_SESS, ET_PBB, ET_VNTAG}) | _VLAN_TYPES,
+    PARENT_VLAN: frozenset({ET_IPV4, ET_IPV6, ET_MPLS, ET_PPPOE_SESS, ET_PBB, ET_VLAN}),
+    PARENT_PBB: frozenset({ET_IPV4, ET_IPV6, ET_PPPOE_SESS}) | _VLAN_TYPES,
+    PARENT_VNTAG: _VLAN_TYPES,
+}
 FABRICPATH_HEADER_LEN = 16  # Ethernet.cc: `cfplen`, the outer MACs, type and FabricPath tag
 
 # PPP protocol numbers Zeek's PPP and PPP_SERIAL analyzers forward (packet-protocols/ppp,
@@ -165,7 +180,7 @@ def ethernet(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
     et = (data[off + 12] << 8) | data[off + 13]
     if et < 1536:
         return llc(dec, fr, data, off + 14)
-    return ethertype(dec, fr, data, off + 14, et)
+    return ethertype(dec, fr, data, off + 14, et, PARENT_ETHERNET)
 
 
 def llc(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
@@ -181,10 +196,13 @@ def llc(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:
     return NONE  # STP, IPX, NetBIOS...: nothing for the flow table
 
 
-def ethertype(dec: Decoder, fr: Frame, data: bytes, off: int, et: int) -> int:
-    """Follow Ethertype-dispatched headers (VLAN, MPLS, PPPoE, PBB, VN-Tag) to IP."""
+def ethertype(dec: Decoder, fr: Frame, data: bytes, off: int, et: int, parent: int = PARENT_ANY) -> int:
+    """Follow Ethertype-dispatched headers (VLAN, MPLS, PPPoE, PBB, VN-Tag) to IP, as far as
+    each header's analyzer forwards the next one (`_FORWARDS`)."""
     n = len(data)
     while True:
+        if et not in _FORWARDS[parent]:
+            return NONE  # ARP, LLDP, PPPoE discovery, ...: no connection in Zeek
         if et == ET_IPV4 or et == ET_IPV6:
             return off
         if et == ET_VLAN or et == ET_QINQ or et == ET_QINQ_OLD:
@@ -200,8 +218,9 @@ def ethertype(dec: Decoder, fr: Frame, data: bytes, off: int, et: int) -> int:
             off += 4
             if et < 1536:  # 802.3 length inside a VLAN tag
                 return llc(dec, fr, data, off)
+            parent = PARENT_VLAN
             continue
-        if et == ET_MPLS or et == ET_MPLS_MC:
+        if et == ET_MPLS:
             return mpls(dec, fr, data, off)
         if et == ET_PPPOE_SESS:
             return pppoe(dec, fr, data, off)
@@ -214,6 +233,7 @@ def ethertype(dec: Decoder, fr: Frame, data: bytes, off: int, et: int) -> int:
             fr.l2_src = _mac(data[off + 10 : off + 16])
             et = (data[off + 16] << 8) | data[off + 17]
             off += 18
+            parent = PARENT_PBB
             continue
         if et == ET_VNTAG:
             if n < off + 6:
@@ -221,10 +241,10 @@ def ethertype(dec: Decoder, fr: Frame, data: bytes, off: int, et: int) -> int:
                 return NONE
             et = (data[off + 4] << 8) | data[off + 5]
             off += 6
+            parent = PARENT_VNTAG
             continue
-        if et == ET_TEB:
-            return ethernet(dec, fr, data, off)
-        return NONE  # ARP, LLDP, PPPoE discovery, ...: no connection in Zeek
+        assert et == ET_TEB
+        return ethernet(dec, fr, data, off)
 
 
 def mpls(dec: Decoder, fr: Frame, data: bytes, off: int) -> int:

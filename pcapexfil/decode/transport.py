@@ -19,6 +19,15 @@ PROTO_IPIP = 4
 PROTO_IPV6 = 41
 PROTO_GRE = 47
 
+UDP_HEADER_LEN = 8
+# UDPAnalyzer::DeliverPacket (src/packet_analysis/protocol/udp/UDP.cc): a datagram to a port
+# of PacketAnalyzer::VXLAN::vxlan_ports (4789) longer than UDP + VXLAN + Ethernet headers
+# whose first payload byte has VXLAN's I flag "looks like VXLAN": a zero checksum is then
+# accepted, over IPv6 too, and a non-zero one checked (Tunnel::validate_vxlan_checksums = T).
+VXLAN_PORTS = frozenset({tunnels.PORT_VXLAN})
+_VXLAN_LOOKS_LEN = UDP_HEADER_LEN + 8 + 14
+_VXLAN_I_FLAG = 0x08
+
 
 def transport(
     dec: Decoder,
@@ -91,6 +100,8 @@ def transport(
             csum = (data[l4 + 6] << 8) | data[l4 + 7]
             if version == 4 and csum == 0:
                 pkt.checksum_ok = True  # checksum optional over IPv4
+            elif csum == 0 and _looks_like_vxlan(pkt.dport, claimed, pkt.payload):
+                pkt.checksum_ok = True
             else:
                 pkt.checksum_ok = _l4_checksum(version, src, dst, proto, data, l4, claimed, remaining)
     elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
@@ -130,6 +141,12 @@ def transport(
         if inner is not None:
             return [pkt, *inner]
     return [pkt]
+
+
+def _looks_like_vxlan(dport: int, claimed: int, payload: bytes) -> bool:
+    """UDP.cc's test before it drops the checksum check for a zero checksum (the packet's
+    destination port, not the connection's responder port)."""
+    return dport in VXLAN_PORTS and claimed > _VXLAN_LOOKS_LEN and bool(payload) and bool(payload[0] & _VXLAN_I_FLAG)
 
 
 def _check_trunc(dec: Decoder, fr: Frame, min_len: int, claimed: int, remaining: int) -> bool:

@@ -37,6 +37,13 @@ _UDP_TUNNELS = {
 }
 
 
+# VXLAN_Analyzer / GeneveAnalyzer::AnalyzePacket confirm as soon as their header parsed,
+# before the inner packet is looked at (an ARP frame inside still names the service).
+_CONFIRMED_BY_HEADER = frozenset({"vxlan", "geneve"})
+# The UDP tunnels whose Zeek analyzers check Tunnel::max_depth first, on the carrier session.
+_DEPTH_FIRST = frozenset({"vxlan", "geneve", "ayiya", "teredo"})
+
+
 def _inner_frame(dec: Decoder, fr: Frame, kind: str, length: int) -> Frame | None:
     if fr.depth >= dec.max_tunnel_depth:
         dec.weird(fr, "exceeded_tunnel_max_depth")
@@ -183,10 +190,19 @@ def gre(dec: Decoder, fr: Frame, p: bytes, outer: Packet) -> list[Packet]:
 def udp_tunnel(dec: Decoder, fr: Frame, pkt: Packet) -> list[Packet] | None:
     """Inner packets of a UDP-carried tunnel, or None when `pkt` is not one.
 
-    Sets `pkt.tunnel_type` when the datagram was decapsulated (Zeek then names the service).
+    Sets `pkt.tunnel_type` when the tunnel analyzer confirms (Zeek then names the service):
+    VXLAN and Geneve once their header parsed, whatever follows; GTPv1, Teredo and AYIYA
+    only with a valid inner IP packet (a T-PDU, AYIYA's forward opcode).
     """
     kind = _UDP_TUNNELS.get(pkt.dport) or _UDP_TUNNELS.get(pkt.sport)
     if kind is None:
+        return None
+    if kind in _DEPTH_FIRST and fr.depth >= dec.max_tunnel_depth:
+        # VXLAN_Analyzer / GeneveAnalyzer / AYIYAAnalyzer / TeredoAnalyzer::AnalyzePacket
+        # check the depth before the header: CheckHistory(HIST_UNKNOWN_PKT, 'X') on the
+        # carrier, the weird, nothing decapsulated and no confirmation (no service).
+        dec.weird(fr, "exceeded_tunnel_max_depth")
+        pkt.analysis_partial = True
         return None
     p = pkt.payload
     if kind == "vxlan":
@@ -203,7 +219,7 @@ def udp_tunnel(dec: Decoder, fr: Frame, pkt: Packet) -> list[Packet] | None:
         result = gre(dec, fr, p, pkt)
         # Zeek logs GRE-over-UDP's outer connection without a service name.
         return result
-    if result is not None:
+    if result is not None and (result or kind in _CONFIRMED_BY_HEADER):
         pkt.tunnel_type = kind
     return result
 
@@ -290,8 +306,7 @@ def _gtpv1(dec: Decoder, fr: Frame, p: bytes, pkt: Packet) -> list[Packet] | Non
         return None
     if not flags & 0x10:  # GTP' (protocol type 0) is not user-plane GTP
         return None
-    if mtype != 0xFF:  # not a T-PDU: signalling, no inner packet
-        pkt.tunnel_type = "gtpv1"
+    if mtype != 0xFF:  # not a T-PDU: signalling, no inner packet (and no confirmation)
         return []
     off = 8
     if flags & 0x07:

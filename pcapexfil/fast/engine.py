@@ -23,7 +23,8 @@ outside the table sees the reference's calls in the reference's order:
 
 Rows come from `fast.reader.iter_batches` (the numba parser); its SLOW frames go through
 the reference decoder and join the same batch as `packets_to_batch`-style rows, with one
-aux byte each for what the batch columns lack (checksum verdict, tick, tunnel carrier).
+aux word each for what the batch columns lack (checksum verdict, tick, tunnel carrier, the
+encapsulation's identity).
 A tunnel's inner packet ends a kernel call so its parent is named between calls, as
 FlowTable._note_tunnel does before the inner packet's analyzers run.
 """
@@ -48,7 +49,10 @@ from pcapexfil.fast.table import (
     APP_NONE,
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
+    AUX_DTYPE,
+    AUX_ENCAP_SHIFT,
     AUX_NO_TICK,
+    AUX_PARTIAL,
     CONN_STATES,
     EV_COUNTED,
     EV_EVICT,
@@ -63,9 +67,12 @@ from pcapexfil.fast.table import (
 from pcapexfil.flow.table import (
     _IP_LEVEL_TUNNEL_PROTOS,
     EVICTED_WEIRD,
+    HIST_UNKNOWN_PKT_CODE,
     FlowConfig,
     _is_power_of_ten,
     bare_mode,
+    encapsulation_key,
+    name_carrier,
     tunnel_parent_uid,
 )
 from pcapexfil.flow.uid import ConnUids
@@ -101,6 +108,7 @@ class FastConn:
         "app",
         "ids",
         "inactivity_timeout",
+        "limit_weirds",
         "orig_h",
         "orig_p",
         "proto",
@@ -110,6 +118,7 @@ class FastConn:
         "start_ts",
         "tunnel_parents",
         "uid",
+        "x_at",
     )
 
     def __init__(self, uid: str, proto: int, start_ts: float) -> None:
@@ -123,11 +132,18 @@ class FastConn:
         self.tunnel_parents: list[str] = []
         self.inactivity_timeout: float | None = None  # set by an analyzer, for the kernel's C row
         self.ids: tuple[int, int, int, int] | None = None  # address halves orig_h/resp_h were made from
+        self.limit_weirds: list[str] = []  # limit_reached calls not yet replayed (FastFlow._events)
+        self.x_at: int | None = None  # where an analyzer's 'X' goes in the kernel's history
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView: FastFlow._events writes it into the kernel's row after the
         analyzers have seen the packet."""
         self.inactivity_timeout = seconds
+
+    def limit_reached(self, weird: str) -> None:
+        """hooks.ConnView: FastFlow._events reports the weird and keeps where the 'X' goes
+        (the history's length after this packet, from its EV_PKT); _record writes it."""
+        self.limit_weirds.append(weird)
 
 
 class FastFlow:
@@ -190,7 +206,7 @@ class FastFlow:
             part = rows[pos : pos + BATCH_ROWS - self._n]
             pos += part.shape[0]
             self._parts.append(part)
-            self._aux_parts.append(np.zeros(part.shape[0], np.uint8))
+            self._aux_parts.append(np.zeros(part.shape[0], AUX_DTYPE))
             self._n += part.shape[0]
             if self._n >= BATCH_ROWS:
                 self._feed()
@@ -199,6 +215,8 @@ class FastFlow:
         """One captured frame (network time `ts`) and what the reference decoder made of it."""
         if len(pkts) == 1 and pkts[0].outer is None and pkts[0].ts == ts:
             self._add(pkts[0], 0)
+            if pkts[0].tunnel_type:
+                self._name_lone_carrier(pkts[0])
         else:
             self._skip_row(ts)  # the pipeline's tick at the frame's time
             carriers = {id(p.outer) for p in pkts if p.outer is not None} if len(pkts) > 1 else set()
@@ -210,6 +228,8 @@ class FastFlow:
                 if pkt.outer is not None:
                     self._feed()
                     self._note_tunnel(pkt)
+                if pkt.tunnel_type and pkt is pkts[-1]:
+                    self._name_lone_carrier(pkt)
         if self._n >= BATCH_ROWS:
             self._feed()
 
@@ -269,6 +289,10 @@ class FastFlow:
     def _add(self, p: Packet, aux: int) -> None:
         if p.checksum_ok is False:
             aux |= AUX_BAD_CHECKSUM
+        if p.analysis_partial:
+            aux |= AUX_PARTIAL
+        if p.outer is not None:
+            aux |= encapsulation_key(p) << AUX_ENCAP_SHIFT
         shi, slo = self._halves(p.src)
         dhi, dlo = self._halves(p.dst)
         self._tuples.append((p.ts, 0, KIND_FAST, p.ip_version, p.proto, p.ttl, shi, slo, dhi, dlo, p.sport, p.dport,
@@ -285,7 +309,7 @@ class FastFlow:
     def _flush_tuples(self) -> None:
         if self._tuples:
             self._parts.append(np.array(self._tuples, dtype=PACKET_DTYPE))
-            self._aux_parts.append(np.array(self._tuple_aux, dtype=np.uint8))
+            self._aux_parts.append(np.array(self._tuple_aux, dtype=AUX_DTYPE))
             self._tuples.clear()
             self._tuple_aux.clear()
 
@@ -310,7 +334,7 @@ class FastFlow:
         else:
             # Not np.concatenate: it promotes structured dtypes field by field, slowly.
             batch = np.empty(self._n, PACKET_DTYPE)
-            aux = np.empty(self._n, np.uint8)
+            aux = np.empty(self._n, AUX_DTYPE)
             pos = 0
             for part, a in zip(parts, auxes):
                 batch[pos : pos + part.shape[0]] = part
@@ -341,6 +365,14 @@ class FastFlow:
         if inner is not None and uid not in inner.tunnel_parents:
             inner.tunnel_parents.append(uid)
 
+    def _name_lone_carrier(self, pkt: Packet) -> None:
+        """flow.table.name_carrier for a tunnel carrier the decoder found no inner packet in
+        (the others are named by `_note_tunnel`): the frame's last packet, fed at once."""
+        self._feed()
+        carrier = self.conns.get(self._last_serial)
+        if carrier is not None and self._last_pkt is pkt:
+            name_carrier(carrier, pkt)
+
     # -- the kernel's event stream ----------------------------------------------------------
     def _events(self, ev: np.ndarray, rec: np.ndarray, rh: np.ndarray) -> None:
         conns = self.conns
@@ -354,7 +386,7 @@ class FastFlow:
         c_timeout = C["inactivity_timeout"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
-             counted_resp, stream_start) in ev.tolist():
+             counted_resp, stream_start, hist_len) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
                 st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
@@ -384,6 +416,8 @@ class FastFlow:
                         positions.row = batch_start + row
                     for analyzer in analyzers:
                         analyzer.on_packet(conn, bool(is_orig), pkt)
+                    if conn.limit_weirds:
+                        self._limits_reached(conn, hist_len, ts)
                     if conn.inactivity_timeout is not None and c_serial[c] == serial:
                         c_timeout[c] = conn.inactivity_timeout  # the kernel waits for it (_advance)
                         conn.inactivity_timeout = None
@@ -441,6 +475,16 @@ class FastFlow:
         if st is not None:
             st.flip()
 
+    def _limits_reached(self, conn: FastConn, hist_len: int, ts: float) -> None:
+        """Connection.limit_reached for the analyzers' calls on this packet: the weirds now,
+        the 'X' (once) where the history ended after the packet."""
+        if conn.x_at is None:
+            conn.x_at = hist_len
+        if self.weirds is not None:
+            for name in conn.limit_weirds:
+                self.weirds.report(name, ts, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
+        conn.limit_weirds.clear()
+
     def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:
         (_, ts, duration, ohi, olo, rhi, rlo, op, rp, proto, state, ob, rb, missed,
          opk, oipb, rpk, ripb, hlen, counted_orig, counted_resp) = r
@@ -467,7 +511,7 @@ class FastFlow:
             local_orig=(orig_h in local) if local is not None else None,
             local_resp=(resp_h in local) if local is not None else None,
             missed_bytes=missed,
-            history=hist[:hlen].tobytes().decode("ascii"),
+            history=_with_analyzer_x(hist[:hlen].tobytes().decode("ascii"), conn.x_at),
             orig_pkts=opk, orig_ip_bytes=oipb, resp_pkts=rpk, resp_ip_bytes=ripb,
             tunnel_parents=list(conn.tunnel_parents),
             ip_proto=proto,
@@ -479,6 +523,20 @@ class FastFlow:
         self.records += 1
         for sink in self.sinks:
             sink.on_record(rec)
+
+
+def _with_analyzer_x(history: str, x_at: int | None) -> str:
+    """The kernel's history with an analyzer's 'X' at `x_at`. Only the first 'X' counts
+    (CheckHistory(HIST_UNKNOWN_PKT, 'X')): a kernel 'X' (tunnel changes) from a later
+    packet gives way, one from an earlier or the same packet stays."""
+    if x_at is None:
+        return history
+    k = history.find(HIST_UNKNOWN_PKT_CODE)
+    if 0 <= k < x_at:
+        return history
+    if k >= 0:
+        history = history[:k] + history[k + 1 :]
+    return history[:x_at] + HIST_UNKNOWN_PKT_CODE + history[x_at:]
 
 
 def warm_up(verify_checksums: bool = False) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pcapexfil.decode.link import PARENT_ANY, PARENT_ETHERNET, PARENT_PBB, PARENT_VLAN, PARENT_VNTAG
 from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE
 from pcapexfil.jit import njit
 
@@ -108,9 +109,26 @@ def _llc(buf: np.ndarray, base: int, end: int, off: int) -> tuple[int, int]:
 
 
 @njit(cache=True)
-def _ethertype(buf: np.ndarray, base: int, end: int, off: int, et: int) -> int:
+def _forwards(parent: int, et: int) -> bool:
+    """link._FORWARDS: whether the header `parent` hands Ethertype `et` on."""
+    vlan = et == 0x8100 or et == 0x88A8 or et == 0x9100
+    if parent == PARENT_VNTAG:
+        return vlan
+    if et == 0x0800 or et == 0x86DD or et == 0x8864:
+        return True
+    if parent == PARENT_VLAN:
+        return et == 0x8100 or et == 0x8847 or et == 0x88E7
+    if parent == PARENT_PBB:
+        return vlan
+    return vlan or et == 0x8847 or et == 0x88E7 or et == 0x8926 or (parent == PARENT_ANY and et == 0x6558)
+
+
+@njit(cache=True)
+def _ethertype(buf: np.ndarray, base: int, end: int, off: int, et: int, parent: int) -> int:
     """Follow VLAN / MPLS / PPPoE / PBB / VN-Tag headers to the IP header (link.ethertype)."""
     while True:
+        if not _forwards(parent, et):
+            return _SKIP
         if et == 0x0800 or et == 0x86DD:
             return off
         if et == 0x8100 or et == 0x88A8 or et == 0x9100:
@@ -118,12 +136,14 @@ def _ethertype(buf: np.ndarray, base: int, end: int, off: int, et: int) -> int:
                 return _SLOW  # truncated_VLAN_header
             et = _be16(buf, off + 2)
             off += 4
+            parent = PARENT_VLAN
             if et < 1536:
                 et, off = _llc(buf, base, end, off)
                 if et < 0:
                     return off
+                parent = PARENT_ANY  # after SNAP (link.llc)
             continue
-        if et == 0x8847 or et == 0x8848:  # MPLS
+        if et == 0x8847:  # MPLS
             while True:
                 if end < off + 4:
                     return _SLOW
@@ -149,12 +169,14 @@ def _ethertype(buf: np.ndarray, base: int, end: int, off: int, et: int) -> int:
                 return _SLOW
             et = _be16(buf, off + 16)
             off += 18
+            parent = PARENT_PBB
             continue
         if et == 0x8926:  # VN-Tag
             if end < off + 6:
                 return _SLOW
             et = _be16(buf, off + 4)
             off += 6
+            parent = PARENT_VNTAG
             continue
         if et == 0x6558:  # bridged Ethernet inside: rare, leave it to the reference
             return _SLOW
@@ -171,21 +193,23 @@ def _link(buf: np.ndarray, base: int, end: int, linktype: int) -> int:
         if et == 0x8903:
             return _SLOW  # Cisco FabricPath: the reference decoder skips its header (link.ethernet)
         off = base + 14
+        parent = PARENT_ETHERNET
         if et < 1536:
             et, off = _llc(buf, base, end, off)
             if et < 0:
                 return off
-        return _ethertype(buf, base, end, off, et)
+            parent = PARENT_ANY  # after SNAP (link.llc)
+        return _ethertype(buf, base, end, off, et, parent)
     if linktype == LT_RAW or linktype == LT_IPV4 or linktype == LT_IPV6 or linktype == LT_RAW_OPENBSD or linktype == LT_RAW_BSD:
         return base
     if linktype == LT_LINUX_SLL:
         if end < base + 16:
             return _SLOW
-        return _ethertype(buf, base, end, base + 16, _be16(buf, base + 14))
+        return _ethertype(buf, base, end, base + 16, _be16(buf, base + 14), PARENT_ANY)
     if linktype == LT_LINUX_SLL2:
         if end < base + 20:
             return _SLOW
-        return _ethertype(buf, base, end, base + 20, _be16(buf, base))
+        return _ethertype(buf, base, end, base + 20, _be16(buf, base), PARENT_ANY)
     if linktype == LT_NULL or linktype == LT_LOOP:
         if end < base + 4:
             return _SLOW

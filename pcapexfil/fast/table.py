@@ -46,7 +46,10 @@ from pcapexfil.flow.table import (
     _ICMP4_PAIRS,
     _ICMP6_PAIRS,
     DNS_EXPIRE_SLACK,
+    HIST_UNKNOWN_PKT,
     PORT_INACTIVITY_PORTS,
+    TUNNEL_CHANGES_WEIRD,
+    TUNNEL_MAX_CHANGES_PER_CONNECTION,
     FlowConfig,
 )
 from pcapexfil.jit import njit
@@ -88,6 +91,7 @@ W_EXCESSIVE = 6
 W_BAD_TCP_CHK = 7
 W_BAD_UDP_CHK = 8
 W_BAD_ICMP_CHK = 9
+W_TUNNEL_CHANGES = 10
 WEIRD_NAMES = (
     "SYN_seq_jump",
     "SYN_inside_connection",
@@ -99,6 +103,7 @@ WEIRD_NAMES = (
     "bad_TCP_checksum",
     "bad_UDP_checksum",
     "bad_ICMP_checksum",
+    TUNNEL_CHANGES_WEIRD,
 )
 
 # Timer kinds.
@@ -150,6 +155,7 @@ EV_DTYPE = np.dtype(
         ("counted_orig", np.int64),
         ("counted_resp", np.int64),
         ("stream_start", np.int64),  # EV_PKT: its direction's EP_DTYPE.stream_start
+        ("hist_len", np.int64),  # EV_PKT: the history's length after the packet (an analyzer's 'X' goes there)
     ]
 )
 
@@ -236,6 +242,8 @@ CONN_DTYPE = np.dtype(
         ("app_call", np.int64),  # kernel call in which app_sent was counted
         ("app_sent", np.int64),  # packets handed to the analyzers in that call
         ("app_dead", np.uint8),  # mode 1, TCP: bit 1 / 2: the orig / resp byte stream ended for analyzers
+        ("encap", np.uint64),  # the last packet's flow.table.encapsulation_key
+        ("tunnel_changes", np.int64),  # tunnel_changed events raised (Connection::CheckEncapsulation)
         ("chk_orig_cnt", np.int64),
         ("chk_orig_thr", np.int64),
         ("chk_resp_cnt", np.int64),
@@ -381,6 +389,18 @@ def conn_weird(C, EV, G, GF, c, code):
         return  # cannot happen: room is checked per packet
     n = ev_conn(EV, G, EV_WEIRD, C, c, GF[GF_NOW])
     EV[n].code = code
+
+
+@njit(cache=True, _nrt=False)
+def check_encapsulation(C, HI, EV, G, GF, c, key):
+    """Connection.check_encapsulation (Zeek's Connection::CheckEncapsulation): a packet of
+    an existing connection came with another encapsulation."""
+    if C[c].tunnel_changes >= TUNNEL_MAX_CHANGES_PER_CONNECTION:
+        conn_weird(C, EV, G, GF, c, W_TUNNEL_CHANGES)
+        conn_check_history(C, HI, c, HIST_UNKNOWN_PKT, 88)  # X
+    else:
+        C[c].tunnel_changes += 1
+    C[c].encap = key
 
 
 # -- timers: a binary heap ordered by (when, seq) ---------------------------------------
@@ -1135,6 +1155,11 @@ PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6 = 1, 6, 17, 58
 AUX_BAD_CHECKSUM = 1  # checksum_ok is False
 AUX_NO_TICK = 2  # not the first packet of its frame: the pipeline's tick already ran
 AUX_CARRIER = 4  # outer packet of an IP-level tunnel: advances time, is no connection
+AUX_PARTIAL = 8  # Packet.analysis_partial: 'X' after the packet's letters
+# Above the flag bits: flow.table.encapsulation_key of a decapsulated packet (0: none). A
+# per-call array beside the batch (not a batch column: the parser's chunks stay as they are).
+AUX_ENCAP_SHIFT = 8
+AUX_DTYPE = np.uint64
 
 # Kernel return status.
 ST_DONE, ST_OUT_FULL, ST_GROW = 0, 1, 2
@@ -1446,7 +1471,7 @@ def _reset_endpoint(E, EC, e, is_orig):
 
 @njit(cache=True, _nrt=False)
 def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b, i, slot_i, h,
-              proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport):
+              proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport, encap):
     ts = b[i].ts
     if proto == PROTO_TCP or proto == PROTO_UDP:
         timeout = CFG[CFG_UDP_INACT]  # Zeek's TCP analyzer starts with the UDP one, too
@@ -1492,6 +1517,8 @@ def _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b
     cc.last_ts = ts
     cc.hist_len = 0
     cc.hist_seen = 0
+    cc.encap = encap
+    cc.tunnel_changes = 0
     cc.orig_pkts = 0
     cc.orig_ip_bytes = 0
     cc.resp_pkts = 0
@@ -1724,18 +1751,21 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 return ST_GROW, i
         flags = b[i].flags
         seq = np.int64(b[i].seq)
+        encap = np.uint64(a) >> np.uint64(AUX_ENCAP_SHIFT)  # the packet's encapsulation (0: none)
         if c >= 0 and C[c].is_tcp and is_reuse(C, E, c, flags, seq):
             _remove(C, E, HI, hidx, free, EV, REC, RH, G, c)
             c, slot_i = _lookup(C, hidx, h, proto, oneway, ahi, alo, ap, bhi, blo, bp)
         if c < 0:
             c = _new_conn(C, E, BL, HI, EC, hidx, free, EV, REC, RH, G, GF, CFG, T, PORTS, b, i, slot_i, h,
-                          proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport)
+                          proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport, encap)
         else:
             G[G_TOUCH] += 1
             C[c].touch = G[G_TOUCH]
             if G[G_LRU_TAIL] != c:
                 lru_unlink(C, G, c)
                 lru_append(C, G, c)
+            if C[c].encap != encap:
+                check_encapsulation(C, HI, EV, G, GF, c, encap)
         if (
             C[c].is_tcp
             and C[c].synack_first
@@ -1774,6 +1804,8 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 else:
                     conn_check_history(C, HI, c, 0x2, 100)
                     C[c].resp_len = length if C[c].resp_len < 0 else C[c].resp_len + length
+                if a & AUX_PARTIAL:
+                    conn_check_history(C, HI, c, HIST_UNKNOWN_PKT, 88)  # X
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             if not ok:
                 conn_weird(C, EV, G, GF, c, W_BAD_ICMP_CHK)
@@ -1819,6 +1851,7 @@ def process_batch(C, E, BL, HI, EC, hidx, free, T, EV, REC, RH, G, GF, CFG, PORT
                 k = ev_conn(EV, G, EV_PKT, C, c, ts)
                 EV[k].row = i
                 EV[k].is_orig = now_orig
+                EV[k].hist_len = C[c].hist_len
                 if e >= 0:
                     EV[k].stream_start = E[e].stream_start
                     hand_counts_to_analyzers(C, E, EV, k, c)

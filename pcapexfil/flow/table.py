@@ -45,6 +45,41 @@ _ICMP6_PAIRS = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135:
 # (IP-in-IP, IPv6-in-IP, GRE, EtherIP): Zeek names them by a tunnel uid instead.
 _IP_LEVEL_TUNNEL_PROTOS = frozenset({4, 41, 47, 97})
 
+# Tunnel::max_changes_per_connection (init-bare.zeek, default 5): Connection::CheckEncapsulation
+# raises tunnel_changed this many times per connection; a later change is the weird below
+# and an 'X' in the history (HIST_UNKNOWN_PKT).
+TUNNEL_MAX_CHANGES_PER_CONNECTION = 5
+TUNNEL_CHANGES_WEIRD = "tunnel_max_changes_per_connection_exceeded"
+# src/session/Session.h, session::detail::HIST_UNKNOWN_PKT: the history bit of 'X', which Zeek
+# writes (once, upper-case whatever the direction) when analysis is partial: a limit reached
+# (Analyzer::LimitReachedWeird), a tunnel nested too deep, too many tunnel changes.
+HIST_UNKNOWN_PKT = 0x400
+HIST_UNKNOWN_PKT_CODE = "X"
+# The key's width: the fast engine carries it above 8 flag bits of a 64-bit word.
+_ENCAP_KEY_MASK = (1 << 56) - 1
+
+
+def encapsulation_key(pkt: Packet) -> int:
+    """An identity of the packet's encapsulation stack, 0 for none: what Zeek's
+    EncapsulationStack comparison (TunnelEncapsulation.h, operator==) tells apart. Per
+    level: the tunnel type and, for a tunnel over IP, the address pair in either order;
+    for one over UDP, the carrier connection's endpoints (Zeek compares its uid: a carrier
+    that expired and came back on the same 5-tuple counts as the same here). GRE over UDP,
+    whose carrier the decoder leaves without a tunnel name (decode.tunnels.udp_tunnel), is
+    a tunnel over IP for Zeek too: the GRE analyzer hands it to IPTunnel, which names it
+    by the outer address pair."""
+    if pkt.outer is None:
+        return 0
+    levels: list[tuple] = []
+    o: Packet | None = pkt.outer
+    while o is not None:
+        if o.proto in _IP_LEVEL_TUNNEL_PROTOS or o.tunnel_type is None:
+            levels.append((o.tunnel_type, *sorted((o.src, o.dst))))
+        else:
+            levels.append((o.tunnel_type, o.proto, *sorted(((o.src, o.sport), (o.dst, o.dport)))))
+        o = o.outer
+    return (hash(tuple(levels)) & _ENCAP_KEY_MASK) or 1
+
 Emit = Callable[[ConnRecord], None]
 
 # Flow table cap. A live connection costs about 4.6 KB in the full pipeline (Connection, TCP
@@ -121,7 +156,7 @@ class Connection:
         "start_ts", "last_ts", "service", "app", "history", "hist_seen",
         "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "missed_bytes",
         "tunnel_parents", "tcp", "orig_len", "resp_len", "counters",
-        "inactivity_timeout", "timer_gen", "removed", "weirds_seen",
+        "inactivity_timeout", "timer_gen", "removed", "weirds_seen", "encap", "tunnel_changes",
     )  # fmt: skip
 
     def __init__(self, table: FlowTable, key: tuple, uid: str, pkt: Packet, sport: int, dport: int,
@@ -146,6 +181,8 @@ class Connection:
         self.timer_gen = 0  # bumped to cancel the TCP analyzer's timers
         self.removed = False
         self.weirds_seen: set[str] | None = None
+        self.encap = encapsulation_key(pkt)  # Zeek's Connection::encapsulation, as a key
+        self.tunnel_changes = 0
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView (Zeek's set_inactivity_timeout). The pending inactivity timer fires
@@ -161,6 +198,22 @@ class Connection:
         self.hist_seen |= mask
         self.history.append(code)
         return False
+
+    def limit_reached(self, weird: str) -> None:
+        """hooks.ConnView: Analyzer::LimitReachedWeird (src/analyzer/Analyzer.cc), from an
+        analyzer while it reads this connection's current packet."""
+        self.weird(weird)
+        self.check_history(HIST_UNKNOWN_PKT, HIST_UNKNOWN_PKT_CODE)
+
+    def check_encapsulation(self, key: int) -> None:
+        """Connection::CheckEncapsulation (src/Conn.cc), for a packet of this connection
+        whose encapsulation differs: tunnel_changed up to the limit, then the weird and 'X'."""
+        if self.tunnel_changes >= TUNNEL_MAX_CHANGES_PER_CONNECTION:
+            self.weird(TUNNEL_CHANGES_WEIRD)
+            self.check_history(HIST_UNKNOWN_PKT, HIST_UNKNOWN_PKT_CODE)
+        else:
+            self.tunnel_changes += 1
+        self.encap = key
 
     def scaled_history(self, code: str, counters: dict[str, list[int]], name: str) -> None:
         """Record `code` at the 1st, 10th, 100th ... occurrence."""
@@ -264,17 +317,38 @@ class Connection:
         )
 
 
+# Tunnel::delay_teredo_confirmation (init-bare.zeek, T): TeredoAnalyzer confirms once both
+# directions of the carrier carried a valid Teredo packet (Confirm(valid_orig, valid_resp)).
+# GTPv1's delay_gtp_confirmation is F: the first valid packet confirms, as for the others.
+_TEREDO_SEEN = "teredo_valid"
+
+
+def name_carrier(carrier: ConnView, outer: Packet) -> None:
+    """The tunnel analyzer's confirmation on the UDP connection `carrier` for its packet
+    `outer`, which the decoder decapsulated (`tunnel_type` set): the tunnel's name joins the
+    service (dpd.zeek), whatever the inner packet turns out to be (ARP, a Teredo bubble)."""
+    kind = outer.tunnel_type
+    if not kind or kind in carrier.service:
+        return
+    if kind == "teredo":
+        senders: set[tuple[str, int]] = carrier.app.setdefault(_TEREDO_SEEN, set())
+        senders.add((outer.src, outer.sport))
+        if len(senders) < 2:  # not yet both endpoints of the carrier
+            return
+    carrier.service.append(kind)
+
+
 def tunnel_parent_uid(
     pkt: Packet, carrier: ConnView | None, tunnel_uids: dict[tuple, str], new_uid: Callable[[tuple], str]
 ) -> str:
     """The uid an inner connection names as its tunnel parent: the UDP/TCP connection that
-    carried the outer packet (it lists the tunnel type as a service), or, for a tunnel straight
-    over IP (IP-in-IP, GRE) or without a carrier, one uid per outer address pair and type."""
+    carried the outer packet (it lists the tunnel type, the outer packet's `tunnel_type`, as
+    a service: the tunnel analyzer's confirmation), or, for a tunnel straight over IP
+    (IP-in-IP, GRE) or without a carrier, one uid per outer address pair and type."""
     outer = pkt.outer
     assert outer is not None
     if carrier is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
-        if pkt.tunnel_type and pkt.tunnel_type not in carrier.service:
-            carrier.service.append(pkt.tunnel_type)
+        name_carrier(carrier, outer)
         return carrier.uid
     a, b = sorted((outer.src, outer.dst))
     key = (a, b, pkt.tunnel_type)
@@ -351,6 +425,12 @@ class FlowTable:
             conn = self._new_conn(key, pkt, sport, dport)
         else:
             self.conns.move_to_end(key)
+            # IPBasedAnalyzer::AnalyzePacket: an existing connection checks the packet's
+            # encapsulation before the packet is analyzed.
+            if pkt.outer is not None or conn.encap:
+                encap = encapsulation_key(pkt)
+                if encap != conn.encap:
+                    conn.check_encapsulation(encap)
         if (
             conn.tcp is not None
             and conn.tcp.synack_first
@@ -389,6 +469,10 @@ class FlowTable:
                 else:
                     conn.check_history(0x2, "d")
                     conn.resp_len = length if conn.resp_len < 0 else conn.resp_len + length
+                if pkt.analysis_partial:  # the tunnel analyzer after UDP's letters (decode.tunnels)
+                    conn.check_history(HIST_UNKNOWN_PKT, HIST_UNKNOWN_PKT_CODE)
+                if pkt.tunnel_type:
+                    name_carrier(conn, pkt)
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
             if not ok:
                 self._weird("bad_ICMP_checksum", conn)

@@ -6,8 +6,10 @@ analyzer that runs them: for each connection it picks the recognisers Zeek would
 the signature must match first), gives them the first bytes of each direction (TCP: the
 reassembled stream, UDP: the first datagram, and on `REPLY_UDP_PORTS` the first datagram of
 each direction) and appends the name of each that confirms; it lets the stream go as soon
-as every candidate has decided or `MAX_BYTES` per direction were seen. TLS, HTTP and DNS name
-themselves in their identifier analyzers (pcapexfil.identifiers).
+as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
+models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
+while dpd.zeek still acts on a violation: one there takes its name out of `service` again.
+TLS, HTTP and DNS name themselves in their identifier analyzers (pcapexfil.identifiers).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ RECOGNISERS: tuple[Recogniser, ...] = (
 )
 # Bytes per direction a recogniser may ask for before it must have decided.
 MAX_BYTES = 8192
+# scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
+# raised once the two directions carried more than this (c$orig$size + c$resp$size) is
+# ignored; below it, analyzer_violation_info disables the analyzer and analyzer_failed
+# deletes its name from c$service if it had confirmed.
+IGNORE_VIOLATIONS_AFTER = 10 * 1024
 
 
 _PORTS: dict[Recogniser, frozenset[tuple[int, int]]] = {r: r.ports() for r in RECOGNISERS}
@@ -66,10 +73,13 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
 
 
 class _State:
-    __slots__ = ("pending", "orig", "resp", "udp_seen")
+    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen")
 
     def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
+        self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
+        self.limited: list[Recogniser] = []  # reached a limit (their 'X' is written)
+        self.orig_size = self.resp_size = 0  # TCP: stream bytes delivered (Zeek's c$orig$size ...)
         self.orig = b""
         self.resp = b""
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
@@ -93,7 +103,7 @@ class ServiceAnalyzer:
         st: _State | None = conn.app.get(NAME)
         if st is None:
             return
-        if not st.pending:  # decided: let the stream go (if no recogniser was ever a candidate)
+        if not st.pending and not st.watching:  # decided: let the stream go (if never a candidate)
             s = streams(conn) if conn.proto == PROTO_TCP else None
             if s is not None:
                 s.release(NAME)
@@ -102,27 +112,28 @@ class ServiceAnalyzer:
             self._datagram(conn, st, is_orig, pkt.payload)
             return
         if conn.proto == PROTO_TCP:
-            data = tcp_data(conn, is_orig, pkt, self.users)  # the first call creates the shared streams
-            if not st.pending:
-                s = streams(conn)
-                if s is not None:
-                    s.release(NAME)
-                return
+            data = tcp_data(conn, is_orig, pkt, self.users)
             if not data:
                 return
-            if is_orig and len(st.orig) < MAX_BYTES:
-                st.orig += data[: MAX_BYTES - len(st.orig)]
-            elif not is_orig and len(st.resp) < MAX_BYTES:
-                st.resp += data[: MAX_BYTES - len(st.resp)]
+            # Watching for violations reads as far as dpd.zeek acts on them.
+            cap = IGNORE_VIOLATIONS_AFTER if st.watching else MAX_BYTES
+            if is_orig:
+                st.orig_size += len(data)
+                if len(st.orig) < cap:
+                    st.orig += data[: cap - len(st.orig)]
+            else:
+                st.resp_size += len(data)
+                if len(st.resp) < cap:
+                    st.resp += data[: cap - len(st.resp)]
             self._decide(conn, st)
             if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
                 st.pending = []
             s = streams(conn)
             if s is None:
                 return
-            if not st.pending:
+            if not st.pending and not st.watching:
                 s.release(NAME)
-            elif len(st.orig if is_orig else st.resp) >= MAX_BYTES:
+            elif not st.watching and len(st.orig if is_orig else st.resp) >= MAX_BYTES:
                 # This direction's bytes are all read (a one-sided transfer need not reach Python).
                 s.release_direction(NAME, is_orig)
 
@@ -147,6 +158,22 @@ class ServiceAnalyzer:
             st.pending = [(r, sig) for r, sig in st.pending if r.both_datagrams and not sig]
 
     def _decide(self, conn: ConnView, st: _State) -> None:
+        # dpd.zeek's analyzer_violation_info handler acts only up to this many bytes.
+        acting = st.orig_size + st.resp_size <= IGNORE_VIOLATIONS_AFTER
+        if st.watching:
+            kept = []
+            for rec in st.watching:
+                if not acting:
+                    continue  # later violations are ignored: nothing left to watch
+                assert rec.violation is not None
+                self._limit(conn, st, rec)
+                if rec.violation(st.orig, st.resp):
+                    # analyzer_failed: `delete c$service[analyzer]` (it had confirmed).
+                    if rec.name in conn.service:
+                        conn.service.remove(rec.name)
+                else:
+                    kept.append(rec)
+            st.watching = kept
         left = []
         for rec, via_signature in st.pending:
             if via_signature:
@@ -157,6 +184,8 @@ class ServiceAnalyzer:
                 if matched is Verdict.MORE:
                     left.append((rec, True))
                     continue
+            if acting and rec.violation is not None and rec.violation(st.orig, st.resp):
+                continue  # disabled (disable_analyzer) before it could confirm
             verdict = rec.check(st.orig, st.resp)
             if verdict is Verdict.CONFIRM:
                 if rec.name not in conn.service:
@@ -164,9 +193,22 @@ class ServiceAnalyzer:
                     timeout = ANALYZER_INACTIVITY_TIMEOUTS.get(rec.name)
                     if timeout is not None:  # conn/inactivity.zeek, analyzer_confirmation_info
                         conn.set_inactivity_timeout(timeout)
+                if acting and rec.violation is not None and conn.proto == PROTO_TCP:
+                    st.watching.append(rec)
+                    self._limit(conn, st, rec)
             elif verdict is Verdict.MORE:
                 left.append((rec, False))
         st.pending = left
+
+    @staticmethod
+    def _limit(conn: ConnView, st: _State, rec: Recogniser) -> None:
+        """A confirmed recogniser's limit, once (Analyzer::LimitReachedWeird)."""
+        if rec.limit is None or rec in st.limited:
+            return
+        weird = rec.limit(st.orig, st.resp)
+        if weird is not None:
+            st.limited.append(rec)
+            conn.limit_reached(weird)
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         return

@@ -33,6 +33,18 @@ class Check(Protocol):
         """Decide from the first bytes seen per direction (b"": none yet)."""
 
 
+class Limit(Protocol):
+    def __call__(self, orig: bytes, resp: bytes) -> str | None:
+        """The weird of a limit the confirmed analyzer reached in these bytes
+        (Analyzer::LimitReachedWeird), or None."""
+
+
+class Violation(Protocol):
+    def __call__(self, orig: bytes, resp: bytes) -> bool:
+        """Whether the analyzer would have reported a violation (AnalyzerViolation) on
+        these bytes of each direction."""
+
+
 @dataclass(frozen=True, slots=True)
 class Recogniser:
     name: str  # the analyzer name conn.log writes
@@ -48,6 +60,13 @@ class Recogniser:
     # UDP: confirmation needs the responder's datagram (SNMP, SIP), so the first datagram of
     # each direction is read on the registered ports (`services.REPLY_UDP_PORTS`).
     both_datagrams: bool = False
+    # TCP: what the analyzer itself reports as a violation, read on, after confirmation
+    # too, while dpd.zeek still acts on one (`services.IGNORE_VIOLATIONS_AFTER`): the
+    # analyzer is then disabled and its name leaves `service` (analyzer_failed).
+    violation: Violation | None = None
+    # TCP, read alongside `violation`: a limit the confirmed analyzer reaches gives the
+    # weird and the history's 'X' (ConnView.limit_reached), once.
+    limit: Limit | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == self.name))

@@ -1,36 +1,120 @@
-"""FTP: a server reply line with a status code and a client command.
+"""FTP: Zeek's FTP analyzer confirms on a client command and fails on a malformed reply.
 
-Zeek's FTP analyzer (src/analyzer/protocol/ftp/FTP.cc, FTP_Analyzer::DeliverStream) parses
-client command lines and server reply lines `ddd[ -]text`; registered on 21/tcp and
-2811/tcp (ftp/main.zeek). ftp/dpd.sig's signature for other ports (a client USER line, a
-server 120/220 greeting then 230/331) is not modelled: registered ports only.
+src/analyzer/protocol/ftp/FTP.cc, FTP_Analyzer::DeliverStream, on the lines its NVT support
+analyzers deliver (LF ends a line, a CR before it is dropped; empty lines are skipped):
+- client: the first word after spaces/tabs (util::get_word) is a command if it has at least
+  3 characters, all printable and none a space (is_ftp_cmd) and at most
+  FTP::max_command_length; such a line calls AnalyzerConfirmation. Other lines are ignored.
+- server: outside a multi-line reply, a line without a 3-digit code, a code below 100, or
+  a 4th character other than ' ' / '-' is an AnalyzerViolation ("non-numeric reply
+  code", "invalid reply code", "invalid reply line"); `ddd-` opens a multi-line reply that
+  only `ddd ` (same code) closes, every line in between is text. After `234` to an
+  `AUTH TLS` the lines are TLS and no longer parsed.
+- a command word longer than FTP::max_command_length once confirmed is LimitReachedWeird
+  (weird FTP_max_command_length_exceeded and the history's 'X'), read as far as the
+  service analyzer reads the stream (`services.IGNORE_VIOLATIONS_AFTER`).
+Registered on 21/tcp and 2811/tcp (ftp/main.zeek). ftp/dpd.sig's signature for other ports
+(a client USER line, a server 120/220 greeting then 230/331) is not modelled.
 """
 
 from __future__ import annotations
 
-import re
-
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, first_line
+from pcapexfil.services.base import Recogniser, Verdict
 
-_REPLY = re.compile(rb"^[1-5][0-9][0-9]( |-|$)")
-_COMMAND = re.compile(rb"^[A-Za-z]{3,4}( |$)")
-MAX_LINE = 1024
+# FTP::max_command_length (ftp/consts.bif, default 100; the ftp-max-command-length test
+# uses it with "commands of length > 100"): a longer command word neither confirms nor is
+# an event.
+MAX_COMMAND_LENGTH = 100
+MIN_COMMAND_LENGTH = 3  # is_ftp_cmd
+_BLANKS = b" \t"  # util::skip_whitespace
+_SPACES = b" \t\n\v\f\r"  # isspace, where util::get_word ends a word
+_MIN_REPLY_CODE = 100
+_TLS_REPLY = 234  # ftp_starttls: the SSL analyzer takes over the stream
 
 
-def _line(data: bytes, pattern: re.Pattern[bytes]) -> bool | None:
-    line = first_line(data)
-    if line is None:
-        return False if len(data) > MAX_LINE else None
-    return pattern.match(line.lstrip(b" \t")) is not None
+def _lines(data: bytes) -> list[bytes]:
+    """The complete lines, as the NVT analyzer (LF_as_EOL) delivers them."""
+    return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")[:-1]]
+
+
+def _word(line: bytes) -> bytes | None:
+    """The line's first word if is_ftp_cmd accepts it (any length), as util::get_word ends it."""
+    rest = line.lstrip(_BLANKS)
+    end = 0
+    while end < len(rest) and rest[end] not in _SPACES and rest[end] != 0:
+        end += 1
+    word = rest[:end]
+    if len(word) < MIN_COMMAND_LENGTH or any(not 0x20 < b < 0x7F for b in word):  # isprint, not isspace
+        return None
+    return word
+
+
+def _command(line: bytes) -> bytes | None:
+    """The line's command word if FTP_Analyzer::DeliverStream takes it as one."""
+    word = _word(line)
+    return word if word is not None and len(word) <= MAX_COMMAND_LENGTH else None
+
+
+def _tls_requested(orig: bytes) -> bool:
+    """A client `AUTH TLS` (auth_requested == "TLS")."""
+    for line in _lines(orig):
+        word = _command(line)
+        if word is not None and word.upper() == b"AUTH":
+            if line.lstrip(_BLANKS)[len(word):].lstrip(_BLANKS) == b"TLS":
+                return True
+    return False
+
+
+def violation(orig: bytes, resp: bytes) -> bool:
+    """Whether the server's lines hold one of the analyzer's violations."""
+    pending = 0
+    tls = None
+    for line in _lines(resp):
+        if not line:
+            continue
+        code = int(line[:3]) if len(line) >= 3 and line[:3].isdigit() else 0
+        if pending:
+            if code == pending and len(line) > 3 and line[3:4] == b" ":
+                pending = 0
+            continue
+        if code < _MIN_REPLY_CODE:  # 0: non-numeric
+            return True
+        if len(line) > 3 and line[3:4] == b"-":
+            pending = code
+        elif len(line) > 3 and line[3:4] != b" ":
+            return True
+        elif code == _TLS_REPLY:
+            if tls is None:
+                tls = _tls_requested(orig)
+            if tls:
+                return False
+    return False
+
+
+LIMIT_WEIRD = "FTP_max_command_length_exceeded"
+
+
+def limit(orig: bytes, resp: bytes) -> str | None:
+    """A command word longer than FTP::max_command_length after the confirming command:
+    DeliverStream's LimitReachedWeird (only `if ( AnalyzerConfirmed() )`)."""
+    confirmed = False
+    for line in _lines(orig):
+        word = _word(line)
+        if word is None:
+            continue
+        if len(word) <= MAX_COMMAND_LENGTH:
+            confirmed = True
+        elif confirmed:
+            return LIMIT_WEIRD
+    return None
 
 
 def check(orig: bytes, resp: bytes) -> Verdict:
-    reply = _line(resp, _REPLY) if resp else None
-    command = _line(orig, _COMMAND) if orig else None
-    if reply is False or command is False:
-        return Verdict.REJECT
-    return Verdict.CONFIRM if reply and command else Verdict.MORE
+    """Confirmed by the first client line with a command (AnalyzerConfirmation)."""
+    if any(_command(line) is not None for line in _lines(orig)):
+        return Verdict.CONFIRM
+    return Verdict.MORE
 
 
-RECOGNISER = Recogniser("ftp", PROTO_TCP, check)
+RECOGNISER = Recogniser("ftp", PROTO_TCP, check, violation=violation, limit=limit)
