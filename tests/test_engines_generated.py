@@ -110,18 +110,17 @@ def conversation(draw: st.DrawFn, client_port: int, t0: float) -> list[tuple[flo
         seg = tcp(client_port if is_client else sport, sport if is_client else client_port, flags, s, ack, data)
         frames.append((t0 + 0.001 * len(frames), ether(ipv4(seg, client, server) if is_client
                                                           else ipv4(seg, server, client))))
+        if seq is None and flags & 0x03:  # SYN and FIN take a sequence number
+            seqs[is_client] = (seqs[is_client] + 1) % MOD
 
     handshake_seen = draw(st.sampled_from(["full", "full", "none", "synack-first"]))
     if handshake_seen == "full":
         send(True, 0x02)
-        seqs[True] = (seqs[True] + 1) % MOD
         send(False, 0x12)
-        seqs[False] = (seqs[False] + 1) % MOD
         send(True, 0x10)
     elif handshake_seen == "synack-first":
+        seqs[True] = (seqs[True] + 1) % MOD  # its SYN was not captured
         send(False, 0x12)
-        seqs[False] = (seqs[False] + 1) % MOD
-        seqs[True] = (seqs[True] + 1) % MOD
         send(True, 0x10)
     segments: list[tuple[bool, int, bytes]] = []
     for is_client, data in talk:
@@ -143,9 +142,7 @@ def conversation(draw: st.DrawFn, client_port: int, t0: float) -> list[tuple[flo
     end = draw(st.sampled_from(["fin", "rst", "open"]))
     if end == "fin":
         send(True, 0x11)
-        seqs[True] = (seqs[True] + 1) % MOD
         send(False, 0x11)
-        seqs[False] = (seqs[False] + 1) % MOD
         send(True, 0x10)
     elif end == "rst":
         send(draw(st.booleans()), 0x04)
