@@ -13,8 +13,8 @@ outside the table sees the reference's calls in the reference's order:
   (hooks.AppAnalyzer): on TCP they act only on `tcp_data` bytes, and on no other
   protocol but UDP. So a SYN without payload stays in the kernel, which hands its
   sequence over with the direction's next packet (`stream_start`; a connection's first
-  such packet opens the streams at it); a direction nobody wants any more (per `TcpStreams`) gets no
-  calls; and bytes every reader of a direction offered to only count (`TcpStreams.offer`)
+  such packet opens the streams at it); a direction nobody wants any more (per
+  `TcpStreams`) gets no calls; and bytes every reader of a direction offered to only count (`TcpStreams.offer`)
   are counted by the kernel, which hands the counts over with the connection's next
   EV_PKT, an EV_COUNTED where an offer ends, or its record. An analyzer that needs more
   must widen this filter (the differential test shows when logs drift);
