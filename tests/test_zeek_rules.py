@@ -138,14 +138,8 @@ def _confirmed_then_idle(port: int, client: bytes, server: bytes, idle: float) -
     (one capture: both engines see the gap inside one kernel call)."""
     t = 1000.0
     c2 = 101 + len(client)
-    return [
-        tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
-        tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),
-        tcp_frame(t + 0.02, CLIENT, 50000, SERVER, port, ACK, 101, 901),
-        tcp_frame(t + 0.03, SERVER, port, CLIENT, 50000, PSH | ACK, 901, 101, server),
-        tcp_frame(t + 0.04, CLIENT, 50000, SERVER, port, PSH | ACK, 101, 901 + len(server), client),
-        tcp_frame(t + 0.04 + idle, CLIENT, 50000, SERVER, port, PSH | ACK, c2, 901 + len(server), b"y" * 10),
-    ]
+    return [*_tcp_exchange(port, client, server, t),
+            tcp_frame(t + 0.04 + idle, CLIENT, 50000, SERVER, port, PSH | ACK, c2, 901 + len(server), b"y" * 10)]
 
 
 def test_ssh_confirmed_on_any_port_gets_an_hour(tmp_path) -> None:
@@ -173,8 +167,8 @@ def test_ftp_confirmed_off_the_port_table_gets_an_hour(tmp_path) -> None:
 # -- service: analyzer confirmation (pcapexfil.services, identifiers) ----------------------
 
 
-def _tcp_exchange(port: int, client: bytes, server: bytes) -> list[tuple[float, bytes]]:
-    t = 10.0
+def _tcp_exchange(port: int, client: bytes, server: bytes, t: float = 10.0) -> list[tuple[float, bytes]]:
+    """A handshake, then the server's bytes and the client's (one segment each) from time t."""
     return [
         tcp_frame(t, CLIENT, 50000, SERVER, port, SYN, 100),
         tcp_frame(t + 0.01, SERVER, port, CLIENT, 50000, SYN | ACK, 900, 101),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -115,6 +116,16 @@ def either_direction(orig: bool | None, resp: bool | None) -> Verdict:
     if orig is False or resp is False:
         return Verdict.REJECT
     return Verdict.MORE
+
+
+def parsed_in_either_direction(parse: Callable[[bytes], bool | None]) -> Check:
+    """A check that confirms on one message `parse` accepts (True) in either direction's
+    first bytes: `either_direction` over the directions seen so far."""
+
+    def check(orig: bytes, resp: bytes) -> Verdict:
+        return either_direction(parse(orig) if orig else None, parse(resp) if resp else None)
+
+    return check
 
 
 def matched_in_either_direction(pattern: re.Pattern[bytes], need: int) -> Check:

@@ -50,3 +50,12 @@ def header(data: bytes, pos: int = 0) -> Header | None:
     if pos + 2 + n > len(data):
         return None
     return Header(tag, pos + 2 + n, int.from_bytes(data[pos + 2 : pos + 2 + n], "big"))
+
+
+def element(data: bytes, pos: int, tag: int) -> Header | None:
+    """The header at `pos` of an element that must have `tag`: None when `data` ends inside
+    it, BerError when it is malformed or another element."""
+    found = header(data, pos)
+    if found is not None and found.tag != tag:
+        raise BerError(f"tag {found.tag:#04x}, not {tag:#04x}")
+    return found

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, either_direction, matched_in_either_direction
+from pcapexfil.services.base import Recogniser, matched_in_either_direction, parsed_in_either_direction
 
 HEADER_LEN = 16
 RPC_VERSION = 5
@@ -42,9 +42,6 @@ def pdu(data: bytes) -> bool | None:
     return True if len(data) >= frag_length else None
 
 
-def check(orig: bytes, resp: bytes) -> Verdict:
-    return either_direction(pdu(orig), pdu(resp))
-
-
+check = parsed_in_either_direction(pdu)
 signature = matched_in_either_direction(_SIGNATURE, SIGNATURE_NEED)
 RECOGNISER = Recogniser("dce_rpc", PROTO_TCP, check, signature=signature)

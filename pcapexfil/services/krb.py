@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import ber
-from pcapexfil.services.base import Recogniser, Verdict, either_direction
+from pcapexfil.services.base import Recogniser, parsed_in_either_direction
 
 # RFC 4120 5.10: APPLICATION tags of the message types krb-protocol.pac parses.
 AS_REQ, AS_REP, TGS_REQ, TGS_REP, AP_REQ, AP_REP = 10, 11, 12, 13, 14, 15
@@ -46,14 +46,6 @@ def message(data: bytes, pos: int = 0) -> bool | None:
     return True if len(data) >= outer.end else None
 
 
-def _datagram(data: bytes) -> bool | None:
-    return message(data) if data else None
-
-
-def check_udp(orig: bytes, resp: bytes) -> Verdict:
-    return either_direction(_datagram(orig), _datagram(resp))
-
-
 def _tcp(data: bytes) -> bool | None:
     if len(data) < TCP_LENGTH_BYTES:
         return None
@@ -66,9 +58,7 @@ def _tcp(data: bytes) -> bool | None:
     return outer is not None and outer.end - TCP_LENGTH_BYTES <= size
 
 
-def check_tcp(orig: bytes, resp: bytes) -> Verdict:
-    return either_direction(_tcp(orig), _tcp(resp))
-
-
+check_udp = parsed_in_either_direction(message)
+check_tcp = parsed_in_either_direction(_tcp)
 RECOGNISER = Recogniser("krb", PROTO_UDP, check_udp)
 RECOGNISER_TCP = Recogniser("krb_tcp", PROTO_TCP, check_tcp)

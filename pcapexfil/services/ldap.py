@@ -19,7 +19,7 @@ import re
 
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import ber
-from pcapexfil.services.base import Recogniser, Verdict, both_directions, either_direction, signature_match
+from pcapexfil.services.base import Recogniser, Verdict, both_directions, parsed_in_either_direction, signature_match
 
 # ldap.spicy's ProtocolOpcode (RFC 4511 4.2-4.13).
 OPCODES = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 19, 23, 24, 25})
@@ -35,15 +35,13 @@ SIG_CLIENT_NEED = 16  # the longest header the client pattern spans
 def message(data: bytes) -> bool | None:
     """A whole LDAPMessage at the start of `data`: True, False (not one), None (incomplete)."""
     try:
-        seq = ber.header(data)
+        seq = ber.element(data, 0, ber.SEQUENCE)
         if seq is None:
             return None
-        if seq.tag != ber.SEQUENCE:
-            return False
-        msg_id = ber.header(data, seq.start)
+        msg_id = ber.element(data, seq.start, ber.INTEGER)
         if msg_id is None:
             return None
-        if msg_id.tag != ber.INTEGER or msg_id.end > seq.end:
+        if msg_id.end > seq.end:
             return False
         op = ber.header(data, msg_id.end)
     except ber.BerError:
@@ -55,12 +53,7 @@ def message(data: bytes) -> bool | None:
     return True if len(data) >= seq.end else None
 
 
-def _first(data: bytes) -> bool | None:
-    return message(data) if data else None
-
-
-def check(orig: bytes, resp: bytes) -> Verdict:
-    return either_direction(_first(orig), _first(resp))
+check = parsed_in_either_direction(message)
 
 
 def signature_tcp(orig: bytes, resp: bytes) -> Verdict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, first_line
+from pcapexfil.services.base import Recogniser, Verdict, both_directions, first_line
 
 _GREETING = re.compile(rb"^\s*220(\s|-|$)")
 _HELLO = re.compile(rb"^\s*(HELO|EHLO)(\s|$)", re.IGNORECASE)
@@ -26,11 +26,7 @@ def _line(data: bytes, pattern: re.Pattern[bytes]) -> bool | None:
 
 
 def check(orig: bytes, resp: bytes) -> Verdict:
-    greeting = _line(resp, _GREETING) if resp else None
-    hello = _line(orig, _HELLO) if orig else None
-    if greeting is False or hello is False:
-        return Verdict.REJECT
-    return Verdict.CONFIRM if greeting and hello else Verdict.MORE
+    return both_directions(_line(orig, _HELLO) if orig else None, _line(resp, _GREETING) if resp else None)
 
 
 RECOGNISER = Recogniser("smtp", PROTO_TCP, check)

@@ -22,15 +22,13 @@ MAX_INTEGER_LEN = 9  # snmp-analyzer.pac check_int_width
 def header(data: bytes) -> bool | None:
     """An SNMP message header at the start of `data`: True, False, None (incomplete)."""
     try:
-        seq = ber.header(data)
+        seq = ber.element(data, 0, ber.SEQUENCE)
         if seq is None:
             return None
-        if seq.tag != ber.SEQUENCE:
-            return False
-        version = ber.header(data, seq.start)
+        version = ber.element(data, seq.start, ber.INTEGER)
         if version is None:
             return None
-        if version.tag != ber.INTEGER or not 0 < version.length <= MAX_INTEGER_LEN:
+        if not 0 < version.length <= MAX_INTEGER_LEN:
             return False
         if len(data) < version.end:
             return None

@@ -10,7 +10,7 @@ port, registered on 22/tcp.
 from __future__ import annotations
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict
+from pcapexfil.services.base import Recogniser, Verdict, both_directions
 
 BANNER = b"SSH-"
 # RFC 4253 4.2: the server may send other lines before its version line.
@@ -28,11 +28,7 @@ def _has_version(data: bytes, server: bool) -> bool | None:
 
 
 def check(orig: bytes, resp: bytes) -> Verdict:
-    client = _has_version(orig, False) if orig else None
-    server = _has_version(resp, True) if resp else None
-    if client is False or server is False:
-        return Verdict.REJECT
-    return Verdict.CONFIRM if client and server else Verdict.MORE
+    return both_directions(_has_version(orig, False) if orig else None, _has_version(resp, True) if resp else None)
 
 
 RECOGNISER = Recogniser("ssh", PROTO_TCP, check, any_port=True)
