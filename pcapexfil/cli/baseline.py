@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from pcapexfil.cli.detect import fail
+from pcapexfil.cli.errors import fail
 
 
 def _store(path: str, busy_timeout: float, must_exist: bool = True, writer: bool = False) -> Any:

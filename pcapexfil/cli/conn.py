@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import click
 
+from pcapexfil.cli.errors import fail, io_error
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS
 from pcapexfil.hooks import RecordSink
 from pcapexfil.netconf import PRIVATE_NETS, parse_nets
@@ -60,13 +61,8 @@ def make_filter(expression: str | None) -> CaptureFilter | None:
     try:
         flt.check()
     except CaptureError as exc:
-        _fail(f"-f/--filter: {exc}")
+        fail(f"-f/--filter: {exc}")
     return flt
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"pcapexfil: error: {message}", err=True)
-    sys.exit(2)
 
 
 @click.command("conn")
@@ -102,20 +98,20 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     unreadable input or a write error such as a full disk (nothing written: logs appear
     together at the end of the run, and the previous ones are kept until then).
     """
-    from pcapexfil.cli.detect import io_error, start_staging
+    from pcapexfil.cli.detect import start_staging
     from pcapexfil.pipeline import ConnLogSink, RunOptions, run
     from pcapexfil.source import CaptureError, open_captures
     from pcapexfil.weird import Weirds
 
     flt = make_filter(capture_filter)
     if workers > 1 and engine != "fast":
-        _fail("--workers needs the fast engine")
+        fail("--workers needs the fast engine")
     if workers > 1 and "-" in pcaps:
-        _fail("--workers needs capture files: its workers share them (not standard input)")
+        fail("--workers needs capture files: its workers share them (not standard input)")
     try:
         nets = [str(n) for n in parse_nets(local_nets)]
     except ValueError as exc:
-        _fail(f"--local-nets: {exc}")
+        fail(f"--local-nets: {exc}")
     try:
         os.makedirs(out_dir, exist_ok=True)
         probe = os.path.join(out_dir, ".pcapexfil-write-test")
@@ -123,12 +119,12 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
             pass
         os.remove(probe)
     except OSError as exc:
-        _fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
+        fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
     try:
         # Validate every input before creating conn.log, so a bad path leaves nothing behind.
         open_captures(list(pcaps), Weirds()).close()
     except CaptureError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     staging = start_staging(out_dir)
     options = RunOptions(out_dir=out_dir, use_json=use_json, ts_style=ts_style,  # type: ignore[arg-type]
                          verify_checksums=verify_checksums, local_nets=nets, seed=seed, max_flows=max_flows or None,
@@ -145,10 +141,10 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
         staging.publish()
     except (CaptureError, ImportError) as exc:
         staging.discard()
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
         staging.discard()
-        _fail(io_error(exc, out_dir))
+        fail(io_error(exc, out_dir))
     note = ""
     if summary.weirds:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(summary.weirds.items()))

@@ -9,10 +9,11 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from pcapexfil.cli.errors import fail, io_error
 from pcapexfil.logs.staging import LogStaging
 
 from pcapexfil.detect.scoring import DEFAULT_SCORING, SCORINGS
@@ -21,11 +22,6 @@ from pcapexfil.netconf import MULTICAST_NETS, PRIVATE_NETS, parse_nets
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|hr|d|day|days)?\s*$")
 _UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0,
           "d": 86400.0, "day": 86400.0, "days": 86400.0}
-
-
-def fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"pcapexfil: error: {message}", err=True)
-    sys.exit(status)
 
 
 def parse_duration(option: str, text: str) -> float:
@@ -197,11 +193,6 @@ def start_staging(out_dir: str) -> LogStaging:
     except OSError as exc:
         fail(f"cannot write to {out_dir}: {exc.strerror or exc}")
     return staging
-
-
-def io_error(exc: OSError, default: str) -> str:
-    """One line naming the file of an I/O error."""
-    return f"{exc.filename or default}: {exc.strerror or exc}"
 
 
 def prepare_out_dir(out_dir: str) -> None:

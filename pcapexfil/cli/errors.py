@@ -1,4 +1,4 @@
-"""Usage errors on one line, like every other error of the CLI.
+"""Errors on one line: the commands' own (`fail`), and click's usage errors.
 
 click's standalone mode prints usage, a hint and the error on several lines; a sensor's
 logs and scripts want `pcapexfil: error: <what>` on one line with the same exit status
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -45,3 +45,13 @@ def one_line_errors(group: click.Group) -> Callable[..., Any]:
         sys.exit(rv if isinstance(rv, int) else 0)
 
     return main
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    click.echo(f"pcapexfil: error: {message}", err=True)
+    sys.exit(status)
+
+
+def io_error(exc: OSError, default: str) -> str:
+    """One line naming the file of an I/O error."""
+    return f"{exc.filename or default}: {exc.strerror or exc}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from pcapexfil.cli.detect import fail, io_error, parse_duration
+from pcapexfil.cli.detect import parse_duration
+from pcapexfil.cli.errors import fail, io_error
 from pcapexfil.evaluate import ResultsError, evaluate, load_results, write_report
 from pcapexfil.synth.labels import read_labels
 

@@ -14,12 +14,12 @@ import click
 def split(pcaps: tuple[str, ...], out_dir: str, interval: float, prefix: str) -> None:
     """Cut PCAP... (one stream in time order) into OUT/PREFIX-NNNNN.pcap time slices. A
     large capture cut this way runs as one cluster task per slice, with the same result."""
+    from pcapexfil.cli.errors import fail
     from pcapexfil.dist.split import split_captures
     from pcapexfil.source import CaptureError
 
     try:
         files = split_captures(list(pcaps), out_dir, interval=interval, prefix=prefix)
     except (CaptureError, ValueError, OSError) as exc:
-        click.echo(f"pcapexfil: error: {exc}", err=True)
-        raise SystemExit(2) from None
+        fail(str(exc))
     click.echo(f"pcapexfil: wrote {len(files)} slices to {out_dir}", err=True)
