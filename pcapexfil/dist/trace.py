@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcapexfil.flow import FlowConfig, FlowTable
-from pcapexfil.flow.table import _IP_LEVEL_TUNNEL_PROTOS, Connection
+from pcapexfil.flow.table import IP_LEVEL_TUNNEL_PROTOS, Connection
 from pcapexfil.hooks import AnalyzerContext
 from pcapexfil.identifiers import make_analyzers
 from pcapexfil.identifiers.dns import DnsAnalyzer
@@ -217,7 +217,7 @@ class Recorder:
         carriers = {id(p.outer) for p in pkts if p.outer is not None}
         out = []
         for sub, pkt in enumerate(pkts):
-            if id(pkt) in carriers and pkt.proto in _IP_LEVEL_TUNNEL_PROTOS:
+            if id(pkt) in carriers and pkt.proto in IP_LEVEL_TUNNEL_PROTOS:
                 continue  # time already advanced to the frame's maximum
             out.append((sub, pkt, self.process(frame, sub, pkt)))
         return out

@@ -65,13 +65,13 @@ from pcapexfil.fast.table import (
     FastFlowTable,
 )
 from pcapexfil.flow.table import (
-    _IP_LEVEL_TUNNEL_PROTOS,
     EVICTED_WEIRD,
     HIST_UNKNOWN_PKT_CODE,
+    IP_LEVEL_TUNNEL_PROTOS,
     FlowConfig,
-    _is_power_of_ten,
     bare_mode,
     encapsulation_key,
+    is_power_of_ten,
     name_carrier,
     tunnel_parent_uid,
 )
@@ -221,7 +221,7 @@ class FastFlow:
             self._skip_row(ts)  # the pipeline's tick at the frame's time
             carriers = {id(p.outer) for p in pkts if p.outer is not None} if len(pkts) > 1 else set()
             for pkt in pkts:
-                if id(pkt) in carriers and pkt.proto in _IP_LEVEL_TUNNEL_PROTOS:
+                if id(pkt) in carriers and pkt.proto in IP_LEVEL_TUNNEL_PROTOS:
                     self._add(pkt, AUX_NO_TICK | AUX_CARRIER)
                     continue
                 self._add(pkt, AUX_NO_TICK)
@@ -457,7 +457,7 @@ class FastFlow:
                 self.evicted += 1
                 w = self.weirds
                 if w is not None:
-                    if _is_power_of_ten(self.evicted):
+                    if is_power_of_ten(self.evicted):
                         w.report(EVICTED_WEIRD, ts,
                                  f"{self.evicted} connection(s) evicted so far, table full at {self.config.max_flows}",
                                  uid=conns[serial].uid,

@@ -43,7 +43,7 @@ from pcapexfil.source import CaptureStats, FileStats, open_capture
 from pcapexfil.source.pcap import MAGICS, MAX_RECORD, STREAM_ERRORS
 from pcapexfil.source.filter import CaptureFilter
 from pcapexfil.source.inputs import GZIP_MAGIC, GzipStream, is_stream, open_input
-from pcapexfil.source.pcapng import BYTE_ORDER_MAGIC, MAX_BLOCK, _parse_idb
+from pcapexfil.source.pcapng import BYTE_ORDER_MAGIC, MAX_BLOCK, parse_interface_block
 from pcapexfil.weird import Weirds
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "Batch", "Chunk", "iter_batches", "iter_chunks"]
@@ -475,7 +475,7 @@ def _pcapng_chunks(
                 if len(body) < 8:
                     corrupt("short interface block")
                     return None
-                iface = _parse_idb(body, st.order)
+                iface = parse_interface_block(body, st.order)
                 st.if_linktype.append(iface.linktype)
                 st.if_divisor.append(iface.divisor)
                 st.if_offset.append(float(iface.offset))

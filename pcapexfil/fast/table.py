@@ -43,8 +43,8 @@ import numpy as np
 from pcapexfil.fast.batch import KIND_FOREIGN, KIND_SKIP
 from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, registered_analyzers
 from pcapexfil.flow.table import (
-    _ICMP4_PAIRS,
-    _ICMP6_PAIRS,
+    ICMP4_PAIRS,
+    ICMP6_PAIRS,
     DNS_EXPIRE_SLACK,
     HIST_UNKNOWN_PKT,
     PORT_INACTIVITY_PORTS,
@@ -1900,8 +1900,8 @@ DNS_UDP = np.array([("dns" in registered_analyzers(p, PROTO_UDP)) for p in range
 # UDP responder ports whose every datagram goes to the analyzers: DNS's, and those where a
 # service recogniser needs the responder's first datagram (services.REPLY_UDP_PORTS).
 APP_UDP = DNS_UDP | np.isin(np.arange(65536), np.array(sorted(REPLY_UDP_PORTS), np.int64))
-ICMP4 = _icmp_table(_ICMP4_PAIRS)
-ICMP6 = _icmp_table(_ICMP6_PAIRS)
+ICMP4 = _icmp_table(ICMP4_PAIRS)
+ICMP6 = _icmp_table(ICMP6_PAIRS)
 
 EventHandler = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 

@@ -37,13 +37,13 @@ from pcapexfil.weird import Weirds
 
 # ICMP types whose reply belongs to the same connection (Zeek's ICMP4_counterpart /
 # ICMP6_counterpart); every other type is one-way and keyed by (type, code).
-_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
-_ICMP6_PAIRS = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136, 136: 135,
+ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+ICMP6_PAIRS = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136, 136: 135,
                 139: 140, 140: 139, 144: 145, 145: 144, 146: 147, 147: 146}  # fmt: skip
 
 # Outer packets of these IP protocols carry a tunnel but are no connection of their own
 # (IP-in-IP, IPv6-in-IP, GRE, EtherIP): Zeek names them by a tunnel uid instead.
-_IP_LEVEL_TUNNEL_PROTOS = frozenset({4, 41, 47, 97})
+IP_LEVEL_TUNNEL_PROTOS = frozenset({4, 41, 47, 97})
 
 # Tunnel::max_changes_per_connection (init-bare.zeek, default 5): Connection::CheckEncapsulation
 # raises tunnel_changed this many times per connection; a later change is the weird below
@@ -73,7 +73,7 @@ def encapsulation_key(pkt: Packet) -> int:
     levels: list[tuple] = []
     o: Packet | None = pkt.outer
     while o is not None:
-        if o.proto in _IP_LEVEL_TUNNEL_PROTOS or o.tunnel_type is None:
+        if o.proto in IP_LEVEL_TUNNEL_PROTOS or o.tunnel_type is None:
             levels.append((o.tunnel_type, *sorted((o.src, o.dst))))
         else:
             levels.append((o.tunnel_type, o.proto, *sorted(((o.src, o.sport), (o.dst, o.dport)))))
@@ -347,7 +347,7 @@ def tunnel_parent_uid(
     (IP-in-IP, GRE) or without a carrier, one uid per outer address pair and type."""
     outer = pkt.outer
     assert outer is not None
-    if carrier is not None and outer.proto not in _IP_LEVEL_TUNNEL_PROTOS:
+    if carrier is not None and outer.proto not in IP_LEVEL_TUNNEL_PROTOS:
         name_carrier(carrier, outer)
         return carrier.uid
     a, b = sorted((outer.src, outer.dst))
@@ -388,7 +388,7 @@ class FlowTable:
             return
         carriers = {id(p.outer) for p in pkts if p.outer is not None}
         for pkt in pkts:
-            if id(pkt) in carriers and pkt.proto in _IP_LEVEL_TUNNEL_PROTOS:
+            if id(pkt) in carriers and pkt.proto in IP_LEVEL_TUNNEL_PROTOS:
                 self.advance(pkt.ts)
                 continue
             self.process(pkt)
@@ -403,7 +403,7 @@ class FlowTable:
             a, b = (pkt.src, sport), (pkt.dst, dport)
             key = (proto, *a, *b) if a <= b else (proto, *b, *a)
         elif proto == PROTO_ICMP or proto == PROTO_ICMP6:
-            pairs = _ICMP4_PAIRS if proto == PROTO_ICMP else _ICMP6_PAIRS
+            pairs = ICMP4_PAIRS if proto == PROTO_ICMP else ICMP6_PAIRS
             counterpart = pairs.get(sport)
             if counterpart is None:  # one-way message: resp_p is the code
                 dport = pkt.dport
@@ -644,7 +644,7 @@ class FlowTable:
             conn = next(iter(self.conns.values()))
             self.evicted += 1
             if w is not None:
-                if _is_power_of_ten(self.evicted):
+                if is_power_of_ten(self.evicted):
                     w.report(EVICTED_WEIRD, self.now,
                              f"{self.evicted} connection(s) evicted so far, table full at {self.config.max_flows}",
                              uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
@@ -662,7 +662,7 @@ class FlowTable:
         conn.weird(name)
 
 
-def _is_power_of_ten(n: int) -> bool:
+def is_power_of_ten(n: int) -> bool:
     while n % 10 == 0:
         n //= 10
     return n == 1

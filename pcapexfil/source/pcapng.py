@@ -28,7 +28,7 @@ OPT_IF_TSRESOL = 9
 OPT_IF_TSOFFSET = 14
 
 
-class _Interface:
+class Interface:
     __slots__ = ("linktype", "snaplen", "divisor", "offset")
 
     def __init__(self, linktype: int, snaplen: int, divisor: float, offset: int) -> None:
@@ -38,7 +38,7 @@ class _Interface:
         self.offset = offset  # if_tsoffset, seconds
 
 
-def _parse_idb(body: bytes, order: str) -> _Interface:
+def parse_interface_block(body: bytes, order: str) -> Interface:
     linktype, _res, snaplen = struct.unpack_from(order + "HHI", body, 0)
     divisor = 1e6
     offset = 0
@@ -55,7 +55,7 @@ def _parse_idb(body: bytes, order: str) -> _Interface:
         elif code == OPT_IF_TSOFFSET and len(value) >= 8:
             offset = struct.unpack(order + "q", value[:8])[0]
         pos += (length + 3) & ~3
-    return _Interface(linktype, snaplen, divisor, offset)
+    return Interface(linktype, snaplen, divisor, offset)
 
 
 class PcapngReader:
@@ -65,7 +65,7 @@ class PcapngReader:
         self.f = f
         self.name = name
         self.order = "<"
-        self.interfaces: list[_Interface] = []
+        self.interfaces: list[Interface] = []
         # Validate the first section header now, so a non-capture fails before any packet.
         head = f.read(8)
         if len(head) < 8:
@@ -168,5 +168,5 @@ class PcapngReader:
                 if len(body) < 8:
                     weirds.report("corrupt_capture_file", last_ts, f"{name}: short interface block")
                     return
-                self.interfaces.append(_parse_idb(body, order))
+                self.interfaces.append(parse_interface_block(body, order))
             # other blocks (name resolution, statistics, custom) carry nothing we need
