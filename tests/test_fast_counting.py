@@ -1,4 +1,4 @@
-"""Body bytes counted in the kernel: `fast.table.count_for_analyzers` and the offers behind it.
+"""Body bytes counted in the kernel: `fast.dispatch.count_for_analyzers` and the offers behind it.
 
 While an HTTP body of known length runs (and, for TLS, while no ClientHello has come), the
 analyzers offer to leave the bytes to the kernel (`identifiers.stream.TcpStreams.offer`);
@@ -21,16 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fast_engine import _run, assert_same
 
-from pcapexfil.fast.table import (
-    COUNTED,
-    COUNTED_TO_END,
-    EP_DTYPE,
-    TH_SYN,
-    TO_ANALYZERS,
-    count_for_analyzers,
-)
+from pcapexfil.fast.dispatch import COUNTED, COUNTED_TO_END, TO_ANALYZERS, count_for_analyzers
+from pcapexfil.fast.layout import EP_DTYPE
 from pcapexfil.identifiers.http import HttpAnalyzer
 from pcapexfil.identifiers.tls import TlsAnalyzer
+from pcapexfil.packet import TH_SYN
 
 MOD = 1 << 32
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcapexfil.fast.engine import FastFlow
-from pcapexfil.fast.table import HEAP_SLACK
+from pcapexfil.fast.timers import HEAP_SLACK
 from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.packet import (
     PROTO_ICMP,
@@ -226,7 +226,7 @@ def test_flood_at_the_cap_keeps_the_timer_heap_bounded():
     got, _, flow = fast(pkts, max_flows=50)
     assert got.records == ref.records
     # Without compaction the heap would hold a timer of every flood connection (> 20,000).
-    assert flow.table.s.h_when.shape[0] <= 2 * (4 * 50 + HEAP_SLACK)
+    assert flow.table.timers.when.shape[0] <= 2 * (4 * 50 + HEAP_SLACK)
 
 
 _ports = st.sampled_from([80, 443, 1234, 53, 40000])
@@ -281,7 +281,7 @@ def test_random_conversations_on_one_connection(steps):
 
 
 def test_port_table_is_likely_server_ports_for_every_port() -> None:
-    from pcapexfil.fast.table import PORTS, PROTO_TCP, PROTO_UDP
+    from pcapexfil.fast.table import PORTS
     from pcapexfil.flow.ports import is_likely_server_port
 
     for base, proto in ((0, PROTO_TCP), (65536, PROTO_UDP)):

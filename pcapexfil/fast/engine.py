@@ -45,25 +45,19 @@ from pcapexfil.fast.batch import (
     PACKET_DTYPE,
     halves_to_addr,
 )
+from pcapexfil.fast.dispatch import APP_NONE
+from pcapexfil.fast.events import WEIRD_NAMES
+from pcapexfil.fast.layout import EV_COUNTED, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD
 from pcapexfil.fast.table import (
-    APP_NONE,
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
     AUX_DTYPE,
     AUX_ENCAP_SHIFT,
     AUX_NO_TICK,
     AUX_PARTIAL,
-    CONN_STATES,
-    EV_COUNTED,
-    EV_EVICT,
-    EV_NEW,
-    EV_PKT,
-    EV_REC,
-    EV_TICK,
-    EV_WEIRD,
-    WEIRD_NAMES,
     FastFlowTable,
 )
+from pcapexfil.fast.tcp import CONN_STATES
 from pcapexfil.flow.table import (
     EVICTED_WEIRD,
     HIST_UNKNOWN_PKT_CODE,
@@ -381,7 +375,7 @@ class FastFlow:
         recs: list | None = None
         # Column views, not C[c]["field"] (a structured scalar per access); the table
         # grows only between kernel calls, so they stay valid for this call.
-        C, E = self.table.s.C, self.table.s.E
+        C, E = self.table.flows.conns, self.table.flows.endpoints
         c_serial, c_mode, c_dead, c_orig_ep = C["serial"], C["app_mode"], C["app_dead"], C["orig_ep"]
         c_timeout = C["inactivity_timeout"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]

@@ -50,7 +50,7 @@ IGNORE_VIOLATIONS_AFTER = 10 * 1024
 _PORTS: dict[Recogniser, frozenset[tuple[int, int]]] = {r: r.ports() for r in RECOGNISERS}
 # UDP responder ports where a recogniser needs the responder's datagram: the fast engine
 # hands every datagram of these flows to the analyzers, as it does on DNS ports
-# (fast.table.APP_UDP).
+# (fast.dispatch.APP_UDP).
 REPLY_UDP_PORTS: frozenset[int] = frozenset(
     port for r in RECOGNISERS if r.both_datagrams for port, proto in _PORTS[r] if proto == PROTO_UDP
 )
