@@ -82,7 +82,7 @@ def test_vlan_tag_goes_back_after_the_mac_addresses() -> None:
 
 def test_pending_frames_counts_handed_over_blocks_from_the_reader_on() -> None:
     from pcapexfil.source.live import (
-        _BLOCK_HDR,
+        BLOCK_HEADER,
         BLOCK_SIZE,
         TP_STATUS_USER,
         LiveCapture,
@@ -90,7 +90,7 @@ def test_pending_frames_counts_handed_over_blocks_from_the_reader_on() -> None:
 
     ring = np.zeros(4 * BLOCK_SIZE, np.uint8)
     for block, (status, num) in enumerate([(TP_STATUS_USER, 7), (0, 0), (TP_STATUS_USER, 5), (TP_STATUS_USER, 3)]):
-        _BLOCK_HDR.pack_into(ring, block * BLOCK_SIZE, 3, 0, status, num, 48, 0, block)
+        BLOCK_HEADER.pack_into(ring, block * BLOCK_SIZE, 3, 0, status, num, 48, 0, block)
     cap = LiveCapture.__new__(LiveCapture)  # the ring alone, no socket
     cap._ring_array, cap._nblocks = ring, 4
     cap._block = 2  # the reader is at block 2: blocks 2, 3, 0 are the kernel's hand-over, block 1 is not

@@ -62,7 +62,7 @@ DEFAULT_SNAPLEN = 262144  # libpcap's default
 BLOCK_SIZE = 1 << 20
 BLOCK_TIMEOUT_MS = 100
 
-_BLOCK_HDR = struct.Struct("=IIIIIIQ")  # version, offset_to_priv, status, num_pkts, first, len, seq
+BLOCK_HEADER = struct.Struct("=IIIIIIQ")  # TPACKET_V3 block: version, offset_to_priv, status, num_pkts, first, len, seq
 _TPSTATS = struct.Struct("=III")  # tp_packets, tp_drops, tp_freeze_q_cnt
 
 
@@ -216,7 +216,7 @@ class LiveCapture:
         ms = int(timeout * 1000)
         while True:
             off = self._block * BLOCK_SIZE
-            _v, _p, status, num, first, _len, _seq = _BLOCK_HDR.unpack_from(ring.data, off)
+            _v, _p, status, num, first, _len, _seq = BLOCK_HEADER.unpack_from(ring.data, off)
             if not status & TP_STATUS_USER:
                 if not self._poll.poll(ms):
                     yield None
@@ -235,7 +235,7 @@ class LiveCapture:
         pending = 0
         for k in range(self._nblocks):
             off = (self._block + k) % self._nblocks * BLOCK_SIZE
-            _v, _p, status, num, _first, _len, _seq = _BLOCK_HDR.unpack_from(ring.data, off)
+            _v, _p, status, num, _first, _len, _seq = BLOCK_HEADER.unpack_from(ring.data, off)
             if not status & TP_STATUS_USER:
                 break
             pending += num
