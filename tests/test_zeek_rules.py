@@ -11,6 +11,7 @@ import dpkt
 from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
+from test_identifiers_support import client_hello_record, handshake, record, server_hello_body
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
@@ -275,6 +276,47 @@ def test_ftp_violation_past_10k_is_ignored(tmp_path) -> None:
     assert rec.service == []
     (rec,) = records(tmp_path / "late", frames(11))
     assert rec.service == ["ftp"]
+
+
+def _filler(client: bool, segments: int) -> list[tuple[bool, bytes]]:
+    """1000-byte segments from one side that carry the connection past 10 KiB when there
+    are 11 of them (9: still below)."""
+    return [(client, b"x" * 1000)] * segments
+
+
+def test_smtp_reply_code_violation_removes_the_service(tmp_path) -> None:
+    """SMTP_Analyzer::ProcessLine: a server line without a reply code in 100..599 (an empty
+    line included) is a violation; within 10 KiB dpd.zeek deletes "smtp"."""
+    hello = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250-mx\r\n250 SIZE 1000\r\n")]
+    (rec,) = records(tmp_path / "ok", _dialogue(25, [*hello, (True, b"QUIT\r\n"), (False, b"221 bye\r\n")]))
+    assert rec.service == ["smtp"]
+    (rec,) = records(tmp_path / "bad", _dialogue(25, [*hello, (True, b"QUIT\r\n"), (False, b"bye\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "empty", _dialogue(25, [*hello, (True, b"NOOP\r\n"), (False, b"\r\n")]))
+    assert rec.service == []
+    late = [*hello, *_filler(True, 11), (False, b"999 what\r\n")]
+    (rec,) = records(tmp_path / "late", _dialogue(25, late))
+    assert rec.service == ["smtp"]
+
+
+def test_smtp_starttls_hands_the_stream_to_ssl(tmp_path) -> None:
+    """A 220 answering STARTTLS (replies answer the queued commands in order) ends the
+    line parsing (StartTLS): the TLS bytes after it are no violation."""
+    turns = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250-mx\r\n250 STARTTLS\r\n"),
+             (True, b"STARTTLS\r\n"), (False, b"220 go ahead\r\n"), (True, client_hello_record("mx.example")),
+             (False, record(22, handshake(2, server_hello_body(0x0303, 0xC02F, None)), 0x0303) + b"\r\n")]
+    (rec,) = records(tmp_path / "tls", _dialogue(25, turns))
+    assert rec.service == ["smtp", "ssl"]
+    # The same 220 answering NOOP starts no TLS: the binary line after it is a violation.
+    turns[3] = (True, b"NOOP\r\n")
+    (rec,) = records(tmp_path / "noop", _dialogue(25, turns))
+    assert "smtp" not in rec.service
+
+
+def test_smtp_violation_before_confirmation_never_confirms(tmp_path) -> None:
+    turns = [(False, b"hello\r\n220 mx ESMTP\r\n"), (True, b"EHLO client\r\n")]
+    (rec,) = records(tmp_path, _dialogue(25, turns))
+    assert rec.service == []
 
 
 def test_ftp_confirms_on_the_client_command_alone(tmp_path) -> None:
