@@ -284,6 +284,46 @@ def _filler(client: bool, segments: int) -> list[tuple[bool, bytes]]:
     return [(client, b"x" * 1000)] * segments
 
 
+def test_http_request_line_violation_removes_the_service(tmp_path) -> None:
+    """HTTP_Analyzer::DeliverStream: where a request line is expected on a keep-alive
+    connection (HTTP/1.1), a line HTTP_RequestLine does not take is a violation ("not a
+    http request line"); dpd.zeek deletes "http"."""
+    get = (True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    ok = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    (rec,) = records(tmp_path / "ok", _dialogue(80, [get, ok, get, ok]))
+    assert rec.service == ["http"] and rec.http_host == "a.example"
+    (rec,) = records(tmp_path / "bad", _dialogue(80, [get, ok, (True, b"\x16\x03\x01 not http\r\n")]))
+    assert rec.service == []
+    # HTTP/1.0 without keep-alive: a second request is not expected (RequestExpected), so
+    # the same line is only crud, no violation.
+    get10 = (True, b"GET / HTTP/1.0\r\n\r\n")
+    ok10 = (False, b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    (rec,) = records(tmp_path / "crud", _dialogue(80, [get10, ok10, (True, b"\x16\x03\x01 not http\r\n")]))
+    assert rec.service == ["http"]
+
+
+def test_http_reply_line_violation_removes_the_service_within_10k(tmp_path) -> None:
+    """A reply line that is not `HTTP/<version> <code>` where a reply is expected ("not a
+    http reply line"); past DPD::ignore_violations_after it is ignored."""
+    get = (True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    ok = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    junk = (False, b"SSH-2.0-OpenSSH_9.6\r\n")
+    (rec,) = records(tmp_path / "bad", _dialogue(80, [get, ok, get, junk]))
+    assert rec.service == []
+    body = b"HTTP/1.1 200 OK\r\nContent-Length: 11000\r\n\r\n"
+    turns = [get, (False, body), *_filler(False, 11), get, junk]
+    (rec,) = records(tmp_path / "late", _dialogue(80, turns))
+    assert rec.service == ["http"]
+
+
+def test_http_violation_before_the_request_never_confirms(tmp_path) -> None:
+    """A server line before any request is a violation too: the analyzer is disabled and the
+    request that follows confirms nothing."""
+    turns = [(False, b"hello there\r\n"), (True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")]
+    (rec,) = records(tmp_path, _dialogue(80, turns))
+    assert rec.service == []
+
+
 def test_smtp_reply_code_violation_removes_the_service(tmp_path) -> None:
     """SMTP_Analyzer::ProcessLine: a server line without a reply code in 100..599 (an empty
     line included) is a violation; within 10 KiB dpd.zeek deletes "smtp"."""
