@@ -359,6 +359,35 @@ def test_smtp_violation_before_confirmation_never_confirms(tmp_path) -> None:
     assert rec.service == []
 
 
+def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:
+    """One UDP 5-tuple to port 53, the datagrams alternating query (client) and reply."""
+    frames = []
+    for i, data in enumerate(payloads):
+        src, dst, sport, dport = (CLIENT, SERVER, 40000, 53) if i % 2 == 0 else (SERVER, CLIENT, 53, 40000)
+        frames.append(udp_frame(1.0 + 0.01 * i, src, sport, dst, dport, data))
+    return frames
+
+
+def _too_many_questions(qdcount: int = 26) -> bytes:
+    return struct.pack("!HHHHHH", 9, 0x0100, qdcount, 0, 0, 0) + b"\x00" * 30
+
+
+def test_dns_more_than_25_questions_is_a_violation(tmp_path) -> None:
+    """DNS_Interpreter::ParseMessage: qdcount above dns_max_queries (25) is
+    AnalyzerViolation("DNS_Conn_count_too_large"): a confirmed "dns" is removed within
+    10 KiB, kept past it; before any confirmation the analyzer is disabled for good."""
+    reply = bytes(dpkt.dns.DNS(id=0x1234, qr=1, qd=[dpkt.dns.DNS.Q(name="example.com")]))
+    (rec,) = records(tmp_path / "bad", _dns_datagrams([dns_query(), reply, _too_many_questions()]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "25", _dns_datagrams([dns_query(), reply, _too_many_questions(25)]))
+    assert rec.service == ["dns"]
+    big = [dns_query(), reply] + [b"\x00" * 1000] * 11 + [_too_many_questions()]
+    (rec,) = records(tmp_path / "late", _dns_datagrams(big))
+    assert rec.service == ["dns"]
+    (rec,) = records(tmp_path / "first", _dns_datagrams([_too_many_questions(), reply, dns_query()]))
+    assert rec.service == []
+
+
 def test_ftp_confirms_on_the_client_command_alone(tmp_path) -> None:
     """AnalyzerConfirmation follows the first client line whose first word is a command
     (>= 3 printable characters, at most FTP::max_command_length = 100); a longer word or a

@@ -10,7 +10,7 @@ as every candidate has decided or `MAX_BYTES` per direction were seen. A recogni
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
 while dpd.zeek still acts on a violation: one there takes its name out of `service` again
 (`base.analyzer_violation`). TLS, HTTP and DNS name themselves in their identifier analyzers
-(pcapexfil.identifiers); HTTP applies its violations there through the same helper.
+(pcapexfil.identifiers); HTTP and DNS apply their violations there through the same helper.
 """
 
 from __future__ import annotations
