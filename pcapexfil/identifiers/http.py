@@ -65,9 +65,11 @@ _PROXY_HEADERS = frozenset(
 )
 # HTTP.cc is_HTTP_token_char: printable ASCII but these separators.
 _TOKEN_CHARS = frozenset(c for c in range(32, 127) if c not in b'()<>@,;:\\"/[]?={} \t')
-# HTTP.cc is_reserved_URI_char / is_unreserved_URI_char (and ParseRequest's '%'); strchr
-# also finds the string's terminating NUL.
-_URI_CHARS = frozenset(b":/?#[]@!$&'()*+,;=-_.~*%\x00" + bytes(c for c in range(128) if chr(c).isalnum()))
+# HTTP.cc is_reserved_URI_char, is_unreserved_URI_char (alphanumerics too) and ParseRequest's
+# '%'; their strchr also finds the string's terminating NUL.
+_URI_CHARS = frozenset(
+    b":/?#[]@!$&'()*+,;=" + b"-_.!~*'()" + b"%\x00" + bytes(c for c in range(128) if chr(c).isalnum())
+)
 _BLANKS = b" \t"  # util::skip_whitespace, analyzer::mime::is_lws
 _VERSION_PREFIX = b"HTTP/"
 _MIN_09_METHOD = 3  # HTTP_RequestLine: an HTTP/0.9 request needs a 3-character method (GET)
