@@ -99,9 +99,15 @@ def test_connect_then_tls(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
     conn = FakeConn(resp_p=3128)
     req = b"CONNECT secure.example.com:443 HTTP/1.1\r\nHost: secure.example.com:443\r\n\r\n"
-    rec, rows = _run(
-        tmp_path, conn, [req, client_hello_record("secure.example.com")], [b"HTTP/1.1 200 Connection established\r\n\r\n"]
-    )
+    # The client sends its ClientHello once the tunnel is up: TLS bytes before the server's
+    # reply would be request lines (HTTP.cc sets up the tunnel after the reply's headers).
+    pkts = _flow(conn, [req], [b"HTTP/1.1 200 Connection established\r\n\r\n"])
+    pkts.append((True, tcp(conn, True, 1000 + len(req), client_hello_record("secure.example.com"))))
+    run = Run(out_dir=str(tmp_path))
+    run.feed(conn, pkts)
+    rec = run.finish(conn)
+    run.close()
+    rows = read_zeek_log(str(tmp_path / "http.log")).rows
     assert rows[0]["method"] == "CONNECT" and rows[0]["response_body_len"] == "0"
     assert rec.server_name == "secure.example.com"
     assert set(rec.service) == {"http", "ssl"}

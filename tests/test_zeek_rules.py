@@ -11,6 +11,7 @@ import dpkt
 from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
+from test_identifiers_support import client_hello_record, handshake, record, server_hello_body
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
@@ -275,6 +276,116 @@ def test_ftp_violation_past_10k_is_ignored(tmp_path) -> None:
     assert rec.service == []
     (rec,) = records(tmp_path / "late", frames(11))
     assert rec.service == ["ftp"]
+
+
+def _filler(client: bool, segments: int) -> list[tuple[bool, bytes]]:
+    """1000-byte segments from one side that carry the connection past 10 KiB when there
+    are 11 of them (9: still below)."""
+    return [(client, b"x" * 1000)] * segments
+
+
+def test_http_request_line_violation_removes_the_service(tmp_path) -> None:
+    """HTTP_Analyzer::DeliverStream: where a request line is expected on a keep-alive
+    connection (HTTP/1.1), a line HTTP_RequestLine does not take is a violation ("not a
+    http request line"); dpd.zeek deletes "http"."""
+    get = (True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    ok = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    (rec,) = records(tmp_path / "ok", _dialogue(80, [get, ok, get, ok]))
+    assert rec.service == ["http"] and rec.http_host == "a.example"
+    (rec,) = records(tmp_path / "bad", _dialogue(80, [get, ok, (True, b"\x16\x03\x01 not http\r\n")]))
+    assert rec.service == []
+    # HTTP/1.0 without keep-alive: a second request is not expected (RequestExpected), so
+    # the same line is only crud, no violation.
+    get10 = (True, b"GET / HTTP/1.0\r\n\r\n")
+    ok10 = (False, b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    (rec,) = records(tmp_path / "crud", _dialogue(80, [get10, ok10, (True, b"\x16\x03\x01 not http\r\n")]))
+    assert rec.service == ["http"]
+
+
+def test_http_reply_line_violation_removes_the_service_within_10k(tmp_path) -> None:
+    """A reply line that is not `HTTP/<version> <code>` where a reply is expected ("not a
+    http reply line"); past DPD::ignore_violations_after it is ignored."""
+    get = (True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    ok = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    junk = (False, b"SSH-2.0-OpenSSH_9.6\r\n")
+    (rec,) = records(tmp_path / "bad", _dialogue(80, [get, ok, get, junk]))
+    assert rec.service == []
+    body = b"HTTP/1.1 200 OK\r\nContent-Length: 11000\r\n\r\n"
+    turns = [get, (False, body), *_filler(False, 11), get, junk]
+    (rec,) = records(tmp_path / "late", _dialogue(80, turns))
+    assert rec.service == ["http"]
+
+
+def test_http_violation_before_the_request_never_confirms(tmp_path) -> None:
+    """A server line before any request is a violation too: the analyzer is disabled and the
+    request that follows confirms nothing."""
+    turns = [(False, b"hello there\r\n"), (True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")]
+    (rec,) = records(tmp_path, _dialogue(80, turns))
+    assert rec.service == []
+
+
+def test_smtp_reply_code_violation_removes_the_service(tmp_path) -> None:
+    """SMTP_Analyzer::ProcessLine: a server line without a reply code in 100..599 (an empty
+    line included) is a violation; within 10 KiB dpd.zeek deletes "smtp"."""
+    hello = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250-mx\r\n250 SIZE 1000\r\n")]
+    (rec,) = records(tmp_path / "ok", _dialogue(25, [*hello, (True, b"QUIT\r\n"), (False, b"221 bye\r\n")]))
+    assert rec.service == ["smtp"]
+    (rec,) = records(tmp_path / "bad", _dialogue(25, [*hello, (True, b"QUIT\r\n"), (False, b"bye\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "empty", _dialogue(25, [*hello, (True, b"NOOP\r\n"), (False, b"\r\n")]))
+    assert rec.service == []
+    late = [*hello, *_filler(True, 11), (False, b"999 what\r\n")]
+    (rec,) = records(tmp_path / "late", _dialogue(25, late))
+    assert rec.service == ["smtp"]
+
+
+def test_smtp_starttls_hands_the_stream_to_ssl(tmp_path) -> None:
+    """A 220 answering STARTTLS (replies answer the queued commands in order) ends the
+    line parsing (StartTLS): the TLS bytes after it are no violation."""
+    turns = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250-mx\r\n250 STARTTLS\r\n"),
+             (True, b"STARTTLS\r\n"), (False, b"220 go ahead\r\n"), (True, client_hello_record("mx.example")),
+             (False, record(22, handshake(2, server_hello_body(0x0303, 0xC02F, None)), 0x0303) + b"\r\n")]
+    (rec,) = records(tmp_path / "tls", _dialogue(25, turns))
+    assert rec.service == ["smtp", "ssl"]
+    # The same 220 answering NOOP starts no TLS: the binary line after it is a violation.
+    turns[3] = (True, b"NOOP\r\n")
+    (rec,) = records(tmp_path / "noop", _dialogue(25, turns))
+    assert "smtp" not in rec.service
+
+
+def test_smtp_violation_before_confirmation_never_confirms(tmp_path) -> None:
+    turns = [(False, b"hello\r\n220 mx ESMTP\r\n"), (True, b"EHLO client\r\n")]
+    (rec,) = records(tmp_path, _dialogue(25, turns))
+    assert rec.service == []
+
+
+def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:
+    """One UDP 5-tuple to port 53, the datagrams alternating query (client) and reply."""
+    frames = []
+    for i, data in enumerate(payloads):
+        src, dst, sport, dport = (CLIENT, SERVER, 40000, 53) if i % 2 == 0 else (SERVER, CLIENT, 53, 40000)
+        frames.append(udp_frame(1.0 + 0.01 * i, src, sport, dst, dport, data))
+    return frames
+
+
+def _too_many_questions(qdcount: int = 26) -> bytes:
+    return struct.pack("!HHHHHH", 9, 0x0100, qdcount, 0, 0, 0) + b"\x00" * 30
+
+
+def test_dns_more_than_25_questions_is_a_violation(tmp_path) -> None:
+    """DNS_Interpreter::ParseMessage: qdcount above dns_max_queries (25) is
+    AnalyzerViolation("DNS_Conn_count_too_large"): a confirmed "dns" is removed within
+    10 KiB, kept past it; before any confirmation the analyzer is disabled for good."""
+    reply = bytes(dpkt.dns.DNS(id=0x1234, qr=1, qd=[dpkt.dns.DNS.Q(name="example.com")]))
+    (rec,) = records(tmp_path / "bad", _dns_datagrams([dns_query(), reply, _too_many_questions()]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "25", _dns_datagrams([dns_query(), reply, _too_many_questions(25)]))
+    assert rec.service == ["dns"]
+    big = [dns_query(), reply] + [b"\x00" * 1000] * 11 + [_too_many_questions()]
+    (rec,) = records(tmp_path / "late", _dns_datagrams(big))
+    assert rec.service == ["dns"]
+    (rec,) = records(tmp_path / "first", _dns_datagrams([_too_many_questions(), reply, dns_query()]))
+    assert rec.service == []
 
 
 def test_ftp_confirms_on_the_client_command_alone(tmp_path) -> None:

@@ -37,6 +37,7 @@ from pcapexfil.logs.dns import (
 )
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.record import dns_query
+from pcapexfil.services.base import analyzer_violation
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -53,6 +54,12 @@ MAX_PENDING_MSGS = 50  # Zeek's DNS::max_pending_msgs
 MAX_POINTER_HOPS = 128  # a 255-byte name has at most 127 labels, each reachable by one pointer
 MAX_NAMES = 1_000_000  # (client, address) pairs remembered; expired ones are purged first
 QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions (record.DnsQuery)
+# init-bare.zeek dns_max_queries: "If a DNS request includes more than this many queries,
+# assume it's non-DNS traffic" (the header's qdcount; DNS_Interpreter::ParseMessage).
+MAX_QUERIES = 25
+_HEADER_LEN = 12
+_QDCOUNT = struct.Struct("!H")
+_QDCOUNT_AT = 4
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
 TYPE_AAAA, TYPE_SRV, TYPE_SPF = 28, 33, 99
@@ -242,7 +249,7 @@ class _Pair:
 
 
 class _DnsConn:
-    __slots__ = ("pending_query", "pending_queries", "pending_replies", "tcp_buf", "seen")
+    __slots__ = ("pending_query", "pending_queries", "pending_replies", "tcp_buf", "seen", "size", "disabled")
 
     def __init__(self) -> None:
         self.pending_query: _Pair | None = None
@@ -250,6 +257,8 @@ class _DnsConn:
         self.pending_replies: dict[int, deque[_Pair]] = {}
         self.tcp_buf = {True: bytearray(), False: bytearray()}
         self.seen = False
+        self.size = 0  # payload bytes of both directions so far (c$orig$size + c$resp$size)
+        self.disabled = False  # dpd.zeek disabled the analyzer after a violation
 
 
 class NameTable:
@@ -326,11 +335,13 @@ class DnsAnalyzer:
         proto = pkt.proto
         if proto == PROTO_UDP:
             if conn.resp_p in UDP_PORTS and pkt.payload:
+                self._state(conn).size += len(pkt.payload)
                 self._message(conn, pkt.payload, pkt.ts, "udp")
         elif proto == PROTO_TCP:
             if conn.resp_p in TCP_PORTS:
                 data = tcp_data(conn, is_orig, pkt, self.users)
                 if data:
+                    self._state(conn).size += len(data)
                     self._tcp(conn, is_orig, data, pkt.ts)
             else:
                 s = streams(conn)
@@ -358,12 +369,20 @@ class DnsAnalyzer:
             self._weird(conn, "DNS_tcp_buffer_overflow", ts)
 
     def _message(self, conn: ConnView, data: bytes, ts: float, proto: str) -> None:
+        st = self._state(conn)
+        if st.disabled:
+            return
+        if len(data) >= _HEADER_LEN and _QDCOUNT.unpack_from(data, _QDCOUNT_AT)[0] > MAX_QUERIES:
+            # DNS_Interpreter::ParseMessage: AnalyzerViolation("DNS_Conn_count_too_large"),
+            # before the message is parsed or the analyzer confirms.
+            self._weird(conn, "DNS_Conn_count_too_large", ts)
+            st.disabled = analyzer_violation(conn.service, NAME, st.size)
+            return
         try:
             msg = Message(data)
         except Malformed as exc:
             self._weird(conn, "DNS_malformed_message", ts, str(exc))
             return
-        st = self._state(conn)
         if not st.seen:
             st.seen = True
             if "dns" not in conn.service:

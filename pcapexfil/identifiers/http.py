@@ -10,6 +10,15 @@ the rest of the connection is not HTTP.
 http.log's `host` column keeps the Host header as sent (Zeek's does, `:port` included); the
 connection record's `http_host`, the identifier, is the first request's Host without its
 port.
+
+Violations, as src/analyzer/protocol/http/HTTP.cc's HTTP_Analyzer::DeliverStream raises
+them: where a request line is expected, a non-empty line HTTP_RequestLine does not take
+("not a http request line", only while RequestExpected: before the first request or on a
+keep-alive connection); where a reply line is expected, a non-empty line HTTP_ReplyLine
+does not take ("not a http reply line"). dpd.zeek then removes "http" from the service
+(`services.base.analyzer_violation`) and the analyzer stops. Reply lines are checked where
+a request waits for its response; bytes the server sends with no request pending are
+dropped unchecked.
 """
 
 from __future__ import annotations
@@ -21,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pcapexfil.identifiers.output import LogOut
-from pcapexfil.identifiers.stream import streams, tcp_data
+from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
+from pcapexfil.services.base import analyzer_violation
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -53,6 +63,19 @@ _COUNTED_STATES = frozenset(("body", "chunk_data"))
 _PROXY_HEADERS = frozenset(
     ("FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-FROM", "CLIENT-IP", "VIA", "XROXY-CONNECTION", "PROXY-CONNECTION")
 )
+# HTTP.cc is_HTTP_token_char: printable ASCII but these separators.
+_TOKEN_CHARS = frozenset(c for c in range(32, 127) if c not in b'()<>@,;:\\"/[]?={} \t')
+# HTTP.cc is_reserved_URI_char, is_unreserved_URI_char (alphanumerics too) and ParseRequest's
+# '%'; their strchr also finds the string's terminating NUL.
+_URI_CHARS = frozenset(
+    b":/?#[]@!$&'()*+,;=" + b"-_.!~*'()" + b"%\x00" + bytes(c for c in range(128) if chr(c).isalnum())
+)
+_BLANKS = b" \t"  # util::skip_whitespace, analyzer::mime::is_lws
+_VERSION_PREFIX = b"HTTP/"
+_MIN_09_METHOD = 3  # HTTP_RequestLine: an HTTP/0.9 request needs a 3-character method (GET)
+_REPLY_CODE_LENGTH = 3
+_MIME_TOKEN_END = re.compile(r'[\s()<>@,;:\\"/\[\]?=]')  # mime is_tspecial, where get_value_token ends
+_PERSISTENT = re.compile(rb"(?:[2-9]\.\d|1\.[1-9])")  # SetVersion: above 1.0 keeps the connection alive
 
 
 def strip_port(host: str) -> str:
@@ -64,6 +87,49 @@ def strip_port(host: str) -> str:
     if host.count(":") == 1:
         return host.split(":", 1)[0]
     return host
+
+
+def is_request_line(line: bytes) -> bool:
+    """Whether HTTP_Analyzer::HTTP_RequestLine takes the line (else bad_HTTP_request): a
+    method token, blanks, then a target and version ParseRequest reads; without an
+    `HTTP/` version (HTTP/0.9), a method of 3 characters or more and a URI."""
+    method = 0
+    while method < len(line) and line[method] in _TOKEN_CHARS:
+        method += 1
+    if method == 0:
+        return False
+    rest = line[method:].lstrip(_BLANKS)
+    if len(rest) == len(line) - method:
+        return False  # no blank after the method
+    uri_end = 0
+    while uri_end < len(rest) and rest[uri_end] in _URI_CHARS:
+        uri_end += 1
+    if uri_end == len(rest):
+        has_version = rest.startswith(_VERSION_PREFIX)  # missing_HTTP_uri
+    else:
+        has_version = _VERSION_PREFIX in rest[uri_end:]
+    # The URI ParseRequest keeps is empty only for a single character outside the URI set.
+    has_uri = len(rest) > 1 or uri_end == 1
+    return has_version or (method >= _MIN_09_METHOD and has_uri)
+
+
+def is_reply_line(line: bytes) -> bool:
+    """Whether HTTP_Analyzer::HTTP_ReplyLine takes the line: `HTTP/`, the version up to a
+    blank, then at least 3 characters (the code; non-digits read as code 0)."""
+    if not line.startswith(_VERSION_PREFIX):
+        return False  # bad_HTTP_reply
+    blank = next((i for i, c in enumerate(line) if c in _BLANKS), -1)
+    return blank >= 0 and len(line[blank:].lstrip(_BLANKS)) >= _REPLY_CODE_LENGTH
+
+
+def _first_line(buf: bytearray) -> bytes | None:
+    """The first line after blank ones (the analyzer ignores empty lines where a message
+    starts), without its end; None until it is complete."""
+    start = 0
+    while buf[start : start + 2] == b"\r\n" or buf[start : start + 1] == b"\n":
+        start += 2 if buf[start : start + 1] == b"\r" else 1
+    end = buf.find(b"\n", start)
+    return None if end < 0 else bytes(buf[start:end]).rstrip(b"\r")
 
 
 def _text(raw: bytes) -> str:
@@ -179,7 +245,7 @@ class _Side:
 
 
 class _HttpConn:
-    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped")
+    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive")
 
     def __init__(self) -> None:
         self.orig = _Side(False)
@@ -189,6 +255,9 @@ class _HttpConn:
         self.next_resp = 0  # index of the first transaction still waiting for its response
         self.is_http: bool | None = None  # None: undecided
         self.done = False
+        # HTTP_Analyzer's keep_alive: a version above 1.0 either way, or the client's
+        # `Connection: keep-alive`; with it, requests are expected after the first.
+        self.keep_alive = False
 
 
 def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
@@ -246,6 +315,8 @@ class HttpAnalyzer:
         elif st.is_http is None and st.orig.state == "head" and not st.orig.buf:
             # The server spoke first: HTTP clients always do.
             self._give_up(conn, st)
+        if st.done:
+            return
         if st.orig.state == "off" and st.resp.state == "off":
             self._give_up(conn, st)
         else:
@@ -285,6 +356,12 @@ class HttpAnalyzer:
         s = streams(conn)
         if s is not None:
             s.release(NAME)
+
+    def _violation(self, conn: ConnView, st: _HttpConn) -> None:
+        """AnalyzerViolation: within DPD::ignore_violations_after dpd.zeek disables the
+        analyzer (and takes "http" out of the service); the transactions seen are logged."""
+        if analyzer_violation(conn.service, NAME, stream_size(conn)):
+            self._give_up(conn, st)
 
     # -- client side -------------------------------------------------------------------
 
@@ -336,10 +413,13 @@ class HttpAnalyzer:
                     side.state = "off"
                 return
             lines = head
-            m = _REQUEST_LINE.match(lines[0])
+            request_line = is_request_line(lines[0])
+            m = _REQUEST_LINE.match(lines[0]) if request_line else None
             if m is None:
                 self._weird(conn, "bad_HTTP_request", ts)
                 side.state = "off"
+                if not request_line and (st.keep_alive or not st.dropped + len(st.trans)):
+                    self._violation(conn, st)  # "not a http request line" (RequestExpected)
                 return
             method, uri, version = m.group(1), m.group(2), m.group(3)
             if st.is_http is None:
@@ -347,6 +427,8 @@ class HttpAnalyzer:
                 if "http" not in conn.service:
                     conn.service.append("http")
             headers = _parse_headers(lines[1:]) if version else []
+            if version and _PERSISTENT.match(version):
+                st.keep_alive = True
             uri, uri_weirds = unescape_uri(uri)
             for name in uri_weirds:
                 self._weird(conn, name, ts)
@@ -361,6 +443,8 @@ class HttpAnalyzer:
                     t.headers[name] = value
                 if name in _PROXY_HEADERS:
                     t.proxied.append(f"{name} -> {value}")
+                if name == "CONNECTION" and _MIME_TOKEN_END.split(value, maxsplit=1)[0].lower() == "keep-alive":
+                    st.keep_alive = True
                 if name == "AUTHORIZATION" and value[:6].lower() == "basic ":
                     try:
                         user = base64.b64decode(value[6:].strip(), validate=False).split(b":", 1)[0]
@@ -502,6 +586,12 @@ class HttpAnalyzer:
                     continue
                 side.buf += data[pos:]
                 pos = len(data)
+                first = _first_line(side.buf)
+                if first is not None and not is_reply_line(first):
+                    self._weird(conn, "bad_HTTP_reply", ts)
+                    side.state = "off"
+                    self._violation(conn, st)  # "not a http reply line"
+                    return
                 head = self._take_head(side, allow_09=False)
                 if head is None:
                     if len(side.buf) > MAX_HEADER:
@@ -513,6 +603,8 @@ class HttpAnalyzer:
                     side.state = "off"
                     return
                 code = int(m.group(2))
+                if _PERSISTENT.match(m.group(1)):
+                    st.keep_alive = True
                 msg = _text(m.group(3) or b"").strip() or None
                 headers = _parse_headers(head[1:])
                 if 100 <= code < 200 and code != 101:

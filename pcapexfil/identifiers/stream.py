@@ -218,3 +218,10 @@ def tcp_data(conn: ConnView, is_orig: bool, pkt: Packet, users: frozenset[str]) 
 
 def streams(conn: ConnView) -> TcpStreams | None:
     return conn.app.get(STREAM_KEY)
+
+
+def stream_size(conn: ConnView) -> int:
+    """Bytes both directions delivered so far, counted ones included: Zeek's c$orig$size +
+    c$resp$size while some analyzer reads both streams."""
+    s = streams(conn)
+    return 0 if s is None else s.orig.delivered + s.resp.delivered

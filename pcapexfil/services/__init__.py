@@ -8,8 +8,9 @@ reassembled stream, UDP: the first datagram, and on `REPLY_UDP_PORTS` the first 
 each direction) and appends the name of each that confirms; it lets the stream go as soon
 as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
-while dpd.zeek still acts on a violation: one there takes its name out of `service` again.
-TLS, HTTP and DNS name themselves in their identifier analyzers (pcapexfil.identifiers).
+while dpd.zeek still acts on a violation: one there takes its name out of `service` again
+(`base.analyzer_violation`). TLS, HTTP and DNS name themselves in their identifier analyzers
+(pcapexfil.identifiers); HTTP and DNS apply their violations there through the same helper.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
 )
-from pcapexfil.services.base import Recogniser, Verdict
+from pcapexfil.services.base import IGNORE_VIOLATIONS_AFTER, Recogniser, Verdict, analyzer_violation
 
 if TYPE_CHECKING:
     from pcapexfil.packet import Packet
@@ -40,11 +41,6 @@ RECOGNISERS: tuple[Recogniser, ...] = (
 )
 # Bytes per direction a recogniser may ask for before it must have decided.
 MAX_BYTES = 8192
-# scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
-# raised once the two directions carried more than this (c$orig$size + c$resp$size) is
-# ignored; below it, analyzer_violation_info disables the analyzer and analyzer_failed
-# deletes its name from c$service if it had confirmed.
-IGNORE_VIOLATIONS_AFTER = 10 * 1024
 
 
 _PORTS: dict[Recogniser, frozenset[tuple[int, int]]] = {r: r.ports() for r in RECOGNISERS}
@@ -159,7 +155,8 @@ class ServiceAnalyzer:
 
     def _decide(self, conn: ConnView, st: _State) -> None:
         # dpd.zeek's analyzer_violation_info handler acts only up to this many bytes.
-        acting = st.orig_size + st.resp_size <= IGNORE_VIOLATIONS_AFTER
+        size = st.orig_size + st.resp_size
+        acting = size <= IGNORE_VIOLATIONS_AFTER
         if st.watching:
             kept = []
             for rec in st.watching:
@@ -167,11 +164,7 @@ class ServiceAnalyzer:
                     continue  # later violations are ignored: nothing left to watch
                 assert rec.violation is not None
                 self._limit(conn, st, rec)
-                if rec.violation(st.orig, st.resp):
-                    # analyzer_failed: `delete c$service[analyzer]` (it had confirmed).
-                    if rec.name in conn.service:
-                        conn.service.remove(rec.name)
-                else:
+                if not (rec.violation(st.orig, st.resp) and analyzer_violation(conn.service, rec.name, size)):
                     kept.append(rec)
             st.watching = kept
         left = []

@@ -21,6 +21,23 @@ from pcapexfil.flow.ports import REGISTRATIONS
 # Zeek matches dpd.sig payload patterns against the first bytes of each direction only
 # (init-bare.zeek: dpd_match_only_beginning = T, dpd_buffer_size = 1024).
 SIGNATURE_WINDOW = 1024
+# scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
+# raised once the two directions carried more than this (c$orig$size + c$resp$size) is
+# ignored; below it, analyzer_violation_info disables the analyzer and analyzer_failed
+# deletes its name from c$service if it had confirmed.
+IGNORE_VIOLATIONS_AFTER = 10 * 1024
+
+
+def analyzer_violation(service: list[str], name: str, size: int) -> bool:
+    """dpd.zeek's handlers for a violation of analyzer `name` raised after `size` bytes of
+    both directions: True if analyzer_violation_info disables the analyzer (it never
+    confirms after that), and then analyzer_failed deletes its name from `service` if it
+    had confirmed (DPD::track_removed_services_in_connection = F); False if ignored."""
+    if size > IGNORE_VIOLATIONS_AFTER:
+        return False
+    if name in service:
+        service.remove(name)
+    return True
 
 
 class Verdict(Enum):
@@ -62,7 +79,7 @@ class Recogniser:
     # each direction is read on the registered ports (`services.REPLY_UDP_PORTS`).
     both_datagrams: bool = False
     # TCP: what the analyzer itself reports as a violation, read on, after confirmation
-    # too, while dpd.zeek still acts on one (`services.IGNORE_VIOLATIONS_AFTER`): the
+    # too, while dpd.zeek still acts on one (`IGNORE_VIOLATIONS_AFTER`): the
     # analyzer is then disabled and its name leaves `service` (analyzer_failed).
     violation: Violation | None = None
     # TCP, read alongside `violation`: a limit the confirmed analyzer reaches gives the

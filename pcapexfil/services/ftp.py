@@ -12,7 +12,7 @@ analyzers deliver (LF ends a line, a CR before it is dropped; empty lines are sk
   `AUTH TLS` the lines are TLS and no longer parsed.
 - a command word longer than FTP::max_command_length once confirmed is LimitReachedWeird
   (weird FTP_max_command_length_exceeded and the history's 'X'), read as far as the
-  service analyzer reads the stream (`services.IGNORE_VIOLATIONS_AFTER`).
+  service analyzer reads the stream (`services.base.IGNORE_VIOLATIONS_AFTER`).
 Registered on 21/tcp and 2811/tcp (ftp/main.zeek). ftp/dpd.sig's signature for other ports
 (a client USER line, a server 120/220 greeting then 230/331) is not modelled.
 """

@@ -1,9 +1,19 @@
-"""SMTP: the server's greeting and the client's HELO/EHLO.
+"""SMTP: the server's greeting and the client's HELO/EHLO; a malformed reply is a violation.
 
 Zeek's SMTP analyzer (src/analyzer/protocol/smtp/SMTP.cc) parses the session state machine
 from the 220 greeting and the client's commands; registered on 25/tcp and 587/tcp
 (smtp/main.zeek). smtp/dpd.sig's signature for other ports is not modelled: registered
 ports only.
+
+Violations (SMTP_Analyzer::ProcessLine): every server line, as its ContentLine_Analyzer
+delivers it (CR, LF or CRLF ends a line), must start with a reply code of 3 digits in
+100..599, else AnalyzerViolation("reply code ... out of range"), an empty line included.
+Once a 220 reply answers STARTTLS (or X-ANONYMOUSTLS), UpdateState calls StartTLS and the
+rest of the stream goes to the SSL analyzer unparsed. Replies answer the client's commands
+in order (NewReply pops the queue NewCmd fills, the greeting answers the connection's
+establishment); only words ParseCmd knows are queued, and lines after DATA up to the "."
+line are mail data, not commands. AUTH exchanges (whose client lines are AUTH_ANSWER
+commands only while the server's 334 holds) are not modelled.
 """
 
 from __future__ import annotations
@@ -16,6 +26,23 @@ from pcapexfil.services.base import Recogniser, Verdict, both_directions, first_
 _GREETING = re.compile(rb"^\s*220(\s|-|$)")
 _HELLO = re.compile(rb"^\s*(HELO|EHLO)(\s|$)", re.IGNORECASE)
 MAX_LINE = 1024
+# ContentLine_Analyzer's default CR_LF_as_EOL = CR_as_EOL | LF_as_EOL.
+_EOL = re.compile(rb"\r\n|\r|\n")
+# The reply codes ProcessLine accepts ("we see 5xx codes larger than 559, so we still
+# tolerate that").
+_MIN_REPLY_CODE, _MAX_REPLY_CODE = 100, 599
+_CODE_LENGTH = 3
+_CONTINUED = b"-"  # `ddd-`: the reply goes on with the same code
+_TLS_READY = 220
+# SMTP_cmd.def: the words ParseCmd knows (istrequal: case-insensitive, whole word).
+_COMMANDS = frozenset((
+    b"EHLO", b"HELO", b"MAIL", b"RCPT", b"DATA", b"QUIT", b"RSET", b"VRFY", b"EXPN", b"HELP", b"NOOP",
+    b"STARTTLS", b"X_ANONYMOUSTLS", b"X-ANONYMOUSTLS", b"CONN_ESTABLISHMENT", b"END_OF_DATA", b"SEND",
+    b"SOML", b"SAML", b"TURN", b"BDAT", b"ETRN", b"AUTH", b"AUTH_ANSWER",
+))
+_TLS_COMMANDS = frozenset((b"STARTTLS", b"X_ANONYMOUSTLS", b"X-ANONYMOUSTLS"))
+_DATA, _END_OF_DATA = b"DATA", b"."
+_WORD_END = re.compile(rb"[\s\x00]")  # util::get_word ends a word at a space (isspace) or NUL
 
 
 def _line(data: bytes, pattern: re.Pattern[bytes]) -> bool | None:
@@ -29,4 +56,49 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return both_directions(_line(orig, _HELLO) if orig else None, _line(resp, _GREETING) if resp else None)
 
 
-RECOGNISER = Recogniser("smtp", PROTO_TCP, check)
+def _lines(data: bytes) -> list[bytes]:
+    """The complete lines, as the ContentLine analyzer delivers them."""
+    return _EOL.split(data)[:-1]
+
+
+def _commands(orig: bytes) -> list[bytes]:
+    """The client's commands that replies answer, in order (upper case; "." ends data)."""
+    out = []
+    in_data = False
+    for line in _lines(orig):
+        if in_data:
+            if line == _END_OF_DATA:
+                in_data = False
+                out.append(line)
+            continue
+        word = _WORD_END.split(line, maxsplit=1)[0].upper()
+        if word in _COMMANDS:
+            out.append(word)
+            in_data = word == _DATA
+    return out
+
+
+def violation(orig: bytes, resp: bytes) -> bool:
+    """Whether a server line before the STARTTLS hand-over lacks a valid reply code."""
+    commands: list[bytes] | None = None
+    replies = 0  # replies begun so far (the first answers the connection's establishment)
+    pending = 0  # the code of a `ddd-` reply still going on
+    for line in _lines(resp):
+        digits = line[:_CODE_LENGTH]
+        code = int(digits) if len(digits) == _CODE_LENGTH and digits.isdigit() else 0
+        if not _MIN_REPLY_CODE <= code <= _MAX_REPLY_CODE:
+            return True
+        if pending and code != pending:
+            pending = 0
+        if not pending:
+            if replies and code == _TLS_READY:
+                if commands is None:
+                    commands = _commands(orig)
+                if replies <= len(commands) and commands[replies - 1] in _TLS_COMMANDS:
+                    return False  # StartTLS: the SSL analyzer reads the rest
+            replies += 1
+        pending = code if line[_CODE_LENGTH : _CODE_LENGTH + 1] == _CONTINUED else 0
+    return False
+
+
+RECOGNISER = Recogniser("smtp", PROTO_TCP, check, violation=violation)
