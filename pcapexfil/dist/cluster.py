@@ -165,12 +165,13 @@ def _run_shares(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     share of connections by flow hash (pcapexfil.workers), then the epoch merge here.
     Returns the summary and the merge's wall and CPU seconds."""
     from pcapexfil.pipeline import Progress
-    from pcapexfil.workers import merge, share_task, spooled, worker_options
+    from pcapexfil.workers import merge, sends, share_task, spooled, worker_options
 
     count = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
     opts = worker_options(options)
     spools = [os.path.join(run_dir, f"share-{i:04d}.bin") for i in range(count)]
-    futures = [client.submit(share_task, list(paths), opts, i, count, path, pure=False,
+    send = sends(sinks, options)
+    futures = [client.submit(share_task, list(paths), opts, i, count, send, path, pure=False,
                              key=f"share-{i}-{os.path.basename(run_dir)}") for i, path in enumerate(spools)]
     try:
         task_cpu.extend(client.gather(futures))
