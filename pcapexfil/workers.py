@@ -31,12 +31,13 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -53,6 +54,7 @@ from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
 
 SEND_ITEMS = 4096  # records and rows per message to the merging process (fewer, larger pickles)
+FOLLOW_POLL = 0.005  # seconds between looks at a spool file its task is still writing
 _M64 = (1 << 64) - 1
 _C1, _C2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
@@ -300,32 +302,70 @@ def _process(paths: list[str], options: RunOptions, share: Share, pipe: Connecti
 
 
 class SpoolFile:
-    """A worker's messages in a file (length-prefixed), for workers on other machines."""
+    """A worker's messages in a file (length-prefixed), for workers on other machines.
 
-    def __init__(self, path: str, mode: str) -> None:
-        self.f = open(path, mode)  # noqa: SIM115 (closed by close)
+    Read with `finished` (has the writing task ended?), the file is followed while its task
+    still writes it, so the merge overlaps the extraction. Once the task has ended the file
+    is reopened at the read position for the rest: on shared storage (NFS) only an open after
+    the writer's close is sure to see all it wrote.
+    """
+
+    def __init__(self, path: str, mode: str, finished: Callable[[], bool] | None = None) -> None:
+        self.path = path
+        self.finished = finished
+        self.final = finished is None  # nothing more will be written
+        self.pos = 0
+        self.f: IO[bytes] | None = None if finished is not None else open(path, mode)  # noqa: SIM115 (closed by close)
 
     def send_bytes(self, data: bytes) -> None:
+        assert self.f is not None
         self.f.write(len(data).to_bytes(8, "little"))
         self.f.write(data)
+        self.f.flush()  # the merge may be following the file
 
     def recv_bytes(self) -> bytes:
-        head = self.f.read(8)
-        if len(head) < 8:
-            raise EOFError
-        return self.f.read(int.from_bytes(head, "little"))
+        return self._read(int.from_bytes(self._read(8), "little"))
+
+    def _read(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.f.read(size - len(data)) if self.f is not None else b""
+            if chunk:
+                data += chunk
+                self.pos += len(chunk)
+            elif self.final:
+                raise EOFError
+            else:
+                self.final = self.finished is None or self.finished()
+                if not self.final:
+                    time.sleep(FOLLOW_POLL)
+                if self.final or self.f is None:
+                    self._reopen()
+        return bytes(data)
+
+    def _reopen(self) -> None:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 (closed by close)
+        except FileNotFoundError:
+            if self.final:
+                raise EOFError from None
+            return  # the task has not started
+        f.seek(self.pos)
+        self.close()
+        self.f = f
 
     def close(self) -> None:
-        self.f.close()
+        if self.f is not None:
+            self.f.close()
 
 
 def share_task(paths: list[str], options: RunOptions, index: int, count: int, send: Sends, path: str) -> float:
     """A cluster task: worker `index` of `count` over the whole capture, its output spooled
     to `path` (shared storage). Returns the CPU seconds it took."""
-    import time
-
     cpu = time.thread_time()
-    _work(paths, options, Share(index, count, send), SpoolFile(path, "wb"))
+    # "x": a task restarted after its worker died fails, rather than rewrite a spool the
+    # merge is already reading.
+    _work(paths, options, Share(index, count, send), SpoolFile(path, "xb"))
     return time.thread_time() - cpu
 
 
@@ -460,9 +500,11 @@ def worker_options(options: RunOptions) -> RunOptions:
     return replace(options, seed=run_seed(options.seed), progress=False, workers=1, staging=None)
 
 
-def spooled(paths: Sequence[str]) -> list[_Feed]:
-    """The feeds of cluster tasks' spool files, in worker order."""
-    return [_Feed(i, SpoolFile(path, "rb")) for i, path in enumerate(paths)]
+def spooled(paths: Sequence[str], finished: Sequence[Callable[[], bool]] | None = None) -> list[_Feed]:
+    """The feeds of cluster tasks' spool files, in worker order; with `finished` (each
+    task's), followed while the tasks write them."""
+    return [_Feed(i, SpoolFile(path, "rb", finished[i] if finished is not None else None))
+            for i, path in enumerate(paths)]
 
 
 def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], progress: Progress) -> RunSummary:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +20,8 @@ from pcapexfil.fast.reader import iter_batches
 from pcapexfil.pipeline import ConnLogSink, RunOptions, run
 from pcapexfil.source import CaptureError
 from pcapexfil.weird import Weirds
-from pcapexfil.workers import Sends, Share, flow_hash, flow_hashes, sends, share_task, spooled, worker_options
+from pcapexfil.workers import (Sends, Share, SpoolFile, flow_hash, flow_hashes, sends, share_task, spooled,
+                               worker_options)
 
 LOGS = ("conn.log", "ssl.log", "http.log", "dns.log", "weird.log")
 
@@ -187,7 +190,7 @@ def test_cli_conn_and_analyze_workers(tmp_path):
 
 def _sent(path: str, send: Sends, out: str) -> list:
     """The (key, record, conn.log line) items worker 0 of 2 sends over `path`."""
-    spool = os.path.join(out, "share.bin")
+    spool = os.path.join(out, f"share-{send.conn_lines}-{send.records}.bin")
     share_task([path], worker_options(RunOptions(out_dir=out, seed=5)), 0, 2, send, spool)
     feed, items, end = spooled([spool])[0], [], False
     while not end:
@@ -223,6 +226,39 @@ def test_workers_send_only_what_the_sinks_read(tmp_path):
                           [ConnLogSink(str(out), use_json=use_json)])
             outs.append((summary, _rows(str(out / "conn.log"))))
         assert outs[0] == outs[1] and outs[0][1]
+
+
+def test_a_spool_is_followed_while_its_task_writes_it(tmp_path):
+    """The cluster's merge reads a task's spool as it grows (from before the file exists),
+    and ends it when the task has ended: an unfinished message there is the end too."""
+    path = str(tmp_path / "share.bin")
+    messages = [bytes([k]) * (k * 10_000) for k in range(6)]
+    finished = threading.Event()
+
+    def task() -> None:
+        time.sleep(0.05)
+        out = SpoolFile(path, "xb")
+        for msg in messages:
+            out.send_bytes(msg)
+            time.sleep(0.01)
+        out.close()
+        finished.set()
+
+    writer = threading.Thread(target=task)
+    writer.start()
+    follow = SpoolFile(path, "rb", finished.is_set)
+    assert [follow.recv_bytes() for _ in messages] == messages
+    with pytest.raises(EOFError):
+        follow.recv_bytes()
+    writer.join()
+    with open(path, "ab") as fh:
+        fh.write((100).to_bytes(8, "little") + b"cut short")
+    cut = SpoolFile(path, "rb", lambda: True)
+    assert [cut.recv_bytes() for _ in messages] == messages
+    with pytest.raises(EOFError):
+        cut.recv_bytes()
+    with pytest.raises(FileExistsError):
+        SpoolFile(path, "xb")  # a restarted task does not rewrite a spool being merged
 
 
 class _Interrupt(_Calls):
