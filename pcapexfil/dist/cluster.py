@@ -71,7 +71,16 @@ def connect(spec: str) -> Any:
         for name in ("distributed", "dask"):  # their INFO chatter only with -v
             logging.getLogger(name).setLevel(logging.WARNING)
     if kind == "local":
-        cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, dashboard_address=":0")
+        import multiprocessing
+
+        import dask
+
+        # fork, as `--workers` does: a spawned worker starts a new interpreter and imports
+        # Dask again (2 s of a 2-worker cluster's start and close on a 2-core machine, 0.4 s
+        # forked) and then pcapexfil, which a forked one inherits.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+            cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, dashboard_address=":0")
         return Client(cluster)
     try:
         return Client(arg, timeout=30)
