@@ -41,6 +41,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from pcapexfil import collection
 from pcapexfil.fast.batch import KIND_FAST, KIND_FOREIGN, addr_to_halves
 from pcapexfil.flow.uid import ConnUids, run_seed
 from pcapexfil.hooks import RecordSink
@@ -519,6 +520,7 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
         writer = _line_writer(sink, options)
         takes.append((True, writer.write_line) if writer is not None else (False, sink.on_record))
     now = 0.0
+    pace = collection.relax()  # the single run's pace (its records and the detector's state are no cycles)
     try:
         while True:
             epochs = [feed.next() for feed in feeds]
@@ -553,6 +555,7 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
             logs.close()
             for feed in feeds:
                 feed.pipe.close()
+            collection.restore(pace)
     weirds: Counter[str] = Counter()
     for _, counts in results:
         weirds.update(counts)
