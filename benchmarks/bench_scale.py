@@ -37,22 +37,28 @@ LOGS = ("conn.log", "ssl.log", "http.log", "dns.log", "weird.log", "exfil_detect
 # In-process CPU seconds of single tasks (cluster tasks, `share_task`) and of the merge.
 TASKS = """
 import json, os, sys, time
-from pcapexfil.pipeline import RunOptions
-from pcapexfil.workers import merge, share_task, spooled, worker_options
-from pcapexfil.pipeline import ConnLogSink, Progress
+from pcapexfil.detect.detector import Detector
+from pcapexfil.pipeline import ConnLogSink, Progress, RunOptions
+from pcapexfil.workers import Sends, merge, share_task, spooled, worker_options
 cap, out = sys.argv[1], sys.argv[2]
 opts = worker_options(RunOptions(out_dir=out, seed=1))
-share_task([cap], opts, 0, 1, os.path.join(out, "warm.bin"))  # JIT cache load, page cache
+analyze = Sends(conn_lines=True, records=True)
+share_task([cap], opts, 0, 1, analyze, os.path.join(out, "warm.bin"))  # JIT cache load, page cache
 res = {}
 for index, count in ((0, 1), (0, 2), (1, 2), (999, 1000)):
-    res[f"{index}/{count}"] = share_task([cap], opts, index, count, os.path.join(out, f"{index}-{count}.bin"))
-spools = [os.path.join(out, f"{i}-2.bin") for i in range(2)]
-t = time.process_time()
-merge(spooled(spools), opts, [ConnLogSink(out)], Progress(False, 0))
-res["merge"] = time.process_time() - t
+    res[f"{index}/{count}"] = share_task([cap], opts, index, count, analyze,
+                                         os.path.join(out, f"{index}-{count}.bin"))
+for name, sinks in (("merge conn", [ConnLogSink(out)]), ("merge", [ConnLogSink(out), Detector(out_dir=out)])):
+    spools = [os.path.join(out, f"{i}-2.bin") for i in range(2)]
+    if name == "merge conn":  # what `conn` sends: lines only
+        spools = [os.path.join(out, f"conn-{i}.bin") for i in range(2)]
+        for i, path in enumerate(spools):
+            share_task([cap], opts, i, 2, Sends(conn_lines=True, records=False), path)
+    t = time.process_time()
+    merge(spooled(spools), opts, sinks, Progress(False, 0))
+    res[name] = time.process_time() - t
 print(json.dumps(res))
 """
-
 
 def rows(path: str) -> list[str]:
     if not os.path.exists(path):
@@ -102,7 +108,8 @@ def bench(name: str, cap: str, workdir: str, repeat: int) -> None:
     rest = whole - repeated
     print(f"\ntask CPU s: whole capture {whole:.2f}; shares of 2: {res['0/2']:.2f}, {res['1/2']:.2f}; "
           f"a share of 1/1000 (what every task repeats: read, parse, DNS and SLOW frames) {repeated:.2f}; "
-          f"merge of 2 shares (log rows, conn.log) {merge:.2f}")
+          f"merge of 2 shares: `conn` (lines) {res['merge conn']:.2f}, `analyze` (lines, records, the detector) "
+          f"{merge:.2f}")
     scale = DAY_BYTES / size
     print(f"\nprojection for a 100 GB day ({scale:.0f}x this capture), one task per machine:\n")
     print("| machines | repeated s | share s | merge s (sequential) | T(N) s | vs 1 |")

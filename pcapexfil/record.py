@@ -23,6 +23,12 @@ class DnsQuery:
     qtype: int  # 0 when unknown
     answer_chars: int  # characters of the answers as dns.log renders them (TXT text included)
 
+    def __reduce__(self) -> tuple[type[DnsQuery], tuple[float, str, int, int]]:
+        """Pickled as its field values, as ConnRecord is: a frozen slotted dataclass's default
+        state is rebuilt through dataclasses.fields, a third of the records' unpickling time
+        under `--workers` on DNS-heavy traffic."""
+        return (DnsQuery, (self.ts, self.query, self.qtype, self.answer_chars))
+
 
 @dataclass(slots=True)
 class ConnRecord:

@@ -31,27 +31,31 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from pcapexfil import collection
 from pcapexfil.fast.batch import KIND_FAST, KIND_FOREIGN, addr_to_halves
 from pcapexfil.flow.uid import ConnUids, run_seed
 from pcapexfil.hooks import RecordSink
 from pcapexfil.identifiers.dns import NameTable
+from pcapexfil.logs.conn import CONN_FIELDS, conn_row
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.order import Epochs, OrderedLog, RecordItem, RowItem
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
-from pcapexfil.pipeline import PROGRESS_MIN_BYTES, Progress, RunOptions, RunSummary
+from pcapexfil.pipeline import PROGRESS_MIN_BYTES, ConnLogSink, Progress, RunOptions, RunSummary
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import Weirds
 
 SEND_ITEMS = 4096  # records and rows per message to the merging process (fewer, larger pickles)
+FOLLOW_POLL = 0.005  # seconds between looks at a spool file its task is still writing
 _M64 = (1 << 64) - 1
 _C1, _C2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
@@ -107,12 +111,37 @@ class _Done(Progress):
         self.done = done
 
 
-class Share:
-    """Worker `index` of `count`: which rows it keeps, and what it may write."""
+class Sends(NamedTuple):
+    """What a worker sends for each of its records: its conn.log line (formatted in
+    parallel, when the merge writes conn.log) and the record itself (only when a sink other
+    than conn.log reads records: unpickling them is the merge's largest cost)."""
 
-    def __init__(self, index: int, count: int) -> None:
+    conn_lines: bool
+    records: bool
+
+
+def _line_writer(sink: RecordSink, options: RunOptions) -> ZeekLogWriter | None:
+    """A conn.log sink's writer when the sink is in the run's format: the workers' lines are
+    its rows."""
+    if isinstance(sink, ConnLogSink) and (sink.writer.use_json, sink.writer.ts_style) == (
+            options.use_json, options.ts_style):
+        return sink.writer
+    return None
+
+
+def sends(sinks: Sequence[RecordSink], options: RunOptions) -> Sends:
+    """What the workers must send for `merge` to feed `sinks`."""
+    lines = [_line_writer(sink, options) is not None for sink in sinks]
+    return Sends(conn_lines=any(lines), records=not all(lines))
+
+
+class Share:
+    """Worker `index` of `count`: which rows it keeps, what it may write, what it sends."""
+
+    def __init__(self, index: int, count: int, send: Sends) -> None:
         self.index = index
         self.count = count
+        self.send = send
         self.foreign: set[str] = set()  # uids of live connections this worker runs but does not own
         self.progress = _Done()
         self.names = _DeferredNames(self.foreign)
@@ -197,10 +226,11 @@ class _ShareWeirds(Weirds):
         super().report(name, ts, addl, uid=uid, conn_id=conn_id, source=source)
 
 
-# One epoch as sent: (records, [(log name, fields, (key, line) items)], tick time, end of
-# input, DNS name events).
+# One epoch as sent: ((key, record, conn.log line) items, None where not sent (Sends)),
+# [(log name, fields, (key, line) items)], tick time, end of input, DNS name events).
+SentRecord = tuple[tuple[float, str], ConnRecord | None, str | None]
 LineItem = tuple[tuple[float, str, int], str]
-Epoch = tuple[list[RecordItem], list[tuple[str, list[Field], list[LineItem]]], float, bool, list[NameEvent]]
+Epoch = tuple[list[SentRecord], list[tuple[str, list[Field], list[LineItem]]], float, bool, list[NameEvent]]
 
 
 class _Spool(Epochs):
@@ -215,11 +245,11 @@ class _Spool(Epochs):
         self.pending: list[Epoch] = []
         self.items = 0
 
-    def _format(self, log: OrderedLog) -> ZeekLogWriter:
-        fmt = self.formats.get(log.name)
+    def _format(self, name: str, fields: list[Field]) -> ZeekLogWriter:
+        fmt = self.formats.get(name)
         if fmt is None:
-            fmt = self.formats[log.name] = ZeekLogWriter(os.devnull, log.name, log.fields, self.options.use_json,
-                                                         self.options.ts_style)
+            fmt = self.formats[name] = ZeekLogWriter(os.devnull, name, fields, self.options.use_json,
+                                                     self.options.ts_style)
         return fmt
 
     def deliver(self, records: list[RecordItem], rows: list[tuple[OrderedLog, list[RowItem]]], now: float | None,
@@ -230,17 +260,21 @@ class _Spool(Epochs):
         for log, items in rows:
             kept = [it for it in items if (it[0][1] not in foreign if it[0][1] else first)]
             if kept:
-                line = self._format(log).line
+                line = self._format(log.name, log.fields).line
                 logs.append((log.name, log.fields, [(key, line(row)) for key, row in kept]))
                 self.items += len(kept)
-        ours = []
-        for item in records:
-            if item[1].uid in foreign:
-                foreign.discard(item[1].uid)
+        send = self.share.send
+        conn_line = self._format("conn", CONN_FIELDS).line if send.conn_lines else None
+        ours: list[SentRecord] = []
+        for key, rec in records:
+            if rec.uid in foreign:
+                foreign.discard(rec.uid)
             else:
-                ours.append(item)
+                ours.append((key, rec if send.records else None,
+                             conn_line(conn_row(rec)) if conn_line is not None else None))
         self.items += len(ours)
-        self.pending.append((ours, logs, now, end, self.share.names.take()))
+        names = self.share.names.take()  # the merge needs the names only to name records
+        self.pending.append((ours, logs, now, end, names if send.records else []))
         if end or self.items >= SEND_ITEMS:
             self.pipe.send_bytes(pickle.dumps(("epochs", self.pending, self.share.progress.done), protocol=5))
             self.pending, self.items = [], 0
@@ -269,32 +303,70 @@ def _process(paths: list[str], options: RunOptions, share: Share, pipe: Connecti
 
 
 class SpoolFile:
-    """A worker's messages in a file (length-prefixed), for workers on other machines."""
+    """A worker's messages in a file (length-prefixed), for workers on other machines.
 
-    def __init__(self, path: str, mode: str) -> None:
-        self.f = open(path, mode)  # noqa: SIM115 (closed by close)
+    Read with `finished` (has the writing task ended?), the file is followed while its task
+    still writes it, so the merge overlaps the extraction. Once the task has ended the file
+    is reopened at the read position for the rest: on shared storage (NFS) only an open after
+    the writer's close is sure to see all it wrote.
+    """
+
+    def __init__(self, path: str, mode: str, finished: Callable[[], bool] | None = None) -> None:
+        self.path = path
+        self.finished = finished
+        self.final = finished is None  # nothing more will be written
+        self.pos = 0
+        self.f: IO[bytes] | None = None if finished is not None else open(path, mode)  # noqa: SIM115 (closed by close)
 
     def send_bytes(self, data: bytes) -> None:
+        assert self.f is not None
         self.f.write(len(data).to_bytes(8, "little"))
         self.f.write(data)
+        self.f.flush()  # the merge may be following the file
 
     def recv_bytes(self) -> bytes:
-        head = self.f.read(8)
-        if len(head) < 8:
-            raise EOFError
-        return self.f.read(int.from_bytes(head, "little"))
+        return self._read(int.from_bytes(self._read(8), "little"))
+
+    def _read(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.f.read(size - len(data)) if self.f is not None else b""
+            if chunk:
+                data += chunk
+                self.pos += len(chunk)
+            elif self.final:
+                raise EOFError
+            else:
+                self.final = self.finished is None or self.finished()
+                if not self.final:
+                    time.sleep(FOLLOW_POLL)
+                if self.final or self.f is None:
+                    self._reopen()
+        return bytes(data)
+
+    def _reopen(self) -> None:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 (closed by close)
+        except FileNotFoundError:
+            if self.final:
+                raise EOFError from None
+            return  # the task has not started
+        f.seek(self.pos)
+        self.close()
+        self.f = f
 
     def close(self) -> None:
-        self.f.close()
+        if self.f is not None:
+            self.f.close()
 
 
-def share_task(paths: list[str], options: RunOptions, index: int, count: int, path: str) -> float:
+def share_task(paths: list[str], options: RunOptions, index: int, count: int, send: Sends, path: str) -> float:
     """A cluster task: worker `index` of `count` over the whole capture, its output spooled
     to `path` (shared storage). Returns the CPU seconds it took."""
-    import time
-
     cpu = time.thread_time()
-    _work(paths, options, Share(index, count), SpoolFile(path, "wb"))
+    # "x": a task restarted after its worker died fails, rather than rewrite a spool the
+    # merge is already reading.
+    _work(paths, options, Share(index, count, send), SpoolFile(path, "xb"))
     return time.thread_time() - cpu
 
 
@@ -393,6 +465,7 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     logs are written. `input_bytes` sizes the progress bar. On Ctrl-C (or any error) what
     was merged is written and the sinks are closed, as a single run does."""
     opts = worker_options(options)
+    send = sends(sinks, options)
     # fork: the workers start with the parent's imports (no second numba load); elsewhere spawn.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx: Any = multiprocessing.get_context(method)
@@ -403,11 +476,11 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
         show = os.isatty(2) and input_bytes >= PROGRESS_MIN_BYTES
     try:
         for i in range(workers):
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_process, args=(list(paths), opts, Share(i, workers), send), daemon=True,
-                               name=f"pcapexfil-worker-{i}")
+            recv, pipe = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_process, args=(list(paths), opts, Share(i, workers, send), pipe),
+                               daemon=True, name=f"pcapexfil-worker-{i}")
             proc.start()
-            send.close()
+            pipe.close()
             procs.append(proc)
             feeds.append(_Feed(i, recv))
         return merge(feeds, options, sinks, Progress(show, input_bytes))
@@ -428,18 +501,26 @@ def worker_options(options: RunOptions) -> RunOptions:
     return replace(options, seed=run_seed(options.seed), progress=False, workers=1, staging=None)
 
 
-def spooled(paths: Sequence[str]) -> list[_Feed]:
-    """The feeds of cluster tasks' spool files, in worker order."""
-    return [_Feed(i, SpoolFile(path, "rb")) for i, path in enumerate(paths)]
+def spooled(paths: Sequence[str], finished: Sequence[Callable[[], bool]] | None = None) -> list[_Feed]:
+    """The feeds of cluster tasks' spool files, in worker order; with `finished` (each
+    task's), followed while the tasks write them."""
+    return [_Feed(i, SpoolFile(path, "rb", finished[i] if finished is not None else None))
+            for i, path in enumerate(paths)]
 
 
 def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], progress: Progress) -> RunSummary:
     """Epoch k of every worker, merged by the epoch order's keys, to `sinks` and the logs;
-    the sinks and logs are closed whatever happens (what was merged is kept)."""
+    the sinks and logs are closed whatever happens (what was merged is kept). The workers
+    sent what `sends(sinks, options)` asks for: conn.log sinks take their lines."""
     logs = _Logs(options)
     names = _Names()
     records = 0
+    takes: list[tuple[bool, Callable[[Any], None]]] = []  # in sink order: (takes the line, take)
+    for sink in sinks:
+        writer = _line_writer(sink, options)
+        takes.append((True, writer.write_line) if writer is not None else (False, sink.on_record))
     now = 0.0
+    pace = collection.relax()  # the single run's pace (its records and the detector's state are no cycles)
     try:
         while True:
             epochs = [feed.next() for feed in feeds]
@@ -453,11 +534,12 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
                     by_log.setdefault(name, (fields, []))[1].append(items)
             for name, (fields, parts) in by_log.items():
                 logs.write(name, fields, parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_key))
-            for _, rec in heapq.merge(*(e[0] for e in epochs), key=_key):
-                names.name(rec)
+            for _, rec, line in heapq.merge(*(e[0] for e in epochs), key=_key):
                 records += 1
-                for sink in sinks:
-                    sink.on_record(rec)
+                if rec is not None:
+                    names.name(rec)
+                for by_line, take in takes:
+                    take(line if by_line else rec)
             progress.update(min(feed.done for feed in feeds))
             if end:
                 break
@@ -473,6 +555,7 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
             logs.close()
             for feed in feeds:
                 feed.pipe.close()
+            collection.restore(pace)
     weirds: Counter[str] = Counter()
     for _, counts in results:
         weirds.update(counts)

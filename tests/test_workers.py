@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +20,8 @@ from pcapexfil.fast.reader import iter_batches
 from pcapexfil.pipeline import ConnLogSink, RunOptions, run
 from pcapexfil.source import CaptureError
 from pcapexfil.weird import Weirds
-from pcapexfil.workers import Share, flow_hash, flow_hashes
+from pcapexfil.workers import (Sends, Share, SpoolFile, flow_hash, flow_hashes, sends, share_task, spooled,
+                               worker_options)
 
 LOGS = ("conn.log", "ssl.log", "http.log", "dns.log", "weird.log")
 
@@ -151,7 +154,7 @@ def test_shares_split_the_connections_dns_included():
     kept = []
     for i in range(3):
         rows = batch.packets.copy()
-        Share(i, 3).mark(rows)
+        Share(i, 3, Sends(conn_lines=True, records=True)).mark(rows)
         kept.append(rows["kind"] != KIND_FOREIGN)
     dns = np.isin(batch.packets["sport"], (53, 5353, 5355)) | np.isin(batch.packets["dport"], (53, 5353, 5355))
     assert dns.any()
@@ -183,6 +186,79 @@ def test_cli_conn_and_analyze_workers(tmp_path):
     assert bad.returncode == 2 and "--workers" in bad.stderr
     ref = cli("conn", DAYS[0], "-o", str(tmp_path / "ref"), "--workers", "2", "--engine", "reference")
     assert ref.returncode == 2 and "fast engine" in ref.stderr
+
+
+def _sent(path: str, send: Sends, out: str) -> list:
+    """The (key, record, conn.log line) items worker 0 of 2 sends over `path`."""
+    spool = os.path.join(out, f"share-{send.conn_lines}-{send.records}.bin")
+    share_task([path], worker_options(RunOptions(out_dir=out, seed=5)), 0, 2, send, spool)
+    feed, items, end = spooled([spool])[0], [], False
+    while not end:
+        epoch = feed.next()
+        items.extend(epoch[0])
+        end = epoch[3]
+    return items
+
+
+def test_workers_send_only_what_the_sinks_read(tmp_path):
+    """conn.log alone takes the workers' lines, and no record crosses the pipe; a sink that
+    reads records gets them too; a conn.log in another format than the run's takes records
+    (and formats them itself). Each gives the single run's output."""
+    opts = RunOptions(out_dir=str(tmp_path), seed=5)
+    os.makedirs(tmp_path / "json")
+    conn, other = ConnLogSink(str(tmp_path)), ConnLogSink(str(tmp_path / "json"), use_json=True)
+    assert sends([conn], opts) == Sends(conn_lines=True, records=False)
+    assert sends([_Calls(), conn], opts) == Sends(conn_lines=True, records=True)
+    assert sends([other], opts) == Sends(conn_lines=False, records=True)
+    for sink in (conn, other):
+        sink.close(0.0)
+    lines = _sent(DAYS[0], Sends(conn_lines=True, records=False), str(tmp_path))
+    assert lines and all(rec is None and line.count("\t") == 21 for _, rec, line in lines)
+    both = _sent(DAYS[0], Sends(conn_lines=True, records=True), str(tmp_path))
+    assert [(k, line) for k, _, line in both] == [(k, line) for k, _, line in lines]
+    assert all(rec.uid == k[1] for k, rec, _ in both)
+    for use_json in (False, True):
+        outs = []
+        for workers in (1, 2):
+            out = tmp_path / f"run-{use_json}-{workers}"
+            os.makedirs(out)
+            summary = run(DAYS[:2], RunOptions(out_dir=str(out), seed=5, workers=workers),
+                          [ConnLogSink(str(out), use_json=use_json)])
+            outs.append((summary, _rows(str(out / "conn.log"))))
+        assert outs[0] == outs[1] and outs[0][1]
+
+
+def test_a_spool_is_followed_while_its_task_writes_it(tmp_path):
+    """The cluster's merge reads a task's spool as it grows (from before the file exists),
+    and ends it when the task has ended: an unfinished message there is the end too."""
+    path = str(tmp_path / "share.bin")
+    messages = [bytes([k]) * (k * 10_000) for k in range(6)]
+    finished = threading.Event()
+
+    def task() -> None:
+        time.sleep(0.05)
+        out = SpoolFile(path, "xb")
+        for msg in messages:
+            out.send_bytes(msg)
+            time.sleep(0.01)
+        out.close()
+        finished.set()
+
+    writer = threading.Thread(target=task)
+    writer.start()
+    follow = SpoolFile(path, "rb", finished.is_set)
+    assert [follow.recv_bytes() for _ in messages] == messages
+    with pytest.raises(EOFError):
+        follow.recv_bytes()
+    writer.join()
+    with open(path, "ab") as fh:
+        fh.write((100).to_bytes(8, "little") + b"cut short")
+    cut = SpoolFile(path, "rb", lambda: True)
+    assert [cut.recv_bytes() for _ in messages] == messages
+    with pytest.raises(EOFError):
+        cut.recv_bytes()
+    with pytest.raises(FileExistsError):
+        SpoolFile(path, "xb")  # a restarted task does not rewrite a spool being merged
 
 
 class _Interrupt(_Calls):

@@ -71,7 +71,16 @@ def connect(spec: str) -> Any:
         for name in ("distributed", "dask"):  # their INFO chatter only with -v
             logging.getLogger(name).setLevel(logging.WARNING)
     if kind == "local":
-        cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, dashboard_address=":0")
+        import multiprocessing
+
+        import dask
+
+        # fork, as `--workers` does: a spawned worker starts a new interpreter and imports
+        # Dask again (2 s of a 2-worker cluster's start and close on a 2-core machine, 0.4 s
+        # forked) and then pcapexfil, which a forked one inherits.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+            cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, dashboard_address=":0")
         return Client(cluster)
     try:
         return Client(arg, timeout=30)
@@ -162,23 +171,29 @@ def run_cluster(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
 def _run_shares(paths: Sequence[str], options: RunOptions, sinks: list[RecordSink], client: Any, run_dir: str,
                 task_cpu: list[float]) -> tuple[RunSummary, float, float]:
     """The fast engine's extraction: one task per worker thread, each the whole capture's
-    share of connections by flow hash (pcapexfil.workers), then the epoch merge here.
-    Returns the summary and the merge's wall and CPU seconds."""
+    share of connections by flow hash (pcapexfil.workers), and the epoch merge here, which
+    follows their spools as they are written. Returns the summary and the merge's wall
+    (extraction included) and CPU seconds."""
     from pcapexfil.pipeline import Progress
-    from pcapexfil.workers import merge, share_task, spooled, worker_options
+    from pcapexfil.workers import WorkerError, merge, sends, share_task, spooled, worker_options
 
     count = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
     opts = worker_options(options)
     spools = [os.path.join(run_dir, f"share-{i:04d}.bin") for i in range(count)]
-    futures = [client.submit(share_task, list(paths), opts, i, count, path, pure=False,
+    send = sends(sinks, options)
+    futures = [client.submit(share_task, list(paths), opts, i, count, send, path, pure=False,
                              key=f"share-{i}-{os.path.basename(run_dir)}") for i, path in enumerate(spools)]
-    try:
-        task_cpu.extend(client.gather(futures))
-    except BaseException:
-        client.cancel(futures)
-        raise
     t, c = time.perf_counter(), time.thread_time()
-    summary = merge(spooled(spools), options, sinks, Progress(False, 0))
+    try:
+        # The merge follows the spools as the tasks write them (as `--workers` reads its pipes).
+        summary = merge(spooled(spools, [fut.done for fut in futures]), options, sinks, Progress(False, 0))
+        task_cpu.extend(client.gather(futures))
+    except BaseException as exc:
+        errors = [fut.exception() for fut in futures if fut.status == "error"]
+        client.cancel(futures)
+        if isinstance(exc, WorkerError) and errors:
+            raise errors[0] from exc  # the task's own error, rather than its spool's end
+        raise
     return summary, time.perf_counter() - t, time.thread_time() - c
 
 

@@ -28,7 +28,12 @@ def suffix_list() -> PublicSuffixList:
     return PublicSuffixList()
 
 
-def _is_ip(name: str) -> bool:
+def is_ip_literal(name: str) -> bool:
+    """An IPv4 or IPv6 address. A name with no colon (IPv6) that is not all digits and dots
+    (IPv4) is answered without ipaddress, whose parse (~10 µs) was a third of the DNS tunnel
+    rule's time on real traffic, almost all of it for names."""
+    if ":" not in name and not name.replace(".", "").isdigit():
+        return False
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -49,7 +54,7 @@ def parent_domain(name: str, mode: DomainMode = "psl") -> str | None:
     host = normalize(name)
     if not host:
         return None
-    if _is_ip(host) or "." not in host:
+    if is_ip_literal(host) or "." not in host:
         return host
     if mode == "last2":
         return ".".join(host.split(".")[-2:])

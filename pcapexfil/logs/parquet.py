@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from pcapexfil.record import ConnRecord, DnsQuery
@@ -58,7 +58,10 @@ def records_table(records: Sequence[ConnRecord], sensor: str | None = None,
     pa = require_pyarrow()
     schema = record_schema([(n, t) for n, t, _ in extra])
     data: dict[str, list[Any]] = {name: [getattr(r, name) for r in records] for name in RECORD_FIELDS}
-    data["dns_queries"] = [[asdict(q) for q in r.dns_queries] for r in records]
+    # Built by hand: dataclasses.asdict deep-copies each field, half the table's build time
+    # at the end of a cluster run.
+    data["dns_queries"] = [[{"ts": q.ts, "query": q.query, "qtype": q.qtype, "answer_chars": q.answer_chars}
+                            for q in r.dns_queries] for r in records]
     data["sensor"] = [sensor] * len(records)
     for name, _, values in extra:
         data[name] = values

@@ -25,7 +25,6 @@ the state store scores exactly as one uninterrupted run, with no extra persisted
 """
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from pcapexfil.detect.baseline import Baseline, BaselineKey
 from pcapexfil.detect.scores.base import WindowContext
+from pcapexfil.identifiers.domain import is_ip_literal
 from pcapexfil.jit import njit
 
 # Columns of the statistics rows returned by `group_stats`.
@@ -207,11 +207,7 @@ def recent_upload(baseline: Baseline, bkey: BaselineKey, identifier: str, now: f
 
 def is_address(identifier: str) -> bool:
     """A resp_h identifier (an IP address), as opposed to a domain or a JA3S hash."""
-    try:
-        ipaddress.ip_address(identifier)
-    except ValueError:
-        return False
-    return True
+    return is_ip_literal(identifier)
 
 
 class Volume:
