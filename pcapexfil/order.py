@@ -31,6 +31,7 @@ from pcapexfil.logs.zeek import Field
 from pcapexfil.record import ConnRecord
 
 RecordItem = tuple[tuple[float, str], ConnRecord]
+TICK_INTERVAL = 1.0  # network seconds between the pipeline's ticks (an epoch at most)
 EPOCH_RECORDS = 5_000  # records held at most before an early release (0: no limit)
 RowItem = tuple[tuple[float, str, int], dict[str, Any]]
 

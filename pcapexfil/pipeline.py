@@ -22,7 +22,7 @@ from pcapexfil.logs.conn import CONN_FIELDS, conn_row
 from pcapexfil.logs.staging import LogStaging
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.netconf import PRIVATE_NETS
-from pcapexfil.order import Epochs
+from pcapexfil.order import TICK_INTERVAL, Epochs
 from pcapexfil.record import ConnRecord
 from pcapexfil.source import CaptureStats, open_captures
 from pcapexfil.source.filter import CaptureFilter
@@ -237,7 +237,7 @@ def run(
                 table.uids.expire(now)
                 for sink in sinks:
                     sink.on_time(now)
-                next_tick = now + 1.0
+                next_tick = now + TICK_INTERVAL
             if count & 0x3FF == 0:
                 progress.update(stats.bytes)
             pkts = decoder.decode(raw)

@@ -36,7 +36,7 @@ from pcapexfil.flow.table import EVICTED_WEIRD
 from pcapexfil.flow.uid import ConnUids, tunnel_name
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.logs.parquet import table_records
-from pcapexfil.order import Epochs, OrderedLog
+from pcapexfil.order import TICK_INTERVAL, Epochs, OrderedLog
 from pcapexfil.record import ConnRecord
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
 
@@ -169,7 +169,7 @@ class Finalizer:
         for v, f in zip(res.skel_v, res.skel_f):
             if self.next_tick is None or v >= self.next_tick:
                 ticks.append((f, v))
-                self.next_tick = v + 1.0
+                self.next_tick = v + TICK_INTERVAL
         real_here: dict[str, str] = {}
         t = 0
         for pos, placeholder, _key, tunnel, ident in sorted(creations, key=lambda c: c[0]):

@@ -153,6 +153,7 @@ from pcapexfil.flow.table import (
 )
 from pcapexfil.flow.tcp import INACTIVE
 from pcapexfil.jit import njit
+from pcapexfil.order import TICK_INTERVAL
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, TH_RST, TH_SYN
 
 # aux column (one byte per batch row, beside the batch): what the reference decoder said.
@@ -177,7 +178,6 @@ HEAP_ROOM = 8
 HIST_ROOM = 8
 BLOCK_ROOM = 2
 _BCAST_LO = np.uint64((0xFFFF << 32) | 0xFFFFFFFF)  # 255.255.255.255, IPv4-mapped
-TICK_INTERVAL = 1.0  # the pipeline's ticks: sinks hear of time once a second
 
 
 @njit(cache=True, _nrt=False)

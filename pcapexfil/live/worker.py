@@ -27,6 +27,7 @@ from pcapexfil.identifiers.domain import suffix_list
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.logs.zeek import Field, TimestampStyle
 from pcapexfil.netconf import PRIVATE_NETS
+from pcapexfil.order import TICK_INTERVAL
 from pcapexfil.record import ConnRecord
 from pcapexfil.source.live import DEFAULT_SNAPLEN, LiveCapture, PcapWriter
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
@@ -190,7 +191,7 @@ class CaptureWorker:
                 if next_tick is None or self.now >= next_tick:
                     table.advance(self.now)
                     self.send(("tick", self.wid, self.now, self._counters()))
-                    next_tick = self.now + 1.0
+                    next_tick = self.now + TICK_INTERVAL
                 if pcap is not None:
                     pcap.write(raw)
                 if max_frame is not None and raw.wirelen > max_frame:
