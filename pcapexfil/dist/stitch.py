@@ -35,6 +35,7 @@ from pcapexfil.dist.trace import Emitted, Recorder
 from pcapexfil.flow.table import EVICTED_WEIRD
 from pcapexfil.flow.uid import ConnUids, tunnel_name
 from pcapexfil.hooks import AnalyzerContext, RecordSink
+from pcapexfil.identifiers.dns import NameTable
 from pcapexfil.logs.parquet import table_records
 from pcapexfil.order import TICK_INTERVAL, Epochs, OrderedLog
 from pcapexfil.record import ConnRecord
@@ -115,7 +116,7 @@ class Finalizer:
             weirds.writer = self.stitch.weird_writer()  # type: ignore[assignment]
         self.uids = ConnUids(seed)
         self.real: dict[str, str] = {}  # the stitch table's placeholders (they outlive a file)
-        self.names: dict[tuple[str, str], tuple[str, float]] = {}
+        self.names = NameTable()  # the single run's, bounded as it is (identifiers.dns.MAX_NAMES)
         self.stitch_names: dict[str, str | None] = {}  # stitch placeholder → looked-up name
         self.logs = logs if logs is not None and logs.out_dir is not None and opts.logs else None
         self.outs: dict[str, OrderedLog] = {}
@@ -191,17 +192,16 @@ class Finalizer:
                 events.append(((f, fr, sub, 0, 0, n), client, address, ts, e.rec))
         for f, fr, sub, n, client, address, ts, placeholder in self._new("lookups"):
             events.append(((f, fr, sub, 0, 1, n), client, address, ts, placeholder))
-        for f, fr, sub, n, key, client, address, name, expiry in res.learns:
+        for f, fr, sub, n, key, client, address, name, expiry, now in res.learns:
             if key not in again:
-                events.append(((f, fr, sub, 1, 0, n), client, address, name, expiry))
-        for f, fr, sub, n, _key, client, address, name, expiry in self._new("learns"):
-            events.append(((f, fr, sub, 1, 1, n), client, address, name, expiry))
+                events.append(((f, fr, sub, 1, 0, n), client, address, (name, expiry, now)))
+        for f, fr, sub, n, _key, client, address, name, expiry, now in self._new("learns"):
+            events.append(((f, fr, sub, 1, 1, n), client, address, (name, expiry, now)))
         for ev in sorted(events, key=lambda ev: ev[0]):
             if ev[0][3] == 1:
-                self.names[(ev[1], ev[2])] = (ev[3], ev[4])
+                self.names.remember(ev[1], ev[2], *ev[3])
                 continue
-            hit = self.names.get((ev[1], ev[2]))
-            resolved = None if hit is None or ev[3] > hit[1] else hit[0]
+            resolved = self.names.name_for(ev[1], ev[2], ev[3])
             if isinstance(ev[4], str):
                 self.stitch_names[ev[4]] = resolved
             else:

@@ -107,7 +107,8 @@ class Recorder:
             self._side[rec.uid] = (repr(conn.key), conn.app.get(LOOKUP_KEY), conn.app.get(LAST_KEY, ()))
 
         def dns_remember(client: str, address: str, name: str, expiry: float, now: float) -> None:
-            self._pending_learns.append((c.file, c.frame, c.sub, next(self._n), client, address, name, expiry))
+            self._pending_learns.append((c.file, c.frame, c.sub, next(self._n), client, address, name, expiry,
+                                        now))
             remember(client, address, name, expiry, now)
 
         self.log_fields: dict[str, list] = {}
