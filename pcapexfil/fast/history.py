@@ -18,6 +18,8 @@ HIST_UDP_RESP_DATA = 0x2
 L_SYN, L_SYNACK, L_ACK, L_DATA, L_FIN, L_RST = ord("S"), ord("H"), ord("A"), ord("D"), ord("F"), ord("R")
 L_FIN_RST, L_MULTI_FLAG, L_BAD_CHECKSUM, L_GAP = ord("I"), ord("Q"), ord("C"), ord("G")
 L_RETRANSMIT, L_ZERO_WINDOW, L_FLIPPED, L_PARTIAL = ord("T"), ord("W"), ord("^"), ord("X")
+# Scaled entries are written at the 1st, 10th, 100th ... occurrence (Connection::ScaledHistoryEntry).
+HISTORY_SCALE = 10
 _UPPER_A, _UPPER_Z, _LOWER_A, _LOWER_Z, _CASE = ord("A"), ord("Z"), ord("a"), ord("z"), 32
 
 
@@ -79,7 +81,7 @@ def scaled(F, e, k, ch):
     EC[e, k, 0] += 1
     if EC[e, k, 0] == EC[e, k, 1]:
         hist_append(F, e // 2, ch)
-        EC[e, k, 1] *= 10
+        EC[e, k, 1] *= HISTORY_SCALE
 
 
 @njit(cache=True, _nrt=False)

@@ -57,6 +57,7 @@ from pcapexfil.fast.hashtable import (
 from pcapexfil.fast.history import (
     HIST_UDP_ORIG_DATA,
     HIST_UDP_RESP_DATA,
+    HISTORY_SCALE,
     L_BAD_CHECKSUM,
     L_DATA,
     L_PARTIAL,
@@ -467,12 +468,12 @@ def _udp_chk_scaled(F, c, is_orig):
         C[c].chk_orig_cnt += 1
         if C[c].chk_orig_cnt == C[c].chk_orig_thr:
             hist_append(F, c, L_BAD_CHECKSUM)
-            C[c].chk_orig_thr *= 10
+            C[c].chk_orig_thr *= HISTORY_SCALE
     else:
         C[c].chk_resp_cnt += 1
         if C[c].chk_resp_cnt == C[c].chk_resp_thr:
             hist_append(F, c, lower(L_BAD_CHECKSUM))
-            C[c].chk_resp_thr *= 10
+            C[c].chk_resp_thr *= HISTORY_SCALE
 
 
 @njit(cache=True, _nrt=False)
