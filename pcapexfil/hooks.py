@@ -41,6 +41,11 @@ class ConnView(Protocol):
         """Zeek's Analyzer::LimitReachedWeird for the packet being analyzed: the weird, and
         'X' in the history (once) after that packet's letters."""
 
+    def cancel_dns_expiry(self) -> None:
+        """The DNS analyzer was disabled (a violation): Analyzer::Done cancels its timers
+        (src/analyzer/Analyzer.cc CancelTimers), DNS_Analyzer::ExpireTimer among them, so
+        only the inactivity timeout ends the connection from now on."""
+
 
 class AppAnalyzer(Protocol):
     name: str  # its key in `ConnView.app`, and its name among the readers of TCP streams

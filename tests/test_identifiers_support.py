@@ -39,6 +39,9 @@ class FakeConn:
     def limit_reached(self, weird: str) -> None:
         self.app.setdefault("limits", []).append(weird)
 
+    def cancel_dns_expiry(self) -> None:
+        self.app["dns_expiry_cancelled"] = True
+
     def record(self) -> ConnRecord:
         proto = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}[self.proto]
         return ConnRecord(self.start_ts, self.uid, self.orig_h, self.orig_p, self.resp_h, self.resp_p, proto)

@@ -388,6 +388,21 @@ def test_dns_more_than_25_questions_is_a_violation(tmp_path) -> None:
     assert rec.service == []
 
 
+def test_a_disabled_dns_analyzer_no_longer_expires_the_session(tmp_path) -> None:
+    """Disabling the DNS analyzer after a violation (Analyzer::Done → CancelTimers) cancels
+    DNS_Analyzer::ExpireTimer: a query 15 s later on the same 5-tuple stays in the one
+    connection, which only the UDP inactivity timeout (60 s) would end."""
+    frames = [udp_frame(100.0, CLIENT, 40000, SERVER, 53, _too_many_questions()),
+              udp_frame(115.0, CLIENT, 40000, SERVER, 53, dns_query())]
+    recs = records(tmp_path / "disabled", frames)
+    assert [(r.ts, r.orig_pkts, r.service) for r in recs] == [(100.0, 2, [])]
+    # Past 10 KiB the violation is ignored: the analyzer and its timer stay.
+    frames = [udp_frame(100.0 + 0.01 * i, CLIENT, 40000, SERVER, 53, b"\x00" * 1000) for i in range(11)]
+    frames += [udp_frame(101.0, CLIENT, 40000, SERVER, 53, _too_many_questions()),
+               udp_frame(116.0, CLIENT, 40000, SERVER, 53, dns_query())]
+    assert [r.orig_pkts for r in records(tmp_path / "ignored", frames)] == [12, 1]
+
+
 def test_ftp_confirms_on_the_client_command_alone(tmp_path) -> None:
     """AnalyzerConfirmation follows the first client line whose first word is a command
     (>= 3 printable characters, at most FTP::max_command_length = 100); a longer word or a

@@ -100,6 +100,7 @@ class FastConn:
 
     __slots__ = (
         "app",
+        "dns_expiry_cancelled",
         "ids",
         "inactivity_timeout",
         "limit_weirds",
@@ -128,6 +129,7 @@ class FastConn:
         self.ids: tuple[int, int, int, int] | None = None  # address halves orig_h/resp_h were made from
         self.limit_weirds: list[str] = []  # limit_reached calls not yet replayed (FastFlow._events)
         self.x_at: int | None = None  # where an analyzer's 'X' goes in the kernel's history
+        self.dns_expiry_cancelled = False  # set by an analyzer, for the kernel's C row
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView: FastFlow._events writes it into the kernel's row after the
@@ -138,6 +140,11 @@ class FastConn:
         """hooks.ConnView: FastFlow._events reports the weird and keeps where the 'X' goes
         (the history's length after this packet, from its EV_PKT); _record writes it."""
         self.limit_weirds.append(weird)
+
+    def cancel_dns_expiry(self) -> None:
+        """hooks.ConnView: FastFlow._events clears the kernel row's dns_expiry after the
+        analyzers have seen the packet."""
+        self.dns_expiry_cancelled = True
 
 
 class FastFlow:
@@ -377,7 +384,7 @@ class FastFlow:
         # grows only between kernel calls, so they stay valid for this call.
         C, E = self.table.flows.conns, self.table.flows.endpoints
         c_serial, c_mode, c_dead, c_orig_ep = C["serial"], C["app_mode"], C["app_dead"], C["orig_ep"]
-        c_timeout = C["inactivity_timeout"]
+        c_timeout, c_dns_expiry = C["inactivity_timeout"], C["dns_expiry"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
              counted_resp, stream_start, hist_len) in ev.tolist():
@@ -415,6 +422,8 @@ class FastFlow:
                     if conn.inactivity_timeout is not None and c_serial[c] == serial:
                         c_timeout[c] = conn.inactivity_timeout  # the kernel waits for it (_advance)
                         conn.inactivity_timeout = None
+                    if conn.dns_expiry_cancelled and c_serial[c] == serial:
+                        c_dns_expiry[c] = False  # the kernel waits for it too (_advance)
                 # The TCP analyzers only act on stream bytes: an exhausted direction gives
                 # them none, so its packets stay in the kernel; bytes they offered to leave
                 # uncounted, the kernel counts.

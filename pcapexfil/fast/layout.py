@@ -211,6 +211,7 @@ CONN_DTYPE = np.dtype(
         ("app_call", np.int64),  # kernel call in which app_sent was counted
         ("app_sent", np.int64),  # packets handed to the analyzers in that call
         ("app_dead", np.uint8),  # APP_EVERY, TCP: bit 1 / 2: the orig / resp byte stream ended for analyzers
+        ("dns_expiry", np.bool_),  # DNS_Analyzer::ExpireTimer not cancelled (ConnView.cancel_dns_expiry)
         ("encap", np.uint64),  # the last packet's flow.table.encapsulation_key
         ("tunnel_changes", np.int64),  # tunnel_changed events raised (Connection::CheckEncapsulation)
         ("chk_orig_cnt", np.int64),

@@ -263,10 +263,13 @@ def _advance(F, T, O, S, P, now):
         serial = T.serial[0]
         kind = T.kind[0]
         gen = T.gen[0]
-        if (kind == T_INACTIVITY and C[c].live and C[c].serial == serial and C[c].app_call == G[G_CALL]
-                and C[c].last_ts + C[c].inactivity_timeout <= when):
+        if C[c].live and C[c].serial == serial and C[c].app_call == G[G_CALL] and (
+                (kind == T_INACTIVITY and C[c].last_ts + C[c].inactivity_timeout <= when)
+                or (kind == T_DNS_EXPIRE and C[c].dns_expiry
+                    and when - C[c].last_ts >= P.timeouts[CFG_DNS_SESSION] - DNS_EXPIRE_SLACK)):
             # The analyzers have not seen this call's packets of the connection yet: one may
-            # confirm SSH/FTP and lengthen its timeout (FastFlow._events) before it expires.
+            # confirm SSH/FTP and lengthen its timeout, or disable DNS and so cancel its
+            # expiry (FastFlow._events), before the timer removes the connection.
             return False
         heap_pop(T, S)
         if not C[c].live or C[c].serial != serial:
@@ -279,6 +282,8 @@ def _advance(F, T, O, S, P, now):
                 schedule(T, S, C, due, c, T_INACTIVITY)
             continue
         if kind == T_DNS_EXPIRE:
+            if not C[c].dns_expiry:
+                continue  # the DNS analyzer was disabled: its timers are cancelled
             if when - C[c].last_ts >= P.timeouts[CFG_DNS_SESSION] - DNS_EXPIRE_SLACK:
                 _remove(F, O, S, c)
             else:
@@ -383,6 +388,7 @@ def _new_conn(F, T, O, S, P, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bhi, 
     cc.hist_seen = 0
     cc.encap = encap
     cc.tunnel_changes = 0
+    cc.dns_expiry = True
     cc.orig_pkts = 0
     cc.orig_ip_bytes = 0
     cc.resp_pkts = 0

@@ -157,6 +157,7 @@ class Connection:
         "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "missed_bytes",
         "tunnel_parents", "tcp", "orig_len", "resp_len", "counters",
         "inactivity_timeout", "timer_gen", "removed", "weirds_seen", "encap", "tunnel_changes",
+        "dns_expiry",
     )  # fmt: skip
 
     def __init__(self, table: FlowTable, key: tuple, uid: str, pkt: Packet, sport: int, dport: int,
@@ -183,6 +184,7 @@ class Connection:
         self.weirds_seen: set[str] | None = None
         self.encap = encapsulation_key(pkt)  # Zeek's Connection::encapsulation, as a key
         self.tunnel_changes = 0
+        self.dns_expiry = True  # DNS_Analyzer::ExpireTimer still pending (cancel_dns_expiry)
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView (Zeek's set_inactivity_timeout). The pending inactivity timer fires
@@ -204,6 +206,10 @@ class Connection:
         analyzer while it reads this connection's current packet."""
         self.weird(weird)
         self.check_history(HIST_UNKNOWN_PKT, HIST_UNKNOWN_PKT_CODE)
+
+    def cancel_dns_expiry(self) -> None:
+        """hooks.ConnView: the pending dns_expire timer is dropped when it fires (_fire)."""
+        self.dns_expiry = False
 
     def check_encapsulation(self, key: int) -> None:
         """Connection::CheckEncapsulation (src/Conn.cc), for a packet of this connection
@@ -599,6 +605,8 @@ class FlowTable:
         if kind == "dns_expire":
             # DNS_Analyzer::ExpireTimer: idle long enough ends the session (a later query on
             # the same 5-tuple starts a new connection), otherwise the timer re-arms.
+            if not conn.dns_expiry:
+                return  # the analyzer was disabled: its timers are cancelled
             timeout = self.config.dns_session_timeout
             if when - conn.last_ts >= timeout - DNS_EXPIRE_SLACK:
                 self._remove(conn)

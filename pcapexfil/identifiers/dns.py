@@ -377,6 +377,8 @@ class DnsAnalyzer:
             # before the message is parsed or the analyzer confirms.
             self._weird(conn, "DNS_Conn_count_too_large", ts)
             st.disabled = analyzer_violation(conn.service, NAME, st.size)
+            if st.disabled:
+                conn.cancel_dns_expiry()
             return
         try:
             msg = Message(data)
