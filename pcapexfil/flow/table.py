@@ -39,7 +39,7 @@ from pcapexfil.weird import Weirds
 # ICMP6_counterpart); every other type is one-way and keyed by (type, code).
 ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
 ICMP6_PAIRS = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136, 136: 135,
-                139: 140, 140: 139, 144: 145, 145: 144, 146: 147, 147: 146}  # fmt: skip
+               139: 140, 140: 139, 144: 145, 145: 144, 146: 147, 147: 146}  # fmt: skip
 
 # Outer packets of these IP protocols carry a tunnel but are no connection of their own
 # (IP-in-IP, IPv6-in-IP, GRE, EtherIP): Zeek names them by a tunnel uid instead.
