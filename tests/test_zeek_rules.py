@@ -353,6 +353,22 @@ def test_smtp_starttls_hands_the_stream_to_ssl(tmp_path) -> None:
     assert "smtp" not in rec.service
 
 
+def test_smtp_confirms_on_a_client_command(tmp_path) -> None:
+    """SMTP_Analyzer::ProcessLine → RequestEvent → AnalyzerConfirmation: the first client
+    line whose first word ParseCmd knows confirms, without the server's greeting (a capture
+    that starts after it); unknown words before it do not, nor a word after leading blanks."""
+    (rec,) = records(tmp_path / "mail", _dialogue(25, [(True, b"mail FROM:<a@example.com>\r\n")]))
+    assert rec.service == ["smtp"]
+    (rec,) = records(tmp_path / "later", _dialogue(25, [(True, b"XYZZY\r\n"), (True, b"NOOP\r\n")]))
+    assert rec.service == ["smtp"]
+    (rec,) = records(tmp_path / "unknown", _dialogue(25, [(True, b"HELLO there\r\n"), (True, b"EHLOx\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "blank", _dialogue(25, [(True, b" EHLO client\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "partial", _dialogue(25, [(True, b"EHLO client")]))  # no line end yet
+    assert rec.service == []
+
+
 def test_smtp_violation_before_confirmation_never_confirms(tmp_path) -> None:
     turns = [(False, b"hello\r\n220 mx ESMTP\r\n"), (True, b"EHLO client\r\n")]
     (rec,) = records(tmp_path, _dialogue(25, turns))

@@ -1,9 +1,14 @@
-"""SMTP: the server's greeting and the client's HELO/EHLO; a malformed reply is a violation.
+"""SMTP: a client command confirms; a malformed reply is a violation.
 
 Zeek's SMTP analyzer (src/analyzer/protocol/smtp/SMTP.cc) parses the session state machine
 from the 220 greeting and the client's commands; registered on 25/tcp and 587/tcp
 (smtp/main.zeek). smtp/dpd.sig's signature for other ports is not modelled: registered
 ports only.
+
+Confirmation (SMTP_Analyzer::ProcessLine → RequestEvent → AnalyzerConfirmation): the first
+client line whose first word (util::get_word: up to whitespace or NUL, no leading blanks
+skipped) ParseCmd knows, case-insensitively; the server's greeting is not needed, and client
+lines with unknown words only count as "unknown command".
 
 Violations (SMTP_Analyzer::ProcessLine): every server line, as its ContentLine_Analyzer
 delivers it (CR, LF or CRLF ends a line), must start with a reply code of 3 digits in
@@ -21,11 +26,8 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, both_directions, first_line
+from pcapexfil.services.base import Recogniser, Verdict
 
-_GREETING = re.compile(rb"^\s*220(\s|-|$)")
-_HELLO = re.compile(rb"^\s*(HELO|EHLO)(\s|$)", re.IGNORECASE)
-MAX_LINE = 1024
 # ContentLine_Analyzer's default CR_LF_as_EOL = CR_as_EOL | LF_as_EOL.
 _EOL = re.compile(rb"\r\n|\r|\n")
 # The reply codes ProcessLine accepts ("we see 5xx codes larger than 559, so we still
@@ -45,15 +47,15 @@ _DATA, _END_OF_DATA = b"DATA", b"."
 _WORD_END = re.compile(rb"[\s\x00]")  # util::get_word ends a word at a space (isspace) or NUL
 
 
-def _line(data: bytes, pattern: re.Pattern[bytes]) -> bool | None:
-    line = first_line(data)
-    if line is None:
-        return False if len(data) > MAX_LINE else None
-    return pattern.match(line) is not None
+def _word(line: bytes) -> bytes:
+    """The line's command word as ParseCmd compares it."""
+    return _WORD_END.split(line, maxsplit=1)[0].upper()
 
 
 def check(orig: bytes, resp: bytes) -> Verdict:
-    return both_directions(_line(orig, _HELLO) if orig else None, _line(resp, _GREETING) if resp else None)
+    """CONFIRM once a client line starts with a known command; until then MORE (Zeek reads
+    on for as long as the connection lasts, the recogniser as far as services.MAX_BYTES)."""
+    return Verdict.CONFIRM if any(_word(line) in _COMMANDS for line in _lines(orig)) else Verdict.MORE
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -71,7 +73,7 @@ def _commands(orig: bytes) -> list[bytes]:
                 in_data = False
                 out.append(line)
             continue
-        word = _WORD_END.split(line, maxsplit=1)[0].upper()
+        word = _word(line)
         if word in _COMMANDS:
             out.append(word)
             in_data = word == _DATA
