@@ -43,6 +43,17 @@ WEIRD_NAMES = (
 
 
 @njit(cache=True, _nrt=False)
+def copy_endpoints(row, conn):
+    """`conn`'s endpoints (layout.ENDPOINT_FIELDS) into an event or record row."""
+    row.orig_hi = conn.orig_hi
+    row.orig_lo = conn.orig_lo
+    row.resp_hi = conn.resp_hi
+    row.resp_lo = conn.resp_lo
+    row.orig_p = conn.orig_p
+    row.resp_p = conn.resp_p
+
+
+@njit(cache=True, _nrt=False)
 def ev_conn(O, S, kind, C, c, ts):
     """Append an event naming connection slot `c` as it is now; returns its row."""
     G = S.ints
@@ -53,12 +64,7 @@ def ev_conn(O, S, kind, C, c, ts):
     ev.conn = c
     ev.ts = ts
     ev.start_ts = C[c].start_ts
-    ev.orig_hi = C[c].orig_hi
-    ev.orig_lo = C[c].orig_lo
-    ev.resp_hi = C[c].resp_hi
-    ev.resp_lo = C[c].resp_lo
-    ev.orig_p = C[c].orig_p
-    ev.resp_p = C[c].resp_p
+    copy_endpoints(ev, C[c])
     ev.counted_orig = 0
     ev.counted_resp = 0
     ev.stream_start = -1

@@ -103,6 +103,17 @@ EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, EV_EVICT = 0, 1, 2, 3, 4, 5
 # take over the counts at its place in the stream, as at an EV_PKT, without the packet.
 EV_COUNTED = 6
 
+# A connection's endpoints (originator first) as connection, event and record rows carry
+# them; events.copy_endpoints copies them from one row to another.
+ENDPOINT_FIELDS = [
+    ("orig_hi", np.uint64),
+    ("orig_lo", np.uint64),
+    ("resp_hi", np.uint64),
+    ("resp_lo", np.uint64),
+    ("orig_p", np.int32),
+    ("resp_p", np.int32),
+]
+
 EV_DTYPE = np.dtype(
     [
         ("kind", np.uint8),
@@ -113,12 +124,7 @@ EV_DTYPE = np.dtype(
         ("row", np.int64),  # EV_NEW, EV_PKT: batch row; EV_REC: record row
         ("ts", np.float64),
         ("start_ts", np.float64),
-        ("orig_hi", np.uint64),
-        ("orig_lo", np.uint64),
-        ("resp_hi", np.uint64),
-        ("resp_lo", np.uint64),
-        ("orig_p", np.int32),
-        ("resp_p", np.int32),
+        *ENDPOINT_FIELDS,
         # EV_PKT, EV_COUNTED: stream bytes the kernel counted for the analyzers in each
         # direction since the connection's previous one (`dispatch.count_for_analyzers`).
         ("counted_orig", np.int64),
@@ -176,12 +182,7 @@ CONN_DTYPE = np.dtype(
         ("k_blo", np.uint64),
         ("k_ap", np.int32),
         ("k_bp", np.int32),
-        ("orig_hi", np.uint64),
-        ("orig_lo", np.uint64),
-        ("resp_hi", np.uint64),
-        ("resp_lo", np.uint64),
-        ("orig_p", np.int32),
-        ("resp_p", np.int32),
+        *ENDPOINT_FIELDS,
         ("start_ts", np.float64),
         ("last_ts", np.float64),
         ("hist_len", np.int64),
@@ -226,12 +227,7 @@ REC_DTYPE = np.dtype(
         ("serial", np.int64),
         ("ts", np.float64),
         ("duration", np.float64),
-        ("orig_hi", np.uint64),
-        ("orig_lo", np.uint64),
-        ("resp_hi", np.uint64),
-        ("resp_lo", np.uint64),
-        ("orig_p", np.int32),
-        ("resp_p", np.int32),
+        *ENDPOINT_FIELDS,
         ("proto", np.uint8),
         ("conn_state", np.uint8),
         ("orig_bytes", np.int64),

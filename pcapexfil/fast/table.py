@@ -43,6 +43,7 @@ from pcapexfil.fast.events import (
     W_BAD_UDP_CHK,
     check_encapsulation,
     conn_weird,
+    copy_endpoints,
     ev_conn,
 )
 from pcapexfil.fast.hashtable import (
@@ -192,12 +193,7 @@ def _remove(F, O, S, c):
     rec.serial = C[c].serial
     rec.ts = C[c].start_ts
     rec.duration = C[c].last_ts - C[c].start_ts
-    rec.orig_hi = C[c].orig_hi
-    rec.orig_lo = C[c].orig_lo
-    rec.resp_hi = C[c].resp_hi
-    rec.resp_lo = C[c].resp_lo
-    rec.orig_p = C[c].orig_p
-    rec.resp_p = C[c].resp_p
+    copy_endpoints(rec, C[c])
     proto = C[c].proto
     rec.proto = proto
     if proto == PROTO_TCP:
