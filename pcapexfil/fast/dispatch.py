@@ -9,11 +9,13 @@ the DNS ports and the ports where a service recogniser needs the responder's rep
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from pcapexfil.fast.endpoint import SEQ_SIGN, orig_phys
 from pcapexfil.fast.layout import G_CALL, M32
-from pcapexfil.flow.ports import registered_analyzers
+from pcapexfil.flow.ports import analyzer_ports
 from pcapexfil.jit import njit
 from pcapexfil.packet import PROTO_UDP, TH_SYN
 from pcapexfil.services import REPLY_UDP_PORTS
@@ -25,11 +27,19 @@ APP_FIRST, APP_EVERY, APP_NONE = 0, 1, 2
 # many of them, so Python can tell it to stop (analyzers are done after a handshake or two).
 APP_PKTS_PER_CALL = 4
 
+
+def _port_set(ports: Iterable[int]) -> np.ndarray:
+    """A lookup table over the 65 536 port numbers, True at `ports`."""
+    table = np.zeros(65536, np.bool_)
+    table[list(ports)] = True
+    return table
+
+
 # UDP responder ports the DNS analyzer is registered for (its expiry timer, T_DNS_EXPIRE).
-DNS_UDP = np.array([("dns" in registered_analyzers(p, PROTO_UDP)) for p in range(65536)], np.bool_)
+DNS_UDP = _port_set(port for port, proto in analyzer_ports("dns") if proto == PROTO_UDP)
 # UDP responder ports whose every datagram goes to the analyzers: DNS's, and those where a
 # service recogniser needs the responder's first datagram (services.REPLY_UDP_PORTS).
-APP_UDP = DNS_UDP | np.isin(np.arange(65536), np.array(sorted(REPLY_UDP_PORTS), np.int64))
+APP_UDP = DNS_UDP | _port_set(REPLY_UDP_PORTS)
 
 # count_for_analyzers' verdicts.
 TO_ANALYZERS, COUNTED, COUNTED_TO_END = 0, 1, 2

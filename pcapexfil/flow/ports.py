@@ -101,6 +101,11 @@ def registered_analyzers(port: int, proto: int) -> tuple[str, ...]:
     return _BY_PORT.get((port, proto), ())
 
 
+def analyzer_ports(analyzer: str) -> frozenset[Port]:
+    """Every port Zeek's scripts register `analyzer` for."""
+    return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == analyzer))
+
+
 _BY_PORT: dict[Port, tuple[str, ...]] = {}
 for _r in REGISTRATIONS:
     for _port in _r.ports:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from pcapexfil.flow.ports import REGISTRATIONS
+from pcapexfil.flow.ports import analyzer_ports
 
 # Zeek matches dpd.sig payload patterns against the first bytes of each direction only
 # (init-bare.zeek: dpd_match_only_beginning = T, dpd_buffer_size = 1024).
@@ -87,7 +87,7 @@ class Recogniser:
     limit: Limit | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
-        return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == self.name))
+        return analyzer_ports(self.name)
 
 
 def first_line(data: bytes) -> bytes | None:
