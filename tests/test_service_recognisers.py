@@ -5,7 +5,11 @@ signature on another port)."""
 
 from __future__ import annotations
 
+import re
+
 import dpkt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
@@ -29,7 +33,7 @@ from pcapexfil.services import (
     socks,
     syslog,
 )
-from pcapexfil.services.base import Verdict
+from pcapexfil.services.base import AtLineStart, Verdict
 
 CONFIRM, REJECT, MORE = Verdict.CONFIRM, Verdict.REJECT, Verdict.MORE
 
@@ -324,3 +328,34 @@ def test_dce_rpc_signature_on_another_port(tmp_path) -> None:
     assert rec.service == ["dce_rpc"]
     (rec,) = _records(tmp_path / "nosig", _exchange(3306, [(True, b"\x05\x00\x0b\x01" + bytes(68))]))
     assert rec.service == []
+
+
+# irc/dpd.sig's patterns as Zeek writes them: the oracle for AtLineStart.
+_IRC_DPD_SIG = {
+    irc._SIG_SERVER_REPLY: rb"(|.*[\n\r])(:[^ \n\r]+ )?[0-9][0-9][0-9] ",
+    irc._SIG_CLIENT[0]: rb"(|.*[\r\n]) *[Uu][Ss][Ee][Rr] +.+[\n\r]+ *[Nn][Ii][Cc][Kk] +.*[\r\n]",
+    irc._SIG_CLIENT[1]: rb"(|.*[\r\n]) *[Nn][Ii][Cc][Kk] +.+[\r\n]+ *[Uu][Ss][Ee][Rr] +.+[\r\n]",
+    irc._SIG_SERVER_TO_SERVER: rb"(|.*[\r\n]) *[Ss][Ee][Rr][Vv][Ee][Rr] +[^ ]+ +[0-9]+ +:.+[\r\n]",
+}
+# Lines that match one of the patterns, nearly match, or do not, and what may end them.
+_LINES = [b"", b"x", b" ", b"123 ", b"12 ", b":irc.example 001 ", b":p001 ", b"1234 ", b"USER a b", b"user", b" NICK x",
+          b"nick ", b"SERVER irc 1 :hi", b"server a 1 :", b"\x00"]
+_BREAKS = [b"\r", b"\n", b"\r\n", b"", b" "]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_LINES), st.sampled_from(_BREAKS)), max_size=8),
+       st.sampled_from(list(_IRC_DPD_SIG)))
+def test_at_line_start_answers_as_the_dpd_sig_regex(lines: list[tuple[bytes, bytes]], pattern: AtLineStart) -> None:
+    window = b"".join(line + end for line, end in lines)
+    expected = re.compile(_IRC_DPD_SIG[pattern], re.DOTALL).match(window) is not None
+    assert pattern.match(window) is expected
+
+
+def test_at_line_start_checks_every_line() -> None:
+    reply = irc._SIG_SERVER_REPLY
+    assert reply.match(b"001 welcome")
+    assert reply.match(b"NOTICE x\r:irc.example 001 nick")
+    assert reply.match(b"HTTP/1.1 200 OK\n\n404 ")
+    assert not reply.match(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n")
+    assert not reply.match(b"x001 \n:prefix001 ")

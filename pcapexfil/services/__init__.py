@@ -26,7 +26,9 @@ from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
 )
-from pcapexfil.services.base import IGNORE_VIOLATIONS_AFTER, Recogniser, Verdict, analyzer_violation
+from pcapexfil.services.base import (
+    IGNORE_VIOLATIONS_AFTER, SIGNATURE_WINDOW, Recogniser, Verdict, analyzer_violation,
+)
 
 if TYPE_CHECKING:
     from pcapexfil.packet import Packet
@@ -69,7 +71,8 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
 
 
 class _State:
-    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen")
+    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_window", "resp_window", "orig_size",
+                 "resp_size", "udp_seen")
 
     def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
@@ -78,6 +81,11 @@ class _State:
         self.orig_size = self.resp_size = 0  # TCP: stream bytes delivered (Zeek's c$orig$size ...)
         self.orig = b""
         self.resp = b""
+        # What the signatures read of each direction (its first SIGNATURE_WINDOW bytes): the
+        # same object once full, so their cached matches are found without rehashing the
+        # kilobytes behind it.
+        self.orig_window = b""
+        self.resp_window = b""
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
 
 
@@ -117,10 +125,14 @@ class ServiceAnalyzer:
                 st.orig_size += len(data)
                 if len(st.orig) < cap:
                     st.orig += data[: cap - len(st.orig)]
+                    if len(st.orig_window) < SIGNATURE_WINDOW:
+                        st.orig_window = st.orig[:SIGNATURE_WINDOW]
             else:
                 st.resp_size += len(data)
                 if len(st.resp) < cap:
                     st.resp += data[: cap - len(st.resp)]
+                    if len(st.resp_window) < SIGNATURE_WINDOW:
+                        st.resp_window = st.resp[:SIGNATURE_WINDOW]
             self._decide(conn, st)
             if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
                 st.pending = []
@@ -145,8 +157,10 @@ class ServiceAnalyzer:
         st.udp_seen |= bit
         if is_orig:
             st.orig = payload
+            st.orig_window = payload[:SIGNATURE_WINDOW]
         else:
             st.resp = payload
+            st.resp_window = payload[:SIGNATURE_WINDOW]
         self._decide(conn, st)
         if st.udp_seen == 3:
             st.pending = []
@@ -171,7 +185,7 @@ class ServiceAnalyzer:
         for rec, via_signature in st.pending:
             if via_signature:
                 assert rec.signature is not None
-                matched = rec.signature(st.orig, st.resp)
+                matched = rec.signature(st.orig_window, st.resp_window)
                 if matched is Verdict.REJECT:
                     continue
                 if matched is Verdict.MORE:

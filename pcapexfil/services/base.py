@@ -73,7 +73,8 @@ class Recogniser:
     any_port: bool = False
     # The analyzer's dpd.sig signature(s), when they differ from what `check` reads: on a
     # port the analyzer is not registered for, it is attached (and `check` consulted) only
-    # once this confirms.
+    # once this confirms. It is given each direction's signature window only (the first
+    # SIGNATURE_WINDOW bytes), all that Zeek matches it against.
     signature: Check | None = None
     # UDP: confirmation needs the responder's datagram (SNMP, SIP), so the first datagram of
     # each direction is read on the registered ports (`services.REPLY_UDP_PORTS`).
@@ -90,6 +91,43 @@ class Recogniser:
         return analyzer_ports(self.name)
 
 
+class SignaturePattern(Protocol):
+    def match(self, window: bytes) -> object:
+        """Truthy if the pattern matches at the window's first byte."""
+
+
+class AtLineStart:
+    """A dpd.sig pattern of the form `^(|.*[\r\n])LINE` (Zeek's "LINE begins some line"):
+    LINE tried at the first byte and after each CR or LF, only where the next byte is one
+    that can begin it. The same answers as the regex, without its backtracking from the
+    window's end (12 us per KiB of an HTTP response, once per connection)."""
+
+    LINE_BREAK, CAN_BEGIN, OTHER = b"\n", b"\x01", b"\x00"
+
+    def __init__(self, line: bytes, first_bytes: bytes, flags: int = 0) -> None:
+        if b"\r" in first_bytes or b"\n" in first_bytes:
+            raise ValueError("a line cannot begin with a line break")
+        self.line = re.compile(line, flags)
+        table = bytearray(self.OTHER * 256)
+        for byte in first_bytes:
+            table[byte] = self.CAN_BEGIN[0]
+        for byte in b"\r\n":
+            table[byte] = self.LINE_BREAK[0]
+        self._marks = bytes(table)
+
+    def match(self, window: bytes) -> bool:
+        marks = window.translate(self._marks)
+        if marks[:1] == self.CAN_BEGIN and self.line.match(window):
+            return True
+        start = self.LINE_BREAK + self.CAN_BEGIN
+        pos = marks.find(start)
+        while pos >= 0:
+            if self.line.match(window, pos + 1):
+                return True
+            pos = marks.find(start, pos + 1)
+        return False
+
+
 def first_line(data: bytes) -> bytes | None:
     """The first CRLF/LF-terminated line, without its end; None if none is complete yet."""
     end = data.find(b"\n")
@@ -99,21 +137,14 @@ def first_line(data: bytes) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def signature_match(pattern: re.Pattern[bytes], data: bytes, need: int = SIGNATURE_WINDOW,
-                    needles: tuple[bytes, ...] = ()) -> bool | None:
+def signature_match(pattern: SignaturePattern, data: bytes, need: int = SIGNATURE_WINDOW) -> bool | None:
     """A dpd.sig payload pattern (anchored at the direction's first byte, as Zeek's are)
-    against `data`: True on a match, False once `need` bytes (or the signature window) were
-    seen without one, None while fewer were seen. `needles`: lower-case bytes every match
-    contains (case folded), looked for first: the pattern runs only where it could match.
-    Cached: a recogniser asks again for the direction that got no new bytes whenever the
-    other one does."""
+    against `data`, a direction's first bytes (only its signature window is read): True on
+    a match, False once `need` bytes (or the signature window) were seen without one, None
+    while fewer were seen. Cached: a recogniser asks again for the direction that got no
+    new bytes whenever the other one does."""
     window = data[:SIGNATURE_WINDOW]
-    if needles:
-        folded = window.lower()
-        possible = all(needle in folded for needle in needles)
-    else:
-        possible = True
-    if possible and pattern.match(window):
+    if pattern.match(window):
         return True
     return False if len(data) >= min(need, SIGNATURE_WINDOW) else None
 
@@ -145,7 +176,7 @@ def parsed_in_either_direction(parse: Callable[[bytes], bool | None]) -> Check:
     return check
 
 
-def matched_in_either_direction(pattern: re.Pattern[bytes], need: int) -> Check:
+def matched_in_either_direction(pattern: SignaturePattern, need: int) -> Check:
     """A dpd.sig signature without `tcp-state`: either direction's first bytes may match."""
 
     def signature(orig: bytes, resp: bytes) -> Verdict:

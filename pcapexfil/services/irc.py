@@ -14,21 +14,19 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, both_directions, signature_match
+from pcapexfil.services.base import AtLineStart, Recogniser, Verdict, both_directions, signature_match
 
 MAX_LINE = 512
 MIN_LINE = 3
 MAX_LINE_BUFFER = 1000  # IRC.cc: ContentLine_Analyzer(conn, orig, 1000)
 
+# irc/dpd.sig's patterns, each `/^(|.*[\r\n])LINE/` (AtLineStart), with the bytes LINE can begin with.
 _SIG_CLIENT = (
-    re.compile(rb"(|.*[\r\n]) *[Uu][Ss][Ee][Rr] +.+[\n\r]+ *[Nn][Ii][Cc][Kk] +.*[\r\n]", re.DOTALL),
-    re.compile(rb"(|.*[\r\n]) *[Nn][Ii][Cc][Kk] +.+[\r\n]+ *[Uu][Ss][Ee][Rr] +.+[\r\n]", re.DOTALL),
+    AtLineStart(rb" *[Uu][Ss][Ee][Rr] +.+[\n\r]+ *[Nn][Ii][Cc][Kk] +.*[\r\n]", b" Uu", re.DOTALL),
+    AtLineStart(rb" *[Nn][Ii][Cc][Kk] +.+[\r\n]+ *[Uu][Ss][Ee][Rr] +.+[\r\n]", b" Nn", re.DOTALL),
 )
-_SIG_SERVER_REPLY = re.compile(rb"(|.*[\n\r])(:[^ \n\r]+ )?[0-9][0-9][0-9] ", re.DOTALL)
-# What the client and server-to-server patterns must contain (case folded): checked first.
-_USER_NICK = (b"user", b"nick")
-_SERVER = (b"server",)
-_SIG_SERVER_TO_SERVER = re.compile(rb"(|.*[\r\n]) *[Ss][Ee][Rr][Vv][Ee][Rr] +[^ ]+ +[0-9]+ +:.+[\r\n]", re.DOTALL)
+_SIG_SERVER_REPLY = AtLineStart(rb"(:[^ \n\r]+ )?[0-9][0-9][0-9] ", b":0123456789")
+_SIG_SERVER_TO_SERVER = AtLineStart(rb" *[Ss][Ee][Rr][Vv][Ee][Rr] +[^ ]+ +[0-9]+ +:.+[\r\n]", b" Ss", re.DOTALL)
 
 
 def _confirming_line(line: bytes) -> bool:
@@ -57,8 +55,8 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.CONFIRM if ok else Verdict.REJECT if ok is False else Verdict.MORE
 
 
-def _any(patterns: tuple[re.Pattern[bytes], ...], data: bytes) -> bool | None:
-    results = [signature_match(p, data, needles=_USER_NICK) for p in patterns]
+def _any(patterns: tuple[AtLineStart, ...], data: bytes) -> bool | None:
+    results = [signature_match(p, data) for p in patterns]
     return True if any(results) else None if None in results else False
 
 
@@ -66,8 +64,8 @@ def signature(orig: bytes, resp: bytes) -> Verdict:
     client = _any(_SIG_CLIENT, orig) if orig else None
     reply = signature_match(_SIG_SERVER_REPLY, resp) if resp else None
     user_nick = both_directions(client, reply)
-    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig, needles=_SERVER) if orig else None,
-                              signature_match(_SIG_SERVER_TO_SERVER, resp, needles=_SERVER) if resp else None)
+    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig) if orig else None,
+                              signature_match(_SIG_SERVER_TO_SERVER, resp) if resp else None)
     if Verdict.CONFIRM in (user_nick, servers):
         return Verdict.CONFIRM
     if user_nick is Verdict.REJECT and servers is Verdict.REJECT:
