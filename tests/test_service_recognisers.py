@@ -219,7 +219,8 @@ def test_irc_signature_user_nick_with_server_reply() -> None:
     client = b"NICK alice\r\nUSER alice 0 * :Alice\r\n"
     assert irc.signature(client, b":irc.example.net 001 alice :Welcome\r\n") is CONFIRM
     assert irc.signature(client, b"HTTP/1.1 400 Bad\r\n") is MORE  # a reply line may come later
-    assert irc.signature(b"GET / HTTP/1.1\r\n" + bytes(1100), b"HTTP/1.1 200 OK\r\n" + bytes(1100)) is REJECT
+    # No length ends these patterns: only the PIA's buffer does (test_signatures_stop_past_the_pia_buffer).
+    assert irc.signature(b"GET / HTTP/1.1\r\n" + bytes(1100), b"HTTP/1.1 200 OK\r\n" + bytes(1100)) is MORE
 
 
 def test_socks4_and_socks5_reply_confirms() -> None:
@@ -328,6 +329,33 @@ def test_dce_rpc_signature_on_another_port(tmp_path) -> None:
     assert rec.service == ["dce_rpc"]
     (rec,) = _records(tmp_path / "nosig", _exchange(3306, [(True, b"\x05\x00\x0b\x01" + bytes(68))]))
     assert rec.service == []
+
+
+IRC_CLIENT = b"NICK alice\r\nUSER alice 0 * :Alice\r\n"
+IRC_WELCOME = b":irc.example.net 001 alice :Welcome\r\n"
+
+
+def test_signatures_stop_past_the_pia_buffer(tmp_path) -> None:
+    """PIA_TCP::DeliverStream: one buffer for both directions; the chunk that takes it past
+    dpd_buffer_size (1024) bytes is matched whole, later chunks are not (port 7000: irc by
+    its dpd.sig only)."""
+    notice = b":irc.example.net NOTICE * :" + b"x" * 1100 + b"\r\n"
+    (rec,) = _records(tmp_path / "within", _exchange(7000, [(True, IRC_CLIENT), (False, IRC_WELCOME)]))
+    assert rec.service == ["irc"]
+    # The server's first chunk takes the buffer past 1 KiB: its welcome line, 1.1 KiB in, still counts.
+    (rec,) = _records(tmp_path / "crossing", _exchange(7000, [(True, IRC_CLIENT), (False, notice + IRC_WELCOME)]))
+    assert rec.service == ["irc"]
+    # The client's first chunk did: the reply comes after matching stopped.
+    (rec,) = _records(tmp_path / "after", _exchange(7000, [(True, IRC_CLIENT + b"PING :" + bytes(1000) + b"\r\n"),
+                                                          (False, IRC_WELCOME)]))
+    assert rec.service == []
+    # dpd_max_packets: the 101st chunk, however small, is the last one matched.
+    chatter = [(True, b"\r\n")] * 100
+    (rec,) = _records(tmp_path / "chunks", _exchange(7000, [(True, IRC_CLIENT), *chatter, (False, IRC_WELCOME)]))
+    assert rec.service == []
+    (rec,) = _records(tmp_path / "chunks-within", _exchange(7000, [(True, IRC_CLIENT), *chatter[1:],
+                                                                  (False, IRC_WELCOME)]))
+    assert rec.service == ["irc"]
 
 
 # irc/dpd.sig's patterns as Zeek writes them: the oracle for AtLineStart.

@@ -18,9 +18,13 @@ from typing import Protocol
 
 from pcapexfil.flow.ports import analyzer_ports
 
-# Zeek matches dpd.sig payload patterns against the first bytes of each direction only
-# (init-bare.zeek: dpd_match_only_beginning = T, dpd_buffer_size = 1024).
-SIGNATURE_WINDOW = 1024
+# Zeek matches dpd.sig payload patterns in the PIA analyzer (src/analyzer/protocol/pia/PIA.cc,
+# PIA_TCP::DeliverStream, PIA::PIA_DeliverPacket), which buffers a connection's first
+# chunks of both directions together: the chunk that takes the buffer past DPD_BUFFER_SIZE
+# bytes or DPD_MAX_PACKETS chunks is still matched, whole, and then matching stops for good
+# (init-bare.zeek: dpd_buffer_size = 1024, dpd_max_packets = 100, dpd_match_only_beginning = T).
+DPD_BUFFER_SIZE = 1024
+DPD_MAX_PACKETS = 100
 # scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
 # raised once the two directions carried more than this (c$orig$size + c$resp$size) is
 # ignored; below it, analyzer_violation_info disables the analyzer and analyzer_failed
@@ -73,8 +77,8 @@ class Recogniser:
     any_port: bool = False
     # The analyzer's dpd.sig signature(s), when they differ from what `check` reads: on a
     # port the analyzer is not registered for, it is attached (and `check` consulted) only
-    # once this confirms. It is given each direction's signature window only (the first
-    # SIGNATURE_WINDOW bytes), all that Zeek matches it against.
+    # once this confirms. It is given the bytes of each direction the PIA matched so far
+    # (see DPD_BUFFER_SIZE); still undecided when matching stops, it never matches.
     signature: Check | None = None
     # UDP: confirmation needs the responder's datagram (SNMP, SIP), so the first datagram of
     # each direction is read on the registered ports (`services.REPLY_UDP_PORTS`).
@@ -137,16 +141,15 @@ def first_line(data: bytes) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def signature_match(pattern: SignaturePattern, data: bytes, need: int = SIGNATURE_WINDOW) -> bool | None:
+def signature_match(pattern: SignaturePattern, data: bytes, need: int | None = None) -> bool | None:
     """A dpd.sig payload pattern (anchored at the direction's first byte, as Zeek's are)
-    against `data`, a direction's first bytes (only its signature window is read): True on
-    a match, False once `need` bytes (or the signature window) were seen without one, None
-    while fewer were seen. Cached: a recogniser asks again for the direction that got no
-    new bytes whenever the other one does."""
-    window = data[:SIGNATURE_WINDOW]
-    if pattern.match(window):
+    against `data`, the direction's bytes the PIA matched: True on a match, False once
+    `need` bytes were seen without one (the pattern cannot match further in), None while
+    it still might. Cached: a recogniser asks again for the direction that got no new
+    bytes whenever the other one does."""
+    if pattern.match(data):
         return True
-    return False if len(data) >= min(need, SIGNATURE_WINDOW) else None
+    return False if need is not None and len(data) >= need else None
 
 
 def both_directions(client: bool | None, server: bool | None) -> Verdict:
