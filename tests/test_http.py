@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_identifiers_support import FakeConn, Run, syn, tcp
 from zeek_logs import read_zeek_log
 
-from pcapexfil.identifiers.http import strip_port, unescape_uri
+from pcapexfil.identifiers.http import dpd_client, dpd_server, strip_port, unescape_uri
 
 
 def _flow(conn: FakeConn, client: list[bytes], server: list[bytes]) -> list:
@@ -22,6 +26,7 @@ def _flow(conn: FakeConn, client: list[bytes], server: list[bytes]) -> list:
 
 
 def _run(tmp_path, conn: FakeConn, client: list[bytes], server: list[bytes]):  # type: ignore[no-untyped-def]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     run = Run(out_dir=str(tmp_path))
     run.feed(conn, _flow(conn, client, server))
     rec = run.finish(conn)
@@ -127,3 +132,56 @@ def test_unescape_uri_like_zeek() -> None:
     assert unescape_uri(b"/a%zz") == (b"/a%zz", ["unescaped_%_in_URI"])
     assert unescape_uri(b"/a%4") == (b"/a%4", ["partial_escape_at_end_of_URI"])
     assert unescape_uri(b"/a%") == (b"/a%", ["illegal_%_at_end_of_URI"])
+
+
+FETCH = b"FETCH /x HTTP/1.1\r\nHost: a.example\r\n\r\n"  # a method dpd_http_client does not list
+REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_off_its_ports_either_signature_attaches(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """http/dpd.sig: off http/main.zeek's ports, the client's listed method or the server's
+    status line attaches the analyzer, each on its own; on its ports no signature is needed."""
+    rec, rows = _run(tmp_path / "server", FakeConn(resp_p=9000), [FETCH], [REPLY])
+    assert rec.service == ["http"] and rec.http_host == "a.example"
+    assert [(r["method"], r["status_code"]) for r in rows] == [("FETCH", "200")]
+    rec, rows = _run(tmp_path / "client", FakeConn(resp_p=9000), [b"GET / HTTP/1.1\r\nHost: b.example\r\n\r\n"], [])
+    assert rec.service == ["http"] and [r["method"] for r in rows] == ["GET"]
+    rec, rows = _run(tmp_path / "neither", FakeConn(resp_p=9000), [FETCH], [])
+    assert rec.service == [] and rec.http_host is None and rows is None
+    rec, rows = _run(tmp_path / "port", FakeConn(resp_p=8080), [FETCH], [])
+    assert rec.service == ["http"] and [r["method"] for r in rows] == ["FETCH"]
+
+
+def test_a_signature_past_the_pia_buffer_does_not_attach(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The client's first chunk takes the PIA's buffer past dpd_buffer_size: the server's
+    status line after it is never matched (zeek/zeek issue 834)."""
+    long_fetch = b"FETCH /" + b"x" * 1100 + b" HTTP/1.1\r\n\r\n"
+    rec, rows = _run(tmp_path / "after", FakeConn(resp_p=9000), [long_fetch], [REPLY])
+    assert rec.service == [] and rows is None
+    rec, rows = _run(tmp_path / "on-port", FakeConn(resp_p=80), [long_fetch], [REPLY])
+    assert rec.service == ["http"] and [r["status_code"] for r in rows] == ["200"]
+
+
+# http/dpd.sig's patterns as Zeek writes them (QUERY added by zeek/zeek PR 5595): the oracle.
+_DPD_HTTP_CLIENT = re.compile(
+    rb"[\s]*(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK|"
+    rb"VERSION-CONTROL|REPORT|CHECKOUT|CHECKIN|UNCHECKOUT|MKWORKSPACE|UPDATE|LABEL|MERGE|BASELINE-CONTROL|"
+    rb"MKACTIVITY|ORDERPATCH|ACL|PATCH|SEARCH|BCOPY|BDELETE|BMOVE|BPROPFIND|BPROPPATCH|NOTIFY|POLL|SUBSCRIBE|"
+    rb"UNSUBSCRIBE|X-MS-ENUMATTS|RPC_OUT_DATA|RPC_IN_DATA|QUERY)[\s]*")
+_DPD_HTTP_SERVER = re.compile(rb"HTTP/[0-9]")
+_PIECES = [b" ", b"\t", b"\r\n", b"\x0b", b"G", b"GET", b"HEAD", b"PO", b"ST", b"X-MS-", b"ENUMATTS", b"QUERY",
+           b"get", b"HTTP/", b"1", b"x", b"RPC_IN_DATA"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=6), st.lists(st.sampled_from(_PIECES), max_size=4))
+def test_dpd_signatures_answer_as_dpd_sig(pieces: list[bytes], more: list[bytes]) -> None:
+    """True exactly where the pattern matches; False only where no continuation could match;
+    None where one still could."""
+    data = b"".join(pieces)
+    longer = data + b"".join(more)
+    for check, pattern in ((dpd_client, _DPD_HTTP_CLIENT), (dpd_server, _DPD_HTTP_SERVER)):
+        verdict = check(data)
+        assert (verdict is True) == (pattern.match(data) is not None)
+        if verdict is not None:
+            assert check(longer) is verdict

@@ -1,5 +1,7 @@
-"""HTTP/1.x: one transaction per request (method, Host, URI, body lengths, status), found by
-content, on any port.
+"""HTTP/1.x: one transaction per request (method, Host, URI, body lengths, status), on
+http/main.zeek's ports, and elsewhere where Zeek's PIA attaches the analyzer: one of
+http/dpd.sig's signatures matched in its buffer (a listed method at the client's first
+byte, or `HTTP/d` at the server's), the buffer then replayed.
 
 Both directions are parsed incrementally from the reassembled stream: header blocks are
 buffered (bounded), bodies are only counted (Content-Length, chunked, or until close), so a
@@ -33,6 +35,7 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
+from pcapexfil.flow.ports import analyzer_ports
 from pcapexfil.services.base import analyzer_violation
 
 if TYPE_CHECKING:
@@ -244,10 +247,43 @@ class _Side:
         self.trans: Transaction | None = None  # whose body is being counted
 
 
-class _HttpConn:
-    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive")
+# http/dpd.sig's signatures, each of which attaches the analyzer off its ports on its own
+# (zeek/zeek PR 1160, "each side can trigger the analyzer"): dpd_http_client, the
+# originator's /^[[:space:]]*(METHOD|...)[[:space:]]*/ over these methods (QUERY since PR
+# 5595), and dpd_http_server, the responder's /^HTTP\/[0-9]/.
+_DPD_CLIENT_METHODS = tuple(m.encode() for m in (
+    "OPTIONS GET HEAD POST PUT DELETE TRACE CONNECT PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK VERSION-CONTROL "
+    "REPORT CHECKOUT CHECKIN UNCHECKOUT MKWORKSPACE UPDATE LABEL MERGE BASELINE-CONTROL MKACTIVITY ORDERPATCH ACL "
+    "PATCH SEARCH BCOPY BDELETE BMOVE BPROPFIND BPROPPATCH NOTIFY POLL SUBSCRIBE UNSUBSCRIBE X-MS-ENUMATTS "
+    "RPC_OUT_DATA RPC_IN_DATA QUERY").split())
+_DPD_SERVER_PREFIX = b"HTTP/"  # /^HTTP\/[0-9]/
+_POSIX_SPACE = b" \t\n\r\x0b\x0c"  # [[:space:]]
+HTTP_PORTS = frozenset(port for port, proto in analyzer_ports(NAME) if proto == PROTO_TCP)
 
-    def __init__(self) -> None:
+
+def dpd_client(orig: bytes) -> bool | None:
+    """dpd_http_client on the originator's first bytes: None while they could still match."""
+    text = orig.lstrip(_POSIX_SPACE)
+    if text.startswith(_DPD_CLIENT_METHODS):
+        return True
+    return None if any(method.startswith(text) for method in _DPD_CLIENT_METHODS) else False
+
+
+def dpd_server(resp: bytes) -> bool | None:
+    """dpd_http_server on the responder's first bytes: None while they could still match."""
+    if len(resp) <= len(_DPD_SERVER_PREFIX):
+        return None if _DPD_SERVER_PREFIX.startswith(resp) else False
+    return resp.startswith(_DPD_SERVER_PREFIX) and resp[len(_DPD_SERVER_PREFIX)] in b"0123456789"
+
+
+class _HttpConn:
+    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached")
+
+    def __init__(self, attached: bool | None) -> None:
+        # The analyzer is attached by the responder port (analyzer::Manager::
+        # BuildInitialAnalyzerTree, http/main.zeek's ports) or, elsewhere, once the PIA
+        # matched a dpd.sig signature (None until then).
+        self.attached = attached
         self.orig = _Side(False)
         self.resp = _Side(True)
         self.trans: list[Transaction] = []
@@ -295,23 +331,47 @@ class HttpAnalyzer:
         self.log = LogOut(ctx, "http", HTTP_FIELDS)
 
     def on_new(self, conn: ConnView) -> None:
-        return
+        if conn.proto == PROTO_TCP:
+            conn.app[NAME] = _HttpConn(True if conn.resp_p in HTTP_PORTS else None)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         if pkt.proto != PROTO_TCP:
             return
         st: _HttpConn | None = conn.app.get(NAME)
-        if st is None:
-            st = conn.app[NAME] = _HttpConn()
-        elif st.done:
+        if st is None or st.done:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
             return
+        if st.attached is None:
+            self._attach_by_signature(conn, st, pkt.ts)
+            return
+        self._feed(conn, st, is_orig, data, pkt.ts)
+
+    def _attach_by_signature(self, conn: ConnView, st: _HttpConn, ts: float) -> None:
+        """Off its ports the analyzer starts once the PIA matched one of http/dpd.sig's
+        signatures, with the PIA's buffer replayed (PIA_TCP::ActivateAnalyzer,
+        ReplayStreamBuffer); if matching ends first, it never does."""
+        s = streams(conn)
+        if s is None:
+            return
+        pia = s.pia
+        client, server = dpd_client(pia.orig), dpd_server(pia.resp)
+        if client or server:
+            st.attached = True
+            for is_orig, chunk in list(pia.chunks):
+                if st.done:
+                    break
+                self._feed(conn, st, is_orig, chunk, ts)
+        elif (client is False and server is False) or not pia.matching:
+            st.attached = False
+            self._give_up(conn, st)
+
+    def _feed(self, conn: ConnView, st: _HttpConn, is_orig: bool, data: bytes, ts: float) -> None:
         if is_orig:
-            self._feed_orig(conn, st, data, pkt.ts)
+            self._feed_orig(conn, st, data, ts)
         elif st.is_http:
-            self._feed_resp(conn, st, data, pkt.ts)
+            self._feed_resp(conn, st, data, ts)
         elif st.is_http is None and st.orig.state == "head" and not st.orig.buf:
             # The server spoke first: HTTP clients always do.
             self._give_up(conn, st)
@@ -676,7 +736,7 @@ class HttpAnalyzer:
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         st: _HttpConn | None = conn.app.get(NAME)
-        if st is None or not st.trans:
+        if st is None or not st.trans or not st.attached:
             return
         if st.resp.state == "close":
             self._unterminated_last_line(st.resp)  # the body ended with the connection

@@ -114,10 +114,42 @@ class StreamDirection:
         return data
 
 
+# The PIA's buffer limits (init-bare.zeek: dpd_buffer_size, dpd_max_packets).
+DPD_BUFFER_SIZE = 1024
+DPD_MAX_PACKETS = 100
+
+
+class PiaBuffer:
+    """The stream chunks Zeek's PIA matches dpd.sig signatures against and replays to an
+    analyzer one of them attaches (src/analyzer/protocol/pia/PIA.cc, PIA_TCP::DeliverStream,
+    ReplayStreamBuffer): a connection's first chunks, both directions in delivery order. The
+    chunk that takes it past DPD_BUFFER_SIZE bytes or DPD_MAX_PACKETS chunks is the last one
+    matched; then `matching` ends for good (init-bare.zeek: dpd_match_only_beginning = T)."""
+
+    __slots__ = ("chunks", "size", "matching", "orig", "resp")
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[bool, bytes]] = []  # (from the originator?, bytes)
+        self.size = 0
+        self.matching = True
+        self.orig = b""  # each direction's bytes in the buffer, joined
+        self.resp = b""
+
+    def add(self, is_orig: bool, data: bytes) -> None:
+        self.chunks.append((is_orig, data))
+        if is_orig:
+            self.orig += data
+        else:
+            self.resp += data
+        self.size += len(data)
+        if self.size > DPD_BUFFER_SIZE or len(self.chunks) > DPD_MAX_PACKETS:
+            self.matching = False
+
+
 class TcpStreams:
     """Both directions of one connection and, per direction, the analyzers still wanting it."""
 
-    __slots__ = ("orig", "resp", "orig_wanted", "resp_wanted", "last_pkt", "last_data")
+    __slots__ = ("orig", "resp", "orig_wanted", "resp_wanted", "last_pkt", "last_data", "pia")
 
     def __init__(self, wanted: frozenset[str]) -> None:
         self.orig = StreamDirection()
@@ -126,6 +158,8 @@ class TcpStreams:
         self.resp_wanted = set(wanted)
         self.last_pkt: Packet | None = None
         self.last_data = b""
+        # What readers waiting on a signature need; only bytes read through `tcp_data` reach it.
+        self.pia = PiaBuffer()
 
     def flip(self) -> None:
         """The connection's roles were swapped: each direction's reassembly goes with its
@@ -134,6 +168,9 @@ class TcpStreams:
         self.orig, self.resp = self.resp, self.orig
         self.orig_wanted, self.resp_wanted = self.resp_wanted, self.orig_wanted
         self.last_pkt, self.last_data = None, b""
+        pia = self.pia
+        pia.orig, pia.resp = pia.resp, pia.orig
+        pia.chunks = [(not is_orig, data) for is_orig, data in pia.chunks]
 
     def release(self, name: str) -> None:
         """An analyzer has what it needs: once nobody wants bytes, reassembly stops."""
@@ -213,6 +250,8 @@ def tcp_data(conn: ConnView, is_orig: bool, pkt: Packet, users: frozenset[str]) 
     direction.offers.clear()  # its readers offer again once they have seen this packet
     data = direction.add(pkt.seq, pkt.flags, pkt.payload, pkt.payload_len)
     st.last_pkt, st.last_data = pkt, data
+    if data and st.pia.matching:
+        st.pia.add(is_orig, data)
     return data
 
 

@@ -27,7 +27,7 @@ from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
 )
 from pcapexfil.services.base import (
-    DPD_BUFFER_SIZE, DPD_MAX_PACKETS, IGNORE_VIOLATIONS_AFTER, Recogniser, Verdict, analyzer_violation,
+    IGNORE_VIOLATIONS_AFTER, Recogniser, Verdict, analyzer_violation,
 )
 
 if TYPE_CHECKING:
@@ -71,8 +71,7 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
 
 
 class _State:
-    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_window", "resp_window", "matching",
-                 "dpd_size", "dpd_chunks", "orig_size", "resp_size", "udp_seen")
+    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen")
 
     def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
@@ -81,12 +80,6 @@ class _State:
         self.orig_size = self.resp_size = 0  # TCP: stream bytes delivered (Zeek's c$orig$size ...)
         self.orig = b""
         self.resp = b""
-        # TCP: what the PIA matched the signatures against, per direction, while
-        # `matching`; its buffer's bytes and chunks, both directions (DPD_BUFFER_SIZE).
-        self.orig_window = b""
-        self.resp_window = b""
-        self.matching = True
-        self.dpd_size = self.dpd_chunks = 0
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
 
 
@@ -130,14 +123,12 @@ class ServiceAnalyzer:
                 st.resp_size += len(data)
                 if len(st.resp) < cap:
                     st.resp += data[: cap - len(st.resp)]
-            if st.matching:
-                self._match_chunk(st, is_orig, data)
-            self._decide(conn, st)
-            if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
-                st.pending = []
             s = streams(conn)
             if s is None:
                 return
+            self._decide(conn, st, s.pia.orig, s.pia.resp, s.pia.matching)
+            if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
+                st.pending = []
             if not st.pending and not st.watching:
                 s.release(NAME)
             elif not st.watching and len(st.orig if is_orig else st.resp) >= MAX_BYTES:
@@ -154,30 +145,20 @@ class ServiceAnalyzer:
         if st.udp_seen & bit:
             return
         st.udp_seen |= bit
-        if is_orig:  # PIA::PIA_DeliverPacket matches each datagram from its first byte
-            st.orig = st.orig_window = payload
+        if is_orig:
+            st.orig = payload
         else:
-            st.resp = st.resp_window = payload
-        self._decide(conn, st)
+            st.resp = payload
+        # PIA::PIA_DeliverPacket matches each datagram from its first byte.
+        self._decide(conn, st, st.orig, st.resp, True)
         if st.udp_seen == 3:
             st.pending = []
         else:
             st.pending = [(r, sig) for r, sig in st.pending if r.both_datagrams and not sig]
 
-    @staticmethod
-    def _match_chunk(st: _State, is_orig: bool, data: bytes) -> None:
-        """PIA_TCP::DeliverStream: one more stream chunk for the signatures; past the PIA's
-        buffer (DPD_BUFFER_SIZE) it is the last one they are matched against."""
-        if is_orig:
-            st.orig_window += data
-        else:
-            st.resp_window += data
-        st.dpd_size += len(data)
-        st.dpd_chunks += 1
-        if st.dpd_size > DPD_BUFFER_SIZE or st.dpd_chunks > DPD_MAX_PACKETS:
-            st.matching = False
-
-    def _decide(self, conn: ConnView, st: _State) -> None:
+    def _decide(self, conn: ConnView, st: _State, orig_window: bytes, resp_window: bytes, matching: bool) -> None:
+        """Run the pending recognisers (their signatures on what the PIA matched of each
+        direction, `matching` while it still matches) and read the confirmed ones' violations."""
         # dpd.zeek's analyzer_violation_info handler acts only up to this many bytes.
         size = st.orig_size + st.resp_size
         acting = size <= IGNORE_VIOLATIONS_AFTER
@@ -195,11 +176,11 @@ class ServiceAnalyzer:
         for rec, via_signature in st.pending:
             if via_signature:
                 assert rec.signature is not None
-                matched = rec.signature(st.orig_window, st.resp_window)
+                matched = rec.signature(orig_window, resp_window)
                 if matched is Verdict.REJECT:
                     continue
                 if matched is Verdict.MORE:
-                    if st.matching:  # else no match can come any more (PIA: SKIPPING)
+                    if matching:  # else no match can come any more (PIA: SKIPPING)
                         left.append((rec, True))
                     continue
             if acting and rec.violation is not None and rec.violation(st.orig, st.resp):

@@ -18,13 +18,6 @@ from typing import Protocol
 
 from pcapexfil.flow.ports import analyzer_ports
 
-# Zeek matches dpd.sig payload patterns in the PIA analyzer (src/analyzer/protocol/pia/PIA.cc,
-# PIA_TCP::DeliverStream, PIA::PIA_DeliverPacket), which buffers a connection's first
-# chunks of both directions together: the chunk that takes the buffer past DPD_BUFFER_SIZE
-# bytes or DPD_MAX_PACKETS chunks is still matched, whole, and then matching stops for good
-# (init-bare.zeek: dpd_buffer_size = 1024, dpd_max_packets = 100, dpd_match_only_beginning = T).
-DPD_BUFFER_SIZE = 1024
-DPD_MAX_PACKETS = 100
 # scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
 # raised once the two directions carried more than this (c$orig$size + c$resp$size) is
 # ignored; below it, analyzer_violation_info disables the analyzer and analyzer_failed
@@ -78,7 +71,7 @@ class Recogniser:
     # The analyzer's dpd.sig signature(s), when they differ from what `check` reads: on a
     # port the analyzer is not registered for, it is attached (and `check` consulted) only
     # once this confirms. It is given the bytes of each direction the PIA matched so far
-    # (see DPD_BUFFER_SIZE); still undecided when matching stops, it never matches.
+    # (identifiers.stream.PiaBuffer); still undecided when matching stops, it never matches.
     signature: Check | None = None
     # UDP: confirmation needs the responder's datagram (SNMP, SIP), so the first datagram of
     # each direction is read on the registered ports (`services.REPLY_UDP_PORTS`).
@@ -98,6 +91,9 @@ class Recogniser:
 class SignaturePattern(Protocol):
     def match(self, window: bytes) -> object:
         """Truthy if the pattern matches at the window's first byte."""
+
+    def __hash__(self) -> int:
+        """Patterns key signature_match's cache."""
 
 
 class AtLineStart:
