@@ -354,11 +354,11 @@ class ZeekLogWriter:
             raise _named(exc, self.path) from None
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self.write_line(self.line(row))
+        self.write_line(self.line(row) if self.use_json else self._tsv_row_line(row))
 
     def write_values(self, values: Sequence[Any]) -> None:
         """Writes a row given as its values in column order (None: unset)."""
-        self.write_line(self.line_of_values(values))
+        self.write_line(self.line_of_values(values) if self.use_json else self._tsv_line(values))
 
     def line(self, row: Mapping[str, Any]) -> str:
         """`row` as this log's line (what `write` writes; workers format in parallel)."""
@@ -376,7 +376,12 @@ class ZeekLogWriter:
         return self._tsv_line(values)
 
     def write_line(self, line: str) -> None:
-        self._put(line)
+        # _put's body: one call less per row.
+        assert self._fh is not None, "write after close"
+        try:
+            self._fh.write(line)
+        except OSError as exc:
+            raise _named(exc, self.path) from None
         self.rows += 1
 
     def flush(self) -> None:
