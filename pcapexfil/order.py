@@ -24,6 +24,7 @@ they go; a worker does not (its merge needs whole epochs), so beyond that rate t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, Protocol
 
 from pcapexfil.hooks import RecordSink
@@ -34,6 +35,7 @@ RecordItem = tuple[tuple[float, str], ConnRecord]
 TICK_INTERVAL = 1.0  # network seconds between the pipeline's ticks (an epoch at most)
 EPOCH_RECORDS = 5_000  # records held at most before an early release (0: no limit)
 RowItem = tuple[tuple[float, str, int], dict[str, Any]]
+_sort_key = itemgetter(0)  # an item's place: its (ts, uid) or (ts, uid, k)
 
 
 class LogTarget(Protocol):
@@ -43,7 +45,8 @@ class LogTarget(Protocol):
 
 
 class OrderedLog:
-    """Stands in for one log writer (an analyzer's LogOut, weird.log): rows wait for the tick."""
+    """Stands in for one log writer (an analyzer's LogOut, weird.log): rows wait for the tick,
+    as they were given (not copied: a writer hands over a new dict per row)."""
 
     def __init__(self, name: str, target: LogTarget, fields: list[Field]) -> None:
         self.name = name
@@ -58,12 +61,12 @@ class OrderedLog:
         k = self._counts.get(uid, 0)
         self._counts[uid] = k + 1
         ts = row.get("ts")
-        self.rows.append(((ts if ts is not None else 0.0, uid, k), dict(row)))
+        self.rows.append(((ts if ts is not None else 0.0, uid, k), row))
 
     def take(self) -> list[RowItem]:
         """The epoch's rows, sorted; the log starts a new epoch."""
         rows = self.rows
-        rows.sort(key=lambda r: r[0])
+        rows.sort(key=_sort_key)
         self.rows = []
         self._counts.clear()
         return rows
@@ -103,7 +106,7 @@ class Epochs:
 
     def _release(self, now: float | None, end: bool) -> None:
         records = self.records
-        records.sort(key=lambda r: r[0])
+        records.sort(key=_sort_key)
         self.records = []
         self.deliver(records, [(log, log.take()) for log in self.logs], now, end)
 
@@ -112,8 +115,9 @@ class Epochs:
         """One sorted epoch, ended by a tick at `now` (or the end of input when `end`; an
         early release when `now` is None)."""
         for log, items in rows:
+            write = log.target.write
             for _, row in items:
-                log.target.write(row)
+                write(row)
         for _, rec in records:
             for sink in self.sinks:
                 sink.on_record(rec)

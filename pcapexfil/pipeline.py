@@ -18,7 +18,7 @@ from pcapexfil.flow import FlowConfig, FlowTable
 from pcapexfil.flow.table import DEFAULT_MAX_FLOWS, bare_mode
 from pcapexfil.hooks import AnalyzerContext, RecordSink
 from pcapexfil.identifiers import make_analyzers
-from pcapexfil.logs.conn import CONN_FIELDS, conn_row
+from pcapexfil.logs.conn import CONN_FIELDS, conn_values
 from pcapexfil.logs.staging import LogStaging
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.netconf import PRIVATE_NETS
@@ -104,7 +104,7 @@ class ConnLogSink:
         )
 
     def on_record(self, rec: ConnRecord) -> None:
-        self.writer.write(conn_row(rec))
+        self.writer.write_values(conn_values(rec))
 
     def on_time(self, now: float) -> None:
         pass

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcapexfil.logs.zeek import escape_string, json_string, tsv_formatter
+from pcapexfil.logs.zeek import ZeekLogWriter, escape_string, json_string, tsv_formatter, tsv_line_functions
 
 
 def escape_by_bytes(value: str, in_container: bool) -> str:
@@ -46,7 +47,6 @@ def test_escape_examples() -> None:
 def test_tsv_escaping_reads_back_exactly(tmp_path) -> None:
     """Whatever the bytes, `detect`'s reader gets back the string that was written (before,
     an SNI holding the text \\x41 read back as A)."""
-    from pcapexfil.logs.zeek import ZeekLogWriter
     from pcapexfil.zeekread import read_log
 
     values = ["\\x41", "a\\\\b", "\\x5c", "x\\", "\udcff\\xff"]
@@ -101,3 +101,53 @@ def test_interval_container_prints_each_item() -> None:
 def test_count_column_takes_any_integral_value() -> None:
     printer = tsv_formatter("count")
     assert [printer(v) for v in (7, True, False, 3.9, "12", None)] == ["7", "1", "0", "3", "12", "-"]
+
+
+# Values of every class a column may be handed: the analyzers' usual ones and the odd ones
+# the generated line printer leaves to the column's printer.
+_ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.sampled_from("ab-,(empty) \t\x00\x7f\xe9\u2603\\x4"), max_size=8), st.binary(max_size=4),
+)
+_TYPES = ["time", "interval", "double", "count", "int", "port", "bool", "addr", "subnet", "string", "enum",
+          "set[string]", "vector[string]", "vector[interval]", "set[count]"]
+
+
+def _outcome(printer: Any, value: Any) -> Any:
+    try:
+        return printer(value)
+    except Exception as exc:  # noqa: BLE001 (the same failure is the expected outcome)
+        return type(exc)
+
+
+@given(st.lists(st.tuples(st.sampled_from(_TYPES), st.one_of(_ANY_VALUE, st.lists(_ANY_VALUE, max_size=3))),
+                max_size=6))
+def test_generated_line_matches_column_printers(columns: list[tuple[str, Any]]) -> None:
+    """The generated TSV line printers print each value as its column's tsv_formatter does
+    (or fail as it does), whatever the value's class, from values and from a row."""
+    of_values, of_row = tsv_line_functions([(f"c.{i}", type_) for i, (type_, _) in enumerate(columns)])
+    values = [value for _, value in columns]
+    row = {f"c.{i}": value for i, value in enumerate(values) if value is not None}  # None as a missing key
+    expected = [_outcome(tsv_formatter(type_), value) for type_, value in columns]
+    if any(isinstance(text, type) for text in expected):
+        assert isinstance(_outcome(of_values, values), type) and isinstance(_outcome(of_row, row), type)
+    else:
+        assert of_values(values) == of_row(row) == "\t".join(expected) + "\n"
+
+
+def test_row_and_values_give_one_line(tmp_path) -> None:
+    """A row as a dict (missing keys unset) and as its values in column order are one line,
+    in TSV and in every JSON timestamp form."""
+    fields = [("ts", "time"), ("uid", "string"), ("n", "count"), ("ok", "bool"), ("rtt", "interval"),
+              ("names", "vector[string]"), ("ttls", "vector[interval]")]
+    row = {"ts": 1700000000.25, "uid": "Cabc", "n": 3, "ok": True, "names": ["a\\b", "c,d"], "ttls": [60.0, 0.5]}
+    values = [row.get(name) for name, _ in fields]
+    for use_json, style in ((False, "epoch"), (True, "epoch"), (True, "millis"), (True, "iso8601")):
+        with ZeekLogWriter(tmp_path / f"{use_json}{style}.log", "t", fields, use_json=use_json,
+                           ts_style=style) as writer:
+            assert writer.line(row) == writer.line_of_values(values)
+    with ZeekLogWriter(tmp_path / "j.log", "t", fields, use_json=True) as writer:
+        assert json.loads(writer.line(row)) == {
+            "ts": 1700000000.25, "uid": "Cabc", "n": 3, "ok": True, "names": ["a\\b", "c,d"], "ttls": [60.0, 0.5]}
+    with ZeekLogWriter(tmp_path / "t.log", "t", fields) as writer:
+        assert writer.line(row) == "1700000000.250000\tCabc\t3\tT\t-\ta\\x5cb,c\\x2cd\t60.000000,0.500000\n"

@@ -49,8 +49,11 @@ class ConnUids:
     `expire` at every once-a-second tick (both engines call it at the same ticks)."""
 
     def __init__(self, seed: int | None = None) -> None:
-        self._key = str(run_seed(seed)).encode()[:64]
-        # Identities (64 hash bits) created since the last tick (a flood's second of them is
+        # The keyed hash every uid is taken from, copied per uid: a keyed blake2b compresses
+        # its key as a block of its own at every construction.
+        self._hash = blake2b(digest_size=12, key=str(run_seed(seed)).encode()[:64])
+        # Identities (their 64-bit hash(); equal for equal texts within this process, which
+        # is all a count needs) created since the last tick (a flood's second of them is
         # held), and the few that repeated → their last count.
         self._recent: set[int] = set()
         self._repeats: dict[int, int] = {}
@@ -60,7 +63,7 @@ class ConnUids:
         if (b_h, b_p) < (a_h, a_p):
             a_h, a_p, b_h, b_p = b_h, b_p, a_h, a_p
         ident = f"{proto} {a_h} {a_p} {b_h} {b_p} {float(start_ts)!r}"
-        key = int.from_bytes(blake2b(ident.encode(), digest_size=8).digest(), "little")
+        key = hash(ident)
         if key in self._recent:
             n = self._repeats[key] = self._repeats.get(key, 0) + 1
         else:
@@ -72,7 +75,9 @@ class ConnUids:
         return self.named(tunnel_name(repr(key)))
 
     def named(self, text: str) -> str:
-        return "C" + base62(int.from_bytes(blake2b(text.encode(), digest_size=12, key=self._key).digest(), "big"))
+        digest = self._hash.copy()
+        digest.update(text.encode())
+        return "C" + base62(int.from_bytes(digest.digest(), "big"))
 
     def expire(self, now: float) -> None:
         """A tick (at network time `now`): the last epoch's identities are forgotten."""

@@ -28,29 +28,39 @@ CONN_FIELDS: list[Field] = [
 ]
 
 
-def conn_row(rec: ConnRecord) -> dict[str, Any]:
-    return {
-        "ts": rec.ts,
-        "uid": rec.uid,
-        "id.orig_h": rec.orig_h,
-        "id.orig_p": rec.orig_p,
-        "id.resp_h": rec.resp_h,
-        "id.resp_p": rec.resp_p,
-        "proto": rec.proto,
+CONN_NAMES: tuple[str, ...] = tuple(name for name, _ in CONN_FIELDS)
+
+
+def conn_values(rec: ConnRecord) -> tuple[Any, ...]:
+    """The record's conn.log values in column order (None: unset): what ConnLogSink writes,
+    without a dict per connection."""
+    return (
+        rec.ts,
+        rec.uid,
+        rec.orig_h,
+        rec.orig_p,
+        rec.resp_h,
+        rec.resp_p,
+        rec.proto,
         # Zeek's service is a string holding a comma-joined set; unset when empty.
-        "service": ",".join(rec.service) if rec.service else None,
-        "duration": rec.duration,
-        "orig_bytes": rec.orig_bytes,
-        "resp_bytes": rec.resp_bytes,
-        "conn_state": rec.conn_state,
-        "local_orig": rec.local_orig,
-        "local_resp": rec.local_resp,
-        "missed_bytes": rec.missed_bytes,
-        "history": rec.history or None,
-        "orig_pkts": rec.orig_pkts,
-        "orig_ip_bytes": rec.orig_ip_bytes,
-        "resp_pkts": rec.resp_pkts,
-        "resp_ip_bytes": rec.resp_ip_bytes,
-        "tunnel_parents": rec.tunnel_parents or None,
-        "ip_proto": rec.ip_proto,
-    }
+        ",".join(rec.service) if rec.service else None,
+        rec.duration,
+        rec.orig_bytes,
+        rec.resp_bytes,
+        rec.conn_state,
+        rec.local_orig,
+        rec.local_resp,
+        rec.missed_bytes,
+        rec.history or None,
+        rec.orig_pkts,
+        rec.orig_ip_bytes,
+        rec.resp_pkts,
+        rec.resp_ip_bytes,
+        rec.tunnel_parents or None,
+        rec.ip_proto,
+    )
+
+
+def conn_row(rec: ConnRecord) -> dict[str, Any]:
+    """The record's conn.log row, keyed by column name."""
+    return dict(zip(CONN_NAMES, conn_values(rec)))

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, Literal
 
 from pcapexfil.logs.staging import LogStaging
@@ -199,27 +199,95 @@ def tsv_formatter(type_: str) -> Callable[[Any], str]:
     return _TSV_SCALARS.get(type_, _tsv_string)
 
 
-def _json_value(value: Any, type_: str, ts_style: TimestampStyle) -> Any:
-    if type_.startswith(("set[", "vector[")):
-        inner = type_[type_.index("[") + 1 : -1]
-        return [_json_value(v, inner, ts_style) for v in value]
-    if type_ == "time":
-        if ts_style == "millis":
-            return int(round(float(value) * 1000))
-        if ts_style == "iso8601":
-            moment = _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
-            return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return float(f"{float(value):.6f}")
-    if type_ in ("interval", "double"):
-        number = float(value)
-        return None if math.isnan(number) or math.isinf(number) else number
-    if type_ in ("count", "int", "port"):
-        return int(value)
+_TSV_TIMES = frozenset(("time", "interval"))
+_TSV_COUNTS = frozenset(("count", "int", "port"))
+_TSV_ADDRS = frozenset(("addr", "subnet"))
+
+
+def _tsv_inline(type_: str, v: str, p: str) -> str:
+    """The expression printing the value named `v` of a `type_` column as its printer `p`
+    (tsv_formatter) does: the usual classes in place, without a call; the rest by `p`."""
+    if type_ in _TSV_TIMES:
+        return f"'-' if {v} is None else '%.6f' % {v} if {v}.__class__ is float else {p}({v})"
+    if type_ in _TSV_COUNTS:  # an int is its own text in an f-string (a bool is not an int here)
+        return f"{v} if {v}.__class__ is int else {p}({v})"
     if type_ == "bool":
-        return bool(value)
+        return f"'-' if {v} is None else 'T' if {v} else 'F'"
+    if type_ in _TSV_ADDRS:
+        return f"{v} if {v}.__class__ is str else {p}({v})"
+    if type_ == "double" or type_.startswith(("set[", "vector[")):
+        return f"'-' if {v} is None else {p}({v})"
+    # A string, as _tsv_string has it.
+    return (f"'-' if {v} is None else {v} if {v}.__class__ is str and {v}.isascii() and {v}.isprintable()"
+            f" and '\\\\' not in {v} and {v} not in RESERVED else {p}({v})")
+
+
+ValuesPrinter = Callable[[Iterable[Any]], str]  # a row's values in column order → its line
+RowPrinter = Callable[[Mapping[str, Any]], str]  # a row keyed by column name → its line
+
+
+def tsv_line_functions(fields: Sequence[Field]) -> tuple[ValuesPrinter, RowPrinter]:
+    """A log's TSV line printers, generated once per writer from its columns: one takes the
+    row's values in column order (None: unset), the other the row as a mapping (a missing
+    key: unset). Each value is printed as its column's tsv_formatter does, the usual cases
+    inlined (a loop calling one printer per value ran a fifth more instructions)."""
+    namespace: dict[str, Any] = {"RESERVED": _RESERVED}
+    body = []
+    for i, (_, type_) in enumerate(fields):
+        namespace[f"p{i}"] = tsv_formatter(type_)
+        body.append(f"    c{i} = {_tsv_inline(type_, f'v{i}', f'p{i}')}")
+    body.append('    return f"' + "\\t".join(f"{{c{i}}}" for i in range(len(fields))) + '\\n"')
+    of_values = ["def tsv_line(values):", "    (" + "".join(f"v{i}, " for i in range(len(fields))) + ") = values"]
+    of_row = ["def tsv_row_line(row):"] + [f"    v{i} = row.get({name!r})" for i, (name, _) in enumerate(fields)]
+    # Code generated from the column names and types only.
+    exec("\n".join(of_values + body + of_row + body), namespace)  # noqa: S102
+    return namespace["tsv_line"], namespace["tsv_row_line"]
+
+
+def _json_epoch(value: Any) -> float:
+    return float(f"{float(value):.6f}")
+
+
+def _json_millis(value: Any) -> int:
+    return int(round(float(value) * 1000))
+
+
+def _json_iso8601(value: Any) -> str:
+    moment = _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_double(value: Any) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) or math.isinf(number) else number
+
+
+def _json_other(value: Any) -> str:
     if isinstance(value, (str, bytes)):
         return json_string(value)
     return str(value)
+
+
+_JSON_TIMES: dict[str, Callable[[Any], Any]] = {"epoch": _json_epoch, "millis": _json_millis, "iso8601": _json_iso8601}
+_JSON_SCALARS: dict[str, Callable[[Any], Any]] = {
+    "interval": _json_double, "double": _json_double,
+    "count": int, "int": int, "port": int, "bool": bool,
+}  # fmt: skip
+
+
+def json_converter(type_: str, ts_style: TimestampStyle) -> Callable[[Any], Any]:
+    """How Zeek's JSON writer has a set value of a column, as a JSON-encodable value; chosen
+    once per column rather than once per value."""
+    if type_.startswith(("set[", "vector[")):
+        item = json_converter(type_[type_.index("[") + 1 : -1], ts_style)
+        return lambda value: [item(v) for v in value]
+    if type_ == "time":
+        return _JSON_TIMES[ts_style]
+    return _JSON_SCALARS.get(type_, _json_other)
+
+
+# json.dumps with these options builds an encoder per call.
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _strftime_local(moment: float) -> str:
@@ -232,7 +300,8 @@ def _named(exc: OSError, path: str) -> OSError:
 
 
 class ZeekLogWriter:
-    """One log file. Rows are dicts keyed by column name (missing key = unset).
+    """One log file. Rows are dicts keyed by column name (missing key = unset), or their
+    values in column order (`write_values`).
 
     Rows are written as they come, so memory does not grow with the log.
     `#open`/`#close` carry the writer's wall clock in local time, as Zeek's do. With a
@@ -260,7 +329,9 @@ class ZeekLogWriter:
         except OSError as exc:
             raise _named(exc, self.path) from None
         self.rows = 0
-        self._tsv_columns = [(name, tsv_formatter(type_)) for name, type_ in self.fields]
+        self._names = [name for name, _ in self.fields]
+        self._tsv_line, self._tsv_row_line = tsv_line_functions(self.fields)
+        self._json_columns = [(name, json_converter(type_, ts_style)) for name, type_ in self.fields]
         if not use_json:
             names = _SEPARATOR.join(name for name, _ in self.fields)
             types = _SEPARATOR.join(type_ for _, type_ in self.fields)
@@ -283,21 +354,34 @@ class ZeekLogWriter:
             raise _named(exc, self.path) from None
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self.write_line(self.line(row))
+        self.write_line(self.line(row) if self.use_json else self._tsv_row_line(row))
+
+    def write_values(self, values: Sequence[Any]) -> None:
+        """Writes a row given as its values in column order (None: unset)."""
+        self.write_line(self.line_of_values(values) if self.use_json else self._tsv_line(values))
 
     def line(self, row: Mapping[str, Any]) -> str:
         """`row` as this log's line (what `write` writes; workers format in parallel)."""
         if self.use_json:
-            obj = {
-                name: _json_value(row[name], type_, self.ts_style)
-                for name, type_ in self.fields
-                if row.get(name) is not None
-            }
-            return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
-        return _SEPARATOR.join([fmt(row.get(name)) for name, fmt in self._tsv_columns]) + "\n"
+            return self.line_of_values(map(row.get, self._names))
+        return self._tsv_row_line(row)
+
+    def line_of_values(self, values: Iterable[Any]) -> str:
+        """The line of a row given as its values in column order (None: unset)."""
+        if self.use_json:
+            return _json_encode(
+                {name: convert(value) for (name, convert), value in zip(self._json_columns, values)
+                 if value is not None}
+            ) + "\n"
+        return self._tsv_line(values)
 
     def write_line(self, line: str) -> None:
-        self._put(line)
+        # _put's body: one call less per row.
+        assert self._fh is not None, "write after close"
+        try:
+            self._fh.write(line)
+        except OSError as exc:
+            raise _named(exc, self.path) from None
         self.rows += 1
 
     def flush(self) -> None:
