@@ -46,7 +46,7 @@ from pcapexfil.fast.batch import KIND_FAST, KIND_FOREIGN, addr_to_halves
 from pcapexfil.flow.uid import ConnUids, run_seed
 from pcapexfil.hooks import RecordSink
 from pcapexfil.identifiers.dns import NameTable
-from pcapexfil.logs.conn import CONN_FIELDS, conn_row
+from pcapexfil.logs.conn import CONN_FIELDS, conn_values
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.order import Epochs, OrderedLog, RecordItem, RowItem
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
@@ -264,14 +264,14 @@ class _Spool(Epochs):
                 logs.append((log.name, log.fields, [(key, line(row)) for key, row in kept]))
                 self.items += len(kept)
         send = self.share.send
-        conn_line = self._format("conn", CONN_FIELDS).line if send.conn_lines else None
+        conn_line = self._format("conn", CONN_FIELDS).line_of_values if send.conn_lines else None
         ours: list[SentRecord] = []
         for key, rec in records:
             if rec.uid in foreign:
                 foreign.discard(rec.uid)
             else:
                 ours.append((key, rec if send.records else None,
-                             conn_line(conn_row(rec)) if conn_line is not None else None))
+                             conn_line(conn_values(rec)) if conn_line is not None else None))
         self.items += len(ours)
         names = self.share.names.take()  # the merge needs the names only to name records
         self.pending.append((ours, logs, now, end, names if send.records else []))
