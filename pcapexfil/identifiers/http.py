@@ -595,7 +595,8 @@ class HttpAnalyzer:
         t = side.trans
         if t is None or n <= 0:
             return
-        side.tail = (side.tail + data[max(pos, pos + n - 2) : pos + n])[-2:]
+        if side.line_mode:  # only then is the tail read; line mode begins with an empty one
+            side.tail = (side.tail + data[max(pos, pos + n - 2) : pos + n])[-2:]
         if side.is_resp:
             t.response_body_len += n
         else:
