@@ -150,9 +150,11 @@ def _first_line(buf: bytearray) -> bytes | None:
 
 def _head_end(buf: bytearray) -> tuple[int, int] | None:
     """Where the first empty line (`\\r?\\n\\r?\\n`) ends a header block: (block end, end
-    of the blank line); None while there is none. Two C searches, not a regex scan."""
-    lf, crlf = buf.find(b"\n\n"), buf.find(b"\n\r\n")
-    nl = lf if crlf < 0 or 0 <= lf < crlf else crlf
+    of the blank line); None while there is none. Two C searches, not a regex scan; a bare
+    `\\n\\n` is only looked for before the first `\\n\\r\\n`, not through the body after it."""
+    crlf = buf.find(b"\n\r\n")
+    lf = buf.find(b"\n\n") if crlf < 0 else buf.find(b"\n\n", 0, crlf + 1)
+    nl = lf if lf >= 0 else crlf
     if nl < 0:
         return None
     return (nl - 1 if nl and buf[nl - 1] == 0x0D else nl), (nl + 2 if nl == lf else nl + 3)
