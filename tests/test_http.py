@@ -1,15 +1,17 @@
-"""HTTP: transactions by content on any port, Host without port, body lengths, pipelining."""
+"""HTTP: transactions (on its ports, elsewhere where dpd.sig attaches it), Host without port,
+body lengths, pipelining."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_identifiers_support import FakeConn, Run, syn, tcp
 from zeek_logs import read_zeek_log
 
-from pcapexfil.identifiers.http import dpd_client, dpd_server, strip_port, unescape_uri
+from pcapexfil.identifiers.http import dpd_client, dpd_server, is_reply_line, is_request_line, strip_port, unescape_uri
 
 
 def _flow(conn: FakeConn, client: list[bytes], server: list[bytes]) -> list:
@@ -185,3 +187,53 @@ def test_dpd_signatures_answer_as_dpd_sig(pieces: list[bytes], more: list[bytes]
         assert (verdict is True) == (pattern.match(data) is not None)
         if verdict is not None:
             assert check(longer) is verdict
+
+
+@pytest.mark.parametrize(
+    ("line", "taken"),
+    [
+        (b"GET / HTTP/1.1", True),
+        (b"GET\t/x HTTP/1.0", True),
+        (b"GET/ HTTP/1.1", False),  # no blank after the method
+        (b"G / HTTP/1.1", True),
+        (b"GE /x", False),  # HTTP/0.9 needs a 3-character method
+        (b"GET /x", True),
+        (b"GET \x7f", False),
+        (b"GET \x7fHTTP/1.1", True),
+        (b"G{T / HTTP/1.1", False),
+        (b" GET / HTTP/1.1", False),
+        (b"GET  /a%20b?c=d#e HTTP/1.1", True),
+    ],
+)
+def test_request_line_check(line: bytes, taken: bool) -> None:
+    assert is_request_line(line) is taken
+
+
+@pytest.mark.parametrize(
+    ("line", "taken"),
+    [
+        (b"HTTP/1.1 200 OK", True),
+        (b"HTTP/1.1\t200", True),
+        (b"HTTP/1.1 20", False),
+        (b"HTTP/1.1   abc", True),
+        (b"HTTP/1.1", False),
+        (b"HTTP/1.1 \t 2 ", False),
+        (b"http/1.1 200", False),
+        (b"HTTP/ 200", True),
+    ],
+)
+def test_reply_line_check(line: bytes, taken: bool) -> None:
+    assert is_reply_line(line) is taken
+
+
+def test_head_ends_and_folded_headers(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A head may end in a bare blank line after CRLF lines; a blank line in the body after
+    a CRLF head does not end it; folded and non-ASCII header text decodes as sent."""
+    conn = FakeConn(resp_p=80)
+    req = b"GET /a HTTP/1.1\r\nHost: h\xc3\xa9.example\r\nUser-Agent: a\r\n\tb\x1c\r\nReferer: \xff\n\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab\n\ncd"
+    rec, rows = _run(tmp_path, conn, [req], [resp])
+    (row,) = rows
+    assert rec.http_host == "h\u00e9.example"
+    assert (row["user_agent"], row["response_body_len"], row["status_code"]) == ("a b", "6", "200")
+    assert row["referrer"] is not None and row["referrer"] != "-"

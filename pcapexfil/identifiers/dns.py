@@ -335,14 +335,16 @@ class DnsAnalyzer:
         proto = pkt.proto
         if proto == PROTO_UDP:
             if conn.resp_p in UDP_PORTS and pkt.payload:
-                self._state(conn).size += len(pkt.payload)
-                self._message(conn, pkt.payload, pkt.ts, "udp")
+                st = self._state(conn)
+                st.size += len(pkt.payload)
+                self._message(conn, st, pkt.payload, pkt.ts, "udp")
         elif proto == PROTO_TCP:
             if conn.resp_p in TCP_PORTS:
                 data = tcp_data(conn, is_orig, pkt, self.users)
                 if data:
-                    self._state(conn).size += len(data)
-                    self._tcp(conn, is_orig, data, pkt.ts)
+                    st = self._state(conn)
+                    st.size += len(data)
+                    self._tcp(conn, st, is_orig, data, pkt.ts)
             else:
                 s = streams(conn)
                 if s is not None:
@@ -354,8 +356,8 @@ class DnsAnalyzer:
             st = conn.app[NAME] = _DnsConn()
         return st
 
-    def _tcp(self, conn: ConnView, is_orig: bool, data: bytes, ts: float) -> None:
-        buf = self._state(conn).tcp_buf[is_orig]
+    def _tcp(self, conn: ConnView, st: _DnsConn, is_orig: bool, data: bytes, ts: float) -> None:
+        buf = st.tcp_buf[is_orig]
         buf += data
         while len(buf) >= 2:
             n = (buf[0] << 8) | buf[1]
@@ -363,13 +365,12 @@ class DnsAnalyzer:
                 break
             msg = bytes(buf[2 : 2 + n])
             del buf[: 2 + n]
-            self._message(conn, msg, ts, "tcp")
+            self._message(conn, st, msg, ts, "tcp")
         if len(buf) > MAX_TCP_MESSAGE_BUFFER:
             buf.clear()
             self._weird(conn, "DNS_tcp_buffer_overflow", ts)
 
-    def _message(self, conn: ConnView, data: bytes, ts: float, proto: str) -> None:
-        st = self._state(conn)
+    def _message(self, conn: ConnView, st: _DnsConn, data: bytes, ts: float, proto: str) -> None:
         if st.disabled:
             return
         if len(data) >= _HEADER_LEN and _QDCOUNT.unpack_from(data, _QDCOUNT_AT)[0] > MAX_QUERIES:

@@ -58,7 +58,6 @@ MAX_TRANSACTIONS = 1000
 _REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$")
 _RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
 _METHOD_SO_FAR = re.compile(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)")  # an unfinished first line
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
 # Body states whose bytes are only counted, up to a known length.
 _COUNTED_STATES = frozenset(("body", "chunk_data"))
@@ -74,9 +73,23 @@ _URI_CHARS = frozenset(
     b":/?#[]@!$&'()*+,;=" + b"-_.!~*'()" + b"%\x00" + bytes(c for c in range(128) if chr(c).isalnum())
 )
 _BLANKS = b" \t"  # util::skip_whitespace, analyzer::mime::is_lws
+# What bytes.strip() removes: header text is decoded before it is stripped (str.strip()
+# alone would also remove \x1c-\x1f and Unicode spaces).
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+
+
+def _run_of(chars: frozenset[int]) -> re.Pattern[bytes]:
+    """A pattern matching the longest run of bytes from `chars` (one C call, not a loop)."""
+    return re.compile(b"[" + b"".join(re.escape(bytes([c])) for c in sorted(chars)) + b"]*")
+
+
+_TOKEN_RUN = _run_of(_TOKEN_CHARS)
+_URI_RUN = _run_of(_URI_CHARS)
+# HTTP_ReplyLine's test (`is_reply_line`): `HTTP/`, the version up to the first blank, the
+# blanks, then 3 characters or more.
+_REPLY_LINE_TAKEN = re.compile(rb"HTTP/[^ \t]*[ \t]+[^ \t]..", re.DOTALL)
 _VERSION_PREFIX = b"HTTP/"
 _MIN_09_METHOD = 3  # HTTP_RequestLine: an HTTP/0.9 request needs a 3-character method (GET)
-_REPLY_CODE_LENGTH = 3
 _MIME_TOKEN_END = re.compile(r'[\s()<>@,;:\\"/\[\]?=]')  # mime is_tspecial, where get_value_token ends
 _PERSISTENT = re.compile(rb"(?:[2-9]\.\d|1\.[1-9])")  # SetVersion: above 1.0 keeps the connection alive
 
@@ -96,17 +109,13 @@ def is_request_line(line: bytes) -> bool:
     """Whether HTTP_Analyzer::HTTP_RequestLine takes the line (else bad_HTTP_request): a
     method token, blanks, then a target and version ParseRequest reads; without an
     `HTTP/` version (HTTP/0.9), a method of 3 characters or more and a URI."""
-    method = 0
-    while method < len(line) and line[method] in _TOKEN_CHARS:
-        method += 1
+    method = _TOKEN_RUN.match(line).end()  # type: ignore[union-attr]  # `*` always matches
     if method == 0:
         return False
     rest = line[method:].lstrip(_BLANKS)
     if len(rest) == len(line) - method:
         return False  # no blank after the method
-    uri_end = 0
-    while uri_end < len(rest) and rest[uri_end] in _URI_CHARS:
-        uri_end += 1
+    uri_end = _URI_RUN.match(rest).end()  # type: ignore[union-attr]
     if uri_end == len(rest):
         has_version = rest.startswith(_VERSION_PREFIX)  # missing_HTTP_uri
     else:
@@ -119,20 +128,39 @@ def is_request_line(line: bytes) -> bool:
 def is_reply_line(line: bytes) -> bool:
     """Whether HTTP_Analyzer::HTTP_ReplyLine takes the line: `HTTP/`, the version up to a
     blank, then at least 3 characters (the code; non-digits read as code 0)."""
-    if not line.startswith(_VERSION_PREFIX):
-        return False  # bad_HTTP_reply
-    blank = next((i for i, c in enumerate(line) if c in _BLANKS), -1)
-    return blank >= 0 and len(line[blank:].lstrip(_BLANKS)) >= _REPLY_CODE_LENGTH
+    return _REPLY_LINE_TAKEN.match(line) is not None  # else bad_HTTP_reply
+
+
+def _blank_lines_end(buf: bytearray) -> int:
+    """Where the empty lines at the start of `buf` end (the analyzer ignores them where a
+    message starts)."""
+    start = 0
+    while True:
+        if buf.startswith(b"\n", start):
+            start += 1
+        elif buf.startswith(b"\r\n", start):
+            start += 2
+        else:
+            return start
 
 
 def _first_line(buf: bytearray) -> bytes | None:
-    """The first line after blank ones (the analyzer ignores empty lines where a message
-    starts), without its end; None until it is complete."""
-    start = 0
-    while buf[start : start + 2] == b"\r\n" or buf[start : start + 1] == b"\n":
-        start += 2 if buf[start : start + 1] == b"\r" else 1
+    """The first line after blank ones, without its end; None until it is complete."""
+    start = _blank_lines_end(buf)
     end = buf.find(b"\n", start)
     return None if end < 0 else bytes(buf[start:end]).rstrip(b"\r")
+
+
+def _head_end(buf: bytearray) -> tuple[int, int] | None:
+    """Where the first empty line (`\\r?\\n\\r?\\n`) ends a header block: (block end, end
+    of the blank line); None while there is none. Two C searches, not a regex scan; a bare
+    `\\n\\n` is only looked for before the first `\\n\\r\\n`, not through the body after it."""
+    crlf = buf.find(b"\n\r\n")
+    lf = buf.find(b"\n\n") if crlf < 0 else buf.find(b"\n\n", 0, crlf + 1)
+    nl = lf if lf >= 0 else crlf
+    if nl < 0:
+        return None
+    return (nl - 1 if nl and buf[nl - 1] == 0x0D else nl), (nl + 2 if nl == lf else nl + 3)
 
 
 def _text(raw: bytes) -> str:
@@ -153,12 +181,12 @@ def unescape_uri(raw: bytes) -> tuple[bytes, list[str]]:
     weirds: list[str] = []
     i, end = 0, len(raw)
     while i < end:
-        c = raw[i]
-        if c != 0x25:  # '%'
-            out.append(c)
-            i += 1
-            continue
-        i += 1
+        percent = raw.find(b"%", i)  # the bytes up to the next '%' are copied as they are
+        if percent < 0:
+            out += raw[i:]
+            break
+        out += raw[i:percent]
+        i = percent + 1
         if i == end:
             out.append(0x25)
             weirds.append("illegal_%_at_end_of_URI")
@@ -296,17 +324,20 @@ class _HttpConn:
         self.keep_alive = False
 
 
-def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
-    """Header lines to (UPPER-NAME, value); obsolete line folding joins continuation lines."""
+def _parse_headers(block: bytes) -> list[tuple[str, str]]:
+    """Header lines to (UPPER-NAME, value); obsolete line folding joins continuation lines.
+
+    The block is decoded once: UTF-8 with surrogateescape decodes line by line as it does
+    whole, as no byte of a multi-byte sequence is `\\n`, `:` or a blank."""
     out: list[tuple[str, str]] = []
-    for line in lines:
-        if line.startswith((b" ", b"\t")) and out:
+    for line in _text(block).split("\n"):
+        if line.startswith((" ", "\t")) and out:
             folded_name, folded_value = out[-1]
-            out[-1] = (folded_name, (folded_value + " " + _text(line.strip())).strip())
+            out[-1] = (folded_name, (folded_value + " " + line.strip(_ASCII_SPACE)).strip())
             continue
-        name, sep, value = line.partition(b":")
+        name, sep, value = line.partition(":")
         if sep:
-            out.append((name.strip().decode("utf-8", "surrogateescape").upper(), value.strip().decode("utf-8", "surrogateescape")))
+            out.append((name.strip(_ASCII_SPACE).upper(), value.strip(_ASCII_SPACE)))
     return out
 
 
@@ -472,9 +503,9 @@ class HttpAnalyzer:
                     self._weird(conn, "HTTP_header_too_long", ts)
                     side.state = "off"
                 return
-            lines = head
-            request_line = is_request_line(lines[0])
-            m = _REQUEST_LINE.match(lines[0]) if request_line else None
+            first, header_lines = head
+            request_line = is_request_line(first)
+            m = _REQUEST_LINE.match(first) if request_line else None
             if m is None:
                 self._weird(conn, "bad_HTTP_request", ts)
                 side.state = "off"
@@ -486,7 +517,7 @@ class HttpAnalyzer:
                 st.is_http = True
                 if "http" not in conn.service:
                     conn.service.append("http")
-            headers = _parse_headers(lines[1:]) if version else []
+            headers = _parse_headers(header_lines) if version else []
             if version and _PERSISTENT.match(version):
                 st.keep_alive = True
             uri, uri_weirds = unescape_uri(uri)
@@ -518,25 +549,28 @@ class HttpAnalyzer:
             self._start_body(side, t, headers, is_request=True)
 
     @staticmethod
-    def _take_head(side: _Side, allow_09: bool) -> list[bytes] | None:
-        """Remove one header block from the buffer; None if it is not complete yet."""
+    def _take_head(side: _Side, allow_09: bool) -> tuple[bytes, bytes] | None:
+        """Remove one header block from the buffer: (its first line, the header lines after
+        it, undecoded); None if it is not complete yet."""
         buf = side.buf
         # Leading blank lines between messages are tolerated.
-        while buf[:2] == b"\r\n" or buf[:1] == b"\n":
-            del buf[: 2 if buf[:1] == b"\r" else 1]
+        blanks = _blank_lines_end(buf)
+        if blanks:
+            del buf[:blanks]
         first_nl = buf.find(b"\n")
         if first_nl < 0:
             return None
         first = bytes(buf[:first_nl]).rstrip(b"\r")
         if allow_09 and b"HTTP/" not in first:
             del buf[: first_nl + 1]
-            return [first]
-        m = _HEAD_END.search(buf)
-        if m is None:
+            return first, b""
+        end = _head_end(buf)
+        if end is None:
             return None
-        block = bytes(buf[: m.start()])
-        del buf[: m.end()]
-        return [ln.rstrip(b"\r") for ln in block.split(b"\n")]
+        block_end, head_end = end
+        headers = bytes(buf[first_nl + 1 : block_end])  # empty when the block is one line
+        del buf[:head_end]
+        return first, headers
 
     def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
         side.trans = t
@@ -623,7 +657,8 @@ class HttpAnalyzer:
         t = side.trans
         if t is None or n <= 0:
             return
-        side.tail = (side.tail + data[max(pos, pos + n - 2) : pos + n])[-2:]
+        if side.line_mode:  # only then is the tail read; line mode begins with an empty one
+            side.tail = (side.tail + data[max(pos, pos + n - 2) : pos + n])[-2:]
         if side.is_resp:
             t.response_body_len += n
         else:
@@ -657,7 +692,8 @@ class HttpAnalyzer:
                     if len(side.buf) > MAX_HEADER:
                         side.state = "off"
                     return
-                m = _RESPONSE_LINE.match(head[0])
+                first, header_lines = head
+                m = _RESPONSE_LINE.match(first)
                 if m is None:
                     self._weird(conn, "bad_HTTP_reply", ts)
                     side.state = "off"
@@ -666,15 +702,16 @@ class HttpAnalyzer:
                 if _PERSISTENT.match(m.group(1)):
                     st.keep_alive = True
                 msg = _text(m.group(3) or b"").strip() or None
-                headers = _parse_headers(head[1:])
+                headers = _parse_headers(header_lines)
                 if 100 <= code < 200 and code != 101:
                     t.info_code, t.info_msg = code, msg
                 else:
                     t.status_code, t.status_msg = code, msg
                     t.resp_version = _text(m.group(1))
                     st.next_resp += 1
-                    tunnel = code == 101 or (t.method.upper() == "CONNECT" and 200 <= code < 300)
-                    no_body = t.method.upper() == "HEAD" or code in (204, 304) or tunnel
+                    method = t.method.upper()
+                    tunnel = code == 101 or (method == "CONNECT" and 200 <= code < 300)
+                    no_body = method == "HEAD" or code in (204, 304) or tunnel
                     if no_body:
                         t.complete = True
                         self._log(conn, t)

@@ -93,8 +93,11 @@ class StreamDirection:
                     self.broken = True
                     self.pending.clear()
             return b""
-        out = [payload]
         self.next_seq = (self.next_seq + len(payload)) % _MOD
+        if not self.pending:  # in order, nothing waiting behind it: most segments
+            self.delivered += len(payload)
+            return payload
+        out = [payload]
         while self.pending:
             progressed = False
             for pseq in list(self.pending):
@@ -203,9 +206,9 @@ class TcpStreams:
         (0, 0) while it may not: a reader made no offer, or bytes wait out of order."""
         direction = self.orig if is_orig else self.resp
         wanted = self.orig_wanted if is_orig else self.resp_wanted
-        if direction.pending or direction.broken or direction.next_seq is None or not wanted:
-            return 0, 0
         offers = direction.offers
+        if not offers or direction.pending or direction.broken or direction.next_seq is None or not wanted:
+            return 0, 0
         n = -1
         for name in wanted:
             offer = offers.get(name)
