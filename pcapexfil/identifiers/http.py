@@ -31,11 +31,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pcapexfil.flow.ports import analyzer_ports
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.flow.ports import analyzer_ports
 from pcapexfil.services.base import analyzer_violation
 
 if TYPE_CHECKING:
@@ -399,6 +399,7 @@ class HttpAnalyzer:
             self._give_up(conn, st)
 
     def _feed(self, conn: ConnView, st: _HttpConn, is_orig: bool, data: bytes, ts: float) -> None:
+        """One chunk of a direction's stream, at network time `ts`."""
         if is_orig:
             self._feed_orig(conn, st, data, ts)
         elif st.is_http:

@@ -26,9 +26,7 @@ from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
 )
-from pcapexfil.services.base import (
-    IGNORE_VIOLATIONS_AFTER, Recogniser, Verdict, analyzer_violation,
-)
+from pcapexfil.services.base import IGNORE_VIOLATIONS_AFTER, Recogniser, Verdict, analyzer_violation
 
 if TYPE_CHECKING:
     from pcapexfil.packet import Packet
