@@ -15,7 +15,7 @@ import numpy as np
 
 from pcapexfil.fast.endpoint import SEQ_SIGN, orig_phys
 from pcapexfil.fast.layout import G_CALL, M32
-from pcapexfil.flow.ports import analyzer_ports
+from pcapexfil.flow.ports import registered_ports
 from pcapexfil.jit import njit
 from pcapexfil.packet import PROTO_UDP, TH_SYN
 from pcapexfil.services import REPLY_UDP_PORTS
@@ -36,7 +36,7 @@ def _port_set(ports: Iterable[int]) -> np.ndarray:
 
 
 # UDP responder ports the DNS analyzer is registered for (its expiry timer, T_DNS_EXPIRE).
-DNS_UDP = _port_set(port for port, proto in analyzer_ports("dns") if proto == PROTO_UDP)
+DNS_UDP = _port_set(registered_ports("dns", PROTO_UDP))
 # UDP responder ports whose every datagram goes to the analyzers: DNS's, and those where a
 # service recogniser needs the responder's first datagram (services.REPLY_UDP_PORTS).
 APP_UDP = DNS_UDP | _port_set(REPLY_UDP_PORTS)

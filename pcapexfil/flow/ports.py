@@ -106,6 +106,11 @@ def analyzer_ports(analyzer: str) -> frozenset[Port]:
     return frozenset().union(*(r.ports for r in REGISTRATIONS if r.analyzer == analyzer))
 
 
+def registered_ports(analyzer: str, proto: int) -> frozenset[int]:
+    """The port numbers Zeek's scripts register `analyzer` for on IP protocol `proto`."""
+    return frozenset(port for port, port_proto in analyzer_ports(analyzer) if port_proto == proto)
+
+
 _BY_PORT: dict[Port, tuple[str, ...]] = {}
 for _r in REGISTRATIONS:
     for _port in _r.ports:

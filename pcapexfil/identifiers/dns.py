@@ -25,6 +25,7 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pcapexfil.flow.ports import registered_ports
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.logs.dns import (
@@ -46,8 +47,8 @@ if TYPE_CHECKING:
 
 NAME = "dns"
 NAME_KEY = "dns_name"  # conn.app: the DNS-derived name looked up at creation
-UDP_PORTS = frozenset((53, 137, 5353, 5355))  # dns/main.zeek registers the DNS analyzer there
-TCP_PORTS = frozenset((53,))
+UDP_PORTS = registered_ports(NAME, PROTO_UDP)  # dns/main.zeek registers the DNS analyzer there
+TCP_PORTS = registered_ports(NAME, PROTO_TCP)
 MAX_TCP_MESSAGE_BUFFER = 128 * 1024
 MAX_PENDING_IDS = 50  # Zeek's DNS::max_pending_query_ids
 MAX_PENDING_MSGS = 50  # Zeek's DNS::max_pending_msgs

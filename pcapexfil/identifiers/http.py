@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pcapexfil.flow.ports import analyzer_ports
+from pcapexfil.flow.ports import registered_ports
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
@@ -285,8 +285,8 @@ _DPD_CLIENT_METHODS = tuple(m.encode() for m in (
     "PATCH SEARCH BCOPY BDELETE BMOVE BPROPFIND BPROPPATCH NOTIFY POLL SUBSCRIBE UNSUBSCRIBE X-MS-ENUMATTS "
     "RPC_OUT_DATA RPC_IN_DATA QUERY").split())
 _DPD_SERVER_PREFIX = b"HTTP/"  # /^HTTP\/[0-9]/
-_POSIX_SPACE = b" \t\n\r\x0b\x0c"  # [[:space:]]
-HTTP_PORTS = frozenset(port for port, proto in analyzer_ports(NAME) if proto == PROTO_TCP)
+_POSIX_SPACE = _ASCII_SPACE.encode()  # [[:space:]]: the same six characters
+HTTP_PORTS = registered_ports(NAME, PROTO_TCP)
 
 
 def dpd_client(orig: bytes) -> bool | None:
