@@ -149,3 +149,28 @@ def test_client_hello_sent_before_the_hand_over_is_not_read() -> None:
         (False, b"220 FTP ready\r\n"), (True, b"AUTH TLS\r\n"), (True, HELLO), (False, b"234 AUTH TLS OK\r\n"),
     ]
     assert "ssl" not in _services(21, turns)
+
+
+def _rdp_confirm(selected_protocol: int | None) -> bytes:
+    """The server's TPKT with an X.224 Connection Confirm, with an RDP_NEG_RSP selecting
+    `selected_protocol` (None: without one)."""
+    negotiation = b"" if selected_protocol is None else b"\x02\x00\x08\x00" + selected_protocol.to_bytes(4, "little")
+    cotp = bytes([6 + len(negotiation), 0xD0]) + b"\x00\x00\x12\x34\x00" + negotiation
+    return b"\x03\x00" + (4 + len(cotp)).to_bytes(2, "big") + cotp
+
+
+RDP_REQUEST = b"\x03\x00\x00\x2b\x26\xe0\x00\x00\x00\x00\x00Cookie: mstshash=user\r\n\x01\x00\x08\x00\x03\x00\x00\x00"
+
+
+def test_rdp_negotiating_tls_is_ssl() -> None:
+    """RDP.cc DeliverStream: once the Confirm selects TLS (1) or CredSSP (2), the rest of the
+    stream goes to a new PIA, where ssl/dpd.sig attaches SSL."""
+    for selected in (1, 2):
+        turns = [(True, RDP_REQUEST), (False, _rdp_confirm(selected)), (True, HELLO), (False, _server_hello())]
+        assert "ssl" in _services(3389, turns)
+
+
+def test_rdp_standard_security_is_not_ssl() -> None:
+    for confirm in (_rdp_confirm(0), _rdp_confirm(None)):
+        turns = [(True, RDP_REQUEST), (False, confirm), (True, HELLO), (False, _server_hello())]
+        assert "ssl" not in _services(3389, turns)

@@ -8,7 +8,7 @@ The analyzer reads a connection only where Zeek attaches its SSL analyzer:
    `requires-reverse-signature`), with the PIA's buffer then replayed (PIA_TCP::
    ActivateAnalyzer, ReplayStreamBuffer), as identifiers/http.py does for HTTP;
 3. after the STARTTLS hand-over of an analyzer attached to the connection (`STARTTLS`:
-   SMTP, FTP, IMAP, POP3, XMPP, IRC, MySQL, PostgreSQL, and HTTP's CONNECT tunnel): the
+   SMTP, FTP, IMAP, POP3, XMPP, IRC, MySQL, PostgreSQL, RDP, and HTTP's CONNECT tunnel): the
    SSL analyzer gets the stream from the next chunk of each direction on.
 The client's ClientHello must then start the stream the analyzer gets: plaintext before it
 is what SSL's binpac rejects (ssl.pac, determine_ssl_record_layer: "Invalid version in
@@ -43,7 +43,7 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services import ftp, imap, irc, mysql, pop3, postgresql, smtp, xmpp
+from pcapexfil.services import ftp, imap, irc, mysql, pop3, postgresql, rdp, smtp, xmpp
 from pcapexfil.services.base import Check, Verdict
 
 if TYPE_CHECKING:
@@ -144,6 +144,8 @@ STARTTLS: tuple[StartTls, ...] = (
     StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls),  # mysql-analyzer.pac
     StartTls("postgresql", registered_ports("postgresql", PROTO_TCP), postgresql.starttls,
              postgresql.RECOGNISER.signature),  # postgresql_zeek.spicy, MaybeBackendSSL
+    StartTls("rdp", registered_ports("rdp", PROTO_TCP), rdp.starttls,
+             rdp.RECOGNISER.signature),  # RDP.cc DeliverStream, encryption_method > 0
     StartTls("http", HTTP_PORTS, http_connect_tunnel, _http_signature),  # HTTP.cc, CONNECT
 )
 
@@ -537,20 +539,23 @@ class TlsAnalyzer:
             st.resp += data[: MAX_BYTES - len(st.resp)]
         left = []
         for handover, attached in st.handovers:
-            if not attached:
+            done = handover.handed_over(st.orig, st.resp)
+            if done is False:
+                continue
+            if not attached and (done or not pia.matching):
+                # Its signature matters only once its hand-over is in the bytes, or when the
+                # PIA stopped matching (then nothing can attach it any more). Both read
+                # prefixes that only grow, so asking late gives what asking at every
+                # chunk would have given (and the services asked it already).
                 assert handover.signature is not None
                 verdict = handover.signature(pia.orig, pia.resp)
                 if verdict is Verdict.REJECT or (verdict is Verdict.MORE and not pia.matching):
                     continue
                 attached = verdict is Verdict.CONFIRM
-            if attached:
-                done = handover.handed_over(st.orig, st.resp)
-                if done:
-                    st.attached = True  # SSL reads the chunks after this one (StartTLS)
-                    st.handovers = []
-                    return
-                if done is False:
-                    continue
+            if attached and done:
+                st.attached = True  # SSL reads the chunks after this one (StartTLS)
+                st.handovers = []
+                return
             left.append((handover, attached))
         st.handovers = left
 

@@ -97,6 +97,8 @@ def _reply_code(line: bytes) -> bytes | None:
 def starttls(orig: bytes, resp: bytes) -> bool | None:
     """Whether IRC_Analyzer::DeliverStream called StartTLS on these first bytes: a line of
     at most 512 bytes (either side) whose reply code is 670 (RPL_STARTTLS); None until then."""
+    if _TLS_REPLY not in orig and _TLS_REPLY not in resp:
+        return None  # no line can carry the code yet (one search, not a split into lines)
     for data in (orig, resp):
         for line in _EOL.split(data)[:-1]:
             if len(line) <= MAX_LINE and _reply_code(line) == _TLS_REPLY:

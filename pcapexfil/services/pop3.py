@@ -21,6 +21,8 @@ _SIG_CLIENT = AtLineStart(
     b" \t\x0b\x0cUuAaCcSs",
 )
 _OK, _STLS, _END = b"+OK", b"STLS", b"."
+_OK_ANYWHERE = re.compile(rb"\+[oO][kK]")  # commands and replies compare upper-cased words
+_STLS_ANYWHERE = re.compile(rb"[sS][tT][lL][sS]")
 _MULTI_LINE = frozenset((b"CAPA", b"RETR", b"TOP"))
 _MULTI_LINE_WITHOUT_ARGUMENT = frozenset((b"LIST", b"UIDL"))
 
@@ -39,6 +41,8 @@ def _multi_line(words: list[bytes]) -> bool:
 
 def starttls(orig: bytes, resp: bytes) -> bool | None:
     """Whether StartTLS ran on these first bytes: the reply answering STLS is `+OK`."""
+    if _STLS_ANYWHERE.search(orig) is None or _OK_ANYWHERE.search(resp) is None:
+        return None  # neither the command nor its answer yet (two searches, no split into lines)
     commands = [line.split() for line in _EOL.split(orig)[:-1]]
     commands = [words for words in commands if words]
     answered = -1  # the greeting answers the connection's establishment
