@@ -104,6 +104,9 @@ class StartTls:
     # can (the analyzer skips, or was disabled by a violation), None until then.
     handed_over: Callable[[bytes, bytes], bool | None]
     signature: Check | None = None
+    # Whose bytes complete the hand-over: the server's answer, but for MySQL's client flag.
+    # `handed_over` is asked only on that side's chunks (the other side's cannot make it True).
+    decided_by_orig: bool = False
 
 
 _CONNECT = b"CONNECT "
@@ -141,7 +144,8 @@ STARTTLS: tuple[StartTls, ...] = (
     StartTls("pop3", frozenset(), pop3.starttls, pop3.signature),  # POP3.cc ProcessReply, STLS
     StartTls("xmpp", registered_ports("xmpp", PROTO_TCP), xmpp.starttls),  # xmpp-analyzer.pac
     StartTls("irc", registered_ports("irc", PROTO_TCP), irc.starttls, irc.RECOGNISER.signature),  # IRC.cc 670
-    StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls),  # mysql-analyzer.pac
+    StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls,
+             decided_by_orig=True),  # mysql-analyzer.pac
     StartTls("postgresql", registered_ports("postgresql", PROTO_TCP), postgresql.starttls,
              postgresql.RECOGNISER.signature),  # postgresql_zeek.spicy, MaybeBackendSSL
     StartTls("rdp", registered_ports("rdp", PROTO_TCP), rdp.starttls,
@@ -456,7 +460,7 @@ class HandshakeScanner:
 
 class _TlsConn:
     __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "orig",
-                 "resp")
+                 "resp", "dpd")
 
     def __init__(self, ts: float, resp_p: int) -> None:
         self.ts = ts
@@ -473,6 +477,7 @@ class _TlsConn:
         self.handovers: list[tuple[StartTls, bool]] = [] if self.attached else list(starttls_candidates(resp_p))
         self.orig = b""  # the first bytes of each direction, what the hand-overs read
         self.resp = b""
+        self.dpd: list[bool | None] = [None, None]  # dpd_tls on the PIA's window, [resp, orig]
 
 
 class TlsAnalyzer:
@@ -512,15 +517,17 @@ class TlsAnalyzer:
         if s is None:
             return
         pia = s.pia
-        signature = (dpd_tls(pia.orig), dpd_tls(pia.resp))
-        if True in signature:
+        dpd = st.dpd
+        if dpd[is_orig] is None:  # decided for good otherwise; only this side's window grew
+            dpd[is_orig] = dpd_tls(pia.orig if is_orig else pia.resp)
+        if dpd[is_orig]:
             st.attached = True
             for chunk_is_orig, chunk in list(pia.chunks):
                 if st.client.done and st.server.done:
                     break
                 self._feed(conn, st, chunk_is_orig, chunk, ts)
             return
-        signature_possible = pia.matching and signature != (False, False)
+        signature_possible = pia.matching and dpd != [False, False]
         if st.handovers:
             self._watch_handovers(st, pia, is_orig, data)
         if st.attached or signature_possible:
@@ -539,7 +546,7 @@ class TlsAnalyzer:
             st.resp += data[: MAX_BYTES - len(st.resp)]
         left = []
         for handover, attached in st.handovers:
-            done = handover.handed_over(st.orig, st.resp)
+            done = handover.handed_over(st.orig, st.resp) if is_orig == handover.decided_by_orig else None
             if done is False:
                 continue
             if not attached and (done or not pia.matching):
