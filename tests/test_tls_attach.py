@@ -174,3 +174,20 @@ def test_rdp_standard_security_is_not_ssl() -> None:
     for confirm in (_rdp_confirm(0), _rdp_confirm(None)):
         turns = [(True, RDP_REQUEST), (False, confirm), (True, HELLO), (False, _server_hello())]
         assert "ssl" not in _services(3389, turns)
+
+
+def _ldap_message(op_tag: int, content: bytes) -> bytes:
+    body = b"\x02\x01\x01" + bytes([op_tag, len(content)]) + content
+    return bytes([0x30, len(body)]) + body
+
+
+LDAP_START_TLS = _ldap_message(0x77, b"\x80\x16" + b"1.3.6.1.4.1.1466.20037")
+
+
+def test_ldap_start_tls_is_ssl() -> None:
+    """ldap.spicy: a successful ExtendedResponse after the client's StartTLS request switches
+    the connection to TlsForward, which ldap_zeek.spicy hands to SSL."""
+    turns = [(True, LDAP_START_TLS), (False, _ldap_message(0x78, b"\x0a\x01\x00\x04\x00\x04\x00")), (True, HELLO)]
+    assert "ssl" in _services(389, turns)
+    refused = [(True, LDAP_START_TLS), (False, _ldap_message(0x78, b"\x0a\x01\x34\x04\x00\x04\x00")), (True, HELLO)]
+    assert "ssl" not in _services(389, refused)

@@ -8,7 +8,7 @@ The analyzer reads a connection only where Zeek attaches its SSL analyzer:
    `requires-reverse-signature`), with the PIA's buffer then replayed (PIA_TCP::
    ActivateAnalyzer, ReplayStreamBuffer), as identifiers/http.py does for HTTP;
 3. after the STARTTLS hand-over of an analyzer attached to the connection (`STARTTLS`:
-   SMTP, FTP, IMAP, POP3, XMPP, IRC, MySQL, PostgreSQL, RDP, and HTTP's CONNECT tunnel): the
+   SMTP, FTP, IMAP, POP3, XMPP, IRC, LDAP, MySQL, PostgreSQL, RDP, and HTTP's CONNECT tunnel): the
    SSL analyzer gets the stream from the next chunk of each direction on.
 The client's ClientHello must then start the stream the analyzer gets: plaintext before it
 is what SSL's binpac rejects (ssl.pac, determine_ssl_record_layer: "Invalid version in
@@ -43,7 +43,7 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services import ftp, imap, irc, mysql, pop3, postgresql, rdp, smtp, xmpp
+from pcapexfil.services import ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, smtp, xmpp
 from pcapexfil.services.base import Check, Verdict
 
 if TYPE_CHECKING:
@@ -148,6 +148,8 @@ STARTTLS: tuple[StartTls, ...] = (
              decided_by_orig=True),  # mysql-analyzer.pac
     StartTls("postgresql", registered_ports("postgresql", PROTO_TCP), postgresql.starttls,
              postgresql.RECOGNISER.signature),  # postgresql_zeek.spicy, MaybeBackendSSL
+    StartTls("ldap_tcp", registered_ports("ldap_tcp", PROTO_TCP), ldap.starttls,
+             ldap.RECOGNISER_TCP.signature),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     StartTls("rdp", registered_ports("rdp", PROTO_TCP), rdp.starttls,
              rdp.RECOGNISER.signature),  # RDP.cc DeliverStream, encryption_method > 0
     StartTls("http", HTTP_PORTS, http_connect_tunnel, _http_signature),  # HTTP.cc, CONNECT
