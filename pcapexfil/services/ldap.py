@@ -81,7 +81,8 @@ SUCCESS = 0
 def _operations(data: bytes) -> list[tuple[int, bytes]]:
     """(protocolOp tag, its content) of each whole LDAPMessage at the start of `data`, up
     to the first incomplete or malformed one."""
-    out, pos = [], 0
+    out: list[tuple[int, bytes]] = []
+    pos = 0
     while True:
         try:
             seq = ber.element(data, pos, ber.SEQUENCE)
