@@ -117,6 +117,7 @@ def test_sigkill_at_random_points_logs_and_state_move_together(dataset, tmp_path
     kills = complete = attempts = 0
     while kills < KILLS and attempts < 3 * KILLS:
         attempts += 1
+        started = time.monotonic()
         child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             child.wait(timeout=rng.uniform(0.05, 1.1) * took)
@@ -124,6 +125,10 @@ def test_sigkill_at_random_points_logs_and_state_move_together(dataset, tmp_path
             child.kill()  # SIGKILL: no cleanup runs
         _, err = child.communicate()
         assert child.returncode in (0, -9), err
+        if child.returncode == 0:
+            # A whole run took less than the reference did (measured on a busier machine, or
+            # with the kernels still compiling): later kills aim within this run's length.
+            took = min(took, time.monotonic() - started)
         kills += child.returncode == -9
         _recover(db)
         published, state = _rows(out), _state(db) if db.exists() else None
