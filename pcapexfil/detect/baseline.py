@@ -6,6 +6,7 @@ store can commit exactly what changed since the last commit.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,10 +27,33 @@ class Element:
     duration: float
 
 
+class UtcDays:
+    """UTC calendar day of a time, remembering the last day's bounds: windows close in time
+    order, so nearly every call falls in the day before it and skips strftime. The bounds
+    come from gmtime's own fields (it floors `ts` to a second), so the answer is gmtime's."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, float, str] = (math.inf, -math.inf, "")  # [start, end), day; one
+        # attribute, replaced whole: threads sharing the object never see a mixed state
+
+    def __call__(self, ts: float) -> str:
+        start, end, day = self.last
+        if start <= ts < end:
+            return day
+        tm = time.gmtime(ts)
+        day = time.strftime("%Y-%m-%d", tm)
+        start = math.floor(ts) - (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec)
+        self.last = (start, start + 86400, day)
+        return day
+
+
+utc_day = UtcDays()
+
+
 def day_of(ts: float, tz: ZoneInfo | None) -> str:
     """Calendar day of network time `ts`: UTC, or the given zone."""
     if tz is None:
-        return time.strftime("%Y-%m-%d", time.gmtime(ts))
+        return utc_day(ts)
     return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d")
 
 
