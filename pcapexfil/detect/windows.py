@@ -98,9 +98,11 @@ class WindowTable:
 
     def restore(self, win: Window) -> None:
         """Insert a window (new, or carried over from the state store)."""
-        self.open[win.key] = win
-        heapq.heappush(self._heap, (win.close_at, win.seq, win.key))
-        self.next_seq = max(self.next_seq, win.seq + 1)
+        key = win.key
+        self.open[key] = win
+        heapq.heappush(self._heap, (win.close_at, win.seq, key))
+        if win.seq >= self.next_seq:
+            self.next_seq = win.seq + 1
 
     def next_close(self) -> float | None:
         return self._heap[0][0] if self._heap else None
