@@ -33,8 +33,9 @@ class UtcDays:
     come from gmtime's own fields (it floors `ts` to a second), so the answer is gmtime's."""
 
     def __init__(self) -> None:
-        self.last: tuple[float, float, str] = (math.inf, -math.inf, "")  # [start, end), day; one
-        # attribute, replaced whole: threads sharing the object never see a mixed state
+        # [start, end) and that day: one attribute, replaced whole, so a thread sharing the
+        # object never reads the bounds of one day with the name of another.
+        self.last: tuple[float, float, str] = (math.inf, -math.inf, "")
 
     def __call__(self, ts: float) -> str:
         start, end, day = self.last
