@@ -261,12 +261,17 @@ class Detector:
         """The effective time of an input event, or None if the state already holds it."""
         if not math.isfinite(ts):
             return None if self.now is None else self.now
-        self.input_now = ts if self.input_now is None else max(self.input_now, ts)
-        if self.watermark is not None and self.input_now < self.watermark:
+        # max() spelled as comparisons (same result): this runs for every record and tick.
+        latest = self.input_now
+        if latest is None or ts > latest:
+            self.input_now = latest = ts
+        if self.watermark is not None and latest < self.watermark:
             return None
-        t = self.input_now if self.now is None else max(self.now, self.input_now)
-        if self.next_recalc is None:
-            self.next_recalc = t + self.settings.new_calculation_window
+        now = self.now
+        t = latest if now is None or latest > now else now
+        keys = self.keys
+        if keys.next_recalc is None:
+            keys.next_recalc = t + self.settings.new_calculation_window
         return t
 
     def _advance(self, t: float) -> None:

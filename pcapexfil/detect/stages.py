@@ -146,7 +146,7 @@ class KeyStage:
     # -- the per-key half of the calculate_score hook chain ----------------------------------
     def close(self, win: Window, ts: float) -> Closed:
         bkey = (win.orig_h, win.resp_p, win.proto)
-        ctx = WindowContext(ts, day_of(ts, self.tz), win, self.baseline, self.params.get(bkey), self.settings)
+        ctx = WindowContext(ts, day_of(ts, self.tz), win, bkey, self.baseline, self.params.get(bkey), self.settings)
         values = [hook.run(ctx) for hook in self.chain]
         return Closed(ts, win, ctx.scorable, values)
 
@@ -160,6 +160,8 @@ class OrderedStage:
         self.settings = settings
         self.scoring = scoring
         self.chain = scoring.chain()
+        # Each hook's `finish` (None without one) and column, looked up once, not per window.
+        self.finishers = [(getattr(hook, "finish", None), hook.column) for hook in self.chain]
         self.stats = stats
         self.exfil_log = exfil_log
         self.norms = {name: RunningStats() for name in NORMALIZED}
@@ -169,12 +171,11 @@ class OrderedStage:
         self.stats.windows_closed += 1
         win, ts = c.window, c.ts
         scores: dict[str, float | None] = {}
-        for hook, value in zip(self.chain, c.values, strict=True):
-            finish = getattr(hook, "finish", None)
+        for (finish, column), value in zip(self.finishers, c.values, strict=True):
             if finish is not None:
                 value = finish(value, c, self)
-            if hook.column is not None:
-                scores[hook.column] = value
+            if column is not None:
+                scores[column] = value
         if not c.scorable:
             return
         self.stats.scored += 1

@@ -78,15 +78,16 @@ class WindowTable:
         from `next_seq`, or from `seq` (a partition of the keys numbers them from the record's
         global position, which keeps their order: see pcapexfil.dist.score)."""
         duration = rec.duration or 0.0
+        orig_h, resp_p, proto = rec.orig_h, rec.resp_p, rec.proto
+        open_windows = self.open
         for ident in self.identifiers_of(rec):
-            key = (rec.orig_h, rec.resp_p, rec.proto, ident)
-            win = self.open.get(key)
+            win = open_windows.get((orig_h, resp_p, proto, ident))
             if win is None:
                 if seq is None:
                     number = self.next_seq
                 else:
                     number, seq = seq, seq + 1
-                win = Window(number, rec.orig_h, rec.resp_p, rec.proto, ident, now, now + self.interval)
+                win = Window(number, orig_h, resp_p, proto, ident, now, now + self.interval)
                 self.restore(win)
             win.orig_ip_bytes += rec.orig_ip_bytes
             win.resp_ip_bytes += rec.resp_ip_bytes
@@ -97,9 +98,11 @@ class WindowTable:
 
     def restore(self, win: Window) -> None:
         """Insert a window (new, or carried over from the state store)."""
-        self.open[win.key] = win
-        heapq.heappush(self._heap, (win.close_at, win.seq, win.key))
-        self.next_seq = max(self.next_seq, win.seq + 1)
+        key = win.key
+        self.open[key] = win
+        heapq.heappush(self._heap, (win.close_at, win.seq, key))
+        if win.seq >= self.next_seq:
+            self.next_seq = win.seq + 1
 
     def next_close(self) -> float | None:
         return self._heap[0][0] if self._heap else None

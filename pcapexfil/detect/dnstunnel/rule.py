@@ -99,9 +99,11 @@ class DnsTunnelRule:
 
     def restore(self, win: DnsWindow) -> None:
         """Open a window (new, or carried over from the state store)."""
-        self.open[(win.orig_h, win.domain)] = win
-        heapq.heappush(self._heap, (win.close_at, win.seq, (win.orig_h, win.domain)))
-        self.next_seq = max(self.next_seq, win.seq + 1)
+        key = (win.orig_h, win.domain)
+        self.open[key] = win
+        heapq.heappush(self._heap, (win.close_at, win.seq, key))
+        if win.seq >= self.next_seq:
+            self.next_seq = win.seq + 1
 
     def next_close(self) -> float | None:
         return self._heap[0][0] if self._heap else None

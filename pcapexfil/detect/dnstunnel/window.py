@@ -73,7 +73,9 @@ class DnsWindow:
     answer_chars: int = 0
     first: float = math.inf
     last: float = -math.inf
-    hist: dict[str, int] = field(default_factory=dict)  # characters of the distinct subdomains
+    # Characters of the distinct subdomains: a Counter, whose update counts a name's characters
+    # in C (dict order and counts as a plain dict's would be; stored as a JSON object).
+    hist: Counter[str] = field(default_factory=Counter)
     names: set[int] = field(default_factory=set)  # name_hash of each distinct subdomain
     qtypes: dict[int, int] = field(default_factory=dict)
     uids: list[str] = field(default_factory=list)  # the connections that carried the queries
@@ -92,19 +94,23 @@ class DnsWindow:
         self.name_bytes += len(query)
         self.answer_chars += answer_chars
         self.qtypes[qtype] = self.qtypes.get(qtype, 0) + 1
-        self.first, self.last = min(self.first, ts), max(self.last, ts)
+        if ts < self.first:  # as min()/max(), without their call per query
+            self.first = ts
+        if ts > self.last:
+            self.last = ts
         if not sub:
             return
         h = name_hash(sub)
-        if h in self.names:
+        names = self.names
+        if h in names:
             return
-        self.names.add(h)
-        labels = sub.split(".")
-        self.max_label = max(self.max_label, *(len(label) for label in labels))
-        chars = Counter("".join(labels))
-        self.unique_chars += sum(chars.values())
-        for ch, n in chars.items():
-            self.hist[ch] = self.hist.get(ch, 0) + n
+        names.add(h)
+        longest = max(map(len, sub.split(".")))
+        if longest > self.max_label:
+            self.max_label = longest
+        text = sub.replace(".", "")
+        self.unique_chars += len(text)
+        self.hist.update(text)
 
     @property
     def entropy(self) -> float:
@@ -136,6 +142,6 @@ class DnsWindow:
                   data: dict[str, Any]) -> DnsWindow:
         return cls(seq, orig_h, domain, created, close_at, data["queries"], data["name_bytes"],
                    data["unique_chars"], data["max_label"], data["answer_chars"], float(data["first"]),
-                   float(data["last"]), dict(data["hist"]), set(data["names"]),
+                   float(data["last"]), Counter(data["hist"]), set(data["names"]),
                    {int(k): v for k, v in data["qtypes"].items()}, list(data["uids"]), data["orig_ip_bytes"],
                    data["resp_ip_bytes"])

@@ -8,6 +8,7 @@ only; anything shared by all keys goes in its `finish` (scores/base.py).
 
 from __future__ import annotations
 
+from pcapexfil.detect.baseline import Element
 from pcapexfil.detect.scores.base import ScoreHook, WindowContext
 from pcapexfil.detect.scores.euclidean import Euclidean
 from pcapexfil.detect.scores.new_proto import NewProtocol
@@ -23,8 +24,6 @@ class AddToBaseline:
     column = None
 
     def run(self, ctx: WindowContext) -> float | None:
-        from pcapexfil.detect.baseline import Element
-
         w = ctx.window
         ctx.baseline.add(
             ctx.bkey, Element(ctx.day, ctx.ts, w.identifier, w.orig_ip_bytes, w.resp_ip_bytes, w.duration)

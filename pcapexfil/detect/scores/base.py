@@ -21,14 +21,10 @@ class WindowContext:
     ts: float  # closing time
     day: str
     window: Window
+    bkey: BaselineKey  # the window's (orig_h, resp_p, proto), built once for every hook
     baseline: Baseline
     params: np.ndarray | None  # the last recomputation's row for this (orig_h, resp_p), if any
     settings: Settings
-
-    @property
-    def bkey(self) -> BaselineKey:
-        w = self.window
-        return (w.orig_h, w.resp_p, w.proto)
 
     @property
     def scorable(self) -> bool:
