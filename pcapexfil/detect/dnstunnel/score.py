@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import median
 
 from pcapexfil.detect.dnstunnel.history import History
 from pcapexfil.detect.dnstunnel.window import DnsWindow
@@ -44,17 +45,11 @@ class DnsTunnelParams:
     cumulative_window: float = 86400.0  # a new domain's info summed over this long
 
 
-def _median(values: list[float]) -> float:
-    """np.median's value (the middle one, or the mean of the two middle ones), without its
-    array overhead: the lists hold one value per day."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
-
-
 def _median_mad(values: list[float]) -> tuple[float, float]:
-    med = _median(values)
-    return med, _median([abs(v - med) for v in values])
+    """Median and MAD of one value per day: statistics.median computes np.median's value (the
+    middle one, or the mean of the two middle ones) without an array per call."""
+    med = median(values)
+    return med, median([abs(v - med) for v in values])
 
 
 @dataclass(frozen=True, slots=True)
