@@ -60,7 +60,8 @@ class AppAnalyzer(Protocol):
         The reference engine calls it for every packet. The fast engine relies on a
         contract and calls it for fewer: the first packet of every UDP flow, every packet
         of a UDP flow on a DNS port (53, 137, 5353, 5355) or on `services.REPLY_UDP_PORTS`
-        (161, 162, 5060), and TCP packets carrying bytes of a
+        (161, 162, 5060) but the DNS messages its kernel parsed (`reads_datagrams`),
+        and TCP packets carrying bytes of a
         stream direction some analyzer still wants (`identifiers.stream.tcp_data`;
         analyzers say they are done with `release` or `release_direction`). Bytes every
         reader of a direction offered to only count (`TcpStreams.offer`: HTTP bodies of
@@ -69,6 +70,12 @@ class AppAnalyzer(Protocol):
         handed over. An analyzer that reads more must widen that filter (`fast.engine`;
         the differential test shows when logs drift).
         """
+
+    def reads_datagrams(self, resp_p: int) -> bool:
+        """Whether `on_packet` may act on a UDP datagram to responder port `resp_p`. The
+        fast engine's kernel parses the DNS messages on a DNS port where only the DNS
+        analyzer reads them, and hands them to `DnsAnalyzer.on_message` instead
+        (`fast.engine.kernel_dns_ports`)."""
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         """Called once when the connection's record is built, before it is emitted."""

@@ -243,17 +243,22 @@ def test_connections_without_payload_stay_in_the_kernel(tmp_path, monkeypatch):
 
     packets: list[tuple[int, int, int]] = []
     created: list[str] = []
-    on_packet, on_new = ServiceAnalyzer.on_packet, DnsAnalyzer.on_new
+    on_packet, on_message, on_new = ServiceAnalyzer.on_packet, DnsAnalyzer.on_message, DnsAnalyzer.on_new
 
     def noting_packet(self, conn, is_orig, pkt):
         packets.append((conn.orig_p, conn.resp_p, pkt.payload_len))
         return on_packet(self, conn, is_orig, pkt)
+
+    def noting_message(self, conn, msg, size, ts):  # a DNS message the kernel parsed (fast.dns)
+        packets.append((conn.orig_p, conn.resp_p, size))
+        return on_message(self, conn, msg, size, ts)
 
     def noting_new(self, conn):
         created.append(conn.uid)
         return on_new(self, conn)
 
     monkeypatch.setattr(ServiceAnalyzer, "on_packet", noting_packet)
+    monkeypatch.setattr(DnsAnalyzer, "on_message", noting_message)
     monkeypatch.setattr(DnsAnalyzer, "on_new", noting_new)
     _, sink = _run([str(cap)], str(tmp_path / "fast"), "fast")
     assert created == [r.uid for r in sorted(sink.records, key=lambda r: r.ts)]

@@ -7,7 +7,9 @@ outside the table sees the reference's calls in the reference's order:
 - a new connection gets its uid from its identity (flow.uid, as FlowTable does) and the
   analyzers' `on_new` (they set up their state; DNS names the connection there);
 - packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy:
-  the first packet of every UDP flow, every packet of DNS-port UDP flows, and TCP
+  the first packet of every UDP flow, every packet of DNS-port UDP flows (those the
+  kernel parsed as DNS messages go to the DNS analyzer's `on_message` instead, where
+  nothing else reads them: `kernel_dns_ports`), and TCP
   packets that carry payload while the shared stream reassembly (identifiers.stream) may
   still deliver bytes in their direction. This leans on a contract of today's analyzers
   (hooks.AppAnalyzer): on TCP they act only on `tcp_data` bytes, and on no other
@@ -45,12 +47,14 @@ from pcapexfil.fast.batch import (
     PACKET_DTYPE,
     halves_to_addr,
 )
-from pcapexfil.fast.dispatch import APP_NONE
+from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
+from pcapexfil.fast.dns import messages as dns_messages
 from pcapexfil.fast.events import WEIRD_NAMES
-from pcapexfil.fast.layout import EV_COUNTED, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD
+from pcapexfil.fast.layout import EV_COUNTED, EV_DNS, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD
 from pcapexfil.fast.table import (
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
+    AUX_DECODED,
     AUX_DTYPE,
     AUX_ENCAP_SHIFT,
     AUX_NO_TICK,
@@ -71,7 +75,7 @@ from pcapexfil.flow.table import (
 )
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
-from pcapexfil.identifiers.dns import DnsAnalyzer
+from pcapexfil.identifiers.dns import DnsAnalyzer, Message
 from pcapexfil.identifiers.stream import STREAM_KEY, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Packet
@@ -170,7 +174,9 @@ class FastFlow:
         # and of each connection's creation (workers: DNS names replayed in stream order).
         self.positions: StreamPosition | None = None
         self._batch_start = 0
-        self.table = FastFlowTable(config, bool(self.analyzers), self._events)
+        self.dns = next((a for a in self.analyzers if isinstance(a, DnsAnalyzer)), None)
+        self.table = FastFlowTable(config, bool(self.analyzers), self._events,
+                                   dns_ports=kernel_dns_ports(self.analyzers))
         self.conns: dict[int, FastConn] = {}
         self.records = 0
         self.evicted = 0
@@ -288,6 +294,7 @@ class FastFlow:
         return hit
 
     def _add(self, p: Packet, aux: int) -> None:
+        aux |= AUX_DECODED
         if p.checksum_ok is False:
             aux |= AUX_BAD_CHECKSUM
         if p.analysis_partial:
@@ -342,7 +349,7 @@ class FastFlow:
                 aux[pos : pos + part.shape[0]] = a
                 pos += part.shape[0]
         self._batch = batch
-        row_conn = self.table.feed(batch, aux)
+        row_conn = self.table.feed(batch, aux, self._buf)
         self._batch_start += batch.shape[0]
         # The last two connection-making packets (FlowTable._last_pkt / _last_conn, as it
         # was after this batch and as it was before its last packet).
@@ -380,6 +387,8 @@ class FastFlow:
         analyzers = self.analyzers
         positions, batch_start = self.positions, self._batch_start
         recs: list | None = None
+        parsed: list[tuple[Message, int]] | None = None  # the DNS messages the kernel parsed in this call
+        n_parsed = 0
         # Column views, not C[c]["field"] (a structured scalar per access); the table
         # grows only between kernel calls, so they stay valid for this call.
         C, E = self.table.flows.conns, self.table.flows.endpoints
@@ -435,6 +444,17 @@ class FastFlow:
                         o = 2 * c + int(c_orig_ep[c])
                         e_seq[o], e_left[o] = st.count_window(True)
                         e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
+            elif kind == EV_DNS:
+                if parsed is None:
+                    parsed = dns_messages(self.table.dns)
+                msg, size = parsed[n_parsed]
+                n_parsed += 1
+                if positions is not None:
+                    positions.row = batch_start + row
+                # A UDP flow's roles are fixed at its creation, and a parsed message
+                # neither cancels the DNS expiry nor reaches a limit (`DnsAnalyzer.on_message`).
+                assert self.dns is not None
+                self.dns.on_message(conns[serial], msg, size, ts)
             elif kind == EV_NEW:
                 orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
                 conn = conns[serial] = FastConn(self.uids.conn(code, orig_h, op, resp_h, rp, start_ts), code, start_ts)
@@ -540,6 +560,21 @@ def _with_analyzer_x(history: str, x_at: int | None) -> str:
     if k >= 0:
         history = history[:k] + history[k + 1 :]
     return history[:x_at] + HIST_UNKNOWN_PKT_CODE + history[x_at:]
+
+
+def kernel_dns_ports(analyzers: Sequence[AppAnalyzer]) -> np.ndarray | None:
+    """The DNS UDP ports whose datagrams the kernel may parse for the DNS analyzer: those
+    where no other analyzer reads datagrams (`AppAnalyzer.reads_datagrams`; one that does
+    not say is taken to read them all). None without a DNS analyzer."""
+    if not any(isinstance(a, DnsAnalyzer) for a in analyzers):
+        return None
+    ports = DNS_UDP.copy()
+    for port in np.flatnonzero(DNS_UDP).tolist():
+        for a in analyzers:
+            reads = getattr(a, "reads_datagrams", None)
+            if not isinstance(a, DnsAnalyzer) and (reads is None or reads(port)):
+                ports[port] = False
+    return ports
 
 
 def warm_up(verify_checksums: bool = False) -> None:

@@ -102,6 +102,9 @@ EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, EV_EVICT = 0, 1, 2, 3, 4, 5
 # A segment the kernel counted ended what the analyzers offered (a body is complete): they
 # take over the counts at its place in the stream, as at an EV_PKT, without the packet.
 EV_COUNTED = 6
+# A UDP datagram on a DNS port that the kernel parsed as a DNS message (`fast.dns`): the
+# DNS analyzer gets the message, no analyzer the packet.
+EV_DNS = 7
 
 # A connection's endpoints (originator first) as connection, event and record rows carry
 # them; events.copy_endpoints copies them from one row to another.
@@ -209,7 +212,7 @@ CONN_DTYPE = np.dtype(
         ("close_deferred", np.bool_),
         ("established", np.bool_),  # connection_established raised, port timeout not yet applied
         ("app_mode", np.uint8),  # dispatch.APP_*: which packets the analyzers want
-        ("app_call", np.int64),  # kernel call in which app_sent was counted
+        ("app_call", np.int64),  # last kernel call that handed the analyzers a packet of it (app_sent counts TCP's)
         ("app_sent", np.int64),  # packets handed to the analyzers in that call
         ("app_dead", np.uint8),  # APP_EVERY, TCP: bit 1 / 2: the orig / resp byte stream ended for analyzers
         ("dns_expiry", np.bool_),  # DNS_Analyzer::ExpireTimer not cancelled (ConnView.cancel_dns_expiry)

@@ -67,6 +67,7 @@ from pcapexfil.fast.history import (
     hist_append,
     lower,
 )
+from pcapexfil.fast.dns import DnsParse, new_dns_parse, parse_message
 from pcapexfil.fast.layout import (
     CFG_ATTEMPT,
     CFG_CLOSE,
@@ -82,6 +83,7 @@ from pcapexfil.fast.layout import (
     CFG_UNKNOWN_INACT,
     CNT_CHK,
     EV_COUNTED,
+    EV_DNS,
     EV_EVICT,
     EV_NEW,
     EV_PKT,
@@ -163,6 +165,7 @@ AUX_BAD_CHECKSUM = 1  # checksum_ok is False
 AUX_NO_TICK = 2  # not the first packet of its frame: the pipeline's tick already ran
 AUX_CARRIER = 4  # outer packet of an IP-level tunnel: advances time, is no connection
 AUX_PARTIAL = 8  # Packet.analysis_partial: 'X' after the packet's letters
+AUX_DECODED = 16  # a row the reference decoder made: its payload is in its Packet, not the chunk buffer
 # Above the flag bits: flow.table.encapsulation_key of a decapsulated packet (0: none). A
 # per-call array beside the batch (not a batch column: the parser's chunks stay as they are).
 AUX_ENCAP_SHIFT = 8
@@ -479,8 +482,9 @@ def _udp_chk_scaled(F, c, is_orig):
 
 
 @njit(cache=True, _nrt=False)
-def process_batch(F, T, O, S, P, b, aux, row_conn, start):
-    """Rows `start`.. of batch `b` through the table. Returns (status, next row)."""
+def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
+    """Rows `start`.. of batch `b` (payloads in `buf`) through the table. Returns (status,
+    next row)."""
     C, E = F.conns, F.endpoints
     G, GF = S.ints, S.floats
     EV = O.events
@@ -675,8 +679,15 @@ def process_batch(F, T, O, S, P, b, aux, row_conn, start):
                     hand_counts_to_analyzers(F, O, k, c)
                 if mode == APP_FIRST:
                     C[c].app_mode = APP_NONE
-                else:
+                elif C[c].is_tcp:
                     pause = app_sent_pause(C, S, c)
+                else:
+                    # Python never stops a UDP flow's analyzers, so no pause; its timers
+                    # still wait for them (_advance).
+                    C[c].app_call = G[G_CALL]
+                    if (D.ports[C[c].resp_p] and b[i].payload_cap > 0 and not a & AUX_DECODED
+                            and parse_message(D, buf, np.int64(b[i].payload_off), np.int64(b[i].payload_cap))):
+                        EV[k].kind = EV_DNS
         row_conn[i] = C[c].serial
         G[G_STAGE] = 0
         if pause:
@@ -749,10 +760,15 @@ class FastFlowTable:
 
     def __init__(self, config: FlowConfig, analyzers: bool, handler: EventHandler,
                  cap: int = 1024, hist: int = 24, blocks: int = 4, heap: int = 4096,
-                 out: int = 8192) -> None:
+                 out: int = 8192, dns_ports: np.ndarray | None = None) -> None:
+        """`dns_ports`: UDP responder ports whose datagrams the kernel parses as DNS
+        messages (`fast.dns`; EV_DNS events instead of EV_PKT); None: none."""
         self.flows: Flows = new_flows(cap, hist, blocks)
         self.timers: Timers = new_timers(heap)
         self.out: Output = new_output(out, hist)
+        # Room for as many messages as the first output has events (a kernel call takes at
+        # most fast.engine.BATCH_ROWS packets); fixed: a message that does not fit goes to Python.
+        self.dns: DnsParse = new_dns_parse(np.zeros(65536, np.bool_) if dns_ports is None else dns_ports, out)
         self.scalars = Scalars(ints=np.zeros(G_SIZE, np.int64), floats=np.zeros(GF_SIZE, np.float64))
         G = self.scalars.ints
         G[G_NFREE] = cap
@@ -771,8 +787,9 @@ class FastFlowTable:
         if G[G_EV_N]:
             self.handler(out.events[: G[G_EV_N]], out.records[: G[G_REC_N]], out.record_history)
 
-    def feed(self, batch: np.ndarray, aux: np.ndarray) -> np.ndarray:
-        """Process `batch` (with its aux flags); returns each row's connection serial (-1: none)."""
+    def feed(self, batch: np.ndarray, aux: np.ndarray, buf: np.ndarray) -> np.ndarray:
+        """Process `batch` (with its aux flags; payloads in `buf`); returns each row's
+        connection serial (-1: none)."""
         G = self.scalars.ints
         if self.row_conn.shape[0] < batch.shape[0]:
             self.row_conn = np.zeros(batch.shape[0], np.int64)
@@ -782,8 +799,9 @@ class FastFlowTable:
             G[G_EV_N] = 0
             G[G_REC_N] = 0
             G[G_CALL] += 1
-            status, i = process_batch(self.flows, self.timers, self.out, self.scalars, self.settings,
-                                      batch, aux, self.row_conn, i)
+            self.dns.used[:] = 0
+            status, i = process_batch(self.flows, self.timers, self.out, self.scalars, self.settings, self.dns,
+                                      batch, buf, aux, self.row_conn, i)
             self._drain()
             if status == ST_DONE:
                 return self.row_conn[:n]

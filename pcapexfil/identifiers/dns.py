@@ -53,17 +53,18 @@ MAX_TCP_MESSAGE_BUFFER = 128 * 1024
 MAX_PENDING_IDS = 50  # Zeek's DNS::max_pending_query_ids
 MAX_PENDING_MSGS = 50  # Zeek's DNS::max_pending_msgs
 MAX_POINTER_HOPS = 128  # a 255-byte name has at most 127 labels, each reachable by one pointer
+MAX_NAME_LENGTH = 512  # label bytes with their length bytes; longer is malformed
 MAX_NAMES = 1_000_000  # (client, address) pairs remembered; expired ones are purged first
 QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions (record.DnsQuery)
 # init-bare.zeek dns_max_queries: "If a DNS request includes more than this many queries,
 # assume it's non-DNS traffic" (the header's qdcount; DNS_Interpreter::ParseMessage).
 MAX_QUERIES = 25
-_HEADER_LEN = 12
+HEADER_LEN = 12
 _QDCOUNT = struct.Struct("!H")
 _QDCOUNT_AT = 4
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
-TYPE_AAAA, TYPE_SRV, TYPE_SPF = 28, 33, 99
+TYPE_AAAA, TYPE_SRV, TYPE_RRSIG, TYPE_NSEC, TYPE_SPF = 28, 33, 46, 47, 99
 # Types Zeek parses but whose replies its dns.log script does not list.
 _SILENT_TYPES = frozenset((11, 13, 41, 250, 257, 137))
 
@@ -112,7 +113,7 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
             raise Malformed("label runs past the message")
         labels.append(msg[pos + 1 : label_end])
         total += n + 1
-        if total > 512:
+        if total > MAX_NAME_LENGTH:
             raise Malformed("name too long")
         pos = label_end
     name = b".".join(labels).lower().decode("utf-8", "surrogateescape")
@@ -160,12 +161,12 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
         return " ".join(
             f"{tag} {len(s)} {s.decode('utf-8', 'surrogateescape')}" for s in _character_strings(rdata)
         )
-    if rtype == 46 and rdlen >= 18:  # RRSIG
+    if rtype == TYPE_RRSIG and rdlen >= 18:
         signer = read_name(msg, start + 18)[0]
         return f"RRSIG {_u16(rdata, 0)} {signer or '<Root>'}"
     if rtype == 48 and rdlen >= 4:
         return f"DNSKEY {rdata[3]}"
-    if rtype == 47:
+    if rtype == TYPE_NSEC:
         return f"NSEC {owner} {read_name(msg, start)[0]}"
     if rtype == 50:
         return "NSEC3"
@@ -188,18 +189,10 @@ class Message:
     __slots__ = ("id", "qr", "opcode", "aa", "tc", "rd", "ra", "z", "rcode", "counts", "question", "answers")
 
     def __init__(self, msg: bytes) -> None:
-        if len(msg) < 12:
+        if len(msg) < HEADER_LEN:
             raise Malformed("shorter than a DNS header")
-        self.id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
-        self.qr = flags & 0x8000 != 0
-        self.opcode = (flags >> 11) & 0xF
-        self.aa = flags & 0x0400 != 0
-        self.tc = flags & 0x0200 != 0
-        self.rd = flags & 0x0100 != 0
-        self.ra = flags & 0x0080 != 0
-        self.z = (flags >> 4) & 0x7
-        self.rcode = flags & 0xF
-        self.counts = (qdcount, ancount, nscount, arcount)
+        tid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+        self._header(tid, flags, (qdcount, ancount, nscount, arcount))
         self.question: tuple[str, int, int] | None = None
         self.answers: list[tuple[str, int, int, str | None]] = []  # owner, type, ttl, text
         size = len(msg)
@@ -233,6 +226,29 @@ class Message:
                 text = None
             self.answers.append((owner, rtype, ttl, text))
             pos += rdlen
+
+    def _header(self, tid: int, flags: int, counts: tuple[int, int, int, int]) -> None:
+        self.id = tid
+        self.qr = flags & 0x8000 != 0
+        self.opcode = (flags >> 11) & 0xF
+        self.aa = flags & 0x0400 != 0
+        self.tc = flags & 0x0200 != 0
+        self.rd = flags & 0x0100 != 0
+        self.ra = flags & 0x0080 != 0
+        self.z = (flags >> 4) & 0x7
+        self.rcode = flags & 0xF
+        self.counts = counts
+
+    @classmethod
+    def from_parts(cls, tid: int, flags: int, counts: tuple[int, int, int, int],
+                   question: tuple[str, int, int] | None,
+                   answers: list[tuple[str, int, int, str | None]]) -> Message:
+        """A message parsed elsewhere (the fast engine's kernel, `fast.dns`)."""
+        self = cls.__new__(cls)
+        self._header(tid, flags, counts)
+        self.question = question
+        self.answers = answers
+        return self
 
 
 class _Pair:
@@ -325,6 +341,9 @@ class DnsAnalyzer:
 
     # -- packets -----------------------------------------------------------------------
 
+    def reads_datagrams(self, resp_p: int) -> bool:
+        return resp_p in UDP_PORTS
+
     def on_new(self, conn: ConnView) -> None:
         if self.deferred is not None:
             self.deferred.lookup(conn)
@@ -374,7 +393,7 @@ class DnsAnalyzer:
     def _message(self, conn: ConnView, st: _DnsConn, data: bytes, ts: float, proto: str) -> None:
         if st.disabled:
             return
-        if len(data) >= _HEADER_LEN and _QDCOUNT.unpack_from(data, _QDCOUNT_AT)[0] > MAX_QUERIES:
+        if len(data) >= HEADER_LEN and _QDCOUNT.unpack_from(data, _QDCOUNT_AT)[0] > MAX_QUERIES:
             # DNS_Interpreter::ParseMessage: AnalyzerViolation("DNS_Conn_count_too_large"),
             # before the message is parsed or the analyzer confirms.
             self._weird(conn, "DNS_Conn_count_too_large", ts)
@@ -387,6 +406,17 @@ class DnsAnalyzer:
         except Malformed as exc:
             self._weird(conn, "DNS_malformed_message", ts, str(exc))
             return
+        self._parsed(conn, st, msg, ts, proto)
+
+    def on_message(self, conn: ConnView, msg: Message, size: int, ts: float) -> None:
+        """A UDP datagram on a DNS port that the fast engine's kernel parsed (`fast.dns`):
+        what `on_packet` does with its `size` bytes, without parsing them again."""
+        st = self._state(conn)
+        st.size += size
+        if not st.disabled:
+            self._parsed(conn, st, msg, ts, "udp")
+
+    def _parsed(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> None:
         if not st.seen:
             st.seen = True
             if "dns" not in conn.service:

@@ -361,6 +361,9 @@ class HttpAnalyzer:
         self.users = stream_users
         self.log = LogOut(ctx, "http", HTTP_FIELDS)
 
+    def reads_datagrams(self, resp_p: int) -> bool:
+        return False  # TCP only
+
     def on_new(self, conn: ConnView) -> None:
         if conn.proto == PROTO_TCP:
             conn.app[NAME] = _HttpConn(True if conn.resp_p in HTTP_PORTS else None)

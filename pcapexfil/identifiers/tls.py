@@ -364,6 +364,9 @@ class TlsAnalyzer:
         self.users = stream_users
         self.log = LogOut(ctx, "ssl", SSL_FIELDS)
 
+    def reads_datagrams(self, resp_p: int) -> bool:
+        return False  # TCP only
+
     def on_new(self, conn: ConnView) -> None:
         return
 

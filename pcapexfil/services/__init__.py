@@ -89,6 +89,9 @@ class ServiceAnalyzer:
     def __init__(self, ctx: AnalyzerContext, users: frozenset[str]) -> None:
         self.users = users
 
+    def reads_datagrams(self, resp_p: int) -> bool:
+        return bool(candidates(PROTO_UDP, resp_p))
+
     def on_new(self, conn: ConnView) -> None:
         """Zeek attaches analyzers when it creates the connection, by the responder port then
         (analyzer::Manager::BuildInitialAnalyzerTree)."""
