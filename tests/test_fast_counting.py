@@ -24,6 +24,7 @@ from test_fast_engine import _run, assert_same
 from pcapexfil.fast.dispatch import COUNTED, COUNTED_TO_END, TO_ANALYZERS, count_for_analyzers
 from pcapexfil.fast.layout import EP_DTYPE
 from pcapexfil.identifiers.http import HttpAnalyzer
+from pcapexfil.identifiers.stream import TcpStreams
 from pcapexfil.identifiers.tls import TlsAnalyzer
 from pcapexfil.packet import TH_SYN
 
@@ -59,6 +60,30 @@ def test_count_for_analyzers_matches_its_oracle(sk_seq, left, flags, delta, leng
     assert verdict == want_verdict
     assert (int(E[0]["sk_seq"]), int(E[0]["sk_left"])) == (want_seq, want_left)
     assert int(E[0]["sk_used"]) == 5 + (left - want_left)
+
+
+@settings(max_examples=400, deadline=None)
+@given(sk_seq=st.integers(0, MOD - 1), left=st.integers(1, 1 << 40), flags=st.sampled_from([0x10, 0x18, 0x11, 0x12]),
+       delta=st.integers(-70000, 70000), length=st.integers(1, 65535), cut=st.booleans(), to_end=st.booleans(),
+       is_orig=st.booleans())
+def test_count_offered_is_the_kernels_rule(sk_seq, left, flags, delta, length, cut, to_end, is_orig):
+    """TcpStreams.count_offered, for segments the kernel handed over before the offers
+    reached it, decides and counts as count_for_analyzers would have."""
+    if to_end:
+        left, delta = length, 0
+    seq = (sk_seq + delta) % MOD
+    caplen = length - 1 if cut else length
+    E = np.zeros(1, EP_DTYPE)
+    E[0]["sk_seq"], E[0]["sk_left"] = sk_seq, left
+    verdict = count_for_analyzers(E, 0, flags, seq, length, caplen)
+    streams = TcpStreams(frozenset({"http"}))
+    direction = streams.orig if is_orig else streams.resp
+    direction.next_seq = sk_seq
+    heard: list[int] = []
+    streams.offer("http", is_orig, left, heard.append)
+    assert streams.count_offered(is_orig, flags, seq, length, caplen) == (verdict != TO_ANALYZERS)
+    assert (direction.next_seq, streams.count_window(is_orig)[1]) == (int(E[0]["sk_seq"]), int(E[0]["sk_left"]))
+    assert sum(heard) == direction.delivered == left - int(E[0]["sk_left"])
 
 
 class _Conversation:
@@ -189,6 +214,33 @@ def test_counted_bodies_leave_logs_as_the_reference_writes_them(tmp_path, monkey
     # The body segments stayed in the kernel: most of them never reached the analyzers.
     assert calls["http"] > segments
     assert fast["http"] < segments // 4
+
+
+def test_segments_sent_before_an_offer_reached_the_kernel_are_counted(tmp_path, monkeypatch):
+    """A response head and its body in one kernel call: the kernel hands the body's first
+    segments over before it hears of HTTP's offer (at its next call); past the PIA's first
+    KiB (the service recognisers' window) they are counted in Python, not read."""
+    frames: list = []
+    c = _Conversation(frames, 1_700_000_000.0, 40010)
+    request, head = b"GET /f HTTP/1.1\r\nHost: a.example\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 6000\r\n\r\n"
+    c.send(True, request)
+    c.send(False, head)
+    c.stream(False, b"b" * 6000)
+    c.close()
+    cap = tmp_path / "late.pcap"
+    write_pcap(cap, frames)
+    assert assert_same([str(cap)], tmp_path / "cmp") == 1
+    sizes: list[int] = []
+    on_packet = HttpAnalyzer.on_packet
+
+    def noting(self, conn, is_orig, pkt):
+        sizes.append(pkt.payload_len)
+        return on_packet(self, conn, is_orig, pkt)
+
+    monkeypatch.setattr(HttpAnalyzer, "on_packet", noting)
+    _run([str(cap)], str(tmp_path / "fast"), "fast")
+    # The request, the head, and the first body segment (with them, past the KiB).
+    assert sizes == [len(request), len(head), 1000]
 
 
 def _dns(name: str, address: str, reply: bool) -> bytes:

@@ -189,6 +189,8 @@ class FastFlow:
         self._pkts: dict[int, Packet] = {}
         self._n = 0
         self._batch = np.zeros(0, PACKET_DTYPE)
+        self._batch_columns = (self._batch["flags"], self._batch["seq"], self._batch["payload_len"],
+                               self._batch["payload_cap"])
         self._buf = np.zeros(0, np.uint8)
         self._addr_cache: dict[str, tuple[int, int]] = {}
         self._text_cache: dict[tuple[int, int], str] = {}
@@ -349,6 +351,7 @@ class FastFlow:
                 aux[pos : pos + part.shape[0]] = a
                 pos += part.shape[0]
         self._batch = batch
+        self._batch_columns = (batch["flags"], batch["seq"], batch["payload_len"], batch["payload_cap"])
         row_conn = self.table.feed(batch, aux, self._buf)
         self._batch_start += batch.shape[0]
         # The last two connection-making packets (FlowTable._last_pkt / _last_conn, as it
@@ -395,6 +398,9 @@ class FastFlow:
         c_serial, c_mode, c_dead, c_orig_ep = C["serial"], C["app_mode"], C["app_dead"], C["orig_ep"]
         c_timeout, c_dns_expiry = C["inactivity_timeout"], C["dns_expiry"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]
+        # What TcpStreams.count_offered reads of a segment handed over before its readers'
+        # offers reached the kernel.
+        b_flags, b_seq, b_len, b_cap = self._batch_columns
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
              counted_resp, stream_start, hist_len) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
@@ -421,18 +427,21 @@ class FastFlow:
                         if direction.next_seq is None and stream_start >= 0:
                             # Its SYN stayed in the kernel (no payload, nothing to read).
                             direction.next_seq = stream_start
-                    pkt = self._packet(row)
-                    if positions is not None:
-                        positions.row = batch_start + row
-                    for analyzer in analyzers:
-                        analyzer.on_packet(conn, bool(is_orig), pkt)
-                    if conn.limit_weirds:
-                        self._limits_reached(conn, hist_len, ts)
-                    if conn.inactivity_timeout is not None and c_serial[c] == serial:
-                        c_timeout[c] = conn.inactivity_timeout  # the kernel waits for it (_advance)
-                        conn.inactivity_timeout = None
-                    if conn.dns_expiry_cancelled and c_serial[c] == serial:
-                        c_dns_expiry[c] = False  # the kernel waits for it too (_advance)
+                    if not (st is not None and direction.offers
+                            and st.count_offered(bool(is_orig), int(b_flags[row]), int(b_seq[row]), int(b_len[row]),
+                                                 int(b_cap[row]))):
+                        pkt = self._packet(row)
+                        if positions is not None:
+                            positions.row = batch_start + row
+                        for analyzer in analyzers:
+                            analyzer.on_packet(conn, bool(is_orig), pkt)
+                        if conn.limit_weirds:
+                            self._limits_reached(conn, hist_len, ts)
+                        if conn.inactivity_timeout is not None and c_serial[c] == serial:
+                            c_timeout[c] = conn.inactivity_timeout  # the kernel waits for it (_advance)
+                            conn.inactivity_timeout = None
+                        if conn.dns_expiry_cancelled and c_serial[c] == serial:
+                            c_dns_expiry[c] = False  # the kernel waits for it too (_advance)
                 # The TCP analyzers only act on stream bytes: an exhausted direction gives
                 # them none, so its packets stay in the kernel; bytes they offered to leave
                 # uncounted, the kernel counts.

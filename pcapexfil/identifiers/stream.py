@@ -217,6 +217,26 @@ class TcpStreams:
             n = offer[0] if n < 0 else min(n, offer[0])
         return direction.next_seq, max(n, 0)
 
+    def count_offered(self, is_orig: bool, flags: int, seq: int, length: int, caplen: int) -> bool:
+        """What the fast engine's kernel does with a segment inside the readers' offers
+        (`fast.dispatch.count_for_analyzers`), for one it handed over before it learned of
+        them (offers take effect at its next call): True if the segment's bytes are the
+        next ones and all offered (counted here, as `StreamDirection.counted`), or were
+        all delivered already (a retransmission, dropped unread); False: the readers
+        must get it."""
+        if flags & TH_SYN or caplen < length:
+            return False
+        seq0, left = self.count_window(is_orig)
+        if not left:
+            return False
+        ahead = (seq - seq0) % _MOD
+        if ahead == 0:
+            if length > left:
+                return False
+            (self.orig if is_orig else self.resp).counted(length)
+            return True
+        return ahead >= _HALF and (seq0 - seq) % _MOD >= length
+
     def release_direction(self, name: str, is_orig: bool) -> None:
         """An analyzer needs no more bytes of one direction (TLS after the ClientHello):
         a direction nobody wants is no longer reassembled, and the fast engine keeps its
