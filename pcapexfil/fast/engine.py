@@ -45,6 +45,8 @@ from pcapexfil.fast.batch import (
     KIND_SKIP,
     KIND_SLOW,
     PACKET_DTYPE,
+    PACKET_FIELDS,
+    PACKET_ROW,
     halves_to_addr,
 )
 from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
@@ -88,6 +90,9 @@ if TYPE_CHECKING:
     from pcapexfil.workers import Share
 
 BATCH_ROWS = 2048
+# PACKET_ROW positions of the fields TcpStreams.count_offered reads.
+FLAGS, SEQ, PAYLOAD_LEN, PAYLOAD_CAP = (PACKET_FIELDS.index(name)
+                                         for name in ("flags", "seq", "payload_len", "payload_cap"))
 _V4_MAPPED = 0xFFFF << 32
 _PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMP6: "icmp"}
 
@@ -189,8 +194,7 @@ class FastFlow:
         self._pkts: dict[int, Packet] = {}
         self._n = 0
         self._batch = np.zeros(0, PACKET_DTYPE)
-        self._batch_columns = (self._batch["flags"], self._batch["seq"], self._batch["payload_len"],
-                               self._batch["payload_cap"])
+        self._rows = self._batch.view(np.uint8).data  # its bytes, for PACKET_ROW
         self._buf = np.zeros(0, np.uint8)
         self._addr_cache: dict[str, tuple[int, int]] = {}
         self._text_cache: dict[tuple[int, int], str] = {}
@@ -323,13 +327,14 @@ class FastFlow:
             self._tuples.clear()
             self._tuple_aux.clear()
 
-    def _packet(self, row: int) -> Packet:
-        """The analyzers' view of batch row `row`: the decoder's Packet, or one built from a parsed row."""
+    def _packet(self, row: int, fields: tuple) -> Packet:
+        """The analyzers' view of batch row `row` (its PACKET_ROW `fields`): the decoder's
+        Packet, or one built from a parsed row."""
         p = self._pkts.get(row)
         if p is not None:
             return p
         (ts, _, _, ipv, proto, ttl, shi, slo, dhi, dlo, sport, dport, ip_len, flags, seq, ack, window,
-         plen, off, cap) = self._batch[row].item()
+         plen, off, cap) = fields
         text = self._text
         return Packet(ts, text(shi, slo), text(dhi, dlo), proto, ip_len, sport, dport, ipv, ttl, flags, seq, ack,
                       window, plen, self._buf[off : off + cap].tobytes())
@@ -351,7 +356,7 @@ class FastFlow:
                 aux[pos : pos + part.shape[0]] = a
                 pos += part.shape[0]
         self._batch = batch
-        self._batch_columns = (batch["flags"], batch["seq"], batch["payload_len"], batch["payload_cap"])
+        self._rows = batch.view(np.uint8).data
         row_conn = self.table.feed(batch, aux, self._buf)
         self._batch_start += batch.shape[0]
         # The last two connection-making packets (FlowTable._last_pkt / _last_conn, as it
@@ -398,9 +403,7 @@ class FastFlow:
         c_serial, c_mode, c_dead, c_orig_ep = C["serial"], C["app_mode"], C["app_dead"], C["orig_ep"]
         c_timeout, c_dns_expiry = C["inactivity_timeout"], C["dns_expiry"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]
-        # What TcpStreams.count_offered reads of a segment handed over before its readers'
-        # offers reached the kernel.
-        b_flags, b_seq, b_len, b_cap = self._batch_columns
+        rows, row_size, unpack_row = self._rows, PACKET_ROW.size, PACKET_ROW.unpack_from
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
              counted_resp, stream_start, hist_len) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
@@ -427,10 +430,12 @@ class FastFlow:
                         if direction.next_seq is None and stream_start >= 0:
                             # Its SYN stayed in the kernel (no payload, nothing to read).
                             direction.next_seq = stream_start
+                    fields = unpack_row(rows, row * row_size)
+                    # A segment handed over before its readers' offers reached the kernel.
                     if not (st is not None and direction.offers
-                            and st.count_offered(bool(is_orig), int(b_flags[row]), int(b_seq[row]), int(b_len[row]),
-                                                 int(b_cap[row]))):
-                        pkt = self._packet(row)
+                            and st.count_offered(bool(is_orig), fields[FLAGS], fields[SEQ], fields[PAYLOAD_LEN],
+                                                 fields[PAYLOAD_CAP])):
+                        pkt = self._packet(row, fields)
                         if positions is not None:
                             positions.row = batch_start + row
                         for analyzer in analyzers:
