@@ -799,7 +799,7 @@ class FastFlowTable:
             G[G_EV_N] = 0
             G[G_REC_N] = 0
             G[G_CALL] += 1
-            self.dns.used[:] = 0
+            self.dns.used.fill(0)
             status, i = process_batch(self.flows, self.timers, self.out, self.scalars, self.settings, self.dns,
                                       batch, buf, aux, self.row_conn, i)
             self._drain()
