@@ -20,6 +20,8 @@ signatures:
 - `P`, `Settings`: what the configuration fixes: timeouts (`CFG_*`), the port table
   (likely server ports, port inactivity timeouts) and the ICMP type pairs.
 
+`process_batch` also takes `D`, `fast.dns.DnsParse`: the DNS messages one call parsed.
+
 Python allocates them (`new_flows`, `new_timers`, `new_output`) and grows them between
 kernel calls (`fast.table.FastFlowTable`), replacing an array with `_replace`.
 """
