@@ -9,7 +9,7 @@ section) with the same rules; names are lowercased and their labels joined with 
 the text of an NS, CNAME, PTR, SOA, MX or SRV answer is its name, and every other answer
 keeps its record data for `identifiers.dns.render_rdata`. A message it cannot parse as
 `Message` would (malformed, more than `MAX_QUERIES` questions, an RRSIG or NSEC answer,
-whose text holds a name) or that does not fit the arrays is LEFT_TO_PYTHON: the packet
+whose text holds a name) or that does not fit the arrays is left to Python: the packet
 goes to the analyzers as before and `Message` parses it, weirds included. So both paths
 give the analyzer the same message, and `Message` is the oracle (tests/test_fast_dns.py).
 """
@@ -25,6 +25,7 @@ from pcapexfil.identifiers.dns import (
     MAX_NAME_LENGTH,
     MAX_POINTER_HOPS,
     MAX_QUERIES,
+    RRSIG_SIGNER_AT,
     TYPE_CNAME,
     TYPE_MX,
     TYPE_NS,
@@ -38,8 +39,6 @@ from pcapexfil.identifiers.dns import (
     render_rdata,
 )
 from pcapexfil.jit import njit
-
-RRSIG_SIGNER_AT = 18  # an RRSIG's signer name starts here in its data (when it is that long)
 
 # ANS_DTYPE.text: how an answer's text is made.
 TEXT_NAME, TEXT_RDATA, TEXT_NONE = 0, 1, 2

@@ -65,6 +65,7 @@ _QDCOUNT_AT = 4
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
 TYPE_AAAA, TYPE_SRV, TYPE_RRSIG, TYPE_NSEC, TYPE_SPF = 28, 33, 46, 47, 99
+RRSIG_SIGNER_AT = 18  # an RRSIG's signer name starts here in its data (when it is that long)
 # Types Zeek parses but whose replies its dns.log script does not list.
 _SILENT_TYPES = frozenset((11, 13, 41, 250, 257, 137))
 
@@ -161,8 +162,8 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
         return " ".join(
             f"{tag} {len(s)} {s.decode('utf-8', 'surrogateescape')}" for s in _character_strings(rdata)
         )
-    if rtype == TYPE_RRSIG and rdlen >= 18:
-        signer = read_name(msg, start + 18)[0]
+    if rtype == TYPE_RRSIG and rdlen >= RRSIG_SIGNER_AT:
+        signer = read_name(msg, start + RRSIG_SIGNER_AT)[0]
         return f"RRSIG {_u16(rdata, 0)} {signer or '<Root>'}"
     if rtype == 48 and rdlen >= 4:
         return f"DNSKEY {rdata[3]}"
