@@ -1,8 +1,18 @@
 """TLS: SNI, JA3, JA3S, negotiated version and cipher, from the reassembled handshake.
 
-TLS is found by content, not port: the client stream must carry a handshake record holding
-a ClientHello, either at its first byte or after a plaintext prefix (STARTTLS in IMAP,
-POP3, SMTP, XMPP, IRC; MySQL's SSL request), found by searching for the record header.
+The analyzer reads a connection only where Zeek attaches its SSL analyzer:
+1. on ssl/main.zeek's ports (`SSL_PORTS`, analyzer::Manager::BuildInitialAnalyzerTree);
+2. where the PIA matches one of ssl/dpd.sig's signatures on either direction's first bytes
+   (`dpd_tls_client`, a ClientHello record; `dpd_tls_server`, a ServerHello record after an
+   optional alert record; each enables "ssl" on its own, without `tcp-state` or
+   `requires-reverse-signature`), with the PIA's buffer then replayed (PIA_TCP::
+   ActivateAnalyzer, ReplayStreamBuffer), as identifiers/http.py does for HTTP;
+3. after the STARTTLS hand-over of an analyzer attached to the connection (`STARTTLS`:
+   SMTP, FTP, IMAP, POP3, XMPP, IRC, LDAP, MySQL, PostgreSQL, RDP, and HTTP's CONNECT tunnel): the
+   SSL analyzer gets the stream from the next chunk of each direction on.
+The client's ClientHello must then start the stream the analyzer gets: plaintext before it
+is what SSL's binpac rejects (ssl.pac, determine_ssl_record_layer: "Invalid version in
+TLS connection" and SetSkip), so it is never searched for past a prefix.
 Lengths are checked at every level: a message that lies about its length is reported as a
 weird and parsing of that direction stops, without an exception.
 
@@ -21,15 +31,20 @@ import functools
 import hashlib
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dpkt.ssl_ciphersuites
 
+from pcapexfil.flow.ports import registered_ports
+from pcapexfil.identifiers.http import HTTP_PORTS, dpd_client, dpd_server
 from pcapexfil.identifiers.output import LogOut
-from pcapexfil.identifiers.stream import streams, tcp_data
+from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
+from pcapexfil.services import ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, smtp, xmpp
+from pcapexfil.services.base import Check, Verdict
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -52,6 +67,101 @@ EXT_KEY_SHARE = 51
 # handshake message has the given type.
 _CLIENT_HELLO_AT = re.compile(rb"\x16\x03[\x00-\x04][\x00-\x48][\x00-\xff]\x01", re.DOTALL)
 _SERVER_HELLO_AT = re.compile(rb"\x16\x03[\x00-\x04][\x00-\x48][\x00-\xff]\x02", re.DOTALL)
+_HELLO_HEADER_LEN = 6  # what those patterns read: the record header and the message type
+
+SSL_PORTS = registered_ports("ssl", PROTO_TCP)
+
+# ssl/dpd.sig (payloads anchored at the stream's first byte; a signature's `.` matches any
+# byte). dpd_tls_client: a handshake record of version 3.0-3.3 holding a ClientHello of
+# version 3.0-3.3. dpd_tls_server: the same for a ServerHello (version 3.0-3.4, or 0x7f
+# and a TLS 1.3 draft number), after an optional alert record.
+_DPD_TLS_CLIENT = re.compile(rb"\x16\x03[\x00-\x03]..\x01...\x03[\x00-\x03]", re.DOTALL)
+_DPD_TLS_SERVER = re.compile(
+    rb"(?:\x15\x03[\x00-\x03]....)?\x16\x03[\x00-\x03]..\x02...(?:\x03[\x00-\x04]|\x7f[\x00-\x50])", re.DOTALL
+)
+_DPD_TLS_NEED = 7 + 11  # bytes after which neither can match any more (the alert, the hello)
+_DPD_TLS_FIRST_BYTES = b"\x15\x16"  # alert, handshake
+
+
+def dpd_tls(data: bytes) -> bool | None:
+    """Either of ssl/dpd.sig's TCP signatures on one direction's first bytes: None while
+    they could still match."""
+    if not data:
+        return None
+    if _DPD_TLS_CLIENT.match(data) or _DPD_TLS_SERVER.match(data):
+        return True
+    return None if data[0] in _DPD_TLS_FIRST_BYTES and len(data) < _DPD_TLS_NEED else False
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """An analyzer that hands its stream to a child SSL analyzer (its StartTLS), where
+    it is attached: on its registered ports, or where its dpd.sig `signature` matched."""
+
+    analyzer: str
+    ports: frozenset[int]
+    # On the first bytes of each direction: True once StartTLS ran, False once it never
+    # can (the analyzer skips, or was disabled by a violation), None until then.
+    handed_over: Callable[[bytes, bytes], bool | None]
+    signature: Check | None = None
+    # Whose bytes complete the hand-over: the server's answer, but for MySQL's client flag.
+    # `handed_over` is asked only on that side's chunks (the other side's cannot make it True).
+    decided_by_orig: bool = False
+
+
+_CONNECT = b"CONNECT "
+_HTTP_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_HTTP_SUCCESS = re.compile(rb"HTTP/[0-9.]+ +2[0-9][0-9]")
+
+
+def http_connect_tunnel(orig: bytes, resp: bytes) -> bool | None:
+    """HTTP.cc's CONNECT tunnel: after a 2xx reply to the client's CONNECT request, the rest
+    of the stream goes to a new PIA, whose dpd.sig signatures then attach SSL (the TLS
+    signature at the tunnel's first byte is this analyzer's anchored ClientHello)."""
+    if len(orig) < len(_CONNECT):
+        return None if _CONNECT.startswith(orig) else False
+    if not orig.startswith(_CONNECT):
+        return False
+    head = _HTTP_HEAD_END.search(resp)
+    if head is None:
+        return None
+    return _HTTP_SUCCESS.match(resp) is not None
+
+
+def _http_signature(orig: bytes, resp: bytes) -> Verdict:
+    """http/dpd.sig: either signature attaches HTTP on its own."""
+    client = dpd_client(orig) if orig else None
+    server = dpd_server(resp) if resp else None
+    if client or server:
+        return Verdict.CONFIRM
+    return Verdict.REJECT if client is False and server is False else Verdict.MORE
+
+
+STARTTLS: tuple[StartTls, ...] = (
+    StartTls("smtp", registered_ports("smtp", PROTO_TCP), smtp.starttls),  # SMTP.cc UpdateState
+    StartTls("ftp", registered_ports("ftp", PROTO_TCP), ftp.starttls),  # FTP.cc DeliverStream, 234
+    StartTls("imap", registered_ports("imap", PROTO_TCP), imap.starttls),  # imap-analyzer.pac
+    StartTls("pop3", frozenset(), pop3.starttls, pop3.signature),  # POP3.cc ProcessReply, STLS
+    StartTls("xmpp", registered_ports("xmpp", PROTO_TCP), xmpp.starttls),  # xmpp-analyzer.pac
+    StartTls("irc", registered_ports("irc", PROTO_TCP), irc.starttls, irc.RECOGNISER.signature),  # IRC.cc 670
+    StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls,
+             decided_by_orig=True),  # mysql-analyzer.pac
+    StartTls("postgresql", registered_ports("postgresql", PROTO_TCP), postgresql.starttls,
+             postgresql.RECOGNISER.signature),  # postgresql_zeek.spicy, MaybeBackendSSL
+    StartTls("ldap_tcp", registered_ports("ldap_tcp", PROTO_TCP), ldap.starttls,
+             ldap.RECOGNISER_TCP.signature),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
+    StartTls("rdp", registered_ports("rdp", PROTO_TCP), rdp.starttls,
+             rdp.RECOGNISER.signature),  # RDP.cc DeliverStream, encryption_method > 0
+    StartTls("http", HTTP_PORTS, http_connect_tunnel, _http_signature),  # HTTP.cc, CONNECT
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def starttls_candidates(resp_p: int) -> tuple[tuple[StartTls, bool], ...]:
+    """The hand-over analyzers Zeek may attach to a TCP connection to this port, each with
+    whether it is attached already (by port) or waits for its signature."""
+    return tuple((h, resp_p in h.ports) for h in STARTTLS if resp_p in h.ports or h.signature is not None)
+
 
 VERSION_NAMES = {
     0x0300: "SSLv3",
@@ -265,21 +375,22 @@ def parse_server_hello(body: bytes) -> ServerHello:
 class HandshakeScanner:
     """Finds the first handshake messages of one direction in its in-order byte stream.
 
-    Walks TLS records from the first record header (at offset 0, or found by search after a
-    plaintext prefix), joins handshake-record payloads (a message may span records) and
-    yields complete handshake messages. Stops at the first non-handshake record that is
-    not ChangeCipherSpec, or at `MAX_BYTES`.
+    Walks TLS records from the first record header (`anchored`: the first bytes must match
+    `pattern`; else it is searched for), joins handshake-record payloads (a message may span
+    records) and yields complete handshake messages. Stops at the first non-handshake record
+    that is not ChangeCipherSpec, or at `MAX_BYTES`.
     """
 
-    __slots__ = ("buf", "start", "pos", "hs", "hs_pos", "pattern", "done", "error")
+    __slots__ = ("buf", "start", "pos", "hs", "hs_pos", "pattern", "anchored", "done", "error")
 
-    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+    def __init__(self, pattern: re.Pattern[bytes], anchored: bool = False) -> None:
         self.buf = bytearray()
         self.start: int | None = None  # offset of the first record header
         self.pos = 0  # next record header
         self.hs = bytearray()  # concatenated handshake payloads
         self.hs_pos = 0  # next handshake message in hs
         self.pattern = pattern
+        self.anchored = anchored
         self.done = False
         self.error: str | None = None
 
@@ -288,7 +399,15 @@ class HandshakeScanner:
         if self.done or not data:
             return []
         buf = self.buf
-        if self.start is None:
+        if self.start is None and self.anchored:
+            buf += data[: MAX_BYTES - len(buf)]
+            if len(buf) < _HELLO_HEADER_LEN:
+                return []
+            if self.pattern.match(buf) is None:
+                self.done = True  # not TLS from the first byte: the SSL analyzer skips it
+                return []
+            self.start = 0
+        elif self.start is None:
             # A header starting before the last 5 old bytes would have been found already.
             searched = max(len(buf) - 5, 0)
             buf += data[: MAX_BYTES - len(buf)]
@@ -342,16 +461,25 @@ class HandshakeScanner:
 
 
 class _TlsConn:
-    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird")
+    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "orig",
+                 "resp", "dpd")
 
-    def __init__(self, ts: float) -> None:
+    def __init__(self, ts: float, resp_p: int) -> None:
         self.ts = ts
-        self.client = HandshakeScanner(_CLIENT_HELLO_AT)
+        self.client = HandshakeScanner(_CLIENT_HELLO_AT, anchored=True)
         self.server = HandshakeScanner(_SERVER_HELLO_AT)
         self.hello: ClientHello | None = None
         self.shello: ServerHello | None = None
         self.curve: int | None = None
         self.weird: str | None = None
+        # Attached on ssl/main.zeek's ports at once; elsewhere None until a dpd.sig
+        # signature or a hand-over attaches it, False once neither can.
+        self.attached: bool | None = True if resp_p in SSL_PORTS else None
+        # The hand-over analyzers still possible, each with whether it is attached yet.
+        self.handovers: list[tuple[StartTls, bool]] = [] if self.attached else list(starttls_candidates(resp_p))
+        self.orig = b""  # the first bytes of each direction, what the hand-overs read
+        self.resp = b""
+        self.dpd: list[bool | None] = [None, None]  # dpd_tls on the PIA's window, [resp, orig]
 
 
 class TlsAnalyzer:
@@ -375,25 +503,89 @@ class TlsAnalyzer:
             return
         st: _TlsConn | None = conn.app.get(NAME)
         if st is None:
-            st = conn.app[NAME] = _TlsConn(pkt.ts)
+            st = conn.app[NAME] = _TlsConn(pkt.ts, conn.resp_p)
         elif st.client.done and st.server.done:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
             return
+        if st.attached:
+            self._feed(conn, st, is_orig, data, pkt.ts)
+        else:
+            self._attach(conn, st, is_orig, data, pkt.ts)
+
+    def _attach(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
+        """Off its ports: a dpd.sig signature attaches the analyzer with the PIA's buffer
+        replayed; a hand-over attaches it for the chunks after this one. When neither can
+        any more, the connection is let go unread."""
+        s = streams(conn)
+        if s is None:
+            return
+        pia = s.pia
+        dpd = st.dpd
+        if dpd[is_orig] is None:  # decided for good otherwise; only this side's window grew
+            dpd[is_orig] = dpd_tls(pia.orig if is_orig else pia.resp)
+        if dpd[is_orig]:
+            st.attached = True
+            for chunk_is_orig, chunk in list(pia.chunks):
+                if st.client.done and st.server.done:
+                    break
+                self._feed(conn, st, chunk_is_orig, chunk, ts)
+            return
+        signature_possible = pia.matching and dpd != [False, False]
+        if st.handovers:
+            self._watch_handovers(st, pia, is_orig, data)
+        if st.attached or signature_possible:
+            return
+        if not st.handovers or len(st.orig) >= MAX_BYTES or len(st.resp) >= MAX_BYTES:
+            st.attached = False
+            st.client.done = st.server.done = True
+            s.release(NAME)
+
+    @staticmethod
+    def _watch_handovers(st: _TlsConn, pia: PiaBuffer, is_orig: bool, data: bytes) -> None:
+        """Give the hand-over analyzers this chunk; attach if one of them hands over."""
+        if is_orig:
+            st.orig += data[: MAX_BYTES - len(st.orig)]
+        else:
+            st.resp += data[: MAX_BYTES - len(st.resp)]
+        left = []
+        for handover, attached in st.handovers:
+            done = handover.handed_over(st.orig, st.resp) if is_orig == handover.decided_by_orig else None
+            if done is False:
+                continue
+            if not attached and (done or not pia.matching):
+                # Its signature matters only once its hand-over is in the bytes, or when the
+                # PIA stopped matching (then nothing can attach it any more). Both read
+                # prefixes that only grow, so asking late gives what asking at every
+                # chunk would have given (and the services asked it already).
+                assert handover.signature is not None
+                verdict = handover.signature(pia.orig, pia.resp)
+                if verdict is Verdict.REJECT or (verdict is Verdict.MORE and not pia.matching):
+                    continue
+                attached = verdict is Verdict.CONFIRM
+            if attached and done:
+                st.attached = True  # SSL reads the chunks after this one (StartTLS)
+                st.handovers = []
+                return
+            left.append((handover, attached))
+        st.handovers = left
+
+    def _feed(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
+        """One chunk of a direction's stream, once the analyzer is attached."""
         if is_orig:
             if not st.client.done:
                 for mtype, body in st.client.feed(data):
                     if mtype == 1 and st.hello is None:
-                        self._client_hello(conn, st, body, pkt.ts)
+                        self._client_hello(conn, st, body, ts)
                 if st.hello is not None:
                     st.client.done = True  # the ClientHello is all the client side gives us
-                self._report(conn, st.client, pkt.ts)
+                self._report(conn, st.client, ts)
         elif st.hello is not None and not st.server.done:
             # Server bytes only matter once a ClientHello was seen (server speaks second).
             for mtype, body in st.server.feed(data):
                 if mtype == 2 and st.shello is None:
-                    self._server_hello(conn, st, body, pkt.ts)
+                    self._server_hello(conn, st, body, ts)
                 elif mtype == 12 and st.shello is not None and len(body) >= 3 and body[0] == 3:
                     st.curve = int.from_bytes(body[1:3], "big")  # ECDHE named curve
                     st.server.done = True
@@ -401,7 +593,7 @@ class TlsAnalyzer:
                     st.server.done = True
             if st.shello is not None and st.shello.selected_version == 0x0304:
                 st.server.done = True  # everything after the hello is encrypted
-            self._report(conn, st.server, pkt.ts)
+            self._report(conn, st.server, ts)
         elif not is_orig and st.client.done and st.hello is None:
             st.server.done = True
         s = streams(conn)
