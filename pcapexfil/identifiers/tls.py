@@ -558,7 +558,7 @@ class TlsAnalyzer:
                 # Its signature matters only once its hand-over is in the bytes, or when the
                 # PIA stopped matching (then nothing can attach it any more). Both read
                 # prefixes that only grow, so asking late gives what asking at every
-                # chunk would have given (and the services asked it already).
+                # chunk would have given.
                 assert handover.signature is not None
                 verdict = handover.signature(pia.orig, pia.resp)
                 if verdict is Verdict.REJECT or (verdict is Verdict.MORE and not pia.matching):
