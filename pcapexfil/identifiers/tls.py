@@ -43,8 +43,11 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services import ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, smtp, xmpp
-from pcapexfil.services.base import Check, Verdict
+from pcapexfil.services import (
+    SignatureVerdicts, ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp,
+    xmpp,
+)
+from pcapexfil.services.base import Check, Recogniser, Verdict
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -88,9 +91,11 @@ def dpd_tls(data: bytes) -> bool | None:
     they could still match."""
     if not data:
         return None
+    if data[0] not in _DPD_TLS_FIRST_BYTES:
+        return False  # neither can match (most streams: one test, no regex)
     if _DPD_TLS_CLIENT.match(data) or _DPD_TLS_SERVER.match(data):
         return True
-    return None if data[0] in _DPD_TLS_FIRST_BYTES and len(data) < _DPD_TLS_NEED else False
+    return None if len(data) < _DPD_TLS_NEED else False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,16 @@ class StartTls:
     # Whose bytes complete the hand-over: the server's answer, but for MySQL's client flag.
     # `handed_over` is asked only on that side's chunks (the other side's cannot make it True).
     decided_by_orig: bool = False
+    # The services recogniser whose ports and signature these are (`recognised`): where the
+    # services analyzer runs, TLS reads that signature's verdict from it instead of asking.
+    recogniser: Recogniser | None = None
+
+
+def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], bool | None]) -> StartTls:
+    """The hand-over of an analyzer that is also a services recogniser: attached where the
+    recogniser is, so on the same ports and by the same signature."""
+    return StartTls(recogniser.name, registered_ports(recogniser.name, PROTO_TCP), handed_over, recogniser.signature,
+                    recogniser=recogniser)
 
 
 _CONNECT = b"CONNECT "
@@ -143,15 +158,12 @@ STARTTLS: tuple[StartTls, ...] = (
     StartTls("imap", registered_ports("imap", PROTO_TCP), imap.starttls),  # imap-analyzer.pac
     StartTls("pop3", frozenset(), pop3.starttls, pop3.signature),  # POP3.cc ProcessReply, STLS
     StartTls("xmpp", registered_ports("xmpp", PROTO_TCP), xmpp.starttls),  # xmpp-analyzer.pac
-    StartTls("irc", registered_ports("irc", PROTO_TCP), irc.starttls, irc.RECOGNISER.signature),  # IRC.cc 670
+    recognised(irc.RECOGNISER, irc.starttls),  # IRC.cc 670
     StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls,
              decided_by_orig=True),  # mysql-analyzer.pac
-    StartTls("postgresql", registered_ports("postgresql", PROTO_TCP), postgresql.starttls,
-             postgresql.RECOGNISER.signature),  # postgresql_zeek.spicy, MaybeBackendSSL
-    StartTls("ldap_tcp", registered_ports("ldap_tcp", PROTO_TCP), ldap.starttls,
-             ldap.RECOGNISER_TCP.signature),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
-    StartTls("rdp", registered_ports("rdp", PROTO_TCP), rdp.starttls,
-             rdp.RECOGNISER.signature),  # RDP.cc DeliverStream, encryption_method > 0
+    recognised(postgresql.RECOGNISER, postgresql.starttls),  # postgresql_zeek.spicy, MaybeBackendSSL
+    recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
+    recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
     StartTls("http", HTTP_PORTS, http_connect_tunnel, _http_signature),  # HTTP.cc, CONNECT
 )
 
@@ -161,6 +173,15 @@ def starttls_candidates(resp_p: int) -> tuple[tuple[StartTls, bool], ...]:
     """The hand-over analyzers Zeek may attach to a TCP connection to this port, each with
     whether it is attached already (by port) or waits for its signature."""
     return tuple((h, resp_p in h.ports) for h in STARTTLS if resp_p in h.ports or h.signature is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _watched(resp_p: int, services_run: bool) -> tuple[tuple[tuple[StartTls, bool], ...], tuple[StartTls, ...]]:
+    """`starttls_candidates` split into those TLS asks itself (each with whether attached)
+    and those whose signature verdict the services analyzer gives (where it runs)."""
+    by_services = tuple(h for h, attached in starttls_candidates(resp_p)
+                        if services_run and not attached and h.recogniser is not None)
+    return tuple(c for c in starttls_candidates(resp_p) if c[0] not in by_services), by_services
 
 
 VERSION_NAMES = {
@@ -461,10 +482,10 @@ class HandshakeScanner:
 
 
 class _TlsConn:
-    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "orig",
-                 "resp", "dpd")
+    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "awaiting",
+                 "verdicts", "orig", "resp", "last_is_orig", "dpd_orig", "dpd_resp")
 
-    def __init__(self, ts: float, resp_p: int) -> None:
+    def __init__(self, ts: float, resp_p: int, verdicts: SignatureVerdicts | None) -> None:
         self.ts = ts
         self.client = HandshakeScanner(_CLIENT_HELLO_AT, anchored=True)
         self.server = HandshakeScanner(_SERVER_HELLO_AT)
@@ -475,11 +496,18 @@ class _TlsConn:
         # Attached on ssl/main.zeek's ports at once; elsewhere None until a dpd.sig
         # signature or a hand-over attaches it, False once neither can.
         self.attached: bool | None = True if resp_p in SSL_PORTS else None
-        # The hand-over analyzers still possible, each with whether it is attached yet.
-        self.handovers: list[tuple[StartTls, bool]] = [] if self.attached else list(starttls_candidates(resp_p))
+        # The hand-over analyzers still possible: those TLS asks itself, each with whether it
+        # is attached yet, and those waiting on a signature whose verdict `verdicts` gives.
+        self.handovers: tuple[tuple[StartTls, bool], ...] = ()
+        self.awaiting: tuple[StartTls, ...] = ()
+        if not self.attached:
+            self.handovers, self.awaiting = _watched(resp_p, verdicts is not None)
+        self.verdicts = verdicts
         self.orig = b""  # the first bytes of each direction, what the hand-overs read
         self.resp = b""
-        self.dpd: list[bool | None] = [None, None]  # dpd_tls on the PIA's window, [resp, orig]
+        self.last_is_orig = False  # the direction of the last chunk they read
+        self.dpd_orig: bool | None = None  # dpd_tls on each direction's PIA window
+        self.dpd_resp: bool | None = None
 
 
 class TlsAnalyzer:
@@ -503,7 +531,7 @@ class TlsAnalyzer:
             return
         st: _TlsConn | None = conn.app.get(NAME)
         if st is None:
-            st = conn.app[NAME] = _TlsConn(pkt.ts, conn.resp_p)
+            st = conn.app[NAME] = _TlsConn(pkt.ts, conn.resp_p, signature_verdicts(conn))
         elif st.client.done and st.server.done:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
@@ -521,55 +549,116 @@ class TlsAnalyzer:
         s = streams(conn)
         if s is None:
             return
+        if st.awaiting:
+            self._take_verdicts(st)
+            if st.attached:  # handed over on the last chunk
+                self._feed(conn, st, is_orig, data, ts)
+                return
         pia = s.pia
-        dpd = st.dpd
-        if dpd[is_orig] is None:  # decided for good otherwise; only this side's window grew
-            dpd[is_orig] = dpd_tls(pia.orig if is_orig else pia.resp)
-        if dpd[is_orig]:
+        # Decided for good once not None; only this side's window grew.
+        if is_orig:
+            if st.dpd_orig is None:
+                st.dpd_orig = dpd_tls(pia.orig)
+            dpd = st.dpd_orig
+        else:
+            if st.dpd_resp is None:
+                st.dpd_resp = dpd_tls(pia.resp)
+            dpd = st.dpd_resp
+        if dpd:
             st.attached = True
             for chunk_is_orig, chunk in list(pia.chunks):
                 if st.client.done and st.server.done:
                     break
                 self._feed(conn, st, chunk_is_orig, chunk, ts)
             return
-        signature_possible = pia.matching and dpd != [False, False]
-        if st.handovers:
-            self._watch_handovers(st, pia, is_orig, data)
+        signature_possible = pia.matching and (st.dpd_orig is not False or st.dpd_resp is not False)
+        if st.handovers or st.awaiting:
+            self._watch_handovers(conn, st, pia, is_orig, data)
         if st.attached or signature_possible:
             return
-        if not st.handovers or len(st.orig) >= MAX_BYTES or len(st.resp) >= MAX_BYTES:
+        if not (st.handovers or st.awaiting) or len(st.orig) >= MAX_BYTES or len(st.resp) >= MAX_BYTES:
             st.attached = False
             st.client.done = st.server.done = True
             s.release(NAME)
 
     @staticmethod
-    def _watch_handovers(st: _TlsConn, pia: PiaBuffer, is_orig: bool, data: bytes) -> None:
-        """Give the hand-over analyzers this chunk; attach if one of them hands over."""
+    def _take_verdicts(st: _TlsConn) -> None:
+        """The services analyzer's verdicts on the awaited signatures, as they stood after
+        the last chunk (it reads each chunk after TLS). A failed one drops its analyzer. A
+        matched one's analyzer is attached since that chunk: its hand-over is asked on the
+        bytes up to it (if that chunk was from the side that decides it), as it would have
+        been right after it; handed over, SSL reads from this chunk on."""
+        verdicts = st.verdicts
+        assert verdicts is not None
+        matched, failed = verdicts.matched, verdicts.failed
+        for handover in st.awaiting:
+            if handover.analyzer in matched or handover.analyzer in failed:
+                break
+        else:
+            return  # the common case: nothing new
+        attached = []
+        for handover in st.awaiting:
+            if handover.analyzer not in matched:
+                continue
+            if st.last_is_orig == handover.decided_by_orig:
+                done = handover.handed_over(st.orig, st.resp)
+                if done:
+                    st.attached = True
+                    st.handovers, st.awaiting = (), ()
+                    return
+                if done is False:
+                    continue
+            attached.append((handover, True))
+        st.handovers += tuple(attached)
+        st.awaiting = tuple(h for h in st.awaiting if h.analyzer not in matched and h.analyzer not in failed)
+
+    @staticmethod
+    def _watch_handovers(conn: ConnView, st: _TlsConn, pia: PiaBuffer, is_orig: bool, data: bytes) -> None:
+        """Give the hand-over analyzers this chunk; attach if one of them hands over.
+
+        An analyzer waiting on its signature is asked its hand-over only from the chunk
+        its signature matched on: that every hand-over refused once stays refused on
+        longer prefixes (they read the first bytes of each direction) makes that what
+        asking at every chunk would give."""
         if is_orig:
             st.orig += data[: MAX_BYTES - len(st.orig)]
         else:
             st.resp += data[: MAX_BYTES - len(st.resp)]
+        st.last_is_orig = is_orig
+        if st.awaiting and not pia.matching:
+            # The PIA matched its last chunk: the awaited signatures are decided on this
+            # window, by the services analyzer for both of us, so that the connection can be
+            # let go on this chunk if none matched. One that did matched on this chunk.
+            assert st.verdicts is not None
+            matched = st.verdicts.matched
+            settle_signatures(conn, [handover.analyzer for handover in st.awaiting])
+            st.handovers += tuple((handover, True) for handover in st.awaiting if handover.analyzer in matched)
+            st.awaiting = ()
         left = []
+        changed = False
         for handover, attached in st.handovers:
-            done = handover.handed_over(st.orig, st.resp) if is_orig == handover.decided_by_orig else None
-            if done is False:
-                continue
-            if not attached and (done or not pia.matching):
-                # Its signature matters only once its hand-over is in the bytes, or when the
-                # PIA stopped matching (then nothing can attach it any more). Both read
-                # prefixes that only grow, so asking late gives what asking at every
-                # chunk would have given.
+            if not attached:
                 assert handover.signature is not None
                 verdict = handover.signature(pia.orig, pia.resp)
-                if verdict is Verdict.REJECT or (verdict is Verdict.MORE and not pia.matching):
+                if verdict is not Verdict.CONFIRM:
+                    if verdict is Verdict.MORE and pia.matching:
+                        left.append((handover, False))
+                    else:
+                        changed = True  # rejected, or no match can come any more
                     continue
-                attached = verdict is Verdict.CONFIRM
-            if attached and done:
-                st.attached = True  # SSL reads the chunks after this one (StartTLS)
-                st.handovers = []
-                return
-            left.append((handover, attached))
-        st.handovers = left
+                changed = attached = True
+            if is_orig == handover.decided_by_orig:
+                done = handover.handed_over(st.orig, st.resp)
+                if done:
+                    st.attached = True  # SSL reads the chunks after this one (StartTLS)
+                    st.handovers, st.awaiting = (), ()
+                    return
+                if done is False:
+                    changed = True
+                    continue
+            left.append((handover, True))
+        if changed:
+            st.handovers = tuple(left)
 
     def _feed(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
         """One chunk of a direction's stream, once the analyzer is attached."""

@@ -16,7 +16,7 @@ while dpd.zeek still acts on a violation: one there takes its name out of `servi
 from __future__ import annotations
 
 import functools
-
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
@@ -68,11 +68,27 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
     return tuple(out)
 
 
+class SignatureVerdicts:
+    """How the dpd.sig signatures of a connection's recognisers that wait on one (off their
+    registered ports) ended, by recogniser name: `matched` from the chunk whose PIA window
+    matched it, `failed` from the chunk where it could no longer (rejected, or undecided
+    when the PIA stopped matching); a name in neither is still undecided. TLS's STARTTLS
+    watch reads them instead of asking the same signatures again
+    (`signature_verdicts`)."""
+
+    __slots__ = ("matched", "failed")
+
+    def __init__(self) -> None:
+        self.matched: set[str] = set()
+        self.failed: set[str] = set()
+
+
 class _State:
-    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen")
+    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures")
 
     def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
+        self.signatures = SignatureVerdicts()
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
         self.limited: list[Recogniser] = []  # reached a limit (their 'X' is written)
         self.orig_size = self.resp_size = 0  # TCP: stream bytes delivered (Zeek's c$orig$size ...)
@@ -178,12 +194,13 @@ class ServiceAnalyzer:
             if via_signature:
                 assert rec.signature is not None
                 matched = rec.signature(orig_window, resp_window)
-                if matched is Verdict.REJECT:
+                if matched is Verdict.MORE and matching:
+                    left.append((rec, True))
                     continue
-                if matched is Verdict.MORE:
-                    if matching:  # else no match can come any more (PIA: SKIPPING)
-                        left.append((rec, True))
+                if matched is not Verdict.CONFIRM:  # rejected, or the PIA stopped matching (SKIPPING)
+                    st.signatures.failed.add(rec.name)
                     continue
+                st.signatures.matched.add(rec.name)
             if acting and rec.violation is not None and rec.violation(st.orig, st.resp):
                 continue  # disabled (disable_analyzer) before it could confirm
             verdict = rec.check(st.orig, st.resp)
@@ -215,3 +232,37 @@ class ServiceAnalyzer:
 
     def close(self) -> None:
         return
+
+
+def signature_verdicts(conn: ConnView) -> SignatureVerdicts | None:
+    """The connection's signature verdicts, None where the services analyzer does not run.
+    It runs after TLS and HTTP on each packet (`identifiers.make_analyzers`): while one of
+    them handles a chunk, the verdicts are those of the chunks before it, unless it called
+    `settle_signatures`."""
+    st: _State | None = conn.app.get(NAME)
+    return None if st is None else st.signatures
+
+
+def settle_signatures(conn: ConnView, names: Collection[str]) -> None:
+    """Ask these recognisers' undecided signatures on the PIA's window now, as the services
+    analyzer would when it reads this chunk (it then finds them decided: none is asked
+    twice on one window). For an analyzer before it that must know on this chunk whether
+    one can still match: TLS's STARTTLS watch, on the chunk the PIA stops matching on."""
+    st: _State | None = conn.app.get(NAME)
+    s = streams(conn)
+    if st is None or s is None:
+        return
+    pia = s.pia
+    pending = []
+    for rec, via_signature in st.pending:
+        if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
+            assert rec.signature is not None
+            matched = rec.signature(pia.orig, pia.resp)
+            if matched is not Verdict.CONFIRM and not (matched is Verdict.MORE and pia.matching):
+                st.signatures.failed.add(rec.name)
+                continue
+            if matched is Verdict.CONFIRM:
+                st.signatures.matched.add(rec.name)
+                via_signature = False  # its check is consulted from now on
+        pending.append((rec, via_signature))
+    st.pending = pending

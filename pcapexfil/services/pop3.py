@@ -15,7 +15,6 @@ import re
 from pcapexfil.services.base import AtLineStart, Verdict, both_directions, signature_match
 
 _EOL = re.compile(rb"\r\n|\r|\n")  # ContentLine_Analyzer's default
-_SIG_SERVER = re.compile(rb"\+OK")
 _SIG_CLIENT = AtLineStart(
     rb"[ \t\v\f\r\n]*([uU][sS][eE][rR][ \t\v\f\r\n]|[aA][pP][oO][pP][ \t\v\f\r\n]|[cC][aA][pP][aA]|[aA][uU][tT][hH]|[sS][tT][lL][sS])",
     b" \t\x0b\x0cUuAaCcSs",
@@ -28,10 +27,15 @@ _MULTI_LINE_WITHOUT_ARGUMENT = frozenset((b"LIST", b"UIDL"))
 
 
 def signature(orig: bytes, resp: bytes) -> Verdict:
-    """dpd_pop3_server with its reverse signature dpd_pop3_client."""
-    server = signature_match(_SIG_SERVER, resp, len(_OK)) if resp else None
-    client = signature_match(_SIG_CLIENT, orig) if orig else None
-    return both_directions(client, server)
+    """dpd_pop3_server with its reverse signature dpd_pop3_client. The client's pattern may
+    begin any line, so it never rejects: the verdict waits for the server's `+OK`, and a
+    server whose first bytes are not one rejects the signature without the client's lines
+    being read (every plain-HTTP connection asks it)."""
+    # dpd_pop3_server, /^\+OK/: a prefix test (no regex, no cached match of the window)
+    server = True if resp.startswith(_OK) else False if len(resp) >= len(_OK) else None
+    if not server:
+        return Verdict.REJECT if server is False else Verdict.MORE
+    return both_directions(signature_match(_SIG_CLIENT, orig) if orig else None, server)
 
 
 def _multi_line(words: list[bytes]) -> bool:
