@@ -191,3 +191,53 @@ def test_ldap_start_tls_is_ssl() -> None:
     assert "ssl" in _services(389, turns)
     refused = [(True, LDAP_START_TLS), (False, _ldap_message(0x78, b"\x0a\x01\x34\x04\x00\x04\x00")), (True, HELLO)]
     assert "ssl" not in _services(389, refused)
+
+
+def _services_only(only: set[str] | None, resp_p: int, turns: list[tuple[bool, bytes]]) -> list[str]:
+    conn = FakeConn(resp_p=resp_p)
+    run = Run(only=only)
+    run.feed(conn, _conversation(conn, turns))
+    rec = run.finish(conn)
+    run.close()
+    return rec.service
+
+
+IRC_OFF_ITS_PORTS = [
+    (True, b"NICK me\r\nUSER me 0 * :me\r\n"), (False, b":irc.example.net 670 me :STARTTLS successful\r\n"),
+    (True, HELLO), (False, _server_hello()),
+]
+POSTGRESQL_OFF_ITS_PORTS = [(True, b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), (False, b"S"), (True, HELLO)]
+
+
+def test_a_hand_over_whose_signature_matches_on_its_own_chunk_reads_the_next_one() -> None:
+    """Off their ports irc and postgresql are attached by their dpd.sig signatures, which
+    here match on the chunk that hands over: the services analyzer's verdict (read on the
+    next chunk, as it runs after TLS) and TLS asking the signature itself (without the
+    services analyzer) both let SSL read the hello that follows."""
+    for turns in (IRC_OFF_ITS_PORTS, POSTGRESQL_OFF_ITS_PORTS):
+        assert "ssl" in _services_only(None, 40123, turns)
+        assert _services_only({"tls"}, 40123, turns) == ["ssl"]
+
+
+def test_a_hand_over_needs_its_signature_off_its_ports() -> None:
+    """postgresql's signature needs the SSLRequest answered by S or N: without a match no
+    analyzer is attached to hand over, with or without the services analyzer."""
+    turns = [(True, b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), (False, b"X"), (True, HELLO)]
+    assert "ssl" not in _services_only(None, 40123, turns)
+    assert "ssl" not in _services_only({"tls"}, 40123, turns)
+
+
+def test_pop3_signature_reads_the_server_first() -> None:
+    """pop3.signature decides on the server's `^+OK` first (a non-POP3 server rejects it on
+    its first bytes), then on the client's line; the verdicts of both signatures together."""
+    from pcapexfil.services import pop3
+    from pcapexfil.services.base import Verdict
+
+    commands = [b"CAPA\r\n", b"GET / HTTP/1.1\r\nAuthorization: x\r\n", b"  user me\r\n"]
+    for orig in [b"", b"GET / HTTP/1.1\r\n", *commands]:
+        for resp in (b"", b"+", b"+O"):
+            assert pop3.signature(orig, resp) is Verdict.MORE
+        for resp in (b"-ERR", b"HTTP/1.1 200 OK\r\n", b"+ok"):
+            assert pop3.signature(orig, resp) is Verdict.REJECT
+        expected = Verdict.CONFIRM if orig in commands else Verdict.MORE
+        assert pop3.signature(orig, b"+OK ready\r\n") is expected, orig

@@ -44,8 +44,7 @@ from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
-    SignatureVerdicts, ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp,
-    xmpp,
+    ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp, xmpp,
 )
 from pcapexfil.services.base import Check, Recogniser, Verdict
 
@@ -175,13 +174,23 @@ def starttls_candidates(resp_p: int) -> tuple[tuple[StartTls, bool], ...]:
     return tuple((h, resp_p in h.ports) for h in STARTTLS if resp_p in h.ports or h.signature is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """A port's hand-over candidates, as the watch holds them."""
+
+    attached: tuple[StartTls, ...]  # by port: `handed_over` asked on the deciding side's chunks
+    unmatched: tuple[StartTls, ...]  # waiting on a signature TLS asks itself
+    awaiting: tuple[StartTls, ...]  # waiting on a signature whose verdict the services analyzer gives
+
+
 @functools.lru_cache(maxsize=4096)
-def _watched(resp_p: int, services_run: bool) -> tuple[tuple[tuple[StartTls, bool], ...], tuple[StartTls, ...]]:
-    """`starttls_candidates` split into those TLS asks itself (each with whether attached)
-    and those whose signature verdict the services analyzer gives (where it runs)."""
-    by_services = tuple(h for h, attached in starttls_candidates(resp_p)
-                        if services_run and not attached and h.recogniser is not None)
-    return tuple(c for c in starttls_candidates(resp_p) if c[0] not in by_services), by_services
+def _watch(resp_p: int, services_run: bool) -> _Watch:
+    """`starttls_candidates` sorted for the watch; a recogniser's signature is awaited from
+    the services analyzer where it runs (`services.signature_verdicts`)."""
+    candidates = starttls_candidates(resp_p)
+    awaiting = tuple(h for h, attached in candidates if services_run and not attached and h.recogniser is not None)
+    return _Watch(tuple(h for h, attached in candidates if attached),
+                  tuple(h for h, attached in candidates if not attached and h not in awaiting), awaiting)
 
 
 VERSION_NAMES = {
@@ -482,10 +491,10 @@ class HandshakeScanner:
 
 
 class _TlsConn:
-    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "awaiting",
-                 "verdicts", "orig", "resp", "last_is_orig", "dpd_orig", "dpd_resp")
+    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "unmatched",
+                 "awaiting", "verdicts", "verdicts_seen", "orig", "resp", "last_is_orig", "dpd_orig", "dpd_resp")
 
-    def __init__(self, ts: float, resp_p: int, verdicts: SignatureVerdicts | None) -> None:
+    def __init__(self, ts: float, resp_p: int, conn: ConnView) -> None:
         self.ts = ts
         self.client = HandshakeScanner(_CLIENT_HELLO_AT, anchored=True)
         self.server = HandshakeScanner(_SERVER_HELLO_AT)
@@ -496,13 +505,16 @@ class _TlsConn:
         # Attached on ssl/main.zeek's ports at once; elsewhere None until a dpd.sig
         # signature or a hand-over attaches it, False once neither can.
         self.attached: bool | None = True if resp_p in SSL_PORTS else None
-        # The hand-over analyzers still possible: those TLS asks itself, each with whether it
-        # is attached yet, and those waiting on a signature whose verdict `verdicts` gives.
-        self.handovers: tuple[tuple[StartTls, bool], ...] = ()
+        # The hand-over analyzers still possible (`_Watch`).
+        self.handovers: tuple[StartTls, ...] = ()
+        self.unmatched: tuple[StartTls, ...] = ()
         self.awaiting: tuple[StartTls, ...] = ()
+        self.verdicts: dict[str, bool] | None = None
         if not self.attached:
-            self.handovers, self.awaiting = _watched(resp_p, verdicts is not None)
-        self.verdicts = verdicts
+            self.verdicts = signature_verdicts(conn)
+            watch = _watch(resp_p, self.verdicts is not None)
+            self.handovers, self.unmatched, self.awaiting = watch.attached, watch.unmatched, watch.awaiting
+        self.verdicts_seen = 0  # how many of `verdicts` the watch has read
         self.orig = b""  # the first bytes of each direction, what the hand-overs read
         self.resp = b""
         self.last_is_orig = False  # the direction of the last chunk they read
@@ -531,7 +543,7 @@ class TlsAnalyzer:
             return
         st: _TlsConn | None = conn.app.get(NAME)
         if st is None:
-            st = conn.app[NAME] = _TlsConn(pkt.ts, conn.resp_p, signature_verdicts(conn))
+            st = conn.app[NAME] = _TlsConn(pkt.ts, conn.resp_p, conn)
         elif st.client.done and st.server.done:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
@@ -549,7 +561,7 @@ class TlsAnalyzer:
         s = streams(conn)
         if s is None:
             return
-        if st.awaiting:
+        if st.awaiting and st.verdicts is not None and len(st.verdicts) != st.verdicts_seen:
             self._take_verdicts(st)
             if st.attached:  # handed over on the last chunk
                 self._feed(conn, st, is_orig, data, ts)
@@ -571,15 +583,31 @@ class TlsAnalyzer:
                     break
                 self._feed(conn, st, chunk_is_orig, chunk, ts)
             return
-        signature_possible = pia.matching and (st.dpd_orig is not False or st.dpd_resp is not False)
-        if st.handovers or st.awaiting:
-            self._watch_handovers(conn, st, pia, is_orig, data)
-        if st.attached or signature_possible:
-            return
-        if not (st.handovers or st.awaiting) or len(st.orig) >= MAX_BYTES or len(st.resp) >= MAX_BYTES:
+        if st.handovers or st.unmatched or st.awaiting:
+            if is_orig:
+                st.orig += data[: MAX_BYTES - len(st.orig)]
+            else:
+                st.resp += data[: MAX_BYTES - len(st.resp)]
+            st.last_is_orig = is_orig
+            if st.awaiting and not pia.matching:
+                self._settle(conn, st)
+            if st.unmatched:
+                self._match_signatures(st, pia)
+            if st.handovers and self._handed_over(st, is_orig):
+                st.attached = True  # SSL reads the chunks after this one (StartTLS)
+                st.handovers = st.unmatched = st.awaiting = ()
+                return
+        if pia.matching and (st.dpd_orig is not False or st.dpd_resp is not False):
+            return  # a dpd.sig signature may still match
+        if not (st.handovers or st.unmatched or st.awaiting) or len(st.orig) >= MAX_BYTES or len(st.resp) >= MAX_BYTES:
             st.attached = False
             st.client.done = st.server.done = True
             s.release(NAME)
+
+    # The watch of the hand-overs. An analyzer waiting on its signature is asked its
+    # hand-over only from the chunk its signature matched on: that every hand-over refused
+    # once stays refused on longer prefixes (they read the first bytes of each direction)
+    # makes that what asking at every chunk would give.
 
     @staticmethod
     def _take_verdicts(st: _TlsConn) -> None:
@@ -590,75 +618,61 @@ class TlsAnalyzer:
         been right after it; handed over, SSL reads from this chunk on."""
         verdicts = st.verdicts
         assert verdicts is not None
-        matched, failed = verdicts.matched, verdicts.failed
+        st.verdicts_seen = len(verdicts)
+        matched = []
         for handover in st.awaiting:
-            if handover.analyzer in matched or handover.analyzer in failed:
-                break
-        else:
-            return  # the common case: nothing new
-        attached = []
-        for handover in st.awaiting:
-            if handover.analyzer not in matched:
+            if not verdicts.get(handover.analyzer):
                 continue
             if st.last_is_orig == handover.decided_by_orig:
                 done = handover.handed_over(st.orig, st.resp)
                 if done:
                     st.attached = True
-                    st.handovers, st.awaiting = (), ()
+                    st.handovers = st.unmatched = st.awaiting = ()
                     return
                 if done is False:
                     continue
-            attached.append((handover, True))
-        st.handovers += tuple(attached)
-        st.awaiting = tuple(h for h in st.awaiting if h.analyzer not in matched and h.analyzer not in failed)
+            matched.append(handover)
+        st.handovers += tuple(matched)
+        st.awaiting = tuple(h for h in st.awaiting if h.analyzer not in verdicts)
 
     @staticmethod
-    def _watch_handovers(conn: ConnView, st: _TlsConn, pia: PiaBuffer, is_orig: bool, data: bytes) -> None:
-        """Give the hand-over analyzers this chunk; attach if one of them hands over.
+    def _settle(conn: ConnView, st: _TlsConn) -> None:
+        """The PIA matched its last chunk: the awaited signatures are decided on this window,
+        by the services analyzer for both of us, so that the connection can be let go on
+        this chunk if none matched. One that did matched on this chunk."""
+        settle_signatures(conn, [handover.analyzer for handover in st.awaiting])
+        verdicts = st.verdicts
+        assert verdicts is not None
+        st.verdicts_seen = len(verdicts)
+        st.handovers += tuple(h for h in st.awaiting if verdicts.get(h.analyzer))
+        st.awaiting = ()
 
-        An analyzer waiting on its signature is asked its hand-over only from the chunk
-        its signature matched on: that every hand-over refused once stays refused on
-        longer prefixes (they read the first bytes of each direction) makes that what
-        asking at every chunk would give."""
-        if is_orig:
-            st.orig += data[: MAX_BYTES - len(st.orig)]
-        else:
-            st.resp += data[: MAX_BYTES - len(st.resp)]
-        st.last_is_orig = is_orig
-        if st.awaiting and not pia.matching:
-            # The PIA matched its last chunk: the awaited signatures are decided on this
-            # window, by the services analyzer for both of us, so that the connection can be
-            # let go on this chunk if none matched. One that did matched on this chunk.
-            assert st.verdicts is not None
-            matched = st.verdicts.matched
-            settle_signatures(conn, [handover.analyzer for handover in st.awaiting])
-            st.handovers += tuple((handover, True) for handover in st.awaiting if handover.analyzer in matched)
-            st.awaiting = ()
-        left = []
-        changed = False
-        for handover, attached in st.handovers:
-            if not attached:
-                assert handover.signature is not None
-                verdict = handover.signature(pia.orig, pia.resp)
-                if verdict is not Verdict.CONFIRM:
-                    if verdict is Verdict.MORE and pia.matching:
-                        left.append((handover, False))
-                    else:
-                        changed = True  # rejected, or no match can come any more
-                    continue
-                changed = attached = True
+    @staticmethod
+    def _match_signatures(st: _TlsConn, pia: PiaBuffer) -> None:
+        """The signatures TLS asks itself, on the PIA's window: a matched one's analyzer is
+        attached from this chunk on; one that cannot match any more leaves."""
+        verdicts = [(handover, handover.signature(pia.orig, pia.resp)) for handover in st.unmatched
+                    if handover.signature is not None]
+        if all(verdict is Verdict.MORE for _, verdict in verdicts) and pia.matching:
+            return
+        st.handovers += tuple(h for h, verdict in verdicts if verdict is Verdict.CONFIRM)
+        st.unmatched = tuple(h for h, verdict in verdicts if verdict is Verdict.MORE and pia.matching)
+
+    @staticmethod
+    def _handed_over(st: _TlsConn, is_orig: bool) -> bool:
+        """Ask the attached analyzers decided by this chunk's side whether they handed over;
+        one that never will leaves."""
+        refused = []
+        for handover in st.handovers:
             if is_orig == handover.decided_by_orig:
                 done = handover.handed_over(st.orig, st.resp)
                 if done:
-                    st.attached = True  # SSL reads the chunks after this one (StartTLS)
-                    st.handovers, st.awaiting = (), ()
-                    return
+                    return True
                 if done is False:
-                    changed = True
-                    continue
-            left.append((handover, True))
-        if changed:
-            st.handovers = tuple(left)
+                    refused.append(handover)
+        if refused:
+            st.handovers = tuple(h for h in st.handovers if h not in refused)
+        return False
 
     def _feed(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
         """One chunk of a direction's stream, once the analyzer is attached."""

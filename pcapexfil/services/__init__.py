@@ -68,27 +68,13 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
     return tuple(out)
 
 
-class SignatureVerdicts:
-    """How the dpd.sig signatures of a connection's recognisers that wait on one (off their
-    registered ports) ended, by recogniser name: `matched` from the chunk whose PIA window
-    matched it, `failed` from the chunk where it could no longer (rejected, or undecided
-    when the PIA stopped matching); a name in neither is still undecided. TLS's STARTTLS
-    watch reads them instead of asking the same signatures again
-    (`signature_verdicts`)."""
-
-    __slots__ = ("matched", "failed")
-
-    def __init__(self) -> None:
-        self.matched: set[str] = set()
-        self.failed: set[str] = set()
-
-
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures")
 
     def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
-        self.signatures = SignatureVerdicts()
+        # Kept only once an analyzer asked for them (`signature_verdicts`).
+        self.signatures: dict[str, bool] | None = None
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
         self.limited: list[Recogniser] = []  # reached a limit (their 'X' is written)
         self.orig_size = self.resp_size = 0  # TCP: stream bytes delivered (Zeek's c$orig$size ...)
@@ -197,10 +183,10 @@ class ServiceAnalyzer:
                 if matched is Verdict.MORE and matching:
                     left.append((rec, True))
                     continue
+                if st.signatures is not None:
+                    st.signatures[rec.name] = matched is Verdict.CONFIRM
                 if matched is not Verdict.CONFIRM:  # rejected, or the PIA stopped matching (SKIPPING)
-                    st.signatures.failed.add(rec.name)
                     continue
-                st.signatures.matched.add(rec.name)
             if acting and rec.violation is not None and rec.violation(st.orig, st.resp):
                 continue  # disabled (disable_analyzer) before it could confirm
             verdict = rec.check(st.orig, st.resp)
@@ -234,13 +220,21 @@ class ServiceAnalyzer:
         return
 
 
-def signature_verdicts(conn: ConnView) -> SignatureVerdicts | None:
-    """The connection's signature verdicts, None where the services analyzer does not run.
-    It runs after TLS and HTTP on each packet (`identifiers.make_analyzers`): while one of
-    them handles a chunk, the verdicts are those of the chunks before it, unless it called
-    `settle_signatures`."""
+def signature_verdicts(conn: ConnView) -> dict[str, bool] | None:
+    """How the dpd.sig signatures of the connection's recognisers that wait on one (off
+    their registered ports) ended, by recogniser name: True from the chunk whose PIA window
+    matched it, False from the chunk where it could no longer (rejected, or undecided when
+    the PIA stopped matching); a name not there is undecided. None where the services
+    analyzer does not run. It runs after TLS and HTTP on each packet
+    (`identifiers.make_analyzers`): while one of them reads a chunk, the verdicts are those
+    of the chunks before it, unless it called `settle_signatures`. Kept from the first call
+    on (no other analyzer pays for them)."""
     st: _State | None = conn.app.get(NAME)
-    return None if st is None else st.signatures
+    if st is None:
+        return None
+    if st.signatures is None:
+        st.signatures = {}
+    return st.signatures
 
 
 def settle_signatures(conn: ConnView, names: Collection[str]) -> None:
@@ -257,12 +251,14 @@ def settle_signatures(conn: ConnView, names: Collection[str]) -> None:
     for rec, via_signature in st.pending:
         if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
             assert rec.signature is not None
-            matched = rec.signature(pia.orig, pia.resp)
-            if matched is not Verdict.CONFIRM and not (matched is Verdict.MORE and pia.matching):
-                st.signatures.failed.add(rec.name)
+            verdict = rec.signature(pia.orig, pia.resp)
+            if verdict is Verdict.MORE and pia.matching:
+                pending.append((rec, True))
                 continue
-            if matched is Verdict.CONFIRM:
-                st.signatures.matched.add(rec.name)
-                via_signature = False  # its check is consulted from now on
+            if st.signatures is not None:
+                st.signatures[rec.name] = verdict is Verdict.CONFIRM
+            if verdict is not Verdict.CONFIRM:
+                continue
+            via_signature = False  # its check is consulted from now on
         pending.append((rec, via_signature))
     st.pending = pending
