@@ -138,12 +138,19 @@ def test_a_part_of_the_registry_shares_streams_among_itself() -> None:
 
 
 def test_starttls_after_plaintext_prefix() -> None:
+    """IMAP on 143: the tagged OK to STARTTLS hands the stream over; the ClientHello that
+    follows it is read (imap-analyzer.pac, proc_imap_token)."""
     prefix = b"a001 CAPABILITY\r\na002 STARTTLS\r\n"
     hello = client_hello_record("imap.example.net")
     conn = FakeConn(resp_p=143)
     run = Run()
-    server = b"* OK IMAP ready\r\na002 OK Begin TLS\r\n" + _server_flight()
-    run.feed(conn, _hello_flow(conn, [(0, prefix), (len(prefix), hello)], server))
+    greeting = b"* OK IMAP ready\r\na001 OK done\r\na002 OK Begin TLS\r\n"
+    run.feed(conn, [
+        (True, syn(conn, True, 999)), (False, syn(conn, False, 4999)),
+        (True, tcp(conn, True, 1000, prefix)), (False, tcp(conn, False, 5000, greeting)),
+        (True, tcp(conn, True, 1000 + len(prefix), hello)),
+        (False, tcp(conn, False, 5000 + len(greeting), _server_flight())),
+    ])
     rec = run.finish(conn)
     assert rec.server_name == "imap.example.net"
     assert rec.ja3s == KNOWN_JA3S

@@ -1,8 +1,18 @@
 """TLS: SNI, JA3, JA3S, negotiated version and cipher, from the reassembled handshake.
 
-TLS is found by content, not port: the client stream must carry a handshake record holding
-a ClientHello, either at its first byte or after a plaintext prefix (STARTTLS in IMAP,
-POP3, SMTP, XMPP, IRC; MySQL's SSL request), found by searching for the record header.
+The analyzer reads a connection only where Zeek attaches its SSL analyzer:
+1. on ssl/main.zeek's ports (`SSL_PORTS`, analyzer::Manager::BuildInitialAnalyzerTree);
+2. where the PIA matches one of ssl/dpd.sig's signatures on either direction's first bytes
+   (`dpd_tls_client`, a ClientHello record; `dpd_tls_server`, a ServerHello record after an
+   optional alert record; each enables "ssl" on its own, without `tcp-state` or
+   `requires-reverse-signature`), with the PIA's buffer then replayed (PIA_TCP::
+   ActivateAnalyzer, ReplayStreamBuffer), as identifiers/http.py does for HTTP;
+3. after the STARTTLS hand-over of an analyzer attached to the connection (`STARTTLS`:
+   SMTP, FTP, IMAP, POP3, XMPP, IRC, LDAP, MySQL, PostgreSQL, RDP, and HTTP's CONNECT tunnel): the
+   SSL analyzer gets the stream from the next chunk of each direction on.
+The client's ClientHello must then start the stream the analyzer gets: plaintext before it
+is what SSL's binpac rejects (ssl.pac, determine_ssl_record_layer: "Invalid version in
+TLS connection" and SetSkip), so it is never searched for past a prefix.
 Lengths are checked at every level: a message that lies about its length is reported as a
 weird and parsing of that direction stops, without an exception.
 
@@ -21,15 +31,22 @@ import functools
 import hashlib
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dpkt.ssl_ciphersuites
 
+from pcapexfil.flow.ports import registered_ports
+from pcapexfil.identifiers.http import HTTP_PORTS, dpd_client, dpd_server
 from pcapexfil.identifiers.output import LogOut
-from pcapexfil.identifiers.stream import streams, tcp_data
+from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
+from pcapexfil.services import (
+    ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp, xmpp,
+)
+from pcapexfil.services.base import Check, Recogniser, Verdict
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -52,6 +69,129 @@ EXT_KEY_SHARE = 51
 # handshake message has the given type.
 _CLIENT_HELLO_AT = re.compile(rb"\x16\x03[\x00-\x04][\x00-\x48][\x00-\xff]\x01", re.DOTALL)
 _SERVER_HELLO_AT = re.compile(rb"\x16\x03[\x00-\x04][\x00-\x48][\x00-\xff]\x02", re.DOTALL)
+_HELLO_HEADER_LEN = 6  # what those patterns read: the record header and the message type
+
+SSL_PORTS = registered_ports("ssl", PROTO_TCP)
+
+# ssl/dpd.sig (payloads anchored at the stream's first byte; a signature's `.` matches any
+# byte). dpd_tls_client: a handshake record of version 3.0-3.3 holding a ClientHello of
+# version 3.0-3.3. dpd_tls_server: the same for a ServerHello (version 3.0-3.4, or 0x7f
+# and a TLS 1.3 draft number), after an optional alert record.
+_DPD_TLS_CLIENT = re.compile(rb"\x16\x03[\x00-\x03]..\x01...\x03[\x00-\x03]", re.DOTALL)
+_DPD_TLS_SERVER = re.compile(
+    rb"(?:\x15\x03[\x00-\x03]....)?\x16\x03[\x00-\x03]..\x02...(?:\x03[\x00-\x04]|\x7f[\x00-\x50])", re.DOTALL
+)
+_DPD_TLS_NEED = 7 + 11  # bytes after which neither can match any more (the alert, the hello)
+_DPD_TLS_FIRST_BYTES = b"\x15\x16"  # alert, handshake
+
+
+def dpd_tls(data: bytes) -> bool | None:
+    """Either of ssl/dpd.sig's TCP signatures on one direction's first bytes: None while
+    they could still match."""
+    if not data:
+        return None
+    if data[0] not in _DPD_TLS_FIRST_BYTES:
+        return False  # neither can match (most streams: one test, no regex)
+    if _DPD_TLS_CLIENT.match(data) or _DPD_TLS_SERVER.match(data):
+        return True
+    return None if len(data) < _DPD_TLS_NEED else False
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """An analyzer that hands its stream to a child SSL analyzer (its StartTLS), where
+    it is attached: on its registered ports, or where its dpd.sig `signature` matched."""
+
+    analyzer: str
+    ports: frozenset[int]
+    # On the first bytes of each direction: True once StartTLS ran, False once it never
+    # can (the analyzer skips, or was disabled by a violation), None until then.
+    handed_over: Callable[[bytes, bytes], bool | None]
+    signature: Check | None = None
+    # Whose bytes complete the hand-over: the server's answer, but for MySQL's client flag.
+    # `handed_over` is asked only on that side's chunks (the other side's cannot make it True).
+    decided_by_orig: bool = False
+    # The services recogniser whose ports and signature these are (`recognised`): where the
+    # services analyzer runs, TLS reads that signature's verdict from it instead of asking.
+    recogniser: Recogniser | None = None
+
+
+def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], bool | None]) -> StartTls:
+    """The hand-over of an analyzer that is also a services recogniser: attached where the
+    recogniser is, so on the same ports and by the same signature."""
+    return StartTls(recogniser.name, registered_ports(recogniser.name, PROTO_TCP), handed_over, recogniser.signature,
+                    recogniser=recogniser)
+
+
+_CONNECT = b"CONNECT "
+_HTTP_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_HTTP_SUCCESS = re.compile(rb"HTTP/[0-9.]+ +2[0-9][0-9]")
+
+
+def http_connect_tunnel(orig: bytes, resp: bytes) -> bool | None:
+    """HTTP.cc's CONNECT tunnel: after a 2xx reply to the client's CONNECT request, the rest
+    of the stream goes to a new PIA, whose dpd.sig signatures then attach SSL (the TLS
+    signature at the tunnel's first byte is this analyzer's anchored ClientHello)."""
+    if len(orig) < len(_CONNECT):
+        return None if _CONNECT.startswith(orig) else False
+    if not orig.startswith(_CONNECT):
+        return False
+    head = _HTTP_HEAD_END.search(resp)
+    if head is None:
+        return None
+    return _HTTP_SUCCESS.match(resp) is not None
+
+
+def _http_signature(orig: bytes, resp: bytes) -> Verdict:
+    """http/dpd.sig: either signature attaches HTTP on its own."""
+    client = dpd_client(orig) if orig else None
+    server = dpd_server(resp) if resp else None
+    if client or server:
+        return Verdict.CONFIRM
+    return Verdict.REJECT if client is False and server is False else Verdict.MORE
+
+
+STARTTLS: tuple[StartTls, ...] = (
+    StartTls("smtp", registered_ports("smtp", PROTO_TCP), smtp.starttls),  # SMTP.cc UpdateState
+    StartTls("ftp", registered_ports("ftp", PROTO_TCP), ftp.starttls),  # FTP.cc DeliverStream, 234
+    StartTls("imap", registered_ports("imap", PROTO_TCP), imap.starttls),  # imap-analyzer.pac
+    StartTls("pop3", frozenset(), pop3.starttls, pop3.signature),  # POP3.cc ProcessReply, STLS
+    StartTls("xmpp", registered_ports("xmpp", PROTO_TCP), xmpp.starttls),  # xmpp-analyzer.pac
+    recognised(irc.RECOGNISER, irc.starttls),  # IRC.cc 670
+    StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls,
+             decided_by_orig=True),  # mysql-analyzer.pac
+    recognised(postgresql.RECOGNISER, postgresql.starttls),  # postgresql_zeek.spicy, MaybeBackendSSL
+    recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
+    recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
+    StartTls("http", HTTP_PORTS, http_connect_tunnel, _http_signature),  # HTTP.cc, CONNECT
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def starttls_candidates(resp_p: int) -> tuple[tuple[StartTls, bool], ...]:
+    """The hand-over analyzers Zeek may attach to a TCP connection to this port, each with
+    whether it is attached already (by port) or waits for its signature."""
+    return tuple((h, resp_p in h.ports) for h in STARTTLS if resp_p in h.ports or h.signature is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """A port's hand-over candidates, as the watch holds them."""
+
+    attached: tuple[StartTls, ...]  # by port: `handed_over` asked on the deciding side's chunks
+    unmatched: tuple[StartTls, ...]  # waiting on a signature TLS asks itself
+    awaiting: tuple[StartTls, ...]  # waiting on a signature whose verdict the services analyzer gives
+
+
+@functools.lru_cache(maxsize=4096)
+def _watch(resp_p: int, services_run: bool) -> _Watch:
+    """`starttls_candidates` sorted for the watch; a recogniser's signature is awaited from
+    the services analyzer where it runs (`services.signature_verdicts`)."""
+    candidates = starttls_candidates(resp_p)
+    awaiting = tuple(h for h, attached in candidates if services_run and not attached and h.recogniser is not None)
+    return _Watch(tuple(h for h, attached in candidates if attached),
+                  tuple(h for h, attached in candidates if not attached and h not in awaiting), awaiting)
+
 
 VERSION_NAMES = {
     0x0300: "SSLv3",
@@ -265,21 +405,22 @@ def parse_server_hello(body: bytes) -> ServerHello:
 class HandshakeScanner:
     """Finds the first handshake messages of one direction in its in-order byte stream.
 
-    Walks TLS records from the first record header (at offset 0, or found by search after a
-    plaintext prefix), joins handshake-record payloads (a message may span records) and
-    yields complete handshake messages. Stops at the first non-handshake record that is
-    not ChangeCipherSpec, or at `MAX_BYTES`.
+    Walks TLS records from the first record header (`anchored`: the first bytes must match
+    `pattern`; else it is searched for), joins handshake-record payloads (a message may span
+    records) and yields complete handshake messages. Stops at the first non-handshake record
+    that is not ChangeCipherSpec, or at `MAX_BYTES`.
     """
 
-    __slots__ = ("buf", "start", "pos", "hs", "hs_pos", "pattern", "done", "error")
+    __slots__ = ("buf", "start", "pos", "hs", "hs_pos", "pattern", "anchored", "done", "error")
 
-    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+    def __init__(self, pattern: re.Pattern[bytes], anchored: bool = False) -> None:
         self.buf = bytearray()
         self.start: int | None = None  # offset of the first record header
         self.pos = 0  # next record header
         self.hs = bytearray()  # concatenated handshake payloads
         self.hs_pos = 0  # next handshake message in hs
         self.pattern = pattern
+        self.anchored = anchored
         self.done = False
         self.error: str | None = None
 
@@ -288,7 +429,15 @@ class HandshakeScanner:
         if self.done or not data:
             return []
         buf = self.buf
-        if self.start is None:
+        if self.start is None and self.anchored:
+            buf += data[: MAX_BYTES - len(buf)]
+            if len(buf) < _HELLO_HEADER_LEN:
+                return []
+            if self.pattern.match(buf) is None:
+                self.done = True  # not TLS from the first byte: the SSL analyzer skips it
+                return []
+            self.start = 0
+        elif self.start is None:
             # A header starting before the last 5 old bytes would have been found already.
             searched = max(len(buf) - 5, 0)
             buf += data[: MAX_BYTES - len(buf)]
@@ -342,16 +491,35 @@ class HandshakeScanner:
 
 
 class _TlsConn:
-    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird")
+    __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "unmatched",
+                 "awaiting", "verdicts", "verdicts_seen", "orig", "resp", "last_is_orig", "dpd_orig", "dpd_resp")
 
-    def __init__(self, ts: float) -> None:
+    def __init__(self, ts: float, resp_p: int, conn: ConnView) -> None:
         self.ts = ts
-        self.client = HandshakeScanner(_CLIENT_HELLO_AT)
+        self.client = HandshakeScanner(_CLIENT_HELLO_AT, anchored=True)
         self.server = HandshakeScanner(_SERVER_HELLO_AT)
         self.hello: ClientHello | None = None
         self.shello: ServerHello | None = None
         self.curve: int | None = None
         self.weird: str | None = None
+        # Attached on ssl/main.zeek's ports at once; elsewhere None until a dpd.sig
+        # signature or a hand-over attaches it, False once neither can.
+        self.attached: bool | None = True if resp_p in SSL_PORTS else None
+        # The hand-over analyzers still possible (`_Watch`).
+        self.handovers: tuple[StartTls, ...] = ()
+        self.unmatched: tuple[StartTls, ...] = ()
+        self.awaiting: tuple[StartTls, ...] = ()
+        self.verdicts: dict[str, bool] | None = None
+        if not self.attached:
+            self.verdicts = signature_verdicts(conn)
+            watch = _watch(resp_p, self.verdicts is not None)
+            self.handovers, self.unmatched, self.awaiting = watch.attached, watch.unmatched, watch.awaiting
+        self.verdicts_seen = 0  # how many of `verdicts` the watch has read
+        self.orig = b""  # the first bytes of each direction, what the hand-overs read
+        self.resp = b""
+        self.last_is_orig = False  # the direction of the last chunk they read
+        self.dpd_orig: bool | None = None  # dpd_tls on each direction's PIA window
+        self.dpd_resp: bool | None = None
 
 
 class TlsAnalyzer:
@@ -375,25 +543,152 @@ class TlsAnalyzer:
             return
         st: _TlsConn | None = conn.app.get(NAME)
         if st is None:
-            st = conn.app[NAME] = _TlsConn(pkt.ts)
+            st = conn.app[NAME] = _TlsConn(pkt.ts, conn.resp_p, conn)
         elif st.client.done and st.server.done:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
             return
+        if st.attached:
+            self._feed(conn, st, is_orig, data, pkt.ts)
+        else:
+            self._attach(conn, st, is_orig, data, pkt.ts)
+
+    def _attach(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
+        """Off its ports: a dpd.sig signature attaches the analyzer with the PIA's buffer
+        replayed; a hand-over attaches it for the chunks after this one. When neither can
+        any more, the connection is let go unread."""
+        s = streams(conn)
+        if s is None:
+            return
+        if st.awaiting and st.verdicts is not None and len(st.verdicts) != st.verdicts_seen:
+            self._take_verdicts(st)
+            if st.attached:  # handed over on the last chunk
+                self._feed(conn, st, is_orig, data, ts)
+                return
+        pia = s.pia
+        # Decided for good once not None; only this side's window grew.
+        if is_orig:
+            if st.dpd_orig is None:
+                st.dpd_orig = dpd_tls(pia.orig)
+            dpd = st.dpd_orig
+        else:
+            if st.dpd_resp is None:
+                st.dpd_resp = dpd_tls(pia.resp)
+            dpd = st.dpd_resp
+        if dpd:
+            st.attached = True
+            for chunk_is_orig, chunk in list(pia.chunks):
+                if st.client.done and st.server.done:
+                    break
+                self._feed(conn, st, chunk_is_orig, chunk, ts)
+            return
+        if st.handovers or st.unmatched or st.awaiting:
+            if is_orig:
+                st.orig += data[: MAX_BYTES - len(st.orig)]
+            else:
+                st.resp += data[: MAX_BYTES - len(st.resp)]
+            st.last_is_orig = is_orig
+            if st.awaiting and not pia.matching:
+                self._settle(conn, st)
+            if st.unmatched:
+                self._match_signatures(st, pia)
+            if st.handovers and self._handed_over(st, is_orig):
+                st.attached = True  # SSL reads the chunks after this one (StartTLS)
+                st.handovers = st.unmatched = st.awaiting = ()
+                return
+        if pia.matching and (st.dpd_orig is not False or st.dpd_resp is not False):
+            return  # a dpd.sig signature may still match
+        if not (st.handovers or st.unmatched or st.awaiting) or len(st.orig) >= MAX_BYTES or len(st.resp) >= MAX_BYTES:
+            st.attached = False
+            st.client.done = st.server.done = True
+            s.release(NAME)
+
+    # The watch of the hand-overs. An analyzer waiting on its signature is asked its
+    # hand-over only from the chunk its signature matched on: that every hand-over refused
+    # once stays refused on longer prefixes (they read the first bytes of each direction)
+    # makes that what asking at every chunk would give.
+
+    @staticmethod
+    def _take_verdicts(st: _TlsConn) -> None:
+        """The services analyzer's verdicts on the awaited signatures, as they stood after
+        the last chunk (it reads each chunk after TLS). A failed one drops its analyzer. A
+        matched one's analyzer is attached since that chunk: its hand-over is asked on the
+        bytes up to it (if that chunk was from the side that decides it), as it would have
+        been right after it; handed over, SSL reads from this chunk on."""
+        verdicts = st.verdicts
+        assert verdicts is not None
+        st.verdicts_seen = len(verdicts)
+        matched = []
+        for handover in st.awaiting:
+            if not verdicts.get(handover.analyzer):
+                continue
+            if st.last_is_orig == handover.decided_by_orig:
+                done = handover.handed_over(st.orig, st.resp)
+                if done:
+                    st.attached = True
+                    st.handovers = st.unmatched = st.awaiting = ()
+                    return
+                if done is False:
+                    continue
+            matched.append(handover)
+        st.handovers += tuple(matched)
+        st.awaiting = tuple(h for h in st.awaiting if h.analyzer not in verdicts)
+
+    @staticmethod
+    def _settle(conn: ConnView, st: _TlsConn) -> None:
+        """The PIA matched its last chunk: the awaited signatures are decided on this window,
+        by the services analyzer for both of us, so that the connection can be let go on
+        this chunk if none matched. One that did matched on this chunk."""
+        settle_signatures(conn, [handover.analyzer for handover in st.awaiting])
+        verdicts = st.verdicts
+        assert verdicts is not None
+        st.verdicts_seen = len(verdicts)
+        st.handovers += tuple(h for h in st.awaiting if verdicts.get(h.analyzer))
+        st.awaiting = ()
+
+    @staticmethod
+    def _match_signatures(st: _TlsConn, pia: PiaBuffer) -> None:
+        """The signatures TLS asks itself, on the PIA's window: a matched one's analyzer is
+        attached from this chunk on; one that cannot match any more leaves."""
+        verdicts = [(handover, handover.signature(pia.orig, pia.resp)) for handover in st.unmatched
+                    if handover.signature is not None]
+        if all(verdict is Verdict.MORE for _, verdict in verdicts) and pia.matching:
+            return
+        st.handovers += tuple(h for h, verdict in verdicts if verdict is Verdict.CONFIRM)
+        st.unmatched = tuple(h for h, verdict in verdicts if verdict is Verdict.MORE and pia.matching)
+
+    @staticmethod
+    def _handed_over(st: _TlsConn, is_orig: bool) -> bool:
+        """Ask the attached analyzers decided by this chunk's side whether they handed over;
+        one that never will leaves."""
+        refused = []
+        for handover in st.handovers:
+            if is_orig == handover.decided_by_orig:
+                done = handover.handed_over(st.orig, st.resp)
+                if done:
+                    return True
+                if done is False:
+                    refused.append(handover)
+        if refused:
+            st.handovers = tuple(h for h in st.handovers if h not in refused)
+        return False
+
+    def _feed(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
+        """One chunk of a direction's stream, once the analyzer is attached."""
         if is_orig:
             if not st.client.done:
                 for mtype, body in st.client.feed(data):
                     if mtype == 1 and st.hello is None:
-                        self._client_hello(conn, st, body, pkt.ts)
+                        self._client_hello(conn, st, body, ts)
                 if st.hello is not None:
                     st.client.done = True  # the ClientHello is all the client side gives us
-                self._report(conn, st.client, pkt.ts)
+                self._report(conn, st.client, ts)
         elif st.hello is not None and not st.server.done:
             # Server bytes only matter once a ClientHello was seen (server speaks second).
             for mtype, body in st.server.feed(data):
                 if mtype == 2 and st.shello is None:
-                    self._server_hello(conn, st, body, pkt.ts)
+                    self._server_hello(conn, st, body, ts)
                 elif mtype == 12 and st.shello is not None and len(body) >= 3 and body[0] == 3:
                     st.curve = int.from_bytes(body[1:3], "big")  # ECDHE named curve
                     st.server.done = True
@@ -401,7 +696,7 @@ class TlsAnalyzer:
                     st.server.done = True
             if st.shello is not None and st.shello.selected_version == 0x0304:
                 st.server.done = True  # everything after the hello is encrypted
-            self._report(conn, st.server, pkt.ts)
+            self._report(conn, st.server, ts)
         elif not is_orig and st.client.done and st.hello is None:
             st.server.done = True
         s = streams(conn)

@@ -16,7 +16,7 @@ while dpd.zeek still acts on a violation: one there takes its name out of `servi
 from __future__ import annotations
 
 import functools
-
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
@@ -69,10 +69,12 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
 
 
 class _State:
-    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen")
+    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures")
 
     def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
         self.pending = pending
+        # Kept only once an analyzer asked for them (`signature_verdicts`).
+        self.signatures: dict[str, bool] | None = None
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
         self.limited: list[Recogniser] = []  # reached a limit (their 'X' is written)
         self.orig_size = self.resp_size = 0  # TCP: stream bytes delivered (Zeek's c$orig$size ...)
@@ -178,11 +180,12 @@ class ServiceAnalyzer:
             if via_signature:
                 assert rec.signature is not None
                 matched = rec.signature(orig_window, resp_window)
-                if matched is Verdict.REJECT:
+                if matched is Verdict.MORE and matching:
+                    left.append((rec, True))
                     continue
-                if matched is Verdict.MORE:
-                    if matching:  # else no match can come any more (PIA: SKIPPING)
-                        left.append((rec, True))
+                if st.signatures is not None:
+                    st.signatures[rec.name] = matched is Verdict.CONFIRM
+                if matched is not Verdict.CONFIRM:  # rejected, or the PIA stopped matching (SKIPPING)
                     continue
             if acting and rec.violation is not None and rec.violation(st.orig, st.resp):
                 continue  # disabled (disable_analyzer) before it could confirm
@@ -215,3 +218,47 @@ class ServiceAnalyzer:
 
     def close(self) -> None:
         return
+
+
+def signature_verdicts(conn: ConnView) -> dict[str, bool] | None:
+    """How the dpd.sig signatures of the connection's recognisers that wait on one (off
+    their registered ports) ended, by recogniser name: True from the chunk whose PIA window
+    matched it, False from the chunk where it could no longer (rejected, or undecided when
+    the PIA stopped matching); a name not there is undecided. None where the services
+    analyzer does not run. It runs after TLS and HTTP on each packet
+    (`identifiers.make_analyzers`): while one of them reads a chunk, the verdicts are those
+    of the chunks before it, unless it called `settle_signatures`. Kept from the first call
+    on (no other analyzer pays for them)."""
+    st: _State | None = conn.app.get(NAME)
+    if st is None:
+        return None
+    if st.signatures is None:
+        st.signatures = {}
+    return st.signatures
+
+
+def settle_signatures(conn: ConnView, names: Collection[str]) -> None:
+    """Ask these recognisers' undecided signatures on the PIA's window now, as the services
+    analyzer would when it reads this chunk (it then finds them decided: none is asked
+    twice on one window). For an analyzer before it that must know on this chunk whether
+    one can still match: TLS's STARTTLS watch, on the chunk the PIA stops matching on."""
+    st: _State | None = conn.app.get(NAME)
+    s = streams(conn)
+    if st is None or s is None:
+        return
+    pia = s.pia
+    pending = []
+    for rec, via_signature in st.pending:
+        if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
+            assert rec.signature is not None
+            verdict = rec.signature(pia.orig, pia.resp)
+            if verdict is Verdict.MORE and pia.matching:
+                pending.append((rec, True))
+                continue
+            if st.signatures is not None:
+                st.signatures[rec.name] = verdict is Verdict.CONFIRM
+            if verdict is not Verdict.CONFIRM:
+                continue
+            via_signature = False  # its check is consulted from now on
+        pending.append((rec, via_signature))
+    st.pending = pending

@@ -66,8 +66,9 @@ def _tls_requested(orig: bytes) -> bool:
     return False
 
 
-def violation(orig: bytes, resp: bytes) -> bool:
-    """Whether the server's lines hold one of the analyzer's violations."""
+def _replies(orig: bytes, resp: bytes) -> bool | None:
+    """Walk the server lines: True at a 234 answering `AUTH TLS` (the SSL analyzer takes
+    over), False at a violation, None if neither."""
     pending = 0
     tls = None
     for line in _lines(resp):
@@ -79,17 +80,29 @@ def violation(orig: bytes, resp: bytes) -> bool:
                 pending = 0
             continue
         if code < _MIN_REPLY_CODE:  # 0: non-numeric
-            return True
+            return False
         if len(line) > 3 and line[3:4] == b"-":
             pending = code
         elif len(line) > 3 and line[3:4] != b" ":
-            return True
+            return False
         elif code == _TLS_REPLY:
             if tls is None:
                 tls = _tls_requested(orig)
             if tls:
-                return False
-    return False
+                return True
+    return None
+
+
+def violation(orig: bytes, resp: bytes) -> bool:
+    """Whether the server's lines hold one of the analyzer's violations."""
+    return _replies(orig, resp) is False
+
+
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether FTP_Analyzer::DeliverStream handed the stream to SSL on these first bytes
+    (a 234 reply after the client's `AUTH TLS`: ftp_starttls): False after a violation, None
+    while neither happened."""
+    return _replies(orig, resp)
 
 
 LIMIT_WEIRD = "FTP_max_command_length_exceeded"

@@ -7,6 +7,7 @@ characters after leading spaces (shorter: weird, skipped), and a `:prefix` follo
 space (else weird, skipped). Registered on 6666-6669/tcp (irc/main.zeek). irc/dpd.sig
 attaches it on any port: a client's USER and NICK lines (either order) with a server reply
 line (`(:prefix )?ddd `, `requires-reverse-signature`), or SERVER lines both ways; modelled.
+A 670 reply (RPL_STARTTLS) hands the rest of the stream to the SSL analyzer (`starttls`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pcapexfil.services.base import AtLineStart, Recogniser, Verdict, both_direc
 MAX_LINE = 512
 MIN_LINE = 3
 MAX_LINE_BUFFER = 1000  # IRC.cc: ContentLine_Analyzer(conn, orig, 1000)
+_EOL = re.compile(rb"\r\n|\r|\n")  # ContentLine_Analyzer: CR, LF or CRLF ends a line
 
 # irc/dpd.sig's patterns, each `/^(|.*[\r\n])LINE/` (AtLineStart), with the bytes LINE can begin with.
 _SIG_CLIENT = (
@@ -74,3 +76,31 @@ def signature(orig: bytes, resp: bytes) -> Verdict:
 
 
 RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature)
+
+
+_TLS_REPLY = b"670"  # RPL_STARTTLS
+
+
+def _reply_code(line: bytes) -> bytes | None:
+    """The 3-digit reply code IRC_Analyzer::DeliverStream reads from a line, if any."""
+    line = line.lstrip(b" ")
+    if line[:1] == b":":
+        space = line.find(b" ")
+        if space < 0:
+            return None
+        line = line[space + 1 :].lstrip(b" ")
+    if len(line) > 3 and line[:3].isdigit() and line[3:4] == b" ":
+        return line[:3]
+    return None
+
+
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether IRC_Analyzer::DeliverStream called StartTLS on these first bytes: a line of
+    at most 512 bytes (either side) whose reply code is 670 (RPL_STARTTLS); None until then."""
+    if _TLS_REPLY not in orig and _TLS_REPLY not in resp:
+        return None  # no line can carry the code yet (one search, not a split into lines)
+    for data in (orig, resp):
+        for line in _EOL.split(data)[:-1]:
+            if len(line) <= MAX_LINE and _reply_code(line) == _TLS_REPLY:
+                return True
+    return None

@@ -64,3 +64,57 @@ def signature_tcp(orig: bytes, resp: bytes) -> Verdict:
 
 RECOGNISER_TCP = Recogniser("ldap_tcp", PROTO_TCP, check, signature=signature_tcp)
 RECOGNISER_UDP = Recogniser("ldap_udp", PROTO_UDP, check)
+
+
+# StartTLS (RFC 4511 4.14): ldap.spicy's ExtendedRequest sets the connection's
+# startTlsRequested for this requestName; an ExtendedResponse whose result is success then
+# switches both directions to TlsForward, which ldap_zeek.spicy hands to SSL
+# (`zeek::protocol_begin("SSL")`).
+START_TLS_OID = b"1.3.6.1.4.1.1466.20037"
+EXTENDED_REQUEST = ber.APPLICATION | 0x20 | 23  # [APPLICATION 23], constructed
+EXTENDED_RESPONSE = ber.APPLICATION | 0x20 | 24
+REQUEST_NAME = ber.CONTEXT | 0  # ExtendedRequest's requestName, [0] primitive
+ENUMERATED = 0x0A  # LDAPResult's resultCode
+SUCCESS = 0
+
+
+def _operations(data: bytes) -> list[tuple[int, bytes]]:
+    """(protocolOp tag, its content) of each whole LDAPMessage at the start of `data`, up
+    to the first incomplete or malformed one."""
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    while True:
+        try:
+            seq = ber.element(data, pos, ber.SEQUENCE)
+            if seq is None or seq.end > len(data):
+                return out
+            msg_id = ber.element(data, seq.start, ber.INTEGER)
+            op = ber.header(data, msg_id.end) if msg_id is not None else None
+        except ber.BerError:
+            return out
+        if op is None or op.end > seq.end:
+            return out
+        out.append((op.tag, data[op.start : op.end]))
+        pos = seq.end
+
+
+def _first_element(content: bytes, tag: int) -> bytes | None:
+    try:
+        found = ber.element(content, 0, tag)
+    except ber.BerError:
+        return None
+    return None if found is None else content[found.start : found.end]
+
+
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether the LDAP analyzer switched to TLS on these first bytes: the client asked
+    StartTLS in an ExtendedRequest and an ExtendedResponse succeeded; None until then."""
+    if START_TLS_OID not in orig:
+        return None  # one search before walking the messages
+    if not any(tag == EXTENDED_REQUEST and _first_element(content, REQUEST_NAME) == START_TLS_OID
+               for tag, content in _operations(orig)):
+        return None
+    for tag, content in _operations(resp):
+        if tag == EXTENDED_RESPONSE and _first_element(content, ENUMERATED) == bytes([SUCCESS]):
+            return True
+    return None

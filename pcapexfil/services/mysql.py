@@ -49,4 +49,22 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.CONFIRM if response[0] == RESPONSE_SEQ and response[1] else Verdict.REJECT
 
 
+CLIENT_SSL = 0x0800  # mysql-protocol.pac: capability flag of an SSL request
+TLS_VERSION = 10  # the hand-over is only read from a version-10 handshake response
+
+
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether proc_mysql_handshake_response_packet called StartTLS on these first bytes: a
+    version-10 greeting answered by a handshake response whose capability flags (32 bits,
+    little-endian) carry CLIENT_SSL. False once the response is there without it."""
+    greeting = _packet(resp)
+    response = _packet(orig)
+    if greeting is None or response is None:
+        return None
+    if greeting[0] != GREETING_SEQ or greeting[1][:1] != bytes([TLS_VERSION]) or response[0] != RESPONSE_SEQ:
+        return False
+    flags = response[1][:4]
+    return len(flags) == 4 and bool(int.from_bytes(flags, "little") & CLIENT_SSL)
+
+
 RECOGNISER = Recogniser("mysql", PROTO_TCP, check)

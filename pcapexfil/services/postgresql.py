@@ -73,4 +73,20 @@ def signature(orig: bytes, resp: bytes) -> Verdict:
     return both_directions(client, server)
 
 
+SSL_ACCEPTED = b"S"
+
+
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether postgresql_zeek.spicy hands the stream to SSL on these first bytes: the
+    client's SSLRequest answered by 'S' (MaybeBackendSSL::ssl_byte); False for any other
+    first message or answer."""
+    if len(orig) < SSL_REQUEST_LEN:
+        return None
+    if int.from_bytes(orig[:4], "big") != SSL_REQUEST_LEN or int.from_bytes(orig[4:8], "big") != SSL_REQUEST_CODE:
+        return False
+    if not resp:
+        return None
+    return resp[:1] == SSL_ACCEPTED
+
+
 RECOGNISER = Recogniser("postgresql", PROTO_TCP, check, signature=signature)

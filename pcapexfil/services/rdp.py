@@ -62,6 +62,36 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.CONFIRM if ok else Verdict.REJECT
 
 
+# The server's X.224 Connection Confirm (rdp-protocol.pac, Connect_Confirm): TPKT header,
+# COTP length and PDU code, references and flags, then, when the COTP length leaves room,
+# an RDP_NEG_RSP (type 2) whose selected_protocol follows its flags and length.
+X224_CONNECTION_CONFIRM = 0xD0
+COTP_LEN_AT, PDU_AT, NEG_TYPE_AT, SELECTED_AT = 4, 5, 11, 15
+COTP_WITHOUT_NEGOTIATION = 6  # the COTP length when nothing follows the flags
+RDP_NEG_RSP = 0x02
+CONFIRM_WITH_NEGOTIATION_LEN = SELECTED_AT + 4
+
+
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether RDP_Analyzer::DeliverStream hands the rest of the stream to a new PIA (where
+    ssl/dpd.sig attaches SSL): the server's Connection Confirm carries an RDP_NEG_RSP whose
+    selected_protocol is above 0 (TLS, CredSSP; rdp-protocol.pac go_encrypted), once its
+    TPKT is whole. False for a Confirm without one or choosing standard RDP security (its
+    `go_encrypted(0)` later forwards nothing), or for a first server TPKT that is no Confirm."""
+    if len(resp) < TPKT_HEADER_LEN:
+        return None
+    tpkt_end = int.from_bytes(resp[2:4], "big")
+    if len(resp) < max(tpkt_end, PDU_AT + 1):
+        return None
+    if resp[PDU_AT] != X224_CONNECTION_CONFIRM or resp[COTP_LEN_AT] == COTP_WITHOUT_NEGOTIATION:
+        return False
+    if tpkt_end < CONFIRM_WITH_NEGOTIATION_LEN or len(resp) < CONFIRM_WITH_NEGOTIATION_LEN:
+        return False  # binpac cannot read the record its COTP length announces
+    if resp[NEG_TYPE_AT] != RDP_NEG_RSP:
+        return False
+    return int.from_bytes(resp[SELECTED_AT:CONFIRM_WITH_NEGOTIATION_LEN], "little") > 0
+
+
 def signature(orig: bytes, resp: bytes) -> Verdict:
     client = signature_match(_SIG_CLIENT, orig) if orig else None
     server = signature_match(_SIG_SERVER, resp) if resp else None

@@ -80,8 +80,9 @@ def _commands(orig: bytes) -> list[bytes]:
     return out
 
 
-def violation(orig: bytes, resp: bytes) -> bool:
-    """Whether a server line before the STARTTLS hand-over lacks a valid reply code."""
+def _replies(orig: bytes, resp: bytes) -> bool | None:
+    """Walk the server lines: True where a 220 answers STARTTLS (UpdateState calls
+    StartTLS), False at a line without a valid reply code (a violation), None if neither."""
     commands: list[bytes] | None = None
     replies = 0  # replies begun so far (the first answers the connection's establishment)
     pending = 0  # the code of a `ddd-` reply still going on
@@ -89,7 +90,7 @@ def violation(orig: bytes, resp: bytes) -> bool:
         digits = line[:_CODE_LENGTH]
         code = int(digits) if len(digits) == _CODE_LENGTH and digits.isdigit() else 0
         if not _MIN_REPLY_CODE <= code <= _MAX_REPLY_CODE:
-            return True
+            return False
         if pending and code != pending:
             pending = 0
         if not pending:
@@ -97,10 +98,22 @@ def violation(orig: bytes, resp: bytes) -> bool:
                 if commands is None:
                     commands = _commands(orig)
                 if replies <= len(commands) and commands[replies - 1] in _TLS_COMMANDS:
-                    return False  # StartTLS: the SSL analyzer reads the rest
+                    return True  # StartTLS: the SSL analyzer reads the rest
             replies += 1
         pending = code if line[_CODE_LENGTH : _CODE_LENGTH + 1] == _CONTINUED else 0
-    return False
+    return None
+
+
+def violation(orig: bytes, resp: bytes) -> bool:
+    """Whether a server line before the STARTTLS hand-over lacks a valid reply code."""
+    return _replies(orig, resp) is False
+
+
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether SMTP_Analyzer::StartTLS ran on these first bytes: True once a 220 answers
+    STARTTLS / X-ANONYMOUSTLS, False after a violation (dpd.zeek disables the analyzer),
+    None while neither happened."""
+    return _replies(orig, resp)
 
 
 RECOGNISER = Recogniser("smtp", PROTO_TCP, check, violation=violation)
