@@ -7,7 +7,7 @@ turns the packet's EV_PKT into an EV_DNS when it succeeds. It reads what
 `identifiers.dns.Message` reads (header, every question, the first one kept, the answer
 section) with the same rules; names are lowercased and their labels joined with dots,
 the text of an NS, CNAME, PTR, SOA, MX or SRV answer is its name, and every other answer
-keeps its record data for `identifiers.dns.render_rdata`. A message it cannot parse as
+keeps its record data for `identifiers.dns.answer_text`. A message it cannot parse as
 `Message` would (malformed, more than `MAX_QUERIES` questions, an RRSIG or NSEC answer,
 whose text holds a name) or that does not fit the arrays is left to Python: the packet
 goes to the analyzers as before and `Message` parses it, weirds included. So both paths
@@ -34,9 +34,8 @@ from pcapexfil.identifiers.dns import (
     TYPE_RRSIG,
     TYPE_SOA,
     TYPE_SRV,
-    Malformed,
     Message,
-    render_rdata,
+    answer_text,
 )
 from pcapexfil.jit import njit
 
@@ -234,7 +233,7 @@ def parse_message(D, buf, start, size):
             if end == ARENA_FULL:
                 return False
             if end == MALFORMED:
-                r.text = TEXT_NONE  # render_rdata's error: the answer has no text
+                r.text = TEXT_NONE  # answer_text's None: the name does not read
             else:
                 r.text = TEXT_NAME
                 r.off = apos
@@ -282,10 +281,7 @@ def messages(D: DnsParse) -> list[tuple[Message, int]]:
             if how == TEXT_NAME:
                 text = arena[off : off + length].decode("utf-8", "surrogateescape")
             elif how == TEXT_RDATA:
-                try:
-                    text = render_rdata(arena[off : off + length], rtype, 0, length, owner)
-                except (Malformed, ValueError):  # as Message does
-                    pass
+                text = answer_text(arena[off : off + length], rtype, 0, length, owner)
             parsed.append((owner, rtype, ttl, text))
         out.append((Message.from_parts(tid, flags, (qd, an, ns, ar), question, parsed), size))
     return out

@@ -184,6 +184,15 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
     return f"<unknown type={rtype}>"
 
 
+def answer_text(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> str | None:
+    """`render_rdata`, or None where the record data does not render: the answer is kept
+    without a text, the message is not malformed for it."""
+    try:
+        return render_rdata(msg, rtype, start, rdlen, owner)
+    except (Malformed, ValueError):
+        return None
+
+
 class Message:
     """One parsed DNS message (header, first question, answer section)."""
 
@@ -221,11 +230,7 @@ class Message:
             pos += 10
             if pos + rdlen > size:
                 raise Malformed("record data runs past the message")
-            try:
-                text = render_rdata(msg, rtype, pos, rdlen, owner)
-            except (Malformed, ValueError):
-                text = None
-            self.answers.append((owner, rtype, ttl, text))
+            self.answers.append((owner, rtype, ttl, answer_text(msg, rtype, pos, rdlen, owner)))
             pos += rdlen
 
     def _header(self, tid: int, flags: int, counts: tuple[int, int, int, int]) -> None:
