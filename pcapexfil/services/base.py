@@ -128,6 +128,16 @@ class AtLineStart:
         return False
 
 
+# ContentLine_Analyzer's default CR_LF_as_EOL = CR_as_EOL | LF_as_EOL: CR, LF or CRLF ends a line.
+_CONTENT_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def content_lines(data: bytes) -> list[bytes]:
+    """The complete lines of `data`, as Zeek's ContentLine analyzer delivers them by default
+    (the part after the last line end is not a line yet)."""
+    return _CONTENT_LINE_END.split(data)[:-1]
+
+
 def first_line(data: bytes) -> bytes | None:
     """The first CRLF/LF-terminated line, without its end; None if none is complete yet."""
     end = data.find(b"\n")

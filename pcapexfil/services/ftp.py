@@ -66,9 +66,10 @@ def _tls_requested(orig: bytes) -> bool:
     return False
 
 
-def _replies(orig: bytes, resp: bytes) -> bool | None:
-    """Walk the server lines: True at a 234 answering `AUTH TLS` (the SSL analyzer takes
-    over), False at a violation, None if neither."""
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether FTP_Analyzer::DeliverStream handed the stream to SSL on these first bytes,
+    walking the server lines: True at a 234 answering `AUTH TLS` (ftp_starttls), False at a
+    violation, None while neither happened."""
     pending = 0
     tls = None
     for line in _lines(resp):
@@ -95,14 +96,7 @@ def _replies(orig: bytes, resp: bytes) -> bool | None:
 
 def violation(orig: bytes, resp: bytes) -> bool:
     """Whether the server's lines hold one of the analyzer's violations."""
-    return _replies(orig, resp) is False
-
-
-def starttls(orig: bytes, resp: bytes) -> bool | None:
-    """Whether FTP_Analyzer::DeliverStream handed the stream to SSL on these first bytes
-    (a 234 reply after the client's `AUTH TLS`: ftp_starttls): False after a violation, None
-    while neither happened."""
-    return _replies(orig, resp)
+    return starttls(orig, resp) is False
 
 
 LIMIT_WEIRD = "FTP_max_command_length_exceeded"

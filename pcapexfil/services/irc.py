@@ -15,12 +15,11 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import AtLineStart, Recogniser, Verdict, both_directions, signature_match
+from pcapexfil.services.base import AtLineStart, Recogniser, Verdict, both_directions, content_lines, signature_match
 
 MAX_LINE = 512
 MIN_LINE = 3
 MAX_LINE_BUFFER = 1000  # IRC.cc: ContentLine_Analyzer(conn, orig, 1000)
-_EOL = re.compile(rb"\r\n|\r|\n")  # ContentLine_Analyzer: CR, LF or CRLF ends a line
 
 # irc/dpd.sig's patterns, each `/^(|.*[\r\n])LINE/` (AtLineStart), with the bytes LINE can begin with.
 _SIG_CLIENT = (
@@ -100,7 +99,7 @@ def starttls(orig: bytes, resp: bytes) -> bool | None:
     if _TLS_REPLY not in orig and _TLS_REPLY not in resp:
         return None  # no line can carry the code yet (one search, not a split into lines)
     for data in (orig, resp):
-        for line in _EOL.split(data)[:-1]:
+        for line in content_lines(data):
             if len(line) <= MAX_LINE and _reply_code(line) == _TLS_REPLY:
                 return True
     return None

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import re
 
-from pcapexfil.services.base import AtLineStart, Verdict, both_directions, signature_match
+from pcapexfil.services.base import AtLineStart, Verdict, both_directions, content_lines, signature_match
 
-_EOL = re.compile(rb"\r\n|\r|\n")  # ContentLine_Analyzer's default
 _SIG_CLIENT = AtLineStart(
     rb"[ \t\v\f\r\n]*([uU][sS][eE][rR][ \t\v\f\r\n]|[aA][pP][oO][pP][ \t\v\f\r\n]|[cC][aA][pP][aA]|[aA][uU][tT][hH]|[sS][tT][lL][sS])",
     b" \t\x0b\x0cUuAaCcSs",
@@ -47,11 +46,11 @@ def starttls(orig: bytes, resp: bytes) -> bool | None:
     """Whether StartTLS ran on these first bytes: the reply answering STLS is `+OK`."""
     if _STLS_ANYWHERE.search(orig) is None or _OK_ANYWHERE.search(resp) is None:
         return None  # neither the command nor its answer yet (two searches, no split into lines)
-    commands = [line.split() for line in _EOL.split(orig)[:-1]]
+    commands = [line.split() for line in content_lines(orig)]
     commands = [words for words in commands if words]
     answered = -1  # the greeting answers the connection's establishment
     in_multi_line = False
-    for line in _EOL.split(resp)[:-1]:
+    for line in content_lines(resp):
         if in_multi_line:
             in_multi_line = line != _END
             continue

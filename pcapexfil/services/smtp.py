@@ -26,10 +26,8 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict
+from pcapexfil.services.base import Recogniser, Verdict, content_lines
 
-# ContentLine_Analyzer's default CR_LF_as_EOL = CR_as_EOL | LF_as_EOL.
-_EOL = re.compile(rb"\r\n|\r|\n")
 # The reply codes ProcessLine accepts ("we see 5xx codes larger than 559, so we still
 # tolerate that").
 _MIN_REPLY_CODE, _MAX_REPLY_CODE = 100, 599
@@ -55,19 +53,14 @@ def _word(line: bytes) -> bytes:
 def check(orig: bytes, resp: bytes) -> Verdict:
     """CONFIRM once a client line starts with a known command; until then MORE (Zeek reads
     on for as long as the connection lasts, the recogniser as far as services.MAX_BYTES)."""
-    return Verdict.CONFIRM if any(_word(line) in _COMMANDS for line in _lines(orig)) else Verdict.MORE
-
-
-def _lines(data: bytes) -> list[bytes]:
-    """The complete lines, as the ContentLine analyzer delivers them."""
-    return _EOL.split(data)[:-1]
+    return Verdict.CONFIRM if any(_word(line) in _COMMANDS for line in content_lines(orig)) else Verdict.MORE
 
 
 def _commands(orig: bytes) -> list[bytes]:
     """The client's commands that replies answer, in order (upper case; "." ends data)."""
     out = []
     in_data = False
-    for line in _lines(orig):
+    for line in content_lines(orig):
         if in_data:
             if line == _END_OF_DATA:
                 in_data = False
@@ -80,13 +73,15 @@ def _commands(orig: bytes) -> list[bytes]:
     return out
 
 
-def _replies(orig: bytes, resp: bytes) -> bool | None:
-    """Walk the server lines: True where a 220 answers STARTTLS (UpdateState calls
-    StartTLS), False at a line without a valid reply code (a violation), None if neither."""
+def starttls(orig: bytes, resp: bytes) -> bool | None:
+    """Whether SMTP_Analyzer::StartTLS ran on these first bytes, walking the server lines:
+    True where a 220 answers STARTTLS / X-ANONYMOUSTLS (UpdateState), False at a line
+    without a valid reply code (a violation: dpd.zeek disables the analyzer), None while
+    neither happened."""
     commands: list[bytes] | None = None
     replies = 0  # replies begun so far (the first answers the connection's establishment)
     pending = 0  # the code of a `ddd-` reply still going on
-    for line in _lines(resp):
+    for line in content_lines(resp):
         digits = line[:_CODE_LENGTH]
         code = int(digits) if len(digits) == _CODE_LENGTH and digits.isdigit() else 0
         if not _MIN_REPLY_CODE <= code <= _MAX_REPLY_CODE:
@@ -106,14 +101,7 @@ def _replies(orig: bytes, resp: bytes) -> bool | None:
 
 def violation(orig: bytes, resp: bytes) -> bool:
     """Whether a server line before the STARTTLS hand-over lacks a valid reply code."""
-    return _replies(orig, resp) is False
-
-
-def starttls(orig: bytes, resp: bytes) -> bool | None:
-    """Whether SMTP_Analyzer::StartTLS ran on these first bytes: True once a 220 answers
-    STARTTLS / X-ANONYMOUSTLS, False after a violation (dpd.zeek disables the analyzer),
-    None while neither happened."""
-    return _replies(orig, resp)
+    return starttls(orig, resp) is False
 
 
 RECOGNISER = Recogniser("smtp", PROTO_TCP, check, violation=violation)
