@@ -151,7 +151,7 @@ def _first_line(buf: bytearray) -> bytes | None:
     return None if end < 0 else bytes(buf[start:end]).rstrip(b"\r")
 
 
-def _head_end(buf: bytearray) -> tuple[int, int] | None:
+def head_end(buf: bytes | bytearray) -> tuple[int, int] | None:
     """Where the first empty line (`\\r?\\n\\r?\\n`) ends a header block: (block end, end
     of the blank line); None while there is none. Two C searches, not a regex scan; a bare
     `\\n\\n` is only looked for before the first `\\n\\r\\n`, not through the body after it."""
@@ -568,12 +568,12 @@ class HttpAnalyzer:
         if allow_09 and b"HTTP/" not in first:
             del buf[: first_nl + 1]
             return first, b""
-        end = _head_end(buf)
+        end = head_end(buf)
         if end is None:
             return None
-        block_end, head_end = end
+        block_end, blank_end = end
         headers = bytes(buf[first_nl + 1 : block_end])  # empty when the block is one line
-        del buf[:head_end]
+        del buf[:blank_end]
         return first, headers
 
     def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:

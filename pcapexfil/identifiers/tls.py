@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import dpkt.ssl_ciphersuites
 
 from pcapexfil.flow.ports import registered_ports
-from pcapexfil.identifiers.http import HTTP_PORTS, dpd_client, dpd_server
+from pcapexfil.identifiers.http import HTTP_PORTS, dpd_client, dpd_server, head_end
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
@@ -124,7 +124,6 @@ def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], boo
 
 
 _CONNECT = b"CONNECT "
-_HTTP_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _HTTP_SUCCESS = re.compile(rb"HTTP/[0-9.]+ +2[0-9][0-9]")
 
 
@@ -136,8 +135,7 @@ def http_connect_tunnel(orig: bytes, resp: bytes) -> bool | None:
         return None if _CONNECT.startswith(orig) else False
     if not orig.startswith(_CONNECT):
         return False
-    head = _HTTP_HEAD_END.search(resp)
-    if head is None:
+    if head_end(resp) is None:
         return None
     return _HTTP_SUCCESS.match(resp) is not None
 
