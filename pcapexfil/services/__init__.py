@@ -268,11 +268,12 @@ def signature_verdicts(conn: ConnView) -> dict[str, bool] | None:
     return st.signatures
 
 
-def settle_signatures(conn: ConnView, names: Collection[str]) -> None:
+def settle_signatures(conn: ConnView, names: Collection[str], chunk_is_orig: bool) -> None:
     """Ask these recognisers' undecided signatures on the PIA's window now, as the services
-    analyzer would when it reads this chunk (it then finds them decided: none is asked
-    twice on one window). For an analyzer before it that must know on this chunk whether
-    one can still match: TLS's STARTTLS watch, on the chunk the PIA stops matching on."""
+    analyzer would when it reads this chunk (of the originator's stream or not; it then
+    finds them decided: none is asked twice on one window). For an analyzer before it that
+    must know on this chunk whether one can still match: TLS's STARTTLS watch, on the chunk
+    the PIA stops matching on."""
     st: _State | None = conn.app.get(NAME)
     s = streams(conn)
     if st is None or s is None:
@@ -282,7 +283,8 @@ def settle_signatures(conn: ConnView, names: Collection[str]) -> None:
     for rec, via_signature, unconfirming in st.pending:
         if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
             assert rec.signature is not None
-            verdict = rec.signature(pia.orig, pia.resp)
+            skipped = unconfirming is not None and unconfirming == chunk_is_orig
+            verdict = Verdict.MORE if skipped else rec.signature(pia.orig, pia.resp)
             if verdict is Verdict.MORE and pia.matching:
                 pending.append((rec, True, None))
                 continue
