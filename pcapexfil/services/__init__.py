@@ -84,8 +84,8 @@ Pending = tuple[Recogniser, bool, bool | None]
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures")
 
-    def __init__(self, candidates: tuple[tuple[Recogniser, bool], ...]) -> None:
-        self.pending: list[Pending] = [(rec, via_signature, None) for rec, via_signature in candidates]
+    def __init__(self, attachable: tuple[tuple[Recogniser, bool], ...]) -> None:
+        self.pending: list[Pending] = [(rec, via_signature, None) for rec, via_signature in attachable]
         # Kept only once an analyzer asked for them (`signature_verdicts`).
         self.signatures: dict[str, bool] | None = None
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
