@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 import dpkt
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
 from record_sink import RecordCollector
@@ -33,7 +34,7 @@ from pcapexfil.services import (
     socks,
     syslog,
 )
-from pcapexfil.services.base import AtLineStart, Verdict
+from pcapexfil.services.base import AtLineStart, Verdict, confirmable_by
 
 CONFIRM, REJECT, MORE = Verdict.CONFIRM, Verdict.REJECT, Verdict.MORE
 
@@ -387,3 +388,77 @@ def test_at_line_start_checks_every_line() -> None:
     assert reply.match(b"HTTP/1.1 200 OK\n\n404 ")
     assert not reply.match(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n")
     assert not reply.match(b"x001 \n:prefix001 ")
+
+
+# Pieces of the reverse-signature recognisers' dpd.sig patterns (and of traffic that is not
+# theirs), for windows that match, fail, or stay undecided in either direction.
+_SIGNATURE_PIECES = [
+    b"NICK alice\r\n", b"USER alice 0 * :Alice\r\n", b":irc.example.net 001 alice :Welcome\r\n", b"002 ",
+    b"SERVER hub.example 1 :Hub\r\n", b"Cookie: mstshash=bob\r\n", b"Duca", b"rdpdr", b"McDn", b"\x03\x00\x00\x13\x0e\xd0",
+    b"\x30\x0c\x02\x01\x01\x60\x07\x02\x01\x03\x04\x00\x80\x00", b"\x30", b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b"S",
+    b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00bob\x00\x00", b"R\x00\x00\x00\x08", b"\x04\x01\x00\x50\x0a\x00\x00\x01\x00",
+    b"\x00\x5a", b"\x05\x01\x00", b"\x05\x00", b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"\r\n", b"\n", b" ",
+    b"x" * 40,
+]
+_windows = st.lists(st.sampled_from(_SIGNATURE_PIECES), max_size=4).map(b"".join)
+_REVERSE_SIGNATURES = [r for r in (irc.RECOGNISER, rdp.RECOGNISER, ldap.RECOGNISER_TCP, postgresql.RECOGNISER,
+                                   socks.RECOGNISER)]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(recogniser=st.sampled_from(_REVERSE_SIGNATURES), orig=_windows, resp=_windows,
+       more=st.lists(_windows, min_size=1, max_size=3), grows_orig=st.booleans())
+def test_a_signature_one_direction_cannot_confirm_never_does(recogniser, orig, resp, more, grows_orig) -> None:
+    """`confirmable_by`: where more bytes of one direction are said not to be able to make
+    a signature pair confirm, no bytes appended to that direction do (the services analyzer
+    then skips the signature on that direction's chunks)."""
+    assert recogniser.signature is not None and recogniser.signature_pairs is not None
+    by_orig, by_resp = confirmable_by(recogniser.signature_pairs(orig, resp))
+    if by_orig if grows_orig else by_resp:
+        return
+    grown = orig if grows_orig else resp
+    for extra in more:
+        grown += extra
+        verdict = recogniser.signature(grown, resp) if grows_orig else recogniser.signature(orig, grown)
+        assert verdict is not CONFIRM
+
+
+def test_confirmable_needs_the_other_direction_matched() -> None:
+    """irc's USER/NICK lines wait for a server reply: only the server's bytes can confirm then."""
+    client = b"NICK alice\r\nUSER alice 0 * :Alice\r\n"
+    assert confirmable_by(irc.RECOGNISER.signature_pairs(client, b"")) == (False, True)
+    assert confirmable_by(irc.RECOGNISER.signature_pairs(b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n")) == (
+        False, False)
+    assert confirmable_by(rdp.RECOGNISER.signature_pairs(b"Cookie: mstshash=bob\r\n", b"x")) == (False, True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(turns=st.lists(st.tuples(st.booleans(), _windows.filter(bool)), min_size=1, max_size=6),
+       port=st.sampled_from([7000, 80, 443]))
+@example(turns=[(True, IRC_CLIENT), (False, IRC_WELCOME)], port=7000)
+@example(turns=[(False, IRC_WELCOME), (True, b"NICK alice\r\n"), (False, b"x"), (True, b"USER alice 0 * :A\r\n")],
+         port=7000)
+@example(turns=[(True, b"GET / HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\n\r\n"), (True, IRC_CLIENT),
+                (False, IRC_WELCOME)], port=80)
+@example(turns=[(True, b"Cookie: mstshash=bob\r\n"), (False, b"\x03\x00\x00\x13\x0e\xd0")], port=7000)
+@example(turns=[(True, b"SERVER hub.example 1 :Hub\r\n"), (False, b"x"), (False, b"SERVER leaf 1 :Leaf\r\n")],
+         port=7000)
+def test_skipping_signatures_one_direction_cannot_confirm_changes_no_record(tmp_path_factory, turns, port) -> None:
+    """The services analyzer does not ask a signature pair on chunks of a direction that
+    alone cannot make it confirm (`ServiceAnalyzer._decide`). Asking on every chunk (the
+    oracle: `confirmable_by` saying every direction can) gives the same records, services
+    and TLS hand-overs included, on conversations of the pairs' pieces in any order."""
+    import pcapexfil.services as services
+
+    frames = _exchange(port, turns)
+    path = str(write_pcap(tmp_path_factory.mktemp("skip") / "t.pcap", frames))
+
+    def records() -> list[ConnRecord]:
+        sink = RecordCollector()
+        run([path], RunOptions(out_dir=None, seed=1, local_nets=(), engine="reference"), [sink])
+        return sink.records
+
+    skipping = records()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "confirmable_by", lambda pairs: (True, True))
+        assert records() == skipping

@@ -588,7 +588,7 @@ class TlsAnalyzer:
                 st.resp += data[: MAX_BYTES - len(st.resp)]
             st.last_is_orig = is_orig
             if st.awaiting and not pia.matching:
-                self._settle(conn, st)
+                self._settle(conn, st, is_orig)
             if st.unmatched:
                 self._match_signatures(st, pia)
             if st.handovers and self._handed_over(st, is_orig):
@@ -634,11 +634,11 @@ class TlsAnalyzer:
         st.awaiting = tuple(h for h in st.awaiting if h.analyzer not in verdicts)
 
     @staticmethod
-    def _settle(conn: ConnView, st: _TlsConn) -> None:
+    def _settle(conn: ConnView, st: _TlsConn, chunk_is_orig: bool) -> None:
         """The PIA matched its last chunk: the awaited signatures are decided on this window,
         by the services analyzer for both of us, so that the connection can be let go on
         this chunk if none matched. One that did matched on this chunk."""
-        settle_signatures(conn, [handover.analyzer for handover in st.awaiting])
+        settle_signatures(conn, [handover.analyzer for handover in st.awaiting], chunk_is_orig)
         verdicts = st.verdicts
         assert verdicts is not None
         st.verdicts_seen = len(verdicts)

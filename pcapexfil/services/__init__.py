@@ -26,7 +26,14 @@ from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
 )
-from pcapexfil.services.base import IGNORE_VIOLATIONS_AFTER, Recogniser, Verdict, analyzer_violation
+from pcapexfil.services.base import (
+    IGNORE_VIOLATIONS_AFTER,
+    Recogniser,
+    Verdict,
+    analyzer_violation,
+    confirmable_by,
+    pairs_verdict,
+)
 
 if TYPE_CHECKING:
     from pcapexfil.packet import Packet
@@ -68,11 +75,17 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
     return tuple(out)
 
 
+# A recogniser still deciding: whether it waits on its signature, and the direction (is
+# the originator's?) whose chunks alone cannot make that signature confirm, so that it is
+# not asked on them (None: asked on every chunk; `ServiceAnalyzer._decide`).
+Pending = tuple[Recogniser, bool, bool | None]
+
+
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures")
 
-    def __init__(self, pending: list[tuple[Recogniser, bool]]) -> None:
-        self.pending = pending
+    def __init__(self, attachable: tuple[tuple[Recogniser, bool], ...]) -> None:
+        self.pending: list[Pending] = [(rec, via_signature, None) for rec, via_signature in attachable]
         # Kept only once an analyzer asked for them (`signature_verdicts`).
         self.signatures: dict[str, bool] | None = None
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
@@ -98,7 +111,7 @@ class ServiceAnalyzer:
         """Zeek attaches analyzers when it creates the connection, by the responder port then
         (analyzer::Manager::BuildInitialAnalyzerTree)."""
         if conn.proto in (PROTO_TCP, PROTO_UDP):
-            conn.app[NAME] = _State(list(candidates(conn.proto, conn.resp_p)))
+            conn.app[NAME] = _State(candidates(conn.proto, conn.resp_p))
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)
@@ -129,7 +142,7 @@ class ServiceAnalyzer:
             s = streams(conn)
             if s is None:
                 return
-            self._decide(conn, st, s.pia.orig, s.pia.resp, s.pia.matching)
+            self._decide(conn, st, s.pia.orig, s.pia.resp, s.pia.matching, is_orig)
             if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
                 st.pending = []
             if not st.pending and not st.watching:
@@ -153,15 +166,22 @@ class ServiceAnalyzer:
         else:
             st.resp = payload
         # PIA::PIA_DeliverPacket matches each datagram from its first byte.
-        self._decide(conn, st, st.orig, st.resp, True)
+        self._decide(conn, st, st.orig, st.resp, True, None)
         if st.udp_seen == 3:
             st.pending = []
         else:
-            st.pending = [(r, sig) for r, sig in st.pending if r.both_datagrams and not sig]
+            st.pending = [(r, sig, None) for r, sig, _ in st.pending if r.both_datagrams and not sig]
 
-    def _decide(self, conn: ConnView, st: _State, orig_window: bytes, resp_window: bytes, matching: bool) -> None:
+    def _decide(self, conn: ConnView, st: _State, orig_window: bytes, resp_window: bytes, matching: bool,
+                chunk_is_orig: bool | None) -> None:
         """Run the pending recognisers (their signatures on what the PIA matched of each
-        direction, `matching` while it still matches) and read the confirmed ones' violations."""
+        direction, `matching` while it still matches) and read the confirmed ones' violations.
+
+        A signature made of pairs that each need their reverse is not asked on a chunk of
+        the direction that alone could not make it confirm when it was last asked
+        (`confirmable_by`): only that direction grew since, so it cannot have confirmed, and
+        a signature is a function of the two windows, so asking later loses nothing. Its
+        failure may be noticed later than on this chunk, which changes no log."""
         # dpd.zeek's analyzer_violation_info handler acts only up to this many bytes.
         size = st.orig_size + st.resp_size
         acting = size <= IGNORE_VIOLATIONS_AFTER
@@ -175,13 +195,24 @@ class ServiceAnalyzer:
                 if not (rec.violation(st.orig, st.resp) and analyzer_violation(conn.service, rec.name, size)):
                     kept.append(rec)
             st.watching = kept
-        left = []
-        for rec, via_signature in st.pending:
+        left: list[Pending] = []
+        for rec, via_signature, unconfirming in st.pending:
             if via_signature:
-                assert rec.signature is not None
-                matched = rec.signature(orig_window, resp_window)
+                if unconfirming is not None and unconfirming == chunk_is_orig:
+                    matched = Verdict.MORE
+                elif rec.signature_pairs is not None and chunk_is_orig is not None:
+                    pairs = rec.signature_pairs(orig_window, resp_window)
+                    matched = pairs_verdict(pairs)
+                    by_orig, by_resp = confirmable_by(pairs)
+                    # Of two directions neither of which alone can confirm it, the other
+                    # one's chunks are skipped (a chunk of this one asks it again).
+                    unconfirming = (not chunk_is_orig if not (by_orig or by_resp)
+                                    else True if not by_orig else False if not by_resp else None)
+                else:
+                    assert rec.signature is not None
+                    matched = rec.signature(orig_window, resp_window)
                 if matched is Verdict.MORE and matching:
-                    left.append((rec, True))
+                    left.append((rec, True, unconfirming))
                     continue
                 if st.signatures is not None:
                     st.signatures[rec.name] = matched is Verdict.CONFIRM
@@ -200,7 +231,7 @@ class ServiceAnalyzer:
                     st.watching.append(rec)
                     self._limit(conn, st, rec)
             elif verdict is Verdict.MORE:
-                left.append((rec, False))
+                left.append((rec, False, None))
         st.pending = left
 
     @staticmethod
@@ -237,28 +268,30 @@ def signature_verdicts(conn: ConnView) -> dict[str, bool] | None:
     return st.signatures
 
 
-def settle_signatures(conn: ConnView, names: Collection[str]) -> None:
+def settle_signatures(conn: ConnView, names: Collection[str], chunk_is_orig: bool) -> None:
     """Ask these recognisers' undecided signatures on the PIA's window now, as the services
-    analyzer would when it reads this chunk (it then finds them decided: none is asked
-    twice on one window). For an analyzer before it that must know on this chunk whether
-    one can still match: TLS's STARTTLS watch, on the chunk the PIA stops matching on."""
+    analyzer would when it reads this chunk (of the originator's stream or not; it then
+    finds them decided: none is asked twice on one window). For an analyzer before it that
+    must know on this chunk whether one can still match: TLS's STARTTLS watch, on the chunk
+    the PIA stops matching on."""
     st: _State | None = conn.app.get(NAME)
     s = streams(conn)
     if st is None or s is None:
         return
     pia = s.pia
-    pending = []
-    for rec, via_signature in st.pending:
+    pending: list[Pending] = []
+    for rec, via_signature, unconfirming in st.pending:
         if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
             assert rec.signature is not None
-            verdict = rec.signature(pia.orig, pia.resp)
+            skipped = unconfirming is not None and unconfirming == chunk_is_orig
+            verdict = Verdict.MORE if skipped else rec.signature(pia.orig, pia.resp)
             if verdict is Verdict.MORE and pia.matching:
-                pending.append((rec, True))
+                pending.append((rec, True, None))
                 continue
             if st.signatures is not None:
                 st.signatures[rec.name] = verdict is Verdict.CONFIRM
             if verdict is not Verdict.CONFIRM:
                 continue
-            via_signature = False  # its check is consulted from now on
-        pending.append((rec, via_signature))
+            via_signature, unconfirming = False, None  # its check is consulted from now on
+        pending.append((rec, via_signature, unconfirming))
     st.pending = pending

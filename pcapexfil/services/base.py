@@ -54,6 +54,12 @@ class Limit(Protocol):
         (Analyzer::LimitReachedWeird), or None."""
 
 
+# One dpd.sig signature and its reverse (`requires-reverse-signature`): the originator's
+# and the responder's pattern verdicts (`signature_match`) on the PIA's windows.
+PatternPair = tuple[bool | None, bool | None]
+SignaturePairs = Callable[[bytes, bytes], tuple[PatternPair, ...]]
+
+
 class Violation(Protocol):
     def __call__(self, orig: bytes, resp: bytes) -> bool:
         """Whether the analyzer would have reported a violation (AnalyzerViolation) on
@@ -83,6 +89,10 @@ class Recogniser:
     # TCP, read alongside `violation`: a limit the confirmed analyzer reaches gives the
     # weird and the history's 'X' (ConnView.limit_reached), once.
     limit: Limit | None = None
+    # Where `signature` is dpd.sig pairs that each need their reverse (`reverse_signatures`):
+    # the pairs' pattern verdicts, from which the services analyzer also learns which
+    # direction's bytes alone could still make it confirm (`confirmable_by`).
+    signature_pairs: SignaturePairs | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return analyzer_ports(self.name)
@@ -163,6 +173,40 @@ def both_directions(client: bool | None, server: bool | None) -> Verdict:
     if client is False or server is False:
         return Verdict.REJECT
     return Verdict.CONFIRM if client and server else Verdict.MORE
+
+
+def pairs_verdict(pairs: tuple[PatternPair, ...]) -> Verdict:
+    """Signature pairs that each need their reverse: confirmed once one pair matched both
+    ways, rejected once every pair failed (`both_directions`)."""
+    rejected = True
+    for client, server in pairs:
+        if client is False or server is False:  # this pair failed
+            continue
+        if client and server:
+            return Verdict.CONFIRM
+        rejected = False
+    return Verdict.REJECT if rejected else Verdict.MORE
+
+
+def confirmable_by(pairs: tuple[PatternPair, ...]) -> tuple[bool, bool]:
+    """Whether more bytes of the originator alone, and of the responder alone (the other
+    direction's fixed), could still make one of the pairs confirm: only where the other
+    direction's pattern matched already and this one's did not fail."""
+    by_orig = by_resp = False
+    for client, server in pairs:
+        by_orig = by_orig or (server is True and client is not False)
+        by_resp = by_resp or (client is True and server is not False)
+    return by_orig, by_resp
+
+
+def reverse_signatures(pairs: SignaturePairs) -> Check:
+    """The `Recogniser.signature` of dpd.sig signature pairs that each need their reverse
+    (dpd.sig's `requires-reverse-signature`): `pairs_verdict` of their verdicts."""
+
+    def signature(orig: bytes, resp: bytes) -> Verdict:
+        return pairs_verdict(pairs(orig, resp))
+
+    return signature
 
 
 def either_direction(orig: bool | None, resp: bool | None) -> Verdict:

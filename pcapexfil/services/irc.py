@@ -15,7 +15,15 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import AtLineStart, Recogniser, Verdict, both_directions, content_lines, signature_match
+from pcapexfil.services.base import (
+    AtLineStart,
+    PatternPair,
+    Recogniser,
+    Verdict,
+    content_lines,
+    reverse_signatures,
+    signature_match,
+)
 
 MAX_LINE = 512
 MIN_LINE = 3
@@ -61,20 +69,15 @@ def _any(patterns: tuple[AtLineStart, ...], data: bytes) -> bool | None:
     return True if any(results) else None if None in results else False
 
 
-def signature(orig: bytes, resp: bytes) -> Verdict:
-    client = _any(_SIG_CLIENT, orig) if orig else None
-    reply = signature_match(_SIG_SERVER_REPLY, resp) if resp else None
-    user_nick = both_directions(client, reply)
-    servers = both_directions(signature_match(_SIG_SERVER_TO_SERVER, orig) if orig else None,
-                              signature_match(_SIG_SERVER_TO_SERVER, resp) if resp else None)
-    if Verdict.CONFIRM in (user_nick, servers):
-        return Verdict.CONFIRM
-    if user_nick is Verdict.REJECT and servers is Verdict.REJECT:
-        return Verdict.REJECT
-    return Verdict.MORE
+def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
+    """irc/dpd.sig: the client's USER/NICK lines with a server reply, or SERVER lines both ways."""
+    return ((_any(_SIG_CLIENT, orig) if orig else None, signature_match(_SIG_SERVER_REPLY, resp) if resp else None),
+            (signature_match(_SIG_SERVER_TO_SERVER, orig) if orig else None,
+             signature_match(_SIG_SERVER_TO_SERVER, resp) if resp else None))
 
 
-RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature)
+signature = reverse_signatures(_signature_pairs)
+RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)
 
 
 _TLS_REPLY = b"670"  # RPL_STARTTLS

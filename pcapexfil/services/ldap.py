@@ -19,7 +19,14 @@ import re
 
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import ber
-from pcapexfil.services.base import Recogniser, Verdict, both_directions, parsed_in_either_direction, signature_match
+from pcapexfil.services.base import (
+    PatternPair,
+    Recogniser,
+    Verdict,
+    parsed_in_either_direction,
+    reverse_signatures,
+    signature_match,
+)
 
 # ldap.spicy's ProtocolOpcode (RFC 4511 4.2-4.13).
 OPCODES = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 19, 23, 24, 25})
@@ -56,13 +63,14 @@ def message(data: bytes) -> bool | None:
 check = parsed_in_either_direction(message)
 
 
-def signature_tcp(orig: bytes, resp: bytes) -> Verdict:
-    client = signature_match(_SIG_CLIENT_TCP, orig, SIG_CLIENT_NEED) if orig else None
-    server = signature_match(_SIG_SERVER, resp, 1) if resp else None
-    return both_directions(client, server)
+def _signature_pairs_tcp(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
+    return ((signature_match(_SIG_CLIENT_TCP, orig, SIG_CLIENT_NEED) if orig else None,
+             signature_match(_SIG_SERVER, resp, 1) if resp else None),)
 
 
-RECOGNISER_TCP = Recogniser("ldap_tcp", PROTO_TCP, check, signature=signature_tcp)
+signature_tcp = reverse_signatures(_signature_pairs_tcp)
+RECOGNISER_TCP = Recogniser("ldap_tcp", PROTO_TCP, check, signature=signature_tcp,
+                            signature_pairs=_signature_pairs_tcp)
 RECOGNISER_UDP = Recogniser("ldap_udp", PROTO_UDP, check)
 
 

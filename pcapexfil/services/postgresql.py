@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, both_directions, signature_match
+from pcapexfil.services.base import PatternPair, Recogniser, Verdict, reverse_signatures, signature_match
 
 SSL_REQUEST_LEN = 8
 SSL_REQUEST_CODE = 80877103
@@ -64,13 +64,17 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.MORE if ok is None else Verdict.CONFIRM if ok else Verdict.REJECT
 
 
-def signature(orig: bytes, resp: bytes) -> Verdict:
-    client_ssl = signature_match(_SIG_SSL_REQUEST, orig, SSL_REQUEST_LEN) if orig else None
-    if client_ssl:
-        return both_directions(True, signature_match(_SIG_SSL_ANSWER, resp, 1) if resp else None)
-    client = signature_match(_SIG_STARTUP, orig, SIG_STARTUP_NEED) if orig else None
-    server = signature_match(_SIG_ANY_RESPONSE, resp, 5) if resp else None
-    return both_directions(client, server)
+def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
+    """postgresql/dpd.sig's two pairs: dpd_postgresql_client_sslrequest answered by
+    dpd_postgresql_server_ssl_confirm, dpd_postgresql_client_startup_3_x answered by
+    dpd_postgresql_server_any_response."""
+    return ((signature_match(_SIG_SSL_REQUEST, orig, SSL_REQUEST_LEN) if orig else None,
+             signature_match(_SIG_SSL_ANSWER, resp, 1) if resp else None),
+            (signature_match(_SIG_STARTUP, orig, SIG_STARTUP_NEED) if orig else None,
+             signature_match(_SIG_ANY_RESPONSE, resp, 5) if resp else None))
+
+
+signature = reverse_signatures(_signature_pairs)
 
 
 SSL_ACCEPTED = b"S"
@@ -89,4 +93,4 @@ def starttls(orig: bytes, resp: bytes) -> bool | None:
     return resp[:1] == SSL_ACCEPTED
 
 
-RECOGNISER = Recogniser("postgresql", PROTO_TCP, check, signature=signature)
+RECOGNISER = Recogniser("postgresql", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, both_directions, signature_match
+from pcapexfil.services.base import PatternPair, Recogniser, Verdict, reverse_signatures, signature_match
 
 TPKT = b"\x03\x00"
 TPKT_HEADER_LEN = 4
@@ -92,10 +92,9 @@ def starttls(orig: bytes, resp: bytes) -> bool | None:
     return int.from_bytes(resp[SELECTED_AT:CONFIRM_WITH_NEGOTIATION_LEN], "little") > 0
 
 
-def signature(orig: bytes, resp: bytes) -> Verdict:
-    client = signature_match(_SIG_CLIENT, orig) if orig else None
-    server = signature_match(_SIG_SERVER, resp) if resp else None
-    return both_directions(client, server)
+def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
+    return ((signature_match(_SIG_CLIENT, orig) if orig else None, signature_match(_SIG_SERVER, resp) if resp else None),)
 
 
-RECOGNISER = Recogniser("rdp", PROTO_TCP, check, signature=signature)
+signature = reverse_signatures(_signature_pairs)
+RECOGNISER = Recogniser("rdp", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)

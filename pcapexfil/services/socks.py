@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, both_directions, signature_match
+from pcapexfil.services.base import PatternPair, Recogniser, Verdict, reverse_signatures, signature_match
 
 V4, V5 = 4, 5
 V4_REPLY_LEN = 8
@@ -78,19 +78,19 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.CONFIRM if ok else Verdict.REJECT if ok is False else Verdict.MORE
 
 
-def signature(orig: bytes, resp: bytes) -> Verdict:
-    def pair(client: re.Pattern[bytes], server: re.Pattern[bytes], need: int, c: bytes, s: bytes) -> Verdict:
-        return both_directions(signature_match(client, c, need) if c else None,
-                               signature_match(server, s, 2) if s else None)
+def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
+    def client(pattern: re.Pattern[bytes], need: int, data: bytes) -> bool | None:
+        return signature_match(pattern, data, need) if data else None
 
-    verdicts = (
-        pair(_SIG_V4_CLIENT, _SIG_V4_SERVER, SIG_V4_NEED, orig, resp),
-        pair(_SIG_V4_CLIENT, _SIG_V4_SERVER, SIG_V4_NEED, resp, orig),  # dpd_socks4_reverse_*
-        pair(_SIG_V5_CLIENT, _SIG_V5_SERVER, SIG_V5_NEED, orig, resp),
+    def server(pattern: re.Pattern[bytes], data: bytes) -> bool | None:
+        return signature_match(pattern, data, 2) if data else None
+
+    return (
+        (client(_SIG_V4_CLIENT, SIG_V4_NEED, orig), server(_SIG_V4_SERVER, resp)),
+        (server(_SIG_V4_SERVER, orig), client(_SIG_V4_CLIENT, SIG_V4_NEED, resp)),  # dpd_socks4_reverse_*
+        (client(_SIG_V5_CLIENT, SIG_V5_NEED, orig), server(_SIG_V5_SERVER, resp)),
     )
-    if Verdict.CONFIRM in verdicts:
-        return Verdict.CONFIRM
-    return Verdict.REJECT if all(v is Verdict.REJECT for v in verdicts) else Verdict.MORE
 
 
-RECOGNISER = Recogniser("socks", PROTO_TCP, check, signature=signature)
+signature = reverse_signatures(_signature_pairs)
+RECOGNISER = Recogniser("socks", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)
