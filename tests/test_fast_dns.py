@@ -1,8 +1,11 @@
 """The kernel's DNS message parser (`fast.dns`) against its oracle, `identifiers.dns.Message`,
-and the fast engine's use of it (EV_DNS) against the reference engine."""
+and the fast engine's use of it (EV_DNS) against the reference engine; both parsers against
+dpkt.dns, written apart from either, on the well-formed messages dpkt builds and reads."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import struct
 
 import dpkt
@@ -177,3 +180,75 @@ def test_engine_with_kernel_and_python_dns_messages_matches_the_reference(tmp_pa
     frames.append((1010.0, ether(ipv4(tcp(40001, 443, dpkt.tcp.TH_SYN, 1), client, "192.0.2.9"))))
     path = write_pcap(tmp_path / "dns.pcap", frames)
     assert assert_same([str(path)], tmp_path) == 2
+
+
+# -- an independent oracle: dpkt's DNS parser, on the well-formed messages it handles ------
+
+_ascii_labels = st.lists(st.text("abcXYZ019-_", min_size=1, max_size=10), min_size=1, max_size=4).map(".".join)
+_DPKT_TEXT = {  # record type → what Zeek writes for it, from dpkt's parse of the record
+    1: lambda rr: socket.inet_ntoa(rr.ip),
+    28: lambda rr: str(ipaddress.IPv6Address(rr.ip6)),
+    2: lambda rr: rr.nsname.lower(),
+    5: lambda rr: rr.cname.lower(),
+    12: lambda rr: rr.ptrname.lower(),
+    15: lambda rr: rr.mxname.lower(),
+    33: lambda rr: rr.srvname.lower(),
+    16: lambda rr: " ".join(f"TXT {len(s)} {s}" for s in rr.text),
+}
+
+
+@st.composite
+def dpkt_replies(draw) -> bytes:
+    """A message built by dpkt: a question and answers of the kinds dpkt parses, names
+    in mixed case, dpkt's own name compression."""
+    name = draw(_ascii_labels)
+    msg = dpkt.dns.DNS(id=draw(st.integers(0, 0xFFFF)), qr=draw(st.integers(0, 1)), opcode=draw(st.integers(0, 5)),
+                       rcode=draw(st.integers(0, 5)), qd=[dpkt.dns.DNS.Q(name=name, type=draw(st.sampled_from([1, 28, 5, 16])))])
+    msg.aa, msg.tc, msg.rd, msg.ra = (draw(st.booleans()) for _ in range(4))
+    answers = []
+    for rtype in draw(st.lists(st.sampled_from(sorted(_DPKT_TEXT)), max_size=5)):
+        rr = dpkt.dns.DNS.RR(name=draw(st.sampled_from([name, draw(_ascii_labels)])), type=rtype, cls=1,
+                             ttl=draw(st.integers(0, 2**31 - 1)))
+        if rtype == 1:
+            rr.ip = draw(st.binary(min_size=4, max_size=4))
+        elif rtype == 28:
+            rr.ip6 = draw(st.binary(min_size=16, max_size=16))
+        elif rtype == 16:
+            rr.text = [t.encode() for t in draw(st.lists(st.text("abc =;", max_size=20), min_size=1, max_size=3))]
+        else:
+            target = draw(_ascii_labels)
+            setattr(rr, {2: "nsname", 5: "cname", 12: "ptrname", 15: "mxname", 33: "srvname"}[rtype], target)
+            if rtype == 15:
+                rr.preference = draw(st.integers(0, 0xFFFF))
+            if rtype == 33:
+                rr.priority, rr.weight, rr.port = (draw(st.integers(0, 0xFFFF)) for _ in range(3))
+        answers.append(rr)
+    msg.an = answers
+    # Authority and additional records are counted, not read.
+    msg.ns = [dpkt.dns.DNS.RR(name=name, type=2, cls=1, ttl=1, nsname=draw(_ascii_labels))
+              for _ in range(draw(st.integers(0, 2)))]
+    msg.ar = [dpkt.dns.DNS.RR(name=draw(_ascii_labels), type=1, cls=1, ttl=1, ip=bytes(4))
+              for _ in range(draw(st.integers(0, 2)))]
+    return bytes(msg)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dpkt_replies())
+def test_message_and_kernel_read_what_dpkt_reads(data: bytes) -> None:
+    """`Message` (the readable path) and the kernel against dpkt.dns, an implementation
+    written apart from both, on the messages dpkt builds and parses: header fields, the
+    question, and every answer's owner, type, TTL and dns.log text (names lower-cased, as
+    Zeek's DNS analyzer writes them)."""
+    d = dpkt.dns.DNS(data)
+    q = d.qd[0]
+    want = {
+        "id": d.id, "qr": d.qr, "opcode": d.opcode, "aa": d.aa, "tc": d.tc, "rd": d.rd, "ra": d.ra, "z": d.zero,
+        "rcode": d.rcode, "counts": (len(d.qd), len(d.an), len(d.ns), len(d.ar)),
+        "question": (q.name.lower(), q.type, q.cls),
+        "answers": [(rr.name.lower(), rr.type, rr.ttl, _DPKT_TEXT[rr.type](rr)) for rr in d.an],
+    }
+    for parsed in (Message(data), kernel_parse(data)):
+        assert parsed is not None
+        assert {f: getattr(parsed, f) for f in FIELDS} == {f: (bool(v) if f in ("qr", "aa", "tc", "rd", "ra") and
+                                                              isinstance(getattr(parsed, f), bool) else v)
+                                                          for f, v in want.items()}
