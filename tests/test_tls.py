@@ -1,5 +1,6 @@
 """TLS: SNI, JA3 (against pyja3), JA3S (against identifiers.md and hand-built hellos),
-reassembly of split/out-of-order/retransmitted hellos, STARTTLS, lying lengths."""
+reassembly of split/out-of-order/retransmitted hellos, STARTTLS, lying lengths; the hello
+parsers against dpkt.ssl's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import hashlib
 
 import dpkt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ja3 import ja3 as pyja3
 from test_identifiers_support import (
     FakeConn,
@@ -290,3 +293,57 @@ def test_record_header_split_across_feeds_after_a_prefix() -> None:
     assert scanner.start == len(stream) - len(hello)
     assert [mtype for mtype, _ in messages] == [1]
     assert parse_client_hello(messages[0][1]).server_name == "cut.example"
+
+
+# -- an independent oracle: dpkt.ssl's hello parsers ---------------------------------------
+
+_u16s = st.integers(0, 0xFFFF)
+# Extensions of random kinds and contents; not the three whose contents a ClientHello's
+# parse reads (server_name, supported_groups, ec_point_formats): those come well-formed.
+_extension_lists = st.lists(st.tuples(_u16s.filter(lambda kind: kind not in (0, 10, 11)), st.binary(max_size=40)),
+                            max_size=8)
+
+
+def _vec(size: int, data: bytes) -> bytes:
+    return len(data).to_bytes(size, "big") + data
+
+
+def _hello_body(version: int, session_id: bytes, middle: bytes, extensions: list[tuple[int, bytes]] | None) -> bytes:
+    body = version.to_bytes(2, "big") + bytes(range(32)) + _vec(1, session_id) + middle
+    if extensions is not None:
+        body += _vec(2, b"".join(kind.to_bytes(2, "big") + _vec(2, data) for kind, data in extensions))
+    return body
+
+
+@settings(max_examples=500, deadline=None)
+@given(version=_u16s, session_id=st.binary(max_size=32), ciphers=st.lists(_u16s, min_size=1, max_size=20),
+       compression=st.binary(min_size=1, max_size=3), extensions=st.one_of(st.none(), _extension_lists),
+       sni=st.one_of(st.none(), st.text("abcXYZ.-09", min_size=1, max_size=30)))
+def test_client_hello_fields_as_dpkt_reads_them(version, session_id, ciphers, compression, extensions, sni) -> None:
+    """parse_client_hello against dpkt.ssl.TLSClientHello, written apart from it: version,
+    session id, cipher suites and extensions (GREASE values among the random ones), and
+    the server name from a server_name extension."""
+    if sni is not None:
+        extensions = [(0, _vec(2, b"\x00" + _vec(2, sni.encode()))), *(extensions or [])]
+    middle = _vec(2, b"".join(c.to_bytes(2, "big") for c in ciphers)) + _vec(1, compression)
+    body = _hello_body(version, session_id, middle, extensions)
+    theirs = dpkt.ssl.TLSClientHello(body)
+    ours = parse_client_hello(body)
+    assert ours.version == theirs.version
+    assert ours.session_id == theirs.session_id
+    assert ours.ciphers == [c.code for c in theirs.ciphersuites]
+    assert ours.extensions == list(getattr(theirs, "extensions", []))  # dpkt sets none without the block
+    if sni is not None:
+        assert ours.server_name == sni
+
+
+@settings(max_examples=300, deadline=None)
+@given(version=_u16s, session_id=st.binary(max_size=32), cipher=_u16s, extensions=st.one_of(st.none(), _extension_lists))
+def test_server_hello_fields_as_dpkt_reads_them(version, session_id, cipher, extensions) -> None:
+    """parse_server_hello against dpkt.ssl.TLSServerHello: version, session id, the chosen
+    cipher suite and the extensions, which JA3S is made of."""
+    body = _hello_body(version, session_id, cipher.to_bytes(2, "big") + b"\x00", extensions)
+    theirs = dpkt.ssl.TLSServerHello(body)
+    ours = parse_server_hello(body)
+    assert (ours.version, ours.session_id, ours.cipher) == (theirs.version, theirs.session_id, theirs.ciphersuite.code)
+    assert ours.extensions == list(getattr(theirs, "extensions", []))
