@@ -1,5 +1,5 @@
 """HTTP: transactions (on its ports, elsewhere where dpd.sig attaches it), Host without port,
-body lengths, pipelining."""
+body lengths, pipelining; a transaction against dpkt.http's parsers."""
 
 from __future__ import annotations
 
@@ -237,3 +237,45 @@ def test_head_ends_and_folded_headers(tmp_path) -> None:  # type: ignore[no-unty
     assert rec.http_host == "h\u00e9.example"
     assert (row["user_agent"], row["response_body_len"], row["status_code"]) == ("a b", "6", "200")
     assert row["referrer"] is not None and row["referrer"] != "-"
+
+
+# -- an independent oracle: dpkt.http's request and response parsers -----------------------
+
+_token = st.text("abcdefghijklmnopqrstuvwxyzABCDEFXYZ0123456789-", min_size=1, max_size=12)
+# Values a TSV column prints as they are (a lone "-" is written escaped: zeek_log's tests).
+_value = st.text("abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789/.;=()_-", min_size=1, max_size=30).map(str.strip).filter(
+    lambda v: v not in ("", "-"))
+_OWN = {"host", "user-agent", "content-length", "transfer-encoding", "connection", "content-type", "content-encoding"}
+
+
+def _head(first_line: str, headers: list[tuple[str, str]]) -> bytes:
+    return (first_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "TRACE"]),
+       uri=st.text("abcxyz0189/._-?=&", min_size=0, max_size=25).map(lambda u: "/" + u),
+       version=st.sampled_from(["1.0", "1.1"]), host=_value, agent=st.one_of(st.none(), _value),
+       extra=st.lists(st.tuples(_token, _value), max_size=4, unique_by=lambda kv: kv[0].lower()),
+       request_body=st.binary(max_size=300), status=st.integers(200, 599).filter(lambda c: c not in (204, 304)),
+       reason=_value, response_body=st.binary(max_size=3000))
+def test_a_transaction_logs_what_dpkt_reads(tmp_path_factory, method, uri, version, host, agent, extra, request_body,
+                                              status, reason, response_body) -> None:
+    """One request and its response through the HTTP analyzer, against dpkt.http's Request
+    and Response (written apart from it): method, URI, version, Host, User-Agent, status
+    code and message, and both body lengths (Content-Length bodies)."""
+    import dpkt
+
+    extra = [(k, v) for k, v in extra if k.lower() not in _OWN]
+    headers = [("Host", host), *([("User-Agent", agent)] if agent else []), *extra,
+               ("Content-Length", str(len(request_body)))]
+    request = _head(f"{method} {uri} HTTP/{version}", headers) + request_body
+    response = _head(f"HTTP/{version} {status} {reason}", [("Content-Length", str(len(response_body)))]) + response_body
+    theirs_req, theirs_resp = dpkt.http.Request(request), dpkt.http.Response(response)
+    _, rows = _run(tmp_path_factory.mktemp("dpkt"), FakeConn(resp_p=80), [request], [response])
+    (row,) = rows
+    assert (row["method"], row["uri"], row["version"]) == (theirs_req.method, theirs_req.uri, theirs_req.version)
+    assert row["host"] == theirs_req.headers["host"]
+    assert row["user_agent"] == theirs_req.headers.get("user-agent", "-")
+    assert (row["status_code"], row["status_msg"]) == (theirs_resp.status, theirs_resp.reason)
+    assert (row["request_body_len"], row["response_body_len"]) == (str(len(theirs_req.body)), str(len(theirs_resp.body)))
