@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+
+MLD_REPORT_INTERVAL = 1.0  # s: net.ipv6.conf.*.mldv2_unsolicited_report_interval's default
 
 
 def available() -> str | None:
@@ -44,6 +48,20 @@ class VethPair:
     def cmd(self, ns: str, argv: Sequence[str]) -> list[str]:
         """`argv` run inside namespace `ns`."""
         return ["ip", "netns", "exec", ns, *argv]
+
+    def quiet(self, timeout: float = 10.0) -> None:
+        """Wait until the kernel's link-up IPv6 chatter is over: duplicate address detection
+        on the link-local addresses, then the multicast listener reports (MLDv2 repeats each
+        within its 1 s unsolicited report interval). Two fanout sockets may each log such a
+        report (docs/live-capture.md), which a test comparing per-connection rows must not see."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(["ip", "-n", self.ns_a, "-6", "addr"], capture_output=True, text=True).stdout
+            out += subprocess.run(["ip", "-n", self.ns_b, "-6", "addr"], capture_output=True, text=True).stdout
+            if "tentative" not in out:
+                break
+            time.sleep(0.1)
+        time.sleep(MLD_REPORT_INTERVAL * 2)
 
 
 @contextmanager

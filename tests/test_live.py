@@ -80,6 +80,8 @@ def wait_for_line(proc: subprocess.Popen, word: str, timeout: float = 30.0) -> s
 def live_vs_pcap(tmp_path: Path, workers: int, engine: str = "fast") -> None:
     out = tmp_path / "live"
     with netns.veth_pair(subnet=workers) as pair:
+        if workers > 1:
+            pair.quiet()
         server = subprocess.Popen(pair.cmd(pair.ns_a, [sys.executable, os.path.join(HERE, "netns.py"), "serve",
                                                        pair.addr_a, pair.addr6_a]),
                                   stdout=subprocess.PIPE, text=True)
