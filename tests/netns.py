@@ -52,8 +52,9 @@ class VethPair:
     def quiet(self, timeout: float = 10.0) -> None:
         """Wait until the kernel's link-up IPv6 chatter is over: duplicate address detection
         on the link-local addresses, then the multicast listener reports (MLDv2 repeats each
-        within its 1 s unsolicited report interval). Two fanout sockets may each log such a
-        report (docs/live-capture.md), which a test comparing per-connection rows must not see."""
+        within its 1 s unsolicited report interval). Frames captured while fanout workers
+        are still joining may be logged by two of them (docs/live-capture.md), which a test
+        comparing per-connection rows must not see."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = subprocess.run(["ip", "-n", self.ns_a, "-6", "addr"], capture_output=True, text=True).stdout
