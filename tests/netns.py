@@ -9,14 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-
-MLD_REPORT_INTERVAL = 1.0  # s: net.ipv6.conf.*.mldv2_unsolicited_report_interval's default
 
 
 def available() -> str | None:
@@ -48,21 +44,6 @@ class VethPair:
     def cmd(self, ns: str, argv: Sequence[str]) -> list[str]:
         """`argv` run inside namespace `ns`."""
         return ["ip", "netns", "exec", ns, *argv]
-
-    def quiet(self, timeout: float = 10.0) -> None:
-        """Wait until the kernel's link-up IPv6 chatter is over: duplicate address detection
-        on the link-local addresses, then the multicast listener reports (MLDv2 repeats each
-        within its 1 s unsolicited report interval). Frames captured while fanout workers
-        are still joining may be logged by two of them (docs/live-capture.md), which a test
-        comparing per-connection rows must not see."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = subprocess.run(["ip", "-n", self.ns_a, "-6", "addr"], capture_output=True, text=True).stdout
-            out += subprocess.run(["ip", "-n", self.ns_b, "-6", "addr"], capture_output=True, text=True).stdout
-            if "tentative" not in out:
-                break
-            time.sleep(0.1)
-        time.sleep(MLD_REPORT_INTERVAL * 2)
 
 
 @contextmanager
@@ -185,10 +166,26 @@ def _client(plan_json: str) -> None:
                               "down": len(reply)}), flush=True)
 
 
+def _stream(addr: str, flows: int, seconds: float) -> None:
+    """UDP datagrams to `flows` ports of `addr`, one per port every millisecond or so, for
+    `seconds`: traffic that is already flowing when a capture starts."""
+    import socket
+    import time
+
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for i, s in enumerate(sockets):
+            s.sendto(b"s" * 32, (addr, 20000 + i))
+        time.sleep(0.001)
+
+
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1] == "serve":
         _serve(sys.argv[2:])
+    elif sys.argv[1] == "stream":
+        _stream(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         _client(sys.argv[2])

@@ -80,8 +80,6 @@ def wait_for_line(proc: subprocess.Popen, word: str, timeout: float = 30.0) -> s
 def live_vs_pcap(tmp_path: Path, workers: int, engine: str = "fast") -> None:
     out = tmp_path / "live"
     with netns.veth_pair(subnet=workers) as pair:
-        if workers > 1:
-            pair.quiet()
         server = subprocess.Popen(pair.cmd(pair.ns_a, [sys.executable, os.path.join(HERE, "netns.py"), "serve",
                                                        pair.addr_a, pair.addr6_a]),
                                   stdout=subprocess.PIPE, text=True)
@@ -184,3 +182,39 @@ def test_live_matches_conn_on_written_pcap(tmp_path: Path, engine: str) -> None:
 
 def test_live_two_workers_fanout(tmp_path: Path) -> None:
     live_vs_pcap(tmp_path, workers=2)
+
+
+def test_flows_already_running_when_workers_join_are_logged_once(tmp_path: Path) -> None:
+    """Traffic that flows while the fanout workers open their sockets and while they close
+    them: each socket takes every frame until it joins the group, the first member takes
+    the group's frames until the others join, and a closing member leaves its flows to the
+    others. Each worker analyses only the window all of them share (LiveCapture.start,
+    .end): every flow is logged by one worker, once, as `conn` logs what they wrote."""
+    out = tmp_path / "live"
+    flows = 16
+    with netns.veth_pair(subnet=3) as pair:
+        sender = subprocess.Popen(pair.cmd(pair.ns_b, [sys.executable, os.path.join(HERE, "netns.py"), "stream",
+                                                       pair.addr_a, str(flows), "6"]))
+        try:
+            live = subprocess.Popen(
+                pair.cmd(pair.ns_a, ["pcapexfil", "live", "-i", pair.if_a, "-o", str(out), "--workers", "2",
+                                     "--write-pcap", str(tmp_path / "cap.pcap"), "--seed", "7"]),
+                stderr=subprocess.PIPE, text=True)
+            wait_for_line(live, "listening on")
+            time.sleep(1.0)
+            live.send_signal(signal.SIGTERM)
+            _, err = live.communicate(timeout=60)
+            assert live.returncode == 0, err
+        finally:
+            sender.kill()
+            sender.wait()
+    live_rows = read_conn(sorted(glob.glob(str(out / "conn*.log"))))  # asserts each key once
+    streamed = {key for key in live_rows if key[4] == "udp" and key[2] == pair.addr_a}
+    assert len(streamed) == flows
+    ref = tmp_path / "ref"
+    subprocess.run(["pcapexfil", "conn", *sorted(glob.glob(str(tmp_path / "cap*.pcap"))), "-o", str(ref), "--seed", "7"],
+                   check=True, capture_output=True, timeout=120)
+    ref_rows = read_conn([str(ref / "conn.log")])
+    assert set(live_rows) == set(ref_rows)
+    for key in streamed:
+        assert live_rows[key]["orig_pkts"] == ref_rows[key]["orig_pkts"], key

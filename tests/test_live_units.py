@@ -1,6 +1,7 @@
 """Live-mode parts that need no capture: BPF compile errors, the pcap writer read back by the
 file source, Zeek-style rotation names, the collector's network-time schedule and counters,
-the worker's start-up heap kept out of the garbage collector."""
+the worker's start-up heap kept out of the garbage collector, a chunk cut to the capture
+window of fanout workers."""
 
 from __future__ import annotations
 
@@ -118,3 +119,23 @@ def test_worker_takes_the_start_up_heap_out_of_the_garbage_collector() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     before, after, lists = (int(x) for x in out[-3:])
     assert before == 0 and after > 50_000 and lists == 1
+
+
+@pytest.mark.parametrize("with_raws", [False, True])
+def test_a_chunk_keeps_the_records_of_a_capture_window(with_raws: bool) -> None:
+    """Chunk.within: the records stamped from start to end, each field and its data with it
+    (a live worker's capture window; its raws too where a slower path made them)."""
+    import numpy as np
+
+    from pcapexfil.fast.reader import Chunk
+
+    stamps = [9.0, 10.0, 10.5, 11.0, 11.5, 12.0]
+    data = bytes(range(60))
+    raws = [RawPacket(t, 1, data[10 * i : 10 * i + 10], 10 + i, "cap", i + 1) for i, t in enumerate(stamps)]
+    chunk = Chunk(np.frombuffer(data, np.uint8), np.arange(0, 60, 10, dtype=np.int64), np.full(6, 10, np.uint32),
+                  np.arange(10, 16, dtype=np.uint32), np.ones(6, np.int32), np.array(stamps),
+                  np.arange(1, 7, dtype=np.uint64), "cap", raws if with_raws else None)
+    kept = chunk.within(10.0, 11.5)
+    assert [kept.raw(i) for i in range(len(kept.ts))] == raws[1:5]
+    assert chunk.within(0.0, float("inf")) is chunk
+    assert len(chunk.within(12.5, 13.0).ts) == 0

@@ -30,7 +30,7 @@ import mmap
 import os
 import struct
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, NamedTuple, Protocol
 
 import numpy as np
@@ -88,6 +88,15 @@ class Chunk:
     frames: np.ndarray  # uint64, 1-based within the source
     source: str
     raws: list[RawPacket] | None = None  # set on the slower paths (records came as RawPackets)
+
+    def within(self, start: float, end: float) -> Chunk:
+        """The records stamped from `start` to `end` (a live worker's capture window)."""
+        keep = (self.ts >= start) & (self.ts <= end)
+        if keep.all():
+            return self
+        return replace(self, offsets=self.offsets[keep], caplens=self.caplens[keep], wirelens=self.wirelens[keep],
+                       linktypes=self.linktypes[keep], ts=self.ts[keep], frames=self.frames[keep],
+                       raws=None if self.raws is None else [r for r, k in zip(self.raws, keep.tolist()) if k])
 
     def raw(self, i: int) -> RawPacket:
         """Record i as the reference decoder takes it."""

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import queue as queue_mod
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -226,12 +227,14 @@ def _run_children(settings: LiveSettings, coll: Collector, on_ready: Callable[[]
     ctx = multiprocessing.get_context("fork")
     queue: Any = ctx.Queue(maxsize=1 << 16)
     stop = ctx.Event()
+    start = ctx.Value("d", 0.0)  # the capture's start, once every member joined (child_main)
+    end = ctx.Value("d", 0.0)  # its end, when the workers were told to stop
     copts = replace(settings.capture, fanout_group=os.getpid() & 0xFFFF)
     procs = {}
     for wid in range(n):
         aopts = replace(settings.analysis, write_pcap=pcap_path(settings.analysis.write_pcap, wid, n)
                         if settings.analysis.write_pcap else None)
-        procs[wid] = ctx.Process(target=child_main, args=(wid, copts, aopts, queue, stop), daemon=True,
+        procs[wid] = ctx.Process(target=child_main, args=(wid, copts, aopts, queue, stop, start, end), daemon=True,
                                  name=f"pcapexfil-worker-{wid}")
         procs[wid].start()
     ready: set[int] = set()
@@ -251,9 +254,13 @@ def _run_children(settings: LiveSettings, coll: Collector, on_ready: Callable[[]
                 ready.add(msg[1])
             else:
                 coll.handle(msg)
+        # Frames stamped from now on were spread by the whole group; each worker drops the
+        # earlier ones (LiveCapture.start), which one socket took alone or every socket took.
+        start.value = time.time()
         on_ready()
         while len(done) < n:
             if coll.stopping and not stop.is_set():
+                end.value = time.time()  # before the first worker leaves the group
                 stop.set()
             msg = _get(queue, procs, done, coll)
             if msg is None:

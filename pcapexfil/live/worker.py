@@ -13,7 +13,9 @@ process (send = the collector's handler) or in a child process (send = a queue t
 from __future__ import annotations
 
 import gc
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,8 @@ from pcapexfil.order import TICK_INTERVAL
 from pcapexfil.record import ConnRecord
 from pcapexfil.source.live import DEFAULT_SNAPLEN, LiveCapture, PcapWriter
 from pcapexfil.weird import WEIRD_FIELDS, Weirds
+
+START_POLL = 0.005  # s between a worker's looks at whether the capture started
 
 if TYPE_CHECKING:
     from pcapexfil.fast.engine import FastFlow
@@ -176,7 +180,7 @@ class CaptureWorker:
                         self.pcap.write(chunk.raw(i))
                 flow.feed_batch(parse_chunk(chunk, self.verify_checksums), self.decoder)
                 self.counters.analysed += n
-            if stop():
+            if stop() and self._ended(chunk is None):
                 break
         self._stopped()
         flow.flush(self.now)
@@ -202,15 +206,23 @@ class CaptureWorker:
             self.counters.analysed += len(batch)
             if not batch:
                 self.send(("tick", self.wid, self.now, self._counters()))
-            if stop():
+            if stop() and self._ended(not batch):
                 break
         self._stopped()
         table.flush(self.now)
 
+    def _ended(self, idle: bool) -> bool:
+        """Whether a stopping worker is done: at once without a common end (one worker); with
+        one, once its ring held a frame stamped after it, or nothing came for a block
+        timeout (the kernel had handed over every earlier frame)."""
+        capture = self.capture
+        return capture.end == math.inf or capture.passed_end or idle
+
     def _stopped(self) -> None:
         """Capture ends: the block in hand was analysed; frames the kernel had already handed
-        over in later blocks are dropped by pcapexfil."""
-        self.counters.dropped_pcapexfil += self.capture.pending_frames()
+        over in later blocks are dropped by pcapexfil, unless they came after a common end."""
+        if self.capture.end == math.inf:
+            self.counters.dropped_pcapexfil += self.capture.pending_frames()
         self._counters()  # flows live when capture stopped
 
 
@@ -242,8 +254,12 @@ class _ToCollector:
         pass
 
 
-def child_main(wid: int, copts: CaptureOptions, aopts: AnalysisOptions, queue: Any, stop_event: Any) -> None:
-    """Entry point of a worker process: open its fanout socket, report ready, run."""
+def child_main(wid: int, copts: CaptureOptions, aopts: AnalysisOptions, queue: Any, stop_event: Any,
+               start: Any, end: Any) -> None:
+    """Entry point of a worker process: open its fanout socket, report ready, wait for the
+    capture's start, run until told to stop, analysing what was stamped up to its end.
+    `start` and `end` are shared doubles: the collector's clock when every member had
+    joined, and when it told them to stop (LiveCapture.start, .end)."""
     import signal
 
     from pcapexfil.source.pcap import CaptureError
@@ -262,4 +278,13 @@ def child_main(wid: int, copts: CaptureOptions, aopts: AnalysisOptions, queue: A
         return
     worker = CaptureWorker(wid, capture, aopts, queue.put)
     queue.put(("ready", wid))
-    worker.run(lambda: bool(terminated) or stop_event.is_set() or os.getppid() != parent)
+
+    def stopping() -> bool:
+        if stop_event.is_set() and end.value:
+            capture.end = end.value
+        return bool(terminated) or stop_event.is_set() or os.getppid() != parent
+
+    while not start.value and not stopping():
+        time.sleep(START_POLL)
+    capture.start = start.value
+    worker.run(stopping)

@@ -18,6 +18,7 @@ libpcap does.
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import select
 import socket
@@ -198,6 +199,12 @@ class LiveCapture:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
         self.index = 0
+        # Frames stamped outside [start, end] are not delivered: a fanout worker's capture
+        # runs from when every member had joined to when the first began to leave
+        # (live.collector); outside that window the group spreads flows differently.
+        self.start = 0.0
+        self.end = math.inf
+        self.passed_end = False  # a block held a frame stamped after `end`
 
     def _attach(self, program: Sequence[Instruction]) -> None:
         insns = (_SockFilter * len(program))(*(_SockFilter(*ins) for ins in program))
@@ -225,7 +232,10 @@ class LiveCapture:
             self.index += num
             ring[off + 8 : off + 12] = 0  # block_status = TP_STATUS_KERNEL: give it back
             self._block = (self._block + 1) % self._nblocks
-            yield chunk
+            if num and chunk.ts[-1] > self.end:
+                self.passed_end = True
+            chunk = chunk.within(self.start, self.end)
+            yield chunk if len(chunk.ts) else None
 
     def pending_frames(self) -> int:
         """Frames in blocks the kernel has handed over and `blocks()` has not read yet."""
