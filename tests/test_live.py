@@ -77,6 +77,14 @@ def wait_for_line(proc: subprocess.Popen, word: str, timeout: float = 30.0) -> s
     raise AssertionError(f"{word!r} never printed (exit {proc.poll()})")
 
 
+def stop(live: subprocess.Popen) -> str:
+    """SIGTERM to `pcapexfil live`: it must exit cleanly; returns what it wrote on stderr."""
+    live.send_signal(signal.SIGTERM)
+    _, err = live.communicate(timeout=60)
+    assert live.returncode == 0, err
+    return err
+
+
 def live_vs_pcap(tmp_path: Path, workers: int, engine: str = "fast") -> None:
     out = tmp_path / "live"
     with netns.veth_pair(subnet=workers) as pair:
@@ -103,9 +111,7 @@ def live_vs_pcap(tmp_path: Path, workers: int, engine: str = "fast") -> None:
             time.sleep(0.6)
             done += run_client(pair, steps[5:])
             time.sleep(0.5)  # let the last frames reach the ring
-            live.send_signal(signal.SIGTERM)
-            _, err = live.communicate(timeout=60)
-            assert live.returncode == 0, err
+            err = stop(live)
         finally:
             server.kill()
             server.wait()
@@ -202,9 +208,7 @@ def test_flows_already_running_when_workers_join_are_logged_once(tmp_path: Path)
                 stderr=subprocess.PIPE, text=True)
             wait_for_line(live, "listening on")
             time.sleep(1.0)
-            live.send_signal(signal.SIGTERM)
-            _, err = live.communicate(timeout=60)
-            assert live.returncode == 0, err
+            stop(live)
         finally:
             sender.kill()
             sender.wait()
