@@ -202,8 +202,9 @@ def dpkt_replies(draw) -> bytes:
     """A message built by dpkt: a question and answers of the kinds dpkt parses, names
     in mixed case, dpkt's own name compression."""
     name = draw(_ascii_labels)
+    question = dpkt.dns.DNS.Q(name=name, type=draw(st.sampled_from([1, 28, 5, 16])))
     msg = dpkt.dns.DNS(id=draw(st.integers(0, 0xFFFF)), qr=draw(st.integers(0, 1)), opcode=draw(st.integers(0, 5)),
-                       rcode=draw(st.integers(0, 5)), qd=[dpkt.dns.DNS.Q(name=name, type=draw(st.sampled_from([1, 28, 5, 16])))])
+                       rcode=draw(st.integers(0, 5)), qd=[question])
     msg.aa, msg.tc, msg.rd, msg.ra = (draw(st.booleans()) for _ in range(4))
     answers = []
     for rtype in draw(st.lists(st.sampled_from(sorted(_DPKT_TEXT)), max_size=5)):

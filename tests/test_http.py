@@ -278,4 +278,5 @@ def test_a_transaction_logs_what_dpkt_reads(tmp_path_factory, method, uri, versi
     assert row["host"] == theirs_req.headers["host"]
     assert row["user_agent"] == theirs_req.headers.get("user-agent", "-")
     assert (row["status_code"], row["status_msg"]) == (theirs_resp.status, theirs_resp.reason)
-    assert (row["request_body_len"], row["response_body_len"]) == (str(len(theirs_req.body)), str(len(theirs_resp.body)))
+    assert (row["request_body_len"], row["response_body_len"]) == (str(len(theirs_req.body)),
+                                                                   str(len(theirs_resp.body)))

@@ -216,8 +216,8 @@ def test_flows_already_running_when_workers_join_are_logged_once(tmp_path: Path)
     streamed = {key for key in live_rows if key[4] == "udp" and key[2] == pair.addr_a}
     assert len(streamed) == flows
     ref = tmp_path / "ref"
-    subprocess.run(["pcapexfil", "conn", *sorted(glob.glob(str(tmp_path / "cap*.pcap"))), "-o", str(ref), "--seed", "7"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(["pcapexfil", "conn", *sorted(glob.glob(str(tmp_path / "cap*.pcap"))), "-o", str(ref),
+                    "--seed", "7"], check=True, capture_output=True, timeout=120)
     ref_rows = read_conn([str(ref / "conn.log")])
     assert set(live_rows) == set(ref_rows)
     for key in streamed:

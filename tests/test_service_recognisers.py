@@ -394,9 +394,10 @@ def test_at_line_start_checks_every_line() -> None:
 # theirs), for windows that match, fail, or stay undecided in either direction.
 _SIGNATURE_PIECES = [
     b"NICK alice\r\n", b"USER alice 0 * :Alice\r\n", b":irc.example.net 001 alice :Welcome\r\n", b"002 ",
-    b"SERVER hub.example 1 :Hub\r\n", b"Cookie: mstshash=bob\r\n", b"Duca", b"rdpdr", b"McDn", b"\x03\x00\x00\x13\x0e\xd0",
-    b"\x30\x0c\x02\x01\x01\x60\x07\x02\x01\x03\x04\x00\x80\x00", b"\x30", b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b"S",
-    b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00bob\x00\x00", b"R\x00\x00\x00\x08", b"\x04\x01\x00\x50\x0a\x00\x00\x01\x00",
+    b"SERVER hub.example 1 :Hub\r\n", b"Cookie: mstshash=bob\r\n", b"Duca", b"rdpdr", b"McDn",
+    b"\x03\x00\x00\x13\x0e\xd0", b"\x30\x0c\x02\x01\x01\x60\x07\x02\x01\x03\x04\x00\x80\x00", b"\x30",
+    b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b"S", b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00bob\x00\x00",
+    b"R\x00\x00\x00\x08", b"\x04\x01\x00\x50\x0a\x00\x00\x01\x00",
     b"\x00\x5a", b"\x05\x01\x00", b"\x05\x00", b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"\r\n", b"\n", b" ",
     b"x" * 40,
 ]

@@ -338,7 +338,8 @@ def test_client_hello_fields_as_dpkt_reads_them(version, session_id, ciphers, co
 
 
 @settings(max_examples=300, deadline=None)
-@given(version=_u16s, session_id=st.binary(max_size=32), cipher=_u16s, extensions=st.one_of(st.none(), _extension_lists))
+@given(version=_u16s, session_id=st.binary(max_size=32), cipher=_u16s,
+       extensions=st.one_of(st.none(), _extension_lists))
 def test_server_hello_fields_as_dpkt_reads_them(version, session_id, cipher, extensions) -> None:
     """parse_server_hello against dpkt.ssl.TLSServerHello: version, session id, the chosen
     cipher suite and the extensions, which JA3S is made of."""

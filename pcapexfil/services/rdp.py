@@ -93,7 +93,8 @@ def starttls(orig: bytes, resp: bytes) -> bool | None:
 
 
 def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
-    return ((signature_match(_SIG_CLIENT, orig) if orig else None, signature_match(_SIG_SERVER, resp) if resp else None),)
+    return ((signature_match(_SIG_CLIENT, orig) if orig else None,
+             signature_match(_SIG_SERVER, resp) if resp else None),)
 
 
 signature = reverse_signatures(_signature_pairs)
