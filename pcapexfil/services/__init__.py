@@ -96,6 +96,25 @@ class _State:
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
 
 
+def _ask_signature(rec: Recogniser, unconfirming: bool | None, orig_window: bytes, resp_window: bytes,
+                   chunk_is_orig: bool | None) -> tuple[Verdict, bool | None]:
+    """A pending recogniser's signature on the PIA's windows after a chunk of the originator
+    or not (None: a datagram), and the direction whose chunks it is not asked on from now
+    on (`ServiceAnalyzer._decide`): MORE without asking on a chunk of `unconfirming`."""
+    if unconfirming is not None and unconfirming == chunk_is_orig:
+        return Verdict.MORE, unconfirming
+    if rec.signature_pairs is not None and chunk_is_orig is not None:
+        pairs = rec.signature_pairs(orig_window, resp_window)
+        by_orig, by_resp = confirmable_by(pairs)
+        # Of two directions neither of which alone can confirm it, the other one's chunks
+        # are skipped (a chunk of this one asks it again).
+        unconfirming = (not chunk_is_orig if not (by_orig or by_resp)
+                        else True if not by_orig else False if not by_resp else None)
+        return pairs_verdict(pairs), unconfirming
+    assert rec.signature is not None
+    return rec.signature(orig_window, resp_window), unconfirming
+
+
 class ServiceAnalyzer:
     """Runs the recognisers (satisfies hooks.AppAnalyzer)."""
 
@@ -198,19 +217,7 @@ class ServiceAnalyzer:
         left: list[Pending] = []
         for rec, via_signature, unconfirming in st.pending:
             if via_signature:
-                if unconfirming is not None and unconfirming == chunk_is_orig:
-                    matched = Verdict.MORE
-                elif rec.signature_pairs is not None and chunk_is_orig is not None:
-                    pairs = rec.signature_pairs(orig_window, resp_window)
-                    matched = pairs_verdict(pairs)
-                    by_orig, by_resp = confirmable_by(pairs)
-                    # Of two directions neither of which alone can confirm it, the other
-                    # one's chunks are skipped (a chunk of this one asks it again).
-                    unconfirming = (not chunk_is_orig if not (by_orig or by_resp)
-                                    else True if not by_orig else False if not by_resp else None)
-                else:
-                    assert rec.signature is not None
-                    matched = rec.signature(orig_window, resp_window)
+                matched, unconfirming = _ask_signature(rec, unconfirming, orig_window, resp_window, chunk_is_orig)
                 if matched is Verdict.MORE and matching:
                     left.append((rec, True, unconfirming))
                     continue
@@ -282,11 +289,9 @@ def settle_signatures(conn: ConnView, names: Collection[str], chunk_is_orig: boo
     pending: list[Pending] = []
     for rec, via_signature, unconfirming in st.pending:
         if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
-            assert rec.signature is not None
-            skipped = unconfirming is not None and unconfirming == chunk_is_orig
-            verdict = Verdict.MORE if skipped else rec.signature(pia.orig, pia.resp)
+            verdict, unconfirming = _ask_signature(rec, unconfirming, pia.orig, pia.resp, chunk_is_orig)
             if verdict is Verdict.MORE and pia.matching:
-                pending.append((rec, True, None))
+                pending.append((rec, True, unconfirming))
                 continue
             if st.signatures is not None:
                 st.signatures[rec.name] = verdict is Verdict.CONFIRM
