@@ -36,7 +36,7 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import analyzer_violation
+from pcapexfil.services.base import Verdict, analyzer_violation, either_signature
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -304,6 +304,11 @@ def dpd_server(resp: bytes) -> bool | None:
     return resp.startswith(_DPD_SERVER_PREFIX) and resp[len(_DPD_SERVER_PREFIX)] in b"0123456789"
 
 
+
+def dpd_signature(orig: bytes, resp: bytes) -> Verdict:
+    """http/dpd.sig on the PIA's windows: either signature attaches HTTP on its own."""
+    return either_signature(dpd_client(orig) if orig else None, dpd_server(resp) if resp else None)
+
 class _HttpConn:
     __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached")
 
@@ -390,14 +395,14 @@ class HttpAnalyzer:
         if s is None:
             return
         pia = s.pia
-        client, server = dpd_client(pia.orig), dpd_server(pia.resp)
-        if client or server:
+        verdict = dpd_signature(pia.orig, pia.resp)
+        if verdict is Verdict.CONFIRM:
             st.attached = True
             for is_orig, chunk in list(pia.chunks):
                 if st.done:
                     break
                 self._feed(conn, st, is_orig, chunk, ts)
-        elif (client is False and server is False) or not pia.matching:
+        elif verdict is Verdict.REJECT or not pia.matching:
             st.attached = False
             self._give_up(conn, st)
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import dpkt.ssl_ciphersuites
 
 from pcapexfil.flow.ports import registered_ports
-from pcapexfil.identifiers.http import HTTP_PORTS, dpd_client, dpd_server, head_end
+from pcapexfil.identifiers.http import HTTP_PORTS, dpd_signature, head_end
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
@@ -140,15 +140,6 @@ def http_connect_tunnel(orig: bytes, resp: bytes) -> bool | None:
     return _HTTP_SUCCESS.match(resp) is not None
 
 
-def _http_signature(orig: bytes, resp: bytes) -> Verdict:
-    """http/dpd.sig: either signature attaches HTTP on its own."""
-    client = dpd_client(orig) if orig else None
-    server = dpd_server(resp) if resp else None
-    if client or server:
-        return Verdict.CONFIRM
-    return Verdict.REJECT if client is False and server is False else Verdict.MORE
-
-
 STARTTLS: tuple[StartTls, ...] = (
     StartTls("smtp", registered_ports("smtp", PROTO_TCP), smtp.starttls),  # SMTP.cc UpdateState
     StartTls("ftp", registered_ports("ftp", PROTO_TCP), ftp.starttls),  # FTP.cc DeliverStream, 234
@@ -161,7 +152,7 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(postgresql.RECOGNISER, postgresql.starttls),  # postgresql_zeek.spicy, MaybeBackendSSL
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
-    StartTls("http", HTTP_PORTS, http_connect_tunnel, _http_signature),  # HTTP.cc, CONNECT
+    StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature),  # HTTP.cc, CONNECT
 )
 
 
@@ -592,8 +583,7 @@ class TlsAnalyzer:
             if st.unmatched:
                 self._match_signatures(st, pia)
             if st.handovers and self._handed_over(st, is_orig):
-                st.attached = True  # SSL reads the chunks after this one (StartTLS)
-                st.handovers = st.unmatched = st.awaiting = ()
+                self._start_after_handover(st)
                 return
         if pia.matching and (st.dpd_orig is not False or st.dpd_resp is not False):
             return  # a dpd.sig signature may still match
@@ -608,7 +598,14 @@ class TlsAnalyzer:
     # makes that what asking at every chunk would give.
 
     @staticmethod
-    def _take_verdicts(st: _TlsConn) -> None:
+    def _start_after_handover(st: _TlsConn) -> None:
+        """An analyzer handed its stream over (StartTLS): SSL reads the chunks after this
+        one, and the watch is over."""
+        st.attached = True
+        st.handovers = st.unmatched = st.awaiting = ()
+
+    @classmethod
+    def _take_verdicts(cls, st: _TlsConn) -> None:
         """The services analyzer's verdicts on the awaited signatures, as they stood after
         the last chunk (it reads each chunk after TLS). A failed one drops its analyzer. A
         matched one's analyzer is attached since that chunk: its hand-over is asked on the
@@ -624,8 +621,7 @@ class TlsAnalyzer:
             if st.last_is_orig == handover.decided_by_orig:
                 done = handover.handed_over(st.orig, st.resp)
                 if done:
-                    st.attached = True
-                    st.handovers = st.unmatched = st.awaiting = ()
+                    cls._start_after_handover(st)
                     return
                 if done is False:
                     continue

@@ -229,14 +229,19 @@ def parsed_in_either_direction(parse: Callable[[bytes], bool | None]) -> Check:
     return check
 
 
+def either_signature(orig: bool | None, resp: bool | None) -> Verdict:
+    """Signatures each of which attaches the analyzer on its own, one per direction (their
+    verdicts, None while undecided): confirmed once one matched, rejected once both failed."""
+    if orig or resp:
+        return Verdict.CONFIRM
+    return Verdict.REJECT if orig is False and resp is False else Verdict.MORE
+
+
 def matched_in_either_direction(pattern: SignaturePattern, need: int) -> Check:
     """A dpd.sig signature without `tcp-state`: either direction's first bytes may match."""
 
     def signature(orig: bytes, resp: bytes) -> Verdict:
-        a = signature_match(pattern, orig, need) if orig else None
-        b = signature_match(pattern, resp, need) if resp else None
-        if a or b:
-            return Verdict.CONFIRM
-        return Verdict.REJECT if a is False and b is False else Verdict.MORE
+        return either_signature(signature_match(pattern, orig, need) if orig else None,
+                                signature_match(pattern, resp, need) if resp else None)
 
     return signature
