@@ -84,10 +84,11 @@ Pending = tuple[Recogniser, bool, bool | None]
 
 
 @functools.lru_cache(maxsize=4096)
-def waiting_gate(attachable: tuple[tuple[Recogniser, bool], ...]) -> AnchorGate | None:
+def waiting_gate(resp_p: int) -> AnchorGate | None:
     """The gate of a TCP connection's candidates while none has confirmed: where every one
     waits on its signature (or is tried on any port) and declares its anchors."""
-    if not all(via_signature or rec.any_port for rec, via_signature in attachable):
+    attachable = candidates(PROTO_TCP, resp_p)
+    if not attachable or not all(via_signature or rec.any_port for rec, via_signature in attachable):
         return None
     return anchor_gate(rec.anchors for rec, _ in attachable)
 
@@ -96,10 +97,10 @@ class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
                  "gate")
 
-    def __init__(self, attachable: tuple[tuple[Recogniser, bool], ...], tcp: bool) -> None:
+    def __init__(self, attachable: tuple[tuple[Recogniser, bool], ...], gate: AnchorGate | None) -> None:
         self.pending: list[Pending] = [(rec, via_signature, None) for rec, via_signature in attachable]
-        # While the PIA's windows hold no anchor of the candidates, none is asked (TCP).
-        self.gate = waiting_gate(attachable) if tcp and attachable else None
+        # TCP: while the PIA's windows hold no anchor of the candidates, none is asked.
+        self.gate = gate
         # Kept only once an analyzer asked for them (`signature_verdicts`).
         self.signatures: dict[str, bool] | None = None
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
@@ -144,7 +145,8 @@ class ServiceAnalyzer:
         """Zeek attaches analyzers when it creates the connection, by the responder port then
         (analyzer::Manager::BuildInitialAnalyzerTree)."""
         if conn.proto in (PROTO_TCP, PROTO_UDP):
-            conn.app[NAME] = _State(candidates(conn.proto, conn.resp_p), conn.proto == PROTO_TCP)
+            tcp = conn.proto == PROTO_TCP
+            conn.app[NAME] = _State(candidates(conn.proto, conn.resp_p), waiting_gate(conn.resp_p) if tcp else None)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)
