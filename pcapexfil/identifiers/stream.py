@@ -129,7 +129,7 @@ class PiaBuffer:
     chunk that takes it past DPD_BUFFER_SIZE bytes or DPD_MAX_PACKETS chunks is the last one
     matched; then `matching` ends for good (init-bare.zeek: dpd_match_only_beginning = T)."""
 
-    __slots__ = ("chunks", "size", "matching", "orig", "resp")
+    __slots__ = ("chunks", "size", "matching", "orig", "resp", "clean_for")
 
     def __init__(self) -> None:
         self.chunks: list[tuple[bool, bytes]] = []  # (from the originator?, bytes)
@@ -137,6 +137,8 @@ class PiaBuffer:
         self.matching = True
         self.orig = b""  # each direction's bytes in the buffer, joined
         self.resp = b""
+        # What services.base.AnchorGate.clean answered on these windows, by gate: (size, answer).
+        self.clean_for: dict[object, tuple[int, bool]] = {}
 
     def add(self, is_orig: bool, data: bytes) -> None:
         self.chunks.append((is_orig, data))
@@ -173,6 +175,7 @@ class TcpStreams:
         self.last_pkt, self.last_data = None, b""
         pia = self.pia
         pia.orig, pia.resp = pia.resp, pia.orig
+        pia.clean_for.clear()
         pia.chunks = [(not is_orig, data) for is_orig, data in pia.chunks]
 
     def release(self, name: str) -> None:

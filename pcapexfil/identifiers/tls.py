@@ -46,7 +46,7 @@ from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
     ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp, xmpp,
 )
-from pcapexfil.services.base import Check, Recogniser, Verdict
+from pcapexfil.services.base import AnchorGate, Anchors, Check, Marks, Recogniser, Verdict, anchor_gate
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -97,6 +97,10 @@ def dpd_tls(data: bytes) -> bool | None:
     return None if len(data) < _DPD_TLS_NEED else False
 
 
+_DPD_TLS_FIRST = Marks(start=rb"[\x15\x16]")
+DPD_TLS_ANCHORS = Anchors(orig=_DPD_TLS_FIRST, resp=_DPD_TLS_FIRST)  # `dpd_tls` on either direction
+
+
 @dataclass(frozen=True, slots=True)
 class StartTls:
     """An analyzer that hands its stream to a child SSL analyzer (its StartTLS), where
@@ -114,13 +118,18 @@ class StartTls:
     # The services recogniser whose ports and signature these are (`recognised`): where the
     # services analyzer runs, TLS reads that signature's verdict from it instead of asking.
     recogniser: Recogniser | None = None
+    # What the first bytes hold wherever `handed_over` is True, and wherever `signature`
+    # confirms (services.base.Anchors); None: anywhere. The watch skips chunks whose
+    # windows hold none of its analyzers' (`_TlsConn.gate`).
+    handover_anchors: Anchors | None = None
+    signature_anchors: Anchors | None = None
 
 
 def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], bool | None]) -> StartTls:
     """The hand-over of an analyzer that is also a services recogniser: attached where the
     recogniser is, so on the same ports and by the same signature."""
     return StartTls(recogniser.name, registered_ports(recogniser.name, PROTO_TCP), handed_over, recogniser.signature,
-                    recogniser=recogniser)
+                    recogniser=recogniser, signature_anchors=recogniser.anchors)
 
 
 _CONNECT = b"CONNECT "
@@ -144,7 +153,8 @@ STARTTLS: tuple[StartTls, ...] = (
     StartTls("smtp", registered_ports("smtp", PROTO_TCP), smtp.starttls),  # SMTP.cc UpdateState
     StartTls("ftp", registered_ports("ftp", PROTO_TCP), ftp.starttls),  # FTP.cc DeliverStream, 234
     StartTls("imap", registered_ports("imap", PROTO_TCP), imap.starttls),  # imap-analyzer.pac
-    StartTls("pop3", frozenset(), pop3.starttls, pop3.signature),  # POP3.cc ProcessReply, STLS
+    StartTls("pop3", frozenset(), pop3.starttls, pop3.signature,  # POP3.cc ProcessReply, STLS
+             signature_anchors=Anchors(resp=Marks(start=rb"\+OK"))),  # dpd_pop3_server
     StartTls("xmpp", registered_ports("xmpp", PROTO_TCP), xmpp.starttls),  # xmpp-analyzer.pac
     recognised(irc.RECOGNISER, irc.starttls),  # IRC.cc 670
     StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls,
@@ -152,7 +162,10 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(postgresql.RECOGNISER, postgresql.starttls),  # postgresql_zeek.spicy, MaybeBackendSSL
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
-    StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature),  # HTTP.cc, CONNECT
+    StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT
+             handover_anchors=Anchors(orig=Marks(start=rb"CONNECT ")),
+             # http/dpd.sig: a method after blanks (each begins with a capital), or a reply.
+             signature_anchors=Anchors(orig=Marks(start=rb"[ \t\n\r\x0b\x0c]*[A-Z]"), resp=Marks(start=rb"HTTP/"))),
 )
 
 
@@ -170,6 +183,10 @@ class _Watch:
     attached: tuple[StartTls, ...]  # by port: `handed_over` asked on the deciding side's chunks
     unmatched: tuple[StartTls, ...]  # waiting on a signature TLS asks itself
     awaiting: tuple[StartTls, ...]  # waiting on a signature whose verdict the services analyzer gives
+    # While the PIA's windows hold no anchor of dpd.sig's TLS signatures or of `attached`'s
+    # hand-overs and `unmatched`'s signatures, nothing is asked (the awaited verdicts
+    # still are read); None where one of them has no anchors.
+    gate: AnchorGate | None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -178,8 +195,11 @@ def _watch(resp_p: int, services_run: bool) -> _Watch:
     the services analyzer where it runs (`services.signature_verdicts`)."""
     candidates = starttls_candidates(resp_p)
     awaiting = tuple(h for h, attached in candidates if services_run and not attached and h.recogniser is not None)
-    return _Watch(tuple(h for h, attached in candidates if attached),
-                  tuple(h for h, attached in candidates if not attached and h not in awaiting), awaiting)
+    attached = tuple(h for h, is_attached in candidates if is_attached)
+    unmatched = tuple(h for h, is_attached in candidates if not is_attached and h not in awaiting)
+    gate = anchor_gate([DPD_TLS_ANCHORS, *(h.handover_anchors for h in attached),
+                        *(h.signature_anchors for h in unmatched)])
+    return _Watch(attached, unmatched, awaiting, gate)
 
 
 VERSION_NAMES = {
@@ -481,7 +501,8 @@ class HandshakeScanner:
 
 class _TlsConn:
     __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "unmatched",
-                 "awaiting", "verdicts", "verdicts_seen", "orig", "resp", "last_is_orig", "dpd_orig", "dpd_resp")
+                 "awaiting", "verdicts", "verdicts_seen", "orig", "resp", "last_is_orig", "dpd_orig", "dpd_resp",
+                 "gate")
 
     def __init__(self, ts: float, resp_p: int, conn: ConnView) -> None:
         self.ts = ts
@@ -499,10 +520,12 @@ class _TlsConn:
         self.unmatched: tuple[StartTls, ...] = ()
         self.awaiting: tuple[StartTls, ...] = ()
         self.verdicts: dict[str, bool] | None = None
+        self.gate: AnchorGate | None = None  # `_Watch.gate`, until a chunk's windows hold an anchor
         if not self.attached:
             self.verdicts = signature_verdicts(conn)
             watch = _watch(resp_p, self.verdicts is not None)
             self.handovers, self.unmatched, self.awaiting = watch.attached, watch.unmatched, watch.awaiting
+            self.gate = watch.gate
         self.verdicts_seen = 0  # how many of `verdicts` the watch has read
         self.orig = b""  # the first bytes of each direction, what the hand-overs read
         self.resp = b""
@@ -550,6 +573,14 @@ class TlsAnalyzer:
         s = streams(conn)
         if s is None:
             return
+        if st.gate is not None:
+            unmatchable = st.gate.clean(s.pia)
+            if unmatchable and s.pia.matching and (st.verdicts is None or len(st.verdicts) == st.verdicts_seen):
+                self._keep_first_bytes(st, is_orig, data)
+                return
+            st.gate = None  # asked from this chunk on
+            if unmatchable and not s.pia.matching:
+                st.unmatched = ()  # their signatures cannot confirm on the PIA's last windows
         if st.awaiting and st.verdicts is not None and len(st.verdicts) != st.verdicts_seen:
             self._take_verdicts(st)
             if st.attached:  # handed over on the last chunk
@@ -573,11 +604,7 @@ class TlsAnalyzer:
                 self._feed(conn, st, chunk_is_orig, chunk, ts)
             return
         if st.handovers or st.unmatched or st.awaiting:
-            if is_orig:
-                st.orig += data[: MAX_BYTES - len(st.orig)]
-            else:
-                st.resp += data[: MAX_BYTES - len(st.resp)]
-            st.last_is_orig = is_orig
+            self._keep_first_bytes(st, is_orig, data)
             if st.awaiting and not pia.matching:
                 self._settle(conn, st, is_orig)
             if st.unmatched:
@@ -596,6 +623,16 @@ class TlsAnalyzer:
     # hand-over only from the chunk its signature matched on: that every hand-over refused
     # once stays refused on longer prefixes (they read the first bytes of each direction)
     # makes that what asking at every chunk would give.
+
+    @staticmethod
+    def _keep_first_bytes(st: _TlsConn, is_orig: bool, data: bytes) -> None:
+        """Keep the first bytes the hand-overs read, and the side of the last chunk."""
+        if st.handovers or st.unmatched or st.awaiting:
+            if is_orig:
+                st.orig += data[: MAX_BYTES - len(st.orig)]
+            else:
+                st.resp += data[: MAX_BYTES - len(st.resp)]
+            st.last_is_orig = is_orig
 
     @staticmethod
     def _start_after_handover(st: _TlsConn) -> None:

@@ -28,9 +28,11 @@ from pcapexfil.services import (
 )
 from pcapexfil.services.base import (
     IGNORE_VIOLATIONS_AFTER,
+    AnchorGate,
     Recogniser,
     Verdict,
     analyzer_violation,
+    anchor_gate,
     confirmable_by,
     pairs_verdict,
 )
@@ -81,11 +83,24 @@ def candidates(proto: int, resp_p: int) -> tuple[tuple[Recogniser, bool], ...]:
 Pending = tuple[Recogniser, bool, bool | None]
 
 
-class _State:
-    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures")
+@functools.lru_cache(maxsize=4096)
+def waiting_gate(resp_p: int) -> AnchorGate | None:
+    """The gate of a TCP connection's candidates while none has confirmed: where every one
+    waits on its signature (or is tried on any port) and declares its anchors."""
+    attachable = candidates(PROTO_TCP, resp_p)
+    if not attachable or not all(via_signature or rec.any_port for rec, via_signature in attachable):
+        return None
+    return anchor_gate(rec.anchors for rec, _ in attachable)
 
-    def __init__(self, attachable: tuple[tuple[Recogniser, bool], ...]) -> None:
+
+class _State:
+    __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
+                 "gate")
+
+    def __init__(self, attachable: tuple[tuple[Recogniser, bool], ...], gate: AnchorGate | None) -> None:
         self.pending: list[Pending] = [(rec, via_signature, None) for rec, via_signature in attachable]
+        # TCP: while the PIA's windows hold no anchor of the candidates, none is asked.
+        self.gate = gate
         # Kept only once an analyzer asked for them (`signature_verdicts`).
         self.signatures: dict[str, bool] | None = None
         self.watching: list[Recogniser] = []  # confirmed, violations still read (TCP)
@@ -130,7 +145,8 @@ class ServiceAnalyzer:
         """Zeek attaches analyzers when it creates the connection, by the responder port then
         (analyzer::Manager::BuildInitialAnalyzerTree)."""
         if conn.proto in (PROTO_TCP, PROTO_UDP):
-            conn.app[NAME] = _State(candidates(conn.proto, conn.resp_p))
+            tcp = conn.proto == PROTO_TCP
+            conn.app[NAME] = _State(candidates(conn.proto, conn.resp_p), waiting_gate(conn.resp_p) if tcp else None)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)
@@ -161,7 +177,14 @@ class ServiceAnalyzer:
             s = streams(conn)
             if s is None:
                 return
-            self._decide(conn, st, s.pia.orig, s.pia.resp, s.pia.matching, is_orig)
+            pia = s.pia
+            unmatchable = False
+            if st.gate is not None:
+                unmatchable = st.gate.clean(pia)
+                if unmatchable and pia.matching:
+                    return  # no candidate can confirm on these windows: none is asked yet
+                st.gate = None  # asked from this chunk on
+            self._decide(conn, st, pia.orig, pia.resp, pia.matching, is_orig, unmatchable)
             if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
                 st.pending = []
             if not st.pending and not st.watching:
@@ -192,7 +215,7 @@ class ServiceAnalyzer:
             st.pending = [(r, sig, None) for r, sig, _ in st.pending if r.both_datagrams and not sig]
 
     def _decide(self, conn: ConnView, st: _State, orig_window: bytes, resp_window: bytes, matching: bool,
-                chunk_is_orig: bool | None) -> None:
+                chunk_is_orig: bool | None, unmatchable: bool = False) -> None:
         """Run the pending recognisers (their signatures on what the PIA matched of each
         direction, `matching` while it still matches) and read the confirmed ones' violations.
 
@@ -200,7 +223,9 @@ class ServiceAnalyzer:
         the direction that alone could not make it confirm when it was last asked
         (`confirmable_by`): only that direction grew since, so it cannot have confirmed, and
         a signature is a function of the two windows, so asking later loses nothing. Its
-        failure may be noticed later than on this chunk, which changes no log."""
+        failure may be noticed later than on this chunk, which changes no log. Where the
+        windows hold no anchor of the signatures (`unmatchable`, `_State.gate`), none is
+        asked: none can confirm on them."""
         # dpd.zeek's analyzer_violation_info handler acts only up to this many bytes.
         size = st.orig_size + st.resp_size
         acting = size <= IGNORE_VIOLATIONS_AFTER
@@ -217,7 +242,10 @@ class ServiceAnalyzer:
         left: list[Pending] = []
         for rec, via_signature, unconfirming in st.pending:
             if via_signature:
-                matched, unconfirming = _ask_signature(rec, unconfirming, orig_window, resp_window, chunk_is_orig)
+                if unmatchable:
+                    matched = Verdict.REJECT
+                else:
+                    matched, unconfirming = _ask_signature(rec, unconfirming, orig_window, resp_window, chunk_is_orig)
                 if matched is Verdict.MORE and matching:
                     left.append((rec, True, unconfirming))
                     continue
@@ -286,10 +314,14 @@ def settle_signatures(conn: ConnView, names: Collection[str], chunk_is_orig: boo
     if st is None or s is None:
         return
     pia = s.pia
+    unmatchable = st.gate is not None and st.gate.clean(pia)
     pending: list[Pending] = []
     for rec, via_signature, unconfirming in st.pending:
         if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
-            verdict, unconfirming = _ask_signature(rec, unconfirming, pia.orig, pia.resp, chunk_is_orig)
+            if unmatchable:
+                verdict = Verdict.REJECT
+            else:
+                verdict, unconfirming = _ask_signature(rec, unconfirming, pia.orig, pia.resp, chunk_is_orig)
             if verdict is Verdict.MORE and pia.matching:
                 pending.append((rec, True, unconfirming))
                 continue

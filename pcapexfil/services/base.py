@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pcapexfil.flow.ports import analyzer_ports
+
+if TYPE_CHECKING:
+    from pcapexfil.identifiers.stream import PiaBuffer
 
 # scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
 # raised once the two directions carried more than this (c$orig$size + c$resp$size) is
@@ -67,6 +70,31 @@ class Violation(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Marks:
+    """What a window holds wherever some pattern matches it: a match of `start` at its
+    first byte (a regex source, its flags inline, e.g. `(?s:...)`), or one of `contains`,
+    or one of `line_words` (upper case, blank included) beginning a line after spaces, in
+    any case (dpd.sig's `^(|.*[\r\n]) *WORD +`). Plain searches, not one regex over the
+    window: a window holds none of them on nearly every connection."""
+
+    start: bytes | None = None
+    contains: tuple[bytes, ...] = ()
+    line_words: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Anchors:
+    """A necessary condition of a signature (or of a check): it confirms on windows
+    (orig, resp) only where the originator's window holds `orig` or the responder's holds
+    `resp` (None: nothing asked of that direction). A signature whose rejection is not
+    final (rejected on a window, confirmed on a longer one) must not declare anchors: an
+    `AnchorGate` defers asking it, not only its confirmation."""
+
+    orig: Marks | None = None
+    resp: Marks | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Recogniser:
     name: str  # the analyzer name conn.log writes
     transport: int  # IP protocol
@@ -93,9 +121,77 @@ class Recogniser:
     # the pairs' pattern verdicts, from which the services analyzer also learns which
     # direction's bytes alone could still make it confirm (`confirmable_by`).
     signature_pairs: SignaturePairs | None = None
+    # What the windows hold wherever the recogniser can confirm off its registered ports:
+    # on `signature` (or on `check`, for one tried on any port). Lets the services analyzer
+    # skip it on chunks whose windows hold none (`AnchorGate`).
+    anchors: Anchors | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return analyzer_ports(self.name)
+
+
+class _WindowMarks:
+    """Several `Marks` of one direction, asked together."""
+
+    __slots__ = ("start", "contains", "line_words")
+
+    def __init__(self, marks: list[Marks]) -> None:
+        starts = [b"(?:" + m.start + b")" for m in marks if m.start is not None]
+        self.start = re.compile(b"|".join(starts)) if starts else None
+        self.contains = tuple(sorted({c for m in marks for c in m.contains}))
+        self.line_words = tuple(sorted({w for m in marks for w in m.line_words}))
+
+    def held(self, window: bytes) -> bool:
+        if self.start is not None and self.start.match(window):
+            return True
+        for literal in self.contains:
+            if literal in window:
+                return True
+        if self.line_words:
+            upper = window.upper()
+            for word in self.line_words:
+                pos = upper.find(word)
+                while pos >= 0:
+                    begin = pos
+                    while begin and upper[begin - 1] == 0x20:
+                        begin -= 1
+                    if begin == 0 or upper[begin - 1] in b"\r\n":
+                        return True
+                    pos = upper.find(word, pos + 1)
+        return False
+
+
+class AnchorGate:
+    """The anchors of a set of signatures, asked together: where neither window holds any
+    of them, none of the signatures confirms, so an analyzer waiting only on them need not
+    ask them on that chunk. Asking once a window holds an anchor (or on the PIA's last
+    chunk) gives what asking on every chunk gives: no confirmation was missed, and a
+    rejection found later changes no log (it only lets a stream go later)."""
+
+    __slots__ = ("orig", "resp")
+
+    def __init__(self, anchors: list[Anchors]) -> None:
+        self.orig = _WindowMarks([a.orig for a in anchors if a.orig is not None])
+        self.resp = _WindowMarks([a.resp for a in anchors if a.resp is not None])
+
+    def clean(self, pia: PiaBuffer) -> bool:
+        """True where no signature of the set can confirm on the PIA's windows (asked once
+        per window: the services analyzer and TLS's watch may both ask)."""
+        memo = pia.clean_for.get(self)
+        if memo is not None and memo[0] == pia.size:
+            return memo[1]
+        clean = not (self.orig.held(pia.orig) or self.resp.held(pia.resp))
+        pia.clean_for[self] = (pia.size, clean)
+        return clean
+
+
+def anchor_gate(anchors: Iterable[Anchors | None]) -> AnchorGate | None:
+    """The gate of these signatures' anchors; None if one of them has none (it may confirm
+    anywhere, so no chunk can be skipped)."""
+    found = list(anchors)
+    if any(a is None for a in found):
+        return None
+    return AnchorGate([a for a in found if a is not None])
 
 
 class SignaturePattern(Protocol):

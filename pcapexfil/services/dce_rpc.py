@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, matched_in_either_direction, parsed_in_either_direction
+from pcapexfil.services.base import Anchors, Marks, Recogniser, matched_in_either_direction, parsed_in_either_direction
 
 HEADER_LEN = 16
 RPC_VERSION = 5
@@ -44,4 +44,6 @@ def pdu(data: bytes) -> bool | None:
 
 check = parsed_in_either_direction(pdu)
 signature = matched_in_either_direction(_SIGNATURE, SIGNATURE_NEED)
-RECOGNISER = Recogniser("dce_rpc", PROTO_TCP, check, signature=signature)
+_VERSION_FIRST = Marks(start=rb"\x05")  # the signature in either direction
+RECOGNISER = Recogniser("dce_rpc", PROTO_TCP, check, signature=signature,
+                        anchors=Anchors(orig=_VERSION_FIRST, resp=_VERSION_FIRST))

@@ -16,7 +16,9 @@ import re
 
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services.base import (
+    Anchors,
     AtLineStart,
+    Marks,
     PatternPair,
     Recogniser,
     Verdict,
@@ -77,7 +79,10 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 
 signature = reverse_signatures(_signature_pairs)
-RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)
+# The client's side of both pairs: a line beginning with USER, NICK or SERVER and a blank.
+_CLIENT_LINE = Marks(line_words=(b"USER ", b"NICK ", b"SERVER "))
+RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
+                        anchors=Anchors(orig=_CLIENT_LINE))
 
 
 _TLS_REPLY = b"670"  # RPL_STARTTLS

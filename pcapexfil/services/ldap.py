@@ -20,6 +20,8 @@ import re
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import ber
 from pcapexfil.services.base import (
+    Anchors,
+    Marks,
     PatternPair,
     Recogniser,
     Verdict,
@@ -70,7 +72,8 @@ def _signature_pairs_tcp(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 signature_tcp = reverse_signatures(_signature_pairs_tcp)
 RECOGNISER_TCP = Recogniser("ldap_tcp", PROTO_TCP, check, signature=signature_tcp,
-                            signature_pairs=_signature_pairs_tcp)
+                            signature_pairs=_signature_pairs_tcp,
+                            anchors=Anchors(orig=Marks(start=rb"\x30")))  # the client's pattern begins a sequence
 RECOGNISER_UDP = Recogniser("ldap_udp", PROTO_UDP, check)
 
 

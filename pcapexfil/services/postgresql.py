@@ -15,7 +15,15 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import PatternPair, Recogniser, Verdict, reverse_signatures, signature_match
+from pcapexfil.services.base import (
+    Anchors,
+    Marks,
+    PatternPair,
+    Recogniser,
+    Verdict,
+    reverse_signatures,
+    signature_match,
+)
 
 SSL_REQUEST_LEN = 8
 SSL_REQUEST_CODE = 80877103
@@ -93,4 +101,7 @@ def starttls(orig: bytes, resp: bytes) -> bool | None:
     return resp[:1] == SSL_ACCEPTED
 
 
-RECOGNISER = Recogniser("postgresql", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)
+# Both client patterns: the SSLRequest's length, or a startup message's version 3.0.
+_CLIENT_START = Marks(start=rb"(?s:\x00\x00\x00\x08|....\x00\x03\x00)")
+RECOGNISER = Recogniser("postgresql", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
+                        anchors=Anchors(orig=_CLIENT_START))

@@ -19,7 +19,15 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import PatternPair, Recogniser, Verdict, reverse_signatures, signature_match
+from pcapexfil.services.base import (
+    Anchors,
+    Marks,
+    PatternPair,
+    Recogniser,
+    Verdict,
+    reverse_signatures,
+    signature_match,
+)
 
 TPKT = b"\x03\x00"
 TPKT_HEADER_LEN = 4
@@ -98,4 +106,6 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 
 signature = reverse_signatures(_signature_pairs)
-RECOGNISER = Recogniser("rdp", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)
+RECOGNISER = Recogniser("rdp", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
+                        # _SIG_CLIENT's two branches
+                        anchors=Anchors(orig=Marks(contains=(b"Cookie: mstshash=", b"Duca"))))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, matched_in_either_direction
+from pcapexfil.services.base import Anchors, Marks, Recogniser, Verdict, matched_in_either_direction
 
 NBSS_HEADER_LEN = 4
 MAGICS = (b"\xffSMB", b"\xfeSMB")
@@ -49,4 +49,6 @@ def check(orig: bytes, resp: bytes) -> Verdict:
 
 
 signature = matched_in_either_direction(_SIGNATURE, SIGNATURE_NEED)
-RECOGNISER = Recogniser("smb", PROTO_TCP, check, signature=signature)
+_MAGIC_BYTE_AT_4 = Marks(start=rb"(?s:....[\xfe\xff])")  # the signature in either direction
+RECOGNISER = Recogniser("smb", PROTO_TCP, check, signature=signature,
+                        anchors=Anchors(orig=_MAGIC_BYTE_AT_4, resp=_MAGIC_BYTE_AT_4))

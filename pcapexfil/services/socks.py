@@ -18,7 +18,15 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import PatternPair, Recogniser, Verdict, reverse_signatures, signature_match
+from pcapexfil.services.base import (
+    Anchors,
+    Marks,
+    PatternPair,
+    Recogniser,
+    Verdict,
+    reverse_signatures,
+    signature_match,
+)
 
 V4, V5 = 4, 5
 V4_REPLY_LEN = 8
@@ -93,4 +101,8 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 
 signature = reverse_signatures(_signature_pairs)
-RECOGNISER = Recogniser("socks", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs)
+# The originator's side of each pair: a SOCKS4 request, a SOCKS4 reply (the reverse pair),
+# a SOCKS5 greeting.
+_ORIG_START = Marks(start=rb"(?s:\x04[\x01\x02]|\x00[\x5a-\x5d]|\x05.[\x00-\x02])")
+RECOGNISER = Recogniser("socks", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
+                        anchors=Anchors(orig=_ORIG_START))

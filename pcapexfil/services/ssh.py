@@ -10,7 +10,7 @@ port, registered on 22/tcp.
 from __future__ import annotations
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, both_directions
+from pcapexfil.services.base import Anchors, Marks, Recogniser, Verdict, both_directions
 
 BANNER = b"SSH-"
 # RFC 4253 4.2: the server may send other lines before its version line.
@@ -28,7 +28,11 @@ def _has_version(data: bytes, server: bool) -> bool | None:
 
 
 def check(orig: bytes, resp: bytes) -> Verdict:
-    return both_directions(_has_version(orig, False) if orig else None, _has_version(resp, True) if resp else None)
+    client = _has_version(orig, False) if orig else None
+    if client is False:
+        return Verdict.REJECT  # the server's bytes need not be searched
+    return both_directions(client, _has_version(resp, True) if resp else None)
 
 
-RECOGNISER = Recogniser("ssh", PROTO_TCP, check, any_port=True)
+# The check confirms only on a client whose first bytes are the banner (any case).
+RECOGNISER = Recogniser("ssh", PROTO_TCP, check, any_port=True, anchors=Anchors(orig=Marks(start=rb"(?i:SSH-)")))
