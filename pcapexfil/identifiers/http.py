@@ -284,6 +284,8 @@ _DPD_CLIENT_METHODS = tuple(m.encode() for m in (
     "REPORT CHECKOUT CHECKIN UNCHECKOUT MKWORKSPACE UPDATE LABEL MERGE BASELINE-CONTROL MKACTIVITY ORDERPATCH ACL "
     "PATCH SEARCH BCOPY BDELETE BMOVE BPROPFIND BPROPPATCH NOTIFY POLL SUBSCRIBE UNSUBSCRIBE X-MS-ENUMATTS "
     "RPC_OUT_DATA RPC_IN_DATA QUERY").split())
+# What the originator's bytes may still become: the methods' proper prefixes (b"" too).
+_DPD_CLIENT_METHOD_PREFIXES = frozenset(m[:i] for m in _DPD_CLIENT_METHODS for i in range(len(m)))
 _DPD_SERVER_PREFIX = b"HTTP/"  # /^HTTP\/[0-9]/
 _POSIX_SPACE = _ASCII_SPACE.encode()  # [[:space:]]: the same six characters
 HTTP_PORTS = registered_ports(NAME, PROTO_TCP)
@@ -294,7 +296,7 @@ def dpd_client(orig: bytes) -> bool | None:
     text = orig.lstrip(_POSIX_SPACE)
     if text.startswith(_DPD_CLIENT_METHODS):
         return True
-    return None if any(method.startswith(text) for method in _DPD_CLIENT_METHODS) else False
+    return None if text in _DPD_CLIENT_METHOD_PREFIXES else False
 
 
 def dpd_server(resp: bytes) -> bool | None:
