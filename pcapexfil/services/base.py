@@ -175,8 +175,8 @@ class AnchorGate:
         self.resp = _WindowMarks([a.resp for a in anchors if a.resp is not None])
 
     def clean(self, pia: PiaBuffer) -> bool:
-        """True where no signature of the set can confirm on the PIA's windows (asked once
-        per window: the services analyzer and TLS's watch may both ask)."""
+        """True where no signature of the set can confirm on the PIA's windows; answered
+        once per window (TLS's watch asks the services analyzer's gate too, settling)."""
         memo = pia.clean_for.get(self)
         if memo is not None and memo[0] == pia.size:
             return memo[1]
