@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from pcapexfil.cli import main
 from pcapexfil.detect.detector import Detector, Settings
 from pcapexfil.dist import ClusterError
-from pcapexfil.dist.cluster import parse_cluster, run_cluster
+from pcapexfil.dist.cluster import connect, parse_cluster, run_cluster
 from pcapexfil.dist.extract import ExtractOptions, extract_file
 from pcapexfil.dist.split import split_captures
 from pcapexfil.dist.stitch import finalize
@@ -277,6 +277,22 @@ def test_analyze_cli_cluster_matches_and_refuses_bad_specs(dataset: dict, tmp_pa
         res = runner.invoke(main, ["analyze", files[0], "-o", str(tmp_path / bad.replace(":", "")), "--cluster", bad])
         assert res.exit_code == 2 and "--cluster" in res.output
         assert not (tmp_path / bad.replace(":", "")).exists()
+
+
+def test_local_cluster_runs_without_dask_diagnostics() -> None:
+    """`local:N` workers neither sample their threads nor tick every 20 ms (CPU the
+    extraction tasks would share the cores with)."""
+    import dask
+
+    client = connect("local:1")
+    try:
+        got = client.run(lambda: (dask.config.get("distributed.worker.profile.enabled"),
+                                  dask.config.get("distributed.admin.tick.interval")))
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    assert list(got.values()) == [(False, "1s")]
 
 
 def test_random_cuts_give_the_single_process_records(dataset: dict, tmp_path) -> None:
