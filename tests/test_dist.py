@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from pcapexfil.cli import main
 from pcapexfil.detect.detector import Detector, Settings
 from pcapexfil.dist import ClusterError
-from pcapexfil.dist.cluster import parse_cluster, run_cluster
+from pcapexfil.dist.cluster import connect, parse_cluster, run_cluster
 from pcapexfil.dist.extract import ExtractOptions, extract_file
 from pcapexfil.dist.split import split_captures
 from pcapexfil.dist.stitch import finalize
@@ -145,6 +145,41 @@ def test_parquet_round_trip_keeps_every_field(dataset: dict, tmp_path) -> None:
     assert [dataclasses.asdict(r) for r in back] == [dataclasses.asdict(r) for r in sorted(ref, key=lambda r: r.uid)]
 
 
+def test_parquet_converts_as_records_come_and_keeps_row_groups(dataset: dict, tmp_path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records are converted a few at a time as they come; a day's row group still holds
+    ROW_GROUP rows, and nothing is lost or reordered."""
+    import pyarrow.parquet as pq
+
+    from pcapexfil.logs import parquet
+
+    monkeypatch.setattr(parquet, "CONVERT_ROWS", 7)
+    monkeypatch.setattr(parquet, "ROW_GROUP", 21)
+    converted: list[int] = []
+    table = parquet.records_table
+
+    def counted(rows: list, sensor: str | None) -> object:
+        converted.append(len(rows))
+        return table(rows, sensor)
+
+    monkeypatch.setattr(parquet, "records_table", counted)
+    ref = dataset["ref"]
+    sink = ParquetSink(str(tmp_path / "pq"))
+    for rec in ref:
+        sink.on_record(rec)
+    assert converted and max(converted) == 7  # converted in parts as the records came, not at close
+    sink.close(0.0)
+    groups = []
+    for path in sorted(glob.glob(str(tmp_path / "pq" / "day=*" / "*.parquet"))):
+        meta = pq.ParquetFile(path).metadata
+        groups.append([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+    assert all(g[:-1] == [21] * (len(g) - 1) and 0 < g[-1] <= 21 for g in groups), groups
+    assert sum(map(sum, groups)) == len(ref) == sink.written
+    back = table_records(read_records(str(tmp_path / "pq")))
+    by_day = sorted(ref, key=lambda r: parquet.day_of(r.ts))  # days in order, each day's records as fed
+    assert [dataclasses.asdict(r) for r in back] == [dataclasses.asdict(r) for r in by_day]
+
+
 def test_conn_format_parquet_cli(dataset: dict, tmp_path) -> None:
     files = dataset["files"][:2]
     out = tmp_path / "out"
@@ -242,6 +277,22 @@ def test_analyze_cli_cluster_matches_and_refuses_bad_specs(dataset: dict, tmp_pa
         res = runner.invoke(main, ["analyze", files[0], "-o", str(tmp_path / bad.replace(":", "")), "--cluster", bad])
         assert res.exit_code == 2 and "--cluster" in res.output
         assert not (tmp_path / bad.replace(":", "")).exists()
+
+
+def test_local_cluster_runs_without_dask_diagnostics() -> None:
+    """`local:N` workers neither sample their threads nor tick every 20 ms (CPU the
+    extraction tasks would share the cores with)."""
+    import dask
+
+    client = connect("local:1")
+    try:
+        got = client.run(lambda: (dask.config.get("distributed.worker.profile.enabled"),
+                                  dask.config.get("distributed.admin.tick.interval")))
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    assert list(got.values()) == [(False, "1s")]
 
 
 def test_random_cuts_give_the_single_process_records(dataset: dict, tmp_path) -> None:
