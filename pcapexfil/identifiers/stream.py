@@ -137,8 +137,9 @@ class PiaBuffer:
         self.matching = True
         self.orig = b""  # each direction's bytes in the buffer, joined
         self.resp = b""
-        # What services.base.AnchorGate.clean answered on these windows, by gate: (size, answer).
-        self.clean_for: dict[object, tuple[int, bool]] = {}
+        # services.base.AnchorGate.clean's searches of these windows, by gate: (orig length,
+        # anchor held there, resp length, anchor held there).
+        self.clean_for: dict[object, tuple[int, bool, int, bool]] = {}
 
     def add(self, is_orig: bool, data: bytes) -> None:
         self.chunks.append((is_orig, data))

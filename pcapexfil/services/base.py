@@ -175,14 +175,20 @@ class AnchorGate:
         self.resp = _WindowMarks([a.resp for a in anchors if a.resp is not None])
 
     def clean(self, pia: PiaBuffer) -> bool:
-        """True where no signature of the set can confirm on the PIA's windows; answered
-        once per window (TLS's watch asks the services analyzer's gate too, settling)."""
-        memo = pia.clean_for.get(self)
-        if memo is not None and memo[0] == pia.size:
-            return memo[1]
-        clean = not (self.orig.held(pia.orig) or self.resp.held(pia.resp))
-        pia.clean_for[self] = (pia.size, clean)
-        return clean
+        """True where no signature of the set can confirm on the PIA's windows; each
+        direction's window is searched once (a chunk grows one of them, and TLS's watch
+        asks the services analyzer's gate too, settling)."""
+        orig_len, orig_held, resp_len, resp_held = pia.clean_for.get(self, _NOT_SEARCHED)
+        if orig_len != len(pia.orig):
+            orig_len, orig_held = len(pia.orig), self.orig.held(pia.orig)
+        if resp_len != len(pia.resp):
+            resp_len, resp_held = len(pia.resp), self.resp.held(pia.resp)
+        pia.clean_for[self] = (orig_len, orig_held, resp_len, resp_held)
+        return not (orig_held or resp_held)
+
+
+# AnchorGate.clean's answers before any search: -1 is no window's length.
+_NOT_SEARCHED = (-1, False, -1, False)
 
 
 def anchor_gate(anchors: Iterable[Anchors | None]) -> AnchorGate | None:
