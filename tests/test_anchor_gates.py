@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from record_sink import RecordCollector
-from test_service_recognisers import IRC_CLIENT, IRC_WELCOME, _exchange, dcerpc_bind
+from test_service_recognisers import IRC_CLIENT, IRC_WELCOME, dcerpc_bind, tcp_exchange
 
 from helpers_pcap import write_pcap
 from pcapexfil.identifiers import tls
@@ -141,7 +141,7 @@ def test_skipping_unanchored_chunks_changes_no_record(tmp_path_factory, turns, p
     """The services analyzer and TLS's watch skip chunks whose windows hold no anchor
     (`AnchorGate`). With every gate open (each signature asked on every chunk, the
     oracle) the records are the same: services, SSL hand-overs and their identifiers."""
-    frames = _exchange(port, turns)
+    frames = tcp_exchange(port, turns)
     path = str(write_pcap(tmp_path_factory.mktemp("gate") / "t.pcap", frames))
 
     def records() -> list[ConnRecord]:

@@ -287,7 +287,7 @@ def _records(tmp_path, frames: list[tuple[float, bytes]]) -> list[ConnRecord]:
     return sorted(sink.records, key=lambda r: r.ts)
 
 
-def _exchange(port: int, turns: list[tuple[bool, bytes]]) -> list[tuple[float, bytes]]:
+def tcp_exchange(port: int, turns: list[tuple[bool, bytes]]) -> list[tuple[float, bytes]]:
     """A handshake, then each (from client?, bytes) turn as one segment."""
     t, cseq, sseq = 10.0, 101, 901
     frames = [
@@ -318,17 +318,17 @@ def test_snmp_response_datagram_confirms_in_both_engines(tmp_path) -> None:
 
 
 def test_mysql_and_irc_on_their_ports(tmp_path) -> None:
-    (rec,) = _records(tmp_path / "mysql", _exchange(3306, [(False, GREETING), (True, SSL_REQUEST)]))
+    (rec,) = _records(tmp_path / "mysql", tcp_exchange(3306, [(False, GREETING), (True, SSL_REQUEST)]))
     assert rec.service == ["mysql"]
-    (rec,) = _records(tmp_path / "irc", _exchange(6667, [(True, b"NICK alice\r\nUSER alice 0 * :A\r\n")]))
+    (rec,) = _records(tmp_path / "irc", tcp_exchange(6667, [(True, b"NICK alice\r\nUSER alice 0 * :A\r\n")]))
     assert rec.service == ["irc"]
 
 
 def test_dce_rpc_signature_on_another_port(tmp_path) -> None:
     """dce-rpc/dpd.sig attaches the analyzer on 502/tcp (corpus: modbus_and_non_modbus_on_port_502)."""
-    (rec,) = _records(tmp_path / "sig", _exchange(502, [(True, dcerpc_bind())]))
+    (rec,) = _records(tmp_path / "sig", tcp_exchange(502, [(True, dcerpc_bind())]))
     assert rec.service == ["dce_rpc"]
-    (rec,) = _records(tmp_path / "nosig", _exchange(3306, [(True, b"\x05\x00\x0b\x01" + bytes(68))]))
+    (rec,) = _records(tmp_path / "nosig", tcp_exchange(3306, [(True, b"\x05\x00\x0b\x01" + bytes(68))]))
     assert rec.service == []
 
 
@@ -341,20 +341,20 @@ def test_signatures_stop_past_the_pia_buffer(tmp_path) -> None:
     dpd_buffer_size (1024) bytes is matched whole, later chunks are not (port 7000: irc by
     its dpd.sig only)."""
     notice = b":irc.example.net NOTICE * :" + b"x" * 1100 + b"\r\n"
-    (rec,) = _records(tmp_path / "within", _exchange(7000, [(True, IRC_CLIENT), (False, IRC_WELCOME)]))
+    (rec,) = _records(tmp_path / "within", tcp_exchange(7000, [(True, IRC_CLIENT), (False, IRC_WELCOME)]))
     assert rec.service == ["irc"]
     # The server's first chunk takes the buffer past 1 KiB: its welcome line, 1.1 KiB in, still counts.
-    (rec,) = _records(tmp_path / "crossing", _exchange(7000, [(True, IRC_CLIENT), (False, notice + IRC_WELCOME)]))
+    (rec,) = _records(tmp_path / "crossing", tcp_exchange(7000, [(True, IRC_CLIENT), (False, notice + IRC_WELCOME)]))
     assert rec.service == ["irc"]
     # The client's first chunk did: the reply comes after matching stopped.
-    (rec,) = _records(tmp_path / "after", _exchange(7000, [(True, IRC_CLIENT + b"PING :" + bytes(1000) + b"\r\n"),
+    (rec,) = _records(tmp_path / "after", tcp_exchange(7000, [(True, IRC_CLIENT + b"PING :" + bytes(1000) + b"\r\n"),
                                                           (False, IRC_WELCOME)]))
     assert rec.service == []
     # dpd_max_packets: the 101st chunk, however small, is the last one matched.
     chatter = [(True, b"\r\n")] * 100
-    (rec,) = _records(tmp_path / "chunks", _exchange(7000, [(True, IRC_CLIENT), *chatter, (False, IRC_WELCOME)]))
+    (rec,) = _records(tmp_path / "chunks", tcp_exchange(7000, [(True, IRC_CLIENT), *chatter, (False, IRC_WELCOME)]))
     assert rec.service == []
-    (rec,) = _records(tmp_path / "chunks-within", _exchange(7000, [(True, IRC_CLIENT), *chatter[1:],
+    (rec,) = _records(tmp_path / "chunks-within", tcp_exchange(7000, [(True, IRC_CLIENT), *chatter[1:],
                                                                   (False, IRC_WELCOME)]))
     assert rec.service == ["irc"]
 
@@ -451,7 +451,7 @@ def test_skipping_signatures_one_direction_cannot_confirm_changes_no_record(tmp_
     and TLS hand-overs included, on conversations of the pairs' pieces in any order."""
     import pcapexfil.services as services
 
-    frames = _exchange(port, turns)
+    frames = tcp_exchange(port, turns)
     path = str(write_pcap(tmp_path_factory.mktemp("skip") / "t.pcap", frames))
 
     def records() -> list[ConnRecord]:
