@@ -138,3 +138,54 @@ def test_old_kernel_caches_are_pruned_to_the_most_recent(tmp_path) -> None:
     prune_kernel_caches(str(current), keep=8)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(["kernels-current", "unrelated", *(f"kernels-{i:016x}" for i in range(4, 12))])
+
+
+LIVE_PROBE = """
+import json, sys
+import dpkt
+import numpy as np
+from numba.core.registry import CPUDispatcher
+import pcapexfil.fast as fast
+from pcapexfil.decode import Decoder
+from pcapexfil.fast.engine import FastFlow, warm_up
+from pcapexfil.fast.reader import Chunk, parse_chunk
+from pcapexfil.flow.table import FlowConfig
+from pcapexfil.hooks import AnalyzerContext
+from pcapexfil.identifiers import make_analyzers
+from pcapexfil.weird import Weirds
+import pkgutil, importlib
+
+analyzers = make_analyzers(AnalyzerContext(out_dir=None))
+warm_up()
+kernels = [obj for info in pkgutil.iter_modules(fast.__path__)
+           for obj in vars(importlib.import_module("pcapexfil.fast." + info.name)).values()
+           if isinstance(obj, CPUDispatcher)]
+before = {k.py_func.__qualname__: len(k.signatures) for k in kernels}
+query = dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="example.test")])
+udp = dpkt.udp.UDP(sport=40000, dport=53, data=bytes(query))
+udp.ulen = len(udp)
+frames = [bytes(dpkt.ethernet.Ethernet(data=dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=p,
+                                                        data=seg)))
+          for p, seg in ((17, udp), (6, dpkt.tcp.TCP(sport=40001, dport=80, flags=dpkt.tcp.TH_SYN)))]
+# A ring block as fast.ring.block_chunk makes it: a copy, so a writable buffer.
+buf = np.frombuffer(bytearray(b"".join(frames)), np.uint8)
+n = len(frames)
+chunk = Chunk(buf, np.array([0, len(frames[0])], np.int64), np.array([len(f) for f in frames], np.uint32),
+              np.array([len(f) for f in frames], np.uint32), np.ones(n, np.int32), np.array([1.0, 1.5]),
+              np.arange(1, n + 1, dtype=np.uint64), "eth0")
+flow = FastFlow(FlowConfig(), analyzers, [], None)
+flow.feed_batch(parse_chunk(chunk, False), Decoder(Weirds()))
+flow.flush(2.0)
+after = {k.py_func.__qualname__: len(k.signatures) for k in kernels}
+print(json.dumps(sorted(name for name in after if after[name] != before[name])))
+"""
+
+
+def test_warm_up_compiles_what_a_live_ring_block_runs() -> None:
+    """A live worker's first ring block (a writable buffer, a DNS datagram the kernel
+    parses) finds every kernel loaded by `warm_up`: none is compiled once capture runs,
+    where a first run after installing compiled for 30 s while the ring overflowed."""
+    run = [sys.executable, "-c", LIVE_PROBE]
+    subprocess.run(run, capture_output=True, text=True, check=True, timeout=600)  # fills a cold cache
+    out = subprocess.run(run, capture_output=True, text=True, check=True, timeout=600)
+    assert json.loads(out.stdout.splitlines()[-1]) == []

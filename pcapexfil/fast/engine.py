@@ -592,20 +592,26 @@ def kernel_dns_ports(analyzers: Sequence[AppAnalyzer]) -> np.ndarray | None:
 
 
 def warm_up(verify_checksums: bool = False) -> None:
-    """Load the numba kernels (0.3-1 s) before capture starts: a live ring fills while
-    the first packets wait for them. Runs one TCP SYN through a throwaway table."""
+    """Load the numba kernels (0.3-1 s; compile them, on a first run) before capture starts:
+    a live ring fills while the first packets wait for them. Runs one TCP SYN through a
+    throwaway table, its frame in a writable buffer as ring blocks are (`fast.ring.
+    block_chunk` copies each block; a file's frames are read-only, another numba type): with
+    a read-only one, a first run compiled the parser, the table and the DNS kernels again
+    for 30 s once capture ran."""
     import dpkt
 
     from pcapexfil.decode import Decoder
-    from pcapexfil.fast.reader import parse_frames
+    from pcapexfil.fast.reader import Chunk, parse_chunk
     from pcapexfil.fast.ring import block_chunk
-    from pcapexfil.packet import RawPacket
 
     syn = dpkt.tcp.TCP(sport=1, dport=2, flags=dpkt.tcp.TH_SYN)
     ip = dpkt.ip.IP(src=bytes(4), dst=bytes(4), p=dpkt.ip.IP_PROTO_TCP, data=syn)
     frame = bytes(dpkt.ethernet.Ethernet(data=ip))
+    chunk = Chunk(np.frombuffer(bytearray(frame), np.uint8), np.zeros(1, np.int64), np.array([len(frame)], np.uint32),
+                  np.array([len(frame)], np.uint32), np.ones(1, np.int32), np.ones(1, np.float64),
+                  np.ones(1, np.uint64), "warm-up")
     flow = FastFlow(FlowConfig(), [], [], None)
-    flow.feed_batch(parse_frames([RawPacket(1.0, 1, frame, len(frame))], verify_checksums), Decoder(Weirds()))
+    flow.feed_batch(parse_chunk(chunk, verify_checksums), Decoder(Weirds()))
     flow.flush(1.0)
     block_chunk(np.zeros(0, np.uint8), 0, 0, 0, 1, "", 0)  # the ring block walk (no frames)
 
