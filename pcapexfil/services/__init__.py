@@ -112,10 +112,13 @@ class _State:
 
 
 def _ask_signature(rec: Recogniser, unconfirming: bool | None, orig_window: bytes, resp_window: bytes,
-                   chunk_is_orig: bool | None) -> tuple[Verdict, bool | None]:
+                   chunk_is_orig: bool | None, unmatchable: bool) -> tuple[Verdict, bool | None]:
     """A pending recogniser's signature on the PIA's windows after a chunk of the originator
     or not (None: a datagram), and the direction whose chunks it is not asked on from now
-    on (`ServiceAnalyzer._decide`): MORE without asking on a chunk of `unconfirming`."""
+    on (`ServiceAnalyzer._decide`): MORE without asking on a chunk of `unconfirming`, REJECT
+    without asking where the windows hold no anchor of the candidates (`unmatchable`)."""
+    if unmatchable:
+        return Verdict.REJECT, unconfirming
     if unconfirming is not None and unconfirming == chunk_is_orig:
         return Verdict.MORE, unconfirming
     if rec.signature_pairs is not None and chunk_is_orig is not None:
@@ -242,10 +245,8 @@ class ServiceAnalyzer:
         left: list[Pending] = []
         for rec, via_signature, unconfirming in st.pending:
             if via_signature:
-                if unmatchable:
-                    matched = Verdict.REJECT
-                else:
-                    matched, unconfirming = _ask_signature(rec, unconfirming, orig_window, resp_window, chunk_is_orig)
+                matched, unconfirming = _ask_signature(rec, unconfirming, orig_window, resp_window, chunk_is_orig,
+                                                       unmatchable)
                 if matched is Verdict.MORE and matching:
                     left.append((rec, True, unconfirming))
                     continue
@@ -318,10 +319,7 @@ def settle_signatures(conn: ConnView, names: Collection[str], chunk_is_orig: boo
     pending: list[Pending] = []
     for rec, via_signature, unconfirming in st.pending:
         if via_signature and rec.name in names:  # what `ServiceAnalyzer._decide` does first
-            if unmatchable:
-                verdict = Verdict.REJECT
-            else:
-                verdict, unconfirming = _ask_signature(rec, unconfirming, pia.orig, pia.resp, chunk_is_orig)
+            verdict, unconfirming = _ask_signature(rec, unconfirming, pia.orig, pia.resp, chunk_is_orig, unmatchable)
             if verdict is Verdict.MORE and pia.matching:
                 pending.append((rec, True, unconfirming))
                 continue
