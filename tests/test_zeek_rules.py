@@ -405,6 +405,18 @@ def test_smtp_off_its_ports_is_attached_by_its_signature_pair(tmp_path) -> None:
     assert rec.service == []
 
 
+def test_smtp_attached_by_its_signature_hands_over_to_ssl(tmp_path) -> None:
+    """Off 25/587 the SMTP analyzer smtp/dpd.sig attached hands over to SSL after a 220
+    answering STARTTLS, as on its ports (SMTP.cc UpdateState)."""
+    turns = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250-mx\r\n250 STARTTLS\r\n"),
+             (True, b"STARTTLS\r\n"), (False, b"220 go ahead\r\n"), (True, client_hello_record("mx.example")),
+             (False, record(22, handshake(2, server_hello_body(0x0303, 0xC02F, None)), 0x0303))]
+    (rec,) = records(tmp_path / "tls", _dialogue(2525, turns))
+    assert rec.service == ["smtp", "ssl"]
+    (rec,) = records(tmp_path / "no-greeting", _dialogue(2525, [(False, b"554 busy\r\n"), *turns[1:]]))
+    assert rec.service == []
+
+
 def test_ftp_off_its_ports_is_attached_by_its_signature_pair(tmp_path) -> None:
     """ftp/dpd.sig: dpd_ftp_server (blanks, a 120/220 greeting, then a line starting with
     230 or 331 in the server's bytes) enables ftp, with its reverse dpd_ftp_client (USER and

@@ -18,8 +18,8 @@ port: dpd_ftp_server (the server's bytes start with line ends or spaces and a 12
 then a later line with 230 or 331) enables it, with its reverse dpd_ftp_client (USER and a
 space after spaces at a line's start of the client's bytes; `requires-reverse-signature`);
 modelled. The analyzer so attached reads the PIA's buffer replayed: it confirms and fails
-as above. (A client sending AUTH TLS before USER, the usual order, never lets the
-signature match.)
+as above, and hands over to SSL after 234 as on its ports. (A client sending AUTH TLS
+before USER, the usual order, never lets the signature match.)
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from the 220 greeting and the client's commands; registered on 25/tcp and 587/tc
 EHLO, any case, after blanks at a line's start of the client's bytes) enables it, with its
 reverse dpd_smtp_server (the server's bytes start with blanks, 220 and a blank or dash;
 `requires-reverse-signature`); modelled. The analyzer so attached reads the PIA's buffer
-replayed: it confirms and fails as below.
+replayed: it confirms and fails as below, and hands over to SSL as on its ports.
 
 Confirmation (SMTP_Analyzer::ProcessLine → RequestEvent → AnalyzerConfirmation): the first
 client line whose first word (util::get_word: up to whitespace or NUL, no leading blanks
