@@ -270,6 +270,11 @@ def test_candidates_by_port_and_by_signature() -> None:
     assert by_port["smb"] is False and by_port["dce_rpc"] is True
     assert {r.name for r, sig in candidates(PROTO_TCP, 6667) if not sig} == {"irc", "ssh"}
     assert "mysql" not in {r.name for r, _ in candidates(PROTO_TCP, 9999)}  # no dpd.sig
+    # smtp/dpd.sig and ftp/dpd.sig: by port on 25 and 21, by signature elsewhere.
+    assert {r.name: sig for r, sig in candidates(PROTO_TCP, 25) if r.name in ("smtp", "ftp")} == {
+        "smtp": False, "ftp": True}
+    assert {r.name: sig for r, sig in candidates(PROTO_TCP, 21) if r.name in ("smtp", "ftp")} == {
+        "smtp": True, "ftp": False}
     assert {r.name for r, _ in candidates(PROTO_UDP, 161)} == {"snmp"}
     assert REPLY_UDP_PORTS == {161, 162, 5060}
 
