@@ -36,6 +36,9 @@ PIECES = [
     b"+OK ready\r\n", b"STLS\r\n", b"CAPA\r\n", b"CONNECT example.net:443 HTTP/1.1\r\n\r\n",
     b"HTTP/1.1 200 Connection established\r\n\r\n", CLIENT_HELLO, SERVER_HELLO, b"\x15\x03\x01\x00\x02\x02\x28",
     b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"User-Agent: x\r\n", b"\r\n", b"\n", b" ", b"\t", b"x" * 40,
+    b"220 mx ESMTP\r\n", b"220-", b"22", b"EHLO client\r\n", b"\x0bhelo", b"250 STARTTLS\r\n", b"STARTTLS\r\n",
+    b"220 go ahead\r\n", b"USER anonymous\r\n", b"331 password\r\n", b"230 in\r\n", b"120 soon\r\n", b"AUTH TLS\r\n",
+    b"234 AUTH TLS OK\r\n",
 ]
 _window = st.lists(st.sampled_from(PIECES), max_size=4).map(b"".join)
 
@@ -57,7 +60,7 @@ def test_the_candidates_off_their_ports_declare_anchors() -> None:
     on_80 = candidates(PROTO_TCP, 80)
     assert on_80 and all(r.anchors is not None for r, _ in on_80)
     assert {r.name for r in _anchored_recognisers()} >= {"ssh", "smb", "dce_rpc", "irc", "rdp", "socks", "postgresql",
-                                                           "ldap_tcp"}
+                                                           "ldap_tcp", "smtp", "ftp"}
 
 
 @settings(max_examples=3000, deadline=None)
@@ -67,6 +70,12 @@ def test_the_candidates_off_their_ports_declare_anchors() -> None:
          grows_orig=True)
 @example(recogniser=next(r for r in RECOGNISERS if r.name == "rdp"), orig=b"Ducardpdr", resp=b"McDn", more=b"",
          grows_orig=True)
+@example(recogniser=next(r for r in RECOGNISERS if r.name == "smtp"), orig=b"x\n\x0bhelo",
+         resp=b"220 mx ESMTP\r\n", more=b"", grows_orig=True)
+@example(recogniser=next(r for r in RECOGNISERS if r.name == "smtp"), orig=b"EHLO client\r\n", resp=b"22",
+         more=b"x", grows_orig=False)
+@example(recogniser=next(r for r in RECOGNISERS if r.name == "ftp"), orig=b"USER anonymous\r\n",
+         resp=b"120 soon\r\n230 in\r\n", more=b"", grows_orig=True)
 def test_a_recogniser_confirms_only_where_its_anchors_hold(recogniser, orig, resp, more, grows_orig) -> None:
     """Off its ports a recogniser confirms through its signature (any_port: its check):
     only on windows holding one of its anchors; and once rejected, more bytes of either
@@ -137,6 +146,10 @@ def test_the_watch_on_port_80_has_a_gate() -> None:
          port=7000)
 @example(turns=[(True, b"SSH-2.0-x\r\n"), (False, b"SSH-2.0-y\r\n")], port=7000)
 @example(turns=[(True, b"x" * 40), (True, CLIENT_HELLO)], port=7000)
+@example(turns=[(False, b"220 mx ESMTP\r\n"), (True, b"EHLO client\r\n"), (True, b"STARTTLS\r\n"),
+                (False, b"220 go ahead\r\n"), (True, CLIENT_HELLO)], port=80)
+@example(turns=[(False, b"220 ready\r\n"), (True, b"USER anonymous\r\n"), (False, b"331 password\r\n"),
+                (True, b"AUTH TLS\r\n"), (False, b"234 AUTH TLS OK\r\n"), (True, CLIENT_HELLO)], port=7000)
 def test_skipping_unanchored_chunks_changes_no_record(tmp_path_factory, turns, port) -> None:
     """The services analyzer and TLS's watch skip chunks whose windows hold no anchor
     (`AnchorGate`). With every gate open (each signature asked on every chunk, the

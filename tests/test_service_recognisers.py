@@ -22,6 +22,7 @@ from pcapexfil.services import (
     REPLY_UDP_PORTS,
     candidates,
     dce_rpc,
+    ftp,
     irc,
     krb,
     ldap,
@@ -30,6 +31,7 @@ from pcapexfil.services import (
     rdp,
     sip,
     smb,
+    smtp,
     snmp,
     socks,
     syslog,
@@ -268,6 +270,11 @@ def test_candidates_by_port_and_by_signature() -> None:
     assert by_port["smb"] is False and by_port["dce_rpc"] is True
     assert {r.name for r, sig in candidates(PROTO_TCP, 6667) if not sig} == {"irc", "ssh"}
     assert "mysql" not in {r.name for r, _ in candidates(PROTO_TCP, 9999)}  # no dpd.sig
+    # smtp/dpd.sig and ftp/dpd.sig: by port on 25 and 21, by signature elsewhere.
+    assert {r.name: sig for r, sig in candidates(PROTO_TCP, 25) if r.name in ("smtp", "ftp")} == {
+        "smtp": False, "ftp": True}
+    assert {r.name: sig for r, sig in candidates(PROTO_TCP, 21) if r.name in ("smtp", "ftp")} == {
+        "smtp": True, "ftp": False}
     assert {r.name for r, _ in candidates(PROTO_UDP, 161)} == {"snmp"}
     assert REPLY_UDP_PORTS == {161, 162, 5060}
 
@@ -359,26 +366,59 @@ def test_signatures_stop_past_the_pia_buffer(tmp_path) -> None:
     assert rec.service == ["irc"]
 
 
-# irc/dpd.sig's patterns as Zeek writes them: the oracle for AtLineStart.
-_IRC_DPD_SIG = {
+# The line patterns of irc/dpd.sig, smtp/dpd.sig (dpd_smtp_client) and ftp/dpd.sig
+# (dpd_ftp_client) as Zeek writes them (`[[:space:]]`: isspace): the oracle for AtLineStart.
+_LINE_DPD_SIG = {
     irc._SIG_SERVER_REPLY: rb"(|.*[\n\r])(:[^ \n\r]+ )?[0-9][0-9][0-9] ",
     irc._SIG_CLIENT[0]: rb"(|.*[\r\n]) *[Uu][Ss][Ee][Rr] +.+[\n\r]+ *[Nn][Ii][Cc][Kk] +.*[\r\n]",
     irc._SIG_CLIENT[1]: rb"(|.*[\r\n]) *[Nn][Ii][Cc][Kk] +.+[\r\n]+ *[Uu][Ss][Ee][Rr] +.+[\r\n]",
     irc._SIG_SERVER_TO_SERVER: rb"(|.*[\r\n]) *[Ss][Ee][Rr][Vv][Ee][Rr] +[^ ]+ +[0-9]+ +:.+[\r\n]",
+    smtp._SIG_CLIENT: rb"(|.*[\n\r])[ \t\n\x0b\x0c\r]*([hH][eE][lL][oO]|[eE][hH][lL][oO])",
+    ftp._SIG_CLIENT: rb"(|.*[\n\r]) *[uU][sS][eE][rR] ",
 }
 # Lines that match one of the patterns, nearly match, or do not, and what may end them.
 _LINES = [b"", b"x", b" ", b"123 ", b"12 ", b":irc.example 001 ", b":p001 ", b"1234 ", b"USER a b", b"user", b" NICK x",
-          b"nick ", b"SERVER irc 1 :hi", b"server a 1 :", b"\x00"]
+          b"nick ", b"SERVER irc 1 :hi", b"server a 1 :", b"\x00", b"EHLO", b"\t\x0bhelo x", b"xhelo", b"HEL", b"\x0c",
+          b"\t", b" User x", b"\tuser x", b"USER\t"]
 _BREAKS = [b"\r", b"\n", b"\r\n", b"", b" "]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_LINES), st.sampled_from(_BREAKS)), max_size=8),
-       st.sampled_from(list(_IRC_DPD_SIG)))
+       st.sampled_from(list(_LINE_DPD_SIG)))
 def test_at_line_start_answers_as_the_dpd_sig_regex(lines: list[tuple[bytes, bytes]], pattern: AtLineStart) -> None:
     window = b"".join(line + end for line, end in lines)
-    expected = re.compile(_IRC_DPD_SIG[pattern], re.DOTALL).match(window) is not None
+    expected = re.compile(_LINE_DPD_SIG[pattern], re.DOTALL).match(window) is not None
     assert pattern.match(window) is expected
+
+
+# The server patterns of smtp/dpd.sig (dpd_smtp_server) and ftp/dpd.sig (dpd_ftp_server)
+# as Zeek writes them, with the recogniser's verdict on a responder window alone.
+_SERVER_DPD_SIG = {
+    smtp: rb"^[ \t\n\x0b\x0c\r]*220[ \t\n\x0b\x0c\r-]",
+    ftp: rb"[\n\r ]*(120|220)[^0-9].*[\n\r] *(230|331)[^0-9]",
+}
+_SERVER_PIECES = [b"220", b"120", b"22", b"2", b"0", b"230", b"331", b"332", b" ", b"\t", b"\r", b"\n", b"-", b"x",
+                  b"\x0b", b"HTTP/1.1 200 OK\r\n"]
+_server_windows = st.lists(st.sampled_from(_SERVER_PIECES), max_size=8).map(b"".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(module=st.sampled_from(list(_SERVER_DPD_SIG)), window=_server_windows, more=_server_windows)
+@example(module=smtp, window=b" \r\n220-", more=b"")
+@example(module=smtp, window=b" 22", more=b"0 ")
+@example(module=ftp, window=b"\r\n120x\n  331 ", more=b"")
+@example(module=ftp, window=b"220 ", more=b"\r331 ")
+def test_server_signatures_answer_as_the_dpd_sig_regex_and_fail_for_good(module, window, more) -> None:
+    """The server side's pattern verdict (with the client's matched): CONFIRM exactly where
+    Zeek's regex matches the responder's bytes, REJECT only where no more bytes can make it
+    match, MORE otherwise."""
+    client = b"EHLO x\r\n" if module is smtp else b"USER x\r\n"
+    zeek = re.compile(_SERVER_DPD_SIG[module], re.DOTALL)
+    verdict = module.signature(client, window) if window else MORE
+    assert (verdict is CONFIRM) is (zeek.match(window) is not None)
+    if verdict is REJECT:
+        assert zeek.match(window + more) is None
 
 
 def test_at_line_start_checks_every_line() -> None:
@@ -399,11 +439,12 @@ _SIGNATURE_PIECES = [
     b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b"S", b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00bob\x00\x00",
     b"R\x00\x00\x00\x08", b"\x04\x01\x00\x50\x0a\x00\x00\x01\x00",
     b"\x00\x5a", b"\x05\x01\x00", b"\x05\x00", b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"\r\n", b"\n", b" ",
-    b"x" * 40,
+    b"x" * 40, b"220 mx ESMTP\r\n", b"220-", b"EHLO client\r\n", b"\thelo", b"USER anonymous\r\n", b"331 password\r\n",
+    b"230 ok\r\n", b"120 soon\r\n",
 ]
 _windows = st.lists(st.sampled_from(_SIGNATURE_PIECES), max_size=4).map(b"".join)
 _REVERSE_SIGNATURES = [r for r in (irc.RECOGNISER, rdp.RECOGNISER, ldap.RECOGNISER_TCP, postgresql.RECOGNISER,
-                                   socks.RECOGNISER)]
+                                   socks.RECOGNISER, smtp.RECOGNISER, ftp.RECOGNISER)]
 
 
 @settings(max_examples=1500, deadline=None)
@@ -444,6 +485,8 @@ def test_confirmable_needs_the_other_direction_matched() -> None:
 @example(turns=[(True, b"Cookie: mstshash=bob\r\n"), (False, b"\x03\x00\x00\x13\x0e\xd0")], port=7000)
 @example(turns=[(True, b"SERVER hub.example 1 :Hub\r\n"), (False, b"x"), (False, b"SERVER leaf 1 :Leaf\r\n")],
          port=7000)
+@example(turns=[(True, b"EHLO client\r\n"), (False, b"220 mx ESMTP\r\n"), (True, b"\thelo")], port=7000)
+@example(turns=[(False, b"220 ready\r\n"), (True, b"USER anonymous\r\n"), (False, b"331 password\r\n")], port=80)
 def test_skipping_signatures_one_direction_cannot_confirm_changes_no_record(tmp_path_factory, turns, port) -> None:
     """The services analyzer does not ask a signature pair on chunks of a direction that
     alone cannot make it confirm (`ServiceAnalyzer._decide`). Asking on every chunk (the

@@ -83,13 +83,30 @@ def test_smtp_starttls_refused_is_not_ssl() -> None:
     assert "ssl" not in _services(25, turns)
 
 
-def test_smtp_starttls_off_its_ports_is_not_ssl() -> None:
-    """smtp/dpd.sig is not modelled: off 25/587 no SMTP analyzer hands over."""
+def test_smtp_attached_by_its_signature_hands_over_off_its_ports() -> None:
+    """smtp/dpd.sig attaches SMTP on 2525 (the client's EHLO with the server's 220
+    greeting): its 220 to STARTTLS hands over as on 25. Without the client's HELO/EHLO
+    (dpd_smtp_client) or the server's 220 greeting (dpd_smtp_server) no SMTP analyzer is
+    there to hand over. The same where TLS asks the signature itself (no services analyzer)."""
     turns = [
         (False, b"220 mail ESMTP\r\n"), (True, b"EHLO me\r\n"), (False, b"250 mail\r\n"),
-        (True, b"STARTTLS\r\n"), (False, b"220 go\r\n"), (True, HELLO),
+        (True, b"STARTTLS\r\n"), (False, b"220 go\r\n"), (True, HELLO), (False, _server_hello()),
     ]
-    assert "ssl" not in _services(2525, turns)
+    assert _services(2525, turns) == ["smtp", "ssl"]
+    assert _services_only({"tls"}, 2525, turns) == ["ssl"]
+    no_helo = [turns[0], (True, b"STARTTLS\r\n"), (False, b"220 go\r\n"), (True, HELLO)]
+    no_greeting = [(False, b"554 busy\r\n"), *turns[1:]]
+    for unmatched in (no_helo, no_greeting):
+        assert _services(2525, unmatched) == []
+        assert _services_only({"tls"}, 2525, unmatched) == []
+
+
+def test_smtp_starttls_refused_off_its_ports_is_not_ssl() -> None:
+    turns = [
+        (False, b"220 mail ESMTP\r\n"), (True, b"EHLO me\r\n"), (False, b"250 mail\r\n"),
+        (True, b"STARTTLS\r\n"), (False, b"454 TLS not available\r\n"), (True, HELLO),
+    ]
+    assert _services(2525, turns) == ["smtp"]
 
 
 def test_ftp_auth_tls_is_ssl() -> None:
@@ -98,6 +115,24 @@ def test_ftp_auth_tls_is_ssl() -> None:
         (True, HELLO), (False, _server_hello()),
     ]
     assert _services(21, turns) == ["ftp", "ssl"]
+
+
+def test_ftp_attached_by_its_signature_hands_over_off_its_ports() -> None:
+    """ftp/dpd.sig attaches FTP on 2121 once the server's 220 greeting and its 331 answer a
+    client's USER: its 234 to AUTH TLS hands over as on 21. An AUTH TLS before any USER
+    (the usual order) leaves the signature unmatched: no FTP analyzer, no hand-over. The same
+    where TLS asks the signature itself (no services analyzer)."""
+    turns = [
+        (False, b"220 FTP ready\r\n"), (True, b"USER anonymous\r\n"), (False, b"331 Password required\r\n"),
+        (True, b"AUTH TLS\r\n"), (False, b"234 AUTH TLS OK\r\n"), (True, HELLO), (False, _server_hello()),
+    ]
+    assert _services(2121, turns) == ["ftp", "ssl"]
+    assert _services_only({"tls"}, 2121, turns) == ["ssl"]
+    auth_first = [(False, b"220 FTP ready\r\n"), (True, b"AUTH TLS\r\n"), (False, b"234 AUTH TLS OK\r\n"),
+                  (True, HELLO), (False, _server_hello())]
+    assert _services(2121, auth_first) == []
+    assert _services_only({"tls"}, 2121, auth_first) == []
+    assert _services(21, auth_first) == ["ftp", "ssl"]
 
 
 def test_pop3_stls_attached_by_its_signature_is_ssl() -> None:

@@ -193,6 +193,7 @@ def test_ftp_and_smtp_on_their_registered_ports(tmp_path) -> None:
     assert rec.service == ["ftp"]
     (rec,) = records(tmp_path / "smtp", _tcp_exchange(25, b"EHLO client.example\r\n", b"220 mx ESMTP\r\n"))
     assert rec.service == ["smtp"]
+    # Off the ports ftp/dpd.sig needs a 230/331 after the greeting too.
     (rec,) = records(tmp_path / "other", _tcp_exchange(2121, b"USER anonymous\r\n", b"220 ready\r\n"))
     assert rec.service == []
 
@@ -373,6 +374,70 @@ def test_smtp_violation_before_confirmation_never_confirms(tmp_path) -> None:
     turns = [(False, b"hello\r\n220 mx ESMTP\r\n"), (True, b"EHLO client\r\n")]
     (rec,) = records(tmp_path, _dialogue(25, turns))
     assert rec.service == []
+
+
+def test_smtp_off_its_ports_is_attached_by_its_signature_pair(tmp_path) -> None:
+    """smtp/dpd.sig: dpd_smtp_client (HELO/EHLO in any case after blanks at a line's start
+    of the client's bytes) enables smtp, with its reverse dpd_smtp_server (the server's
+    bytes start with blanks, 220 and a blank or dash; `requires-reverse-signature`). On 25
+    the analyzer needs neither."""
+    greeting = (False, b"220 mx.example ESMTP\r\n")
+    (rec,) = records(tmp_path / "ehlo", _dialogue(2525, [greeting, (True, b"EHLO client\r\n")]))
+    assert rec.service == ["smtp"]
+    # HELO on a later line after blanks; a `220-` greeting.
+    later = [(False, b"220-mx\r\n220 ESMTP\r\n"), (True, b"NOOP\r\n\t hElO client\r\n")]
+    (rec,) = records(tmp_path / "later", _dialogue(2525, later))
+    assert rec.service == ["smtp"]
+    # Blanks before the 220 match dpd_smtp_server, but the analyzer it attached finds a
+    # line without a reply code (a violation) before the client's command.
+    blank = [(False, b" 220 mx ESMTP\r\n"), (True, b"EHLO client\r\n")]
+    (rec,) = records(tmp_path / "blank", _dialogue(2525, blank))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "client-only", _dialogue(2525, [(True, b"EHLO client\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "client-only-25", _dialogue(25, [(True, b"EHLO client\r\n")]))
+    assert rec.service == ["smtp"]
+    (rec,) = records(tmp_path / "no-helo", _dialogue(2525, [greeting, (True, b"MAIL FROM:<a@example.com>\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "not-220", _dialogue(2525, [(False, b"554 busy\r\n"), (True, b"EHLO client\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "220x", _dialogue(2525, [(False, b"220mx\r\n"), (True, b"EHLO client\r\n")]))
+    assert rec.service == []
+
+
+def test_smtp_attached_by_its_signature_hands_over_to_ssl(tmp_path) -> None:
+    """Off 25/587 the SMTP analyzer smtp/dpd.sig attached hands over to SSL after a 220
+    answering STARTTLS, as on its ports (SMTP.cc UpdateState)."""
+    turns = [(False, b"220 mx ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250-mx\r\n250 STARTTLS\r\n"),
+             (True, b"STARTTLS\r\n"), (False, b"220 go ahead\r\n"), (True, client_hello_record("mx.example")),
+             (False, record(22, handshake(2, server_hello_body(0x0303, 0xC02F, None)), 0x0303))]
+    (rec,) = records(tmp_path / "tls", _dialogue(2525, turns))
+    assert rec.service == ["smtp", "ssl"]
+    (rec,) = records(tmp_path / "no-greeting", _dialogue(2525, [(False, b"554 busy\r\n"), *turns[1:]]))
+    assert rec.service == []
+
+
+def test_ftp_off_its_ports_is_attached_by_its_signature_pair(tmp_path) -> None:
+    """ftp/dpd.sig: dpd_ftp_server (blanks, a 120/220 greeting, then a line starting with
+    230 or 331 in the server's bytes) enables ftp, with its reverse dpd_ftp_client (USER and
+    a space after blanks at a line's start of the client's bytes). On 21 the analyzer
+    confirms on any client command."""
+    user = (True, b"USER anonymous\r\n")
+    (rec,) = records(tmp_path / "331", _dialogue(2121, [(False, b"220 ready\r\n"), user,
+                                                       (False, b"331 password please\r\n")]))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "120-230", _dialogue(2121, [(False, b"\r\n120 soon\r\n"), (True, b"PWD\r\n user x\r\n"),
+                                                           (False, b"220 ready\r\n230 in\r\n")]))
+    assert rec.service == ["ftp"]
+    (rec,) = records(tmp_path / "530", _dialogue(2121, [(False, b"220 ready\r\n"), user, (False, b"530 no\r\n")]))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "no-greeting", _dialogue(2121, [user, (False, b"331 password please\r\n")]))
+    assert rec.service == []
+    no_user = [(False, b"220 ready\r\n"), (True, b"PASS secret\r\n"), (False, b"331 password please\r\n")]
+    (rec,) = records(tmp_path / "no-user", _dialogue(2121, no_user))
+    assert rec.service == []
+    (rec,) = records(tmp_path / "no-user-21", _dialogue(21, no_user))
+    assert rec.service == ["ftp"]
 
 
 def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:

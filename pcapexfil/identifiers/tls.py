@@ -150,8 +150,8 @@ def http_connect_tunnel(orig: bytes, resp: bytes) -> bool | None:
 
 
 STARTTLS: tuple[StartTls, ...] = (
-    StartTls("smtp", registered_ports("smtp", PROTO_TCP), smtp.starttls),  # SMTP.cc UpdateState
-    StartTls("ftp", registered_ports("ftp", PROTO_TCP), ftp.starttls),  # FTP.cc DeliverStream, 234
+    recognised(smtp.RECOGNISER, smtp.starttls),  # SMTP.cc UpdateState
+    recognised(ftp.RECOGNISER, ftp.starttls),  # FTP.cc DeliverStream, 234
     StartTls("imap", registered_ports("imap", PROTO_TCP), imap.starttls),  # imap-analyzer.pac
     StartTls("pop3", frozenset(), pop3.starttls, pop3.signature,  # POP3.cc ProcessReply, STLS
              signature_anchors=Anchors(resp=Marks(start=rb"\+OK"))),  # dpd_pop3_server

@@ -270,6 +270,18 @@ def signature_match(pattern: SignaturePattern, data: bytes, need: int | None = N
     return False if need is not None and len(data) >= need else None
 
 
+@functools.lru_cache(maxsize=4096)
+def signature_match_or_fail(pattern: SignaturePattern, undecided: re.Pattern[bytes], data: bytes) -> bool | None:
+    """A dpd.sig payload pattern that the first bytes can rule out (a greeting's reply code)
+    against `data`, the direction's bytes the PIA matched: True on a match, None while
+    `undecided` matches the whole of `data` (a beginning of a match that more bytes may
+    complete), False otherwise, and then on any longer window too. Cached as
+    `signature_match` is."""
+    if pattern.match(data):
+        return True
+    return None if undecided.fullmatch(data) else False
+
+
 def both_directions(client: bool | None, server: bool | None) -> Verdict:
     """A signature pair (`requires-reverse-signature`) or a check that needs both sides."""
     if client is False or server is False:

@@ -13,14 +13,31 @@ analyzers deliver (LF ends a line, a CR before it is dropped; empty lines are sk
 - a command word longer than FTP::max_command_length once confirmed is LimitReachedWeird
   (weird FTP_max_command_length_exceeded and the history's 'X'), read as far as the
   service analyzer reads the stream (`services.base.IGNORE_VIOLATIONS_AFTER`).
-Registered on 21/tcp and 2811/tcp (ftp/main.zeek). ftp/dpd.sig's signature for other ports
-(a client USER line, a server 120/220 greeting then 230/331) is not modelled.
+Registered on 21/tcp and 2811/tcp (ftp/main.zeek). ftp/dpd.sig attaches it on any other
+port: dpd_ftp_server (the server's bytes start with line ends or spaces and a 120/220 greeting,
+then a later line with 230 or 331) enables it, with its reverse dpd_ftp_client (USER and a
+space after spaces at a line's start of the client's bytes; `requires-reverse-signature`);
+modelled. The analyzer so attached reads the PIA's buffer replayed: it confirms and fails
+as above, and hands over to SSL after 234 as on its ports. (A client sending AUTH TLS
+before USER, the usual order, never lets the signature match.)
 """
 
 from __future__ import annotations
 
+import re
+
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict
+from pcapexfil.services.base import (
+    Anchors,
+    AtLineStart,
+    Marks,
+    PatternPair,
+    Recogniser,
+    Verdict,
+    reverse_signatures,
+    signature_match,
+    signature_match_or_fail,
+)
 
 # FTP::max_command_length (ftp/consts.bif, default 100; the ftp-max-command-length test
 # uses it with "commands of length > 100"): a longer command word neither confirms nor is
@@ -124,4 +141,38 @@ def check(orig: bytes, resp: bytes) -> Verdict:
     return Verdict.MORE
 
 
-RECOGNISER = Recogniser("ftp", PROTO_TCP, check, violation=violation, limit=limit)
+# zeek/zeek scripts/base/protocols/ftp/dpd.sig, as Zeek matches payloads (anchored at the
+# direction's first byte; `.` any byte):
+#   signature dpd_ftp_client {
+#     ip-proto == tcp
+#     payload /(|.*[\n\r]) *[uU][sS][eE][rR] /
+#     tcp-state originator
+#   }
+#   # Match for server greeting (220, 120) and for login or passwd
+#   # required (230, 331).
+#   signature dpd_ftp_server {
+#     ip-proto == tcp
+#     payload /[\n\r ]*(120|220)[^0-9].*[\n\r] *(230|331)[^0-9]/
+#     tcp-state responder
+#     requires-reverse-signature dpd_ftp_client
+#     enable "ftp"
+#   }
+# The client's USER line is never ruled out (a later line may hold it); the server's reply
+# is, by its first bytes: blanks, then anything but a beginning of a 120/220 greeting
+# (after one, a later 230/331 line may still come).
+_SIG_CLIENT = AtLineStart(rb" *[uU][sS][eE][rR] ", b" uU")
+_SIG_GREETING = rb"[\n\r ]*(?:120|220)[^0-9]"
+_SIG_SERVER = re.compile(_SIG_GREETING + rb".*[\n\r] *(?:230|331)[^0-9]", re.DOTALL)
+_SIG_SERVER_UNDECIDED = re.compile(rb"[\n\r ]*(?:[12](?:20?)?)?|" + _SIG_GREETING + rb".*", re.DOTALL)
+
+
+def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
+    """dpd_ftp_server (responder) with its reverse dpd_ftp_client (originator)."""
+    return ((signature_match(_SIG_CLIENT, orig) if orig else None,
+             signature_match_or_fail(_SIG_SERVER, _SIG_SERVER_UNDECIDED, resp) if resp else None),)
+
+
+signature = reverse_signatures(_signature_pairs)
+# The pair confirms only with the server's greeting matched, and its failure is final.
+RECOGNISER = Recogniser("ftp", PROTO_TCP, check, violation=violation, limit=limit, signature=signature,
+                        signature_pairs=_signature_pairs, anchors=Anchors(resp=Marks(start=_SIG_GREETING)))

@@ -2,8 +2,11 @@
 
 Zeek's SMTP analyzer (src/analyzer/protocol/smtp/SMTP.cc) parses the session state machine
 from the 220 greeting and the client's commands; registered on 25/tcp and 587/tcp
-(smtp/main.zeek). smtp/dpd.sig's signature for other ports is not modelled: registered
-ports only.
+(smtp/main.zeek). smtp/dpd.sig attaches it on any other port: dpd_smtp_client (HELO or
+EHLO, any case, after blanks at a line's start of the client's bytes) enables it, with its
+reverse dpd_smtp_server (the server's bytes start with blanks, 220 and a blank or dash;
+`requires-reverse-signature`); modelled. The analyzer so attached reads the PIA's buffer
+replayed: it confirms and fails as below, and hands over to SSL as on its ports.
 
 Confirmation (SMTP_Analyzer::ProcessLine → RequestEvent → AnalyzerConfirmation): the first
 client line whose first word (util::get_word: up to whitespace or NUL, no leading blanks
@@ -26,7 +29,18 @@ from __future__ import annotations
 import re
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Recogniser, Verdict, content_lines
+from pcapexfil.services.base import (
+    Anchors,
+    AtLineStart,
+    Marks,
+    PatternPair,
+    Recogniser,
+    Verdict,
+    content_lines,
+    reverse_signatures,
+    signature_match,
+    signature_match_or_fail,
+)
 
 # The reply codes ProcessLine accepts ("we see 5xx codes larger than 559, so we still
 # tolerate that").
@@ -104,4 +118,38 @@ def violation(orig: bytes, resp: bytes) -> bool:
     return starttls(orig, resp) is False
 
 
-RECOGNISER = Recogniser("smtp", PROTO_TCP, check, violation=violation)
+# zeek/zeek scripts/base/protocols/smtp/dpd.sig, as Zeek matches payloads (anchored at the
+# direction's first byte; `.` any byte):
+#   signature dpd_smtp_client {
+#     ip-proto == tcp
+#     payload /(|.*[\n\r])[[:space:]]*([hH][eE][lL][oO]|[eE][hH][lL][oO])/
+#     requires-reverse-signature dpd_smtp_server
+#     enable "smtp"
+#     tcp-state originator
+#   }
+#   signature dpd_smtp_server {
+#     ip-proto == tcp
+#     payload /^[[:space:]]*220[[:space:]-]/
+#     tcp-state responder
+#   }
+# The client's: HELO or EHLO after blanks at a line's start (AtLineStart; a blank run that
+# crosses a line end is tried again after it, so the line's blanks need no CR/LF). Never
+# ruled out: a later line may hold it. The server's greeting is ruled out by its first
+# bytes: blanks, then anything but a beginning of `220`.
+_SPACE = rb"[ \t\n\x0b\x0c\r]"  # [[:space:]] (isspace)
+_SIG_CLIENT = AtLineStart(rb"[ \t\x0b\x0c]*(?:[hH][eE][lL][oO]|[eE][hH][lL][oO])", b" \t\x0b\x0cHhEe")
+_SIG_SERVER_TEXT = _SPACE + rb"*220[ \t\n\x0b\x0c\r-]"
+_SIG_SERVER = re.compile(_SIG_SERVER_TEXT)
+_SIG_SERVER_UNDECIDED = re.compile(_SPACE + rb"*(?:2(?:20?)?)?")
+
+
+def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
+    """dpd_smtp_client (originator) with its reverse dpd_smtp_server (responder)."""
+    return ((signature_match(_SIG_CLIENT, orig) if orig else None,
+             signature_match_or_fail(_SIG_SERVER, _SIG_SERVER_UNDECIDED, resp) if resp else None),)
+
+
+signature = reverse_signatures(_signature_pairs)
+# The pair confirms only with the server's greeting matched, and its failure is final.
+RECOGNISER = Recogniser("smtp", PROTO_TCP, check, violation=violation, signature=signature,
+                        signature_pairs=_signature_pairs, anchors=Anchors(resp=Marks(start=_SIG_SERVER_TEXT)))
