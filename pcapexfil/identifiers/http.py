@@ -55,8 +55,8 @@ MAX_TRANSACTIONS = 1000
 
 # Request line: a token method, a target, and an HTTP version (or none: HTTP/0.9).
 # The target runs to the last " HTTP/x.y" (Zeek keeps spaces inside it).
-_REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$")
-_RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
+REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$")
+RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
 _METHOD_SO_FAR = re.compile(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)")  # an unfinished first line
 _KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
 # Body states whose bytes are only counted, up to a known length.
@@ -161,6 +161,29 @@ def head_end(buf: bytes | bytearray) -> tuple[int, int] | None:
     if nl < 0:
         return None
     return (nl - 1 if nl and buf[nl - 1] == 0x0D else nl), (nl + 2 if nl == lf else nl + 3)
+
+
+def take_head(buf: bytearray, allow_09: bool) -> tuple[bytes, bytes] | None:
+    """Remove one message head from the start of `buf`: (its first line, the header lines
+    after it, undecoded); None if it is not complete yet. Blank lines before it go."""
+    # Leading blank lines between messages are tolerated.
+    blanks = _blank_lines_end(buf)
+    if blanks:
+        del buf[:blanks]
+    first_nl = buf.find(b"\n")
+    if first_nl < 0:
+        return None
+    first = bytes(buf[:first_nl]).rstrip(b"\r")
+    if allow_09 and b"HTTP/" not in first:
+        del buf[: first_nl + 1]
+        return first, b""
+    end = head_end(buf)
+    if end is None:
+        return None
+    block_end, blank_end = end
+    headers = bytes(buf[first_nl + 1 : block_end])  # empty when the block is one line
+    del buf[:blank_end]
+    return first, headers
 
 
 def _text(raw: bytes) -> str:
@@ -331,7 +354,7 @@ class _HttpConn:
         self.keep_alive = False
 
 
-def _parse_headers(block: bytes) -> list[tuple[str, str]]:
+def parse_headers(block: bytes) -> list[tuple[str, str]]:
     """Header lines to (UPPER-NAME, value); obsolete line folding joins continuation lines.
 
     The block is decoded once: UTF-8 with surrogateescape decodes line by line as it does
@@ -501,14 +524,14 @@ class HttpAnalyzer:
         if not complete:
             # Not a full line yet: a method token so far is still plausible.
             return bool(_METHOD_SO_FAR.match(first)) and len(first) < MAX_REQUEST_LINE
-        m = _REQUEST_LINE.match(first.rstrip(b"\r"))
+        m = REQUEST_LINE.match(first.rstrip(b"\r"))
         return m is not None and (m.group(3) is not None or m.group(1) in _KNOWN_09)
 
     def _requests(self, conn: ConnView, st: _HttpConn, ts: float) -> None:
         """Parse every complete request head in the client buffer."""
         side = st.orig
         while side.state == "head":
-            head = self._take_head(side, allow_09=True)
+            head = take_head(side.buf, allow_09=True)
             if head is None:
                 if len(side.buf) > MAX_HEADER:
                     self._weird(conn, "HTTP_header_too_long", ts)
@@ -516,7 +539,7 @@ class HttpAnalyzer:
                 return
             first, header_lines = head
             request_line = is_request_line(first)
-            m = _REQUEST_LINE.match(first) if request_line else None
+            m = REQUEST_LINE.match(first) if request_line else None
             if m is None:
                 self._weird(conn, "bad_HTTP_request", ts)
                 side.state = "off"
@@ -528,7 +551,7 @@ class HttpAnalyzer:
                 st.is_http = True
                 if "http" not in conn.service:
                     conn.service.append("http")
-            headers = _parse_headers(header_lines) if version else []
+            headers = parse_headers(header_lines) if version else []
             if version and _PERSISTENT.match(version):
                 st.keep_alive = True
             uri, uri_weirds = unescape_uri(uri)
@@ -558,30 +581,6 @@ class HttpAnalyzer:
                 side.state = "off"  # HTTP/0.9: one request, the response runs until close
                 return
             self._start_body(side, t, headers, is_request=True)
-
-    @staticmethod
-    def _take_head(side: _Side, allow_09: bool) -> tuple[bytes, bytes] | None:
-        """Remove one header block from the buffer: (its first line, the header lines after
-        it, undecoded); None if it is not complete yet."""
-        buf = side.buf
-        # Leading blank lines between messages are tolerated.
-        blanks = _blank_lines_end(buf)
-        if blanks:
-            del buf[:blanks]
-        first_nl = buf.find(b"\n")
-        if first_nl < 0:
-            return None
-        first = bytes(buf[:first_nl]).rstrip(b"\r")
-        if allow_09 and b"HTTP/" not in first:
-            del buf[: first_nl + 1]
-            return first, b""
-        end = head_end(buf)
-        if end is None:
-            return None
-        block_end, blank_end = end
-        headers = bytes(buf[first_nl + 1 : block_end])  # empty when the block is one line
-        del buf[:blank_end]
-        return first, headers
 
     def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
         side.trans = t
@@ -698,13 +697,13 @@ class HttpAnalyzer:
                     side.state = "off"
                     self._violation(conn, st)  # "not a http reply line"
                     return
-                head = self._take_head(side, allow_09=False)
+                head = take_head(side.buf, allow_09=False)
                 if head is None:
                     if len(side.buf) > MAX_HEADER:
                         side.state = "off"
                     return
                 first, header_lines = head
-                m = _RESPONSE_LINE.match(first)
+                m = RESPONSE_LINE.match(first)
                 if m is None:
                     self._weird(conn, "bad_HTTP_reply", ts)
                     side.state = "off"
@@ -713,7 +712,7 @@ class HttpAnalyzer:
                 if _PERSISTENT.match(m.group(1)):
                     st.keep_alive = True
                 msg = _text(m.group(3) or b"").strip() or None
-                headers = _parse_headers(header_lines)
+                headers = parse_headers(header_lines)
                 if 100 <= code < 200 and code != 101:
                     t.info_code, t.info_msg = code, msg
                 else:

@@ -1,0 +1,279 @@
+"""HTTP/1.x message heads read in the kernel: where a head ends, its first line's parts and
+its header lines, as offsets into the bytes, with the rules of `identifiers.http`.
+
+The first piece of HTTP in the kernels (issue 17). Each function answers what one piece of
+`identifiers.http.HttpAnalyzer` answers in Python, on a uint8 array instead of bytes:
+
+- `head_bounds`: `HttpAnalyzer._take_head` (blank lines between messages skipped, the
+  first line without its trailing CRs, an HTTP/0.9 request line alone, else the header
+  block up to the first empty line, `head_end`);
+- `request_line`: `is_request_line` and `_REQUEST_LINE` together (method, target and
+  version as `HttpAnalyzer._requests` takes them);
+- `reply_line`: `is_reply_line` and `_RESPONSE_LINE` (version, status code, reason);
+- `header_lines`: `_parse_headers` (each `name: value` line's name and value with ASCII
+  blanks stripped). A folded line, a name with a non-ASCII byte (`str.upper` would map
+  it by Unicode rules) or more than `MAX_HEADERS` lines are left to Python
+  (`HEADERS_LEFT_TO_PYTHON`).
+
+Python's functions are the oracle (tests/test_fast_http.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pcapexfil.jit import njit
+
+CR, LF, SPACE, TAB, COLON = 0x0D, 0x0A, 0x20, 0x09, 0x3A
+
+# head_bounds' status.
+HEAD_INCOMPLETE = 0  # no complete head yet (the bytes before `first_start` are blank lines)
+HEAD_COMPLETE = 1  # a first line and a header block
+HEAD_HTTP09 = 2  # a request line without `HTTP/` (allow_09): the line alone
+
+# header_lines: the block is left to `_parse_headers`.
+HEADERS_LEFT_TO_PYTHON = -1
+MAX_HEADERS = 128
+
+# request_line: no version (HTTP/0.9), or the line is not a request `_requests` takes.
+NO_VERSION = -1
+NOT_A_REQUEST = -1
+# reply_line: the line is not a reply `_feed_resp` takes; the reply has no reason.
+NOT_A_REPLY = -1
+NO_REASON = -1
+
+MAX_METHOD = 32  # _REQUEST_LINE's method: a letter and up to 31 more
+MIN_09_METHOD = 3  # identifiers.http._MIN_09_METHOD
+
+
+def _table(chars: bytes) -> np.ndarray:
+    out = np.zeros(256, np.bool_)
+    out[np.frombuffer(chars, np.uint8)] = True
+    return out
+
+
+_ALNUM = bytes(c for c in range(128) if chr(c).isalnum())
+# identifiers.http._TOKEN_CHARS (HTTP.cc is_HTTP_token_char).
+TOKEN_CHARS = _table(bytes(c for c in range(32, 127) if c not in b'()<>@,;:\\"/[]?={} \t'))
+# identifiers.http._URI_CHARS (is_reserved_URI_char, is_unreserved_URI_char, '%', NUL).
+URI_CHARS = _table(b":/?#[]@!$&'()*+,;=" + b"-_.!~*'()" + b"%\x00" + _ALNUM)
+# _REQUEST_LINE's method characters after the first letter.
+METHOD_CHARS = _table(_ALNUM + b"_.!#$%&'*+^`|~-")
+LETTERS = _table(bytes(c for c in range(128) if chr(c).isalpha()))
+DIGITS = _table(b"0123456789")
+# What regex `\s` and identifiers.http._ASCII_SPACE hold (bytes.strip's set).
+ASCII_SPACE = _table(b" \t\n\r\x0b\x0c")
+BLANKS = _table(b" \t")
+
+
+HTTP_SLASH = np.frombuffer(b"HTTP/", np.uint8).copy()
+LF_CRLF = np.frombuffer(b"\n\r\n", np.uint8).copy()
+LF_LF = np.frombuffer(b"\n\n", np.uint8).copy()
+
+
+@njit(cache=True)
+def _find(buf: np.ndarray, start: int, end: int, pattern: np.ndarray) -> int:
+    """bytes.find(pattern, start, end): the first position, or -1."""
+    n = len(pattern)
+    for i in range(start, end - n + 1):
+        j = 0
+        while j < n and buf[i + j] == pattern[j]:
+            j += 1
+        if j == n:
+            return i
+    return -1
+
+
+@njit(cache=True)
+def head_bounds(buf: np.ndarray, start: int, end: int, allow_09: bool) -> tuple[int, int, int, int, int, int]:
+    """The head at the start of buf[start:end]: (status, first_start, first_end,
+    headers_start, headers_end, head_end). The first line is buf[first_start:first_end]
+    (trailing CRs dropped), the header lines buf[headers_start:headers_end] (empty for a
+    one-line block), and the head takes the bytes up to `head_end`. When incomplete, only
+    `first_start` (after the blank lines) is meaningful."""
+    p = start
+    while p < end:  # HttpAnalyzer._blank_lines_end
+        if buf[p] == LF:
+            p += 1
+        elif buf[p] == CR and p + 1 < end and buf[p + 1] == LF:
+            p += 2
+        else:
+            break
+    first_nl = -1
+    for i in range(p, end):
+        if buf[i] == LF:
+            first_nl = i
+            break
+    if first_nl < 0:
+        return HEAD_INCOMPLETE, p, p, p, p, p
+    first_end = first_nl
+    while first_end > p and buf[first_end - 1] == CR:
+        first_end -= 1
+    if allow_09 and _find(buf, p, first_end, HTTP_SLASH) < 0:
+        return HEAD_HTTP09, p, first_end, first_nl + 1, first_nl + 1, first_nl + 1
+    # head_end: the first "\n\r\n", or a "\n\n" before it.
+    crlf = _find(buf, p, end, LF_CRLF)
+    lf = _find(buf, p, end if crlf < 0 else crlf + 1, LF_LF)
+    nl = lf if lf >= 0 else crlf
+    if nl < 0:
+        return HEAD_INCOMPLETE, p, p, p, p, p
+    block_end = nl - 1 if nl > p and buf[nl - 1] == CR else nl
+    blank_end = nl + 2 if nl == lf else nl + 3
+    headers_end = max(block_end, first_nl + 1)
+    return HEAD_COMPLETE, p, first_end, first_nl + 1, headers_end, blank_end
+
+
+@njit(cache=True)
+def _takes_request(buf: np.ndarray, start: int, end: int) -> bool:
+    """identifiers.http.is_request_line."""
+    method = start
+    while method < end and TOKEN_CHARS[buf[method]]:
+        method += 1
+    if method == start:
+        return False
+    rest = method
+    while rest < end and BLANKS[buf[rest]]:
+        rest += 1
+    if rest == method:
+        return False  # no blank after the method
+    uri_end = rest
+    while uri_end < end and URI_CHARS[buf[uri_end]]:
+        uri_end += 1
+    if uri_end == end:
+        has_version = _find(buf, rest, min(end, rest + 5), HTTP_SLASH) == rest
+    else:
+        has_version = _find(buf, uri_end, end, HTTP_SLASH) >= 0
+    has_uri = end - rest > 1 or uri_end - rest == 1
+    return has_version or (method - start >= MIN_09_METHOD and has_uri)
+
+
+@njit(cache=True)
+def _version_end(buf: np.ndarray, start: int, end: int) -> int:
+    """Where `\\d+\\.\\d+` starting at `start` ends, or -1."""
+    i = start
+    while i < end and DIGITS[buf[i]]:
+        i += 1
+    if i == start or i >= end or buf[i] != 0x2E:
+        return -1
+    j = i + 1
+    while j < end and DIGITS[buf[j]]:
+        j += 1
+    return j if j > i + 1 else -1
+
+
+@njit(cache=True)
+def request_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int, int]:
+    """The request line buf[start:end] as `_requests` takes it: (method_end, uri_start,
+    uri_end, version_start, version_end); the method starts the line; NO_VERSION in both
+    version fields for HTTP/0.9. NOT_A_REQUEST in every field when is_request_line or
+    _REQUEST_LINE rejects it."""
+    no = (NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST)
+    if not _takes_request(buf, start, end):
+        return no
+    # _REQUEST_LINE: ^([A-Za-z][method chars]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$
+    if not LETTERS[buf[start]]:
+        return no
+    method_end = start + 1
+    while method_end < end and METHOD_CHARS[buf[method_end]]:
+        method_end += 1
+    if method_end - start > MAX_METHOD or method_end >= end or buf[method_end] != SPACE:
+        return no
+    uri_start = method_end
+    while uri_start < end and buf[uri_start] == SPACE:
+        uri_start += 1
+    if uri_start >= end or ASCII_SPACE[buf[uri_start]]:
+        return no
+    # The lazy target ends where the rest first matches the optional version and the
+    # spaces: at the spaces before a last token "HTTP/d.d" (the target's first byte is no
+    # space, so they come after it), else at the trailing spaces.
+    last = end
+    while buf[last - 1] == SPACE:
+        last -= 1
+    token = last
+    while token > uri_start and buf[token - 1] != SPACE:
+        token -= 1
+    if token > uri_start and _find(buf, token, last, HTTP_SLASH) == token \
+            and _version_end(buf, token + 5, last) == last:
+        spaces = token - 1
+        while buf[spaces - 1] == SPACE:
+            spaces -= 1
+        return method_end, uri_start, spaces, token + 5, last
+    return method_end, uri_start, last, NO_VERSION, NO_VERSION
+
+
+@njit(cache=True)
+def reply_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int]:
+    """The reply line buf[start:end] as `_feed_resp` takes it: (version_end, code,
+    reason_start, reason_end); the version starts after `HTTP/`; NO_REASON in both reason
+    fields when there is none. NOT_A_REPLY in every field when is_reply_line or
+    _RESPONSE_LINE rejects it."""
+    no = (NOT_A_REPLY, NOT_A_REPLY, NOT_A_REPLY, NOT_A_REPLY)
+    if _find(buf, start, min(end, start + 5), HTTP_SLASH) != start:
+        return no
+    # is_reply_line: HTTP/[^ \t]*[ \t]+[^ \t].. (DOTALL)
+    i = start + 5
+    while i < end and not BLANKS[buf[i]]:
+        i += 1
+    j = i
+    while j < end and BLANKS[buf[j]]:
+        j += 1
+    if j == i or j + 3 > end:
+        return no
+    # _RESPONSE_LINE: ^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$
+    version_end = _version_end(buf, start + 5, end)
+    if version_end < 0 or version_end >= end or buf[version_end] != SPACE:
+        return no
+    code_start = version_end
+    while code_start < end and buf[code_start] == SPACE:
+        code_start += 1
+    if code_start + 3 > end:
+        return no
+    code = 0
+    for k in range(code_start, code_start + 3):
+        if not DIGITS[buf[k]]:
+            return no
+        code = code * 10 + (buf[k] - 0x30)
+    after = code_start + 3
+    if after == end:
+        return version_end, code, NO_REASON, NO_REASON
+    if buf[after] != SPACE:
+        return no
+    return version_end, code, after + 1, end
+
+
+@njit(cache=True)
+def header_lines(buf: np.ndarray, start: int, end: int, out: np.ndarray) -> int:
+    """The header lines of buf[start:end] as `_parse_headers` has them: row k of `out`
+    (shape (MAX_HEADERS, 4)) is (name_start, name_end, value_start, value_end), name and
+    value stripped of ASCII blanks; returns how many, or HEADERS_LEFT_TO_PYTHON."""
+    n = 0
+    line = start
+    while line <= end:
+        line_end = line
+        while line_end < end and buf[line_end] != LF:
+            line_end += 1
+        if n > 0 and line < line_end and BLANKS[buf[line]]:
+            return HEADERS_LEFT_TO_PYTHON  # obsolete line folding joins it to the last value
+        colon = line
+        while colon < line_end and buf[colon] != COLON:
+            colon += 1
+        if colon < line_end:
+            ns, ne = line, colon
+            while ns < ne and ASCII_SPACE[buf[ns]]:
+                ns += 1
+            while ne > ns and ASCII_SPACE[buf[ne - 1]]:
+                ne -= 1
+            for k in range(ns, ne):
+                if buf[k] >= 0x80:
+                    return HEADERS_LEFT_TO_PYTHON  # str.upper maps it by Unicode rules
+            vs, ve = colon + 1, line_end
+            while vs < ve and ASCII_SPACE[buf[vs]]:
+                vs += 1
+            while ve > vs and ASCII_SPACE[buf[ve - 1]]:
+                ve -= 1
+            if n == MAX_HEADERS:
+                return HEADERS_LEFT_TO_PYTHON
+            out[n, 0], out[n, 1], out[n, 2], out[n, 3] = ns, ne, vs, ve
+            n += 1
+        line = line_end + 1
+    return n

@@ -1,0 +1,153 @@
+"""The kernel's HTTP head reading (pcapexfil/fast/http.py) against identifiers.http, the
+oracle: where a head ends, the request and reply lines' parts, the header lines."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from pcapexfil.fast import http as kh
+from pcapexfil.identifiers.http import (
+    REQUEST_LINE,
+    RESPONSE_LINE,
+    is_reply_line,
+    is_request_line,
+    parse_headers,
+    take_head,
+)
+
+# Bytes the rules turn on, so that generated heads hit them often.
+_PIECES = [b"GET", b"POST", b"HEAD", b"CONNECT", b"get", b"HTTP/", b"1.1", b"1.0", b"0.9", b"200", b"404 ", b"12",
+           b" ", b"  ", b"\t", b"\r", b"\n", b"\r\n", b"\n\r\n", b":", b": ", b"Host", b"X-A", b"/", b"/a?b=%41",
+           b".", b"%", b"\x00", b"\xc3\xa9", b"\xff", b"\xc3\x9f", b"a", b"Z", b"-", b"~", b"(", b"\x0b", b"\x0c"]
+_soup = st.lists(st.sampled_from(_PIECES), max_size=40).map(b"".join)
+_line = st.lists(st.sampled_from([p for p in _PIECES if b"\n" not in p]), max_size=14).map(b"".join)
+
+
+def _array(data: bytes, pad: bytes = b"") -> tuple[np.ndarray, int, int]:
+    """`data` inside a larger array (the kernel reads offsets into a chunk buffer)."""
+    buf = np.frombuffer(pad + data + pad, np.uint8)
+    return buf, len(pad), len(pad) + len(data)
+
+
+def _kernel_head(data: bytes, allow_09: bool) -> tuple[bytes, bytes, int] | None:
+    buf, start, end = _array(data, b"\n\nxx")
+    status, fs, fe, hs, he, head_end = kh.head_bounds(buf, start, end, allow_09)
+    if status == kh.HEAD_INCOMPLETE:
+        return None
+    if status == kh.HEAD_HTTP09:
+        assert allow_09 and hs == he
+    return bytes(buf[fs:fe]), bytes(buf[hs:he]), head_end - start
+
+
+def _oracle_head(data: bytes, allow_09: bool) -> tuple[bytes, bytes, int] | None:
+    buf = bytearray(data)
+    head = take_head(buf, allow_09)
+    if head is None:
+        return None
+    return head[0], head[1], len(data) - len(buf)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_soup, st.booleans())
+@example(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest", False)
+@example(b"\r\n\nGET /\n", True)
+@example(b"HTTP/1.1 200 OK\n\nbody", False)
+@example(b"GET / HTTP/1.1\n\r\n", False)
+@example(b"HTTP/1.1 200\r\r\n\n", False)
+def test_head_bounds_is_take_head(data: bytes, allow_09: bool) -> None:
+    assert _kernel_head(data, allow_09) == _oracle_head(data, allow_09)
+
+
+def _kernel_request(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
+    buf, start, end = _array(line, b" x")
+    method_end, uri_start, uri_end, v_start, v_end = kh.request_line(buf, start, end)
+    if method_end == kh.NOT_A_REQUEST:
+        return None
+    version = None if v_start == kh.NO_VERSION else bytes(buf[v_start:v_end])
+    return bytes(buf[start:method_end]), bytes(buf[uri_start:uri_end]), version
+
+
+def _oracle_request(line: bytes) -> tuple[bytes, bytes, bytes | None] | None:
+    m = REQUEST_LINE.match(line) if is_request_line(line) else None
+    return None if m is None else (m.group(1), m.group(2), m.group(3))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_line)
+@example(b"GET / HTTP/1.1")
+@example(b"GET /a b HTTP/1.1  ")
+@example(b"GET  /x HTTP/1.1 HTTP/2.0")
+@example(b"GET HTTP/1.1")
+@example(b"GET /  HTTP/1.")
+@example(b"GET\t/ HTTP/1.1")
+@example(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefg / HTTP/1.1")
+@example(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef / HTTP/1.1")
+@example(b"GE /")
+@example(b"GET /\rx HTTP/1.1\r")
+def test_request_line_is_the_oracle(line: bytes) -> None:
+    assert _kernel_request(line) == _oracle_request(line)
+
+
+def _kernel_reply(line: bytes) -> tuple[bytes, int, bytes | None] | None:
+    buf, start, end = _array(line, b"HTTP/1.1 ")
+    version_end, code, r_start, r_end = kh.reply_line(buf, start, end)
+    if version_end == kh.NOT_A_REPLY:
+        return None
+    return bytes(buf[start + 5 : version_end]), code, None if r_start == kh.NO_REASON else bytes(buf[r_start:r_end])
+
+
+def _oracle_reply(line: bytes) -> tuple[bytes, int, bytes | None] | None:
+    m = RESPONSE_LINE.match(line) if is_reply_line(line) else None
+    return None if m is None else (m.group(1), int(m.group(2)), m.group(3))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_line)
+@example(b"HTTP/1.1 200 OK")
+@example(b"HTTP/1.1 200")
+@example(b"HTTP/1.1 200 ")
+@example(b"HTTP/1.1  404 Not Found")
+@example(b"HTTP/1.1 2000")
+@example(b"HTTP/1.1\t200 OK")
+@example(b"HTTP/1. 200 OK")
+@example(b"HTTP/1.1 20")
+def test_reply_line_is_the_oracle(line: bytes) -> None:
+    assert _kernel_reply(line) == _oracle_reply(line)
+
+
+def _kernel_headers(block: bytes) -> list[tuple[str, str]] | None:
+    buf, start, end = _array(block, b"\nA: b\n")
+    out = np.zeros((kh.MAX_HEADERS, 4), np.int64)
+    n = kh.header_lines(buf, start, end, out)
+    if n == kh.HEADERS_LEFT_TO_PYTHON:
+        return None
+    return [(bytes(buf[ns:ne]).decode("ascii").upper(), bytes(buf[vs:ve]).decode("utf-8", "surrogateescape"))
+            for ns, ne, vs, ve in out[:n].tolist()]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_soup)
+@example(b"Host: a\r\nX-A:  b c \r\n")
+@example(b"Host: a\r\n folded\r\n")
+@example(b" lead: x\r\nHost: a")
+@example(b"\xc3\xa9: x")
+@example(b"x\xc3\xa9: \xc3\xa9")
+@example(b"no colon\r\n:\r\n")
+@example(b"A" + b":\n" * 129)
+def test_header_lines_are_parse_headers(block: bytes) -> None:
+    """Equal wherever the kernel reads the block; it leaves to Python only a folded line,
+    a name with a byte above 0x7f or more than MAX_HEADERS lines."""
+    got = _kernel_headers(block)
+    want = parse_headers(block)
+    if got is not None:
+        assert got == want
+        return
+    named = folded = 0
+    for line in block.split(b"\n"):
+        folded = folded or (named > 0 and line[:1] in (b" ", b"\t"))
+        if b":" in line:
+            named += 1
+            folded = folded or max(line.split(b":", 1)[0], default=0) >= 0x80
+    assert folded or named > kh.MAX_HEADERS
