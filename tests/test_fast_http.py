@@ -3,6 +3,8 @@ oracle: where a head ends, the request and reply lines' parts, the header lines.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -151,3 +153,75 @@ def test_header_lines_are_parse_headers(block: bytes) -> None:
             named += 1
             folded = folded or max(line.split(b":", 1)[0], default=0) >= 0x80
     assert folded or named > kh.MAX_HEADERS
+
+
+def _oracle_fields(block: bytes) -> list[int]:
+    """What `_requests` and `_start_body` take from the headers, in message_fields' layout."""
+    headers = parse_headers(block)
+    out = [kh.NO_HEADER] * 4 + [0] * 5 + [kh.NO_LENGTH]
+    length: str | None = None
+    for i, (name, value) in enumerate(headers):
+        for f, wanted in enumerate(("HOST", "REFERER", "USER-AGENT", "ORIGIN")):
+            if name == wanted and out[f] == kh.NO_HEADER:
+                out[f] = i
+        if name in ("FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-FROM", "CLIENT-IP", "VIA", "XROXY-CONNECTION",
+                    "PROXY-CONNECTION"):
+            out[kh.FIELD_PROXIED] += 1
+        if name == "AUTHORIZATION":
+            out[kh.FIELD_AUTHORIZATION] += 1
+        elif name == "CONNECTION" and re.split(r'[\s()<>@,;:\\"/\[\]?=]', value, maxsplit=1)[0].lower() == "keep-alive":
+            out[kh.FIELD_KEEP_ALIVE] = 1
+        elif name == "CONTENT-TYPE" and value.lower().startswith("multipart/"):
+            out[kh.FIELD_MULTIPART] = 1
+        elif name == "TRANSFER-ENCODING" and "chunked" in value.lower():
+            out[kh.FIELD_CHUNKED] = 1
+        elif name == "CONTENT-LENGTH" and length is None:
+            length = value
+    if length is not None:
+        try:
+            n = int(length)
+            out[kh.FIELD_CONTENT_LENGTH] = n if n >= 0 else kh.NO_LENGTH
+        except ValueError:
+            pass
+    return out
+
+
+_HEADER_PIECES = [b"Host", b"HOST", b"host", b"Referer", b"User-Agent", b"Origin", b"Connection", b"Authorization",
+                  b"Content-Type", b"Transfer-Encoding", b"Content-Length", b"Via", b"X-Forwarded-For", b"X-A",
+                  b": ", b":", b"\r\n", b"keep-alive", b"Keep-Alive", b"close", b", ", b"multipart/form-data",
+                  b"text/html", b"chunked", b"gzip, ChUnKeD", b"0", b"12", b"007", b"+5", b"1_0", b"-1", b"\x1c",
+                  b"99999999999999999999", b"\xe2\x84\xaa", b"\xc3\xa9", b"\xc2\xa0", b"\xd9\xa3", b" ",
+                  b"Basic dXNlcjpwYXNz", b"\t"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=30).map(b"".join))
+@example(b"Host: a\r\nHost: b\r\nConnection: keep-alive\r\nContent-Length: 12\r\nContent-Length: 5")
+@example(b"Transfer-Encoding: gzip, ChUnKeD\r\nContent-Type: Multipart/x")
+@example(b"Connection: \xe2\x84\xaaeep-alive")  # the Kelvin sign lower-cases to 'k'
+@example(b"Content-Length: +5\r\nContent-Length: 3")
+@example(b"Connection: keep-alives")
+@example(b"Content-Length: 99999999999999999999")
+def test_message_fields_are_what_the_analyzer_reads(block: bytes) -> None:
+    """Equal to the Python reading wherever the kernel reads the block; a Content-Length
+    only int() reads is left to Python, and so are blocks where a deciding value (of
+    Connection, Content-Type, Transfer-Encoding) is not ASCII."""
+    buf, start, end = _array(block, b"\nHost: x\n")
+    lines = np.zeros((kh.MAX_HEADERS, 4), np.int64)
+    n = kh.header_lines(buf, start, end, lines)
+    if n == kh.HEADERS_LEFT_TO_PYTHON:
+        return
+    got = np.zeros(kh.N_FIELDS, np.int64)
+    status = kh.message_fields(buf, lines, n, got)
+    if status == kh.FIELDS_LEFT_TO_PYTHON:
+        deciding = [v for name, v in parse_headers(block)
+                    if name in ("CONNECTION", "CONTENT-TYPE", "TRANSFER-ENCODING")]
+        assert any(not v.isascii() for v in deciding)
+        return
+    want = _oracle_fields(block)
+    fields = got.tolist()
+    if fields[kh.FIELD_CONTENT_LENGTH] == kh.LENGTH_LEFT_TO_PYTHON:
+        first = next(v for name, v in parse_headers(block) if name == "CONTENT-LENGTH")
+        assert not (first.isascii() and first.isdigit()) or len(first) > kh.MAX_LENGTH_DIGITS
+        fields[kh.FIELD_CONTENT_LENGTH] = want[kh.FIELD_CONTENT_LENGTH]
+    assert fields == want

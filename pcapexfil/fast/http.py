@@ -277,3 +277,136 @@ def header_lines(buf: np.ndarray, start: int, end: int, out: np.ndarray) -> int:
             n += 1
         line = line_end + 1
     return n
+
+
+# message_fields: what `HttpAnalyzer._requests` and `_start_body` read from the header
+# lines, at these indexes of the output row.
+FIELD_HOST, FIELD_REFERER, FIELD_USER_AGENT, FIELD_ORIGIN = 0, 1, 2, 3  # the first such line's index
+FIELD_KEEP_ALIVE = 4  # a Connection value whose first token is keep-alive
+FIELD_PROXIED = 5  # how many of HTTP::proxy_headers
+FIELD_AUTHORIZATION = 6  # how many Authorization lines (Python reads a Basic one's user)
+FIELD_MULTIPART = 7  # a Content-Type of multipart/... (the body is read in line mode)
+FIELD_CHUNKED = 8  # a Transfer-Encoding naming chunked
+FIELD_CONTENT_LENGTH = 9  # the first Content-Length, NO_LENGTH or LENGTH_LEFT_TO_PYTHON
+N_FIELDS = 10
+NO_HEADER = -1
+NO_LENGTH = -1  # none, or one int() rejects
+LENGTH_LEFT_TO_PYTHON = -2  # one only int() reads (a sign, '_', other blanks, > 18 digits)
+MAX_LENGTH_DIGITS = 18
+# message_fields' answer when a value that decides something holds a non-ASCII byte: the
+# Python side lower-cases and splits decoded text by Unicode rules (the Kelvin sign lower-
+# cases to 'k').
+FIELDS_LEFT_TO_PYTHON = -1
+
+
+def _names(*names: str) -> np.ndarray:
+    """Header names, NUL-padded rows of one uint8 array (numba reads them as constants)."""
+    width = max(len(n) for n in names)
+    out = np.zeros((len(names), width), np.uint8)
+    for i, name in enumerate(names):
+        out[i, : len(name)] = np.frombuffer(name.encode(), np.uint8)
+    return out
+
+
+# The names message_fields tells apart: the first four are FIELD_HOST .. FIELD_ORIGIN.
+NAMES = _names("HOST", "REFERER", "USER-AGENT", "ORIGIN", "CONNECTION", "AUTHORIZATION", "CONTENT-TYPE",
+               "TRANSFER-ENCODING", "CONTENT-LENGTH")
+NAME_CONNECTION, NAME_AUTHORIZATION, NAME_CONTENT_TYPE, NAME_TRANSFER_ENCODING, NAME_CONTENT_LENGTH = 4, 5, 6, 7, 8
+# identifiers.http._PROXY_HEADERS (Zeek's HTTP::proxy_headers).
+PROXY_NAMES = _names("FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-FROM", "CLIENT-IP", "VIA", "XROXY-CONNECTION",
+                     "PROXY-CONNECTION")
+KEEP_ALIVE = np.frombuffer(b"keep-alive", np.uint8).copy()
+MULTIPART = np.frombuffer(b"multipart/", np.uint8).copy()
+CHUNKED = np.frombuffer(b"chunked", np.uint8).copy()
+# identifiers.http._MIME_TOKEN_END on ASCII: str `\s` (with \x1c-\x1f) and mime tspecials.
+TOKEN_END = _table(b' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f()<>@,;:\\"/[]?=')
+
+
+@njit(cache=True)
+def _lower(byte: int) -> int:
+    return byte + 32 if 0x41 <= byte <= 0x5A else byte
+
+
+@njit(cache=True)
+def _is_name(buf: np.ndarray, start: int, end: int, names: np.ndarray, row: int) -> bool:
+    """Whether buf[start:end] is names[row] in any case (names are upper case)."""
+    width = names.shape[1]
+    n = end - start
+    if n > width or (n < width and names[row, n] != 0):
+        return False
+    for k in range(n):
+        byte = buf[start + k]
+        if (byte - 32 if 0x61 <= byte <= 0x7A else byte) != names[row, k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _ascii(buf: np.ndarray, start: int, end: int) -> bool:
+    for k in range(start, end):
+        if buf[k] >= 0x80:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _starts_lower(buf: np.ndarray, start: int, end: int, word: np.ndarray) -> bool:
+    if end - start < len(word):
+        return False
+    for k in range(len(word)):
+        if _lower(buf[start + k]) != word[k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def message_fields(buf: np.ndarray, lines: np.ndarray, n: int, out: np.ndarray) -> int:
+    """What the header lines `lines[:n]` (from `header_lines`) decide, into `out` (N_FIELDS,
+    see FIELD_*), as `HttpAnalyzer._requests` and `_start_body` read them. Returns 0, or
+    FIELDS_LEFT_TO_PYTHON where a deciding value holds a non-ASCII byte."""
+    for f in range(N_FIELDS):
+        out[f] = 0
+    for f in range(FIELD_ORIGIN + 1):
+        out[f] = NO_HEADER
+    out[FIELD_CONTENT_LENGTH] = NO_LENGTH
+    length_seen = False
+    for i in range(n):
+        ns, ne, vs, ve = lines[i, 0], lines[i, 1], lines[i, 2], lines[i, 3]
+        for f in range(FIELD_ORIGIN + 1):
+            if out[f] == NO_HEADER and _is_name(buf, ns, ne, NAMES, f):
+                out[f] = i
+        for p in range(PROXY_NAMES.shape[0]):
+            if _is_name(buf, ns, ne, PROXY_NAMES, p):
+                out[FIELD_PROXIED] += 1
+        if _is_name(buf, ns, ne, NAMES, NAME_AUTHORIZATION):
+            out[FIELD_AUTHORIZATION] += 1
+        elif _is_name(buf, ns, ne, NAMES, NAME_CONNECTION):
+            end = vs
+            while end < ve and buf[end] < 0x80 and not TOKEN_END[buf[end]]:
+                end += 1
+            if end < ve and buf[end] >= 0x80:
+                return FIELDS_LEFT_TO_PYTHON
+            if end - vs == len(KEEP_ALIVE) and _starts_lower(buf, vs, end, KEEP_ALIVE):
+                out[FIELD_KEEP_ALIVE] = 1
+        elif _is_name(buf, ns, ne, NAMES, NAME_CONTENT_TYPE):
+            if not _ascii(buf, vs, min(ve, vs + len(MULTIPART))):
+                return FIELDS_LEFT_TO_PYTHON
+            if _starts_lower(buf, vs, ve, MULTIPART):
+                out[FIELD_MULTIPART] = 1
+        elif _is_name(buf, ns, ne, NAMES, NAME_TRANSFER_ENCODING):
+            if not _ascii(buf, vs, ve):
+                return FIELDS_LEFT_TO_PYTHON
+            for k in range(vs, ve - len(CHUNKED) + 1):
+                if _starts_lower(buf, k, ve, CHUNKED):
+                    out[FIELD_CHUNKED] = 1
+                    break
+        elif _is_name(buf, ns, ne, NAMES, NAME_CONTENT_LENGTH) and not length_seen:
+            length_seen = True
+            value = 0
+            for k in range(vs, ve):
+                if not DIGITS[buf[k]] or k - vs >= MAX_LENGTH_DIGITS:
+                    value = LENGTH_LEFT_TO_PYTHON
+                    break
+                value = value * 10 + (buf[k] - 0x30)
+            out[FIELD_CONTENT_LENGTH] = NO_LENGTH if ve == vs else value
+    return 0
