@@ -225,3 +225,31 @@ def test_message_fields_are_what_the_analyzer_reads(block: bytes) -> None:
         assert not (first.isascii() and first.isdigit()) or len(first) > kh.MAX_LENGTH_DIGITS
         fields[kh.FIELD_CONTENT_LENGTH] = want[kh.FIELD_CONTENT_LENGTH]
     assert fields == want
+
+
+def _oracle_chunk_size(line: bytes) -> int:
+    try:
+        return int(line.strip().split(b";", 1)[0], 16)
+    except ValueError:
+        return kh.CHUNK_SIZE_BAD
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from([b"0", b"1", b"a", b"F", b"ff", b"10", b"g", b"x", b"0x", b"+", b"-", b"_", b";",
+                                 b"ext=1", b" ", b"\t", b"\r", b"\x0b", b"\x1c", b"\xc3\xa9", b"fffffffffffffff"]),
+                max_size=8).map(b"".join))
+@example(b"1a ;name=value\r")
+@example(b"0x1a")
+@example(b"1_0")
+@example(b";x")
+@example(b"")
+def test_chunk_size_is_what_the_analyzer_reads(line: bytes) -> None:
+    """The size int() gives, or the stop where it raises; left to Python only where the
+    text before ';' is not plain hex digits (or longer than MAX_CHUNK_DIGITS)."""
+    buf, start, end = _array(line, b"1;\n")
+    got = kh.chunk_size(buf, start, end)
+    if got == kh.CHUNK_SIZE_LEFT_TO_PYTHON:
+        text = line.strip().split(b";", 1)[0].strip()
+        assert not all(c in b"0123456789abcdefABCDEF" for c in text) or len(text) > kh.MAX_CHUNK_DIGITS
+        return
+    assert got == _oracle_chunk_size(line)

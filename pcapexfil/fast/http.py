@@ -410,3 +410,35 @@ def message_fields(buf: np.ndarray, lines: np.ndarray, n: int, out: np.ndarray) 
                 value = value * 10 + (buf[k] - 0x30)
             out[FIELD_CONTENT_LENGTH] = NO_LENGTH if ve == vs else value
     return 0
+
+
+# chunk_size: a line int() rejects (the analyzer stops reading the body), or one only
+# int() reads (a sign, a 0x prefix, '_', more than MAX_CHUNK_DIGITS digits).
+CHUNK_SIZE_BAD = -1
+CHUNK_SIZE_LEFT_TO_PYTHON = -2
+MAX_CHUNK_DIGITS = 15  # below 2^60
+HEX = _table(b"0123456789abcdefABCDEF")
+
+
+@njit(cache=True)
+def chunk_size(buf: np.ndarray, start: int, end: int) -> int:
+    """A chunked body's size line buf[start:end] (its LF excluded) as
+    `HttpAnalyzer._chunk_size` reads it: `int(line.strip().split(b";")[0], 16)`."""
+    while start < end and ASCII_SPACE[buf[start]]:
+        start += 1
+    stop = start
+    while stop < end and buf[stop] != 0x3B:  # ';' starts an extension
+        stop += 1
+    while stop > start and ASCII_SPACE[buf[stop - 1]]:
+        stop -= 1
+    if stop == start:
+        return CHUNK_SIZE_BAD  # int(b"", 16)
+    if stop - start > MAX_CHUNK_DIGITS:
+        return CHUNK_SIZE_LEFT_TO_PYTHON
+    size = 0
+    for k in range(start, stop):
+        byte = buf[k]
+        if not HEX[byte]:
+            return CHUNK_SIZE_LEFT_TO_PYTHON
+        size = size * 16 + (byte - 0x30 if byte <= 0x39 else (byte | 0x20) - 0x57)
+    return size
