@@ -13,6 +13,9 @@ from pcapexfil.fast import http as kh
 from pcapexfil.identifiers.http import (
     REQUEST_LINE,
     RESPONSE_LINE,
+    HttpAnalyzer,
+    Side,
+    Transaction,
     is_reply_line,
     is_request_line,
     parse_headers,
@@ -253,3 +256,53 @@ def test_chunk_size_is_what_the_analyzer_reads(line: bytes) -> None:
         assert not all(c in b"0123456789abcdefABCDEF" for c in text) or len(text) > kh.MAX_CHUNK_DIGITS
         return
     assert got == _oracle_chunk_size(line)
+
+
+_PY_STATES = {"head": kh.HEAD, "body": kh.BODY, "chunk_size": kh.CHUNK_SIZE, "chunk_data": kh.CHUNK_DATA,
+              "chunk_crlf": kh.CHUNK_CRLF, "trailer": kh.TRAILER, "close": kh.CLOSE, "off": kh.OFF}
+_BODY_PIECES = [b"1a\r\n", b"5\r\n", b"0\r\n", b"\r\n", b"\n", b"hello", b"x" * 30, b";ext=1", b" ", b"g\r\n",
+                b"0x5\r\n", b"a", b"\r", b"5\r\nhello\r\n", b"0\r\n\r\n", b"trailer: 1\r\n", b"fffffffffffffffff\r\n"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(start=st.sampled_from([(kh.BODY, "body"), (kh.CHUNK_SIZE, "chunk_size"), (kh.CLOSE, "close")]),
+       remaining=st.integers(1, 80), line_mode=st.booleans(),
+       chunks=st.lists(st.lists(st.sampled_from(_BODY_PIECES), min_size=1, max_size=5).map(b"".join), max_size=6))
+@example(start=(kh.CHUNK_SIZE, "chunk_size"), remaining=1, line_mode=False,
+         chunks=[b"5\r\nhel", b"lo\r\n0\r", b"\n\r\nGET"])
+@example(start=(kh.BODY, "body"), remaining=5, line_mode=True, chunks=[b"hello"])
+@example(start=(kh.CHUNK_SIZE, "chunk_size"), remaining=1, line_mode=False, chunks=[b"x" * 4000, b"x" * 200])
+@example(start=(kh.CHUNK_SIZE, "chunk_size"), remaining=1, line_mode=False, chunks=[b"x" * 4096, b"\n"])
+def test_body_feed_reads_bodies_as_the_analyzer(start, remaining, line_mode, chunks) -> None:
+    """Content-Length, chunked (sizes, extensions, resyncs, trailers, lines split across
+    chunks) and close-delimited bodies, line mode's last line: where each chunk's reading
+    stops, the state after it, the bytes counted and whether the body ended, as
+    HttpAnalyzer._body gives them; left to Python only on a size line only int() reads."""
+    state, name = start
+    analyzer = HttpAnalyzer.__new__(HttpAnalyzer)  # _body reads no analyzer state
+    side = Side(is_resp=True)
+    side.trans = Transaction(0.0, 1, "GET", "/", "1.1")
+    side.state, side.remaining, side.line_mode = name, remaining if name == "body" else 0, line_mode
+    row = np.zeros(kh.SIDE_FIELDS, np.int64)
+    row[kh.S_STATE], row[kh.S_REMAINING], row[kh.S_LINE_MODE] = state, side.remaining, line_mode
+    line = np.zeros(2 * kh.LINE_MAX, np.uint8)
+    for chunk in chunks:
+        pos = 0
+        while pos < len(chunk) and side.state not in ("off", "head"):
+            pos = analyzer._body(side, chunk, pos)
+        buf, begin, end = _array(chunk, b"\n5\r\n")
+        got = kh.body_feed(row, line, buf, begin, end)
+        if got == kh.BODY_LEFT_TO_PYTHON:
+            return
+        assert (got - begin, int(row[kh.S_STATE])) == (pos, _PY_STATES[side.state])
+        if side.state != "off":
+            assert row[kh.S_REMAINING] == side.remaining
+        assert row[kh.S_COUNTED] == side.trans.response_body_len
+        assert bool(row[kh.S_DONE]) == side.trans.complete
+        if side.state in ("off", "head"):
+            return
+    if side.state == "close":  # the connection ended the body: its last line, in line mode
+        analyzer._unterminated_last_line(side)
+        kh_done = row.copy()
+        kh.end_body(kh_done)
+        assert kh_done[kh.S_COUNTED] == side.trans.response_body_len

@@ -442,3 +442,108 @@ def chunk_size(buf: np.ndarray, start: int, end: int) -> int:
             return CHUNK_SIZE_LEFT_TO_PYTHON
         size = size * 16 + (byte - 0x30 if byte <= 0x39 else (byte | 0x20) - 0x57)
     return size
+
+
+# A body's reading state (HttpAnalyzer's `_Side.state` past the head), as `body_feed` keeps
+# it in a row of SIDE_FIELDS int64s and a line buffer of LINE_MAX + 1 bytes.
+HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, CLOSE, OFF = range(8)
+S_STATE, S_REMAINING, S_LINE_LEN, S_LINE_MODE, S_TAIL_LEN, S_TAIL, S_COUNTED, S_DONE = range(8)
+SIDE_FIELDS = 8
+LINE_MAX = 4096  # a size line longer than this stops the reading (HttpAnalyzer._body)
+BODY_LEFT_TO_PYTHON = -1
+
+
+@njit(cache=True)
+def _count(side: np.ndarray, buf: np.ndarray, pos: int, n: int) -> None:
+    """HttpAnalyzer._add: n body bytes at buf[pos:], and in line mode the last two kept."""
+    if n <= 0:
+        return
+    if side[S_LINE_MODE]:
+        for k in range(max(pos, pos + n - 2), pos + n):
+            side[S_TAIL] = ((side[S_TAIL] << 8) | buf[k]) & 0xFFFF
+            side[S_TAIL_LEN] = min(side[S_TAIL_LEN] + 1, 2)
+    side[S_COUNTED] += n
+
+
+@njit(cache=True)
+def end_body(side: np.ndarray) -> None:
+    """HttpAnalyzer.end_body: a last line without its CRLF in line mode counts two more."""
+    if side[S_LINE_MODE] and side[S_TAIL_LEN] and (side[S_TAIL] & 0xFF) != LF:
+        side[S_COUNTED] += 2
+        side[S_TAIL], side[S_TAIL_LEN] = (CR << 8) | LF, 2
+    side[S_LINE_MODE] = 0
+    side[S_STATE] = HEAD
+    side[S_DONE] = 1
+
+
+@njit(cache=True)
+def _size_line(side: np.ndarray, line: np.ndarray, start: int, end: int) -> bool:
+    """HttpAnalyzer._chunk_size on the size line; False where it is left to Python."""
+    size = chunk_size(line, start, end)
+    if size == CHUNK_SIZE_LEFT_TO_PYTHON:
+        return False
+    if size == CHUNK_SIZE_BAD:
+        side[S_STATE] = OFF
+    elif size == 0:
+        side[S_STATE] = TRAILER
+    else:
+        side[S_STATE], side[S_REMAINING] = CHUNK_DATA, size
+    return True
+
+
+@njit(cache=True)
+def body_feed(side: np.ndarray, line: np.ndarray, buf: np.ndarray, pos: int, end: int) -> int:
+    """HttpAnalyzer._body over buf[pos:end] until the body ends (HEAD: where the next head
+    begins), reading stops (OFF) or the bytes do; returns where it stopped, or
+    BODY_LEFT_TO_PYTHON (a size line only int() reads, or one too long to keep). Counted
+    bytes are added to side[S_COUNTED]; side[S_DONE] is set when the body ended."""
+    while pos < end and side[S_STATE] != HEAD and side[S_STATE] != OFF:
+        state = side[S_STATE]
+        if state == CLOSE:
+            _count(side, buf, pos, end - pos)
+            pos = end
+        elif state == BODY or state == CHUNK_DATA:
+            n = min(side[S_REMAINING], end - pos)
+            _count(side, buf, pos, n)
+            side[S_REMAINING] -= n
+            pos += n
+            if side[S_REMAINING] == 0:
+                if state == BODY:
+                    end_body(side)
+                else:
+                    side[S_STATE] = CHUNK_CRLF
+        else:
+            nl = pos
+            while nl < end and buf[nl] != LF:
+                nl += 1
+            held = side[S_LINE_LEN]
+            if nl == end:
+                if held + end - pos > LINE_MAX:
+                    side[S_STATE] = OFF
+                else:
+                    line[held : held + end - pos] = buf[pos:end]
+                    side[S_LINE_LEN] = held + end - pos
+                return end
+            if held:
+                if held + nl - pos > line.shape[0]:
+                    return BODY_LEFT_TO_PYTHON
+                line[held : held + nl - pos] = buf[pos:nl]
+                text, start, stop = line, 0, held + nl - pos
+            else:
+                text, start, stop = buf, pos, nl
+            side[S_LINE_LEN] = 0
+            pos = nl + 1
+            while start < stop and ASCII_SPACE[text[start]]:
+                start += 1
+            while stop > start and ASCII_SPACE[text[stop - 1]]:
+                stop -= 1
+            if state == CHUNK_CRLF:
+                side[S_STATE] = CHUNK_SIZE
+                if stop > start and not _size_line(side, text, start, stop):  # data ran past its size
+                    return BODY_LEFT_TO_PYTHON
+            elif state == CHUNK_SIZE:
+                if not _size_line(side, text, start, stop):
+                    return BODY_LEFT_TO_PYTHON
+            elif stop == start:  # TRAILER: an empty line ends it
+                end_body(side)
+    return pos

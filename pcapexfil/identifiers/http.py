@@ -281,7 +281,7 @@ class Transaction:
         }
 
 
-class _Side:
+class Side:
     """Incremental parser state of one direction."""
 
     __slots__ = ("is_resp", "buf", "state", "remaining", "trans", "line_mode", "tail")
@@ -342,8 +342,8 @@ class _HttpConn:
         # BuildInitialAnalyzerTree, http/main.zeek's ports) or, elsewhere, once the PIA
         # matched a dpd.sig signature (None until then).
         self.attached = attached
-        self.orig = _Side(False)
-        self.resp = _Side(True)
+        self.orig = Side(False)
+        self.resp = Side(True)
         self.trans: list[Transaction] = []
         self.dropped = 0  # finished transactions logged and forgotten early (MAX_TRANSACTIONS)
         self.next_resp = 0  # index of the first transaction still waiting for its response
@@ -459,7 +459,7 @@ class HttpAnalyzer:
             else:
                 s.withdraw(NAME, not side.is_resp)
 
-    def _counted(self, conn: ConnView, st: _HttpConn, side: _Side, n: int) -> None:
+    def _counted(self, conn: ConnView, st: _HttpConn, side: Side, n: int) -> None:
         """`n` body bytes the fast engine counted for us (`TcpStreams.offer`): what `_body`
         does with them, logging included when they end a response."""
         if side.state not in _COUNTED_STATES or st.done:
@@ -582,7 +582,7 @@ class HttpAnalyzer:
                 return
             self._start_body(side, t, headers, is_request=True)
 
-    def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
+    def _start_body(self, side: Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
         side.trans = t
         side.tail = b""
         line_mode = chunked = False
@@ -609,7 +609,7 @@ class HttpAnalyzer:
             if not is_request:
                 t.complete = True
 
-    def _body(self, side: _Side, data: bytes, pos: int) -> int:
+    def _body(self, side: Side, data: bytes, pos: int) -> int:
         """Consume body bytes from data[pos:]; return the new position."""
         if side.state == "close":
             self._add(side, data, pos, len(data) - pos)
@@ -650,7 +650,7 @@ class HttpAnalyzer:
             self._body_done(side)
         return pos
 
-    def _chunk_size(self, side: _Side, line: bytes, pos: int) -> int:
+    def _chunk_size(self, side: Side, line: bytes, pos: int) -> int:
         try:
             size = int(line.split(b";", 1)[0], 16)
         except ValueError:
@@ -663,7 +663,7 @@ class HttpAnalyzer:
         return pos
 
     @staticmethod
-    def _add(side: _Side, data: bytes, pos: int, n: int) -> None:
+    def _add(side: Side, data: bytes, pos: int, n: int) -> None:
         t = side.trans
         if t is None or n <= 0:
             return
@@ -743,13 +743,13 @@ class HttpAnalyzer:
                     self._log(conn, side.trans)
 
     @staticmethod
-    def _unterminated_last_line(side: _Side) -> None:
+    def _unterminated_last_line(side: Side) -> None:
         """Zeek's count for a line-mode body whose last line has no CRLF: two bytes more."""
         if side.line_mode and side.tail and not side.tail.endswith(b"\n"):
             HttpAnalyzer._add(side, b"\r\n", 0, 2)
         side.line_mode = False
 
-    def _body_done(self, side: _Side) -> None:
+    def _body_done(self, side: Side) -> None:
         self._unterminated_last_line(side)
         side.state = "head"
         if side.trans is not None and side.is_resp:
