@@ -467,7 +467,7 @@ def _count(side: np.ndarray, buf: np.ndarray, pos: int, n: int) -> None:
 
 @njit(cache=True)
 def end_body(side: np.ndarray) -> None:
-    """HttpAnalyzer.end_body: a last line without its CRLF in line mode counts two more."""
+    """HttpAnalyzer._body_done: a last line without its CRLF in line mode counts two more."""
     if side[S_LINE_MODE] and side[S_TAIL_LEN] and (side[S_TAIL] & 0xFF) != LF:
         side[S_COUNTED] += 2
         side[S_TAIL], side[S_TAIL_LEN] = (CR << 8) | LF, 2
