@@ -72,7 +72,7 @@ LF_LF = np.frombuffer(b"\n\n", np.uint8).copy()
 
 
 @njit(cache=True)
-def _find(buf: np.ndarray, start: int, end: int, pattern: np.ndarray) -> int:
+def find(buf: np.ndarray, start: int, end: int, pattern: np.ndarray) -> int:
     """bytes.find(pattern, start, end): the first position, or -1."""
     n = len(pattern)
     for i in range(start, end - n + 1):
@@ -109,11 +109,11 @@ def head_bounds(buf: np.ndarray, start: int, end: int, allow_09: bool) -> tuple[
     first_end = first_nl
     while first_end > p and buf[first_end - 1] == CR:
         first_end -= 1
-    if allow_09 and _find(buf, p, first_end, HTTP_SLASH) < 0:
+    if allow_09 and find(buf, p, first_end, HTTP_SLASH) < 0:
         return HEAD_HTTP09, p, first_end, first_nl + 1, first_nl + 1, first_nl + 1
     # head_end: the first "\n\r\n", or a "\n\n" before it.
-    crlf = _find(buf, p, end, LF_CRLF)
-    lf = _find(buf, p, end if crlf < 0 else crlf + 1, LF_LF)
+    crlf = find(buf, p, end, LF_CRLF)
+    lf = find(buf, p, end if crlf < 0 else crlf + 1, LF_LF)
     nl = lf if lf >= 0 else crlf
     if nl < 0:
         return HEAD_INCOMPLETE, p, p, p, p, p
@@ -124,7 +124,7 @@ def head_bounds(buf: np.ndarray, start: int, end: int, allow_09: bool) -> tuple[
 
 
 @njit(cache=True)
-def _takes_request(buf: np.ndarray, start: int, end: int) -> bool:
+def takes_request(buf: np.ndarray, start: int, end: int) -> bool:
     """identifiers.http.is_request_line."""
     method = start
     while method < end and TOKEN_CHARS[buf[method]]:
@@ -140,9 +140,9 @@ def _takes_request(buf: np.ndarray, start: int, end: int) -> bool:
     while uri_end < end and URI_CHARS[buf[uri_end]]:
         uri_end += 1
     if uri_end == end:
-        has_version = _find(buf, rest, min(end, rest + 5), HTTP_SLASH) == rest
+        has_version = find(buf, rest, min(end, rest + 5), HTTP_SLASH) == rest
     else:
-        has_version = _find(buf, uri_end, end, HTTP_SLASH) >= 0
+        has_version = find(buf, uri_end, end, HTTP_SLASH) >= 0
     has_uri = end - rest > 1 or uri_end - rest == 1
     return has_version or (method - start >= MIN_09_METHOD and has_uri)
 
@@ -167,9 +167,15 @@ def request_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, 
     uri_end, version_start, version_end); the method starts the line; NO_VERSION in both
     version fields for HTTP/0.9. NOT_A_REQUEST in every field when is_request_line or
     _REQUEST_LINE rejects it."""
+    if not takes_request(buf, start, end):
+        return NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST
+    return request_match(buf, start, end)
+
+
+@njit(cache=True)
+def request_match(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int, int]:
+    """identifiers.http.REQUEST_LINE alone on buf[start:end], fields as `request_line`."""
     no = (NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST)
-    if not _takes_request(buf, start, end):
-        return no
     # _REQUEST_LINE: ^([A-Za-z][method chars]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$
     if not LETTERS[buf[start]]:
         return no
@@ -192,7 +198,7 @@ def request_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, 
     token = last
     while token > uri_start and buf[token - 1] != SPACE:
         token -= 1
-    if token > uri_start and _find(buf, token, last, HTTP_SLASH) == token \
+    if token > uri_start and find(buf, token, last, HTTP_SLASH) == token \
             and _version_end(buf, token + 5, last) == last:
         spaces = token - 1
         while buf[spaces - 1] == SPACE:
@@ -202,22 +208,27 @@ def request_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, 
 
 
 @njit(cache=True)
-def reply_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int]:
-    """The reply line buf[start:end] as `_feed_resp` takes it: (version_end, code,
-    reason_start, reason_end); the version starts after `HTTP/`; NO_REASON in both reason
-    fields when there is none. NOT_A_REPLY in every field when is_reply_line or
-    _RESPONSE_LINE rejects it."""
-    no = (NOT_A_REPLY, NOT_A_REPLY, NOT_A_REPLY, NOT_A_REPLY)
-    if _find(buf, start, min(end, start + 5), HTTP_SLASH) != start:
-        return no
-    # is_reply_line: HTTP/[^ \t]*[ \t]+[^ \t].. (DOTALL)
+def takes_reply(buf: np.ndarray, start: int, end: int) -> bool:
+    """identifiers.http.is_reply_line: `HTTP/[^ \\t]*[ \\t]+[^ \\t]..` (DOTALL)."""
+    if find(buf, start, min(end, start + 5), HTTP_SLASH) != start:
+        return False
     i = start + 5
     while i < end and not BLANKS[buf[i]]:
         i += 1
     j = i
     while j < end and BLANKS[buf[j]]:
         j += 1
-    if j == i or j + 3 > end:
+    return j > i and j + 3 <= end
+
+
+@njit(cache=True)
+def reply_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int]:
+    """The reply line buf[start:end] as `_feed_resp` takes it: (version_end, code,
+    reason_start, reason_end); the version starts after `HTTP/`; NO_REASON in both reason
+    fields when there is none. NOT_A_REPLY in every field when is_reply_line or
+    _RESPONSE_LINE rejects it."""
+    no = (NOT_A_REPLY, NOT_A_REPLY, NOT_A_REPLY, NOT_A_REPLY)
+    if not takes_reply(buf, start, end):
         return no
     # _RESPONSE_LINE: ^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$
     version_end = _version_end(buf, start + 5, end)

@@ -354,6 +354,16 @@ class _HttpConn:
         self.keep_alive = False
 
 
+# What the kernel keeps of one direction for `HttpAnalyzer.kernel_resume`: state name,
+# remaining, line mode, tail, buffered bytes, depth of the transaction it reads (0: none).
+KernelSide = tuple[str, int, bool, bytes, bytes, int]
+
+
+def reason_text(raw: bytes | None) -> str | None:
+    """A response's reason as http.log's status_msg / info_msg holds it."""
+    return _text(raw or b"").strip() or None
+
+
 def parse_headers(block: bytes) -> list[tuple[str, str]]:
     """Header lines to (UPPER-NAME, value); obsolete line folding joins continuation lines.
 
@@ -547,40 +557,48 @@ class HttpAnalyzer:
                     self._violation(conn, st)  # "not a http request line" (RequestExpected)
                 return
             method, uri, version = m.group(1), m.group(2), m.group(3)
-            if st.is_http is None:
-                st.is_http = True
-                if "http" not in conn.service:
-                    conn.service.append("http")
             headers = parse_headers(header_lines) if version else []
-            if version and _PERSISTENT.match(version):
-                st.keep_alive = True
-            uri, uri_weirds = unescape_uri(uri)
-            for name in uri_weirds:
-                self._weird(conn, name, ts)
-            if len(st.trans) >= MAX_TRANSACTIONS and not self._trim(conn, st):
-                self._weird(conn, "HTTP_excessive_pipelining", ts)
+            t = self._transaction(conn, st, ts, method, uri, version, headers)
+            if t is None:
                 side.state = "off"
                 return
-            t = Transaction(ts, st.dropped + len(st.trans) + 1, _text(method), _text(uri),
-                            _text(version or b"0.9"))
-            for name, value in headers:
-                if name not in t.headers:
-                    t.headers[name] = value
-                if name in _PROXY_HEADERS:
-                    t.proxied.append(f"{name} -> {value}")
-                if name == "CONNECTION" and _MIME_TOKEN_END.split(value, maxsplit=1)[0].lower() == "keep-alive":
-                    st.keep_alive = True
-                if name == "AUTHORIZATION" and value[:6].lower() == "basic ":
-                    try:
-                        user = base64.b64decode(value[6:].strip(), validate=False).split(b":", 1)[0]
-                        t.username = _text(user)
-                    except ValueError:
-                        pass
-            st.trans.append(t)
             if version is None:
                 side.state = "off"  # HTTP/0.9: one request, the response runs until close
                 return
             self._start_body(side, t, headers, is_request=True)
+
+    def _transaction(self, conn: ConnView, st: _HttpConn, ts: float, method: bytes, uri: bytes,
+                     version: bytes | None, headers: list[tuple[str, str]]) -> Transaction | None:
+        """A request taken (its first one confirms the analyzer) becomes the next
+        transaction; None when too many wait (HTTP_excessive_pipelining)."""
+        if st.is_http is None:
+            st.is_http = True
+            if "http" not in conn.service:
+                conn.service.append("http")
+        if version and _PERSISTENT.match(version):
+            st.keep_alive = True
+        uri, uri_weirds = unescape_uri(uri)
+        for name in uri_weirds:
+            self._weird(conn, name, ts)
+        if len(st.trans) >= MAX_TRANSACTIONS and not self._trim(conn, st):
+            self._weird(conn, "HTTP_excessive_pipelining", ts)
+            return None
+        t = Transaction(ts, st.dropped + len(st.trans) + 1, _text(method), _text(uri), _text(version or b"0.9"))
+        for name, value in headers:
+            if name not in t.headers:
+                t.headers[name] = value
+            if name in _PROXY_HEADERS:
+                t.proxied.append(f"{name} -> {value}")
+            if name == "CONNECTION" and _MIME_TOKEN_END.split(value, maxsplit=1)[0].lower() == "keep-alive":
+                st.keep_alive = True
+            if name == "AUTHORIZATION" and value[:6].lower() == "basic ":
+                try:
+                    user = base64.b64decode(value[6:].strip(), validate=False).split(b":", 1)[0]
+                    t.username = _text(user)
+                except ValueError:
+                    pass
+        st.trans.append(t)
+        return t
 
     def _start_body(self, side: Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
         side.trans = t
@@ -711,7 +729,7 @@ class HttpAnalyzer:
                 code = int(m.group(2))
                 if _PERSISTENT.match(m.group(1)):
                     st.keep_alive = True
-                msg = _text(m.group(3) or b"").strip() or None
+                msg = reason_text(m.group(3))
                 headers = parse_headers(header_lines)
                 if 100 <= code < 200 and code != 101:
                     t.info_code, t.info_msg = code, msg
@@ -780,6 +798,78 @@ class HttpAnalyzer:
     def _weird(self, conn: ConnView, name: str, ts: float) -> None:
         if self.ctx.weirds is not None:
             self.ctx.weirds.report(name, ts, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
+
+    # -- what the kernel read (fast.http_machine.apply_events) ------------------------------
+    # The kernel reads the bytes; these keep the transactions as the byte-reading methods
+    # above do at the same points.
+
+    def _state(self, conn: ConnView) -> _HttpConn:
+        st: _HttpConn = conn.app[NAME]
+        return st
+
+    def _numbered(self, st: _HttpConn, depth: int) -> Transaction:
+        return st.trans[depth - st.dropped - 1]
+
+    def kernel_request(self, conn: ConnView, ts: float, method: bytes, uri: bytes, version: bytes | None,
+                       headers: list[tuple[str, str]]) -> None:
+        """A request head `_requests` would have taken."""
+        st = self._state(conn)
+        t = self._transaction(conn, st, ts, method, uri, version, headers)
+        assert t is not None, "the kernel leaves a connection to Python before MAX_TRANSACTIONS"
+
+    def kernel_reply(self, conn: ConnView, depth: int, code: int, reason: bytes | None, version: bytes) -> None:
+        """A final response head (`_feed_resp`); the kernel says when it is complete."""
+        st = self._state(conn)
+        t = self._numbered(st, depth)
+        t.status_code, t.status_msg, t.resp_version = code, reason_text(reason), _text(version)
+        st.next_resp += 1
+
+    def kernel_info(self, conn: ConnView, depth: int, code: int, reason: bytes | None) -> None:
+        """A 1xx response head other than 101."""
+        t = self._numbered(self._state(conn), depth)
+        t.info_code, t.info_msg = code, reason_text(reason)
+
+    def kernel_reply_09(self, conn: ConnView, depth: int) -> None:
+        """The response to an HTTP/0.9 request: no head, the body runs until close."""
+        t = self._numbered(self._state(conn), depth)
+        t.status_code, t.status_msg, t.resp_version = 0, "<empty>", "0.9"
+
+    def kernel_body(self, conn: ConnView, depth: int, is_orig: bool, n: int) -> None:
+        """`n` body bytes of a transaction's request or response (`_add`)."""
+        t = self._numbered(self._state(conn), depth)
+        if is_orig:
+            t.request_body_len += n
+        else:
+            t.response_body_len += n
+
+    def kernel_done(self, conn: ConnView, depth: int) -> None:
+        """A response is complete: its transaction is logged."""
+        t = self._numbered(self._state(conn), depth)
+        t.complete = True
+        self._log(conn, t)
+
+    def kernel_weird(self, conn: ConnView, name: str, ts: float) -> None:
+        self._weird(conn, name, ts)
+
+    def kernel_violation(self, conn: ConnView, size: int) -> None:
+        """`_violation` after `size` bytes of both directions."""
+        st = self._state(conn)
+        if analyzer_violation(conn.service, NAME, size):
+            self._give_up(conn, st)
+
+    def kernel_stop(self, conn: ConnView) -> None:
+        self._give_up(conn, self._state(conn))
+
+    def kernel_resume(self, conn: ConnView, is_http: bool | None, keep_alive: bool,
+                      sides: tuple[KernelSide, KernelSide]) -> None:
+        """The kernel leaves the connection to Python: from its state the byte-reading
+        methods go on where it stopped (client side first)."""
+        st = self._state(conn)
+        st.is_http, st.keep_alive = is_http, keep_alive
+        for side, (state, remaining, line_mode, tail, buf, depth) in zip((st.orig, st.resp), sides):
+            side.state, side.remaining, side.line_mode, side.tail = state, remaining, line_mode, tail
+            side.buf = bytearray(buf)
+            side.trans = self._numbered(st, depth) if depth else None
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         st: _HttpConn | None = conn.app.get(NAME)
