@@ -338,30 +338,29 @@ def _append(state, heads, side, src, start, end):
 
 
 @njit(cache=True)
-def _requests(state, sides, heads, pending, lines_out, fields, events, arena, out_n, size):
-    """HttpAnalyzer._requests: every complete request head in the client's head buffer."""
-    buf = heads[ORIG]
+def _requests(state, sides, pending, lines_out, fields, events, arena, out_n, size, buf, pos, end):
+    """HttpAnalyzer._requests: every complete request head in buf[pos:end]. Returns the
+    answer and where reading stopped: after the last head taken, or where an incomplete
+    one begins (take_head drops the blank lines before it)."""
     row = sides[ORIG]
     while row[S_STATE] == HEAD:
-        start, end = state[K_HEAD_START + ORIG], state[K_HEAD_LEN + ORIG]
-        status, fs, fe, hs, he, head_end = head_bounds(buf, start, end, True)
+        status, fs, fe, hs, he, head_end = head_bounds(buf, pos, end, True)
         if status == HEAD_INCOMPLETE:
-            state[K_HEAD_START + ORIG] = fs  # take_head drops the blank lines
-            return FED
-        state[K_HEAD_START + ORIG] = head_end
+            return FED, fs
+        pos = head_end
         taken = takes_request(buf, fs, fe)
         method_end, uri_start, uri_end, v_start, v_end = request_match(buf, fs, fe) if taken else (
             NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST)
         if method_end == NOT_A_REQUEST:
             if not _weird(events, out_n, W_BAD_REQUEST):
-                return NO_ROOM
+                return NO_ROOM, pos
             row[S_STATE] = OFF
             if not taken and (state[K_KEEP_ALIVE] or state[K_REQUESTS] == 0):
                 if not _violation(state, events, out_n, size):
-                    return NO_ROOM
-            return FED
+                    return NO_ROOM, pos
+            return FED, pos
         if state[K_REQUESTS] >= MAX_TRANSACTIONS_IN_KERNEL or state[K_REQUESTS] - state[K_NEXT_RESP] >= PENDING_MAX:
-            return LEFT
+            return LEFT, pos
         has_version = v_start != NO_VERSION
         n = 0
         for f in range(N_FIELDS):
@@ -372,18 +371,18 @@ def _requests(state, sides, heads, pending, lines_out, fields, events, arena, ou
         if has_version:
             n = header_lines(buf, hs, he, lines_out)
             if n == HEADERS_LEFT_TO_PYTHON or message_fields(buf, lines_out, n, fields) == FIELDS_LEFT_TO_PYTHON:
-                return LEFT
+                return LEFT, pos
         state[K_IS_HTTP] = 1
         if has_version and _persistent(buf, v_start, v_end):
             state[K_KEEP_ALIVE] = 1
         if fields[FIELD_KEEP_ALIVE]:
             state[K_KEEP_ALIVE] = 1
         if not _flush_counts(state, sides, events, out_n, ORIG):
-            return NO_ROOM
+            return NO_ROOM, pos
         depth = state[K_REQUESTS] + 1
         k = _event(events, out_n, HE_REQUEST, depth)
         if k < 0:
-            return NO_ROOM
+            return NO_ROOM, pos
         ok = _span(events, k, E_METHOD, arena, out_n, buf, fs, method_end)
         ok = ok and _span(events, k, E_URI, arena, out_n, buf, uri_start, uri_end)
         if has_version:
@@ -396,7 +395,7 @@ def _requests(state, sides, heads, pending, lines_out, fields, events, arena, ou
             if fields[FIELD_PROXIED] or fields[FIELD_AUTHORIZATION]:
                 ok = ok and _span(events, k, E_BLOCK, arena, out_n, buf, hs, he)
         if not ok:
-            return NO_ROOM
+            return NO_ROOM, pos
         kind = 0 if has_version else T_09
         if _is_word(buf, fs, method_end, _HEAD_WORD):
             kind |= T_HEAD
@@ -406,12 +405,12 @@ def _requests(state, sides, heads, pending, lines_out, fields, events, arena, ou
         state[K_REQUESTS] = depth
         if not has_version:
             row[S_STATE] = OFF  # HTTP/0.9: one request, the response runs until close
-            return FED
+            return FED, pos
         state[K_TRANS + ORIG] = depth
         answer = _start_body(state, sides, events, out_n, ORIG, fields, True)
         if answer != FED:
-            return answer
-    return FED
+            return answer, pos
+    return FED, pos
 
 
 @njit(cache=True)
@@ -437,152 +436,135 @@ def _first_line(buf, start, end):
 
 
 @njit(cache=True)
-def _reply(state, sides, heads, pending, lines_out, fields, events, arena, out_n, size):
-    """One response head from the server's head buffer (HttpAnalyzer._feed_resp's head
-    branch): FED with the head taken or still incomplete (K_HEAD_START tells), NO_ROOM, LEFT."""
-    buf = heads[RESP]
+def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size, buf, start, end):
+    """One response head at buf[start:end] (HttpAnalyzer._feed_resp's head branch). Returns
+    the answer, where reading stopped (after the head, or where an incomplete one begins)
+    and whether a head was taken."""
     row = sides[RESP]
-    start, end = state[K_HEAD_START + RESP], state[K_HEAD_LEN + RESP]
     fs, fe = _first_line(buf, start, end)
     if fs >= 0 and not takes_reply(buf, fs, fe):
         if not _weird(events, out_n, W_BAD_REPLY):
-            return NO_ROOM
+            return NO_ROOM, end, True
         row[S_STATE] = OFF
-        return FED if _violation(state, events, out_n, size) else NO_ROOM
+        return (FED if _violation(state, events, out_n, size) else NO_ROOM), end, True
     status, fs, fe, hs, he, head_end = head_bounds(buf, start, end, False)
     if status == HEAD_INCOMPLETE:
-        state[K_HEAD_START + RESP] = fs
-        return FED
-    state[K_HEAD_START + RESP] = head_end
+        return FED, fs, False
     version_end, code, r_start, r_end = reply_line(buf, fs, fe)
     if version_end == NOT_A_REPLY:
         if not _weird(events, out_n, W_BAD_REPLY):
-            return NO_ROOM
+            return NO_ROOM, head_end, True
         row[S_STATE] = OFF
-        return FED
+        return FED, head_end, True
     n = header_lines(buf, hs, he, lines_out)
     if n == HEADERS_LEFT_TO_PYTHON or message_fields(buf, lines_out, n, fields) == FIELDS_LEFT_TO_PYTHON:
-        return LEFT
+        return LEFT, head_end, True
     if _persistent(buf, fs + 5, version_end):
         state[K_KEEP_ALIVE] = 1
     depth = state[K_NEXT_RESP] + 1
     if 100 <= code < 200 and code != 101:
         k = _event(events, out_n, HE_INFO, depth)
         if k < 0:
-            return NO_ROOM
+            return NO_ROOM, head_end, True
         events[k, E_CODE] = code
         if r_start != NO_REASON and not _span(events, k, E_REASON, arena, out_n, buf, r_start, r_end):
-            return NO_ROOM
-        return FED
+            return NO_ROOM, head_end, True
+        return FED, head_end, True
     if not _flush_counts(state, sides, events, out_n, RESP):
-        return NO_ROOM
+        return NO_ROOM, head_end, True
     k = _event(events, out_n, HE_REPLY, depth)
     if k < 0:
-        return NO_ROOM
+        return NO_ROOM, head_end, True
     events[k, E_CODE] = code
     if r_start != NO_REASON and not _span(events, k, E_REASON, arena, out_n, buf, r_start, r_end):
-        return NO_ROOM
+        return NO_ROOM, head_end, True
     if not _span(events, k, E_VERSION, arena, out_n, buf, fs + 5, version_end):
-        return NO_ROOM
+        return NO_ROOM, head_end, True
     state[K_NEXT_RESP] = depth
     kind = pending[depth % PENDING_MAX]
     tunnel = code == 101 or ((kind & T_CONNECT) != 0 and 200 <= code < 300)
     if (kind & T_HEAD) != 0 or code == 204 or code == 304 or tunnel:
         if not _done(state, sides, events, out_n, depth):
-            return NO_ROOM
+            return NO_ROOM, head_end, True
         row[S_STATE] = HEAD
     else:
         state[K_TRANS + RESP] = depth
         answer = _start_body(state, sides, events, out_n, RESP, fields, False)
         if answer != FED:
-            return answer
+            return answer, head_end, True
     if tunnel:
         row[S_STATE] = OFF
         sides[ORIG, S_STATE] = OFF
-    return FED
+    return FED, head_end, True
 
 
 @njit(cache=True)
 def _feed_side(state, sides, lines, heads, pending, lines_out, fields, side, src, start, end, events, arena, out_n,
                size):
-    """HttpAnalyzer._feed_orig / _feed_resp over src[start:end]. The bytes are read from
-    the chunk, or, once a head state buffered them, from the head buffer (`in_buf`)."""
+    """HttpAnalyzer._feed_orig / _feed_resp over src[start:end]. Heads are read where they
+    lie; only one a chunk leaves incomplete is kept in the side's head buffer, and the next
+    chunk's bytes are read after it there (`in_buf`), as Python reads its `side.buf`."""
     row = sides[side]
-    in_buf = False
-    pos = start
-    while row[S_STATE] != OFF:
-        if row[S_STATE] == HEAD:
-            if in_buf:
-                state[K_HEAD_START + side] = pos  # heads[side, pos:len] are still unread
-                if pos >= state[K_HEAD_LEN + side]:
-                    break
-            elif pos >= end:
-                break
-            if side == RESP:
-                if state[K_NEXT_RESP] >= state[K_REQUESTS]:
-                    state[K_HEAD_START + side] = state[K_HEAD_LEN + side]
-                    break  # a response nobody asked for: its bytes are dropped
-                depth = state[K_NEXT_RESP] + 1
-                if pending[depth % PENDING_MAX] & T_09:
-                    if not _flush_counts(state, sides, events, out_n, RESP):
-                        return NO_ROOM
-                    if _event(events, out_n, HE_REPLY_09, depth) < 0:
-                        return NO_ROOM
-                    state[K_TRANS + RESP] = depth
-                    row[S_STATE] = CLOSE
-                    continue
-            if not in_buf:
-                if not _append(state, heads, side, src, pos, end):
-                    return LEFT
-                pos = end
-            in_buf = True
-            if side == ORIG:
-                if state[K_IS_HTTP] == UNDECIDED:
-                    b0, b1 = state[K_HEAD_START + ORIG], state[K_HEAD_LEN + ORIG]
-                    nl = b0
-                    while nl < b1 and heads[ORIG, nl] != LF:
-                        nl += 1
-                    if not _plausible(heads[ORIG], b0, nl, nl < b1):
-                        if nl == b1 and _method_so_far(heads[ORIG], b0, nl):
-                            return LEFT  # contentline_size_exceeded: Python names it
-                        state[K_IS_HTTP] = 0
-                        row[S_STATE] = OFF
-                        sides[RESP, S_STATE] = OFF
-                        return FED
-                answer = _requests(state, sides, heads, pending, lines_out, fields, events, arena, out_n, size)
-                if answer != FED:
-                    return answer
-                if row[S_STATE] == HEAD:
-                    break
-            else:
-                before = state[K_HEAD_START + RESP]
-                answer = _reply(state, sides, heads, pending, lines_out, fields, events, arena, out_n, size)
-                if answer != FED:
-                    return answer
-                if row[S_STATE] == HEAD and state[K_HEAD_START + RESP] == before:
-                    break  # the head is not complete
-                if row[S_STATE] == HEAD and state[K_HEAD_START + RESP] != before:
-                    pos = state[K_HEAD_START + RESP]
-                    continue
-            if row[S_STATE] == OFF:
-                break
-            # A body started inside the buffered bytes: read it from there.
-            pos = state[K_HEAD_START + side]
-            state[K_HEAD_START + side] = state[K_HEAD_LEN + side]
+    cur, pos, stop = src, start, end
+    in_buf = kept = False
+    while row[S_STATE] != OFF and pos < stop:
+        if row[S_STATE] != HEAD:
+            pos = body_feed(row, lines[side], cur, pos, stop)
+            if pos == BODY_LEFT_TO_PYTHON:
+                return LEFT
+            if row[S_DONE]:
+                row[S_DONE] = 0
+                if side == RESP and not _done(state, sides, events, out_n, state[K_TRANS + RESP]):
+                    return NO_ROOM
             continue
-        body_src = heads[side] if in_buf else src
-        body_end = state[K_HEAD_LEN + side] if in_buf else end
-        if pos >= body_end:
+        if side == RESP:
+            if state[K_NEXT_RESP] >= state[K_REQUESTS]:
+                break  # a response nobody asked for: its bytes are dropped
+            depth = state[K_NEXT_RESP] + 1
+            if pending[depth % PENDING_MAX] & T_09:
+                if not _flush_counts(state, sides, events, out_n, RESP):
+                    return NO_ROOM
+                if _event(events, out_n, HE_REPLY_09, depth) < 0:
+                    return NO_ROOM
+                state[K_TRANS + RESP] = depth
+                row[S_STATE] = CLOSE
+                continue
+        if not in_buf and state[K_HEAD_LEN + side] > state[K_HEAD_START + side]:
+            # A head begun in an earlier chunk: these bytes follow it.
+            if not _append(state, heads, side, cur, pos, stop):
+                return LEFT
+            cur, pos, stop = heads[side], state[K_HEAD_START + side], state[K_HEAD_LEN + side]
+            in_buf = True
+        if side == ORIG:
+            if state[K_IS_HTTP] == UNDECIDED:
+                nl = pos
+                while nl < stop and cur[nl] != LF:
+                    nl += 1
+                if not _plausible(cur, pos, nl, nl < stop):
+                    if nl == stop and _method_so_far(cur, pos, nl):
+                        return LEFT  # contentline_size_exceeded: Python names it
+                    state[K_IS_HTTP] = 0
+                    row[S_STATE] = OFF
+                    sides[RESP, S_STATE] = OFF
+                    break
+            answer, pos = _requests(state, sides, pending, lines_out, fields, events, arena, out_n, size, cur, pos,
+                                    stop)
+            taken = False
+        else:
+            answer, pos, taken = _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size, cur,
+                                        pos, stop)
+        if answer != FED:
+            return answer
+        if row[S_STATE] == HEAD and not taken:
+            # An incomplete head from `pos`: kept for the next chunk.
+            if in_buf:
+                state[K_HEAD_START + side] = pos
+            elif not _append(state, heads, side, cur, pos, stop):
+                return LEFT
+            kept = True
             break
-        pos = body_feed(row, lines[side], body_src, pos, body_end)
-        if pos == BODY_LEFT_TO_PYTHON:
-            return LEFT
-        if row[S_DONE]:
-            row[S_DONE] = 0
-            if side == RESP and not _done(state, sides, events, out_n, state[K_TRANS + RESP]):
-                return NO_ROOM
-    if in_buf and row[S_STATE] != HEAD:
-        state[K_HEAD_START + side] = state[K_HEAD_LEN + side]
+    if in_buf and not kept:
+        state[K_HEAD_START + side] = state[K_HEAD_LEN + side]  # the buffer is read
     return FED
 
 
