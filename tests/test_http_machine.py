@@ -22,6 +22,7 @@ from pcapexfil.identifiers.stream import open_streams, streams
 
 ISN_CLIENT, ISN_SERVER = 999, 4999
 HEAD_CAPACITY = 512  # small, so that long heads are left to Python too
+LINE_CAPACITY = 16  # and long chunk-size lines
 
 
 @dataclass
@@ -79,12 +80,13 @@ class _Kernel:
 
     state: np.ndarray = field(default_factory=hm.new_state)
     sides: np.ndarray = field(default_factory=lambda: np.zeros((2, kh.SIDE_FIELDS), np.int64))
-    lines: np.ndarray = field(default_factory=lambda: np.zeros((2, kh.LINE_MAX + 1), np.uint8))
+    lines: np.ndarray = field(default_factory=lambda: np.zeros((2, LINE_CAPACITY), np.uint8))
     heads: np.ndarray = field(default_factory=lambda: np.zeros((2, HEAD_CAPACITY), np.uint8))
     pending: np.ndarray = field(default_factory=lambda: np.zeros(hm.PENDING_MAX, np.int64))
     events: np.ndarray = field(default_factory=lambda: np.zeros((4096, hm.EVENT_FIELDS), np.int64))
     arena: np.ndarray = field(default_factory=lambda: np.zeros(1 << 17, np.uint8))
     out_n: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
+    scratch: hm.Scratch = field(default_factory=lambda: hm.new_scratch(LINE_CAPACITY))
 
 
 def _kernel(chunks: Chunks) -> tuple[list, list, list[str], str | None, bool]:
@@ -105,7 +107,7 @@ def _kernel(chunks: Chunks) -> tuple[list, list, list[str], str | None, bool]:
             k.out_n[:] = 0
             size = sent[True] + sent[False] + len(chunk)
             answer = hm.http_chunk(k.state, k.sides, k.lines, k.heads, k.pending, is_orig, buf, 2, 2 + len(chunk),
-                                   size, k.events, k.arena, k.out_n)
+                                   size, k.events, k.arena, k.out_n, k.scratch)
             assert answer != hm.NO_ROOM
             hm.apply_events(analyzer, conn, k.events[: k.out_n[hm.O_EVENTS]], k.arena, ts)
             if answer == hm.LEFT:

@@ -71,7 +71,15 @@ LF_CRLF = np.frombuffer(b"\n\r\n", np.uint8).copy()
 LF_LF = np.frombuffer(b"\n\n", np.uint8).copy()
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
+def copy_bytes(dst: np.ndarray, at: int, src: np.ndarray, start: int, n: int) -> None:
+    """dst[at:at + n] = src[start:start + n] (a slice assignment needs numba's runtime,
+    which the table's kernels run without)."""
+    for k in range(n):
+        dst[at + k] = src[start + k]
+
+
+@njit(cache=True, _nrt=False)
 def find(buf: np.ndarray, start: int, end: int, pattern: np.ndarray) -> int:
     """bytes.find(pattern, start, end): the first position, or -1."""
     n = len(pattern)
@@ -84,7 +92,7 @@ def find(buf: np.ndarray, start: int, end: int, pattern: np.ndarray) -> int:
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def head_bounds(buf: np.ndarray, start: int, end: int, allow_09: bool) -> tuple[int, int, int, int, int, int]:
     """The head at the start of buf[start:end]: (status, first_start, first_end,
     headers_start, headers_end, head_end). The first line is buf[first_start:first_end]
@@ -123,7 +131,7 @@ def head_bounds(buf: np.ndarray, start: int, end: int, allow_09: bool) -> tuple[
     return HEAD_COMPLETE, p, first_end, first_nl + 1, headers_end, blank_end
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def takes_request(buf: np.ndarray, start: int, end: int) -> bool:
     """identifiers.http.is_request_line."""
     method = start
@@ -147,7 +155,7 @@ def takes_request(buf: np.ndarray, start: int, end: int) -> bool:
     return has_version or (method - start >= MIN_09_METHOD and has_uri)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _version_end(buf: np.ndarray, start: int, end: int) -> int:
     """Where `\\d+\\.\\d+` starting at `start` ends, or -1."""
     i = start
@@ -161,7 +169,7 @@ def _version_end(buf: np.ndarray, start: int, end: int) -> int:
     return j if j > i + 1 else -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def request_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int, int]:
     """The request line buf[start:end] as `_requests` takes it: (method_end, uri_start,
     uri_end, version_start, version_end); the method starts the line; NO_VERSION in both
@@ -172,7 +180,7 @@ def request_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, 
     return request_match(buf, start, end)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def request_match(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int, int]:
     """identifiers.http.REQUEST_LINE alone on buf[start:end], fields as `request_line`."""
     no = (NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST, NOT_A_REQUEST)
@@ -207,7 +215,7 @@ def request_match(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int,
     return method_end, uri_start, last, NO_VERSION, NO_VERSION
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def takes_reply(buf: np.ndarray, start: int, end: int) -> bool:
     """identifiers.http.is_reply_line: `HTTP/[^ \\t]*[ \\t]+[^ \\t]..` (DOTALL)."""
     if find(buf, start, min(end, start + 5), HTTP_SLASH) != start:
@@ -221,7 +229,7 @@ def takes_reply(buf: np.ndarray, start: int, end: int) -> bool:
     return j > i and j + 3 <= end
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def reply_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, int]:
     """The reply line buf[start:end] as `_feed_resp` takes it: (version_end, code,
     reason_start, reason_end); the version starts after `HTTP/`; NO_REASON in both reason
@@ -252,7 +260,7 @@ def reply_line(buf: np.ndarray, start: int, end: int) -> tuple[int, int, int, in
     return version_end, code, after + 1, end
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def header_lines(buf: np.ndarray, start: int, end: int, out: np.ndarray) -> int:
     """The header lines of buf[start:end] as `_parse_headers` has them: row k of `out`
     (shape (MAX_HEADERS, 4)) is (name_start, name_end, value_start, value_end), name and
@@ -333,12 +341,12 @@ CHUNKED = np.frombuffer(b"chunked", np.uint8).copy()
 TOKEN_END = _table(b' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f()<>@,;:\\"/[]?=')
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _lower(byte: int) -> int:
     return byte + 32 if 0x41 <= byte <= 0x5A else byte
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _is_name(buf: np.ndarray, start: int, end: int, names: np.ndarray, row: int) -> bool:
     """Whether buf[start:end] is names[row] in any case (names are upper case)."""
     width = names.shape[1]
@@ -352,7 +360,7 @@ def _is_name(buf: np.ndarray, start: int, end: int, names: np.ndarray, row: int)
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _ascii(buf: np.ndarray, start: int, end: int) -> bool:
     for k in range(start, end):
         if buf[k] >= 0x80:
@@ -360,7 +368,7 @@ def _ascii(buf: np.ndarray, start: int, end: int) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _starts_lower(buf: np.ndarray, start: int, end: int, word: np.ndarray) -> bool:
     if end - start < len(word):
         return False
@@ -370,7 +378,7 @@ def _starts_lower(buf: np.ndarray, start: int, end: int, word: np.ndarray) -> bo
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def message_fields(buf: np.ndarray, lines: np.ndarray, n: int, out: np.ndarray) -> int:
     """What the header lines `lines[:n]` (from `header_lines`) decide, into `out` (N_FIELDS,
     see FIELD_*), as `HttpAnalyzer._requests` and `_start_body` read them. Returns 0, or
@@ -431,7 +439,7 @@ MAX_CHUNK_DIGITS = 15  # below 2^60
 HEX = _table(b"0123456789abcdefABCDEF")
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def chunk_size(buf: np.ndarray, start: int, end: int) -> int:
     """A chunked body's size line buf[start:end] (its LF excluded) as
     `HttpAnalyzer._chunk_size` reads it: `int(line.strip().split(b";")[0], 16)`."""
@@ -464,7 +472,7 @@ LINE_MAX = 4096  # a size line longer than this stops the reading (HttpAnalyzer.
 BODY_LEFT_TO_PYTHON = -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _count(side: np.ndarray, buf: np.ndarray, pos: int, n: int) -> None:
     """HttpAnalyzer._add: n body bytes at buf[pos:], and in line mode the last two kept."""
     if n <= 0:
@@ -476,7 +484,7 @@ def _count(side: np.ndarray, buf: np.ndarray, pos: int, n: int) -> None:
     side[S_COUNTED] += n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def end_body(side: np.ndarray) -> None:
     """HttpAnalyzer._body_done: a last line without its CRLF in line mode counts two more."""
     if side[S_LINE_MODE] and side[S_TAIL_LEN] and (side[S_TAIL] & 0xFF) != LF:
@@ -487,7 +495,7 @@ def end_body(side: np.ndarray) -> None:
     side[S_DONE] = 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _size_line(side: np.ndarray, line: np.ndarray, start: int, end: int) -> bool:
     """HttpAnalyzer._chunk_size on the size line; False where it is left to Python."""
     size = chunk_size(line, start, end)
@@ -502,11 +510,11 @@ def _size_line(side: np.ndarray, line: np.ndarray, start: int, end: int) -> bool
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def body_feed(side: np.ndarray, line: np.ndarray, buf: np.ndarray, pos: int, end: int) -> int:
     """HttpAnalyzer._body over buf[pos:end] until the body ends (HEAD: where the next head
     begins), reading stops (OFF) or the bytes do; returns where it stopped, or
-    BODY_LEFT_TO_PYTHON (a size line only int() reads, or one too long to keep). Counted
+    BODY_LEFT_TO_PYTHON (a size line only int() reads, or one longer than `line` keeps). Counted
     bytes are added to side[S_COUNTED]; side[S_DONE] is set when the body ended."""
     while pos < end and side[S_STATE] != HEAD and side[S_STATE] != OFF:
         state = side[S_STATE]
@@ -531,14 +539,16 @@ def body_feed(side: np.ndarray, line: np.ndarray, buf: np.ndarray, pos: int, end
             if nl == end:
                 if held + end - pos > LINE_MAX:
                     side[S_STATE] = OFF
+                elif held + end - pos > line.shape[0]:
+                    return BODY_LEFT_TO_PYTHON  # longer than this line buffer keeps
                 else:
-                    line[held : held + end - pos] = buf[pos:end]
+                    copy_bytes(line, held, buf, pos, end - pos)
                     side[S_LINE_LEN] = held + end - pos
                 return end
             if held:
                 if held + nl - pos > line.shape[0]:
                     return BODY_LEFT_TO_PYTHON
-                line[held : held + nl - pos] = buf[pos:nl]
+                copy_bytes(line, held, buf, pos, nl - pos)
                 text, start, stop = line, 0, held + nl - pos
             else:
                 text, start, stop = buf, pos, nl

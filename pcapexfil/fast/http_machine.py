@@ -26,7 +26,7 @@ kind of each transaction waiting for its response.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -71,9 +71,11 @@ from pcapexfil.fast.http import (
     S_STATE,
     S_TAIL,
     S_TAIL_LEN,
+    SIDE_FIELDS,
     SPACE,
     TRAILER,
     body_feed,
+    copy_bytes,
     head_bounds,
     header_lines,
     message_fields,
@@ -157,20 +159,21 @@ def new_state() -> np.ndarray:
     return state
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _event(events, out_n, kind, depth):
     """A new event row's index, or -1 when full."""
     k = out_n[O_EVENTS]
     if k >= events.shape[0]:
         return -1
     out_n[O_EVENTS] = k + 1
-    events[k, :] = NO_SPAN
+    for f in range(EVENT_FIELDS):
+        events[k, f] = NO_SPAN
     events[k, E_KIND] = kind
     events[k, E_DEPTH] = depth
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _span(events, k, field, arena, out_n, src, start, end):
     """src[start:end] copied to the arena, its span into events[k, field:field + 2];
     False when the arena is full."""
@@ -178,14 +181,14 @@ def _span(events, k, field, arena, out_n, src, start, end):
     n = end - start
     if a + n > arena.shape[0]:
         return False
-    arena[a : a + n] = src[start:end]
+    copy_bytes(arena, a, src, start, n)
     out_n[O_ARENA] = a + n
     events[k, field] = a
     events[k, field + 1] = a + n
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _flush_counts(state, sides, events, out_n, side):
     """HE_BODY: the bytes the side counted for its transaction since the last one."""
     n = sides[side, S_COUNTED]
@@ -200,7 +203,7 @@ def _flush_counts(state, sides, events, out_n, side):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _done(state, sides, events, out_n, depth):
     """HE_DONE (the transaction is logged), after both sides' counts: a request body may
     still be counting when its response completes."""
@@ -208,7 +211,7 @@ def _done(state, sides, events, out_n, depth):
             and _event(events, out_n, HE_DONE, depth) >= 0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _persistent(src, start, end):
     """identifiers.http._PERSISTENT on a version: above 1.0 keeps the connection alive."""
     if end - start < 3 or src[start + 1] != DOT or not (ZERO <= src[start + 2] <= NINE):
@@ -216,7 +219,7 @@ def _persistent(src, start, end):
     return (0x32 <= src[start] <= NINE) or (src[start] == 0x31 and src[start + 2] != ZERO)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _is_word(src, start, end, word):
     """src[start:end] is `word` (upper case) in any case."""
     if end - start != len(word):
@@ -236,7 +239,7 @@ for _row, _word in enumerate((b"GET", b"HEAD", b"POST")):
     _KNOWN_09[_row, : len(_word)] = np.frombuffer(_word, np.uint8)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _known_09(src, start, end):
     """The method src[start:end] is one of _KNOWN_09, in this case."""
     n = end - start
@@ -252,7 +255,7 @@ def _known_09(src, start, end):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _method_so_far(src, start, end):
     """identifiers.http._METHOD_SO_FAR on an unfinished first line."""
     if end == start or not LETTERS[src[start]]:
@@ -263,7 +266,7 @@ def _method_so_far(src, start, end):
     return i - start <= MAX_METHOD and (i == end or src[i] == SPACE)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _plausible(src, start, end, complete):
     """HttpAnalyzer._plausible_request on the first line src[start:end] (without its LF)."""
     if end == start or not LETTERS[src[start]]:
@@ -278,7 +281,7 @@ def _plausible(src, start, end, complete):
     return version_start != NO_VERSION or _known_09(src, start, method_end)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _violation(state, events, out_n, size):
     """HttpAnalyzer._violation: dpd.zeek disables the analyzer within its first bytes."""
     k = _event(events, out_n, HE_VIOLATION, 0)
@@ -290,7 +293,7 @@ def _violation(state, events, out_n, size):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _weird(events, out_n, code):
     k = _event(events, out_n, HE_WEIRD, 0)
     if k < 0:
@@ -299,7 +302,7 @@ def _weird(events, out_n, code):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _start_body(state, sides, events, out_n, side, fields, is_request):
     """HttpAnalyzer._start_body with message_fields' answers; FED, NO_ROOM or LEFT."""
     row = sides[side]
@@ -326,18 +329,18 @@ def _start_body(state, sides, events, out_n, side, fields, is_request):
     return FED
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _append(state, heads, side, src, start, end):
     """`side.buf += data[start:end]`; False when the head buffer cannot hold it."""
     n = state[K_HEAD_LEN + side]
     if n + end - start > heads.shape[1]:
         return False
-    heads[side, n : n + end - start] = src[start:end]
+    copy_bytes(heads[side], n, src, start, end - start)
     state[K_HEAD_LEN + side] = n + end - start
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _requests(state, sides, pending, lines_out, fields, events, arena, out_n, size, buf, pos, end):
     """HttpAnalyzer._requests: every complete request head in buf[pos:end]. Returns the
     answer and where reading stopped: after the last head taken, or where an incomplete
@@ -413,7 +416,7 @@ def _requests(state, sides, pending, lines_out, fields, events, arena, out_n, si
     return FED, pos
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _first_line(buf, start, end):
     """identifiers.http._first_line's bounds (blank lines skipped, trailing CRs dropped), or
     (-1, -1) while it is not complete."""
@@ -435,7 +438,7 @@ def _first_line(buf, start, end):
     return p, nl
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size, buf, start, end):
     """One response head at buf[start:end] (HttpAnalyzer._feed_resp's head branch). Returns
     the answer, where reading stopped (after the head, or where an incomplete one begins)
@@ -498,7 +501,7 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
     return FED, head_end, True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _feed_side(state, sides, lines, heads, pending, lines_out, fields, side, src, start, end, events, arena, out_n,
                size):
     """HttpAnalyzer._feed_orig / _feed_resp over src[start:end]. Heads are read where they
@@ -568,7 +571,7 @@ def _feed_side(state, sides, lines, heads, pending, lines_out, fields, side, src
     return FED
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _compact(state, heads, side):
     """Move the unread head bytes to the buffer's start (only between chunks: a chunk
     left to Python must find the buffer as it was)."""
@@ -581,21 +584,55 @@ def _compact(state, heads, side):
     state[K_HEAD_LEN + side] = end - start
 
 
-@njit(cache=True)
-def http_chunk(state, sides, lines, heads, pending, is_orig, src, start, end, size, events, arena, out_n):
+class Scratch(NamedTuple):
+    """What `http_chunk` works in (kernels without numba's runtime allocate nothing): the
+    state it rolls back to, the header lines' offsets and what they decide."""
+
+    state: np.ndarray
+    sides: np.ndarray
+    line: np.ndarray
+    header_rows: np.ndarray
+    fields: np.ndarray
+
+
+def new_scratch(line_capacity: int) -> Scratch:
+    return Scratch(state=np.zeros(N_STATE, np.int64), sides=np.zeros((2, SIDE_FIELDS), np.int64),
+                   line=np.zeros(line_capacity, np.uint8), header_rows=np.zeros((MAX_HEADERS, 4), np.int64),
+                   fields=np.zeros(N_FIELDS, np.int64))
+
+
+@njit(cache=True, _nrt=False)
+def _save(state, sides, scratch):
+    for i in range(N_STATE):
+        scratch.state[i] = state[i]
+    for s in range(2):
+        for i in range(SIDE_FIELDS):
+            scratch.sides[s, i] = sides[s, i]
+
+
+@njit(cache=True, _nrt=False)
+def _restore(state, sides, scratch):
+    for i in range(N_STATE):
+        state[i] = scratch.state[i]
+    for s in range(2):
+        for i in range(SIDE_FIELDS):
+            sides[s, i] = scratch.sides[s, i]
+
+
+@njit(cache=True, _nrt=False)
+def http_chunk(state, sides, lines, heads, pending, is_orig, src, start, end, size, events, arena, out_n, scratch):
     """HttpAnalyzer._feed on src[start:end], one in-order chunk of the client's (is_orig)
     or the server's stream; `size`: both directions' stream bytes so far, this chunk's
     included (dpd.zeek's violation rule). FED, NO_ROOM or LEFT (see the module)."""
     if state[K_DONE] or state[K_LEFT]:
         return FED
     side = ORIG if is_orig else RESP
-    saved_state = state.copy()
-    saved_sides = sides.copy()
+    _save(state, sides, scratch)
     held = sides[side, S_LINE_LEN]
-    saved_line = lines[side, :held].copy()
+    for i in range(held):
+        scratch.line[i] = lines[side, i]
     saved_events, saved_arena = out_n[O_EVENTS], out_n[O_ARENA]
-    lines_out = np.empty((MAX_HEADERS, 4), np.int64)
-    fields = np.empty(N_FIELDS, np.int64)
+    lines_out, fields = scratch.header_rows, scratch.fields
     answer = FED
     if is_orig:
         answer = _feed_side(state, sides, lines, heads, pending, lines_out, fields, ORIG, src, start, end, events,
@@ -611,24 +648,21 @@ def http_chunk(state, sides, lines, heads, pending, is_orig, src, start, end, si
     if answer == FED:
         _compact(state, heads, side)
         return FED
-    state[:] = saved_state
-    sides[:] = saved_sides
-    lines[side, :held] = saved_line
+    _restore(state, sides, scratch)
+    for i in range(held):
+        lines[side, i] = scratch.line[i]
     out_n[O_EVENTS], out_n[O_ARENA] = saved_events, saved_arena
     if answer == LEFT:
-        for s in (ORIG, RESP):
-            if not _flush_counts(state, sides, events, out_n, s):
-                answer = NO_ROOM
-        if answer == LEFT and _event(events, out_n, HE_LEFT, 0) >= 0:
+        if _flush_counts(state, sides, events, out_n, ORIG) and _flush_counts(state, sides, events, out_n, RESP) \
+                and _event(events, out_n, HE_LEFT, 0) >= 0:
             state[K_LEFT] = 1
             return LEFT
-        state[:] = saved_state
-        sides[:] = saved_sides
+        _restore(state, sides, scratch)
         out_n[O_EVENTS], out_n[O_ARENA] = saved_events, saved_arena
     return NO_ROOM
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _stop(state, events, out_n):
     if _event(events, out_n, HE_STOP, 0) < 0:
         return NO_ROOM
@@ -636,7 +670,7 @@ def _stop(state, events, out_n):
     return FED
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def http_end(state, sides, events, out_n):
     """The connection ends (HttpAnalyzer.on_remove's first part): a body read until close
     counts its last line, and both sides' counts go out. False when there is no room."""
