@@ -18,7 +18,7 @@ from pcapexfil.fast import http as kh
 from pcapexfil.fast import http_machine as hm
 from pcapexfil.hooks import AnalyzerContext
 from pcapexfil.identifiers.http import HttpAnalyzer
-from pcapexfil.identifiers.stream import open_streams, streams
+from pcapexfil.identifiers.stream import open_streams
 
 ISN_CLIENT, ISN_SERVER = 999, 4999
 HEAD_CAPACITY = 512  # small, so that long heads are left to Python too
@@ -120,9 +120,7 @@ def _kernel(chunks: Chunks) -> tuple[list, list, list[str], str | None, bool]:
             analyzer.on_packet(conn, is_orig, tcp(conn, is_orig, seq, chunk, ts=ts))
         sent[is_orig] += len(chunk)
     if not left:
-        k.out_n[:] = 0
-        assert hm.http_end(k.state, k.sides, k.events, k.out_n)
-        hm.apply_events(analyzer, conn, k.events[: k.out_n[hm.O_EVENTS]], k.arena, 1000.0 + len(chunks))
+        hm.apply_end(analyzer, conn, k.state, k.sides)
     rec = conn.record()
     analyzer.on_remove(conn, rec)
     return rows.rows, weirds.seen, conn.service, rec.http_host, left

@@ -68,6 +68,9 @@ def ev_conn(O, S, kind, C, c, ts):
     ev.counted_orig = 0
     ev.counted_resp = 0
     ev.stream_start = -1
+    ev.lane = C[c].lane
+    ev.lane_lo = 0
+    ev.lane_hi = 0
     G[G_EV_N] = n + 1
     return n
 

@@ -114,7 +114,7 @@ UNDECIDED = -1
 
 # The kind of a transaction waiting for its response (pending[depth % PENDING_MAX]).
 T_HEAD, T_CONNECT, T_09 = 1, 2, 4
-PENDING_MAX = 64
+PENDING_MAX = 16
 # Python trims its list of transactions at MAX_TRANSACTIONS (HttpAnalyzer._trim): a
 # connection with this many requests goes to Python before it gets there.
 MAX_TRANSACTIONS_IN_KERNEL = MAX_TRANSACTIONS - PENDING_MAX
@@ -136,6 +136,7 @@ E_METHOD, E_URI, E_VERSION, E_HOST, E_REFERER, E_USER_AGENT, E_ORIGIN, E_BLOCK =
 E_CODE, E_REASON = 2, 3
 E_SIDE, E_BYTES = 2, 3
 E_SIZE = 2
+E_NEXT_SEQ, E_DELIVERED = 2, 4  # HE_LEFT: each direction's next sequence number and bytes delivered, orig first
 EVENT_FIELDS = 18
 NO_SPAN = -1
 W_BAD_REQUEST, W_BAD_REPLY = 0, 1
@@ -627,6 +628,13 @@ def http_chunk(state, sides, lines, heads, pending, is_orig, src, start, end, si
     if state[K_DONE] or state[K_LEFT]:
         return FED
     side = ORIG if is_orig else RESP
+    row = sides[side]
+    if (row[S_STATE] == BODY and row[S_REMAINING] > end - start and not row[S_LINE_MODE]
+            and (is_orig or state[K_IS_HTTP] == 1)):
+        # Inside a body of known length (most segments): counted, nothing else happens.
+        row[S_REMAINING] -= end - start
+        row[S_COUNTED] += end - start
+        return FED
     _save(state, sides, scratch)
     held = sides[side, S_LINE_LEN]
     for i in range(held):
@@ -652,14 +660,22 @@ def http_chunk(state, sides, lines, heads, pending, is_orig, src, start, end, si
     for i in range(held):
         lines[side, i] = scratch.line[i]
     out_n[O_EVENTS], out_n[O_ARENA] = saved_events, saved_arena
-    if answer == LEFT:
-        if _flush_counts(state, sides, events, out_n, ORIG) and _flush_counts(state, sides, events, out_n, RESP) \
-                and _event(events, out_n, HE_LEFT, 0) >= 0:
-            state[K_LEFT] = 1
-            return LEFT
-        _restore(state, sides, scratch)
-        out_n[O_EVENTS], out_n[O_ARENA] = saved_events, saved_arena
+    if answer == LEFT and leave(state, sides, events, out_n):
+        return LEFT
     return NO_ROOM
+
+
+@njit(cache=True, _nrt=False)
+def leave(state, sides, events, out_n):
+    """Leave the connection to Python (HE_LEFT, after both sides' counts); False when
+    there is no room for the events (nothing written)."""
+    if out_n[O_EVENTS] + 3 > events.shape[0]:
+        return False
+    _flush_counts(state, sides, events, out_n, ORIG)
+    _flush_counts(state, sides, events, out_n, RESP)
+    _event(events, out_n, HE_LEFT, 0)
+    state[K_LEFT] = 1
+    return True
 
 
 @njit(cache=True, _nrt=False)
@@ -668,27 +684,6 @@ def _stop(state, events, out_n):
         return NO_ROOM
     state[K_DONE] = 1
     return FED
-
-
-@njit(cache=True, _nrt=False)
-def http_end(state, sides, events, out_n):
-    """The connection ends (HttpAnalyzer.on_remove's first part): a body read until close
-    counts its last line, and both sides' counts go out. False when there is no room."""
-    if state[K_LEFT]:
-        return True
-    saved = out_n[O_EVENTS]
-    if sides[RESP, S_STATE] == CLOSE and sides[RESP, S_LINE_MODE] and sides[RESP, S_TAIL_LEN] \
-            and (sides[RESP, S_TAIL] & 0xFF) != LF:
-        sides[RESP, S_COUNTED] += 2
-        sides[RESP, S_TAIL] = (CR << 8) | LF
-        sides[RESP, S_TAIL_LEN] = 2
-    if sides[RESP, S_STATE] == CLOSE:
-        sides[RESP, S_LINE_MODE] = 0
-    for s in (ORIG, RESP):
-        if not _flush_counts(state, sides, events, out_n, s):
-            out_n[O_EVENTS] = saved
-            return False
-    return True
 
 
 # -- Python's side: the events applied to the analyzer ------------------------------------
@@ -745,6 +740,19 @@ def apply_events(analyzer: HttpAnalyzer, conn: ConnView, events: np.ndarray, are
             analyzer.kernel_violation(conn, row[E_SIZE])
         elif kind == HE_STOP:
             analyzer.kernel_stop(conn)
+
+
+def apply_end(analyzer: HttpAnalyzer, conn: ConnView, state: np.ndarray, sides: np.ndarray) -> None:
+    """The connection ends (HttpAnalyzer.on_remove's first part, which then finds nothing
+    to do): the bytes counted since the last HE_BODY go to their transactions, a body read
+    until close with its last line unterminated counting two more (`_unterminated_last_line`)."""
+    for side in (ORIG, RESP):
+        row = sides[side]
+        n = int(row[S_COUNTED])
+        if side == RESP and row[S_STATE] == CLOSE and row[S_LINE_MODE] and row[S_TAIL_LEN] and (row[S_TAIL] & 0xFF) != LF:
+            n += 2
+        if n:
+            analyzer.kernel_body(conn, int(state[K_TRANS + side]), side == ORIG, n)
 
 
 def _tail(row: np.ndarray) -> bytes:

@@ -335,7 +335,8 @@ def dpd_signature(orig: bytes, resp: bytes) -> Verdict:
     return either_signature(dpd_client(orig) if orig else None, dpd_server(resp) if resp else None)
 
 class _HttpConn:
-    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached")
+    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached",
+                 "in_kernel")
 
     def __init__(self, attached: bool | None) -> None:
         # The analyzer is attached by the responder port (analyzer::Manager::
@@ -352,6 +353,7 @@ class _HttpConn:
         # HTTP_Analyzer's keep_alive: a version above 1.0 either way, or the client's
         # `Connection: keep-alive`; with it, requests are expected after the first.
         self.keep_alive = False
+        self.in_kernel = False  # the fast engine's kernel reads the bytes (the kernel_* methods)
 
 
 # What the kernel keeps of one direction for `HttpAnalyzer.kernel_resume`: state name,
@@ -412,7 +414,7 @@ class HttpAnalyzer:
         if pkt.proto != PROTO_TCP:
             return
         st: _HttpConn | None = conn.app.get(NAME)
-        if st is None or st.done:
+        if st is None or st.done or st.in_kernel:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
@@ -803,6 +805,11 @@ class HttpAnalyzer:
     # The kernel reads the bytes; these keep the transactions as the byte-reading methods
     # above do at the same points.
 
+    def read_by_kernel(self, conn: ConnView) -> None:
+        """The fast engine's kernel reads this connection's bytes (fast.http_lane) until
+        it leaves them to Python (`kernel_resume`)."""
+        self._state(conn).in_kernel = True
+
     def _state(self, conn: ConnView) -> _HttpConn:
         st: _HttpConn = conn.app[NAME]
         return st
@@ -865,7 +872,7 @@ class HttpAnalyzer:
         """The kernel leaves the connection to Python: from its state the byte-reading
         methods go on where it stopped (client side first)."""
         st = self._state(conn)
-        st.is_http, st.keep_alive = is_http, keep_alive
+        st.is_http, st.keep_alive, st.in_kernel = is_http, keep_alive, False
         for side, (state, remaining, line_mode, tail, buf, depth) in zip((st.orig, st.resp), sides):
             side.state, side.remaining, side.line_mode, side.tail = state, remaining, line_mode, tail
             side.buf = bytearray(buf)
