@@ -200,7 +200,7 @@ _GARBAGE = [b"\x16\x03\x01\x00\x05hello", b"SSH-2.0-x\r\n", b"FOO\r\n", b"HTTP/1
 
 
 @st.composite
-def _conversation(draw: st.DrawFn) -> Chunks:
+def conversation(draw: st.DrawFn) -> Chunks:
     """Requests and responses (in turn or pipelined, with garbage now and then), each
     direction's bytes cut into chunks at random places."""
     exchanges = []
@@ -227,7 +227,7 @@ def _conversation(draw: st.DrawFn) -> Chunks:
 
 
 @settings(max_examples=1500, deadline=None)
-@given(_conversation())
+@given(conversation())
 @example([(True, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")])
 @example([(True, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"),
           (False, b"HTTP/1.1 204 No\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),

@@ -60,6 +60,7 @@ def ev_conn(O, S, kind, C, c, ts):
     n = G[G_EV_N]
     ev = O.events[n]
     ev.kind = kind
+    ev.code = 0
     ev.serial = C[c].serial
     ev.conn = c
     ev.ts = ts
