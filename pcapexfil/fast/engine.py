@@ -52,7 +52,20 @@ from pcapexfil.fast.batch import (
 from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
 from pcapexfil.fast.dns import messages as dns_messages
 from pcapexfil.fast.events import WEIRD_NAMES
-from pcapexfil.fast.layout import EV_COUNTED, EV_DNS, EV_EVICT, EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD
+from pcapexfil.fast.http_lane import NO_LANE, NO_SEQ
+from pcapexfil.fast.http_machine import E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
+from pcapexfil.fast.layout import (
+    CODE_LANE_LEFT,
+    EV_COUNTED,
+    EV_DNS,
+    EV_EVICT,
+    EV_LANE,
+    EV_NEW,
+    EV_PKT,
+    EV_REC,
+    EV_TICK,
+    EV_WEIRD,
+)
 from pcapexfil.fast.table import (
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
@@ -78,7 +91,8 @@ from pcapexfil.flow.table import (
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
 from pcapexfil.identifiers.dns import DnsAnalyzer, Message
-from pcapexfil.identifiers.stream import STREAM_KEY, open_streams
+from pcapexfil.identifiers.http import HTTP_PORTS, HttpAnalyzer
+from pcapexfil.identifiers.stream import STREAM_KEY, TcpStreams, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Packet
 from pcapexfil.record import ConnRecord
@@ -110,6 +124,7 @@ class FastConn:
     __slots__ = (
         "app",
         "dns_expiry_cancelled",
+        "http_in_kernel",
         "ids",
         "inactivity_timeout",
         "limit_weirds",
@@ -139,6 +154,7 @@ class FastConn:
         self.limit_weirds: list[str] = []  # limit_reached calls not yet replayed (FastFlow._events)
         self.x_at: int | None = None  # where an analyzer's 'X' goes in the kernel's history
         self.dns_expiry_cancelled = False  # set by an analyzer, for the kernel's C row
+        self.http_in_kernel = False  # the kernel reads its HTTP (fast.http_lane) until it leaves it to Python
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView: FastFlow._events writes it into the kernel's row after the
@@ -180,8 +196,13 @@ class FastFlow:
         self.positions: StreamPosition | None = None
         self._batch_start = 0
         self.dns = next((a for a in self.analyzers if isinstance(a, DnsAnalyzer)), None)
+        self.http = next((a for a in self.analyzers if isinstance(a, HttpAnalyzer)), None)
+        # Where the kernel reads HTTP, the streams' readers are the others until it leaves
+        # a connection to Python.
+        self.lane_users = self.stream_users - {self.http.name} if self.http is not None else self.stream_users
         self.table = FastFlowTable(config, bool(self.analyzers), self._events,
-                                   dns_ports=kernel_dns_ports(self.analyzers))
+                                   dns_ports=kernel_dns_ports(self.analyzers),
+                                   http_ports=kernel_http_ports(self.analyzers))
         self.conns: dict[int, FastConn] = {}
         self.records = 0
         self.evicted = 0
@@ -404,8 +425,9 @@ class FastFlow:
         c_timeout, c_dns_expiry = C["inactivity_timeout"], C["dns_expiry"]
         e_seq, e_left = E["sk_seq"], E["sk_left"]
         rows, row_size, unpack_row = self._rows, PACKET_ROW.size, PACKET_ROW.unpack_from
+        http = self.http
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
-             counted_resp, stream_start, hist_len) in ev.tolist():
+             counted_resp, stream_start, hist_len, lane, lane_lo, lane_hi) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
                 st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
@@ -419,12 +441,17 @@ class FastFlow:
                     if counted_resp:
                         st.resp.counted(counted_resp)
                 if kind == EV_PKT:
+                    if code == CODE_LANE_LEFT:
+                        st = self._http_left(conn, lane, lane_lo, lane_hi, ts)
+                        lane_lo = lane_hi
                     if st is None and conn.proto == PROTO_TCP:
-                        st = open_streams(conn, self.stream_users)
+                        st = open_streams(conn, self.lane_users if conn.http_in_kernel else self.stream_users)
                     if st is not None:
                         if st.exhausted(is_orig):
                             # Sent before the kernel learned (below) that this direction
                             # gives the analyzers no more bytes: they would return at once.
+                            if lane_hi > lane_lo:
+                                self._http_read(conn, lane_lo, lane_hi, ts)
                             continue
                         direction = st.orig if is_orig else st.resp
                         if direction.next_seq is None and stream_start >= 0:
@@ -440,6 +467,8 @@ class FastFlow:
                             positions.row = batch_start + row
                         for analyzer in analyzers:
                             analyzer.on_packet(conn, bool(is_orig), pkt)
+                            if analyzer is http and lane_hi > lane_lo:
+                                self._http_read(conn, lane_lo, lane_hi, ts)  # in its place among them
                         if conn.limit_weirds:
                             self._limits_reached(conn, hist_len, ts)
                         if conn.inactivity_timeout is not None and c_serial[c] == serial:
@@ -447,6 +476,8 @@ class FastFlow:
                             conn.inactivity_timeout = None
                         if conn.dns_expiry_cancelled and c_serial[c] == serial:
                             c_dns_expiry[c] = False  # the kernel waits for it too (_advance)
+                    elif lane_hi > lane_lo:
+                        self._http_read(conn, lane_lo, lane_hi, ts)
                 # The TCP analyzers only act on stream bytes: an exhausted direction gives
                 # them none, so its packets stay in the kernel; bytes they offered to leave
                 # uncounted, the kernel counts.
@@ -469,6 +500,12 @@ class FastFlow:
                 # neither cancels the DNS expiry nor reaches a limit (`DnsAnalyzer.on_message`).
                 assert self.dns is not None
                 self.dns.on_message(conns[serial], msg, size, ts)
+            elif kind == EV_LANE:
+                conn = conns[serial]
+                ids = (ohi, olo, rhi, rlo)
+                if conn.ids != ids:
+                    self._flipped(conn, ids, op, rp)
+                self._http_read(conn, lane_lo, lane_hi, ts)
             elif kind == EV_NEW:
                 orig_h, resp_h = self._text(ohi, olo), self._text(rhi, rlo)
                 conn = conns[serial] = FastConn(self.uids.conn(code, orig_h, op, resp_h, rp, start_ts), code, start_ts)
@@ -478,10 +515,17 @@ class FastFlow:
                     positions.row = batch_start + row
                 for analyzer in analyzers:
                     analyzer.on_new(conn)
+                if lane != NO_LANE:
+                    assert http is not None
+                    conn.http_in_kernel = True
+                    http.read_by_kernel(conn)
             elif kind == EV_REC:
                 if recs is None:
                     recs = rec.tolist()
-                self._record(conns.pop(serial), recs[row], rh[row])
+                conn = conns.pop(serial)
+                if lane >= 0:
+                    self._http_ended(conn, lane)
+                self._record(conn, recs[row], rh[row])
             elif kind == EV_TICK:
                 self.uids.expire(ts)
                 for sink in self.sinks:
@@ -501,6 +545,41 @@ class FastFlow:
                                  conn_id=(self._text(ohi, olo), op, self._text(rhi, rlo), rp))
                     else:
                         w.counts[EVICTED_WEIRD] += 1
+
+    # -- HTTP the kernel reads (fast.http_lane) ---------------------------------------------
+    def _http_read(self, conn: FastConn, lo: int, hi: int, ts: float) -> None:
+        """The HTTP analyzer does what the kernel read in one segment (events lo .. hi)."""
+        lane = self.table.lane
+        assert self.http is not None
+        apply_events(self.http, conn, lane.events[lo:hi], lane.arena, ts)
+
+    def _http_left(self, conn: FastConn, row: int, lo: int, hi: int, ts: float) -> TcpStreams:
+        """The kernel left the connection's HTTP to Python at this segment: the analyzer
+        takes over its state, the streams go on where the kernel's were, with HTTP
+        reading them again; the row goes back to the kernel."""
+        lane, http = self.table.lane, self.http
+        assert http is not None
+        self._http_read(conn, lo, hi, ts)  # the counts up to here; HE_LEFT is last
+        resume(http, conn, lane.state[row], lane.sides[row], lane.lines[row], lane.heads[row])
+        left = lane.events[hi - 1].tolist()
+        st = conn.app.get(STREAM_KEY) or open_streams(conn, self.lane_users)
+        for k, direction in enumerate((st.orig, st.resp)):
+            seq = left[E_NEXT_SEQ + k]
+            direction.next_seq = None if seq == NO_SEQ else seq
+            direction.delivered = left[E_DELIVERED + k]
+        st.orig_wanted.add(http.name)
+        st.resp_wanted.add(http.name)
+        conn.http_in_kernel = False
+        self.table.lane_free(row)
+        return st
+
+    def _http_ended(self, conn: FastConn, row: int) -> None:
+        """The connection's record is next: what the kernel counted since its last event
+        goes to the transactions; the row goes back."""
+        lane = self.table.lane
+        assert self.http is not None
+        apply_end(self.http, conn, lane.state[row], lane.sides[row])
+        self.table.lane_free(row)
 
     def _flipped(self, conn: FastConn, ids: tuple[int, int, int, int], orig_p: int, resp_p: int) -> None:
         """The kernel swapped the connection's roles since its last event: so do its view
@@ -588,6 +667,16 @@ def kernel_dns_ports(analyzers: Sequence[AppAnalyzer]) -> np.ndarray | None:
             reads = getattr(a, "reads_datagrams", None)
             if not isinstance(a, DnsAnalyzer) and (reads is None or reads(port)):
                 ports[port] = False
+    return ports
+
+
+def kernel_http_ports(analyzers: Sequence[AppAnalyzer]) -> np.ndarray | None:
+    """The TCP ports whose connections' HTTP the kernel reads (fast.http_lane): HTTP's
+    registered ports, where the analyzer attaches by the port. None without it."""
+    if not any(isinstance(a, HttpAnalyzer) for a in analyzers):
+        return None
+    ports = np.zeros(65536, np.bool_)
+    ports[sorted(HTTP_PORTS)] = True
     return ports
 
 

@@ -60,6 +60,7 @@ def ev_conn(O, S, kind, C, c, ts):
     n = G[G_EV_N]
     ev = O.events[n]
     ev.kind = kind
+    ev.code = 0
     ev.serial = C[c].serial
     ev.conn = c
     ev.ts = ts
@@ -68,6 +69,9 @@ def ev_conn(O, S, kind, C, c, ts):
     ev.counted_orig = 0
     ev.counted_resp = 0
     ev.stream_start = -1
+    ev.lane = C[c].lane
+    ev.lane_lo = 0
+    ev.lane_hi = 0
     G[G_EV_N] = n + 1
     return n
 

@@ -20,7 +20,8 @@ signatures:
 - `P`, `Settings`: what the configuration fixes: timeouts (`CFG_*`), the port table
   (likely server ports, port inactivity timeouts) and the ICMP type pairs.
 
-`process_batch` also takes `D`, `fast.dns.DnsParse`: the DNS messages one call parsed.
+`process_batch` also takes `D`, `fast.dns.DnsParse`: the DNS messages one call parsed, and
+`L`, `fast.http_lane.HttpLane`: the HTTP connections it reads itself.
 
 Python allocates them (`new_flows`, `new_timers`, `new_output`) and grows them between
 kernel calls (`fast.table.FastFlowTable`), replacing an array with `_replace`.
@@ -107,6 +108,11 @@ EV_COUNTED = 6
 # A UDP datagram on a DNS port that the kernel parsed as a DNS message (`fast.dns`): the
 # DNS analyzer gets the message, no analyzer the packet.
 EV_DNS = 7
+# A segment only the kernel's HTTP reading needed (`fast.http_lane`): the HTTP analyzer
+# gets what it wrote (lane_lo .. lane_hi), no analyzer the packet.
+EV_LANE = 8
+# EV_PKT.code: the kernel left the connection's HTTP to Python at this segment (HE_LEFT).
+CODE_LANE_LEFT = 1
 
 # A connection's endpoints (originator first) as connection, event and record rows carry
 # them; events.copy_endpoints copies them from one row to another.
@@ -136,6 +142,11 @@ EV_DTYPE = np.dtype(
         ("counted_resp", np.int64),
         ("stream_start", np.int64),  # EV_PKT: its direction's EP_DTYPE.stream_start
         ("hist_len", np.int64),  # EV_PKT: the history's length after the packet (an analyzer's 'X' goes there)
+        # The connection's fast.http_lane row (-1: none); EV_PKT, EV_LANE: the range of the
+        # lane's events this segment wrote.
+        ("lane", np.int64),
+        ("lane_lo", np.int64),
+        ("lane_hi", np.int64),
     ]
 )
 
@@ -224,6 +235,7 @@ CONN_DTYPE = np.dtype(
         ("chk_orig_thr", np.int64),
         ("chk_resp_cnt", np.int64),
         ("chk_resp_thr", np.int64),
+        ("lane", np.int64),  # its fast.http_lane row, -1: none (HTTP, if any, is read in Python)
     ]
 )
 

@@ -68,6 +68,22 @@ from pcapexfil.fast.history import (
     lower,
 )
 from pcapexfil.fast.dns import DnsParse, new_dns_parse, parse_message
+from pcapexfil.fast.http_lane import (
+    L_ARENA_N,
+    L_EV_N,
+    L_NFREE,
+    LANE_EVENTS,
+    LANE_LEFT,
+    LANE_QUIET,
+    NO_LANE,
+    UNOPENED,
+    HttpLane,
+    lane_open,
+    lane_take,
+    lane_room,
+    lane_segment,
+    new_lane,
+)
 from pcapexfil.fast.layout import (
     CFG_ATTEMPT,
     CFG_CLOSE,
@@ -82,9 +98,11 @@ from pcapexfil.fast.layout import (
     CFG_UDP_INACT,
     CFG_UNKNOWN_INACT,
     CNT_CHK,
+    CODE_LANE_LEFT,
     EV_COUNTED,
     EV_DNS,
     EV_EVICT,
+    EV_LANE,
     EV_NEW,
     EV_PKT,
     EV_REC,
@@ -174,7 +192,7 @@ AUX_DTYPE = np.uint64
 # Kernel return status.
 ST_DONE, ST_OUT_FULL, ST_GROW = 0, 1, 2
 # What to grow (G_GROW bits).
-GROW_CONNS, GROW_HASH, GROW_HEAP, GROW_HIST, GROW_BLOCKS = 1, 2, 4, 8, 16
+GROW_CONNS, GROW_HASH, GROW_HEAP, GROW_HIST, GROW_BLOCKS, GROW_LANE = 1, 2, 4, 8, 16, 32
 
 # Room the kernel wants before it starts on a packet (a packet emits at most a few events).
 EV_ROOM = 24
@@ -239,6 +257,7 @@ def _remove(F, O, S, c):
         O.record_history[r, k] = HI[c, k]
     ev = ev_conn(O, S, EV_REC, C, c, C[c].last_ts)
     O.events[ev].row = r
+    C[c].lane = NO_LANE  # Python gives the row back once it has read it
     C[c].live = False
     lru_unlink(C, S, c)
     hash_delete(F, c)
@@ -336,7 +355,7 @@ def _reset_endpoint(F, e, is_orig):
 
 
 @njit(cache=True, _nrt=False)
-def _new_conn(F, T, O, S, P, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport, encap):
+def _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bhi, blo, bp, sport, dport, encap):
     """FlowTable.process's new connection: slot, key, originator choice, EV_NEW, timers."""
     C = F.conns
     G = S.ints
@@ -433,6 +452,7 @@ def _new_conn(F, T, O, S, P, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bhi, 
         flip = PORTS[PORTS_UDP + sport] != 0 and PORTS[PORTS_UDP + dport] == 0
     if flip and not (b[i].dst_hi == 0 and b[i].dst_lo == _BCAST_LO):
         flip_roles(F, c, False)
+    cc.lane = lane_open(L, cc.resp_p) if proto == PROTO_TCP else -1  # HTTP attaches by the port on_new sees
     k = ev_conn(O, S, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
     O.events[k].code = proto
     O.events[k].row = i
@@ -482,7 +502,7 @@ def _udp_chk_scaled(F, c, is_orig):
 
 
 @njit(cache=True, _nrt=False)
-def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
+def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
     """Rows `start`.. of batch `b` (payloads in `buf`) through the table. Returns (status,
     next row)."""
     C, E = F.conns, F.endpoints
@@ -526,7 +546,8 @@ def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
         if b[i].kind == KIND_FOREIGN:
             G[G_STAGE] = 0
             continue
-        if G[G_EV_N] + EV_ROOM > EV.shape[0] or G[G_REC_N] + REC_ROOM > O.records.shape[0]:
+        if (G[G_EV_N] + EV_ROOM > EV.shape[0] or G[G_REC_N] + REC_ROOM > O.records.shape[0]
+                or not lane_room(L, np.int64(b[i].payload_len))):
             return ST_OUT_FULL, i
         grow = 0
         if G[G_HEAP_N] + HEAP_ROOM > T.when.shape[0]:
@@ -535,6 +556,8 @@ def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
             grow |= GROW_CONNS
         if 2 * (G[G_LIVE] + 1) > F.hash_index.shape[0]:
             grow |= GROW_HASH
+        if L.ints[L_NFREE] == 0:
+            grow |= GROW_LANE  # a row for the packet's connection, if it takes one
         if grow:
             G[G_GROW] = grow
             return ST_GROW, i
@@ -579,7 +602,7 @@ def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
             _remove(F, O, S, c)
             c, slot_i = lookup(F, h, proto, oneway, ahi, alo, ap, bhi, blo, bp)
         if c < 0:
-            c = _new_conn(F, T, O, S, P, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bhi, blo, bp,
+            c = _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bhi, blo, bp,
                           sport, dport, encap)
         else:
             G[G_TOUCH] += 1
@@ -648,14 +671,25 @@ def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
             else:
                 C[c].resp_pkts += 1
                 C[c].resp_ip_bytes += np.int64(b[i].ip_len)
-            mode = C[c].app_mode
             now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
-            want = G[G_ANALYZERS] != 0 and mode != APP_NONE
             e = -1
             if C[c].is_tcp:
                 e = orig_phys(C, c) if now_orig else orig_phys(C, c) ^ 1
                 if E[e].stream_start < 0 and (flags & TH_SYN or b[i].payload_len > 0):
                     E[e].stream_start = (seq + 1) & M32 if flags & TH_SYN else seq
+            lane = C[c].lane
+            lane_lo = L.ints[L_EV_N]
+            lane_said = LANE_QUIET
+            if lane == UNOPENED and b[i].payload_len > 0:
+                lane = C[c].lane = lane_take(L, E[2 * c].stream_start, E[2 * c + 1].stream_start)
+            if lane >= 0:
+                lane_said = lane_segment(L, lane, e & 1, now_orig, flags, seq, np.int64(b[i].payload_len),
+                                         np.int64(b[i].payload_cap), buf, np.int64(b[i].payload_off),
+                                         not a & AUX_DECODED)
+                if lane_said == LANE_LEFT:
+                    _lane_left(F, c)
+            mode = C[c].app_mode
+            want = G[G_ANALYZERS] != 0 and mode != APP_NONE
             if want and C[c].is_tcp:
                 # TCP analyzers act only on stream bytes (fast.engine): a packet without
                 # payload gives them none (a SYN's sequence reaches them as the next
@@ -677,6 +711,10 @@ def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
                 if e >= 0:
                     EV[k].stream_start = E[e].stream_start
                     hand_counts_to_analyzers(F, O, k, c)
+                if lane_said != LANE_QUIET:
+                    _lane_range(EV, k, L, lane, lane_lo)
+                    if lane_said == LANE_LEFT:
+                        EV[k].code = CODE_LANE_LEFT
                 if mode == APP_FIRST:
                     C[c].app_mode = APP_NONE
                 elif C[c].is_tcp:
@@ -688,12 +726,37 @@ def process_batch(F, T, O, S, P, D, b, buf, aux, row_conn, start):
                     if (D.ports[C[c].resp_p] and b[i].payload_cap > 0 and not a & AUX_DECODED
                             and parse_message(D, buf, np.int64(b[i].payload_off), np.int64(b[i].payload_cap))):
                         EV[k].kind = EV_DNS
+            elif lane_said == LANE_EVENTS:
+                k = ev_conn(O, S, EV_LANE, C, c, ts)
+                EV[k].row = i
+                EV[k].is_orig = now_orig
+                _lane_range(EV, k, L, lane, lane_lo)
         row_conn[i] = C[c].serial
         G[G_STAGE] = 0
         if pause:
             # Let the analyzers look: they may be done with this connection.
             return ST_OUT_FULL, i + 1
     return ST_DONE, n
+
+
+@njit(cache=True, _nrt=False)
+def _lane_left(F, c):
+    """The kernel stopped reading the connection's HTTP at this segment: it and every later
+    one go to Python, uncounted, until the analyzers say what they want (fast.engine)."""
+    C, E = F.conns, F.endpoints
+    C[c].lane = NO_LANE
+    C[c].app_mode = APP_EVERY
+    C[c].app_dead = 0
+    E[2 * c].sk_left = 0
+    E[2 * c + 1].sk_left = 0
+
+
+@njit(cache=True, _nrt=False)
+def _lane_range(EV, k, L, lane, lo):
+    """Event `k` carries the lane events its segment wrote (and the row they are of)."""
+    EV[k].lane = lane
+    EV[k].lane_lo = lo
+    EV[k].lane_hi = L.ints[L_EV_N]
 
 
 @njit(cache=True, _nrt=False)
@@ -760,9 +823,10 @@ class FastFlowTable:
 
     def __init__(self, config: FlowConfig, analyzers: bool, handler: EventHandler,
                  cap: int = 1024, hist: int = 24, blocks: int = 4, heap: int = 4096,
-                 out: int = 8192, dns_ports: np.ndarray | None = None) -> None:
+                 out: int = 8192, dns_ports: np.ndarray | None = None, http_ports: np.ndarray | None = None) -> None:
         """`dns_ports`: UDP responder ports whose datagrams the kernel parses as DNS
-        messages (`fast.dns`; EV_DNS events instead of EV_PKT); None: none."""
+        messages (`fast.dns`; EV_DNS events instead of EV_PKT); None: none. `http_ports`:
+        TCP responder ports whose connections' HTTP the kernel reads (`fast.http_lane`)."""
         self.flows: Flows = new_flows(cap, hist, blocks)
         self.timers: Timers = new_timers(heap)
         self.out: Output = new_output(out, hist)
@@ -776,6 +840,8 @@ class FastFlowTable:
         G[G_MAX_FLOWS] = config.max_flows or 0
         G[G_ANALYZERS] = 1 if analyzers else 0
         self.settings = _settings(config)
+        self.lane: HttpLane = new_lane(cap, np.zeros(65536, np.bool_) if http_ports is None else http_ports,
+                                       http_ports is not None)
         self.handler = handler
         self.row_conn = np.zeros(0, np.int64)
 
@@ -787,6 +853,13 @@ class FastFlowTable:
         if G[G_EV_N]:
             self.handler(out.events[: G[G_EV_N]], out.records[: G[G_REC_N]], out.record_history)
 
+    def lane_free(self, row: int) -> None:
+        """Python has read lane row `row` (its connection ended, or its HTTP was left to
+        Python): the kernel may give it to another connection."""
+        ints = self.lane.ints
+        self.lane.free[ints[L_NFREE]] = row
+        ints[L_NFREE] += 1
+
     def feed(self, batch: np.ndarray, aux: np.ndarray, buf: np.ndarray) -> np.ndarray:
         """Process `batch` (with its aux flags; payloads in `buf`); returns each row's
         connection serial (-1: none)."""
@@ -796,12 +869,14 @@ class FastFlowTable:
         i = 0
         n = batch.shape[0]
         while True:
+            lane = self.lane
             G[G_EV_N] = 0
             G[G_REC_N] = 0
             G[G_CALL] += 1
             self.dns.used.fill(0)
+            lane.ints[L_EV_N] = lane.ints[L_ARENA_N] = 0
             status, i = process_batch(self.flows, self.timers, self.out, self.scalars, self.settings, self.dns,
-                                      batch, buf, aux, self.row_conn, i)
+                                      lane, batch, buf, aux, self.row_conn, i)
             self._drain()
             if status == ST_DONE:
                 return self.row_conn[:n]
@@ -828,7 +903,25 @@ class FastFlowTable:
 
     # -- growth (from Python, between kernel calls) ----------------------------------------
     def _grow_output(self) -> None:
+        """A packet needs more room than an empty output has: the events, or the lane's."""
         self.out = new_output(2 * self.out.events.shape[0], self.flows.history.shape[1])
+        lane = self.lane
+        self.lane = lane._replace(events=np.zeros((2 * lane.events.shape[0], lane.events.shape[1]), np.int64),
+                                  arena=np.zeros(2 * lane.arena.shape[0], np.uint8))
+
+    def _grow_lane(self) -> None:
+        """Twice the rows (the kernel asks before a packet when none is free)."""
+        lane, ints = self.lane, self.lane.ints
+        old = lane.free.shape[0]
+        nfree = int(ints[L_NFREE])
+        free = np.zeros(2 * old, np.int64)
+        free[:nfree] = lane.free[:nfree]
+        added = np.arange(2 * old - 1, old - 1, -1, dtype=np.int64)
+        free[nfree : nfree + old] = added
+        self.lane = lane._replace(state=_grown(lane.state, 2 * old), sides=_grown(lane.sides, 2 * old),
+                                  pending=_grown(lane.pending, 2 * old), lines=_grown(lane.lines, 2 * old),
+                                  heads=_grown(lane.heads, 2 * old), stream=_grown(lane.stream, 2 * old), free=free)
+        ints[L_NFREE] = nfree + old
 
     def _grow(self, what: int) -> None:
         f, G = self.flows, self.scalars.ints
@@ -855,6 +948,8 @@ class FastFlowTable:
             hi[:, : f.history.shape[1]] = f.history
             f = f._replace(history=hi)
             self.out = self.out._replace(record_history=np.zeros((self.out.records.shape[0], width), np.uint8))
+        if what & GROW_LANE:
+            self._grow_lane()
         if what & GROW_BLOCKS:
             width = 2 * f.blocks.shape[1]
             bl = np.zeros((f.blocks.shape[0], width, 2), np.uint64)

@@ -55,8 +55,8 @@ MAX_TRANSACTIONS = 1000
 
 # Request line: a token method, a target, and an HTTP version (or none: HTTP/0.9).
 # The target runs to the last " HTTP/x.y" (Zeek keeps spaces inside it).
-_REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$")
-_RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
+REQUEST_LINE = re.compile(rb"^([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}) +(\S.*?)(?: +HTTP/(\d+\.\d+))? *$")
+RESPONSE_LINE = re.compile(rb"^HTTP/(\d+\.\d+) +(\d{3})(?: (.*))?$")
 _METHOD_SO_FAR = re.compile(rb"^[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}( |$)")  # an unfinished first line
 _KNOWN_09 = frozenset((b"GET", b"HEAD", b"POST"))
 # Body states whose bytes are only counted, up to a known length.
@@ -163,6 +163,29 @@ def head_end(buf: bytes | bytearray) -> tuple[int, int] | None:
     return (nl - 1 if nl and buf[nl - 1] == 0x0D else nl), (nl + 2 if nl == lf else nl + 3)
 
 
+def take_head(buf: bytearray, allow_09: bool) -> tuple[bytes, bytes] | None:
+    """Remove one message head from the start of `buf`: (its first line, the header lines
+    after it, undecoded); None if it is not complete yet. Blank lines before it go."""
+    # Leading blank lines between messages are tolerated.
+    blanks = _blank_lines_end(buf)
+    if blanks:
+        del buf[:blanks]
+    first_nl = buf.find(b"\n")
+    if first_nl < 0:
+        return None
+    first = bytes(buf[:first_nl]).rstrip(b"\r")
+    if allow_09 and b"HTTP/" not in first:
+        del buf[: first_nl + 1]
+        return first, b""
+    end = head_end(buf)
+    if end is None:
+        return None
+    block_end, blank_end = end
+    headers = bytes(buf[first_nl + 1 : block_end])  # empty when the block is one line
+    del buf[:blank_end]
+    return first, headers
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
@@ -258,7 +281,7 @@ class Transaction:
         }
 
 
-class _Side:
+class Side:
     """Incremental parser state of one direction."""
 
     __slots__ = ("is_resp", "buf", "state", "remaining", "trans", "line_mode", "tail")
@@ -312,15 +335,16 @@ def dpd_signature(orig: bytes, resp: bytes) -> Verdict:
     return either_signature(dpd_client(orig) if orig else None, dpd_server(resp) if resp else None)
 
 class _HttpConn:
-    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached")
+    __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached",
+                 "in_kernel")
 
     def __init__(self, attached: bool | None) -> None:
         # The analyzer is attached by the responder port (analyzer::Manager::
         # BuildInitialAnalyzerTree, http/main.zeek's ports) or, elsewhere, once the PIA
         # matched a dpd.sig signature (None until then).
         self.attached = attached
-        self.orig = _Side(False)
-        self.resp = _Side(True)
+        self.orig = Side(False)
+        self.resp = Side(True)
         self.trans: list[Transaction] = []
         self.dropped = 0  # finished transactions logged and forgotten early (MAX_TRANSACTIONS)
         self.next_resp = 0  # index of the first transaction still waiting for its response
@@ -329,9 +353,20 @@ class _HttpConn:
         # HTTP_Analyzer's keep_alive: a version above 1.0 either way, or the client's
         # `Connection: keep-alive`; with it, requests are expected after the first.
         self.keep_alive = False
+        self.in_kernel = False  # the fast engine's kernel reads the bytes (the kernel_* methods)
 
 
-def _parse_headers(block: bytes) -> list[tuple[str, str]]:
+# What the kernel keeps of one direction for `HttpAnalyzer.kernel_resume`: state name,
+# remaining, line mode, tail, buffered bytes, depth of the transaction it reads (0: none).
+KernelSide = tuple[str, int, bool, bytes, bytes, int]
+
+
+def reason_text(raw: bytes | None) -> str | None:
+    """A response's reason as http.log's status_msg / info_msg holds it."""
+    return _text(raw or b"").strip() or None
+
+
+def parse_headers(block: bytes) -> list[tuple[str, str]]:
     """Header lines to (UPPER-NAME, value); obsolete line folding joins continuation lines.
 
     The block is decoded once: UTF-8 with surrogateescape decodes line by line as it does
@@ -379,7 +414,7 @@ class HttpAnalyzer:
         if pkt.proto != PROTO_TCP:
             return
         st: _HttpConn | None = conn.app.get(NAME)
-        if st is None or st.done:
+        if st is None or st.done or st.in_kernel:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
@@ -436,7 +471,7 @@ class HttpAnalyzer:
             else:
                 s.withdraw(NAME, not side.is_resp)
 
-    def _counted(self, conn: ConnView, st: _HttpConn, side: _Side, n: int) -> None:
+    def _counted(self, conn: ConnView, st: _HttpConn, side: Side, n: int) -> None:
         """`n` body bytes the fast engine counted for us (`TcpStreams.offer`): what `_body`
         does with them, logging included when they end a response."""
         if side.state not in _COUNTED_STATES or st.done:
@@ -501,14 +536,14 @@ class HttpAnalyzer:
         if not complete:
             # Not a full line yet: a method token so far is still plausible.
             return bool(_METHOD_SO_FAR.match(first)) and len(first) < MAX_REQUEST_LINE
-        m = _REQUEST_LINE.match(first.rstrip(b"\r"))
+        m = REQUEST_LINE.match(first.rstrip(b"\r"))
         return m is not None and (m.group(3) is not None or m.group(1) in _KNOWN_09)
 
     def _requests(self, conn: ConnView, st: _HttpConn, ts: float) -> None:
         """Parse every complete request head in the client buffer."""
         side = st.orig
         while side.state == "head":
-            head = self._take_head(side, allow_09=True)
+            head = take_head(side.buf, allow_09=True)
             if head is None:
                 if len(side.buf) > MAX_HEADER:
                     self._weird(conn, "HTTP_header_too_long", ts)
@@ -516,7 +551,7 @@ class HttpAnalyzer:
                 return
             first, header_lines = head
             request_line = is_request_line(first)
-            m = _REQUEST_LINE.match(first) if request_line else None
+            m = REQUEST_LINE.match(first) if request_line else None
             if m is None:
                 self._weird(conn, "bad_HTTP_request", ts)
                 side.state = "off"
@@ -524,66 +559,50 @@ class HttpAnalyzer:
                     self._violation(conn, st)  # "not a http request line" (RequestExpected)
                 return
             method, uri, version = m.group(1), m.group(2), m.group(3)
-            if st.is_http is None:
-                st.is_http = True
-                if "http" not in conn.service:
-                    conn.service.append("http")
-            headers = _parse_headers(header_lines) if version else []
-            if version and _PERSISTENT.match(version):
-                st.keep_alive = True
-            uri, uri_weirds = unescape_uri(uri)
-            for name in uri_weirds:
-                self._weird(conn, name, ts)
-            if len(st.trans) >= MAX_TRANSACTIONS and not self._trim(conn, st):
-                self._weird(conn, "HTTP_excessive_pipelining", ts)
+            headers = parse_headers(header_lines) if version else []
+            t = self._transaction(conn, st, ts, method, uri, version, headers)
+            if t is None:
                 side.state = "off"
                 return
-            t = Transaction(ts, st.dropped + len(st.trans) + 1, _text(method), _text(uri),
-                            _text(version or b"0.9"))
-            for name, value in headers:
-                if name not in t.headers:
-                    t.headers[name] = value
-                if name in _PROXY_HEADERS:
-                    t.proxied.append(f"{name} -> {value}")
-                if name == "CONNECTION" and _MIME_TOKEN_END.split(value, maxsplit=1)[0].lower() == "keep-alive":
-                    st.keep_alive = True
-                if name == "AUTHORIZATION" and value[:6].lower() == "basic ":
-                    try:
-                        user = base64.b64decode(value[6:].strip(), validate=False).split(b":", 1)[0]
-                        t.username = _text(user)
-                    except ValueError:
-                        pass
-            st.trans.append(t)
             if version is None:
                 side.state = "off"  # HTTP/0.9: one request, the response runs until close
                 return
             self._start_body(side, t, headers, is_request=True)
 
-    @staticmethod
-    def _take_head(side: _Side, allow_09: bool) -> tuple[bytes, bytes] | None:
-        """Remove one header block from the buffer: (its first line, the header lines after
-        it, undecoded); None if it is not complete yet."""
-        buf = side.buf
-        # Leading blank lines between messages are tolerated.
-        blanks = _blank_lines_end(buf)
-        if blanks:
-            del buf[:blanks]
-        first_nl = buf.find(b"\n")
-        if first_nl < 0:
+    def _transaction(self, conn: ConnView, st: _HttpConn, ts: float, method: bytes, uri: bytes,
+                     version: bytes | None, headers: list[tuple[str, str]]) -> Transaction | None:
+        """A request taken (its first one confirms the analyzer) becomes the next
+        transaction; None when too many wait (HTTP_excessive_pipelining)."""
+        if st.is_http is None:
+            st.is_http = True
+            if "http" not in conn.service:
+                conn.service.append("http")
+        if version and _PERSISTENT.match(version):
+            st.keep_alive = True
+        uri, uri_weirds = unescape_uri(uri)
+        for name in uri_weirds:
+            self._weird(conn, name, ts)
+        if len(st.trans) >= MAX_TRANSACTIONS and not self._trim(conn, st):
+            self._weird(conn, "HTTP_excessive_pipelining", ts)
             return None
-        first = bytes(buf[:first_nl]).rstrip(b"\r")
-        if allow_09 and b"HTTP/" not in first:
-            del buf[: first_nl + 1]
-            return first, b""
-        end = head_end(buf)
-        if end is None:
-            return None
-        block_end, blank_end = end
-        headers = bytes(buf[first_nl + 1 : block_end])  # empty when the block is one line
-        del buf[:blank_end]
-        return first, headers
+        t = Transaction(ts, st.dropped + len(st.trans) + 1, _text(method), _text(uri), _text(version or b"0.9"))
+        for name, value in headers:
+            if name not in t.headers:
+                t.headers[name] = value
+            if name in _PROXY_HEADERS:
+                t.proxied.append(f"{name} -> {value}")
+            if name == "CONNECTION" and _MIME_TOKEN_END.split(value, maxsplit=1)[0].lower() == "keep-alive":
+                st.keep_alive = True
+            if name == "AUTHORIZATION" and value[:6].lower() == "basic ":
+                try:
+                    user = base64.b64decode(value[6:].strip(), validate=False).split(b":", 1)[0]
+                    t.username = _text(user)
+                except ValueError:
+                    pass
+        st.trans.append(t)
+        return t
 
-    def _start_body(self, side: _Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
+    def _start_body(self, side: Side, t: Transaction, headers: list[tuple[str, str]], is_request: bool) -> None:
         side.trans = t
         side.tail = b""
         line_mode = chunked = False
@@ -610,7 +629,7 @@ class HttpAnalyzer:
             if not is_request:
                 t.complete = True
 
-    def _body(self, side: _Side, data: bytes, pos: int) -> int:
+    def _body(self, side: Side, data: bytes, pos: int) -> int:
         """Consume body bytes from data[pos:]; return the new position."""
         if side.state == "close":
             self._add(side, data, pos, len(data) - pos)
@@ -651,7 +670,7 @@ class HttpAnalyzer:
             self._body_done(side)
         return pos
 
-    def _chunk_size(self, side: _Side, line: bytes, pos: int) -> int:
+    def _chunk_size(self, side: Side, line: bytes, pos: int) -> int:
         try:
             size = int(line.split(b";", 1)[0], 16)
         except ValueError:
@@ -664,7 +683,7 @@ class HttpAnalyzer:
         return pos
 
     @staticmethod
-    def _add(side: _Side, data: bytes, pos: int, n: int) -> None:
+    def _add(side: Side, data: bytes, pos: int, n: int) -> None:
         t = side.trans
         if t is None or n <= 0:
             return
@@ -698,13 +717,13 @@ class HttpAnalyzer:
                     side.state = "off"
                     self._violation(conn, st)  # "not a http reply line"
                     return
-                head = self._take_head(side, allow_09=False)
+                head = take_head(side.buf, allow_09=False)
                 if head is None:
                     if len(side.buf) > MAX_HEADER:
                         side.state = "off"
                     return
                 first, header_lines = head
-                m = _RESPONSE_LINE.match(first)
+                m = RESPONSE_LINE.match(first)
                 if m is None:
                     self._weird(conn, "bad_HTTP_reply", ts)
                     side.state = "off"
@@ -712,8 +731,8 @@ class HttpAnalyzer:
                 code = int(m.group(2))
                 if _PERSISTENT.match(m.group(1)):
                     st.keep_alive = True
-                msg = _text(m.group(3) or b"").strip() or None
-                headers = _parse_headers(header_lines)
+                msg = reason_text(m.group(3))
+                headers = parse_headers(header_lines)
                 if 100 <= code < 200 and code != 101:
                     t.info_code, t.info_msg = code, msg
                 else:
@@ -744,13 +763,13 @@ class HttpAnalyzer:
                     self._log(conn, side.trans)
 
     @staticmethod
-    def _unterminated_last_line(side: _Side) -> None:
+    def _unterminated_last_line(side: Side) -> None:
         """Zeek's count for a line-mode body whose last line has no CRLF: two bytes more."""
         if side.line_mode and side.tail and not side.tail.endswith(b"\n"):
             HttpAnalyzer._add(side, b"\r\n", 0, 2)
         side.line_mode = False
 
-    def _body_done(self, side: _Side) -> None:
+    def _body_done(self, side: Side) -> None:
         self._unterminated_last_line(side)
         side.state = "head"
         if side.trans is not None and side.is_resp:
@@ -781,6 +800,83 @@ class HttpAnalyzer:
     def _weird(self, conn: ConnView, name: str, ts: float) -> None:
         if self.ctx.weirds is not None:
             self.ctx.weirds.report(name, ts, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
+
+    # -- what the kernel read (fast.http_machine.apply_events) ------------------------------
+    # The kernel reads the bytes; these keep the transactions as the byte-reading methods
+    # above do at the same points.
+
+    def read_by_kernel(self, conn: ConnView) -> None:
+        """The fast engine's kernel reads this connection's bytes (fast.http_lane) until
+        it leaves them to Python (`kernel_resume`)."""
+        self._state(conn).in_kernel = True
+
+    def _state(self, conn: ConnView) -> _HttpConn:
+        st: _HttpConn = conn.app[NAME]
+        return st
+
+    def _numbered(self, st: _HttpConn, depth: int) -> Transaction:
+        return st.trans[depth - st.dropped - 1]
+
+    def kernel_request(self, conn: ConnView, ts: float, method: bytes, uri: bytes, version: bytes | None,
+                       headers: list[tuple[str, str]]) -> None:
+        """A request head `_requests` would have taken."""
+        st = self._state(conn)
+        t = self._transaction(conn, st, ts, method, uri, version, headers)
+        assert t is not None, "the kernel leaves a connection to Python before MAX_TRANSACTIONS"
+
+    def kernel_reply(self, conn: ConnView, depth: int, code: int, reason: bytes | None, version: bytes) -> None:
+        """A final response head (`_feed_resp`); the kernel says when it is complete."""
+        st = self._state(conn)
+        t = self._numbered(st, depth)
+        t.status_code, t.status_msg, t.resp_version = code, reason_text(reason), _text(version)
+        st.next_resp += 1
+
+    def kernel_info(self, conn: ConnView, depth: int, code: int, reason: bytes | None) -> None:
+        """A 1xx response head other than 101."""
+        t = self._numbered(self._state(conn), depth)
+        t.info_code, t.info_msg = code, reason_text(reason)
+
+    def kernel_reply_09(self, conn: ConnView, depth: int) -> None:
+        """The response to an HTTP/0.9 request: no head, the body runs until close."""
+        t = self._numbered(self._state(conn), depth)
+        t.status_code, t.status_msg, t.resp_version = 0, "<empty>", "0.9"
+
+    def kernel_body(self, conn: ConnView, depth: int, is_orig: bool, n: int) -> None:
+        """`n` body bytes of a transaction's request or response (`_add`)."""
+        t = self._numbered(self._state(conn), depth)
+        if is_orig:
+            t.request_body_len += n
+        else:
+            t.response_body_len += n
+
+    def kernel_done(self, conn: ConnView, depth: int) -> None:
+        """A response is complete: its transaction is logged."""
+        t = self._numbered(self._state(conn), depth)
+        t.complete = True
+        self._log(conn, t)
+
+    def kernel_weird(self, conn: ConnView, name: str, ts: float) -> None:
+        self._weird(conn, name, ts)
+
+    def kernel_violation(self, conn: ConnView, size: int) -> None:
+        """`_violation` after `size` bytes of both directions."""
+        st = self._state(conn)
+        if analyzer_violation(conn.service, NAME, size):
+            self._give_up(conn, st)
+
+    def kernel_stop(self, conn: ConnView) -> None:
+        self._give_up(conn, self._state(conn))
+
+    def kernel_resume(self, conn: ConnView, is_http: bool | None, keep_alive: bool,
+                      sides: tuple[KernelSide, KernelSide]) -> None:
+        """The kernel leaves the connection to Python: from its state the byte-reading
+        methods go on where it stopped (client side first)."""
+        st = self._state(conn)
+        st.is_http, st.keep_alive, st.in_kernel = is_http, keep_alive, False
+        for side, (state, remaining, line_mode, tail, buf, depth) in zip((st.orig, st.resp), sides):
+            side.state, side.remaining, side.line_mode, side.tail = state, remaining, line_mode, tail
+            side.buf = bytearray(buf)
+            side.trans = self._numbered(st, depth) if depth else None
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         st: _HttpConn | None = conn.app.get(NAME)

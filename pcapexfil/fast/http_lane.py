@@ -1,0 +1,200 @@
+"""HTTP read inside the flow table: each connection on one of HTTP's ports gets a row of
+`fast.http_machine` state when it is created, and `process_batch` hands the machine every
+in-order segment of it, so its heads and bodies need no Python (issue 17).
+
+The stream is followed as `identifiers.stream.StreamDirection.add` follows it: from the
+SYN (or the first payload), retransmitted bytes dropped, overlaps trimmed. A segment it
+cannot read in order (a gap, a snap-length cut, a payload only the reference decoder has)
+or one the machine leaves to Python ends the kernel's reading: the connection's HTTP goes
+back to Python (HE_LEFT), the segment and all after it reach the analyzers as before.
+
+A connection on those ports is marked at its creation (`UNOPENED`: HTTP attaches by the
+port `on_new` sees) and takes a row at its first payload, so a flood of SYNs costs none.
+Rows come from a free stack and go back when Python has read them (at the connection's
+record, or its HE_LEFT); the kernel asks Python to grow the pool before a packet when it is
+empty (GROW_LANE).
+The events of one kernel call and the bytes they name are in `events` and `arena`, and
+each EV_PKT / EV_LANE / EV_REC names its range of them (`EV_DTYPE.lane_lo`, `lane_hi`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from pcapexfil.fast.http import LINE_MAX, SIDE_FIELDS
+from pcapexfil.fast.http_machine import (
+    E_DELIVERED,
+    E_NEXT_SEQ,
+    EVENT_FIELDS,
+    FED,
+    LEFT,
+    N_STATE,
+    PENDING_MAX,
+    Scratch,
+    http_chunk,
+    leave,
+    new_scratch,
+    new_state,
+)
+from pcapexfil.fast.layout import M32
+from pcapexfil.jit import njit
+from pcapexfil.packet import TH_SYN
+
+HEAD_CAPACITY = 1024  # a head a segment leaves incomplete is kept up to this long, else left to Python
+LINE_CAPACITY = 64  # a chunk-size or trailer line likewise
+assert LINE_CAPACITY <= LINE_MAX
+
+# A row's stream state (`stream`), per physical endpoint (the flow table's 2c + phys: a
+# role flip does not move it): the next sequence number (NO_SEQ before the SYN or first
+# payload) and the bytes delivered.
+NEXT_SEQ, DELIVERED = 0, 2
+STREAM_FIELDS = 4
+NO_SEQ = -1
+SEQ_HALF = 1 << 31
+
+# CONN_DTYPE.lane besides a row: no HTTP read here, or a row to take at the first payload.
+NO_LANE, UNOPENED = -1, -2
+
+# `ints`: the free stack's height, this call's events and arena bytes (http_machine's
+# out_n, in this order), whether connections get rows.
+L_NFREE, L_EV_N, L_ARENA_N, L_ON = 0, 1, 2, 3
+L_SIZE = 4
+
+# lane_segment's answer.
+LANE_QUIET, LANE_EVENTS, LANE_LEFT = 0, 1, 2
+
+# Room a segment may need: an event per 8 bytes of it (no request or response is
+# shorter) and a few more; its bytes and a kept head's in the arena.
+EVENTS_PER_BYTE = 8
+EVENT_ROOM = 16
+
+
+class HttpLane(NamedTuple):
+    state: np.ndarray  # (rows, http_machine.N_STATE)
+    sides: np.ndarray  # (rows, 2, SIDE_FIELDS)
+    pending: np.ndarray  # (rows, PENDING_MAX)
+    lines: np.ndarray  # (rows, 2, LINE_CAPACITY)
+    heads: np.ndarray  # (rows, 2, HEAD_CAPACITY)
+    stream: np.ndarray  # (rows, STREAM_FIELDS)
+    free: np.ndarray  # stack of free rows, `ints[L_NFREE]` high
+    ints: np.ndarray
+    ports: np.ndarray  # bool per TCP port: HTTP's registered ports (the analyzer attaches there)
+    events: np.ndarray  # (n, EVENT_FIELDS): this kernel call's
+    arena: np.ndarray
+    scratch: Scratch
+
+
+def new_lane(rows: int, ports: np.ndarray, on: bool, events: int = 8192, arena: int = 1 << 20) -> HttpLane:
+    ints = np.zeros(L_SIZE, np.int64)
+    ints[L_NFREE] = rows
+    ints[L_ON] = 1 if on else 0
+    return HttpLane(state=np.zeros((rows, N_STATE), np.int64), sides=np.zeros((rows, 2, SIDE_FIELDS), np.int64),
+                    pending=np.zeros((rows, PENDING_MAX), np.int64), lines=np.zeros((rows, 2, LINE_CAPACITY), np.uint8),
+                    heads=np.zeros((rows, 2, HEAD_CAPACITY), np.uint8), stream=np.zeros((rows, STREAM_FIELDS), np.int64),
+                    free=np.arange(rows - 1, -1, -1, dtype=np.int64), ints=ints, ports=ports,
+                    events=np.zeros((events, EVENT_FIELDS), np.int64), arena=np.zeros(arena, np.uint8),
+                    scratch=new_scratch(LINE_CAPACITY))
+
+
+_FRESH = new_state()
+
+
+@njit(cache=True, _nrt=False)
+def lane_open(L, resp_p):
+    """What a new TCP connection's CONN_DTYPE.lane starts as: UNOPENED on HTTP's ports
+    while the lane is on, else NO_LANE."""
+    return UNOPENED if L.ints[L_ON] and L.ports[resp_p] else NO_LANE
+
+
+@njit(cache=True, _nrt=False)
+def lane_take(L, start0, start1):
+    """A row for a connection's first payload; `start0`, `start1`: where each physical
+    endpoint's stream starts (EP_DTYPE.stream_start, -1: not yet), as the engine opens
+    Python's streams at them. A row is free (process_batch asks for more before a packet)."""
+    n = L.ints[L_NFREE] - 1
+    L.ints[L_NFREE] = n
+    r = L.free[n]
+    for i in range(_FRESH.shape[0]):
+        L.state[r, i] = _FRESH[i]
+    for s in range(2):
+        for i in range(L.sides.shape[2]):
+            L.sides[r, s, i] = 0
+        L.stream[r, DELIVERED + s] = 0
+    L.stream[r, NEXT_SEQ] = NO_SEQ if start0 < 0 else start0
+    L.stream[r, NEXT_SEQ + 1] = NO_SEQ if start1 < 0 else start1
+    return r
+
+
+@njit(cache=True, _nrt=False)
+def lane_room(L, payload_len):
+    """Whether this call's events and arena hold what a segment of `payload_len` bytes may
+    write (else the kernel returns before the packet)."""
+    return (L.ints[L_EV_N] + payload_len // EVENTS_PER_BYTE + EVENT_ROOM <= L.events.shape[0]
+            and L.ints[L_ARENA_N] + payload_len + HEAD_CAPACITY <= L.arena.shape[0])
+
+
+@njit(cache=True, _nrt=False)
+def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf, off, readable):
+    """One TCP segment of row `r`'s connection from physical endpoint `phys` (0/1), in the
+    role `is_orig`: StreamDirection.add's in-order bytes to the HTTP machine. `readable`:
+    its payload is in `buf` at `off` (not a row the reference decoder made)."""
+    st = L.stream[r]
+    nxt = st[NEXT_SEQ + phys]
+    if nxt == NO_SEQ:
+        if flags & TH_SYN:
+            nxt = (seq + 1) & M32
+            seq = nxt
+        elif payload_len:
+            nxt = seq
+        else:
+            return LANE_QUIET
+        st[NEXT_SEQ + phys] = nxt
+    elif flags & TH_SYN:
+        seq = (seq + 1) & M32  # SYN retransmission or SYN carrying data
+    if payload_len == 0:
+        return LANE_QUIET
+    if payload_cap < payload_len or not readable:
+        return _leave(L, r, phys, is_orig)  # the bytes are not all here: Python reads on
+    offset = (seq - nxt) & M32
+    skip = 0
+    if offset >= SEQ_HALF:  # starts before the next byte: a retransmission or an overlap
+        skip = (1 << 32) - offset
+        if skip >= payload_len:
+            return LANE_QUIET
+    elif offset > 0:
+        return _leave(L, r, phys, is_orig)  # a gap: Python keeps the segment until it fills
+    n = payload_len - skip
+    size = st[DELIVERED] + st[DELIVERED + 1] + n
+    before = L.ints[L_EV_N]
+    answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[r], L.pending[r], is_orig, buf, off + skip,
+                        off + payload_len, size, L.events, L.arena, L.ints[L_EV_N : L_EV_N + 2], L.scratch)
+    if answer == LEFT:
+        return _left_at(L, r, phys, is_orig)
+    if answer != FED:
+        return _leave(L, r, phys, is_orig)  # no room (lane_room reserves it): Python reads on, exactly
+    st[NEXT_SEQ + phys] = (nxt + n) & M32
+    st[DELIVERED + phys] += n
+    return LANE_EVENTS if L.ints[L_EV_N] > before else LANE_QUIET
+
+
+@njit(cache=True, _nrt=False)
+def _leave(L, r, phys, is_orig):
+    """Python reads the connection's HTTP from this segment on (HE_LEFT)."""
+    if not leave(L.state[r], L.sides[r], L.events, L.ints[L_EV_N : L_EV_N + 2]):
+        return LANE_QUIET  # unreachable: lane_room reserved the room
+    return _left_at(L, r, phys, is_orig)
+
+
+@njit(cache=True, _nrt=False)
+def _left_at(L, r, phys, is_orig):
+    """HE_LEFT (the last event) gets where each direction's stream is, the originator's
+    first, so that Python's reassembly goes on from there."""
+    ev = L.events[L.ints[L_EV_N] - 1]
+    orig = phys if is_orig else phys ^ 1
+    for k in range(2):
+        p = orig if k == 0 else orig ^ 1
+        ev[E_NEXT_SEQ + k] = L.stream[r, NEXT_SEQ + p]
+        ev[E_DELIVERED + k] = L.stream[r, DELIVERED + p]
+    return LANE_LEFT
