@@ -52,7 +52,7 @@ from pcapexfil.fast.batch import (
 from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
 from pcapexfil.fast.dns import messages as dns_messages
 from pcapexfil.fast.events import WEIRD_NAMES
-from pcapexfil.fast.http_lane import NO_LANE, NO_SEQ
+from pcapexfil.fast.http_lane import HEAD_BUFFER, NO_HEADS, NO_LANE, NO_SEQ
 from pcapexfil.fast.http_machine import E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
 from pcapexfil.fast.layout import (
     CODE_LANE_LEFT,
@@ -560,7 +560,9 @@ class FastFlow:
         lane, http = self.table.lane, self.http
         assert http is not None
         self._http_read(conn, lo, hi, ts)  # the counts up to here; HE_LEFT is last
-        resume(http, conn, lane.state[row], lane.sides[row], lane.lines[row], lane.heads[row])
+        buffer = lane.stream[row, HEAD_BUFFER]
+        resume(http, conn, lane.state[row], lane.sides[row], lane.lines[row],
+               lane.heads[buffer] if buffer != NO_HEADS else lane.no_heads)
         left = lane.events[hi - 1].tolist()
         st = conn.app.get(STREAM_KEY) or open_streams(conn, self.lane_users)
         for k, direction in enumerate((st.orig, st.resp)):

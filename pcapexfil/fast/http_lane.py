@@ -9,7 +9,9 @@ or one the machine leaves to Python ends the kernel's reading: the connection's 
 back to Python (HE_LEFT), the segment and all after it reach the analyzers as before.
 
 A connection on those ports is marked at its creation (`UNOPENED`: HTTP attaches by the
-port `on_new` sees) and takes a row at its first payload, so a flood of SYNs costs none.
+port `on_new` sees) and takes a row at its first payload, so a flood of SYNs costs none;
+a row takes a head buffer (`heads`, a pool of its own) only while a segment leaves a head
+incomplete, so a live connection costs about 600 bytes.
 Rows come from a free stack and go back when Python has read them (at the connection's
 record, or its HE_LEFT); the kernel asks Python to grow the pool before a packet when it is
 empty (GROW_LANE).
@@ -30,9 +32,11 @@ from pcapexfil.fast.http_machine import (
     EVENT_FIELDS,
     FED,
     LEFT,
+    NEED_HEAD,
     N_STATE,
     PENDING_MAX,
     Scratch,
+    heads_kept,
     http_chunk,
     leave,
     new_scratch,
@@ -48,9 +52,10 @@ assert LINE_CAPACITY <= LINE_MAX
 
 # A row's stream state (`stream`), per physical endpoint (the flow table's 2c + phys: a
 # role flip does not move it): the next sequence number (NO_SEQ before the SYN or first
-# payload) and the bytes delivered.
-NEXT_SEQ, DELIVERED = 0, 2
-STREAM_FIELDS = 4
+# payload) and the bytes delivered; then the head buffer it holds (NO_HEADS: none).
+NEXT_SEQ, DELIVERED, HEAD_BUFFER = 0, 2, 4
+STREAM_FIELDS = 5
+NO_HEADS = -1
 NO_SEQ = -1
 SEQ_HALF = 1 << 31
 
@@ -58,9 +63,9 @@ SEQ_HALF = 1 << 31
 NO_LANE, UNOPENED = -1, -2
 
 # `ints`: the free stack's height, this call's events and arena bytes (http_machine's
-# out_n, in this order), whether connections get rows.
-L_NFREE, L_EV_N, L_ARENA_N, L_ON = 0, 1, 2, 3
-L_SIZE = 4
+# out_n, in this order), whether connections get rows, the head buffers' free stack height.
+L_NFREE, L_EV_N, L_ARENA_N, L_ON, L_HFREE = 0, 1, 2, 3, 4
+L_SIZE = 5
 
 # lane_segment's answer.
 LANE_QUIET, LANE_EVENTS, LANE_LEFT = 0, 1, 2
@@ -76,9 +81,11 @@ class HttpLane(NamedTuple):
     sides: np.ndarray  # (rows, 2, SIDE_FIELDS)
     pending: np.ndarray  # (rows, PENDING_MAX)
     lines: np.ndarray  # (rows, 2, LINE_CAPACITY)
-    heads: np.ndarray  # (rows, 2, HEAD_CAPACITY)
     stream: np.ndarray  # (rows, STREAM_FIELDS)
     free: np.ndarray  # stack of free rows, `ints[L_NFREE]` high
+    heads: np.ndarray  # (buffers, 2, HEAD_CAPACITY): head buffers, taken by rows that need one
+    head_free: np.ndarray  # stack of free head buffers, `ints[L_HFREE]` high
+    no_heads: np.ndarray  # (2, 0): what a row without a head buffer reads into
     ints: np.ndarray
     ports: np.ndarray  # bool per TCP port: HTTP's registered ports (the analyzer attaches there)
     events: np.ndarray  # (n, EVENT_FIELDS): this kernel call's
@@ -86,14 +93,18 @@ class HttpLane(NamedTuple):
     scratch: Scratch
 
 
-def new_lane(rows: int, ports: np.ndarray, on: bool, events: int = 8192, arena: int = 1 << 20) -> HttpLane:
+def new_lane(rows: int, ports: np.ndarray, on: bool, events: int = 8192, arena: int = 1 << 20,
+             head_buffers: int = 64) -> HttpLane:
     ints = np.zeros(L_SIZE, np.int64)
     ints[L_NFREE] = rows
+    ints[L_HFREE] = head_buffers
     ints[L_ON] = 1 if on else 0
     return HttpLane(state=np.zeros((rows, N_STATE), np.int64), sides=np.zeros((rows, 2, SIDE_FIELDS), np.int64),
                     pending=np.zeros((rows, PENDING_MAX), np.int64), lines=np.zeros((rows, 2, LINE_CAPACITY), np.uint8),
-                    heads=np.zeros((rows, 2, HEAD_CAPACITY), np.uint8), stream=np.zeros((rows, STREAM_FIELDS), np.int64),
-                    free=np.arange(rows - 1, -1, -1, dtype=np.int64), ints=ints, ports=ports,
+                    stream=np.zeros((rows, STREAM_FIELDS), np.int64), free=np.arange(rows - 1, -1, -1, dtype=np.int64),
+                    heads=np.zeros((head_buffers, 2, HEAD_CAPACITY), np.uint8),
+                    head_free=np.arange(head_buffers - 1, -1, -1, dtype=np.int64), no_heads=np.zeros((2, 0), np.uint8),
+                    ints=ints, ports=ports,
                     events=np.zeros((events, EVENT_FIELDS), np.int64), arena=np.zeros(arena, np.uint8),
                     scratch=new_scratch(LINE_CAPACITY))
 
@@ -124,6 +135,7 @@ def lane_take(L, start0, start1):
         L.stream[r, DELIVERED + s] = 0
     L.stream[r, NEXT_SEQ] = NO_SEQ if start0 < 0 else start0
     L.stream[r, NEXT_SEQ + 1] = NO_SEQ if start1 < 0 else start1
+    L.stream[r, HEAD_BUFFER] = NO_HEADS
     return r
 
 
@@ -168,8 +180,20 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     n = payload_len - skip
     size = st[DELIVERED] + st[DELIVERED + 1] + n
     before = L.ints[L_EV_N]
-    answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[r], L.pending[r], is_orig, buf, off + skip,
-                        off + payload_len, size, L.events, L.arena, L.ints[L_EV_N : L_EV_N + 2], L.scratch)
+    h = st[HEAD_BUFFER]
+    answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[h] if h >= 0 else L.no_heads, L.pending[r],
+                        is_orig, buf, off + skip, off + payload_len, size, L.events, L.arena,
+                        L.ints[L_EV_N : L_EV_N + 2], L.scratch)
+    if answer == NEED_HEAD:
+        # A head this segment leaves incomplete: the row takes a head buffer (process_batch
+        # keeps one free) and the segment is read again, exactly.
+        n_free = L.ints[L_HFREE] - 1
+        L.ints[L_HFREE] = n_free
+        h = st[HEAD_BUFFER] = L.head_free[n_free]
+        answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[h], L.pending[r], is_orig, buf, off + skip,
+                            off + payload_len, size, L.events, L.arena, L.ints[L_EV_N : L_EV_N + 2], L.scratch)
+    if h >= 0 and answer == FED and not heads_kept(L.state[r]):
+        release_heads(L, r)
     if answer == LEFT:
         return _left_at(L, r, phys, is_orig)
     if answer != FED:
@@ -177,6 +201,16 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     st[NEXT_SEQ + phys] = (nxt + n) & M32
     st[DELIVERED + phys] += n
     return LANE_EVENTS if L.ints[L_EV_N] > before else LANE_QUIET
+
+
+@njit(cache=True, _nrt=False)
+def release_heads(L, r):
+    """Row `r` gives its head buffer back (no head waits in it, or the row is done)."""
+    h = L.stream[r, HEAD_BUFFER]
+    if h >= 0:
+        L.head_free[L.ints[L_HFREE]] = h
+        L.ints[L_HFREE] += 1
+        L.stream[r, HEAD_BUFFER] = NO_HEADS
 
 
 @njit(cache=True, _nrt=False)

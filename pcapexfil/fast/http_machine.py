@@ -149,6 +149,7 @@ O_EVENTS, O_ARENA = 0, 1
 FED = 0  # the chunk is read
 NO_ROOM = 1  # the events or the arena are full: nothing of the chunk is kept; again after draining
 LEFT = 2  # left to Python (HE_LEFT written): nothing of the chunk is kept
+NEED_HEAD = 3  # a head must be kept and `heads` has no room at all: nothing is kept; again with a head buffer
 
 ZERO, NINE, DOT = 0x30, 0x39, 0x2E
 
@@ -328,6 +329,20 @@ def _start_body(state, sides, events, out_n, side, fields, is_request):
         if not is_request and not _done(state, sides, events, out_n, state[K_TRANS + side]):
             return NO_ROOM
     return FED
+
+
+@njit(cache=True, _nrt=False)
+def _no_head_room(heads):
+    """A head does not fit: a connection without a head buffer asks for one (NEED_HEAD),
+    one whose buffer is full is left to Python."""
+    return NEED_HEAD if heads.shape[1] == 0 else LEFT
+
+
+@njit(cache=True, _nrt=False)
+def heads_kept(state):
+    """Whether either side keeps an incomplete head (its head buffer is in use)."""
+    return (state[K_HEAD_LEN + ORIG] > state[K_HEAD_START + ORIG]
+            or state[K_HEAD_LEN + RESP] > state[K_HEAD_START + RESP])
 
 
 @njit(cache=True, _nrt=False)
@@ -536,7 +551,7 @@ def _feed_side(state, sides, lines, heads, pending, lines_out, fields, side, src
         if not in_buf and state[K_HEAD_LEN + side] > state[K_HEAD_START + side]:
             # A head begun in an earlier chunk: these bytes follow it.
             if not _append(state, heads, side, cur, pos, stop):
-                return LEFT
+                return _no_head_room(heads)
             cur, pos, stop = heads[side], state[K_HEAD_START + side], state[K_HEAD_LEN + side]
             in_buf = True
         if side == ORIG:
@@ -564,7 +579,7 @@ def _feed_side(state, sides, lines, heads, pending, lines_out, fields, side, src
             if in_buf:
                 state[K_HEAD_START + side] = pos
             elif not _append(state, heads, side, cur, pos, stop):
-                return LEFT
+                return _no_head_room(heads)
             kept = True
             break
     if in_buf and not kept:
@@ -624,7 +639,9 @@ def _restore(state, sides, scratch):
 def http_chunk(state, sides, lines, heads, pending, is_orig, src, start, end, size, events, arena, out_n, scratch):
     """HttpAnalyzer._feed on src[start:end], one in-order chunk of the client's (is_orig)
     or the server's stream; `size`: both directions' stream bytes so far, this chunk's
-    included (dpd.zeek's violation rule). FED, NO_ROOM or LEFT (see the module)."""
+    included (dpd.zeek's violation rule). FED, NO_ROOM, LEFT (see the module) or NEED_HEAD.
+    `heads` (2, capacity) may have no room at all: a connection needs it only while a head
+    is incomplete at a chunk's end."""
     if state[K_DONE] or state[K_LEFT]:
         return FED
     side = ORIG if is_orig else RESP
@@ -660,6 +677,8 @@ def http_chunk(state, sides, lines, heads, pending, is_orig, src, start, end, si
     for i in range(held):
         lines[side, i] = scratch.line[i]
     out_n[O_EVENTS], out_n[O_ARENA] = saved_events, saved_arena
+    if answer == NEED_HEAD:
+        return NEED_HEAD
     if answer == LEFT and leave(state, sides, events, out_n):
         return LEFT
     return NO_ROOM

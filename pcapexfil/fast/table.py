@@ -71,6 +71,7 @@ from pcapexfil.fast.dns import DnsParse, new_dns_parse, parse_message
 from pcapexfil.fast.http_lane import (
     L_ARENA_N,
     L_EV_N,
+    L_HFREE,
     L_NFREE,
     LANE_EVENTS,
     LANE_LEFT,
@@ -80,6 +81,7 @@ from pcapexfil.fast.http_lane import (
     HttpLane,
     lane_open,
     lane_take,
+    release_heads,
     lane_room,
     lane_segment,
     new_lane,
@@ -556,8 +558,8 @@ def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
             grow |= GROW_CONNS
         if 2 * (G[G_LIVE] + 1) > F.hash_index.shape[0]:
             grow |= GROW_HASH
-        if L.ints[L_NFREE] == 0:
-            grow |= GROW_LANE  # a row for the packet's connection, if it takes one
+        if L.ints[L_NFREE] == 0 or L.ints[L_HFREE] == 0:
+            grow |= GROW_LANE  # a row, and a head buffer, for the packet's connection if it takes them
         if grow:
             G[G_GROW] = grow
             return ST_GROW, i
@@ -855,7 +857,8 @@ class FastFlowTable:
 
     def lane_free(self, row: int) -> None:
         """Python has read lane row `row` (its connection ended, or its HTTP was left to
-        Python): the kernel may give it to another connection."""
+        Python): the kernel may give it, and its head buffer, to another connection."""
+        release_heads(self.lane, row)
         ints = self.lane.ints
         self.lane.free[ints[L_NFREE]] = row
         ints[L_NFREE] += 1
@@ -910,18 +913,20 @@ class FastFlowTable:
                                   arena=np.zeros(2 * lane.arena.shape[0], np.uint8))
 
     def _grow_lane(self) -> None:
-        """Twice the rows (the kernel asks before a packet when none is free)."""
+        """Twice the rows or head buffers, whichever ran out (the kernel asks before a
+        packet when either has none free)."""
         lane, ints = self.lane, self.lane.ints
-        old = lane.free.shape[0]
-        nfree = int(ints[L_NFREE])
-        free = np.zeros(2 * old, np.int64)
-        free[:nfree] = lane.free[:nfree]
-        added = np.arange(2 * old - 1, old - 1, -1, dtype=np.int64)
-        free[nfree : nfree + old] = added
-        self.lane = lane._replace(state=_grown(lane.state, 2 * old), sides=_grown(lane.sides, 2 * old),
-                                  pending=_grown(lane.pending, 2 * old), lines=_grown(lane.lines, 2 * old),
-                                  heads=_grown(lane.heads, 2 * old), stream=_grown(lane.stream, 2 * old), free=free)
-        ints[L_NFREE] = nfree + old
+        if ints[L_NFREE] == 0:
+            old = lane.free.shape[0]
+            lane = lane._replace(state=_grown(lane.state, 2 * old), sides=_grown(lane.sides, 2 * old),
+                                 pending=_grown(lane.pending, 2 * old), lines=_grown(lane.lines, 2 * old),
+                                 stream=_grown(lane.stream, 2 * old), free=_doubled_stack(lane.free, 0))
+            ints[L_NFREE] = old
+        if ints[L_HFREE] == 0:
+            old = lane.head_free.shape[0]
+            lane = lane._replace(heads=_grown(lane.heads, 2 * old), head_free=_doubled_stack(lane.head_free, 0))
+            ints[L_HFREE] = old
+        self.lane = lane
 
     def _grow(self, what: int) -> None:
         f, G = self.flows, self.scalars.ints
@@ -956,6 +961,15 @@ class FastFlowTable:
             bl[:, : f.blocks.shape[1]] = f.blocks
             f = f._replace(blocks=bl)
         self.flows = f
+
+
+def _doubled_stack(free: np.ndarray, height: int) -> np.ndarray:
+    """A free stack of twice the slots: its `height` free ones, then the new ones."""
+    old = free.shape[0]
+    out = np.zeros(2 * old, np.int64)
+    out[:height] = free[:height]
+    out[height : height + old] = np.arange(2 * old - 1, old - 1, -1, dtype=np.int64)
+    return out
 
 
 def _grown(arr: np.ndarray, n: int) -> np.ndarray:
