@@ -24,7 +24,7 @@ import numba
 # Typed loosely: numba's own annotations do not list the private options kernels use (_nrt).
 njit: Callable[..., Any] = numba.njit
 
-COMPILING_NOTICE = "pcapexfil: compiling kernels, first run only (about 30 s)"
+COMPILING_NOTICE = "pcapexfil: compiling kernels, first run only (about a minute)"
 
 
 def kernel_cache_dir() -> str:

@@ -1,6 +1,7 @@
 """HTTP read inside the flow table: each connection on one of HTTP's ports gets a row of
-`fast.http_machine` state when it is created, and `process_batch` hands the machine every
-in-order segment of it, so its heads and bodies need no Python (issue 17).
+`fast.http_machine` state, and `process_batch` hands the machine every in-order segment of
+it, so its heads and bodies need no Python call per packet (issue 17). The segments the
+service recognisers and TLS still read (the PIA's first KiB) reach them as before.
 
 The stream is followed as `identifiers.stream.StreamDirection.add` follows it: from the
 SYN (or the first payload), retransmitted bytes dropped, overlaps trimmed. A segment it
@@ -15,8 +16,9 @@ incomplete, so a live connection costs about 600 bytes.
 Rows come from a free stack and go back when Python has read them (at the connection's
 record, or its HE_LEFT); the kernel asks Python to grow the pool before a packet when it is
 empty (GROW_LANE).
-The events of one kernel call and the bytes they name are in `events` and `arena`, and
-each EV_PKT / EV_LANE / EV_REC names its range of them (`EV_DTYPE.lane_lo`, `lane_hi`).
+The events of one kernel call and the bytes they name are in `events` and `arena`; each
+EV_PKT / EV_LANE names its range of them (`EV_DTYPE.lane_lo`, `lane_hi`) and row, and an
+EV_REC its row, whose last counts Python then reads (`http_machine.apply_end`).
 """
 
 from __future__ import annotations

@@ -5,23 +5,25 @@ as a few events per transaction instead of handing it the chunks (issue 17).
 `http_chunk` takes one chunk of one direction, as `HttpAnalyzer._feed` does, for a
 connection the analyzer is attached to by its port. It writes `HE_*` events (rows of
 `EVENT_FIELDS` int64s) and copies the bytes they name (method, URI, header values, reason)
-into an arena; `HttpAnalyzer.kernel_events` applies them: the transactions and their
-rows, the weirds, the service, exactly as the analyzer would have on the chunks.
+into an arena; `apply_events` has the analyzer do what they say through its `kernel_*`
+methods: the transactions and their rows, the weirds, the service, exactly as it would have
+on the chunks.
 
 Whatever it does not read the analyzer's way it leaves to Python (`LEFT`): the chunk's
 effects are rolled back, both directions' states are kept as they were before it, and
-`HttpAnalyzer.resume_from_kernel` rebuilds the analyzer's state from them; the chunk and
-all after it then go to Python. That is: a head longer than the head buffer, a folded
+`resume` rebuilds the analyzer's state from them (`HttpAnalyzer.kernel_resume`); the chunk
+and all after it then go to Python. That is: a head longer than the head buffer, a folded
 header line, a header name or deciding value with a non-ASCII byte, a length or chunk size
 only Python's int() reads, more transactions than `PENDING_MAX` waiting for responses or
 `MAX_TRANSACTIONS_IN_KERNEL` in all (Python trims its list), a first request line that is
 neither plausible nor implausible yet at `MAX_REQUEST_LINE`. The oracle test is
 tests/test_http_machine.py.
 
-A connection's state is four arrays the caller keeps: `state` (N_STATE int64s), `sides`
-(two `fast.http` body-reading rows: orig, resp), `lines` (their size-line buffers) and
-`heads` (their head buffers, whose width is the longest head kept); `pending` holds the
-kind of each transaction waiting for its response.
+A connection's state is five arrays the caller keeps: `state` (N_STATE int64s), `sides`
+(two `fast.http` body-reading rows: orig, resp), `lines` (their size-line buffers),
+`heads` (their head buffers, whose width is the longest head kept; none at all until a
+head must be kept: NEED_HEAD) and `pending` (the kind of each transaction waiting for its
+response).
 """
 
 from __future__ import annotations
@@ -121,16 +123,16 @@ MAX_TRANSACTIONS_IN_KERNEL = MAX_TRANSACTIONS - PENDING_MAX
 
 # Events: kind and the transaction's depth, then the kind's fields. Spans are (start, end)
 # into the arena, NO_SPAN when absent.
-HE_REQUEST = 1  # (the first one confirms the analyzer) E_METHOD, E_URI, E_VERSION, E_HOST .. E_ORIGIN, E_BLOCK (headers Python parses itself)
-HE_INFO = 2  # a 1xx response: E_CODE, E_REASON
-HE_REPLY = 3  # the final response: E_CODE, E_REASON, E_VERSION
-HE_REPLY_09 = 4  # the response to an HTTP/0.9 request (no head)
-HE_BODY = 5  # E_SIDE's body bytes counted for the transaction since the last HE_BODY: E_BYTES
-HE_DONE = 6  # the response is complete: the transaction is logged
-HE_WEIRD = 7  # E_CODE: WEIRD_NAMES
-HE_VIOLATION = 8  # E_SIZE: the stream's size (services.base.analyzer_violation decides)
-HE_STOP = 9  # the analyzer gives up on the connection
-HE_LEFT = 10  # the rest is Python's (resume_from_kernel)
+HE_REQUEST = 0  # (the first one confirms the analyzer) E_METHOD, E_URI, E_VERSION, E_HOST .. E_ORIGIN, E_BLOCK (headers Python parses itself)
+HE_INFO = 1  # a 1xx response: E_CODE, E_REASON
+HE_REPLY = 2  # the final response: E_CODE, E_REASON, E_VERSION
+HE_REPLY_09 = 3  # the response to an HTTP/0.9 request (no head)
+HE_BODY = 4  # E_SIDE's body bytes counted for the transaction since the last HE_BODY: E_BYTES
+HE_DONE = 5  # the response is complete: the transaction is logged
+HE_WEIRD = 6  # E_CODE: WEIRD_NAMES
+HE_VIOLATION = 7  # E_SIZE: the stream's size (services.base.analyzer_violation decides)
+HE_STOP = 8  # the analyzer gives up on the connection
+HE_LEFT = 9  # the rest is Python's (`resume`): E_NEXT_SEQ, E_DELIVERED (fast.http_lane)
 E_KIND, E_DEPTH = 0, 1
 E_METHOD, E_URI, E_VERSION, E_HOST, E_REFERER, E_USER_AGENT, E_ORIGIN, E_BLOCK = 2, 4, 6, 8, 10, 12, 14, 16
 E_CODE, E_REASON = 2, 3

@@ -69,6 +69,7 @@ from pcapexfil.fast.history import (
 )
 from pcapexfil.fast.dns import DnsParse, new_dns_parse, parse_message
 from pcapexfil.fast.http_lane import (
+    HEAD_BUFFER,
     L_ARENA_N,
     L_EV_N,
     L_HFREE,
@@ -76,14 +77,14 @@ from pcapexfil.fast.http_lane import (
     LANE_EVENTS,
     LANE_LEFT,
     LANE_QUIET,
+    NO_HEADS,
     NO_LANE,
     UNOPENED,
     HttpLane,
     lane_open,
-    lane_take,
-    release_heads,
     lane_room,
     lane_segment,
+    lane_take,
     new_lane,
 )
 from pcapexfil.fast.layout import (
@@ -858,9 +859,14 @@ class FastFlowTable:
     def lane_free(self, row: int) -> None:
         """Python has read lane row `row` (its connection ended, or its HTTP was left to
         Python): the kernel may give it, and its head buffer, to another connection."""
-        release_heads(self.lane, row)
-        ints = self.lane.ints
-        self.lane.free[ints[L_NFREE]] = row
+        lane = self.lane
+        ints, stream = lane.ints, lane.stream
+        buffer = stream[row, HEAD_BUFFER]
+        if buffer != NO_HEADS:  # release_heads, without a kernel call per connection
+            lane.head_free[ints[L_HFREE]] = buffer
+            ints[L_HFREE] += 1
+            stream[row, HEAD_BUFFER] = NO_HEADS
+        lane.free[ints[L_NFREE]] = row
         ints[L_NFREE] += 1
 
     def feed(self, batch: np.ndarray, aux: np.ndarray, buf: np.ndarray) -> np.ndarray:
