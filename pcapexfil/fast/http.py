@@ -93,20 +93,28 @@ def find(buf: np.ndarray, start: int, end: int, pattern: np.ndarray) -> int:
 
 
 @njit(cache=True, _nrt=False)
-def head_bounds(buf: np.ndarray, start: int, end: int, allow_09: bool) -> tuple[int, int, int, int, int, int]:
-    """The head at the start of buf[start:end]: (status, first_start, first_end,
-    headers_start, headers_end, head_end). The first line is buf[first_start:first_end]
-    (trailing CRs dropped), the header lines buf[headers_start:headers_end] (empty for a
-    one-line block), and the head takes the bytes up to `head_end`. When incomplete, only
-    `first_start` (after the blank lines) is meaningful."""
+def blank_lines_end(buf: np.ndarray, start: int, end: int) -> int:
+    """identifiers.http._blank_lines_end: where the empty lines (LF or CRLF) at buf[start:]
+    end (the analyzer ignores them where a message starts)."""
     p = start
-    while p < end:  # HttpAnalyzer._blank_lines_end
+    while p < end:
         if buf[p] == LF:
             p += 1
         elif buf[p] == CR and p + 1 < end and buf[p + 1] == LF:
             p += 2
         else:
             break
+    return p
+
+
+@njit(cache=True, _nrt=False)
+def head_bounds(buf: np.ndarray, start: int, end: int, allow_09: bool) -> tuple[int, int, int, int, int, int]:
+    """The head at the start of buf[start:end]: (status, first_start, first_end,
+    headers_start, headers_end, head_end). The first line is buf[first_start:first_end]
+    (trailing CRs dropped), the header lines buf[headers_start:headers_end] (empty for a
+    one-line block), and the head takes the bytes up to `head_end`. When incomplete, only
+    `first_start` (after the blank lines) is meaningful."""
+    p = blank_lines_end(buf, start, end)
     first_nl = -1
     for i in range(p, end):
         if buf[i] == LF:

@@ -76,6 +76,7 @@ from pcapexfil.fast.http import (
     SIDE_FIELDS,
     SPACE,
     TRAILER,
+    blank_lines_end,
     body_feed,
     copy_bytes,
     head_bounds,
@@ -438,14 +439,7 @@ def _requests(state, sides, pending, lines_out, fields, events, arena, out_n, si
 def _first_line(buf, start, end):
     """identifiers.http._first_line's bounds (blank lines skipped, trailing CRs dropped), or
     (-1, -1) while it is not complete."""
-    p = start
-    while p < end:
-        if buf[p] == LF:
-            p += 1
-        elif buf[p] == CR and p + 1 < end and buf[p + 1] == LF:
-            p += 2
-        else:
-            break
+    p = blank_lines_end(buf, start, end)
     nl = p
     while nl < end and buf[nl] != LF:
         nl += 1
@@ -454,6 +448,18 @@ def _first_line(buf, start, end):
     while nl > p and buf[nl - 1] == CR:
         nl -= 1
     return p, nl
+
+
+@njit(cache=True, _nrt=False)
+def _status_event(events, arena, out_n, kind, depth, code, buf, r_start, r_end):
+    """HE_INFO or HE_REPLY with the code and reason; its row, or -1 without room."""
+    k = _event(events, out_n, kind, depth)
+    if k < 0:
+        return -1
+    events[k, E_CODE] = code
+    if r_start != NO_REASON and not _span(events, k, E_REASON, arena, out_n, buf, r_start, r_end):
+        return -1
+    return k
 
 
 @njit(cache=True, _nrt=False)
@@ -484,22 +490,12 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
         state[K_KEEP_ALIVE] = 1
     depth = state[K_NEXT_RESP] + 1
     if 100 <= code < 200 and code != 101:
-        k = _event(events, out_n, HE_INFO, depth)
-        if k < 0:
-            return NO_ROOM, head_end, True
-        events[k, E_CODE] = code
-        if r_start != NO_REASON and not _span(events, k, E_REASON, arena, out_n, buf, r_start, r_end):
-            return NO_ROOM, head_end, True
-        return FED, head_end, True
+        k = _status_event(events, arena, out_n, HE_INFO, depth, code, buf, r_start, r_end)
+        return (FED if k >= 0 else NO_ROOM), head_end, True
     if not _flush_counts(state, sides, events, out_n, RESP):
         return NO_ROOM, head_end, True
-    k = _event(events, out_n, HE_REPLY, depth)
-    if k < 0:
-        return NO_ROOM, head_end, True
-    events[k, E_CODE] = code
-    if r_start != NO_REASON and not _span(events, k, E_REASON, arena, out_n, buf, r_start, r_end):
-        return NO_ROOM, head_end, True
-    if not _span(events, k, E_VERSION, arena, out_n, buf, fs + 5, version_end):
+    k = _status_event(events, arena, out_n, HE_REPLY, depth, code, buf, r_start, r_end)
+    if k < 0 or not _span(events, k, E_VERSION, arena, out_n, buf, fs + 5, version_end):
         return NO_ROOM, head_end, True
     state[K_NEXT_RESP] = depth
     kind = pending[depth % PENDING_MAX]
