@@ -254,6 +254,19 @@ def test_a_hand_over_whose_signature_matches_on_its_own_chunk_reads_the_next_one
         assert _services_only({"tls"}, 40123, turns) == ["ssl"]
 
 
+def test_an_awaited_signature_matching_on_the_pias_last_chunk_still_hands_over() -> None:
+    """Off its ports irc's signature completes on the chunk that takes the PIA past its
+    KiB (the client's NICK and USER lines after other bytes): TLS's watch, whose own
+    anchors that window does not hold, must still take the services analyzer's verdict
+    (irc's anchors are there) and let SSL read after the 670."""
+    turns = [(True, b"cap ls 302\r\npass " + b"p" * 600 + b"\r\n"),  # lower case: no HTTP method either
+             (False, b":irc.example.net 020 * :Please wait while we process your connection.\r\n"),
+             (True, b"nick me\r\nuser me 0 * :me\r\n" + b"x" * 400),
+             (False, b":irc.example.net 670 me :STARTTLS successful\r\n"), (True, HELLO), (False, _server_hello())]
+    assert sum(len(data) for _, data in turns[:2]) < 1024 < sum(len(data) for _, data in turns[:3])
+    assert _services_only(None, 40123, turns) == ["irc", "ssl"]
+
+
 def test_a_hand_over_needs_its_signature_off_its_ports() -> None:
     """postgresql's signature needs the SSLRequest answered by S or N: without a match no
     analyzer is attached to hand over, with or without the services analyzer."""

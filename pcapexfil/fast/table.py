@@ -455,7 +455,7 @@ def _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bh
         flip = PORTS[PORTS_UDP + sport] != 0 and PORTS[PORTS_UDP + dport] == 0
     if flip and not (b[i].dst_hi == 0 and b[i].dst_lo == _BCAST_LO):
         flip_roles(F, c, False)
-    cc.lane = lane_open(L, cc.resp_p) if proto == PROTO_TCP else -1  # HTTP attaches by the port on_new sees
+    cc.lane = lane_open(L, cc.resp_p) if proto == PROTO_TCP else NO_LANE  # HTTP attaches by the port on_new sees
     k = ev_conn(O, S, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
     O.events[k].code = proto
     O.events[k].row = i

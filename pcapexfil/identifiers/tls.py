@@ -187,6 +187,9 @@ class _Watch:
     # hand-overs and `unmatched`'s signatures, nothing is asked (the awaited verdicts
     # still are read); None where one of them has no anchors.
     gate: AnchorGate | None
+    # The awaited signatures' anchors: where the PIA's last windows hold none, none of them
+    # can have matched, so their verdicts need not be settled for the watch to end.
+    awaiting_gate: AnchorGate | None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -199,7 +202,7 @@ def _watch(resp_p: int, services_run: bool) -> _Watch:
     unmatched = tuple(h for h, is_attached in candidates if not is_attached and h not in awaiting)
     gate = anchor_gate([DPD_TLS_ANCHORS, *(h.handover_anchors for h in attached),
                         *(h.signature_anchors for h in unmatched)])
-    return _Watch(attached, unmatched, awaiting, gate)
+    return _Watch(attached, unmatched, awaiting, gate, anchor_gate(h.signature_anchors for h in awaiting))
 
 
 VERSION_NAMES = {
@@ -502,7 +505,7 @@ class HandshakeScanner:
 class _TlsConn:
     __slots__ = ("ts", "client", "server", "hello", "shello", "curve", "weird", "attached", "handovers", "unmatched",
                  "awaiting", "verdicts", "verdicts_seen", "orig", "resp", "last_is_orig", "dpd_orig", "dpd_resp",
-                 "gate")
+                 "gate", "awaiting_gate")
 
     def __init__(self, ts: float, resp_p: int, conn: ConnView) -> None:
         self.ts = ts
@@ -521,11 +524,12 @@ class _TlsConn:
         self.awaiting: tuple[StartTls, ...] = ()
         self.verdicts: dict[str, bool] | None = None
         self.gate: AnchorGate | None = None  # `_Watch.gate`, until a chunk's windows hold an anchor
+        self.awaiting_gate: AnchorGate | None = None  # `_Watch.awaiting_gate`
         if not self.attached:
             self.verdicts = signature_verdicts(conn)
             watch = _watch(resp_p, self.verdicts is not None)
             self.handovers, self.unmatched, self.awaiting = watch.attached, watch.unmatched, watch.awaiting
-            self.gate = watch.gate
+            self.gate, self.awaiting_gate = watch.gate, watch.awaiting_gate
         self.verdicts_seen = 0  # how many of `verdicts` the watch has read
         self.orig = b""  # the first bytes of each direction, what the hand-overs read
         self.resp = b""
@@ -581,6 +585,8 @@ class TlsAnalyzer:
             st.gate = None  # asked from this chunk on
             if unmatchable and not s.pia.matching:
                 st.unmatched = ()  # their signatures cannot confirm on the PIA's last windows
+                if st.awaiting_gate is not None and st.awaiting_gate.clean(s.pia):
+                    st.awaiting = ()  # nor the awaited ones: nothing to settle
         if st.awaiting and st.verdicts is not None and len(st.verdicts) != st.verdicts_seen:
             self._take_verdicts(st)
             if st.attached:  # handed over on the last chunk
