@@ -23,6 +23,7 @@ from pcapexfil.pipeline import RunOptions, run
 MOD = 1 << 32
 CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
 Segment = tuple[bool, int, bytes]  # from the client?, offset in its stream, bytes
+HEADERS = 14 + 20 + 20  # Ethernet, IPv4, TCP: what a snap-length cut here always keeps
 
 
 def _frames(segments: list[Segment], port: int = 80, handshake: str = "full", fragment: int | None = None,
@@ -132,10 +133,21 @@ def test_a_fragmented_segment_goes_to_python(tmp_path, monkeypatch) -> None:
     _check(tmp_path, monkeypatch, _frames(_in_order(talk), fragment=2), python_reads=True)
 
 
-def test_a_cut_segment_goes_to_python(tmp_path, monkeypatch) -> None:
-    frames = _frames(_in_order([(True, GET), (False, OK), (True, GET), (False, OK)]))
+def test_a_cut_segment_ends_its_direction_in_the_kernel(tmp_path, monkeypatch) -> None:
+    """A snap-length cut: what was captured is read, then nothing more of that direction
+    (StreamDirection.broken), as Python reads it; the other direction goes on."""
+    frames = _frames(_in_order([(True, GET), (False, OK[:45]), (False, OK[45:]), (True, GET), (False, OK)]))
     wirelens = [len(f) for _, f in frames]
-    cut = [(ts, f[:-5]) if k == 6 else (ts, f) for k, (ts, f) in enumerate(frames)]  # the second GET
+    cut = [(ts, f[:-30]) if k == 4 else (ts, f) for k, (ts, f) in enumerate(frames)]  # into the first response
+    _check(tmp_path, monkeypatch, cut, python_reads=False, wirelens=wirelens)
+
+
+def test_a_cut_segment_then_a_gap_goes_to_python_with_its_direction_ended(tmp_path, monkeypatch) -> None:
+    segments = [(True, 0, GET), (False, 0, OK[:45]), (True, len(GET) + 10, GET[10:]), (True, len(GET), GET[:10]),
+                (False, 45, OK[45:])]
+    frames = _frames(segments)
+    wirelens = [len(f) for _, f in frames]
+    cut = [(ts, f[:-30]) if k == 4 else (ts, f) for k, (ts, f) in enumerate(frames)]
     _check(tmp_path, monkeypatch, cut, python_reads=True, wirelens=wirelens)
 
 
@@ -145,9 +157,10 @@ def test_a_syn_ack_first_session_is_read_in_the_kernel(tmp_path, monkeypatch) ->
 
 
 @st.composite
-def _sessions(draw: st.DrawFn) -> list[tuple[float, bytes]]:
+def _sessions(draw: st.DrawFn) -> tuple[list[tuple[float, bytes]], list[int]]:
     """http_machine's generated conversations as TCP sessions on HTTP's ports, segments
-    now and then reordered, repeated in part or lost, with or without a handshake."""
+    now and then reordered, repeated in part or lost, a frame now and then cut short by the
+    snap length, with or without a handshake; the frames and their lengths on the wire."""
     talk = draw(conversation())
     segments = _in_order(talk)
     if len(segments) > 1 and draw(st.booleans()):
@@ -160,13 +173,20 @@ def _sessions(draw: st.DrawFn) -> list[tuple[float, bytes]]:
     if len(segments) > 2 and draw(st.integers(0, 5)) == 0:
         del segments[draw(st.integers(0, len(segments) - 1))]
     segments = [s for s in segments if s[2]]
-    return _frames(segments, port=draw(st.sampled_from([80, 8080])),
-                   handshake=draw(st.sampled_from(["full", "full", "none", "synack-first"])))
+    frames = _frames(segments, port=draw(st.sampled_from([80, 8080])),
+                     handshake=draw(st.sampled_from(["full", "full", "none", "synack-first"])))
+    wirelens = [len(frame) for _, frame in frames]
+    if draw(st.integers(0, 3)) == 0:  # a snap-length cut
+        k = draw(st.integers(0, len(frames) - 1))
+        ts, frame = frames[k]
+        frames[k] = (ts, frame[: max(HEADERS, len(frame) - draw(st.integers(1, 40)))])
+    return frames, wirelens
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_sessions())
-def test_generated_sessions_give_the_same_logs(tmp_path_factory, frames) -> None:
+def test_generated_sessions_give_the_same_logs(tmp_path_factory, session) -> None:
+    frames, wirelens = session
     tmp = tmp_path_factory.mktemp("lane")
-    assert_same([str(write_pcap(tmp / "s.pcap", frames))], tmp)
+    assert_same([str(write_pcap(tmp / "s.pcap", frames, wirelens=wirelens))], tmp)

@@ -53,7 +53,7 @@ from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
 from pcapexfil.fast.dns import messages as dns_messages
 from pcapexfil.fast.events import WEIRD_NAMES
 from pcapexfil.fast.http_lane import HEAD_BUFFER, NO_HEADS, NO_LANE, NO_SEQ
-from pcapexfil.fast.http_machine import E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
+from pcapexfil.fast.http_machine import E_BROKEN, E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
 from pcapexfil.fast.layout import (
     CODE_LANE_LEFT,
     EV_COUNTED,
@@ -569,6 +569,7 @@ class FastFlow:
             seq = left[E_NEXT_SEQ + k]
             direction.next_seq = None if seq == NO_SEQ else seq
             direction.delivered = left[E_DELIVERED + k]
+            direction.broken = bool(left[E_BROKEN + k])
         st.orig_wanted.add(http.name)
         st.resp_wanted.add(http.name)
         conn.http_in_kernel = False

@@ -4,9 +4,10 @@ it, so its heads and bodies need no Python call per packet (issue 17). The segme
 service recognisers and TLS still read (the PIA's first KiB) reach them as before.
 
 The stream is followed as `identifiers.stream.StreamDirection.add` follows it: from the
-SYN (or the first payload), retransmitted bytes dropped, overlaps trimmed. A segment it
-cannot read in order (a gap, a snap-length cut, a payload only the reference decoder has)
-or one the machine leaves to Python ends the kernel's reading: the connection's HTTP goes
+SYN (or the first payload), retransmitted bytes dropped, overlaps trimmed, a snap-length
+cut delivering what was captured and ending its direction. A segment it cannot read in
+order (a gap, a payload only the reference decoder has) or one the machine leaves to
+Python ends the kernel's reading: the connection's HTTP goes
 back to Python (HE_LEFT), the segment and all after it reach the analyzers as before.
 
 A connection on those ports is marked at its creation (`UNOPENED`: HTTP attaches by the
@@ -29,6 +30,7 @@ import numpy as np
 
 from pcapexfil.fast.http import LINE_MAX, SIDE_FIELDS
 from pcapexfil.fast.http_machine import (
+    E_BROKEN,
     E_DELIVERED,
     E_NEXT_SEQ,
     EVENT_FIELDS,
@@ -54,9 +56,10 @@ assert LINE_CAPACITY <= LINE_MAX
 
 # A row's stream state (`stream`), per physical endpoint (the flow table's 2c + phys: a
 # role flip does not move it): the next sequence number (NO_SEQ before the SYN or first
-# payload) and the bytes delivered; then the head buffer it holds (NO_HEADS: none).
-NEXT_SEQ, DELIVERED, HEAD_BUFFER = 0, 2, 4
-STREAM_FIELDS = 5
+# payload), the bytes delivered, whether a snap-length cut ended the stream
+# (StreamDirection.broken); then the head buffer it holds (NO_HEADS: none).
+NEXT_SEQ, DELIVERED, BROKEN, HEAD_BUFFER = 0, 2, 4, 6
+STREAM_FIELDS = 7
 NO_HEADS = -1
 NO_SEQ = -1
 SEQ_HALF = 1 << 31
@@ -73,8 +76,9 @@ L_SIZE = 5
 LANE_QUIET, LANE_EVENTS, LANE_LEFT = 0, 1, 2
 
 # Room a segment may need: an event per 8 bytes of it (no request or response is
-# shorter) and a few more; its bytes and a kept head's in the arena.
-EVENTS_PER_BYTE = 8
+# shorter: a shift, not a division, as it is asked of every packet) and a few more; its
+# bytes and a kept head's in the arena.
+EVENTS_PER_BYTE_SHIFT = 3  # 8
 EVENT_ROOM = 16
 
 
@@ -135,6 +139,7 @@ def lane_take(L, start0, start1):
         for i in range(L.sides.shape[2]):
             L.sides[r, s, i] = 0
         L.stream[r, DELIVERED + s] = 0
+        L.stream[r, BROKEN + s] = 0
     L.stream[r, NEXT_SEQ] = NO_SEQ if start0 < 0 else start0
     L.stream[r, NEXT_SEQ + 1] = NO_SEQ if start1 < 0 else start1
     L.stream[r, HEAD_BUFFER] = NO_HEADS
@@ -144,9 +149,18 @@ def lane_take(L, start0, start1):
 @njit(cache=True, _nrt=False)
 def lane_room(L, payload_len):
     """Whether this call's events and arena hold what a segment of `payload_len` bytes may
-    write (else the kernel returns before the packet)."""
-    return (L.ints[L_EV_N] + payload_len // EVENTS_PER_BYTE + EVENT_ROOM <= L.events.shape[0]
+    write (else the kernel returns before the packet). Always true while the lane is off or
+    for a segment without payload."""
+    if not L.ints[L_ON] or payload_len == 0:
+        return True
+    return (L.ints[L_EV_N] + (payload_len >> EVENTS_PER_BYTE_SHIFT) + EVENT_ROOM <= L.events.shape[0]
             and L.ints[L_ARENA_N] + payload_len + HEAD_CAPACITY <= L.arena.shape[0])
+
+
+@njit(cache=True, _nrt=False)
+def lane_rows_free(L):
+    """Whether a row and a head buffer are free (else the kernel asks Python to grow them)."""
+    return not L.ints[L_ON] or (L.ints[L_NFREE] > 0 and L.ints[L_HFREE] > 0)
 
 
 @njit(cache=True, _nrt=False)
@@ -155,6 +169,8 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     role `is_orig`: StreamDirection.add's in-order bytes to the HTTP machine. `readable`:
     its payload is in `buf` at `off` (not a row the reference decoder made)."""
     st = L.stream[r]
+    if st[BROKEN + phys]:
+        return LANE_QUIET
     nxt = st[NEXT_SEQ + phys]
     if nxt == NO_SEQ:
         if flags & TH_SYN:
@@ -169,22 +185,28 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
         seq = (seq + 1) & M32  # SYN retransmission or SYN carrying data
     if payload_len == 0:
         return LANE_QUIET
-    if payload_cap < payload_len or not readable:
-        return _leave(L, r, phys, is_orig)  # the bytes are not all here: Python reads on
+    if not readable:
+        return _leave(L, r, phys, is_orig)  # the bytes are the decoder's: Python reads on
+    captured = min(payload_cap, payload_len)
+    cut = captured < payload_len  # what was captured is delivered, then nothing more (BROKEN)
     offset = (seq - nxt) & M32
     skip = 0
     if offset >= SEQ_HALF:  # starts before the next byte: a retransmission or an overlap
         skip = (1 << 32) - offset
-        if skip >= payload_len:
+        if skip >= captured:
+            st[BROKEN + phys] = cut
             return LANE_QUIET
     elif offset > 0:
+        if cut:
+            st[BROKEN + phys] = 1
+            return LANE_QUIET  # a cut segment past a gap: never delivered
         return _leave(L, r, phys, is_orig)  # a gap: Python keeps the segment until it fills
-    n = payload_len - skip
+    n = captured - skip
     size = st[DELIVERED] + st[DELIVERED + 1] + n
     before = L.ints[L_EV_N]
     h = st[HEAD_BUFFER]
     answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[h] if h >= 0 else L.no_heads, L.pending[r],
-                        is_orig, buf, off + skip, off + payload_len, size, L.events, L.arena,
+                        is_orig, buf, off + skip, off + captured, size, L.events, L.arena,
                         L.ints[L_EV_N : L_EV_N + 2], L.scratch)
     if answer == NEED_HEAD:
         # A head this segment leaves incomplete: the row takes a head buffer (process_batch
@@ -193,7 +215,7 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
         L.ints[L_HFREE] = n_free
         h = st[HEAD_BUFFER] = L.head_free[n_free]
         answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[h], L.pending[r], is_orig, buf, off + skip,
-                            off + payload_len, size, L.events, L.arena, L.ints[L_EV_N : L_EV_N + 2], L.scratch)
+                            off + captured, size, L.events, L.arena, L.ints[L_EV_N : L_EV_N + 2], L.scratch)
     if h >= 0 and answer == FED and not heads_kept(L.state[r]):
         release_heads(L, r)
     if answer == LEFT:
@@ -202,6 +224,7 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
         return _leave(L, r, phys, is_orig)  # no room (lane_room reserves it): Python reads on, exactly
     st[NEXT_SEQ + phys] = (nxt + n) & M32
     st[DELIVERED + phys] += n
+    st[BROKEN + phys] = cut  # (left to Python above, the segment's cut is Python's to see)
     return LANE_EVENTS if L.ints[L_EV_N] > before else LANE_QUIET
 
 
@@ -233,4 +256,5 @@ def _left_at(L, r, phys, is_orig):
         p = orig if k == 0 else orig ^ 1
         ev[E_NEXT_SEQ + k] = L.stream[r, NEXT_SEQ + p]
         ev[E_DELIVERED + k] = L.stream[r, DELIVERED + p]
+        ev[E_BROKEN + k] = L.stream[r, BROKEN + p]
     return LANE_LEFT

@@ -133,13 +133,15 @@ HE_DONE = 5  # the response is complete: the transaction is logged
 HE_WEIRD = 6  # E_CODE: WEIRD_NAMES
 HE_VIOLATION = 7  # E_SIZE: the stream's size (services.base.analyzer_violation decides)
 HE_STOP = 8  # the analyzer gives up on the connection
-HE_LEFT = 9  # the rest is Python's (`resume`): E_NEXT_SEQ, E_DELIVERED (fast.http_lane)
+HE_LEFT = 9  # the rest is Python's (`resume`): E_NEXT_SEQ, E_DELIVERED, E_BROKEN
 E_KIND, E_DEPTH = 0, 1
 E_METHOD, E_URI, E_VERSION, E_HOST, E_REFERER, E_USER_AGENT, E_ORIGIN, E_BLOCK = 2, 4, 6, 8, 10, 12, 14, 16
 E_CODE, E_REASON = 2, 3
 E_SIDE, E_BYTES = 2, 3
 E_SIZE = 2
-E_NEXT_SEQ, E_DELIVERED = 2, 4  # HE_LEFT: each direction's next sequence number and bytes delivered, orig first
+# HE_LEFT: each direction's next sequence number, bytes delivered and whether a cut ended
+# it (fast.http_lane), the originator's first.
+E_NEXT_SEQ, E_DELIVERED, E_BROKEN = 2, 4, 6
 EVENT_FIELDS = 18
 NO_SPAN = -1
 W_BAD_REQUEST, W_BAD_REPLY = 0, 1

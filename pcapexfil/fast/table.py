@@ -83,6 +83,7 @@ from pcapexfil.fast.http_lane import (
     HttpLane,
     lane_open,
     lane_room,
+    lane_rows_free,
     lane_segment,
     lane_take,
     new_lane,
@@ -559,7 +560,7 @@ def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
             grow |= GROW_CONNS
         if 2 * (G[G_LIVE] + 1) > F.hash_index.shape[0]:
             grow |= GROW_HASH
-        if L.ints[L_NFREE] == 0 or L.ints[L_HFREE] == 0:
+        if not lane_rows_free(L):
             grow |= GROW_LANE  # a row, and a head buffer, for the packet's connection if it takes them
         if grow:
             G[G_GROW] = grow
