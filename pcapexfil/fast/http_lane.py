@@ -221,7 +221,9 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     if answer == LEFT:
         return _left_at(L, r, phys, is_orig)
     if answer != FED:
-        return _leave(L, r, phys, is_orig)  # no room (lane_room reserves it): Python reads on, exactly
+        # More events than lane_room keeps for a segment (e.g. many short pipelined replies):
+        # the segment was rolled back, so the room kept holds HE_LEFT; Python reads on, exactly.
+        return _leave(L, r, phys, is_orig)
     st[NEXT_SEQ + phys] = (nxt + n) & M32
     st[DELIVERED + phys] += n
     st[BROKEN + phys] = cut  # (left to Python above, the segment's cut is Python's to see)
@@ -242,7 +244,7 @@ def release_heads(L, r):
 def _leave(L, r, phys, is_orig):
     """Python reads the connection's HTTP from this segment on (HE_LEFT)."""
     if not leave(L.state[r], L.sides[r], L.events, L.ints[L_EV_N : L_EV_N + 2]):
-        return LANE_QUIET  # unreachable: lane_room reserved the room
+        return LANE_QUIET  # unreachable: lane_room kept EVENT_ROOM rows free before the segment
     return _left_at(L, r, phys, is_orig)
 
 
