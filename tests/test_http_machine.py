@@ -233,7 +233,8 @@ def conversation(draw: st.DrawFn) -> Chunks:
           (False, b"HTTP/1.1 204 No\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
           (False, b"lo\r\n0\r\n\r\n")])
 @example([(True, b"GET /\r\n"), (False, b"anything at all")])
-@example([(True, b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\n\r\nrest\r\nof")])
+@example([(True, b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n"),
+          (False, b"HTTP/1.1 200 OK\r\n\r\nrest\r\nof")])
 @example([(False, b"HTTP/1.1 200 OK\r\n\r\n"), (True, b"GET / HTTP/1.1\r\n\r\n")])
 @example([(True, b"CONNECT h:443 HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\n\r\n\x16\x03\x01")])
 @example([(True, b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab")])
@@ -243,7 +244,8 @@ def test_the_kernel_keeps_the_transactions_the_analyzer_keeps(chunks: Chunks) ->
 
 def test_a_long_head_is_left_to_python_and_read_on_there() -> None:
     long_head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * HEAD_CAPACITY + b"\r\n\r\n"
-    chunks = [(True, b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab"),
+    chunks = [(True, b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"),
+              (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab"),
               (True, long_head[:100]), (True, long_head[100:]),
               (False, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")]
     assert _same(chunks)

@@ -124,7 +124,9 @@ MAX_TRANSACTIONS_IN_KERNEL = MAX_TRANSACTIONS - PENDING_MAX
 
 # Events: kind and the transaction's depth, then the kind's fields. Spans are (start, end)
 # into the arena, NO_SPAN when absent.
-HE_REQUEST = 0  # (the first one confirms the analyzer) E_METHOD, E_URI, E_VERSION, E_HOST .. E_ORIGIN, E_BLOCK (headers Python parses itself)
+# HE_REQUEST (the first one confirms the analyzer): E_METHOD, E_URI, E_VERSION, E_HOST ..
+# E_ORIGIN, E_BLOCK (the header lines, where Python must parse them itself).
+HE_REQUEST = 0
 HE_INFO = 1  # a 1xx response: E_CODE, E_REASON
 HE_REPLY = 2  # the final response: E_CODE, E_REASON, E_VERSION
 HE_REPLY_09 = 3  # the response to an HTTP/0.9 request (no head)
@@ -735,7 +737,7 @@ _VALUE_FIELDS = (("HOST", E_HOST), ("REFERER", E_REFERER), ("USER-AGENT", E_USER
 
 
 def apply_events(analyzer: HttpAnalyzer, conn: ConnView, events: np.ndarray, arena: np.ndarray, ts: float) -> None:
-    """What `http_chunk` / `http_end` wrote for one connection, at network time `ts`, done by
+    """What `http_chunk` wrote for one connection's segment, at network time `ts`, done by
     the analyzer (HE_LEFT is the caller's: `resume`)."""
     for row in events.tolist():
         kind, depth = row[E_KIND], row[E_DEPTH]
@@ -768,7 +770,8 @@ def apply_end(analyzer: HttpAnalyzer, conn: ConnView, state: np.ndarray, sides: 
     for side in (ORIG, RESP):
         row = sides[side]
         n = int(row[S_COUNTED])
-        if side == RESP and row[S_STATE] == CLOSE and row[S_LINE_MODE] and row[S_TAIL_LEN] and (row[S_TAIL] & 0xFF) != LF:
+        unterminated = row[S_LINE_MODE] and row[S_TAIL_LEN] and (row[S_TAIL] & 0xFF) != LF
+        if side == RESP and row[S_STATE] == CLOSE and unterminated:
             n += 2
         if n:
             analyzer.kernel_body(conn, int(state[K_TRANS + side]), side == ORIG, n)
