@@ -205,17 +205,14 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     size = st[DELIVERED] + st[DELIVERED + 1] + n
     before = L.ints[L_EV_N]
     h = st[HEAD_BUFFER]
-    answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[h] if h >= 0 else L.no_heads, L.pending[r],
-                        is_orig, buf, off + skip, off + captured, size, L.events, L.arena,
-                        L.ints[L_EV_N : L_EV_N + 2], L.scratch)
+    answer = _read(L, r, h, is_orig, buf, off + skip, off + captured, size)
     if answer == NEED_HEAD:
         # A head this segment leaves incomplete: the row takes a head buffer (process_batch
         # keeps one free) and the segment is read again, exactly.
         n_free = L.ints[L_HFREE] - 1
         L.ints[L_HFREE] = n_free
         h = st[HEAD_BUFFER] = L.head_free[n_free]
-        answer = http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[h], L.pending[r], is_orig, buf, off + skip,
-                            off + captured, size, L.events, L.arena, L.ints[L_EV_N : L_EV_N + 2], L.scratch)
+        answer = _read(L, r, h, is_orig, buf, off + skip, off + captured, size)
     if h >= 0 and answer == FED and not heads_kept(L.state[r]):
         release_heads(L, r)
     if answer == LEFT:
@@ -228,6 +225,13 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     st[DELIVERED + phys] += n
     st[BROKEN + phys] = cut  # (left to Python above, the segment's cut is Python's to see)
     return LANE_EVENTS if L.ints[L_EV_N] > before else LANE_QUIET
+
+
+@njit(cache=True, _nrt=False)
+def _read(L, r, h, is_orig, buf, start, end, size):
+    """http_chunk on row `r`'s state with head buffer `h` (NO_HEADS: none)."""
+    return http_chunk(L.state[r], L.sides[r], L.lines[r], L.heads[h] if h >= 0 else L.no_heads, L.pending[r],
+                      is_orig, buf, start, end, size, L.events, L.arena, L.ints[L_EV_N : L_EV_N + 2], L.scratch)
 
 
 @njit(cache=True, _nrt=False)

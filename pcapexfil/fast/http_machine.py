@@ -79,6 +79,7 @@ from pcapexfil.fast.http import (
     blank_lines_end,
     body_feed,
     copy_bytes,
+    end_body,
     head_bounds,
     header_lines,
     message_fields,
@@ -765,14 +766,13 @@ def apply_events(analyzer: HttpAnalyzer, conn: ConnView, events: np.ndarray, are
 
 def apply_end(analyzer: HttpAnalyzer, conn: ConnView, state: np.ndarray, sides: np.ndarray) -> None:
     """The connection ends (HttpAnalyzer.on_remove's first part, which then finds nothing
-    to do): the bytes counted since the last HE_BODY go to their transactions, a body read
-    until close with its last line unterminated counting two more (`_unterminated_last_line`)."""
+    to do): a body read until close ends with it (`fast.http.end_body`: its last line
+    counted as `_unterminated_last_line` counts it), and the bytes counted since the last
+    HE_BODY go to their transactions."""
+    if sides[RESP, S_STATE] == CLOSE:
+        end_body(sides[RESP])
     for side in (ORIG, RESP):
-        row = sides[side]
-        n = int(row[S_COUNTED])
-        unterminated = row[S_LINE_MODE] and row[S_TAIL_LEN] and (row[S_TAIL] & 0xFF) != LF
-        if side == RESP and row[S_STATE] == CLOSE and unterminated:
-            n += 2
+        n = int(sides[side, S_COUNTED])
         if n:
             analyzer.kernel_body(conn, int(state[K_TRANS + side]), side == ORIG, n)
 
