@@ -189,3 +189,22 @@ def test_warm_up_compiles_what_a_live_ring_block_runs() -> None:
     subprocess.run(run, capture_output=True, text=True, check=True, timeout=600)  # fills a cold cache
     out = subprocess.run(run, capture_output=True, text=True, check=True, timeout=600)
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_a_kernel_called_with_different_constants_is_compiled_once() -> None:
+    """numba would type each constant as a literal and compile the callee once per value
+    (a third of the first run's compile was such copies); pcapexfil's njit compiles it for
+    the plain type."""
+    from pcapexfil.jit import njit
+
+    @njit
+    def scaled(x, factor):
+        return x * factor
+
+    @njit(_nrt=False)
+    def both(x):
+        return scaled(x, 3) + scaled(x, 5) + scaled(x, factor=7)
+
+    assert both(2) == 30
+    assert [str(t) for t in scaled.signatures[0]] == ["int64", "int64"]
+    assert len(scaled.signatures) == 1
