@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pcapexfil.logs.staging import LogStaging
     from pcapexfil.packet import Packet
     from pcapexfil.record import ConnRecord
+    from pcapexfil.services.base import PiaWait
     from pcapexfil.weird import Weirds
 
 
@@ -76,6 +77,16 @@ class AppAnalyzer(Protocol):
         fast engine's kernel parses the DNS messages on a DNS port where only the DNS
         analyzer reads them, and hands them to `DnsAnalyzer.on_message` instead
         (`fast.engine.kernel_dns_ports`)."""
+
+    def pia_gate(self, resp_p: int) -> PiaWait | None:
+        """On a TCP connection to `resp_p` the HTTP lane reads: how `on_packet` waits for the
+        PIA (services.base.PiaWait). None: it may act on any chunk, so the kernel hands
+        every packet over (`fast.pia_gate`, `fast.engine.kernel_gates`)."""
+
+    def pia_released(self, conn: ConnView) -> None:
+        """The kernel saw the PIA's last chunk with the gates clean and the analyzer's
+        `PiaWait` condition met: be done with the connection, as after reading that chunk
+        (asked only where its packets go to Python later)."""
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
         """Called once when the connection's record is built, before it is emitted."""

@@ -49,6 +49,7 @@ from pcapexfil.fast.batch import (
     PACKET_ROW,
     halves_to_addr,
 )
+from pcapexfil.fast.anchors import Gates, build_gates
 from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
 from pcapexfil.fast.dns import messages as dns_messages
 from pcapexfil.fast.events import WEIRD_NAMES
@@ -66,6 +67,7 @@ from pcapexfil.fast.layout import (
     EV_TICK,
     EV_WEIRD,
 )
+from pcapexfil.fast.pia_gate import G_RELEASED, M_CHUNKS, M_FLIPPED, NO_WINDOW
 from pcapexfil.fast.table import (
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
@@ -94,8 +96,9 @@ from pcapexfil.identifiers.dns import DnsAnalyzer, Message
 from pcapexfil.identifiers.http import HTTP_PORTS, HttpAnalyzer
 from pcapexfil.identifiers.stream import STREAM_KEY, TcpStreams, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
-from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Packet
+from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, Packet
 from pcapexfil.record import ConnRecord
+from pcapexfil.services.base import PiaWait
 from pcapexfil.weird import Weirds
 
 if TYPE_CHECKING:
@@ -202,7 +205,8 @@ class FastFlow:
         self.lane_users = self.stream_users - {self.http.name} if self.http is not None else self.stream_users
         self.table = FastFlowTable(config, bool(self.analyzers), self._events,
                                    dns_ports=kernel_dns_ports(self.analyzers),
-                                   http_ports=kernel_http_ports(self.analyzers))
+                                   http_ports=kernel_http_ports(self.analyzers),
+                                   gates=kernel_gates(self.analyzers))
         self.conns: dict[int, FastConn] = {}
         self.records = 0
         self.evicted = 0
@@ -427,11 +431,13 @@ class FastFlow:
         rows, row_size, unpack_row = self._rows, PACKET_ROW.size, PACKET_ROW.unpack_from
         http = self.http
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
-             counted_resp, stream_start, hist_len, lane, lane_lo, lane_hi) in ev.tolist():
+             counted_resp, stream_start, hist_len, lane, lane_lo, lane_hi, window) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
-                st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
                 ids = (ohi, olo, rhi, rlo)
+                if window != NO_WINDOW:
+                    self._gate_replay(conn, window, ids, op, rp)
+                st = conn.app.get(STREAM_KEY) if conn.proto == PROTO_TCP else None
                 if conn.ids != ids:
                     self._flipped(conn, ids, op, rp)
                 if st is not None:
@@ -564,7 +570,15 @@ class FastFlow:
         resume(http, conn, lane.state[row], lane.sides[row], lane.lines[row],
                lane.heads[buffer] if buffer != NO_HEADS else lane.no_heads)
         left = lane.events[hi - 1].tolist()
-        st = conn.app.get(STREAM_KEY) or open_streams(conn, self.lane_users)
+        st = conn.app.get(STREAM_KEY)
+        if st is None and lane.gate.rows[row, G_RELEASED]:
+            # The others were done at the PIA's last chunk, which the kernel saw (fast.pia_gate).
+            for analyzer in self.analyzers:
+                if analyzer is not http:
+                    analyzer.pia_released(conn)
+            st = open_streams(conn, frozenset())
+        elif st is None:
+            st = open_streams(conn, self.lane_users)
         for k, direction in enumerate((st.orig, st.resp)):
             seq = left[E_NEXT_SEQ + k]
             direction.next_seq = None if seq == NO_SEQ else seq
@@ -575,6 +589,31 @@ class FastFlow:
         conn.http_in_kernel = False
         self.table.lane_free(row)
         return st
+
+    def _gate_replay(self, conn: FastConn, window: int, ids: tuple[int, int, int, int], orig_p: int,
+                     resp_p: int) -> None:
+        """The kernel's PIA gate ended at this packet (fast.pia_gate): the analyzers read the
+        chunks it kept, in order, as they would have from their packets, under the roles
+        of then; the buffer goes back."""
+        gate = self.table.lane.gate
+        if gate.meta[window, M_FLIPPED]:  # the roles of then: the others
+            ids, orig_p, resp_p = (ids[2], ids[3], ids[0], ids[1]), resp_p, orig_p
+        if conn.ids != ids:
+            self._flipped(conn, ids, orig_p, resp_p)
+        if conn.app.get(STREAM_KEY) is None:
+            open_streams(conn, self.lane_users)
+        data = gate.windows[window]
+        at = 0
+        for (is_orig, length, seq), ts in zip(gate.chunks[window, : gate.meta[window, M_CHUNKS]].tolist(),
+                                              gate.chunk_ts[window].tolist()):
+            src, dst, sport, dport = ((conn.orig_h, conn.resp_h, conn.orig_p, conn.resp_p) if is_orig
+                                      else (conn.resp_h, conn.orig_h, conn.resp_p, conn.orig_p))
+            pkt = Packet(ts, src, dst, PROTO_TCP, 0, sport, dport, flags=TH_ACK, seq=seq, payload_len=length,
+                         payload=data[at : at + length].tobytes())
+            at += length
+            for analyzer in self.analyzers:
+                analyzer.on_packet(conn, bool(is_orig), pkt)
+        self.table.window_free(window)
 
     def _http_ended(self, conn: FastConn, row: int) -> None:
         """The connection's record is next: what the kernel counted since its last event
@@ -681,6 +720,33 @@ def kernel_http_ports(analyzers: Sequence[AppAnalyzer]) -> np.ndarray | None:
     ports = np.zeros(65536, np.bool_)
     ports[sorted(HTTP_PORTS)] = True
     return ports
+
+
+def kernel_gates(analyzers: Sequence[AppAnalyzer]) -> Gates | None:
+    """The automata of the HTTP lane's ports where every other analyzer only keeps bytes
+    while the PIA's windows hold no anchor of its gates (`AppAnalyzer.pia_gate`): the
+    kernel keeps those packets (fast.pia_gate), and where all of them are done at the
+    PIA's end, ends their wait itself. None where no port qualifies."""
+    if not any(isinstance(a, HttpAnalyzer) for a in analyzers):
+        return None
+    ports: dict[int, PiaWait] = {}
+    for port in sorted(HTTP_PORTS):
+        waits = []
+        for a in analyzers:
+            if isinstance(a, HttpAnalyzer):
+                continue
+            ask = getattr(a, "pia_gate", None)
+            wait = ask(port) if ask is not None else None
+            if wait is None:
+                break
+            waits.append(wait)
+        else:
+            needs = [w.done_after_orig for w in waits]
+            ports[port] = PiaWait(tuple(g for w in waits for g in w.gates),
+                                  None if any(n is None for n in needs) else max((n for n in needs if n is not None),
+                                                                                 default=0),
+                                  any(w.done_on_responder for w in waits))
+    return build_gates(ports) if ports else None
 
 
 def warm_up(verify_checksums: bool = False) -> None:

@@ -72,6 +72,7 @@ def ev_conn(O, S, kind, C, c, ts):
     ev.lane = C[c].lane
     ev.lane_lo = 0
     ev.lane_hi = 0
+    ev.window = -1
     G[G_EV_N] = n + 1
     return n
 

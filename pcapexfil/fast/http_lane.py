@@ -46,7 +46,9 @@ from pcapexfil.fast.http_machine import (
     new_scratch,
     new_state,
 )
+from pcapexfil.fast.anchors import Gates
 from pcapexfil.fast.layout import M32
+from pcapexfil.fast.pia_gate import PiaGate, gate_open, gate_room, new_gate
 from pcapexfil.jit import njit
 from pcapexfil.packet import TH_SYN
 
@@ -68,9 +70,11 @@ SEQ_HALF = 1 << 31
 NO_LANE, UNOPENED = -1, -2
 
 # `ints`: the free stack's height, this call's events and arena bytes (http_machine's
-# out_n, in this order), whether connections get rows, the head buffers' free stack height.
-L_NFREE, L_EV_N, L_ARENA_N, L_ON, L_HFREE = 0, 1, 2, 3, 4
-L_SIZE = 5
+# out_n, in this order), whether connections get rows, the head buffers' free stack height;
+# the in-order bytes lane_segment's segment delivered (buffer offsets) and their sequence
+# number (`fast.pia_gate` keeps them).
+L_NFREE, L_EV_N, L_ARENA_N, L_ON, L_HFREE, L_CHUNK_LO, L_CHUNK_HI, L_CHUNK_SEQ = 0, 1, 2, 3, 4, 5, 6, 7
+L_SIZE = 8
 
 # lane_segment's answer.
 LANE_QUIET, LANE_EVENTS, LANE_LEFT = 0, 1, 2
@@ -97,10 +101,11 @@ class HttpLane(NamedTuple):
     events: np.ndarray  # (n, EVENT_FIELDS): this kernel call's
     arena: np.ndarray
     scratch: Scratch
+    gate: PiaGate  # per row: the PIA's windows while no anchor is there
 
 
 def new_lane(rows: int, ports: np.ndarray, on: bool, events: int = 8192, arena: int = 1 << 20,
-             head_buffers: int = 64) -> HttpLane:
+             head_buffers: int = 64, gates: Gates | None = None) -> HttpLane:
     ints = np.zeros(L_SIZE, np.int64)
     ints[L_NFREE] = rows
     ints[L_HFREE] = head_buffers
@@ -112,7 +117,7 @@ def new_lane(rows: int, ports: np.ndarray, on: bool, events: int = 8192, arena: 
                     head_free=np.arange(head_buffers - 1, -1, -1, dtype=np.int64), no_heads=np.zeros((2, 0), np.uint8),
                     ints=ints, ports=ports,
                     events=np.zeros((events, EVENT_FIELDS), np.int64), arena=np.zeros(arena, np.uint8),
-                    scratch=new_scratch(LINE_CAPACITY))
+                    scratch=new_scratch(LINE_CAPACITY), gate=new_gate(rows, gates))
 
 
 _FRESH = new_state()
@@ -126,10 +131,11 @@ def lane_open(L, resp_p):
 
 
 @njit(cache=True, _nrt=False)
-def lane_take(L, start0, start1):
+def lane_take(L, start0, start1, resp_p, orig_phys):
     """A row for a connection's first payload; `start0`, `start1`: where each physical
     endpoint's stream starts (EP_DTYPE.stream_start, -1: not yet), as the engine opens
-    Python's streams at them. A row is free (process_batch asks for more before a packet)."""
+    Python's streams at them; its PIA gate opens (`fast.pia_gate`). A row is free
+    (process_batch asks for more before a packet)."""
     n = L.ints[L_NFREE] - 1
     L.ints[L_NFREE] = n
     r = L.free[n]
@@ -143,6 +149,7 @@ def lane_take(L, start0, start1):
     L.stream[r, NEXT_SEQ] = NO_SEQ if start0 < 0 else start0
     L.stream[r, NEXT_SEQ + 1] = NO_SEQ if start1 < 0 else start1
     L.stream[r, HEAD_BUFFER] = NO_HEADS
+    gate_open(L.gate, r, resp_p, orig_phys)
     return r
 
 
@@ -159,15 +166,18 @@ def lane_room(L, payload_len):
 
 @njit(cache=True, _nrt=False)
 def lane_rows_free(L):
-    """Whether a row and a head buffer are free (else the kernel asks Python to grow them)."""
-    return not L.ints[L_ON] or (L.ints[L_NFREE] > 0 and L.ints[L_HFREE] > 0)
+    """Whether a row, a head buffer and a window buffer are free (else the kernel asks
+    Python to grow them)."""
+    return not L.ints[L_ON] or (L.ints[L_NFREE] > 0 and L.ints[L_HFREE] > 0 and gate_room(L.gate))
 
 
 @njit(cache=True, _nrt=False)
 def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf, off, readable):
     """One TCP segment of row `r`'s connection from physical endpoint `phys` (0/1), in the
     role `is_orig`: StreamDirection.add's in-order bytes to the HTTP machine. `readable`:
-    its payload is in `buf` at `off` (not a row the reference decoder made)."""
+    its payload is in `buf` at `off` (not a row the reference decoder made). The bytes it
+    delivers are left in `ints` (L_CHUNK_LO .. L_CHUNK_HI, at L_CHUNK_SEQ)."""
+    L.ints[L_CHUNK_LO] = L.ints[L_CHUNK_HI] = 0
     st = L.stream[r]
     if st[BROKEN + phys]:
         return LANE_QUIET
@@ -221,6 +231,9 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
         # More events than lane_room keeps for a segment (e.g. many short pipelined replies):
         # the segment was rolled back, so the room kept holds HE_LEFT; Python reads on, exactly.
         return _leave(L, r, phys, is_orig)
+    L.ints[L_CHUNK_LO] = off + skip
+    L.ints[L_CHUNK_HI] = off + captured
+    L.ints[L_CHUNK_SEQ] = nxt
     st[NEXT_SEQ + phys] = (nxt + n) & M32
     st[DELIVERED + phys] += n
     st[BROKEN + phys] = cut  # (left to Python above, the segment's cut is Python's to see)

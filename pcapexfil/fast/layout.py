@@ -147,6 +147,9 @@ EV_DTYPE = np.dtype(
         ("lane", np.int64),
         ("lane_lo", np.int64),
         ("lane_hi", np.int64),
+        # EV_PKT: the window buffer whose chunks the analyzers read before this packet
+        # (`fast.pia_gate`; -1: none).
+        ("window", np.int64),
     ]
 )
 

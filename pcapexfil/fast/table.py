@@ -68,9 +68,13 @@ from pcapexfil.fast.history import (
     lower,
 )
 from pcapexfil.fast.dns import DnsParse, new_dns_parse, parse_message
+from pcapexfil.fast.anchors import Gates
 from pcapexfil.fast.http_lane import (
     HEAD_BUFFER,
     L_ARENA_N,
+    L_CHUNK_HI,
+    L_CHUNK_LO,
+    L_CHUNK_SEQ,
     L_EV_N,
     L_HFREE,
     L_NFREE,
@@ -142,6 +146,19 @@ from pcapexfil.fast.layout import (
     new_flows,
     new_output,
     new_timers,
+)
+from pcapexfil.fast.pia_gate import (
+    G_GATED,
+    G_WINDOW,
+    GATE_KEPT,
+    GATE_NONE,
+    GATE_OVER,
+    GATE_RELEASED,
+    NO_WINDOW,
+    W_FREE,
+    gate_chunk,
+    gate_end,
+    window_release,
 )
 from pcapexfil.fast.roles import ORIG_BIT, RESP_BIT, flip_roles, synack_sender_is_responder
 from pcapexfil.fast.tcp import (
@@ -685,11 +702,16 @@ def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
             lane_lo = L.ints[L_EV_N]
             lane_said = LANE_QUIET
             if lane == UNOPENED and b[i].payload_len > 0:
-                lane = C[c].lane = lane_take(L, E[2 * c].stream_start, E[2 * c + 1].stream_start)
+                lane = C[c].lane = lane_take(L, E[2 * c].stream_start, E[2 * c + 1].stream_start, C[c].resp_p,
+                                             orig_phys(C, c))
+            gate_said = GATE_NONE
+            window = NO_WINDOW
             if lane >= 0:
                 lane_said = lane_segment(L, lane, e & 1, now_orig, flags, seq, np.int64(b[i].payload_len),
                                          np.int64(b[i].payload_cap), buf, np.int64(b[i].payload_off),
                                          not a & AUX_DECODED)
+                if L.gate.rows[lane, G_GATED]:
+                    gate_said, window = _gate(L, lane, lane_said, now_orig, orig_phys(C, c), buf, ts)
                 if lane_said == LANE_LEFT:
                     _lane_left(F, c)
             mode = C[c].app_mode
@@ -707,8 +729,17 @@ def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
                         hand_counts_to_analyzers(F, O, k, c)
                         pause = app_sent_pause(C, S, c)
                     want = verdict == TO_ANALYZERS
+            if gate_said == GATE_KEPT:
+                want = False  # the analyzers read it from the window when the gate ends
+            elif gate_said == GATE_RELEASED:
+                want = False  # they are done with the connection (until the lane leaves it)
+                C[c].app_mode = APP_NONE
+            elif window != NO_WINDOW and not want:
+                window_release(L.gate, window)  # unreachable: they wait for bytes while gated
+                window = NO_WINDOW
             if want:
                 k = ev_conn(O, S, EV_PKT, C, c, ts)
+                EV[k].window = window
                 EV[k].row = i
                 EV[k].is_orig = now_orig
                 EV[k].hist_len = C[c].hist_len
@@ -753,6 +784,26 @@ def _lane_left(F, c):
     C[c].app_dead = 0
     E[2 * c].sk_left = 0
     E[2 * c + 1].sk_left = 0
+
+
+@njit(cache=True, _nrt=False)
+def _gate(L, lane, lane_said, is_orig, orig_phys, buf, ts):
+    """A segment of a gated lane row (`fast.pia_gate`): GATE_KEPT, GATE_RELEASED, or
+    GATE_OVER with the window buffer the analyzers read first (NO_WINDOW: nothing kept)."""
+    W = L.gate
+    if lane_said != LANE_LEFT:
+        lo, hi = L.ints[L_CHUNK_LO], L.ints[L_CHUNK_HI]
+        if hi == lo:
+            return GATE_KEPT, NO_WINDOW  # no new byte: nothing for the analyzers
+        said = gate_chunk(W, lane, is_orig, orig_phys, buf, lo, hi, L.ints[L_CHUNK_SEQ], ts)
+        if said == GATE_KEPT:
+            return GATE_KEPT, NO_WINDOW
+        if said == GATE_RELEASED:
+            window = gate_end(W, lane, orig_phys)
+            if window != NO_WINDOW:
+                window_release(W, window)  # nobody reads the chunks kept
+            return GATE_RELEASED, NO_WINDOW
+    return GATE_OVER, gate_end(W, lane, orig_phys)
 
 
 @njit(cache=True, _nrt=False)
@@ -827,7 +878,8 @@ class FastFlowTable:
 
     def __init__(self, config: FlowConfig, analyzers: bool, handler: EventHandler,
                  cap: int = 1024, hist: int = 24, blocks: int = 4, heap: int = 4096,
-                 out: int = 8192, dns_ports: np.ndarray | None = None, http_ports: np.ndarray | None = None) -> None:
+                 out: int = 8192, dns_ports: np.ndarray | None = None, http_ports: np.ndarray | None = None,
+                 gates: Gates | None = None) -> None:
         """`dns_ports`: UDP responder ports whose datagrams the kernel parses as DNS
         messages (`fast.dns`; EV_DNS events instead of EV_PKT); None: none. `http_ports`:
         TCP responder ports whose connections' HTTP the kernel reads (`fast.http_lane`)."""
@@ -845,7 +897,7 @@ class FastFlowTable:
         G[G_ANALYZERS] = 1 if analyzers else 0
         self.settings = _settings(config)
         self.lane: HttpLane = new_lane(cap, np.zeros(65536, np.bool_) if http_ports is None else http_ports,
-                                       http_ports is not None)
+                                       http_ports is not None, gates=gates)
         self.handler = handler
         self.row_conn = np.zeros(0, np.int64)
 
@@ -869,6 +921,16 @@ class FastFlowTable:
             stream[row, HEAD_BUFFER] = NO_HEADS
         lane.free[ints[L_NFREE]] = row
         ints[L_NFREE] += 1
+        gate = lane.gate.rows[row]
+        if gate[G_WINDOW] != NO_WINDOW:  # it ended gated
+            self.window_free(int(gate[G_WINDOW]))
+            gate[G_WINDOW] = NO_WINDOW
+
+    def window_free(self, window: int) -> None:
+        """Python has read a window buffer (`fast.pia_gate`), or its connection ended gated."""
+        gate = self.lane.gate
+        gate.free[gate.ints[W_FREE]] = window
+        gate.ints[W_FREE] += 1
 
     def feed(self, batch: np.ndarray, aux: np.ndarray, buf: np.ndarray) -> np.ndarray:
         """Process `batch` (with its aux flags; payloads in `buf`); returns each row's
@@ -920,8 +982,8 @@ class FastFlowTable:
                                   arena=np.zeros(2 * lane.arena.shape[0], np.uint8))
 
     def _grow_lane(self) -> None:
-        """Twice the rows or head buffers, whichever ran out (the kernel asks before a
-        packet when either has none free)."""
+        """Twice the rows, head buffers or window buffers, whichever ran out (the kernel
+        asks before a packet when one has none free)."""
         lane, ints = self.lane, self.lane.ints
         if ints[L_NFREE] == 0:
             old = lane.free.shape[0]
@@ -933,7 +995,16 @@ class FastFlowTable:
             old = lane.head_free.shape[0]
             lane = lane._replace(heads=_grown(lane.heads, 2 * old), head_free=_doubled_stack(lane.head_free, 0))
             ints[L_HFREE] = old
-        self.lane = lane
+        gate = lane.gate
+        if gate.rows.shape[0] < lane.state.shape[0]:
+            gate = gate._replace(rows=_grown(gate.rows, lane.state.shape[0]))
+        if gate.ints[W_FREE] == 0:
+            old = gate.free.shape[0]
+            gate = gate._replace(windows=_grown(gate.windows, 2 * old), chunks=_grown(gate.chunks, 2 * old),
+                                 chunk_ts=_grown(gate.chunk_ts, 2 * old), meta=_grown(gate.meta, 2 * old),
+                                 free=_doubled_stack(gate.free, 0))
+            gate.ints[W_FREE] = old
+        self.lane = lane._replace(gate=gate)
 
     def _grow(self, what: int) -> None:
         f, G = self.flows, self.scalars.ints

@@ -38,7 +38,7 @@ from pcapexfil.logs.dns import (
 )
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.record import dns_query
-from pcapexfil.services.base import analyzer_violation
+from pcapexfil.services.base import PiaWait, analyzer_violation
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -349,6 +349,13 @@ class DnsAnalyzer:
 
     def reads_datagrams(self, resp_p: int) -> bool:
         return resp_p in UDP_PORTS
+
+    def pia_gate(self, resp_p: int) -> PiaWait | None:
+        """Off its TCP ports it lets a stream go unread."""
+        return None if resp_p in TCP_PORTS else PiaWait()
+
+    def pia_released(self, conn: ConnView) -> None:
+        return
 
     def on_new(self, conn: ConnView) -> None:
         if self.deferred is not None:

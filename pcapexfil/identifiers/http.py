@@ -36,7 +36,7 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.base import Verdict, analyzer_violation, either_signature
+from pcapexfil.services.base import PiaWait, Verdict, analyzer_violation, either_signature
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -405,6 +405,12 @@ class HttpAnalyzer:
 
     def reads_datagrams(self, resp_p: int) -> bool:
         return False  # TCP only
+
+    def pia_gate(self, resp_p: int) -> PiaWait | None:
+        return None  # it reads every request and reply (the kernel's lane, where it can)
+
+    def pia_released(self, conn: ConnView) -> None:
+        return  # never asked: it is not gated
 
     def on_new(self, conn: ConnView) -> None:
         if conn.proto == PROTO_TCP:

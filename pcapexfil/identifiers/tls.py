@@ -46,7 +46,7 @@ from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
     ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp, xmpp,
 )
-from pcapexfil.services.base import AnchorGate, Anchors, Check, Marks, Recogniser, Verdict, anchor_gate
+from pcapexfil.services.base import AnchorGate, Anchors, Check, Marks, PiaWait, Recogniser, Verdict, anchor_gate
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -123,6 +123,9 @@ class StartTls:
     # windows hold none of its analyzers' (`_TlsConn.gate`).
     handover_anchors: Anchors | None = None
     signature_anchors: Anchors | None = None
+    # `handed_over` is False on the deciding side's chunk once the originator's bytes,
+    # holding none of `handover_anchors`, are at least this long (None: it may wait).
+    refused_unanchored_after: int | None = None
 
 
 def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], bool | None]) -> StartTls:
@@ -163,7 +166,7 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
     StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT
-             handover_anchors=Anchors(orig=Marks(start=rb"CONNECT ")),
+             handover_anchors=Anchors(orig=Marks(start=rb"CONNECT ")), refused_unanchored_after=len(_CONNECT),
              # http/dpd.sig: a method after blanks (each begins with a capital), or a reply.
              signature_anchors=Anchors(orig=Marks(start=rb"[ \t\n\r\x0b\x0c]*[A-Z]"), resp=Marks(start=rb"HTTP/"))),
 )
@@ -550,6 +553,30 @@ class TlsAnalyzer:
 
     def reads_datagrams(self, resp_p: int) -> bool:
         return False  # TCP only
+
+    def pia_gate(self, resp_p: int) -> PiaWait | None:
+        """Off ssl/main.zeek's ports, while the watch's gate is clean and the PIA matches,
+        `_attach` only keeps bytes (the services analyzer decides no awaited signature then:
+        it is gated too). Where the PIA stops matching, the signatures are out and the
+        port's hand-overs refuse, on their deciding side's chunk. Both watches, with and
+        without the services analyzer."""
+        if resp_p in SSL_PORTS:
+            return None
+        watches = (_watch(resp_p, True), _watch(resp_p, False))
+        gates = [g for w in watches for g in (w.gate, w.awaiting_gate)]
+        if any(g is None for g in gates):
+            return None
+        attached = watches[0].attached
+        needs = [h.refused_unanchored_after for h in attached]
+        done = (None if any(n is None for n in needs) or any(h.decided_by_orig for h in attached)
+                else max((n for n in needs if n is not None), default=0))
+        return PiaWait(tuple(g for g in gates if g is not None), done_after_orig=done,
+                       done_on_responder=bool(attached))
+
+    def pia_released(self, conn: ConnView) -> None:
+        st = conn.app[NAME] = _TlsConn(0.0, conn.resp_p, conn)
+        st.attached = False
+        st.client.done = st.server.done = True
 
     def on_new(self, conn: ConnView) -> None:
         return

@@ -29,6 +29,7 @@ from pcapexfil.services import (
 from pcapexfil.services.base import (
     IGNORE_VIOLATIONS_AFTER,
     AnchorGate,
+    PiaWait,
     Recogniser,
     Verdict,
     analyzer_violation,
@@ -143,6 +144,23 @@ class ServiceAnalyzer:
 
     def reads_datagrams(self, resp_p: int) -> bool:
         return bool(candidates(PROTO_UDP, resp_p))
+
+    def pia_gate(self, resp_p: int) -> PiaWait | None:
+        """While `waiting_gate` is clean and the PIA matches, `on_packet` only keeps bytes;
+        where it stops matching, `_decide` rejects every signature, and the checks tried
+        without one reject an originator's window of their `rejects_unanchored_after`."""
+        gate = waiting_gate(resp_p)
+        if gate is None:
+            return None
+        needs = [rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
+                 if not via_signature]
+        done = None if any(n is None for n in needs) else max((n for n in needs if n is not None), default=0)
+        return PiaWait((gate,), done_after_orig=done)
+
+    def pia_released(self, conn: ConnView) -> None:
+        st: _State | None = conn.app.get(NAME)
+        if st is not None:
+            st.pending = []
 
     def on_new(self, conn: ConnView) -> None:
         """Zeek attaches analyzers when it creates the connection, by the responder port then

@@ -125,12 +125,16 @@ class Recogniser:
     # on `signature` (or on `check`, for one tried on any port). Lets the services analyzer
     # skip it on chunks whose windows hold none (`AnchorGate`).
     anchors: Anchors | None = None
+    # Tried without a signature (any port, or its registered ports): `check` rejects once
+    # the originator's bytes, holding none of `anchors`, are at least this long (None: it
+    # may wait longer). Lets the kernel end the PIA's wait itself (`PiaWait`).
+    rejects_unanchored_after: int | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return analyzer_ports(self.name)
 
 
-class _WindowMarks:
+class WindowMarks:
     """Several `Marks` of one direction, asked together."""
 
     __slots__ = ("start", "contains", "line_words")
@@ -171,8 +175,8 @@ class AnchorGate:
     __slots__ = ("orig", "resp")
 
     def __init__(self, anchors: list[Anchors]) -> None:
-        self.orig = _WindowMarks([a.orig for a in anchors if a.orig is not None])
-        self.resp = _WindowMarks([a.resp for a in anchors if a.resp is not None])
+        self.orig = WindowMarks([a.orig for a in anchors if a.orig is not None])
+        self.resp = WindowMarks([a.resp for a in anchors if a.resp is not None])
 
     def clean(self, pia: PiaBuffer) -> bool:
         """True where no signature of the set can confirm on the PIA's windows; each
@@ -185,6 +189,20 @@ class AnchorGate:
             resp_len, resp_held = len(pia.resp), self.resp.held(pia.resp)
         pia.clean_for[self] = (orig_len, orig_held, resp_len, resp_held)
         return not (orig_held or resp_held)
+
+
+@dataclass(frozen=True, slots=True)
+class PiaWait:
+    """What an analyzer does on a TCP connection the HTTP lane reads, while the PIA matches
+    (`AppAnalyzer.pia_gate`): only keep stream bytes while `gates` are clean (no output,
+    nothing another analyzer reads); at the chunk that ends the PIA's matching with them
+    still clean, be done with the connection (`AppAnalyzer.pia_released`) where the
+    originator's window holds at least `done_after_orig` bytes and, with
+    `done_on_responder`, the chunk is the responder's. None: it may read on."""
+
+    gates: tuple[AnchorGate, ...] = ()
+    done_after_orig: int | None = 0
+    done_on_responder: bool = False
 
 
 # AnchorGate.clean's answers before any search: -1 is no window's length.

@@ -35,4 +35,5 @@ def check(orig: bytes, resp: bytes) -> Verdict:
 
 
 # The check confirms only on a client whose first bytes are the banner (any case).
-RECOGNISER = Recogniser("ssh", PROTO_TCP, check, any_port=True, anchors=Anchors(orig=Marks(start=rb"(?i:SSH-)")))
+RECOGNISER = Recogniser("ssh", PROTO_TCP, check, any_port=True, anchors=Anchors(orig=Marks(start=rb"(?i:SSH-)")),
+                        rejects_unanchored_after=len(BANNER))
