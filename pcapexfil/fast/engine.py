@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from pcapexfil import collection
+from pcapexfil.fast.anchors import Gates, build_gates
 from pcapexfil.fast.batch import (
     KIND_FAST,
     KIND_SKIP,
@@ -49,7 +50,6 @@ from pcapexfil.fast.batch import (
     PACKET_ROW,
     halves_to_addr,
 )
-from pcapexfil.fast.anchors import Gates, build_gates
 from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
 from pcapexfil.fast.dns import messages as dns_messages
 from pcapexfil.fast.events import WEIRD_NAMES

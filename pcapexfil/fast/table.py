@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pcapexfil.fast.anchors import Gates
 from pcapexfil.fast.batch import KIND_FOREIGN, KIND_SKIP
 from pcapexfil.fast.dispatch import (
     APP_EVERY,
@@ -68,7 +69,6 @@ from pcapexfil.fast.history import (
     lower,
 )
 from pcapexfil.fast.dns import DnsParse, new_dns_parse, parse_message
-from pcapexfil.fast.anchors import Gates
 from pcapexfil.fast.http_lane import (
     HEAD_BUFFER,
     L_ARENA_N,
