@@ -207,3 +207,20 @@ def test_the_kernel_gate_ends_where_the_pia_and_the_gates_say(port: int, chunks:
             got = (k, said)
             break
     assert got == _oracle(port, chunks)
+
+
+def test_the_automata_are_kept_beside_the_kernels_and_rebuilt_when_unreadable(tmp_path, monkeypatch) -> None:
+    import pcapexfil.fast.anchors as anchors
+
+    monkeypatch.setattr(anchors, "CACHE_DIR", str(tmp_path))
+    built = kernel_gates(ANALYZERS)
+    [saved] = list(tmp_path.glob("gates-*.npz"))
+    built_at = saved.stat().st_mtime_ns
+    loaded = kernel_gates(ANALYZERS)
+    assert saved.stat().st_mtime_ns == built_at  # read, not written again
+    saved.write_bytes(b"not an npz")
+    rebuilt = kernel_gates(ANALYZERS)
+    assert built is not None and loaded is not None and rebuilt is not None
+    for name in built._fields:
+        assert np.array_equal(getattr(loaded, name), getattr(built, name)), name
+        assert np.array_equal(getattr(rebuilt, name), getattr(built, name)), name
