@@ -16,7 +16,7 @@ while dpd.zeek still acts on a violation: one there takes its name out of `servi
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
@@ -94,12 +94,20 @@ def waiting_gate(resp_p: int) -> AnchorGate | None:
     return anchor_gate(rec.anchors for rec, _ in attachable)
 
 
+@functools.lru_cache(maxsize=4096)
+def _first_pending(proto: int, resp_p: int) -> tuple[Pending, ...]:
+    """A connection's recognisers before any byte: `candidates`, none skipping a direction.
+    Shared by the connections to one port (a state's `pending` is replaced, never changed
+    in place): built once, not per connection."""
+    return tuple((rec, via_signature, None) for rec, via_signature in candidates(proto, resp_p))
+
+
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
                  "gate")
 
-    def __init__(self, attachable: tuple[tuple[Recogniser, bool], ...], gate: AnchorGate | None) -> None:
-        self.pending: list[Pending] = [(rec, via_signature, None) for rec, via_signature in attachable]
+    def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None) -> None:
+        self.pending: Sequence[Pending] = pending
         # TCP: while the PIA's windows hold no anchor of the candidates, none is asked.
         self.gate = gate
         # Kept only once an analyzer asked for them (`signature_verdicts`).
@@ -167,7 +175,7 @@ class ServiceAnalyzer:
         (analyzer::Manager::BuildInitialAnalyzerTree)."""
         if conn.proto in (PROTO_TCP, PROTO_UDP):
             tcp = conn.proto == PROTO_TCP
-            conn.app[NAME] = _State(candidates(conn.proto, conn.resp_p), waiting_gate(conn.resp_p) if tcp else None)
+            conn.app[NAME] = _State(_first_pending(conn.proto, conn.resp_p), waiting_gate(conn.resp_p) if tcp else None)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)
