@@ -60,7 +60,9 @@ def _literal(text: bytes, any_case: bool = False) -> str:
 
 def marks_regex(marks: WindowMarks) -> str | None:
     """One pattern (over bytes as latin-1 characters) that matches a prefix of a window
-    exactly where `marks.held(window)`; None where nothing is asked of the direction."""
+    exactly where `marks.held(window)`; None where nothing is asked of the direction. (A
+    case-insensitive start pattern may match a few more non-ASCII bytes than Python's
+    bytes regex does: the gate then ends sooner, never later.)"""
     parts = []
     if marks.start is not None:
         parts.append("(?:" + marks.start.pattern.decode("latin-1") + ")")
