@@ -31,8 +31,8 @@ class _KernelDispatcher(CPUDispatcher):
 
     numba types an integer constant passed to a jitted function as a literal
     (`Literal[int](4)`) and compiles the callee once per value: the history's `lower`
-    eleven times, the HTTP machine's `_feed_side` once per direction; a third of the first
-    run's compile. The callees are inlined by LLVM where that pays, constants folded there;
+    eleven times, the HTTP machine's `_feed_side` once per direction; about a quarter of
+    the first run's compile. The callees are inlined by LLVM where that pays, constants folded there;
     no kernel here asks for a literal (`numba.literally`).
     """
 

@@ -7,7 +7,8 @@ services analyzer and TLS wait on, and hands them over, kept chunks first, where
   anchor comes in the first chunk, in a later one (kept chunks replayed), never, past the
   PIA's limits, after more chunks than a window keeps, and where the HTTP lane leaves;
 - the kernel's gate ends at the chunk, and in the way, the PIA's buffer and the analyzers'
-  gates and release conditions give;
+  gates and release conditions give; each analyzer's release condition holds of the
+  analyzer itself (fed those chunks, it lets the stream go);
 - the analyzers are not called for a plain conversation, inside the PIA or past it, and
   are where its windows hold an anchor or the PIA's end leaves them reading.
 """
@@ -224,3 +225,60 @@ def test_the_automata_are_kept_beside_the_kernels_and_rebuilt_when_unreadable(tm
     for name in built._fields:
         assert np.array_equal(getattr(loaded, name), getattr(built, name)), name
         assert np.array_equal(getattr(rebuilt, name), getattr(built, name)), name
+
+
+# Bytes close to the anchors that are not theirs, and first client chunks around the
+# analyzers' release conditions (ssh's 4 bytes, "CONNECT "'s 8).
+NEAR_MATERIAL = (b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"SS", b"NIC", b"CONNEC", b"22", b"+O", b"x", b"\r\n",
+                 b" ", b"y" * 300)
+FIRST_CLIENT_CHUNKS = (b"", b"C", b"ss", b"SSx", b"GET", b"CONNEC", b"CONNECT", b"CONNEX", b"GET / HTTP/1.1\r\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(port=st.sampled_from([80, 3128]), first=st.sampled_from(FIRST_CLIENT_CHUNKS),
+       chunks=st.lists(st.tuples(st.booleans(), st.lists(st.sampled_from(NEAR_MATERIAL), min_size=1,
+                                                         max_size=3).map(b"".join)), max_size=6),
+       last_from_client=st.booleans())
+def test_each_analyzer_is_done_where_its_pia_wait_says(port: int, first: bytes, chunks: list[tuple[bool, bytes]],
+                                                        last_from_client: bool) -> None:
+    """The analyzers' `PiaWait` conditions, checked on the analyzers themselves: fed the
+    chunks up to the one that ends the PIA's matching with every gate clean, each analyzer
+    whose own condition holds there wants no more of the stream (`release`), and none
+    named a service."""
+    from hypothesis import assume
+
+    from pcapexfil.fast.engine import FastConn
+    from pcapexfil.identifiers.stream import open_streams
+    from pcapexfil.packet import PROTO_TCP, TH_ACK, Packet
+
+    talk = ([(True, first)] if first else []) + chunks + [(last_from_client, b"z" * (DPD_BUFFER_SIZE + 1))]
+    pia = PiaBuffer()
+    end = None
+    for k, (is_orig, data) in enumerate(talk):
+        pia.add(is_orig, data)
+        if not all(g.clean(pia) for g in PORT_GATES[port]):
+            break
+        if not pia.matching:
+            end = k
+            break
+    assume(end is not None)
+    conn = FastConn("Ctest", PROTO_TCP, 1.0)
+    conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p = "10.0.0.1", 40000, "10.0.0.2", port
+    others = [a for a in make_analyzers(AnalyzerContext(out_dir=None)) if a.name != "http"]
+    for analyzer in others:
+        analyzer.on_new(conn)
+    streams = open_streams(conn, frozenset(a.name for a in others))
+    seq = {True: 1000, False: 5000}
+    for is_orig, data in talk[: end + 1]:
+        pkt = Packet(1.0, "", "", PROTO_TCP, 0, flags=TH_ACK, seq=seq[is_orig], payload_len=len(data), payload=data)
+        seq[is_orig] += len(data)
+        for analyzer in others:
+            analyzer.on_packet(conn, is_orig, pkt)
+    last_is_orig = talk[end][0]
+    for analyzer in others:
+        wait = analyzer.pia_gate(port)
+        assert wait is not None
+        if (wait.done_after_orig is not None and len(pia.orig) >= wait.done_after_orig
+                and not (wait.done_on_responder and last_is_orig)):
+            assert analyzer.name not in streams.orig_wanted | streams.resp_wanted, analyzer.name
+    assert conn.service == [] and not conn.limit_weirds

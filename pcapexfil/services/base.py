@@ -198,7 +198,8 @@ class PiaWait:
     nothing another analyzer reads); at the chunk that ends the PIA's matching with them
     still clean, be done with the connection (`AppAnalyzer.pia_released`) where the
     originator's window holds at least `done_after_orig` bytes and, with
-    `done_on_responder`, the chunk is the responder's. None: it may read on."""
+    `done_on_responder`, the chunk is the responder's (`done_after_orig` None: it may read
+    on). `AppAnalyzer.pia_gate` answering None: it may act on any chunk."""
 
     gates: tuple[AnchorGate, ...] = ()
     done_after_orig: int | None = 0
