@@ -98,7 +98,7 @@ from pcapexfil.identifiers.stream import STREAM_KEY, TcpStreams, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, Packet
 from pcapexfil.record import ConnRecord
-from pcapexfil.services.base import PiaWait
+from pcapexfil.services.base import PiaWait, joined_wait
 from pcapexfil.weird import Weirds
 
 if TYPE_CHECKING:
@@ -741,11 +741,7 @@ def kernel_gates(analyzers: Sequence[AppAnalyzer]) -> Gates | None:
                 break
             waits.append(wait)
         else:
-            needs = [w.done_after_orig for w in waits]
-            ports[port] = PiaWait(tuple(g for w in waits for g in w.gates),
-                                  None if any(n is None for n in needs) else max((n for n in needs if n is not None),
-                                                                                 default=0),
-                                  any(w.done_on_responder for w in waits))
+            ports[port] = joined_wait(waits)
     return build_gates(ports) if ports else None
 
 

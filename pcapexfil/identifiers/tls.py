@@ -46,7 +46,17 @@ from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
     ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp, xmpp,
 )
-from pcapexfil.services.base import AnchorGate, Anchors, Check, Marks, PiaWait, Recogniser, Verdict, anchor_gate
+from pcapexfil.services.base import (
+    AnchorGate,
+    Anchors,
+    Check,
+    Marks,
+    PiaWait,
+    Recogniser,
+    Verdict,
+    anchor_gate,
+    largest_need,
+)
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import AnalyzerContext, ConnView
@@ -567,9 +577,8 @@ class TlsAnalyzer:
         if any(g is None for g in gates):
             return None
         attached = watches[0].attached
-        needs = [h.refused_unanchored_after for h in attached]
-        done = (None if any(n is None for n in needs) or any(h.decided_by_orig for h in attached)
-                else max((n for n in needs if n is not None), default=0))
+        done = (None if any(h.decided_by_orig for h in attached)
+                else largest_need(h.refused_unanchored_after for h in attached))
         return PiaWait(tuple(g for g in gates if g is not None), done_after_orig=done,
                        done_on_responder=bool(attached))
 

@@ -34,6 +34,7 @@ from pcapexfil.services.base import (
     Verdict,
     analyzer_violation,
     anchor_gate,
+    largest_need,
     confirmable_by,
     pairs_verdict,
 )
@@ -160,9 +161,8 @@ class ServiceAnalyzer:
         gate = waiting_gate(resp_p)
         if gate is None:
             return None
-        needs = [rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
-                 if not via_signature]
-        done = None if any(n is None for n in needs) else max((n for n in needs if n is not None), default=0)
+        done = largest_need(rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
+                            if not via_signature)
         return PiaWait((gate,), done_after_orig=done)
 
     def pia_released(self, conn: ConnView) -> None:

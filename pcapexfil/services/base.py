@@ -206,6 +206,20 @@ class PiaWait:
     done_on_responder: bool = False
 
 
+def largest_need(needs: Iterable[int | None]) -> int | None:
+    """The originator's bytes after which every one of several waits is over: the largest
+    of their needs (0 without any), None where one of them may wait on."""
+    found = list(needs)
+    return None if any(n is None for n in found) else max((n for n in found if n is not None), default=0)
+
+
+def joined_wait(waits: Iterable[PiaWait]) -> PiaWait:
+    """Several analyzers' waits on one connection as one: every gate, done when all are."""
+    found = list(waits)
+    return PiaWait(tuple(g for w in found for g in w.gates), largest_need(w.done_after_orig for w in found),
+                   any(w.done_on_responder for w in found))
+
+
 # AnchorGate.clean's answers before any search: -1 is no window's length.
 _NOT_SEARCHED = (-1, False, -1, False)
 
