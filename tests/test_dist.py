@@ -195,6 +195,32 @@ def test_conn_format_parquet_cli(dataset: dict, tmp_path) -> None:
     assert set(table.column("sensor").to_pylist()) == {"edge-1"}
 
 
+def test_parquet_output_does_not_import_pandas(dataset: dict, tmp_path) -> None:
+    """pyarrow imports pandas at its first conversion if it can; the CLI's Parquet output
+    keeps it from doing so (skip_pandas_probe). A stand-in pandas that notes its import
+    shows both: imported by a plain conversion, not by `conn --format parquet`."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake"
+    (fake / "pandas").mkdir(parents=True)
+    marker = tmp_path / "pandas-imported"
+    (fake / "pandas" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'a').write('x')\nraise ImportError('stand-in')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), os.getcwd()])}
+    plain = "import pyarrow; pyarrow.array([0])"
+    subprocess.run([sys.executable, "-c", plain], env=env, check=True)
+    assert marker.exists()  # the stand-in is what pyarrow finds
+    marker.unlink()
+    out = tmp_path / "out"
+    cli = ("import sys; from pcapexfil.cli import main; "
+           f"sys.argv = ['pcapexfil', 'conn', *{dataset['files'][:1]!r}, '-o', {str(out)!r}, '--format', 'parquet']; "
+           "main()")
+    subprocess.run([sys.executable, "-c", cli], env=env, check=True, capture_output=True)
+    assert read_records(str(out / "records")).num_rows > 0
+    assert not marker.exists()
+
+
 def test_combine_stats_equals_one_pass_over_both_samples() -> None:
     import numpy as np
 

@@ -103,7 +103,9 @@ def analyze(pcaps: tuple[str, ...], out_dir: str, verify_checksums: bool, seed: 
         conn_sink = ConnLogSink(out_dir, use_json=kw["use_json"], ts_style=kw["ts_style"], staging=staging)
         if cluster:
             from pcapexfil.dist.cluster import run_on
+            from pcapexfil.logs.parquet import skip_pandas_probe
 
+            skip_pandas_probe()  # the cluster run writes the records as Parquet too
             summary = run_on(cluster, pcaps, options, [conn_sink, det], out_dir, sensor)
         else:
             summary = run(pcaps, options, [conn_sink, det])

@@ -132,8 +132,9 @@ def conn(pcaps: tuple[str, ...], out_dir: str, use_json: bool, ts_style: str, ve
     try:
         sink: RecordSink
         if fmt == "parquet":
-            from pcapexfil.logs.parquet import ParquetSink
+            from pcapexfil.logs.parquet import ParquetSink, skip_pandas_probe
 
+            skip_pandas_probe()
             sink = ParquetSink(os.path.join(out_dir, "records"), sensor=sensor)
         else:
             sink = ConnLogSink(out_dir, use_json=use_json, ts_style=ts_style, staging=staging)

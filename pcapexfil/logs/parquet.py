@@ -9,7 +9,9 @@ prune whole days. docs/parquet-schema.md is the reference for users.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.abc
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -32,6 +34,34 @@ def require_pyarrow() -> Any:
     except ImportError:
         raise ImportError("Parquet needs pyarrow: pip install 'pcapexfil[dist]'") from None
     return pyarrow
+
+
+class _PandasAbsent(importlib.abc.MetaPathFinder):
+    """An import system in which pandas cannot be found."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas", name="pandas")
+
+
+def skip_pandas_probe() -> None:
+    """Keeps pyarrow from importing pandas in this process, for the CLI's processes.
+
+    pyarrow asks once per process, at its first conversion of a Python sequence, whether
+    pandas can be imported, and imports it if so (0.2 s uncontended; in a cluster run it
+    fell on the merging process, the sequential part), although records need nothing of
+    pandas. Answered "no" here, the question is not asked again; `Table.to_pandas` still
+    imports pandas when called. Not done for library callers: their own pyarrow calls may
+    want pandas objects recognised. Where pandas is already imported, nothing changes."""
+    pa = require_pyarrow()
+    if "pandas" in sys.modules:
+        return
+    finder = _PandasAbsent()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def record_schema(extra: Sequence[tuple[str, Any]] = ()) -> Any:
