@@ -29,7 +29,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine import synth, timed  # noqa: E402
+from bench_engine import installed_bytecode, synth, timed  # noqa: E402
 
 PY = sys.executable
 DAY_BYTES = 100e9
@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per command")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
+    installed_bytecode()
     if os.path.exists(args.real):
         bench("real", args.real, args.workdir, args.repeat)
     else:
