@@ -10,8 +10,8 @@ dpd.sig's signatures on the tunnel's bytes as a new stream start (SSL, SMTP, SSH
 
 Like the STARTTLS hand-overs, the tunnel is watched on the first bytes of each direction:
 the client's first request only. A leaf module (no import of identifiers.http, which
-imports pcapexfil.services, so that pcapexfil.services may import it): TLS and the HTTP
-analyzer share it.
+imports pcapexfil.services, so that pcapexfil.services may import it): TLS, the HTTP
+analyzer and the services analyzer share it.
 """
 
 from __future__ import annotations

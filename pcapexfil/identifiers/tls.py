@@ -45,7 +45,8 @@ from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
-    ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp, xmpp,
+    CONNECT_ANCHORS, ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp,
+    xmpp,
 )
 from pcapexfil.services.base import (
     AnchorGate,
@@ -160,7 +161,7 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
     StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT (identifiers.http_tunnel)
-             handover_anchors=Anchors(orig=Marks(start=CONNECT)), refused_unanchored_after=len(CONNECT),
+             handover_anchors=CONNECT_ANCHORS, refused_unanchored_after=len(CONNECT),
              # http/dpd.sig: a method after blanks (each begins with a capital), or a reply.
              signature_anchors=Anchors(orig=Marks(start=rb"[ \t\n\r\x0b\x0c]*[A-Z]"), resp=Marks(start=rb"HTTP/"))),
 )
