@@ -281,3 +281,22 @@ def test_each_analyzer_is_done_where_its_pia_wait_says(port: int, first: bytes, 
                 and not (wait.done_on_responder and last_is_orig)):
             assert analyzer.name not in streams.orig_wanted | streams.resp_wanted, analyzer.name
     assert conn.service == [] and not conn.limit_weirds
+
+
+def test_the_services_analyzer_alone_waits_for_a_connect_tunnel(tmp_path, monkeypatch) -> None:
+    """Without TLS, whose watch declares the same anchor, the services analyzer's own
+    `pia_gate` keeps a CONNECT conversation from being released at the PIA's end: the SMTP
+    in the tunnel (within the PIA's first KiB, kept by the gate) is named by both engines."""
+    import pcapexfil.pipeline
+    from record_sink import RecordCollector
+
+    monkeypatch.setattr(pcapexfil.pipeline, "make_analyzers",
+                        lambda ctx: make_analyzers(ctx, only={"http", ServiceAnalyzer.name}))
+    talk = [(True, b"CONNECT mx.example:25 HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            (False, b"220 mx.example ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250 mx.example\r\n"),
+            (False, b"y" * DPD_BUFFER_SIZE)]
+    path = str(write_pcap(tmp_path / "t.pcap", _frames(_in_order(talk), port=3128)))
+    assert assert_same([path], tmp_path) > 0
+    sink = RecordCollector()
+    run([path], RunOptions(out_dir=None, seed=1, engine="fast"), [sink])
+    assert [r.service for r in sink.records] == [["http", "smtp"]]

@@ -186,6 +186,20 @@ def test_client_hello_sent_before_the_hand_over_is_not_read() -> None:
     assert "ssl" not in _services(21, turns)
 
 
+def test_an_http_connect_tunnel_opens_only_on_a_200() -> None:
+    """HTTP.cc's HTTP_ReplyLine clears connect_request on any reply code but 200 (a 1xx
+    interim reply included): only then does a new PIA read the tunnel, where dpd_tls_client
+    attaches SSL. Blank lines before the reply line are skipped (ContentLine's empty lines)."""
+    connect = (True, b"CONNECT tls.example.net:443 HTTP/1.1\r\nHost: tls.example.net\r\n\r\n")
+    hello = [(True, HELLO), (False, _server_hello())]
+    for port in (3128, 40123):  # HTTP attached by its port, and by dpd_http_client
+        assert "ssl" in _services(port, [connect, (False, b"HTTP/1.1 200 Connection established\r\n\r\n"), *hello])
+        assert "ssl" in _services(port, [connect, (False, b"\r\nHTTP/1.0 200 OK\r\n\r\n"), *hello])
+        assert "ssl" not in _services(port, [connect, (False, b"HTTP/1.1 201 Created\r\n\r\n"), *hello])
+        assert "ssl" not in _services(port, [connect, (False, b"HTTP/1.1 100 Continue\r\n\r\n"
+                                                             b"HTTP/1.1 200 OK\r\n\r\n"), *hello])
+
+
 def _rdp_confirm(selected_protocol: int | None) -> bytes:
     """The server's TPKT with an X.224 Connection Confirm, with an RDP_NEG_RSP selecting
     `selected_protocol` (None: without one)."""

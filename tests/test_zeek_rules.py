@@ -440,6 +440,64 @@ def test_ftp_off_its_ports_is_attached_by_its_signature_pair(tmp_path) -> None:
     assert rec.service == ["ftp"]
 
 
+# -- HTTP CONNECT tunnel: HTTP.cc HTTP_Analyzer::DeliverStream, a new PIA_TCP -------------
+
+_CONNECT_SMTP = (True, b"CONNECT mx.example:25 HTTP/1.1\r\nHost: mx.example:25\r\n\r\n")
+_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+# Off smtp's ports (3128: HTTP's, where the fast engine's lane reads HTTP; 8240: HTTP attached
+# by dpd_http_client).
+_PROXY_PORTS = (3128, 8240)
+
+
+def test_smtp_inside_an_http_connect_tunnel_is_attached_by_its_signatures(tmp_path) -> None:
+    """After a 200 answering CONNECT, the tunnel's bytes go to a new PIA (HTTP.cc
+    HTTP_Analyzer::DeliverStream), whose dpd.sig signatures attach analyzers on each
+    direction's tunnel bytes as a new stream start: SMTP's pair (the server's 220, the
+    client's EHLO) on any port (corpus: http-connect, `http,smtp`). The server's bytes after
+    the reply head in the same segment are the tunnel's too
+    (protocol_data_with_HTTP_CONNECT_reply)."""
+    smtp = [(False, b"220 mx.example ESMTP\r\n"), (True, b"EHLO client\r\n"), (False, b"250 mx.example\r\n")]
+    for port in _PROXY_PORTS:
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, [_CONNECT_SMTP, (False, _ESTABLISHED), *smtp]))
+        assert rec.service == ["http", "smtp"]
+        same_segment = [_CONNECT_SMTP, (False, _ESTABLISHED + smtp[0][1]), *smtp[1:]]
+        (rec,) = records(tmp_path / f"{port}-same-segment", _dialogue(port, same_segment))
+        assert rec.service == ["http", "smtp"]
+        # The 220 at the tunnel's first byte is dpd_smtp_server's anchor: not at the stream's.
+        late = [_CONNECT_SMTP, (False, _ESTABLISHED), (False, b"554 no\r\n" + smtp[0][1]), *smtp[1:]]
+        (rec,) = records(tmp_path / f"{port}-not-first", _dialogue(port, late))
+        assert rec.service == ["http"]
+
+
+def test_other_protocols_inside_an_http_connect_tunnel(tmp_path) -> None:
+    """The tunnel's PIA tries every signature: ssh's (any port) and ftp's pair alike."""
+    connect = (True, b"CONNECT host.example:22 HTTP/1.0\r\n\r\n")
+    ssh = [(True, b"SSH-2.0-OpenSSH_9.6\r\n"), (False, b"SSH-2.0-OpenSSH_9.0\r\n")]
+    ftp = [(False, b"220 ftp ready\r\n"), (True, b"USER anonymous\r\n"), (False, b"331 password please\r\n")]
+    for port in _PROXY_PORTS:
+        (rec,) = records(tmp_path / f"ssh-{port}", _dialogue(port, [connect, (False, _ESTABLISHED), *ssh]))
+        assert rec.service == ["http", "ssh"]
+        (rec,) = records(tmp_path / f"ftp-{port}", _dialogue(port, [connect, (False, _ESTABLISHED), *ftp]))
+        assert rec.service == ["http", "ftp"]
+
+
+def test_a_refused_http_connect_opens_no_tunnel(tmp_path) -> None:
+    """HTTP_ReplyLine clears connect_request on any reply code but 200 (407, 403, even 201):
+    no PIA reads what follows, which is the reply's body here (until the close, or its
+    Content-Length), so nothing in it attaches SMTP."""
+    greeting, ehlo = b"220 mx.example ESMTP\r\n", (True, b"EHLO client\r\n")
+    refusals = {
+        "407": b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n",
+        "403": b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % len(greeting),
+        "201": b"HTTP/1.1 201 Created\r\n\r\n",
+    }
+    for port in _PROXY_PORTS:
+        for code, head in refusals.items():
+            talk = [_CONNECT_SMTP, (False, head + greeting), ehlo]
+            (rec,) = records(tmp_path / f"{port}-{code}", _dialogue(port, talk))
+            assert rec.service == ["http"], code
+
+
 def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:
     """One UDP 5-tuple to port 53, the datagrams alternating query (client) and reply."""
     frames = []

@@ -94,7 +94,7 @@ def find(buf: np.ndarray, start: int, end: int, pattern: np.ndarray) -> int:
 
 @njit(cache=True, _nrt=False)
 def blank_lines_end(buf: np.ndarray, start: int, end: int) -> int:
-    """identifiers.http._blank_lines_end: where the empty lines (LF or CRLF) at buf[start:]
+    """identifiers.http_tunnel.blank_lines_end: where the empty lines (LF or CRLF) at buf[start:]
     end (the analyzer ignores them where a message starts)."""
     p = start
     while p < end:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pcapexfil.flow.ports import registered_ports
+from pcapexfil.identifiers.http_tunnel import blank_lines_end, head_end
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
@@ -131,43 +132,18 @@ def is_reply_line(line: bytes) -> bool:
     return _REPLY_LINE_TAKEN.match(line) is not None  # else bad_HTTP_reply
 
 
-def _blank_lines_end(buf: bytearray) -> int:
-    """Where the empty lines at the start of `buf` end (the analyzer ignores them where a
-    message starts)."""
-    start = 0
-    while True:
-        if buf.startswith(b"\n", start):
-            start += 1
-        elif buf.startswith(b"\r\n", start):
-            start += 2
-        else:
-            return start
-
-
 def _first_line(buf: bytearray) -> bytes | None:
     """The first line after blank ones, without its end; None until it is complete."""
-    start = _blank_lines_end(buf)
+    start = blank_lines_end(buf)
     end = buf.find(b"\n", start)
     return None if end < 0 else bytes(buf[start:end]).rstrip(b"\r")
-
-
-def head_end(buf: bytes | bytearray) -> tuple[int, int] | None:
-    """Where the first empty line (`\\r?\\n\\r?\\n`) ends a header block: (block end, end
-    of the blank line); None while there is none. Two C searches, not a regex scan; a bare
-    `\\n\\n` is only looked for before the first `\\n\\r\\n`, not through the body after it."""
-    crlf = buf.find(b"\n\r\n")
-    lf = buf.find(b"\n\n") if crlf < 0 else buf.find(b"\n\n", 0, crlf + 1)
-    nl = lf if lf >= 0 else crlf
-    if nl < 0:
-        return None
-    return (nl - 1 if nl and buf[nl - 1] == 0x0D else nl), (nl + 2 if nl == lf else nl + 3)
 
 
 def take_head(buf: bytearray, allow_09: bool) -> tuple[bytes, bytes] | None:
     """Remove one message head from the start of `buf`: (its first line, the header lines
     after it, undecoded); None if it is not complete yet. Blank lines before it go."""
     # Leading blank lines between messages are tolerated.
-    blanks = _blank_lines_end(buf)
+    blanks = blank_lines_end(buf)
     if blanks:
         del buf[:blanks]
     first_nl = buf.find(b"\n")

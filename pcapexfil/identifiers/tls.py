@@ -38,13 +38,15 @@ from typing import TYPE_CHECKING, Any
 import dpkt.ssl_ciphersuites
 
 from pcapexfil.flow.ports import registered_ports
-from pcapexfil.identifiers.http import HTTP_PORTS, dpd_signature, head_end
+from pcapexfil.identifiers.http import HTTP_PORTS, dpd_signature
+from pcapexfil.identifiers.http_tunnel import CONNECT, http_connect_tunnel
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
-    ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp, xmpp,
+    CONNECT_ANCHORS, ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp,
+    xmpp,
 )
 from pcapexfil.services.base import (
     AnchorGate,
@@ -145,23 +147,6 @@ def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], boo
                     recogniser=recogniser, signature_anchors=recogniser.anchors)
 
 
-_CONNECT = b"CONNECT "
-_HTTP_SUCCESS = re.compile(rb"HTTP/[0-9.]+ +2[0-9][0-9]")
-
-
-def http_connect_tunnel(orig: bytes, resp: bytes) -> bool | None:
-    """HTTP.cc's CONNECT tunnel: after a 2xx reply to the client's CONNECT request, the rest
-    of the stream goes to a new PIA, whose dpd.sig signatures then attach SSL (the TLS
-    signature at the tunnel's first byte is this analyzer's anchored ClientHello)."""
-    if len(orig) < len(_CONNECT):
-        return None if _CONNECT.startswith(orig) else False
-    if not orig.startswith(_CONNECT):
-        return False
-    if head_end(resp) is None:
-        return None
-    return _HTTP_SUCCESS.match(resp) is not None
-
-
 STARTTLS: tuple[StartTls, ...] = (
     recognised(smtp.RECOGNISER, smtp.starttls),  # SMTP.cc UpdateState
     recognised(ftp.RECOGNISER, ftp.starttls),  # FTP.cc DeliverStream, 234
@@ -175,8 +160,8 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(postgresql.RECOGNISER, postgresql.starttls),  # postgresql_zeek.spicy, MaybeBackendSSL
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
-    StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT
-             handover_anchors=Anchors(orig=Marks(start=rb"CONNECT ")), refused_unanchored_after=len(_CONNECT),
+    StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT (identifiers.http_tunnel)
+             handover_anchors=CONNECT_ANCHORS, refused_unanchored_after=len(CONNECT),
              # http/dpd.sig: a method after blanks (each begins with a capital), or a reply.
              signature_anchors=Anchors(orig=Marks(start=rb"[ \t\n\r\x0b\x0c]*[A-Z]"), resp=Marks(start=rb"HTTP/"))),
 )

@@ -9,7 +9,9 @@ each direction) and appends the name of each that confirms; it lets the stream g
 as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
 while dpd.zeek still acts on a violation: one there takes its name out of `service` again
-(`base.analyzer_violation`). TLS, HTTP and DNS name themselves in their identifier analyzers
+(`base.analyzer_violation`). After an HTTP CONNECT answered 200, the tunnel's bytes are a
+new PIA's, whose signatures attach recognisers as on any other stream start
+(identifiers.http_tunnel). TLS, HTTP and DNS name themselves in their identifier analyzers
 (pcapexfil.identifiers); HTTP and DNS apply their violations there through the same helper.
 """
 
@@ -21,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
 from pcapexfil.hooks import AnalyzerContext, ConnView
-from pcapexfil.identifiers.stream import streams, tcp_data
+from pcapexfil.identifiers.http_tunnel import CONNECT, http_connect_tunnel, reply_head_end
+from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
@@ -29,6 +32,8 @@ from pcapexfil.services import (
 from pcapexfil.services.base import (
     IGNORE_VIOLATIONS_AFTER,
     AnchorGate,
+    Anchors,
+    Marks,
     PiaWait,
     Recogniser,
     Verdict,
@@ -103,11 +108,26 @@ def _first_pending(proto: int, resp_p: int) -> tuple[Pending, ...]:
     return tuple((rec, via_signature, None) for rec, via_signature in candidates(proto, resp_p))
 
 
+# src/analyzer/protocol/http/HTTP.cc, HTTP_Analyzer::DeliverStream: after a 200 answering a
+# CONNECT, a new PIA_TCP reads the tunnel's bytes (identifiers.http_tunnel). Built by no
+# port, it attaches analyzers by their dpd.sig signatures alone (PIA_TCP::ActivateAnalyzer),
+# on any port and each direction's tunnel bytes as a new stream start: every TCP recogniser
+# with a signature waits on it, one whose check is its signature (`any_port`) is tried at once.
+_TUNNEL_PENDING: tuple[Pending, ...] = tuple(
+    (r, not r.any_port, None) for r in RECOGNISERS
+    if r.transport == PROTO_TCP and (r.any_port or r.signature is not None)
+)
+_TUNNEL_GATE = anchor_gate(rec.anchors for rec, _, _ in _TUNNEL_PENDING)
+# The client's first bytes wherever a CONNECT tunnel can open (`http_connect_tunnel`).
+CONNECT_ANCHORS = Anchors(orig=Marks(start=CONNECT))
+_CONNECT_GATE = AnchorGate([CONNECT_ANCHORS])
+
+
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
-                 "gate")
+                 "gate", "connect", "tunnel", "pia")
 
-    def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None) -> None:
+    def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None, connect: bool | None = False) -> None:
         self.pending: Sequence[Pending] = pending
         # TCP: while the PIA's windows hold no anchor of the candidates, none is asked.
         self.gate = gate
@@ -119,6 +139,43 @@ class _State:
         self.orig = b""
         self.resp = b""
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
+        # TCP: whether an HTTP CONNECT tunnel opened (None: not known yet), and then the
+        # recognisers its PIA runs, on the tunnel's bytes (`ServiceAnalyzer._tunnel`).
+        self.connect = connect
+        self.tunnel: _State | None = None
+        self.pia: PiaBuffer | None = None  # a tunnel's own PIA (the stream's is `TcpStreams.pia`)
+
+
+def _keep(st: _State, is_orig: bool, data: bytes) -> None:
+    """Count a chunk and keep the first bytes of its direction; watching for violations
+    reads as far as dpd.zeek acts on them."""
+    cap = IGNORE_VIOLATIONS_AFTER if st.watching else MAX_BYTES
+    if is_orig:
+        st.orig_size += len(data)
+        if len(st.orig) < cap:
+            st.orig += data[: cap - len(st.orig)]
+    else:
+        st.resp_size += len(data)
+        if len(st.resp) < cap:
+            st.resp += data[: cap - len(st.resp)]
+
+
+def _reading(st: _State) -> bool:
+    """Whether more stream bytes can still change what the analyzer writes."""
+    tunnel = st.tunnel
+    return bool(st.pending or st.watching or st.connect is None
+                or (tunnel is not None and (tunnel.pending or tunnel.watching)))
+
+
+def _wants(st: _State, is_orig: bool) -> bool:
+    """Whether more bytes of one direction can: a recogniser reads up to MAX_BYTES of each
+    (violations further), the CONNECT watch both directions while undecided."""
+    if st.watching or st.connect is None:
+        return True
+    if st.pending and len(st.orig if is_orig else st.resp) < MAX_BYTES:
+        return True
+    tunnel = st.tunnel
+    return tunnel is not None and _wants(tunnel, is_orig)
 
 
 def _ask_signature(rec: Recogniser, unconfirming: bool | None, orig_window: bytes, resp_window: bytes,
@@ -155,72 +212,114 @@ class ServiceAnalyzer:
         return bool(candidates(PROTO_UDP, resp_p))
 
     def pia_gate(self, resp_p: int) -> PiaWait | None:
-        """While `waiting_gate` is clean and the PIA matches, `on_packet` only keeps bytes;
-        where it stops matching, `_decide` rejects every signature, and the checks tried
-        without one reject an originator's window of their `rejects_unanchored_after`."""
+        """While `waiting_gate` is clean and the PIA matches, `on_packet` only keeps bytes
+        (nor can a CONNECT tunnel open); where it stops matching, `_decide` rejects every
+        signature, the checks tried without one reject an originator's window of their
+        `rejects_unanchored_after`, and the CONNECT watch one of len(CONNECT) bytes."""
         gate = waiting_gate(resp_p)
         if gate is None:
             return None
-        done = largest_need(rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
-                            if not via_signature)
-        return PiaWait((gate,), done_after_orig=done)
+        done = largest_need([*(rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
+                               if not via_signature), len(CONNECT)])
+        return PiaWait((gate, _CONNECT_GATE), done_after_orig=done)
 
     def pia_released(self, conn: ConnView) -> None:
         st: _State | None = conn.app.get(NAME)
         if st is not None:
             st.pending = []
+            st.connect = False  # `pia_gate`: the client's first bytes are no CONNECT
 
     def on_new(self, conn: ConnView) -> None:
         """Zeek attaches analyzers when it creates the connection, by the responder port then
         (analyzer::Manager::BuildInitialAnalyzerTree)."""
-        if conn.proto in (PROTO_TCP, PROTO_UDP):
-            tcp = conn.proto == PROTO_TCP
-            conn.app[NAME] = _State(_first_pending(conn.proto, conn.resp_p), waiting_gate(conn.resp_p) if tcp else None)
+        if conn.proto == PROTO_TCP:
+            conn.app[NAME] = _State(_first_pending(PROTO_TCP, conn.resp_p), waiting_gate(conn.resp_p), connect=None)
+        elif conn.proto == PROTO_UDP:
+            conn.app[NAME] = _State(_first_pending(PROTO_UDP, conn.resp_p), None)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)
         if st is None:
             return
-        if not st.pending and not st.watching:  # decided: let the stream go (if never a candidate)
-            s = streams(conn) if conn.proto == PROTO_TCP else None
-            if s is not None:
-                s.release(NAME)
-            return
         if conn.proto == PROTO_UDP:
             self._datagram(conn, st, is_orig, pkt.payload)
             return
-        if conn.proto == PROTO_TCP:
-            data = tcp_data(conn, is_orig, pkt, self.users)
-            if not data:
-                return
-            # Watching for violations reads as far as dpd.zeek acts on them.
-            cap = IGNORE_VIOLATIONS_AFTER if st.watching else MAX_BYTES
-            if is_orig:
-                st.orig_size += len(data)
-                if len(st.orig) < cap:
-                    st.orig += data[: cap - len(st.orig)]
-            else:
-                st.resp_size += len(data)
-                if len(st.resp) < cap:
-                    st.resp += data[: cap - len(st.resp)]
+        if conn.proto != PROTO_TCP:
+            return
+        if not _reading(st):  # decided: let the stream go (if never a candidate)
             s = streams(conn)
-            if s is None:
-                return
-            pia = s.pia
-            unmatchable = False
-            if st.gate is not None:
-                unmatchable = st.gate.clean(pia)
-                if unmatchable and pia.matching:
-                    return  # no candidate can confirm on these windows: none is asked yet
-                st.gate = None  # asked from this chunk on
-            self._decide(conn, st, pia.orig, pia.resp, pia.matching, is_orig, unmatchable)
-            if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
-                st.pending = []
-            if not st.pending and not st.watching:
+            if s is not None:
                 s.release(NAME)
-            elif not st.watching and len(st.orig if is_orig else st.resp) >= MAX_BYTES:
-                # This direction's bytes are all read (a one-sided transfer need not reach Python).
-                s.release_direction(NAME, is_orig)
+            return
+        data = tcp_data(conn, is_orig, pkt, self.users)
+        if not data:
+            return
+        chunk_at = st.orig_size if is_orig else st.resp_size  # where the chunk starts in its stream
+        _keep(st, is_orig, data)
+        s = streams(conn)
+        if s is None:
+            return
+        size = st.orig_size + st.resp_size
+        if st.pending or st.watching:
+            self._read(conn, st, s.pia, is_orig, size)
+        if st.connect is None:
+            self._watch_connect(conn, st, is_orig, data, chunk_at, size)
+        elif st.tunnel is not None:
+            self._tunnel(conn, st.tunnel, is_orig, data, size)
+        if not _reading(st):
+            s.release(NAME)
+        elif not _wants(st, is_orig):
+            # This direction's bytes are all read (a one-sided transfer need not reach Python).
+            s.release_direction(NAME, is_orig)
+
+    def _read(self, conn: ConnView, st: _State, pia: PiaBuffer, is_orig: bool, size: int) -> None:
+        """A chunk of one direction, kept in `st`, on what `pia` matched so far: the
+        recognisers are asked, unless the windows hold none of their anchors yet."""
+        unmatchable = False
+        if st.gate is not None:
+            unmatchable = st.gate.clean(pia)
+            if unmatchable and pia.matching:
+                return  # no candidate can confirm on these windows: none is asked yet
+            st.gate = None  # asked from this chunk on
+        self._decide(conn, st, pia.orig, pia.resp, pia.matching, is_orig, size, unmatchable)
+        if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
+            st.pending = []
+
+    def _watch_connect(self, conn: ConnView, st: _State, is_orig: bool, data: bytes, chunk_at: int,
+                       size: int) -> None:
+        """The CONNECT watch on the first bytes of each direction (`http_connect_tunnel`; a
+        client's first bytes "CONNECT " are dpd_http_client's, so HTTP is attached on any
+        port). Where the tunnel opens, a new PIA and its recognisers read its bytes: the
+        rest of this, the server's, chunk, and every chunk after it."""
+        opened = http_connect_tunnel(st.orig, st.resp)
+        if opened is None:
+            if len(st.resp) >= MAX_BYTES:
+                st.connect = False  # a reply head longer than the recognisers read
+            return
+        st.connect = opened
+        if not opened:
+            return
+        assert not is_orig, "only the server's bytes complete its reply head"
+        tunnel = st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
+        tunnel.pia = PiaBuffer()
+        head_end = reply_head_end(st.resp)
+        assert head_end is not None
+        rest = data[head_end - chunk_at :]
+        if rest:
+            self._tunnel(conn, tunnel, False, rest, size)
+
+    def _tunnel(self, conn: ConnView, tunnel: _State, is_orig: bool, data: bytes, size: int) -> None:
+        """A chunk of the CONNECT tunnel: its PIA matches it as HTTP.cc's PIA_TCP does
+        (PIA_TCP::DeliverStream, its own DPD_BUFFER_SIZE and DPD_MAX_PACKETS), the tunnel's
+        recognisers read it; a violation counts the connection's `size`, as dpd.zeek does."""
+        if not (tunnel.pending or tunnel.watching):
+            return
+        _keep(tunnel, is_orig, data)
+        pia = tunnel.pia
+        assert pia is not None
+        if pia.matching:
+            pia.add(is_orig, data)
+        self._read(conn, tunnel, pia, is_orig, size)
 
     def _datagram(self, conn: ConnView, st: _State, is_orig: bool, payload: bytes) -> None:
         """UDP: the first datagram; then, for recognisers that need the responder's and on
@@ -237,14 +336,14 @@ class ServiceAnalyzer:
         else:
             st.resp = payload
         # PIA::PIA_DeliverPacket matches each datagram from its first byte.
-        self._decide(conn, st, st.orig, st.resp, True, None)
+        self._decide(conn, st, st.orig, st.resp, True, None, st.orig_size + st.resp_size)
         if st.udp_seen == 3:
             st.pending = []
         else:
             st.pending = [(r, sig, None) for r, sig, _ in st.pending if r.both_datagrams and not sig]
 
     def _decide(self, conn: ConnView, st: _State, orig_window: bytes, resp_window: bytes, matching: bool,
-                chunk_is_orig: bool | None, unmatchable: bool = False) -> None:
+                chunk_is_orig: bool | None, size: int, unmatchable: bool = False) -> None:
         """Run the pending recognisers (their signatures on what the PIA matched of each
         direction, `matching` while it still matches) and read the confirmed ones' violations.
 
@@ -255,8 +354,8 @@ class ServiceAnalyzer:
         failure may be noticed later than on this chunk, which changes no log. Where the
         windows hold no anchor of the signatures (`unmatchable`, `_State.gate`), none is
         asked: none can confirm on them."""
-        # dpd.zeek's analyzer_violation_info handler acts only up to this many bytes.
-        size = st.orig_size + st.resp_size
+        # dpd.zeek's analyzer_violation_info handler acts only up to `size` bytes of the
+        # connection (c$orig$size + c$resp$size).
         acting = size <= IGNORE_VIOLATIONS_AFTER
         if st.watching:
             kept = []
