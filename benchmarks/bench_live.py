@@ -6,7 +6,8 @@ realistic traffic, `--pcap` a capture of `benchmarks/bench_engine.py` with `--ma
 500000`; frames cut by a snap length are sent padded to their wire length) through a raw
 socket at a paced rate for a few seconds;
 the capturer on the other end is stopped afterwards and reports its kernel drop counter. The
-rate ladder doubles until drops exceed 0.1 % of the frames sent. Capturers, same ring size:
+rate ladder doubles until drops exceed 0.1 % of the frames sent, then bisects between the
+last rung kept up with and that one (`--refine` steps). Capturers, same ring size:
 
 - `live`:        `pcapexfil live` (full pipeline: decode, flow table, identifiers, detector)
 - `tcpdump`:     `tcpdump -w /dev/null` (the peer; installed with apt-get when missing)
@@ -21,6 +22,7 @@ reported as ">= that rate". Prints one line per run and a summary with ratios to
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -193,6 +195,44 @@ def one_run(pair, tool: str, rate: float, args: argparse.Namespace, tmp: str) ->
     return sent, int(m.group(1)), int(m.group(2)), secs
 
 
+def highest_rate(pair: object, tool: str, args: argparse.Namespace, tmp: str) -> tuple[float, bool]:
+    """The highest rate `tool` keeps up with (frames/s sent) and whether that is the sender's
+    ceiling: the rate doubles until drops exceed 0.1 % of the frames sent, then `--refine`
+    steps of bisection (geometric) between the last rung kept up with and the first that
+    dropped (doubling alone reports up to half the rate a capturer keeps up with)."""
+    rate, good, kept = args.start_rate, 0.0, 0.0
+
+    def dropped(target: float) -> bool:
+        nonlocal kept
+        sent, recv, drop, secs = one_run(pair, tool, target, args, tmp)
+        achieved = sent / secs
+        print(f"{tool:12s} target {target:9.0f}/s sent {achieved:9.0f}/s  received {recv:8d}  "
+              f"kernel drops {drop:7d}", flush=True)
+        if drop > 0.001 * sent:
+            return True
+        kept = max(kept, achieved)
+        if achieved < 0.8 * target:
+            raise _SenderCeiling
+        return False
+
+    try:
+        while not dropped(rate):
+            good, rate = rate, rate * 2
+        for _ in range(args.refine if good else 0):
+            mid = math.sqrt(good * rate)
+            if dropped(mid):
+                rate = mid
+            else:
+                good = mid
+    except _SenderCeiling:  # no higher rung to try
+        return kept, True
+    return kept, False
+
+
+class _SenderCeiling(Exception):
+    """The sender could not reach the rate asked for."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pcap")
@@ -200,6 +240,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--buffer-mb", type=int, default=4)
     ap.add_argument("--start-rate", type=float, default=5000)
+    ap.add_argument("--refine", type=int, default=3, help="bisection steps after the first rung that dropped")
     ap.add_argument("--tools", default="live,tcpdump,tpacket-raw,pcapy-raw")
     ap.add_argument("--live-workers", type=int, default=1, help="pcapexfil live --workers (ring size is per worker)")
     ap.add_argument("--send", action="store_true", help=argparse.SUPPRESS)
@@ -226,22 +267,7 @@ def main() -> None:
         if not args.pcap:
             args.pcap = os.path.join(tmp, "replay.pcap")
             make_pcap(args.pcap)
-        best: dict[str, tuple[float, bool]] = {}
-        for tool in tools:
-            rate, kept = args.start_rate, 0.0
-            while True:
-                sent, recv, drop, secs = one_run(pair, tool, rate, args, tmp)
-                achieved = sent / secs
-                print(f"{tool:12s} target {rate:9.0f}/s sent {achieved:9.0f}/s  received {recv:8d}  "
-                      f"kernel drops {drop:7d}", flush=True)
-                if drop > 0.001 * sent:
-                    best[tool] = (kept, False)
-                    break
-                kept = achieved
-                if achieved < 0.8 * rate:  # the sender's ceiling: no higher rung to try
-                    best[tool] = (kept, True)
-                    break
-                rate *= 2
+        best = {tool: highest_rate(pair, tool, args, tmp) for tool in tools}
         ref = best.get("tcpdump")
         print("\nhighest rate without kernel drops (frames/s, ratio to tcpdump):")
         for tool, (value, ceiling) in best.items():
