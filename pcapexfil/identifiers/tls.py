@@ -39,7 +39,7 @@ import dpkt.ssl_ciphersuites
 
 from pcapexfil.flow.ports import registered_ports
 from pcapexfil.identifiers.http import HTTP_PORTS, dpd_signature
-from pcapexfil.identifiers.http_tunnel import CONNECT, http_connect_tunnel
+from pcapexfil.identifiers.http_tunnel import CONNECT_REQUEST_MAX, http_connect_tunnel
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
@@ -161,7 +161,7 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
     StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT (identifiers.http_tunnel)
-             handover_anchors=CONNECT_ANCHORS, refused_unanchored_after=len(CONNECT),
+             handover_anchors=CONNECT_ANCHORS, refused_unanchored_after=CONNECT_REQUEST_MAX,
              # http/dpd.sig: a method after blanks (each begins with a capital), or a reply.
              signature_anchors=Anchors(orig=Marks(start=rb"[ \t\n\r\x0b\x0c]*[A-Z]"), resp=Marks(start=rb"HTTP/"))),
 )

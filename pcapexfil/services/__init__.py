@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
 from pcapexfil.hooks import AnalyzerContext, ConnView
-from pcapexfil.identifiers.http_tunnel import CONNECT, http_connect_tunnel, reply_head_end
+from pcapexfil.identifiers.http_tunnel import CONNECT_REQUEST, CONNECT_REQUEST_MAX, http_connect_tunnel, reply_head_end
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
@@ -119,7 +119,7 @@ _TUNNEL_PENDING: tuple[Pending, ...] = tuple(
 )
 _TUNNEL_GATE = anchor_gate(rec.anchors for rec, _, _ in _TUNNEL_PENDING)
 # The client's first bytes wherever a CONNECT tunnel can open (`http_connect_tunnel`).
-CONNECT_ANCHORS = Anchors(orig=Marks(start=CONNECT))
+CONNECT_ANCHORS = Anchors(orig=Marks(start=CONNECT_REQUEST))
 _CONNECT_GATE = AnchorGate([CONNECT_ANCHORS])
 
 
@@ -215,12 +215,12 @@ class ServiceAnalyzer:
         """While `waiting_gate` is clean and the PIA matches, `on_packet` only keeps bytes
         (nor can a CONNECT tunnel open); where it stops matching, `_decide` rejects every
         signature, the checks tried without one reject an originator's window of their
-        `rejects_unanchored_after`, and the CONNECT watch one of len(CONNECT) bytes."""
+        `rejects_unanchored_after`, and the CONNECT watch one of CONNECT_REQUEST_MAX bytes."""
         gate = waiting_gate(resp_p)
         if gate is None:
             return None
         done = largest_need([*(rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
-                               if not via_signature), len(CONNECT)])
+                               if not via_signature), CONNECT_REQUEST_MAX])
         return PiaWait((gate, _CONNECT_GATE), done_after_orig=done)
 
     def pia_released(self, conn: ConnView) -> None:
@@ -289,8 +289,10 @@ class ServiceAnalyzer:
                        size: int) -> None:
         """The CONNECT watch on the first bytes of each direction (`http_connect_tunnel`; a
         client's first bytes "CONNECT " are dpd_http_client's, so HTTP is attached on any
-        port). Where the tunnel opens, a new PIA and its recognisers read its bytes: the
-        rest of this, the server's, chunk, and every chunk after it."""
+        port; after another case or a prefix of the method, the reply that opens a tunnel
+        is dpd_http_server's in every usual case: identifiers.http_tunnel). Where the tunnel
+        opens, a new PIA and its recognisers read its bytes: the rest of this, the
+        server's, chunk, and every chunk after it."""
         opened = http_connect_tunnel(st.orig, st.resp)
         if opened is None:
             if len(st.resp) >= MAX_BYTES:
