@@ -198,6 +198,12 @@ def test_an_http_connect_tunnel_opens_only_on_a_200() -> None:
         assert "ssl" not in _services(port, [connect, (False, b"HTTP/1.1 201 Created\r\n\r\n"), *hello])
         assert "ssl" not in _services(port, [connect, (False, b"HTTP/1.1 100 Continue\r\n\r\n"
                                                              b"HTTP/1.1 200 OK\r\n\r\n"), *hello])
+        # HTTP_Request's strncasecmp: any case, any prefix of the method (off HTTP's ports
+        # the reply's dpd_http_server attaches HTTP); HTTP_ReplyLine's `HTTP/` in this case.
+        for method in (b"connect", b"Con"):
+            request = (True, method + connect[1][len(b"CONNECT"):])
+            assert "ssl" in _services(port, [request, (False, b"HTTP/1.1 200 OK\r\n\r\n"), *hello]), method
+        assert "ssl" not in _services(port, [connect, (False, b"http/1.1 200 OK\r\n\r\n"), *hello])
 
 
 def _rdp_confirm(selected_protocol: int | None) -> bytes:

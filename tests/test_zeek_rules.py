@@ -550,7 +550,7 @@ def test_connect_is_compared_in_any_case_and_over_the_methods_length(tmp_path) -
             request = (True, method + b" mx.example:25 HTTP/1.1\r\nHost: mx.example:25\r\n\r\n")
             where = tmp_path / f"{method.decode()}-{port}"
             (rec,) = records(where, _dialogue(port, [request, (False, _ESTABLISHED), *_SMTP_TALK]))
-            (row,) = _http_rows(where)
+            row = _http_rows(where)[0]
             assert (row["method"], row["status_code"], row["response_body_len"]) == (method.decode(), "200", "0")
             assert rec.service == ["http", "smtp"], method
         request = (True, b"CONNECTS mx.example:25 HTTP/1.1\r\n\r\n")
@@ -559,6 +559,15 @@ def test_connect_is_compared_in_any_case_and_over_the_methods_length(tmp_path) -
         assert row["response_body_len"] == str(len(_GREETING) + len(_SMTP_TALK[2][1]))
         assert rec.service == ["http"]
 
+
+def test_a_reply_line_in_lower_case_opens_no_tunnel(tmp_path) -> None:
+    """HTTP_ReplyLine's PrefixMatch takes `HTTP/` in this case only: `http/1.1 200` is not a
+    reply line ("not a http reply line": dpd.zeek takes http out of the service), so no
+    tunnel opens and nothing names the SMTP after it."""
+    for port in _PROXY_PORTS:
+        talk = [_CONNECT_SMTP, (False, b"http/1.1 200 Connection established\r\n\r\n"), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, talk))
+        assert rec.service == []
 
 def test_connect_request_outlives_other_requests_on_a_keep_alive_connection(tmp_path) -> None:
     """connect_request is the connection's, not a request's: a CONNECT after a GET on a
