@@ -592,6 +592,71 @@ def test_connect_request_outlives_other_requests_on_a_keep_alive_connection(tmp_
             ("GET", "200", "0"), ("CONNECT", "-", "0")]
 
 
+# -- SOCKS tunnel: SOCKS.cc SOCKS_Analyzer::DeliverStream, a new PIA_TCP --------------------
+
+_SOCKS5_GREETING, _SOCKS5_NO_AUTH = (True, b"\x05\x01\x00"), (False, b"\x05\x00")
+_SOCKS5_REQUEST = (True, b"\x05\x01\x00\x03\x0amx.example\x00\x19")
+
+
+def _socks5_reply(status: int) -> tuple[bool, bytes]:
+    return False, b"\x05" + bytes([status]) + b"\x00\x01\x0a\x00\x00\x02\x00\x19"
+
+
+_SOCKS5 = [_SOCKS5_GREETING, _SOCKS5_NO_AUTH, _SOCKS5_REQUEST, _socks5_reply(0)]
+_SOCKS4 = [(True, b"\x04\x01\x00\x19\x0a\x00\x00\x02user\x00"), (False, b"\x00\x5a\x00\x19\x0a\x00\x00\x02")]
+# 1080: socks/main.zeek's port; 8124: SOCKS attached by socks/dpd.sig.
+_SOCKS_PORTS = (1080, 8124)
+
+
+def test_the_tunnel_after_a_socks_handshake_is_a_new_pia(tmp_path) -> None:
+    """Once the client's request (socks5_request, socks4_request) and the server's reply
+    (socks5_reply, socks4_reply) are parsed, every later chunk goes to a new PIA whose
+    signatures attach analyzers as on a new stream: SMTP's pair, ssh's."""
+    ssh = [(True, b"SSH-2.0-OpenSSH_9.6\r\n"), (False, b"SSH-2.0-OpenSSH_9.0\r\n")]
+    for port in _SOCKS_PORTS:
+        (rec,) = records(tmp_path / f"5-{port}", _dialogue(port, [*_SOCKS5, *_SMTP_TALK]))
+        assert rec.service == ["socks", "smtp"]
+        (rec,) = records(tmp_path / f"4-{port}", _dialogue(port, [*_SOCKS4, *_SMTP_TALK]))
+        assert rec.service == ["socks", "smtp"]
+        (rec,) = records(tmp_path / f"ssh-{port}", _dialogue(port, [*_SOCKS5, *ssh]))
+        assert rec.service == ["socks", "ssh"]
+        # SSL too: TLS's hand-over watch (identifiers.tls.STARTTLS) reads the same rule.
+        tls = [(True, client_hello_record("mx.example")),
+               (False, record(22, handshake(2, server_hello_body(0x0303, 0xC02F, None)), 0x0303))]
+        (rec,) = records(tmp_path / f"tls-{port}", _dialogue(port, [*_SOCKS5, *tls]))
+        assert rec.service == ["socks", "ssl"] and rec.server_name == "mx.example"
+    # Username/password (RFC 1929) before the request; on 1080 only: dpd_socks5_server does
+    # not match the server's choice of it (`\x05\x02`).
+    auth = [(True, b"\x05\x01\x02"), (False, b"\x05\x02"), (True, b"\x01\x04user\x04pass"), (False, b"\x01\x00"),
+            _SOCKS5_REQUEST, _socks5_reply(0)]
+    (rec,) = records(tmp_path / "userpass", _dialogue(1080, [*auth, *_SMTP_TALK]))
+    assert rec.service == ["socks", "smtp"]
+
+
+def test_the_socks_tunnel_opens_whatever_the_replys_status(tmp_path) -> None:
+    """EndpointDone(false) comes with every parsed reply (socks-analyzer.pac socks5_reply):
+    a refusal (5, connection refused) too."""
+    for port in _SOCKS_PORTS:
+        talk = [_SOCKS5_GREETING, _SOCKS5_NO_AUTH, _SOCKS5_REQUEST, _socks5_reply(5), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, talk))
+        assert rec.service == ["socks", "smtp"]
+
+
+def test_the_socks_tunnel_starts_at_the_chunk_after_the_handshake(tmp_path) -> None:
+    """SOCKS.cc forwards whole chunks once both endpoints are done: the bytes after the
+    reply in its own segment went to the SOCKS parser, so a greeting there is not the
+    tunnel's first (dpd_smtp_server's 220 is not at its start: no smtp); nor is anything
+    without a valid request first (socks5_request refuses a reserved byte other than 0)."""
+    for port in _SOCKS_PORTS:
+        same_segment = [*_SOCKS5[:3], (False, _socks5_reply(0)[1] + _GREETING), *_SMTP_TALK[1:]]
+        (rec,) = records(tmp_path / f"same-{port}", _dialogue(port, same_segment))
+        assert rec.service == ["socks"]
+        bad_request = (True, b"\x05\x01\x01\x03\x0amx.example\x00\x19")
+        talk = [_SOCKS5_GREETING, _SOCKS5_NO_AUTH, bad_request, _socks5_reply(0), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"reserved-{port}", _dialogue(port, talk))
+        assert rec.service == ["socks"]
+
+
 def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:
     """One UDP 5-tuple to port 53, the datagrams alternating query (client) and reply."""
     frames = []

@@ -9,9 +9,10 @@ each direction) and appends the name of each that confirms; it lets the stream g
 as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
 while dpd.zeek still acts on a violation: one there takes its name out of `service` again
-(`base.analyzer_violation`). After an HTTP CONNECT answered 200, the tunnel's bytes are a
-new PIA's, whose signatures attach recognisers as on any other stream start
-(identifiers.http_tunnel). TLS, HTTP and DNS name themselves in their identifier analyzers
+(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (identifiers.http_tunnel)
+and after a recogniser's handshake that hands the stream over (`Recogniser.tunnel`: SOCKS),
+the tunnel's bytes are a new PIA's, whose signatures attach recognisers as on any other
+stream start. TLS, HTTP and DNS name themselves in their identifier analyzers
 (pcapexfil.identifiers); HTTP and DNS apply their violations there through the same helper.
 """
 
@@ -125,7 +126,7 @@ _CONNECT_GATE = AnchorGate([CONNECT_ANCHORS])
 
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
-                 "gate", "connect", "tunnel", "pia")
+                 "gate", "connect", "tunnel", "pia", "opener")
 
     def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None, connect: bool | None = False) -> None:
         self.pending: Sequence[Pending] = pending
@@ -144,6 +145,8 @@ class _State:
         self.connect = connect
         self.tunnel: _State | None = None
         self.pia: PiaBuffer | None = None  # a tunnel's own PIA (the stream's is `TcpStreams.pia`)
+        # TCP: a confirmed recogniser whose `tunnel` is still undecided (SOCKS).
+        self.opener: Recogniser | None = None
 
 
 def _keep(st: _State, is_orig: bool, data: bytes) -> None:
@@ -163,14 +166,14 @@ def _keep(st: _State, is_orig: bool, data: bytes) -> None:
 def _reading(st: _State) -> bool:
     """Whether more stream bytes can still change what the analyzer writes."""
     tunnel = st.tunnel
-    return bool(st.pending or st.watching or st.connect is None
+    return bool(st.pending or st.watching or st.connect is None or st.opener is not None
                 or (tunnel is not None and (tunnel.pending or tunnel.watching)))
 
 
 def _wants(st: _State, is_orig: bool) -> bool:
     """Whether more bytes of one direction can: a recogniser reads up to MAX_BYTES of each
-    (violations further), the CONNECT watch both directions while undecided."""
-    if st.watching or st.connect is None:
+    (violations further), the tunnel watches both directions while undecided."""
+    if st.watching or st.connect is None or st.opener is not None:
         return True
     if st.pending and len(st.orig if is_orig else st.resp) < MAX_BYTES:
         return True
@@ -266,6 +269,8 @@ class ServiceAnalyzer:
             self._watch_connect(conn, st, is_orig, data, chunk_at, size)
         elif st.tunnel is not None:
             self._tunnel(conn, st.tunnel, is_orig, data, size)
+        elif st.opener is not None:
+            self._watch_opener(st)
         if not _reading(st):
             s.release(NAME)
         elif not _wants(st, is_orig):
@@ -309,6 +314,20 @@ class ServiceAnalyzer:
         rest = data[head_end - chunk_at :]
         if rest:
             self._tunnel(conn, tunnel, False, rest, size)
+
+    @staticmethod
+    def _watch_opener(st: _State) -> None:
+        """A confirmed recogniser's hand-over (`Recogniser.tunnel`, SOCKS.cc
+        SOCKS_Analyzer::DeliverStream): once both endpoints are done, a new PIA and its
+        recognisers read every chunk after this one, as after a CONNECT."""
+        assert st.opener is not None and st.opener.tunnel is not None
+        opened = st.opener.tunnel(st.orig, st.resp)
+        if opened is None and len(st.orig) < MAX_BYTES and len(st.resp) < MAX_BYTES:
+            return
+        st.opener = None
+        if opened:
+            st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
+            st.tunnel.pia = PiaBuffer()
 
     def _tunnel(self, conn: ConnView, tunnel: _State, is_orig: bool, data: bytes, size: int) -> None:
         """A chunk of the CONNECT tunnel: its PIA matches it as HTTP.cc's PIA_TCP does
@@ -393,6 +412,8 @@ class ServiceAnalyzer:
                 if acting and rec.violation is not None and conn.proto == PROTO_TCP:
                     st.watching.append(rec)
                     self._limit(conn, st, rec)
+                if rec.tunnel is not None and st.pia is None and st.tunnel is None:
+                    st.opener = rec  # the connection's own stream: tunnels in a tunnel are not modelled
             elif verdict is Verdict.MORE:
                 left.append((rec, False, None))
         st.pending = left
