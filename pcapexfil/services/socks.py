@@ -56,7 +56,8 @@ _SIG_V5_CLIENT = re.compile(rb"\x05.[\x00\x01\x02]", re.DOTALL)
 _SIG_V5_SERVER = re.compile(rb"\x05(\x00|\x01[\x00\x01\x02])")
 SIG_V4_NEED = 2 + 32 + 1
 SIG_V5_NEED = 3
-V4_REQUEST_FIXED = 8  # version, command, port, IPv4 address (SOCKS4_Request), then the user
+V4_ADDR_AT = 4  # SOCKS4_Request: version, command, port, then the IPv4 address
+V4_REQUEST_FIXED = 8  # ... up to the user
 V4A_MAX_ADDR = 0xFF  # SOCKS4_Request's v4a: an address up to 0.0.0.255 is followed by a name
 USERPASS_VERSION = 1  # SOCKS5_Auth_Request_UserPass: only version 1 is parsed (v1)
 V5_COMMANDS = range(1, 4)  # socks5_request: a command of 0 or above 3 is a violation (SetSkip)
@@ -78,16 +79,7 @@ def _v5_reply(data: bytes) -> bool | None:
         return None
     if data[pos] != V5:
         return False
-    atyp = data[pos + 3]
-    if atyp == ADDR_NAME:
-        if len(data) < pos + 5:
-            return None
-        need = pos + 5 + data[pos + 4] + PORT_LEN
-    elif atyp in ADDR_LEN:
-        need = pos + 4 + ADDR_LEN[atyp] + PORT_LEN
-    else:
-        return False
-    return True if len(data) >= need else None
+    return _v5_address_complete(data, pos + 3)  # after version, reply code, reserved
 
 
 def _until_nul(data: bytes, pos: int) -> int | None:
@@ -97,9 +89,10 @@ def _until_nul(data: bytes, pos: int) -> int | None:
     return None if nul < 0 else nul + 1
 
 
-def _v5_address_end(data: bytes, pos: int) -> int | bool | None:
-    """Where a SOCKS5_Address at `pos` and the port after it end; False for an address type
-    socks5_request / socks5_reply refuse (a violation, no EndpointDone)."""
+def _v5_address_complete(data: bytes, pos: int) -> bool | None:
+    """Whether a SOCKS5_Address at `pos` and the port after it are all there (None: not
+    yet); False for an address type socks5_request / socks5_reply refuse (a violation, no
+    EndpointDone)."""
     if len(data) <= pos:
         return None
     atyp = data[pos]
@@ -111,7 +104,7 @@ def _v5_address_end(data: bytes, pos: int) -> int | bool | None:
         end = pos + 1 + ADDR_LEN[atyp] + PORT_LEN
     else:
         return False
-    return end if len(data) >= end else None
+    return True if len(data) >= end else None
 
 
 def _request_done(orig: bytes, method: int) -> bool | None:
@@ -122,7 +115,7 @@ def _request_done(orig: bytes, method: int) -> bool | None:
         if len(orig) < V4_REQUEST_FIXED:
             return None
         end = _until_nul(orig, V4_REQUEST_FIXED)
-        if end is not None and int.from_bytes(orig[4:8], "big") <= V4A_MAX_ADDR:
+        if end is not None and int.from_bytes(orig[V4_ADDR_AT:V4_REQUEST_FIXED], "big") <= V4A_MAX_ADDR:
             end = _until_nul(orig, end)
         return None if end is None else True
     if len(orig) < 2:
@@ -143,8 +136,7 @@ def _request_done(orig: bytes, method: int) -> bool | None:
         return None
     if orig[pos] != V5 or orig[pos + 2] != 0 or orig[pos + 1] not in V5_COMMANDS:
         return False  # another version, or socks5_request's violations on reserved and command
-    end = _v5_address_end(orig, pos + 3)
-    return end if end is None or end is False else True
+    return _v5_address_complete(orig, pos + 3)
 
 
 def tunnel(orig: bytes, resp: bytes) -> bool | None:
