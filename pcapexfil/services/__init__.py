@@ -141,7 +141,8 @@ class _State:
         self.resp = b""
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
         # TCP: whether an HTTP CONNECT tunnel opened (None: not known yet), and then the
-        # recognisers its PIA runs, on the tunnel's bytes (`ServiceAnalyzer._tunnel`).
+        # recognisers a tunnel's PIA runs (CONNECT's or an `opener`'s), on the tunnel's
+        # bytes (`ServiceAnalyzer._tunnel`).
         self.connect = connect
         self.tunnel: _State | None = None
         self.pia: PiaBuffer | None = None  # a tunnel's own PIA (the stream's is `TcpStreams.pia`)
@@ -330,9 +331,10 @@ class ServiceAnalyzer:
             st.tunnel.pia = PiaBuffer()
 
     def _tunnel(self, conn: ConnView, tunnel: _State, is_orig: bool, data: bytes, size: int) -> None:
-        """A chunk of the CONNECT tunnel: its PIA matches it as HTTP.cc's PIA_TCP does
-        (PIA_TCP::DeliverStream, its own DPD_BUFFER_SIZE and DPD_MAX_PACKETS), the tunnel's
-        recognisers read it; a violation counts the connection's `size`, as dpd.zeek does."""
+        """A chunk of the tunnel (CONNECT's, SOCKS's): its PIA matches it as the PIA_TCP that
+        HTTP.cc or SOCKS.cc adds does (PIA_TCP::DeliverStream, its own DPD_BUFFER_SIZE and
+        DPD_MAX_PACKETS), the tunnel's recognisers read it; a violation counts the
+        connection's `size`, as dpd.zeek does."""
         if not (tunnel.pending or tunnel.watching):
             return
         _keep(tunnel, is_orig, data)
