@@ -38,7 +38,8 @@ PIECES = [
     b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"User-Agent: x\r\n", b"\r\n", b"\n", b" ", b"\t", b"x" * 40,
     b"220 mx ESMTP\r\n", b"220-", b"22", b"EHLO client\r\n", b"\x0bhelo", b"250 STARTTLS\r\n", b"STARTTLS\r\n",
     b"220 go ahead\r\n", b"USER anonymous\r\n", b"331 password\r\n", b"230 in\r\n", b"120 soon\r\n", b"AUTH TLS\r\n",
-    b"234 AUTH TLS OK\r\n",
+    b"234 AUTH TLS OK\r\n", b"connect example.net:443 HTTP/1.1\r\n\r\n", b"Con\t", b"\x05\x01\x00\x03\x04host\x00\x50",
+    b"\x05\x00\x00\x01\x0a\x00\x00\x02\x00\x50",
 ]
 _window = st.lists(st.sampled_from(PIECES), max_size=4).map(b"".join)
 
@@ -107,6 +108,7 @@ def test_tls_signatures_match_only_where_anchors_hold(window) -> None:
 @settings(max_examples=1000, deadline=None)
 @given(orig=_window, resp=_window)
 @example(orig=b"CONNECT example.net:443 HTTP/1.1\r\n\r\n", resp=b"HTTP/1.1 200 Connection established\r\n\r\n")
+@example(orig=b"connect example.net:443 HTTP/1.1\r\n\r\n", resp=b"HTTP/1.1 200 Connection established\r\n\r\n")
 def test_tls_hand_overs_only_where_anchors_hold(handover, orig, resp) -> None:
     """A hand-over attached by port (HTTP's CONNECT) happens only where its anchor holds."""
     if handover.handed_over(orig, resp):

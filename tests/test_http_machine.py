@@ -136,7 +136,9 @@ def _same(chunks: Chunks) -> bool:
 
 # -- conversations ----------------------------------------------------------------------
 
-_METHODS = [b"GET", b"POST", b"HEAD", b"CONNECT", b"PUT", b"get", b"Head", b"OPTIONS"]
+# CONNECT as HTTP_Request's strncasecmp takes it: any case, any non-empty prefix.
+_METHODS = [b"GET", b"POST", b"HEAD", b"CONNECT", b"PUT", b"get", b"Head", b"OPTIONS", b"connect", b"CONNEC",
+            b"C", b"CONNECTS"]
 _URIS = [b"/", b"/a%20b", b"/%zz", b"/x y", b"*", b"/%u00e9", b"/%", b"http://h/p?q=1", b"\xc3\xa9"]
 _VERSIONS = [b" HTTP/1.1", b" HTTP/1.0", b"", b" HTTP/2.0", b" HTTP/1.x", b" HTTP/10.0"]
 _REQUEST_HEADERS = [b"Host: example.com", b"Host: example.com:8080", b"host:  spaced ", b"Referer: /r",
@@ -184,7 +186,7 @@ def _request(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 @st.composite
 def _response(draw: st.DrawFn, method: bytes) -> bytes:
-    code = draw(st.sampled_from([200, 200, 404, 100, 101, 204, 304, 302]))
+    code = draw(st.sampled_from([200, 200, 404, 100, 101, 204, 304, 302, 201]))
     info = b"HTTP/1.1 100 Continue\r\n\r\n" if draw(st.booleans()) and code != 100 else b""
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
     head = version + b" %d" % code + draw(st.sampled_from(_REASONS)) + b"\r\n"
@@ -237,6 +239,9 @@ def conversation(draw: st.DrawFn) -> Chunks:
           (False, b"HTTP/1.1 200 OK\r\n\r\nrest\r\nof")])
 @example([(False, b"HTTP/1.1 200 OK\r\n\r\n"), (True, b"GET / HTTP/1.1\r\n\r\n")])
 @example([(True, b"CONNECT h:443 HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\n\r\n\x16\x03\x01")])
+@example([(True, b"connect h:443 HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 100 Go\r\n\r\nHTTP/1.1 200 OK\r\n\r\nab\r\n")])
+@example([(True, b"GET / HTTP/1.1\r\n\r\nCON h:443 HTTP/1.1\r\n\r\n"),
+          (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n")])
 @example([(True, b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab")])
 def test_the_kernel_keeps_the_transactions_the_analyzer_keeps(chunks: Chunks) -> None:
     _same(chunks)
@@ -248,6 +253,14 @@ def test_a_long_head_is_left_to_python_and_read_on_there() -> None:
               (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab"),
               (True, long_head[:100]), (True, long_head[100:]),
               (False, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")]
+    assert _same(chunks)
+
+
+def test_connect_request_goes_to_python_with_the_connection() -> None:
+    """HTTP.cc's connect_request, set by a CONNECT the kernel read, holds in Python after
+    the kernel left it a long reply head: the 200 opens the tunnel there (no body read)."""
+    head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * HEAD_CAPACITY + b"\r\n\r\n"
+    chunks = [(True, b"CONNECT h:443 HTTP/1.1\r\n\r\n"), (False, head[:100]), (False, head[100:] + b"tunnel\r\n")]
     assert _same(chunks)
 
 

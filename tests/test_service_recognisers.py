@@ -242,6 +242,29 @@ def test_socks_wrong_version_or_address_type_rejects() -> None:
     assert socks.check(b"\x05\x01\x00", b"\x05\x00\x05\x00\x00\x09" + bytes(6)) is REJECT
 
 
+def test_socks_tunnel_opens_once_both_handshakes_are_parsed() -> None:
+    """SOCKS.cc: the tunnel needs the client's request (socks4_request: the user and, for
+    an address up to 0.0.0.255, a name, each NUL-terminated; socks5_request after the
+    negotiation and a user/pass sub-negotiation) and the server's reply, whatever its
+    status; a SOCKS5 request with a reserved byte or a command socks5_request refuses
+    never opens it."""
+    reply4 = b"\x00\x5b\x00\x50\x0a\x00\x00\x01"  # rejected: the tunnel opens all the same
+    assert socks.tunnel(b"\x04\x01\x00\x50\x0a\x00\x00\x01alice\x00", reply4) is True
+    assert socks.tunnel(b"\x04\x01\x00\x50\x0a\x00\x00\x01alice", reply4) is None
+    socks4a = b"\x04\x01\x00\x50\x00\x00\x00\x07alice\x00"
+    assert socks.tunnel(socks4a, reply4) is None  # the name is still to come
+    assert socks.tunnel(socks4a + b"host.example\x00", reply4) is True
+    greeting, request = b"\x05\x02\x00\x02", b"\x05\x01\x00\x03\x04host\x00\x50"
+    reply = b"\x05\x04\x00\x01\x0a\x00\x00\x02\x04\x00"
+    assert socks.tunnel(greeting, b"\x05\x00") is None
+    assert socks.tunnel(greeting + request, b"\x05\x00" + reply) is True
+    assert socks.tunnel(greeting + request[:-1], b"\x05\x00" + reply) is None
+    userpass = b"\x01\x02me\x02pw"
+    assert socks.tunnel(greeting + userpass + request, b"\x05\x02\x01\x00" + reply) is True
+    assert socks.tunnel(greeting + b"\x05\x01\x01" + request[3:], b"\x05\x00" + reply) is False
+    assert socks.tunnel(greeting + b"\x05\x04\x00" + request[3:], b"\x05\x00" + reply) is False
+    assert socks.tunnel(b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n") is False
+
 def tpkt(body: bytes) -> bytes:
     return b"\x03\x00" + (len(body) + 4).to_bytes(2, "big") + body
 

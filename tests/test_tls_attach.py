@@ -198,7 +198,27 @@ def test_an_http_connect_tunnel_opens_only_on_a_200() -> None:
         assert "ssl" not in _services(port, [connect, (False, b"HTTP/1.1 201 Created\r\n\r\n"), *hello])
         assert "ssl" not in _services(port, [connect, (False, b"HTTP/1.1 100 Continue\r\n\r\n"
                                                              b"HTTP/1.1 200 OK\r\n\r\n"), *hello])
+        # HTTP_Request's strncasecmp: any case, any prefix of the method (off HTTP's ports
+        # the reply's dpd_http_server attaches HTTP); HTTP_ReplyLine's `HTTP/` in this case.
+        for method in (b"connect", b"Con"):
+            request = (True, method + connect[1][len(b"CONNECT"):])
+            assert "ssl" in _services(port, [request, (False, b"HTTP/1.1 200 OK\r\n\r\n"), *hello]), method
+        assert "ssl" not in _services(port, [connect, (False, b"http/1.1 200 OK\r\n\r\n"), *hello])
 
+
+def test_tls_inside_a_socks_tunnel_is_ssl() -> None:
+    """SOCKS.cc DeliverStream: once the client's request and the server's reply are parsed,
+    the chunks after them go to a new PIA, where dpd_tls_client attaches SSL; on 1080 and
+    where socks/dpd.sig attached SOCKS. Without the reply, the ClientHello is in no
+    tunnel: no ssl."""
+    greeting, request = (True, b"\x05\x01\x00"), (True, b"\x05\x01\x00\x03\x0ftls.example.net\x01\xbb")
+    reply = (False, b"\x05\x00\x00\x01\x0a\x00\x00\x02\x01\xbb")
+    hello = [(True, HELLO), (False, _server_hello())]
+    for port in (1080, 40124):
+        assert _services(port, [greeting, (False, b"\x05\x00"), request, reply, *hello]) == ["socks", "ssl"]
+        assert "ssl" not in _services(port, [greeting, (False, b"\x05\x00"), request, *hello])
+    socks4 = [(True, b"\x04\x01\x01\xbb\x0a\x00\x00\x02\x00"), (False, b"\x00\x5a\x01\xbb\x0a\x00\x00\x02")]
+    assert _services(1080, [*socks4, *hello]) == ["socks", "ssl"]
 
 def _rdp_confirm(selected_protocol: int | None) -> bytes:
     """The server's TPKT with an X.224 Connection Confirm, with an RDP_NEG_RSP selecting

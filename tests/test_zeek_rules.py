@@ -12,6 +12,7 @@ from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
 from test_identifiers_support import client_hello_record, handshake, record, server_hello_body
+from zeek_logs import read_zeek_log
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
@@ -496,6 +497,166 @@ def test_a_refused_http_connect_opens_no_tunnel(tmp_path) -> None:
             talk = [_CONNECT_SMTP, (False, head + greeting), ehlo]
             (rec,) = records(tmp_path / f"{port}-{code}", _dialogue(port, talk))
             assert rec.service == ["http"], code
+
+
+def _http_rows(tmp_path) -> list[dict[str, str]]:
+    """http.log as `records` had both engines write it (they agree), by start time."""
+    return read_zeek_log(str(tmp_path / "reference" / "http.log")).rows
+
+
+_GREETING = b"220 mx.example ESMTP\r\n"
+_SMTP_TALK = [(False, _GREETING), (True, b"EHLO client\r\n"), (False, b"250 mx.example\r\n")]
+
+
+def test_a_refused_http_connect_reads_on_as_http(tmp_path) -> None:
+    """No tunnel after a code other than 200, a 2xx included (HTTP_ReplyLine clears
+    connect_request), so the HTTP analyzer reads on: a 201 without Content-Length has a
+    body until the close, which counts what the server sends after it. (The client's EHLO
+    is an HTTP/0.9 request line to HTTP_RequestLine: a second row.)"""
+    for port in _PROXY_PORTS:
+        talk = [_CONNECT_SMTP, (False, b"HTTP/1.1 201 Created\r\n\r\n"), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"201-{port}", _dialogue(port, talk))
+        row = _http_rows(tmp_path / f"201-{port}")[0]
+        assert (row["status_code"], row["response_body_len"]) == ("201", str(len(_GREETING) + len(_SMTP_TALK[2][1])))
+        assert rec.service == ["http"]
+
+
+def test_an_interim_reply_before_the_200_to_connect_opens_no_tunnel(tmp_path) -> None:
+    """A 1xx reply line is one whose code is not 200: HTTP_ReplyLine clears connect_request,
+    so the 200 after it opens no tunnel (HTTP.cc DeliverStream), and the tunnel's bytes are
+    that reply's body (until the close); the same 200 alone opens it (body 0, smtp named)."""
+    interim = (False, b"HTTP/1.1 100 Continue\r\n\r\n")
+    for port in _PROXY_PORTS:
+        talk = [_CONNECT_SMTP, interim, (False, _ESTABLISHED), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"100-{port}", _dialogue(port, talk))
+        row = _http_rows(tmp_path / f"100-{port}")[0]
+        assert (row["info_code"], row["status_code"]) == ("100", "200")
+        assert row["response_body_len"] == str(len(_GREETING) + len(_SMTP_TALK[2][1]))
+        assert rec.service == ["http"]
+        (rec,) = records(tmp_path / f"200-{port}", _dialogue(port, [_CONNECT_SMTP, (False, _ESTABLISHED), *_SMTP_TALK]))
+        (row,) = _http_rows(tmp_path / f"200-{port}")
+        assert (row["info_code"], row["status_code"], row["response_body_len"]) == ("-", "200", "0")
+        assert rec.service == ["http", "smtp"]
+
+
+def test_connect_is_compared_in_any_case_and_over_the_methods_length(tmp_path) -> None:
+    """HTTP_Request: `strncasecmp(method, "CONNECT", method_len)`: a lower-case `connect`
+    and a prefix of the word (`CONNEC`, `c`) set connect_request as CONNECT does, and the
+    services analyzer's tunnel watch reads them alike; `CONNECTS` does not (its reply body
+    then runs until the close). Off HTTP's ports (8240) dpd_http_server's reply attaches
+    HTTP where dpd_http_client does not match."""
+    for port in _PROXY_PORTS:
+        for method in (b"connect", b"CONNEC", b"c"):
+            request = (True, method + b" mx.example:25 HTTP/1.1\r\nHost: mx.example:25\r\n\r\n")
+            where = tmp_path / f"{method.decode()}-{port}"
+            (rec,) = records(where, _dialogue(port, [request, (False, _ESTABLISHED), *_SMTP_TALK]))
+            row = _http_rows(where)[0]
+            assert (row["method"], row["status_code"], row["response_body_len"]) == (method.decode(), "200", "0")
+            assert rec.service == ["http", "smtp"], method
+        request = (True, b"CONNECTS mx.example:25 HTTP/1.1\r\n\r\n")
+        (rec,) = records(tmp_path / f"longer-{port}", _dialogue(port, [request, (False, _ESTABLISHED), *_SMTP_TALK]))
+        row = _http_rows(tmp_path / f"longer-{port}")[0]
+        assert row["response_body_len"] == str(len(_GREETING) + len(_SMTP_TALK[2][1]))
+        assert rec.service == ["http"]
+
+
+def test_a_reply_line_in_lower_case_opens_no_tunnel(tmp_path) -> None:
+    """HTTP_ReplyLine's PrefixMatch takes `HTTP/` in this case only: `http/1.1 200` is not a
+    reply line ("not a http reply line": dpd.zeek takes http out of the service), so no
+    tunnel opens and nothing names the SMTP after it."""
+    for port in _PROXY_PORTS:
+        talk = [_CONNECT_SMTP, (False, b"http/1.1 200 Connection established\r\n\r\n"), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, talk))
+        assert rec.service == []
+
+def test_connect_request_outlives_other_requests_on_a_keep_alive_connection(tmp_path) -> None:
+    """connect_request is the connection's, not a request's: a CONNECT after a GET on a
+    keep-alive connection opens the tunnel at its 200; and with the CONNECT pipelined
+    behind the GET, the GET's own 200 opens it (HTTP.cc sets the flag on the request line
+    and only a reply line clears it), its body going to the tunnel, the CONNECT left
+    unanswered. The services analyzer watches a client's first request only
+    (identifiers.http_tunnel): smtp is not named there (Zeek names it)."""
+    get = b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n"
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    later = [(True, get), (False, ok), _CONNECT_SMTP, (False, _ESTABLISHED), *_SMTP_TALK]
+    pipelined = [(True, get + _CONNECT_SMTP[1]), (False, ok), (False, _ESTABLISHED), *_SMTP_TALK]
+    for port in _PROXY_PORTS:
+        (rec,) = records(tmp_path / f"later-{port}", _dialogue(port, later))
+        rows = _http_rows(tmp_path / f"later-{port}")
+        assert [(r["method"], r["status_code"], r["response_body_len"]) for r in rows] == [
+            ("GET", "200", "2"), ("CONNECT", "200", "0")]
+        assert rec.service == ["http"]
+        (rec,) = records(tmp_path / f"pipelined-{port}", _dialogue(port, pipelined))
+        rows = _http_rows(tmp_path / f"pipelined-{port}")
+        assert [(r["method"], r["status_code"], r["response_body_len"]) for r in rows] == [
+            ("GET", "200", "0"), ("CONNECT", "-", "0")]
+
+
+# -- SOCKS tunnel: SOCKS.cc SOCKS_Analyzer::DeliverStream, a new PIA_TCP --------------------
+
+_SOCKS5_GREETING, _SOCKS5_NO_AUTH = (True, b"\x05\x01\x00"), (False, b"\x05\x00")
+_SOCKS5_REQUEST = (True, b"\x05\x01\x00\x03\x0amx.example\x00\x19")
+
+
+def _socks5_reply(status: int) -> tuple[bool, bytes]:
+    return False, b"\x05" + bytes([status]) + b"\x00\x01\x0a\x00\x00\x02\x00\x19"
+
+
+_SOCKS5 = [_SOCKS5_GREETING, _SOCKS5_NO_AUTH, _SOCKS5_REQUEST, _socks5_reply(0)]
+_SOCKS4 = [(True, b"\x04\x01\x00\x19\x0a\x00\x00\x02user\x00"), (False, b"\x00\x5a\x00\x19\x0a\x00\x00\x02")]
+# 1080: socks/main.zeek's port; 8124: SOCKS attached by socks/dpd.sig.
+_SOCKS_PORTS = (1080, 8124)
+
+
+def test_the_tunnel_after_a_socks_handshake_is_a_new_pia(tmp_path) -> None:
+    """Once the client's request (socks5_request, socks4_request) and the server's reply
+    (socks5_reply, socks4_reply) are parsed, every later chunk goes to a new PIA whose
+    signatures attach analyzers as on a new stream: SMTP's pair, ssh's."""
+    ssh = [(True, b"SSH-2.0-OpenSSH_9.6\r\n"), (False, b"SSH-2.0-OpenSSH_9.0\r\n")]
+    for port in _SOCKS_PORTS:
+        (rec,) = records(tmp_path / f"5-{port}", _dialogue(port, [*_SOCKS5, *_SMTP_TALK]))
+        assert rec.service == ["socks", "smtp"]
+        # SOCKS4 as services.socks reads socks4_reply (docs/zeek-semantics.md, row "SOCKS
+        # tunnel": the stored pac's version byte before the reply is not followed).
+        (rec,) = records(tmp_path / f"4-{port}", _dialogue(port, [*_SOCKS4, *_SMTP_TALK]))
+        assert rec.service == ["socks", "smtp"]
+        (rec,) = records(tmp_path / f"ssh-{port}", _dialogue(port, [*_SOCKS5, *ssh]))
+        assert rec.service == ["socks", "ssh"]
+        # SSL too: TLS's hand-over watch (identifiers.tls.STARTTLS) reads the same rule.
+        tls = [(True, client_hello_record("mx.example")),
+               (False, record(22, handshake(2, server_hello_body(0x0303, 0xC02F, None)), 0x0303))]
+        (rec,) = records(tmp_path / f"tls-{port}", _dialogue(port, [*_SOCKS5, *tls]))
+        assert rec.service == ["socks", "ssl"] and rec.server_name == "mx.example"
+    # Username/password (RFC 1929) before the request; on 1080 only: dpd_socks5_server does
+    # not match the server's choice of it (`\x05\x02`).
+    auth = [(True, b"\x05\x01\x02"), (False, b"\x05\x02"), (True, b"\x01\x04user\x04pass"), (False, b"\x01\x00"),
+            _SOCKS5_REQUEST, _socks5_reply(0)]
+    (rec,) = records(tmp_path / "userpass", _dialogue(1080, [*auth, *_SMTP_TALK]))
+    assert rec.service == ["socks", "smtp"]
+
+
+def test_the_socks_tunnel_opens_whatever_the_replys_status(tmp_path) -> None:
+    """EndpointDone(false) comes with every parsed reply (socks-analyzer.pac socks5_reply):
+    a refusal (5, connection refused) too."""
+    for port in _SOCKS_PORTS:
+        talk = [_SOCKS5_GREETING, _SOCKS5_NO_AUTH, _SOCKS5_REQUEST, _socks5_reply(5), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, talk))
+        assert rec.service == ["socks", "smtp"]
+
+
+def test_the_socks_tunnel_starts_at_the_chunk_after_the_handshake(tmp_path) -> None:
+    """SOCKS.cc forwards whole chunks once both endpoints are done: the bytes after the
+    reply in its own segment went to the SOCKS parser, so a greeting there is not the
+    tunnel's first (dpd_smtp_server's 220 is not at its start: no smtp); nor is anything
+    without a valid request first (socks5_request refuses a reserved byte other than 0)."""
+    for port in _SOCKS_PORTS:
+        same_segment = [*_SOCKS5[:3], (False, _socks5_reply(0)[1] + _GREETING), *_SMTP_TALK[1:]]
+        (rec,) = records(tmp_path / f"same-{port}", _dialogue(port, same_segment))
+        assert rec.service == ["socks"]
+        bad_request = (True, b"\x05\x01\x01\x03\x0amx.example\x00\x19")
+        talk = [_SOCKS5_GREETING, _SOCKS5_NO_AUTH, bad_request, _socks5_reply(0), *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"reserved-{port}", _dialogue(port, talk))
+        assert rec.service == ["socks"]
 
 
 def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:

@@ -95,6 +95,7 @@ from pcapexfil.identifiers.http import (
     KernelSide,
     parse_headers,
 )
+from pcapexfil.identifiers.http_tunnel import CONNECT_METHOD
 from pcapexfil.jit import njit
 from pcapexfil.services.base import IGNORE_VIOLATIONS_AFTER
 
@@ -113,11 +114,12 @@ K_LEFT = 5  # left to Python (HE_LEFT written): the kernel reads no more of it
 K_TRANS = 6  # + side: the depth of the transaction whose body the side reads (0: none)
 K_HEAD_START = 8  # + side: the head buffer holds heads[side, start:len]
 K_HEAD_LEN = 10  # + side
-N_STATE = 12
+K_CONNECT = 12  # HttpAnalyzer's connect_request (HTTP.cc's): 0 or 1
+N_STATE = 13
 UNDECIDED = -1
 
 # The kind of a transaction waiting for its response (pending[depth % PENDING_MAX]).
-T_HEAD, T_CONNECT, T_09 = 1, 2, 4
+T_HEAD, T_09 = 1, 2
 PENDING_MAX = 16
 # Python trims its list of transactions at MAX_TRANSACTIONS (HttpAnalyzer._trim): a
 # connection with this many requests goes to Python before it gets there.
@@ -242,7 +244,7 @@ def _is_word(src, start, end, word):
 
 
 _HEAD_WORD = np.frombuffer(b"HEAD", np.uint8).copy()
-_CONNECT_WORD = np.frombuffer(b"CONNECT", np.uint8).copy()
+_CONNECT_WORD = np.frombuffer(CONNECT_METHOD, np.uint8).copy()
 # identifiers.http._KNOWN_09, NUL-padded rows: the methods an HTTP/0.9 first line may have.
 _KNOWN_09 = np.zeros((3, 4), np.uint8)
 for _row, _word in enumerate((b"GET", b"HEAD", b"POST")):
@@ -263,6 +265,20 @@ def _known_09(src, start, end):
             if same:
                 return True
     return False
+
+
+@njit(cache=True, _nrt=False)
+def _connect_method(src, start, end):
+    """identifiers.http_tunnel.connect_method on src[start:end]: CONNECT or a non-empty
+    prefix of it, in any case (HTTP.cc HTTP_Request's strncasecmp)."""
+    n = end - start
+    if n == 0 or n > len(_CONNECT_WORD):
+        return False
+    for i in range(n):
+        byte = src[start + i]
+        if (byte - 32 if 0x61 <= byte <= 0x7A else byte) != _CONNECT_WORD[i]:
+            return False
+    return True
 
 
 @njit(cache=True, _nrt=False)
@@ -426,8 +442,8 @@ def _requests(state, sides, pending, lines_out, fields, events, arena, out_n, si
         kind = 0 if has_version else T_09
         if _is_word(buf, fs, method_end, _HEAD_WORD):
             kind |= T_HEAD
-        elif _is_word(buf, fs, method_end, _CONNECT_WORD):
-            kind |= T_CONNECT
+        elif has_version and _connect_method(buf, fs, method_end):
+            state[K_CONNECT] = 1  # HTTP.cc HTTP_Request (not after HTTP/0.9: HttpAnalyzer._requests)
         pending[depth % PENDING_MAX] = kind
         state[K_REQUESTS] = depth
         if not has_version:
@@ -494,6 +510,8 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
     if _persistent(buf, fs + 5, version_end):
         state[K_KEEP_ALIVE] = 1
     depth = state[K_NEXT_RESP] + 1
+    if code != 200:
+        state[K_CONNECT] = 0  # HTTP.cc DeliverStream, EXPECT_REPLY_LINE
     if 100 <= code < 200 and code != 101:
         k = _status_event(events, arena, out_n, HE_INFO, depth, code, buf, r_start, r_end)
         return (FED if k >= 0 else NO_ROOM), head_end, True
@@ -504,7 +522,7 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
         return NO_ROOM, head_end, True
     state[K_NEXT_RESP] = depth
     kind = pending[depth % PENDING_MAX]
-    tunnel = code == 101 or ((kind & T_CONNECT) != 0 and 200 <= code < 300)
+    tunnel = code == 101 or state[K_CONNECT] == 1  # a 200's head ends while connect_request is set
     if (kind & T_HEAD) != 0 or code == 204 or code == 304 or tunnel:
         if not _done(state, sides, events, out_n, depth):
             return NO_ROOM, head_end, True
@@ -798,4 +816,4 @@ def resume(analyzer: HttpAnalyzer, conn: ConnView, state: np.ndarray, sides: np.
         kept.append((_STATE_NAMES[code], int(row[S_REMAINING]), bool(row[S_LINE_MODE]), _tail(row), buf,
                      int(state[K_TRANS + side])))
     is_http = None if state[K_IS_HTTP] == UNDECIDED else bool(state[K_IS_HTTP])
-    analyzer.kernel_resume(conn, is_http, bool(state[K_KEEP_ALIVE]), (kept[0], kept[1]))
+    analyzer.kernel_resume(conn, is_http, bool(state[K_KEEP_ALIVE]), bool(state[K_CONNECT]), (kept[0], kept[1]))

@@ -6,8 +6,9 @@ byte, or `HTTP/d` at the server's), the buffer then replayed.
 Both directions are parsed incrementally from the reassembled stream: header blocks are
 buffered (bounded), bodies are only counted (Content-Length, chunked, or until close), so a
 long download costs one subtraction per segment. Responses pair with requests in order
-(pipelining), 1xx responses are interim, and after a successful CONNECT or a 101 upgrade
-the rest of the connection is not HTTP.
+(pipelining), 1xx responses are interim, and after a CONNECT tunnel opens (HTTP.cc's
+`connect_request` rule: identifiers.http_tunnel) or a 101 upgrade the rest of the
+connection is not HTTP.
 
 http.log's `host` column keeps the Host header as sent (Zeek's does, `:port` included); the
 connection record's `http_host`, the identifier, is the first request's Host without its
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pcapexfil.flow.ports import registered_ports
-from pcapexfil.identifiers.http_tunnel import blank_lines_end, head_end
+from pcapexfil.identifiers.http_tunnel import blank_lines_end, connect_method, head_end
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
@@ -312,7 +313,7 @@ def dpd_signature(orig: bytes, resp: bytes) -> Verdict:
 
 class _HttpConn:
     __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached",
-                 "in_kernel")
+                 "in_kernel", "connect_request")
 
     def __init__(self, attached: bool | None) -> None:
         # The analyzer is attached by the responder port (analyzer::Manager::
@@ -329,6 +330,9 @@ class _HttpConn:
         # HTTP_Analyzer's keep_alive: a version above 1.0 either way, or the client's
         # `Connection: keep-alive`; with it, requests are expected after the first.
         self.keep_alive = False
+        # HTTP_Analyzer's connect_request: set by a CONNECT request, cleared by a reply
+        # line whose code is not 200; a reply head ending while it is set opens the tunnel.
+        self.connect_request = False
         self.in_kernel = False  # the fast engine's kernel reads the bytes (the kernel_* methods)
 
 
@@ -549,6 +553,11 @@ class HttpAnalyzer:
             if version is None:
                 side.state = "off"  # HTTP/0.9: one request, the response runs until close
                 return
+            if connect_method(method):
+                # HTTP.cc HTTP_Analyzer::HTTP_Request: strncasecmp over the method's length.
+                # (After an HTTP/0.9 request, above, HTTP.cc reads every reply raw: none
+                # opens a tunnel, so such a CONNECT is not marked.)
+                st.connect_request = True
             self._start_body(side, t, headers, is_request=True)
 
     def _transaction(self, conn: ConnView, st: _HttpConn, ts: float, method: bytes, uri: bytes,
@@ -715,15 +724,18 @@ class HttpAnalyzer:
                     st.keep_alive = True
                 msg = reason_text(m.group(3))
                 headers = parse_headers(header_lines)
+                if code != 200:
+                    st.connect_request = False  # HTTP.cc DeliverStream, EXPECT_REPLY_LINE
                 if 100 <= code < 200 and code != 101:
                     t.info_code, t.info_msg = code, msg
                 else:
                     t.status_code, t.status_msg = code, msg
                     t.resp_version = _text(m.group(1))
                     st.next_resp += 1
-                    method = t.method.upper()
-                    tunnel = code == 101 or (method == "CONNECT" and 200 <= code < 300)
-                    no_body = method == "HEAD" or code in (204, 304) or tunnel
+                    # HTTP.cc DeliverStream, EXPECT_REPLY_MESSAGE: the head of a 200 ends
+                    # while connect_request is set (whichever request it answers).
+                    tunnel = code == 101 or st.connect_request
+                    no_body = t.method.upper() == "HEAD" or code in (204, 304) or tunnel
                     if no_body:
                         t.complete = True
                         self._log(conn, t)
@@ -849,12 +861,12 @@ class HttpAnalyzer:
     def kernel_stop(self, conn: ConnView) -> None:
         self._give_up(conn, self._state(conn))
 
-    def kernel_resume(self, conn: ConnView, is_http: bool | None, keep_alive: bool,
+    def kernel_resume(self, conn: ConnView, is_http: bool | None, keep_alive: bool, connect_request: bool,
                       sides: tuple[KernelSide, KernelSide]) -> None:
         """The kernel leaves the connection to Python: from its state the byte-reading
         methods go on where it stopped (client side first)."""
         st = self._state(conn)
-        st.is_http, st.keep_alive, st.in_kernel = is_http, keep_alive, False
+        st.is_http, st.keep_alive, st.connect_request, st.in_kernel = is_http, keep_alive, connect_request, False
         for side, (state, remaining, line_mode, tail, buf, depth) in zip((st.orig, st.resp), sides):
             side.state, side.remaining, side.line_mode, side.tail = state, remaining, line_mode, tail
             side.buf = bytearray(buf)

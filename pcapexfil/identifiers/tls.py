@@ -8,8 +8,8 @@ The analyzer reads a connection only where Zeek attaches its SSL analyzer:
    `requires-reverse-signature`), with the PIA's buffer then replayed (PIA_TCP::
    ActivateAnalyzer, ReplayStreamBuffer), as identifiers/http.py does for HTTP;
 3. after the STARTTLS hand-over of an analyzer attached to the connection (`STARTTLS`:
-   SMTP, FTP, IMAP, POP3, XMPP, IRC, LDAP, MySQL, PostgreSQL, RDP, and HTTP's CONNECT tunnel): the
-   SSL analyzer gets the stream from the next chunk of each direction on.
+   SMTP, FTP, IMAP, POP3, XMPP, IRC, LDAP, MySQL, PostgreSQL, RDP, SOCKS's tunnel and HTTP's
+   CONNECT tunnel): the SSL analyzer gets the stream from the next chunk of each direction on.
 The client's ClientHello must then start the stream the analyzer gets: plaintext before it
 is what SSL's binpac rejects (ssl.pac, determine_ssl_record_layer: "Invalid version in
 TLS connection" and SetSkip), so it is never searched for past a prefix.
@@ -39,14 +39,14 @@ import dpkt.ssl_ciphersuites
 
 from pcapexfil.flow.ports import registered_ports
 from pcapexfil.identifiers.http import HTTP_PORTS, dpd_signature
-from pcapexfil.identifiers.http_tunnel import CONNECT, http_connect_tunnel
+from pcapexfil.identifiers.http_tunnel import CONNECT_REQUEST_MAX, http_connect_tunnel
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
     CONNECT_ANCHORS, ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp,
-    xmpp,
+    socks, xmpp,
 )
 from pcapexfil.services.base import (
     AnchorGate,
@@ -160,8 +160,9 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(postgresql.RECOGNISER, postgresql.starttls),  # postgresql_zeek.spicy, MaybeBackendSSL
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
+    recognised(socks.RECOGNISER, socks.tunnel),  # SOCKS.cc DeliverStream: both endpoints done, a new PIA
     StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT (identifiers.http_tunnel)
-             handover_anchors=CONNECT_ANCHORS, refused_unanchored_after=len(CONNECT),
+             handover_anchors=CONNECT_ANCHORS, refused_unanchored_after=CONNECT_REQUEST_MAX,
              # http/dpd.sig: a method after blanks (each begins with a capital), or a reply.
              signature_anchors=Anchors(orig=Marks(start=rb"[ \t\n\r\x0b\x0c]*[A-Z]"), resp=Marks(start=rb"HTTP/"))),
 )

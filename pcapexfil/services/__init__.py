@@ -9,9 +9,10 @@ each direction) and appends the name of each that confirms; it lets the stream g
 as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
 while dpd.zeek still acts on a violation: one there takes its name out of `service` again
-(`base.analyzer_violation`). After an HTTP CONNECT answered 200, the tunnel's bytes are a
-new PIA's, whose signatures attach recognisers as on any other stream start
-(identifiers.http_tunnel). TLS, HTTP and DNS name themselves in their identifier analyzers
+(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (identifiers.http_tunnel)
+and after a recogniser's handshake that hands the stream over (`Recogniser.tunnel`: SOCKS),
+the tunnel's bytes are a new PIA's, whose signatures attach recognisers as on any other
+stream start. TLS, HTTP and DNS name themselves in their identifier analyzers
 (pcapexfil.identifiers); HTTP and DNS apply their violations there through the same helper.
 """
 
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
 from pcapexfil.hooks import AnalyzerContext, ConnView
-from pcapexfil.identifiers.http_tunnel import CONNECT, http_connect_tunnel, reply_head_end
+from pcapexfil.identifiers.http_tunnel import CONNECT_REQUEST, CONNECT_REQUEST_MAX, http_connect_tunnel, reply_head_end
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
@@ -119,13 +120,13 @@ _TUNNEL_PENDING: tuple[Pending, ...] = tuple(
 )
 _TUNNEL_GATE = anchor_gate(rec.anchors for rec, _, _ in _TUNNEL_PENDING)
 # The client's first bytes wherever a CONNECT tunnel can open (`http_connect_tunnel`).
-CONNECT_ANCHORS = Anchors(orig=Marks(start=CONNECT))
+CONNECT_ANCHORS = Anchors(orig=Marks(start=CONNECT_REQUEST))
 _CONNECT_GATE = AnchorGate([CONNECT_ANCHORS])
 
 
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
-                 "gate", "connect", "tunnel", "pia")
+                 "gate", "connect", "tunnel", "pia", "opener")
 
     def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None, connect: bool | None = False) -> None:
         self.pending: Sequence[Pending] = pending
@@ -140,10 +141,13 @@ class _State:
         self.resp = b""
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
         # TCP: whether an HTTP CONNECT tunnel opened (None: not known yet), and then the
-        # recognisers its PIA runs, on the tunnel's bytes (`ServiceAnalyzer._tunnel`).
+        # recognisers a tunnel's PIA runs (CONNECT's or an `opener`'s), on the tunnel's
+        # bytes (`ServiceAnalyzer._tunnel`).
         self.connect = connect
         self.tunnel: _State | None = None
         self.pia: PiaBuffer | None = None  # a tunnel's own PIA (the stream's is `TcpStreams.pia`)
+        # TCP: a confirmed recogniser whose `tunnel` is still undecided (SOCKS).
+        self.opener: Recogniser | None = None
 
 
 def _keep(st: _State, is_orig: bool, data: bytes) -> None:
@@ -163,14 +167,14 @@ def _keep(st: _State, is_orig: bool, data: bytes) -> None:
 def _reading(st: _State) -> bool:
     """Whether more stream bytes can still change what the analyzer writes."""
     tunnel = st.tunnel
-    return bool(st.pending or st.watching or st.connect is None
+    return bool(st.pending or st.watching or st.connect is None or st.opener is not None
                 or (tunnel is not None and (tunnel.pending or tunnel.watching)))
 
 
 def _wants(st: _State, is_orig: bool) -> bool:
     """Whether more bytes of one direction can: a recogniser reads up to MAX_BYTES of each
-    (violations further), the CONNECT watch both directions while undecided."""
-    if st.watching or st.connect is None:
+    (violations further), the tunnel watches both directions while undecided."""
+    if st.watching or st.connect is None or st.opener is not None:
         return True
     if st.pending and len(st.orig if is_orig else st.resp) < MAX_BYTES:
         return True
@@ -215,12 +219,12 @@ class ServiceAnalyzer:
         """While `waiting_gate` is clean and the PIA matches, `on_packet` only keeps bytes
         (nor can a CONNECT tunnel open); where it stops matching, `_decide` rejects every
         signature, the checks tried without one reject an originator's window of their
-        `rejects_unanchored_after`, and the CONNECT watch one of len(CONNECT) bytes."""
+        `rejects_unanchored_after`, and the CONNECT watch one of CONNECT_REQUEST_MAX bytes."""
         gate = waiting_gate(resp_p)
         if gate is None:
             return None
         done = largest_need([*(rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
-                               if not via_signature), len(CONNECT)])
+                               if not via_signature), CONNECT_REQUEST_MAX])
         return PiaWait((gate, _CONNECT_GATE), done_after_orig=done)
 
     def pia_released(self, conn: ConnView) -> None:
@@ -266,6 +270,8 @@ class ServiceAnalyzer:
             self._watch_connect(conn, st, is_orig, data, chunk_at, size)
         elif st.tunnel is not None:
             self._tunnel(conn, st.tunnel, is_orig, data, size)
+        elif st.opener is not None:
+            self._watch_opener(st)
         if not _reading(st):
             s.release(NAME)
         elif not _wants(st, is_orig):
@@ -289,8 +295,10 @@ class ServiceAnalyzer:
                        size: int) -> None:
         """The CONNECT watch on the first bytes of each direction (`http_connect_tunnel`; a
         client's first bytes "CONNECT " are dpd_http_client's, so HTTP is attached on any
-        port). Where the tunnel opens, a new PIA and its recognisers read its bytes: the
-        rest of this, the server's, chunk, and every chunk after it."""
+        port; after another case or a prefix of the method, the reply that opens a tunnel
+        is dpd_http_server's in every usual case: identifiers.http_tunnel). Where the tunnel
+        opens, a new PIA and its recognisers read its bytes: the rest of this, the
+        server's, chunk, and every chunk after it."""
         opened = http_connect_tunnel(st.orig, st.resp)
         if opened is None:
             if len(st.resp) >= MAX_BYTES:
@@ -308,10 +316,25 @@ class ServiceAnalyzer:
         if rest:
             self._tunnel(conn, tunnel, False, rest, size)
 
+    @staticmethod
+    def _watch_opener(st: _State) -> None:
+        """A confirmed recogniser's hand-over (`Recogniser.tunnel`, SOCKS.cc
+        SOCKS_Analyzer::DeliverStream): once both endpoints are done, a new PIA and its
+        recognisers read every chunk after this one, as after a CONNECT."""
+        assert st.opener is not None and st.opener.tunnel is not None
+        opened = st.opener.tunnel(st.orig, st.resp)
+        if opened is None and len(st.orig) < MAX_BYTES and len(st.resp) < MAX_BYTES:
+            return
+        st.opener = None
+        if opened:
+            st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
+            st.tunnel.pia = PiaBuffer()
+
     def _tunnel(self, conn: ConnView, tunnel: _State, is_orig: bool, data: bytes, size: int) -> None:
-        """A chunk of the CONNECT tunnel: its PIA matches it as HTTP.cc's PIA_TCP does
-        (PIA_TCP::DeliverStream, its own DPD_BUFFER_SIZE and DPD_MAX_PACKETS), the tunnel's
-        recognisers read it; a violation counts the connection's `size`, as dpd.zeek does."""
+        """A chunk of the tunnel (CONNECT's, SOCKS's): its PIA matches it as the PIA_TCP that
+        HTTP.cc or SOCKS.cc adds does (PIA_TCP::DeliverStream, its own DPD_BUFFER_SIZE and
+        DPD_MAX_PACKETS), the tunnel's recognisers read it; a violation counts the
+        connection's `size`, as dpd.zeek does."""
         if not (tunnel.pending or tunnel.watching):
             return
         _keep(tunnel, is_orig, data)
@@ -391,6 +414,8 @@ class ServiceAnalyzer:
                 if acting and rec.violation is not None and conn.proto == PROTO_TCP:
                     st.watching.append(rec)
                     self._limit(conn, st, rec)
+                if rec.tunnel is not None and st.pia is None and st.tunnel is None:
+                    st.opener = rec  # the connection's own stream: tunnels in a tunnel are not modelled
             elif verdict is Verdict.MORE:
                 left.append((rec, False, None))
         st.pending = left

@@ -129,6 +129,11 @@ class Recogniser:
     # the originator's bytes, holding none of `anchors`, are at least this long (None: it
     # may wait longer). Lets the kernel end the PIA's wait itself (`PiaWait`).
     rejects_unanchored_after: int | None = None
+    # TCP: where the analyzer hands the rest of the connection to a new PIA after its
+    # handshake (SOCKS.cc), on the first bytes of each direction: True from the chunk that
+    # completed it (the chunks after it are the tunnel's), False where it never will,
+    # None until then. Asked from the recogniser's confirmation on.
+    tunnel: Callable[[bytes, bytes], bool | None] | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return analyzer_ports(self.name)

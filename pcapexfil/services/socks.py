@@ -11,6 +11,19 @@ another address type is a violation, and so is a first byte other than 4 or 5
 any port for a SOCKS4 request answered by `\\x00[\\x5a-\\x5d]` or a SOCKS5 greeting answered by
 `\\x05` and a method (`requires-reverse-signature`); modelled (the reversed SOCKS4 pair
 too, for captures that saw the server first).
+
+After the handshake the rest of the connection is a tunnel whose bytes a new PIA reads
+(`tunnel`, the services analyzer's and TLS's hand-over): SOCKS.cc SOCKS_Analyzer::
+DeliverStream, once both endpoints are done (EndpointDone: socks4_request / socks5_request
+for the client, socks4_reply / socks5_reply for the server, whatever the reply's status),
+adds a PIA_TCP and forwards it every later chunk of either direction, from the chunk after
+the one that completed the handshake on; that chunk's rest, and a direction's chunks while
+the other is not done yet, went to the SOCKS parser. Where that differs: Zeek's SOCKS flow
+is a datagram one (socks.pac: each chunk parsed as one message from its first byte), while
+pcapexfil reads each direction as a stream, as `check` does, so a message split over two
+chunks or two in one chunk (a client that sends its request without waiting for the
+method reply) are taken as the usual one-message chunks; a SOCKS5 method other than none
+and username/password opens no tunnel (its sub-negotiation is not modelled).
 """
 
 from __future__ import annotations
@@ -43,6 +56,11 @@ _SIG_V5_CLIENT = re.compile(rb"\x05.[\x00\x01\x02]", re.DOTALL)
 _SIG_V5_SERVER = re.compile(rb"\x05(\x00|\x01[\x00\x01\x02])")
 SIG_V4_NEED = 2 + 32 + 1
 SIG_V5_NEED = 3
+V4_ADDR_AT = 4  # SOCKS4_Request: version, command, port, then the IPv4 address
+V4_REQUEST_FIXED = 8  # ... up to the user
+V4A_MAX_ADDR = 0xFF  # SOCKS4_Request's v4a: an address up to 0.0.0.255 is followed by a name
+USERPASS_VERSION = 1  # SOCKS5_Auth_Request_UserPass: only version 1 is parsed (v1)
+V5_COMMANDS = range(1, 4)  # socks5_request: a command of 0 or above 3 is a violation (SetSkip)
 
 
 def _v5_reply(data: bytes) -> bool | None:
@@ -61,16 +79,77 @@ def _v5_reply(data: bytes) -> bool | None:
         return None
     if data[pos] != V5:
         return False
-    atyp = data[pos + 3]
+    return _v5_address_complete(data, pos + 3)  # after version, reply code, reserved
+
+
+def _until_nul(data: bytes, pos: int) -> int | None:
+    """Where a NUL-terminated field starting at `pos` ends (after its NUL), None while
+    incomplete (binpac's `uint8[] &until($element == 0)`)."""
+    nul = data.find(b"\x00", pos)
+    return None if nul < 0 else nul + 1
+
+
+def _v5_address_complete(data: bytes, pos: int) -> bool | None:
+    """Whether a SOCKS5_Address at `pos` and the port after it are all there (None: not
+    yet); False for an address type socks5_request / socks5_reply refuse (a violation, no
+    EndpointDone)."""
+    if len(data) <= pos:
+        return None
+    atyp = data[pos]
     if atyp == ADDR_NAME:
-        if len(data) < pos + 5:
+        if len(data) <= pos + 1:
             return None
-        need = pos + 5 + data[pos + 4] + PORT_LEN
+        end = pos + 2 + data[pos + 1] + PORT_LEN
     elif atyp in ADDR_LEN:
-        need = pos + 4 + ADDR_LEN[atyp] + PORT_LEN
+        end = pos + 1 + ADDR_LEN[atyp] + PORT_LEN
     else:
         return False
-    return True if len(data) >= need else None
+    return True if len(data) >= end else None
+
+
+def _request_done(orig: bytes, method: int) -> bool | None:
+    """socks4_request / socks5_request on the client's stream (`method`: the one the
+    server's negotiation reply chose, SOCKS5): True once the request is parsed and valid
+    (EndpointDone(true)), False where it never will be, None while incomplete."""
+    if orig[0] == V4:
+        if len(orig) < V4_REQUEST_FIXED:
+            return None
+        end = _until_nul(orig, V4_REQUEST_FIXED)
+        if end is not None and int.from_bytes(orig[V4_ADDR_AT:V4_REQUEST_FIXED], "big") <= V4A_MAX_ADDR:
+            end = _until_nul(orig, end)
+        return None if end is None else True
+    if len(orig) < 2:
+        return None
+    pos = 2 + orig[1]  # the negotiation request: version, method count, methods
+    if method == METHOD_USERPASS:
+        if len(orig) <= pos:
+            return None
+        if orig[pos] != USERPASS_VERSION:
+            return False  # an unsupported sub-negotiation, not modelled
+        if len(orig) <= pos + 1:
+            return None
+        pos += 2 + orig[pos + 1]  # version, ulen, username
+        if len(orig) <= pos:
+            return None
+        pos += 1 + orig[pos]  # plen, password
+    if len(orig) < pos + 3:
+        return None
+    if orig[pos] != V5 or orig[pos + 2] != 0 or orig[pos + 1] not in V5_COMMANDS:
+        return False  # another version, or socks5_request's violations on reserved and command
+    return _v5_address_complete(orig, pos + 3)
+
+
+def tunnel(orig: bytes, resp: bytes) -> bool | None:
+    """Whether SOCKS.cc hands the rest of the connection to a new PIA on these first bytes
+    of each direction: True from the chunk that completed both endpoints' handshakes (the
+    tunnel is the chunks after it), False where it never will, None until then."""
+    server = check(orig, resp)
+    if server is Verdict.REJECT:
+        return False
+    if server is not Verdict.CONFIRM:
+        return None  # the reply comes after the request: the client's is read with it
+    client = _request_done(orig, resp[1])
+    return None if client is None else client
 
 
 def check(orig: bytes, resp: bytes) -> Verdict:
@@ -105,4 +184,4 @@ signature = reverse_signatures(_signature_pairs)
 # a SOCKS5 greeting.
 _ORIG_START = Marks(start=rb"(?s:\x04[\x01\x02]|\x00[\x5a-\x5d]|\x05.[\x00-\x02])")
 RECOGNISER = Recogniser("socks", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
-                        anchors=Anchors(orig=_ORIG_START))
+                        anchors=Anchors(orig=_ORIG_START), tunnel=tunnel)
