@@ -46,6 +46,7 @@ from pcapexfil.fast.batch import KIND_FAST, KIND_FOREIGN, addr_to_halves
 from pcapexfil.flow.uid import ConnUids, run_seed
 from pcapexfil.hooks import RecordSink
 from pcapexfil.identifiers.dns import NameTable
+from pcapexfil.jit import njit
 from pcapexfil.logs.conn import CONN_FIELDS, conn_values
 from pcapexfil.logs.zeek import Field, ZeekLogWriter
 from pcapexfil.order import Epochs, OrderedLog, RecordItem, RowItem
@@ -60,31 +61,46 @@ _M64 = (1 << 64) - 1
 _C1, _C2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
-def _mix(x: Any) -> Any:
-    """splitmix64's finaliser, on Python ints (masked) or numpy uint64 arrays (wrapping)."""
-    if isinstance(x, int):
-        x = ((x ^ (x >> 30)) * _C1) & _M64
-        x = ((x ^ (x >> 27)) * _C2) & _M64
-        return x ^ (x >> 31)
+def _mix(x: int) -> int:
+    """splitmix64's finaliser, on Python ints (masked to 64 bits)."""
+    x = ((x ^ (x >> 30)) * _C1) & _M64
+    x = ((x ^ (x >> 27)) * _C2) & _M64
+    return x ^ (x >> 31)
+
+
+def _endpoint(hi: int, lo: int, port: int) -> int:
+    return _mix(hi ^ _mix(lo ^ port))
+
+
+@njit(cache=True, inline="always")
+def _mix_u64(x):
+    """`_mix` on a uint64 in a kernel (its arithmetic wraps at 64 bits)."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(_C1)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(_C2)
     return x ^ (x >> np.uint64(31))
 
 
-def _endpoint(hi: Any, lo: Any, port: Any) -> Any:
-    return _mix(hi ^ _mix(lo ^ port))
+@njit(cache=True)
+def _flow_hash_rows(proto, sport, dport, src_hi, src_lo, dst_hi, dst_lo, out):
+    """`flow_hashes`' loop: one pass over the batch (every worker hashes every row of the
+    capture, so this is part of what each one repeats)."""
+    for i in range(out.shape[0]):
+        p = np.uint64(proto[i])
+        ported = proto[i] == PROTO_TCP or proto[i] == PROTO_UDP
+        a_port = np.uint64(sport[i]) if ported else np.uint64(0)
+        b_port = np.uint64(dport[i]) if ported else np.uint64(0)
+        a = _mix_u64(np.uint64(src_hi[i]) ^ _mix_u64(np.uint64(src_lo[i]) ^ a_port))
+        b = _mix_u64(np.uint64(dst_hi[i]) ^ _mix_u64(np.uint64(dst_lo[i]) ^ b_port))
+        out[i] = _mix_u64(a + b + p)
 
 
 def flow_hashes(rows: np.ndarray) -> np.ndarray:
     """The flow hash of each batch row: the same for both directions (the endpoints' hashes
     are added), ports only for TCP and UDP (ICMP types pair up differently per direction)."""
-    proto = rows["proto"].astype(np.uint64)
-    ported = (rows["proto"] == PROTO_TCP) | (rows["proto"] == PROTO_UDP)
-    sport = np.where(ported, rows["sport"], 0).astype(np.uint64)
-    dport = np.where(ported, rows["dport"], 0).astype(np.uint64)
-    a = _endpoint(rows["src_hi"], rows["src_lo"], sport)
-    b = _endpoint(rows["dst_hi"], rows["dst_lo"], dport)
-    return _mix(a + b + proto)
+    out = np.empty(len(rows), np.uint64)
+    _flow_hash_rows(rows["proto"], rows["sport"], rows["dport"], rows["src_hi"], rows["src_lo"], rows["dst_hi"],
+                    rows["dst_lo"], out)
+    return out
 
 
 @lru_cache(maxsize=1 << 16)
@@ -97,7 +113,7 @@ def flow_hash(proto: int, a_h: str, a_p: int, b_h: str, b_p: int) -> int:
     if proto not in (PROTO_TCP, PROTO_UDP):
         a_p = b_p = 0
     (ahi, alo), (bhi, blo) = _halves(a_h), _halves(b_h)
-    return int(_mix((_endpoint(ahi, alo, a_p) + _endpoint(bhi, blo, b_p) + proto) & _M64))
+    return _mix((_endpoint(ahi, alo, a_p) + _endpoint(bhi, blo, b_p) + proto) & _M64)
 
 
 class _Done(Progress):
