@@ -592,6 +592,69 @@ def test_connect_request_outlives_other_requests_on_a_keep_alive_connection(tmp_
             ("GET", "200", "0"), ("CONNECT", "-", "0")]
 
 
+# -- HTTP inside a CONNECT tunnel: the tunnel's PIA attaches a second HTTP_Analyzer --------
+
+_TUNNEL_GET = (True, b"GET /inner HTTP/1.1\r\nHost: inner.example:8080\r\n\r\n")
+_TUNNEL_OK = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+_TUNNEL_GET_2 = (True, b"GET /two HTTP/1.1\r\nHost: second.example\r\n\r\n")
+_TUNNEL_404 = (False, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+_CONNECT_WEB = (True, b"CONNECT www.example:80 HTTP/1.1\r\nHost: www.example:80\r\n\r\n")
+
+
+def _tunnel_rows(tmp_path) -> list[tuple[str, ...]]:
+    """http.log's rows, each with whether its uid is the one connection's of conn.log."""
+    (conn,) = read_zeek_log(str(tmp_path / "reference" / "conn.log")).rows
+    return [(r["uid"] == conn["uid"], r["trans_depth"], r["method"], r["host"], r["uri"], r["status_code"], r["response_body_len"])
+            for r in _http_rows(tmp_path)]
+
+
+def test_http_inside_an_http_connect_tunnel_is_a_second_http_analyzer(tmp_path) -> None:
+    """After a 200 to CONNECT the tunnel's PIA attaches HTTP by http/dpd.sig (HTTP.cc
+    DeliverStream, PIA_TCP::ActivateAnalyzer): a new HTTP_Analyzer whose requests are
+    logged with the connection's uid; http/main.zeek's c$http_state is the connection's,
+    so their trans_depth goes on from the CONNECT's (2, 3). The service stays `http`; the
+    record's http_host is the first row's Host (the CONNECT's, written at its 200)."""
+    talk = [_CONNECT_WEB, (False, _ESTABLISHED), _TUNNEL_GET, _TUNNEL_OK, _TUNNEL_GET_2, _TUNNEL_404]
+    for port in _PROXY_PORTS:
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, talk))
+        assert _tunnel_rows(tmp_path / f"{port}") == [
+            (True, "1", "CONNECT", "www.example:80", "www.example:80", "200", "0"),
+            (True, "2", "GET", "inner.example:8080", "/inner", "200", "2"),
+            (True, "3", "GET", "second.example", "/two", "404", "0")]
+        assert rec.service == ["http"]
+        assert rec.http_host == "www.example"
+
+
+def test_a_connect_without_host_names_the_connection_by_the_tunnels_request(tmp_path) -> None:
+    """The record's http_host is the first written row's Host (pcapexfil.zeekread reads
+    http.log so): without one on the CONNECT, the tunnel's first request's, port removed."""
+    connect = (True, b"CONNECT www.example:80 HTTP/1.1\r\n\r\n")
+    for port in _PROXY_PORTS:
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, [connect, (False, _ESTABLISHED), _TUNNEL_GET,
+                                                                _TUNNEL_OK]))
+        assert [r[1:4] for r in _tunnel_rows(tmp_path / f"{port}")] == [
+            ("1", "CONNECT", "-"), ("2", "GET", "inner.example:8080")]
+        assert rec.http_host == "inner.example"
+
+
+def test_a_tunnel_whose_bytes_no_http_signature_matches_has_no_http_rows(tmp_path) -> None:
+    """The tunnel's HTTP analyzer is attached by http/dpd.sig only (no port: the PIA builds
+    no analyzer by port): a request line with a method dpd_http_client does not list attaches
+    none, though HTTP_RequestLine would take it; nor do SMTP's or TLS's bytes. The server's
+    `HTTP/<digit>` (dpd_http_server, which enables http on its own: `http.dpd_signature`)
+    attaches it, and the buffered request is replayed to it."""
+    fetch = (True, b"FETCH /x HTTP/1.1\r\nHost: inner.example\r\n\r\n")
+    tls = [(True, client_hello_record("tls.example"))]
+    for port in _PROXY_PORTS:
+        for name, inner in (("method", [fetch]), ("smtp", _SMTP_TALK), ("tls", tls)):
+            (rec,) = records(tmp_path / f"{name}-{port}", _dialogue(port, [_CONNECT_WEB, (False, _ESTABLISHED), *inner]))
+            assert [r[2] for r in _tunnel_rows(tmp_path / f"{name}-{port}")] == ["CONNECT"], name
+            assert rec.http_host == "www.example"
+        (rec,) = records(tmp_path / f"reply-{port}", _dialogue(port, [_CONNECT_WEB, (False, _ESTABLISHED), fetch,
+                                                                      _TUNNEL_OK]))
+        assert [r[1:3] for r in _tunnel_rows(tmp_path / f"reply-{port}")] == [("1", "CONNECT"), ("2", "FETCH")]
+
+
 # -- SOCKS tunnel: SOCKS.cc SOCKS_Analyzer::DeliverStream, a new PIA_TCP --------------------
 
 _SOCKS5_GREETING, _SOCKS5_NO_AUTH = (True, b"\x05\x01\x00"), (False, b"\x05\x00")
