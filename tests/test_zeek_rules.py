@@ -722,6 +722,29 @@ def test_the_socks_tunnel_starts_at_the_chunk_after_the_handshake(tmp_path) -> N
         assert rec.service == ["socks"]
 
 
+def test_http_inside_a_socks_tunnel_is_attached_by_its_signatures(tmp_path) -> None:
+    """The SOCKS tunnel's PIA attaches HTTP by http/dpd.sig (SOCKS.cc DeliverStream, a new
+    PIA_TCP; PIA_TCP::ActivateAnalyzer): its confirmation adds `http` after `socks`, its
+    rows carry the connection's uid with trans_depth from 1 (no HTTP request before on the
+    connection: on 1080, an HTTP port too, the connection's own HTTP analyzer gave up on
+    the handshake), and the first Host names the record. SMTP there: no http rows."""
+    for port in _SOCKS_PORTS:
+        talk = [*_SOCKS5, _TUNNEL_GET, _TUNNEL_OK, _TUNNEL_GET_2, _TUNNEL_404]
+        (rec,) = records(tmp_path / f"5-{port}", _dialogue(port, talk))
+        assert _tunnel_rows(tmp_path / f"5-{port}") == [
+            (True, "1", "GET", "inner.example:8080", "/inner", "200", "2"),
+            (True, "2", "GET", "second.example", "/two", "404", "0")]
+        assert rec.service == ["socks", "http"]
+        assert rec.http_host == "inner.example"
+        (rec,) = records(tmp_path / f"4-{port}", _dialogue(port, [*_SOCKS4, _TUNNEL_GET, _TUNNEL_OK]))
+        assert [r[1:3] for r in _tunnel_rows(tmp_path / f"4-{port}")] == [("1", "GET")]
+        assert rec.service == ["socks", "http"]
+        (rec,) = records(tmp_path / f"smtp-{port}", _dialogue(port, [*_SOCKS5, *_SMTP_TALK]))
+        assert not (tmp_path / f"smtp-{port}" / "reference" / "http.log").exists() or not _http_rows(
+            tmp_path / f"smtp-{port}")
+        assert rec.service == ["socks", "smtp"] and rec.http_host is None
+
+
 def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:
     """One UDP 5-tuple to port 53, the datagrams alternating query (client) and reply."""
     frames = []

@@ -38,6 +38,7 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
+from pcapexfil.services import handed_over
 from pcapexfil.services.base import PiaWait, Verdict, analyzer_violation, either_signature
 
 if TYPE_CHECKING:
@@ -409,6 +410,8 @@ class HttpAnalyzer:
         st: _HttpConn | None = conn.app.get(NAME)
         if st is None or st.in_kernel:
             return
+        if st.done and st.tunnel is None and handed_over(conn):
+            self._open_handed_over(conn, st)
         tunnel = st.tunnel
         if st.done and (tunnel is None or tunnel.done):
             return
@@ -783,10 +786,28 @@ class HttpAnalyzer:
         parsing state, a child of this one), whose events go to the same connection: its
         rows have the connection's uid and their trans_depth goes on from this analyzer's
         requests (http/main.zeek, c$http_state$current_request)."""
-        tunnel = st.tunnel = _HttpConn(None, st.depth_base + st.dropped + len(st.trans))
-        tunnel.pia = PiaBuffer()
+        tunnel = self._new_tunnel(st)
         if rest:
             self._tunnel_chunk(conn, tunnel, False, rest, ts)
+
+    @staticmethod
+    def _open_handed_over(conn: ConnView, st: _HttpConn) -> None:
+        """SOCKS.cc SOCKS_Analyzer::DeliverStream: once both endpoints are done, a new
+        PIA_TCP reads every later chunk (`services.handed_over`: this one on, as the services
+        analyzer runs after this one); its dpd.sig signatures may attach HTTP, a child of
+        SOCKS, as after a CONNECT. The connection's own HTTP analyzer (on 1080, one of
+        http/main.zeek's ports too) gave up on the handshake's bytes: the stream is read again."""
+        HttpAnalyzer._new_tunnel(st)
+        s = streams(conn)
+        if s is not None:
+            s.want(NAME)
+
+    @staticmethod
+    def _new_tunnel(st: _HttpConn) -> _HttpConn:
+        """The HTTP analyzer a tunnel's PIA may attach, with that PIA."""
+        tunnel = st.tunnel = _HttpConn(None, st.depth_base + st.dropped + len(st.trans))
+        tunnel.pia = PiaBuffer()
+        return tunnel
 
     def _tunnel_chunk(self, conn: ConnView, tunnel: _HttpConn, is_orig: bool, data: bytes, ts: float) -> None:
         """A chunk of the tunnel: its PIA keeps it (PIA_TCP::DeliverStream) until a signature
@@ -904,7 +925,10 @@ class HttpAnalyzer:
             self._give_up(conn, st)
 
     def kernel_stop(self, conn: ConnView) -> None:
-        self._give_up(conn, self._state(conn))
+        """The kernel gave up, and reads no more: a SOCKS tunnel's HTTP is read here."""
+        st = self._state(conn)
+        st.in_kernel = False
+        self._give_up(conn, st)
 
     def kernel_resume(self, conn: ConnView, is_http: bool | None, keep_alive: bool, connect_request: bool,
                       sides: tuple[KernelSide, KernelSide]) -> None:
