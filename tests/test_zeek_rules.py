@@ -729,10 +729,12 @@ def test_http_inside_a_socks_tunnel_is_attached_by_its_signatures(tmp_path) -> N
     connection: on 1080, an HTTP port too, the connection's own HTTP analyzer gave up on
     the handshake), and the first Host names the record. SMTP there: no http rows."""
     for port in _SOCKS_PORTS:
-        talk = [*_SOCKS5, _TUNNEL_GET, _TUNNEL_OK, _TUNNEL_GET_2, _TUNNEL_404]
+        # Past the tunnel PIA's buffer (the services analyzer is done there), HTTP reads on.
+        large = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000)
+        talk = [*_SOCKS5, _TUNNEL_GET, large, _TUNNEL_GET_2, _TUNNEL_404]
         (rec,) = records(tmp_path / f"5-{port}", _dialogue(port, talk))
         assert _tunnel_rows(tmp_path / f"5-{port}") == [
-            (True, "1", "GET", "inner.example:8080", "/inner", "200", "2"),
+            (True, "1", "GET", "inner.example:8080", "/inner", "200", "3000"),
             (True, "2", "GET", "second.example", "/two", "404", "0")]
         assert rec.service == ["socks", "http"]
         assert rec.http_host == "inner.example"
