@@ -8,7 +8,9 @@ buffered (bounded), bodies are only counted (Content-Length, chunked, or until c
 long download costs one subtraction per segment. Responses pair with requests in order
 (pipelining), 1xx responses are interim, and after a CONNECT tunnel opens (HTTP.cc's
 `connect_request` rule: identifiers.http_tunnel) or a 101 upgrade the rest of the
-connection is not HTTP.
+connection is not this analyzer's. A CONNECT's or a SOCKS tunnel's bytes are a new PIA's,
+which may attach a second instance (`_HttpConn.tunnel`) by http/dpd.sig: the same parsing
+on the tunnel's sub-stream, logging to the same connection.
 
 http.log's `host` column keeps the Host header as sent (Zeek's does, `:port` included); the
 connection record's `http_host`, the identifier, is the first request's Host without its
