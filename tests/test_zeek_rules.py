@@ -604,8 +604,8 @@ _CONNECT_WEB = (True, b"CONNECT www.example:80 HTTP/1.1\r\nHost: www.example:80\
 def _tunnel_rows(tmp_path) -> list[tuple[str, ...]]:
     """http.log's rows, each with whether its uid is the one connection's of conn.log."""
     (conn,) = read_zeek_log(str(tmp_path / "reference" / "conn.log")).rows
-    return [(r["uid"] == conn["uid"], r["trans_depth"], r["method"], r["host"], r["uri"], r["status_code"], r["response_body_len"])
-            for r in _http_rows(tmp_path)]
+    return [(r["uid"] == conn["uid"], r["trans_depth"], r["method"], r["host"], r["uri"], r["status_code"],
+             r["response_body_len"]) for r in _http_rows(tmp_path)]
 
 
 def test_http_inside_an_http_connect_tunnel_is_a_second_http_analyzer(tmp_path) -> None:
@@ -647,7 +647,8 @@ def test_a_tunnel_whose_bytes_no_http_signature_matches_has_no_http_rows(tmp_pat
     tls = [(True, client_hello_record("tls.example"))]
     for port in _PROXY_PORTS:
         for name, inner in (("method", [fetch]), ("smtp", _SMTP_TALK), ("tls", tls)):
-            (rec,) = records(tmp_path / f"{name}-{port}", _dialogue(port, [_CONNECT_WEB, (False, _ESTABLISHED), *inner]))
+            talk = [_CONNECT_WEB, (False, _ESTABLISHED), *inner]
+            (rec,) = records(tmp_path / f"{name}-{port}", _dialogue(port, talk))
             assert [r[2] for r in _tunnel_rows(tmp_path / f"{name}-{port}")] == ["CONNECT"], name
             assert rec.http_host == "www.example"
         (rec,) = records(tmp_path / f"reply-{port}", _dialogue(port, [_CONNECT_WEB, (False, _ESTABLISHED), fetch,

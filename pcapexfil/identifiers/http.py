@@ -778,7 +778,7 @@ class HttpAnalyzer:
                 if side.state == "head" and side.trans is not None and side.trans.complete:
                     self._log(conn, side.trans)
 
-    # -- the CONNECT tunnel's HTTP -----------------------------------------------------------
+    # -- a tunnel's HTTP (CONNECT's, SOCKS's) ---------------------------------------------------
 
     def _open_tunnel(self, conn: ConnView, st: _HttpConn, rest: bytes, ts: float) -> None:
         """HTTP.cc HTTP_Analyzer::DeliverStream (EXPECT_REPLY_MESSAGE, a 200's head ending
