@@ -623,6 +623,13 @@ def test_http_inside_an_http_connect_tunnel_is_a_second_http_analyzer(tmp_path) 
             (True, "3", "GET", "second.example", "/two", "404", "0")]
         assert rec.service == ["http"]
         assert rec.http_host == "www.example"
+        # After a keep-alive GET the CONNECT is the connection's second request: the tunnel's third.
+        get = (True, b"GET / HTTP/1.1\r\nHost: proxy.example\r\n\r\n")
+        ok = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        (rec,) = records(tmp_path / f"later-{port}", _dialogue(port, [get, ok, *talk[:4]]))
+        assert [r[1:3] for r in _tunnel_rows(tmp_path / f"later-{port}")] == [
+            ("1", "GET"), ("2", "CONNECT"), ("3", "GET")]
+        assert rec.http_host == "proxy.example"
 
 
 def test_a_connect_without_host_names_the_connection_by_the_tunnels_request(tmp_path) -> None:
