@@ -592,6 +592,77 @@ def test_connect_request_outlives_other_requests_on_a_keep_alive_connection(tmp_
             ("GET", "200", "0"), ("CONNECT", "-", "0")]
 
 
+# -- HTTP inside a CONNECT tunnel: the tunnel's PIA attaches a second HTTP_Analyzer --------
+
+_TUNNEL_GET = (True, b"GET /inner HTTP/1.1\r\nHost: inner.example:8080\r\n\r\n")
+_TUNNEL_OK = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+_TUNNEL_GET_2 = (True, b"GET /two HTTP/1.1\r\nHost: second.example\r\n\r\n")
+_TUNNEL_404 = (False, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+_CONNECT_WEB = (True, b"CONNECT www.example:80 HTTP/1.1\r\nHost: www.example:80\r\n\r\n")
+
+
+def _tunnel_rows(tmp_path) -> list[tuple[str, ...]]:
+    """http.log's rows, each with whether its uid is the one connection's of conn.log."""
+    (conn,) = read_zeek_log(str(tmp_path / "reference" / "conn.log")).rows
+    return [(r["uid"] == conn["uid"], r["trans_depth"], r["method"], r["host"], r["uri"], r["status_code"],
+             r["response_body_len"]) for r in _http_rows(tmp_path)]
+
+
+def test_http_inside_an_http_connect_tunnel_is_a_second_http_analyzer(tmp_path) -> None:
+    """After a 200 to CONNECT the tunnel's PIA attaches HTTP by http/dpd.sig (HTTP.cc
+    DeliverStream, PIA_TCP::ActivateAnalyzer): a new HTTP_Analyzer whose requests are
+    logged with the connection's uid; http/main.zeek's c$http_state is the connection's,
+    so their trans_depth goes on from the CONNECT's (2, 3). The service stays `http`; the
+    record's http_host is the first row's Host (the CONNECT's, written at its 200)."""
+    talk = [_CONNECT_WEB, (False, _ESTABLISHED), _TUNNEL_GET, _TUNNEL_OK, _TUNNEL_GET_2, _TUNNEL_404]
+    for port in _PROXY_PORTS:
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, talk))
+        assert _tunnel_rows(tmp_path / f"{port}") == [
+            (True, "1", "CONNECT", "www.example:80", "www.example:80", "200", "0"),
+            (True, "2", "GET", "inner.example:8080", "/inner", "200", "2"),
+            (True, "3", "GET", "second.example", "/two", "404", "0")]
+        assert rec.service == ["http"]
+        assert rec.http_host == "www.example"
+        # After a keep-alive GET the CONNECT is the connection's second request: the tunnel's third.
+        get = (True, b"GET / HTTP/1.1\r\nHost: proxy.example\r\n\r\n")
+        ok = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        (rec,) = records(tmp_path / f"later-{port}", _dialogue(port, [get, ok, *talk[:4]]))
+        assert [r[1:3] for r in _tunnel_rows(tmp_path / f"later-{port}")] == [
+            ("1", "GET"), ("2", "CONNECT"), ("3", "GET")]
+        assert rec.http_host == "proxy.example"
+
+
+def test_a_connect_without_host_names_the_connection_by_the_tunnels_request(tmp_path) -> None:
+    """The record's http_host is the first written row's Host (pcapexfil.zeekread reads
+    http.log so): without one on the CONNECT, the tunnel's first request's, port removed."""
+    connect = (True, b"CONNECT www.example:80 HTTP/1.1\r\n\r\n")
+    for port in _PROXY_PORTS:
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, [connect, (False, _ESTABLISHED), _TUNNEL_GET,
+                                                                _TUNNEL_OK]))
+        assert [r[1:4] for r in _tunnel_rows(tmp_path / f"{port}")] == [
+            ("1", "CONNECT", "-"), ("2", "GET", "inner.example:8080")]
+        assert rec.http_host == "inner.example"
+
+
+def test_a_tunnel_whose_bytes_no_http_signature_matches_has_no_http_rows(tmp_path) -> None:
+    """The tunnel's HTTP analyzer is attached by http/dpd.sig only (no port: the PIA builds
+    no analyzer by port): a request line with a method dpd_http_client does not list attaches
+    none, though HTTP_RequestLine would take it; nor do SMTP's or TLS's bytes. The server's
+    `HTTP/<digit>` (dpd_http_server, which enables http on its own: `http.dpd_signature`)
+    attaches it, and the buffered request is replayed to it."""
+    fetch = (True, b"FETCH /x HTTP/1.1\r\nHost: inner.example\r\n\r\n")
+    tls = [(True, client_hello_record("tls.example"))]
+    for port in _PROXY_PORTS:
+        for name, inner in (("method", [fetch]), ("smtp", _SMTP_TALK), ("tls", tls)):
+            talk = [_CONNECT_WEB, (False, _ESTABLISHED), *inner]
+            (rec,) = records(tmp_path / f"{name}-{port}", _dialogue(port, talk))
+            assert [r[2] for r in _tunnel_rows(tmp_path / f"{name}-{port}")] == ["CONNECT"], name
+            assert rec.http_host == "www.example"
+        (rec,) = records(tmp_path / f"reply-{port}", _dialogue(port, [_CONNECT_WEB, (False, _ESTABLISHED), fetch,
+                                                                      _TUNNEL_OK]))
+        assert [r[1:3] for r in _tunnel_rows(tmp_path / f"reply-{port}")] == [("1", "CONNECT"), ("2", "FETCH")]
+
+
 # -- SOCKS tunnel: SOCKS.cc SOCKS_Analyzer::DeliverStream, a new PIA_TCP --------------------
 
 _SOCKS5_GREETING, _SOCKS5_NO_AUTH = (True, b"\x05\x01\x00"), (False, b"\x05\x00")
@@ -657,6 +728,31 @@ def test_the_socks_tunnel_starts_at_the_chunk_after_the_handshake(tmp_path) -> N
         talk = [_SOCKS5_GREETING, _SOCKS5_NO_AUTH, bad_request, _socks5_reply(0), *_SMTP_TALK]
         (rec,) = records(tmp_path / f"reserved-{port}", _dialogue(port, talk))
         assert rec.service == ["socks"]
+
+
+def test_http_inside_a_socks_tunnel_is_attached_by_its_signatures(tmp_path) -> None:
+    """The SOCKS tunnel's PIA attaches HTTP by http/dpd.sig (SOCKS.cc DeliverStream, a new
+    PIA_TCP; PIA_TCP::ActivateAnalyzer): its confirmation adds `http` after `socks`, its
+    rows carry the connection's uid with trans_depth from 1 (no HTTP request before on the
+    connection: on 1080, an HTTP port too, the connection's own HTTP analyzer gave up on
+    the handshake), and the first Host names the record. SMTP there: no http rows."""
+    for port in _SOCKS_PORTS:
+        # Past the tunnel PIA's buffer (the services analyzer is done there), HTTP reads on.
+        large = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000)
+        talk = [*_SOCKS5, _TUNNEL_GET, large, _TUNNEL_GET_2, _TUNNEL_404]
+        (rec,) = records(tmp_path / f"5-{port}", _dialogue(port, talk))
+        assert _tunnel_rows(tmp_path / f"5-{port}") == [
+            (True, "1", "GET", "inner.example:8080", "/inner", "200", "3000"),
+            (True, "2", "GET", "second.example", "/two", "404", "0")]
+        assert rec.service == ["socks", "http"]
+        assert rec.http_host == "inner.example"
+        (rec,) = records(tmp_path / f"4-{port}", _dialogue(port, [*_SOCKS4, _TUNNEL_GET, _TUNNEL_OK]))
+        assert [r[1:3] for r in _tunnel_rows(tmp_path / f"4-{port}")] == [("1", "GET")]
+        assert rec.service == ["socks", "http"]
+        (rec,) = records(tmp_path / f"smtp-{port}", _dialogue(port, [*_SOCKS5, *_SMTP_TALK]))
+        assert not (tmp_path / f"smtp-{port}" / "reference" / "http.log").exists() or not _http_rows(
+            tmp_path / f"smtp-{port}")
+        assert rec.service == ["socks", "smtp"] and rec.http_host is None
 
 
 def _dns_datagrams(payloads: list[bytes]) -> list[tuple[float, bytes]]:

@@ -16,7 +16,8 @@ and all after it then go to Python. That is: a head longer than the head buffer,
 header line, a header name or deciding value with a non-ASCII byte, a length or chunk size
 only Python's int() reads, more transactions than `PENDING_MAX` waiting for responses or
 `MAX_TRANSACTIONS_IN_KERNEL` in all (Python trims its list), a first request line that is
-neither plausible nor implausible yet at `MAX_REQUEST_LINE`. The oracle test is
+neither plausible nor implausible yet at `MAX_REQUEST_LINE`, the 200 that opens a CONNECT
+tunnel (HTTP in the tunnel is read in Python: `HttpAnalyzer._open_tunnel`). The oracle test is
 tests/test_http_machine.py.
 
 A connection's state is five arrays the caller keeps: `state` (N_STATE int64s), `sides`
@@ -512,6 +513,10 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
     depth = state[K_NEXT_RESP] + 1
     if code != 200:
         state[K_CONNECT] = 0  # HTTP.cc DeliverStream, EXPECT_REPLY_LINE
+    elif state[K_CONNECT] == 1:
+        # The 200 opens a CONNECT tunnel (HTTP.cc DeliverStream, EXPECT_REPLY_MESSAGE): the
+        # HTTP analyzer its PIA may attach reads on in Python (HttpAnalyzer._open_tunnel).
+        return LEFT, head_end, True
     if 100 <= code < 200 and code != 101:
         k = _status_event(events, arena, out_n, HE_INFO, depth, code, buf, r_start, r_end)
         return (FED if k >= 0 else NO_ROOM), head_end, True
@@ -522,7 +527,7 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
         return NO_ROOM, head_end, True
     state[K_NEXT_RESP] = depth
     kind = pending[depth % PENDING_MAX]
-    tunnel = code == 101 or state[K_CONNECT] == 1  # a 200's head ends while connect_request is set
+    tunnel = code == 101  # an upgrade (a CONNECT's 200 went to Python above)
     if (kind & T_HEAD) != 0 or code == 204 or code == 304 or tunnel:
         if not _done(state, sides, events, out_n, depth):
             return NO_ROOM, head_end, True

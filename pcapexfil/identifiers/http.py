@@ -8,7 +8,9 @@ buffered (bounded), bodies are only counted (Content-Length, chunked, or until c
 long download costs one subtraction per segment. Responses pair with requests in order
 (pipelining), 1xx responses are interim, and after a CONNECT tunnel opens (HTTP.cc's
 `connect_request` rule: identifiers.http_tunnel) or a 101 upgrade the rest of the
-connection is not HTTP.
+connection is not this analyzer's. A CONNECT's or a SOCKS tunnel's bytes are a new PIA's,
+which may attach a second instance (`_HttpConn.tunnel`) by http/dpd.sig: the same parsing
+on the tunnel's sub-stream, logging to the same connection.
 
 http.log's `host` column keeps the Host header as sent (Zeek's does, `:port` included); the
 connection record's `http_host`, the identifier, is the first request's Host without its
@@ -35,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 from pcapexfil.flow.ports import registered_ports
 from pcapexfil.identifiers.http_tunnel import blank_lines_end, connect_method, head_end
 from pcapexfil.identifiers.output import LogOut
-from pcapexfil.identifiers.stream import stream_size, streams, tcp_data
+from pcapexfil.identifiers.stream import PiaBuffer, stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
+from pcapexfil.services import handed_over
 from pcapexfil.services.base import PiaWait, Verdict, analyzer_violation, either_signature
 
 if TYPE_CHECKING:
@@ -313,9 +316,9 @@ def dpd_signature(orig: bytes, resp: bytes) -> Verdict:
 
 class _HttpConn:
     __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached",
-                 "in_kernel", "connect_request")
+                 "in_kernel", "connect_request", "depth_base", "tunnel", "pia")
 
-    def __init__(self, attached: bool | None) -> None:
+    def __init__(self, attached: bool | None, depth_base: int = 0) -> None:
         # The analyzer is attached by the responder port (analyzer::Manager::
         # BuildInitialAnalyzerTree, http/main.zeek's ports) or, elsewhere, once the PIA
         # matched a dpd.sig signature (None until then).
@@ -334,6 +337,13 @@ class _HttpConn:
         # line whose code is not 200; a reply head ending while it is set opens the tunnel.
         self.connect_request = False
         self.in_kernel = False  # the fast engine's kernel reads the bytes (the kernel_* methods)
+        # The connection's requests before this analyzer's first: trans_depth goes on from
+        # them (http/main.zeek: c$http_state, and its current_request, is the connection's).
+        self.depth_base = depth_base
+        # After a 200 to CONNECT: the HTTP analyzer the tunnel's PIA attaches (`_open_tunnel`)
+        # and, for a tunnel's analyzer, that PIA (HTTP.cc DeliverStream's new PIA_TCP).
+        self.tunnel: _HttpConn | None = None
+        self.pia: PiaBuffer | None = None
 
 
 # What the kernel keeps of one direction for `HttpAnalyzer.kernel_resume`: state name,
@@ -400,24 +410,29 @@ class HttpAnalyzer:
         if pkt.proto != PROTO_TCP:
             return
         st: _HttpConn | None = conn.app.get(NAME)
-        if st is None or st.done or st.in_kernel:
+        if st is None or st.in_kernel:
+            return
+        if st.done and st.tunnel is None and handed_over(conn):
+            self._open_handed_over(conn, st)
+        tunnel = st.tunnel
+        if st.done and (tunnel is None or tunnel.done):
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
             return
-        if st.attached is None:
-            self._attach_by_signature(conn, st, pkt.ts)
-            return
-        self._feed(conn, st, is_orig, data, pkt.ts)
+        if tunnel is not None:
+            self._tunnel_chunk(conn, tunnel, is_orig, data, pkt.ts)
+        elif st.attached is None:
+            s = streams(conn)
+            if s is not None:
+                self._attach_by_signature(conn, st, s.pia, pkt.ts)
+        else:
+            self._feed(conn, st, is_orig, data, pkt.ts)
 
-    def _attach_by_signature(self, conn: ConnView, st: _HttpConn, ts: float) -> None:
-        """Off its ports the analyzer starts once the PIA matched one of http/dpd.sig's
-        signatures, with the PIA's buffer replayed (PIA_TCP::ActivateAnalyzer,
+    def _attach_by_signature(self, conn: ConnView, st: _HttpConn, pia: PiaBuffer, ts: float) -> None:
+        """Off its ports (and in a CONNECT tunnel) the analyzer starts once `pia` matched one
+        of http/dpd.sig's signatures, with its buffer replayed (PIA_TCP::ActivateAnalyzer,
         ReplayStreamBuffer); if matching ends first, it never does."""
-        s = streams(conn)
-        if s is None:
-            return
-        pia = s.pia
         verdict = dpd_signature(pia.orig, pia.resp)
         if verdict is Verdict.CONFIRM:
             st.attached = True
@@ -475,7 +490,10 @@ class HttpAnalyzer:
         self._offer_counts(conn, st)
 
     def _give_up(self, conn: ConnView, st: _HttpConn) -> None:
+        """The analyzer reads no more; the stream is let go unless its tunnel's reads on."""
         st.done = True
+        if st.tunnel is not None and not st.tunnel.done:
+            return
         s = streams(conn)
         if s is not None:
             s.release(NAME)
@@ -576,7 +594,8 @@ class HttpAnalyzer:
         if len(st.trans) >= MAX_TRANSACTIONS and not self._trim(conn, st):
             self._weird(conn, "HTTP_excessive_pipelining", ts)
             return None
-        t = Transaction(ts, st.dropped + len(st.trans) + 1, _text(method), _text(uri), _text(version or b"0.9"))
+        t = Transaction(ts, st.depth_base + st.dropped + len(st.trans) + 1, _text(method), _text(uri),
+                        _text(version or b"0.9"))
         for name, value in headers:
             if name not in t.headers:
                 t.headers[name] = value
@@ -747,6 +766,9 @@ class HttpAnalyzer:
                     if tunnel:
                         side.state = "off"
                         st.orig.state = "off"
+                        if code == 200:
+                            self._open_tunnel(conn, st, bytes(side.buf), ts)
+                            side.buf.clear()
                         return
                 rest = bytes(side.buf)
                 side.buf.clear()
@@ -755,6 +777,52 @@ class HttpAnalyzer:
                 pos = self._body(side, data, pos)
                 if side.state == "head" and side.trans is not None and side.trans.complete:
                     self._log(conn, side.trans)
+
+    # -- a tunnel's HTTP (CONNECT's, SOCKS's) ---------------------------------------------------
+
+    def _open_tunnel(self, conn: ConnView, st: _HttpConn, rest: bytes, ts: float) -> None:
+        """HTTP.cc HTTP_Analyzer::DeliverStream (EXPECT_REPLY_MESSAGE, a 200's head ending
+        while connect_request is set): a new PIA_TCP reads the rest of the connection, the
+        server's bytes after the head (`rest`) and the client's from its next chunk. Of the
+        analyzers its dpd.sig signatures attach, HTTP is a new HTTP_Analyzer (its own
+        parsing state, a child of this one), whose events go to the same connection: its
+        rows have the connection's uid and their trans_depth goes on from this analyzer's
+        requests (http/main.zeek, c$http_state$current_request)."""
+        tunnel = self._new_tunnel(st)
+        if rest:
+            self._tunnel_chunk(conn, tunnel, False, rest, ts)
+
+    @staticmethod
+    def _open_handed_over(conn: ConnView, st: _HttpConn) -> None:
+        """SOCKS.cc SOCKS_Analyzer::DeliverStream: once both endpoints are done, a new
+        PIA_TCP reads every later chunk (`services.handed_over`: this one on, as the services
+        analyzer runs after this one); its dpd.sig signatures may attach HTTP, a child of
+        SOCKS, as after a CONNECT. The connection's own HTTP analyzer (on 1080, one of
+        http/main.zeek's ports too) gave up on the handshake's bytes: the stream is read again."""
+        HttpAnalyzer._new_tunnel(st)
+        s = streams(conn)
+        if s is not None:
+            s.want(NAME)
+
+    @staticmethod
+    def _new_tunnel(st: _HttpConn) -> _HttpConn:
+        """The HTTP analyzer a tunnel's PIA may attach, with that PIA."""
+        tunnel = st.tunnel = _HttpConn(None, st.depth_base + st.dropped + len(st.trans))
+        tunnel.pia = PiaBuffer()
+        return tunnel
+
+    def _tunnel_chunk(self, conn: ConnView, tunnel: _HttpConn, is_orig: bool, data: bytes, ts: float) -> None:
+        """A chunk of the tunnel: its PIA keeps it (PIA_TCP::DeliverStream) until a signature
+        attached the tunnel's HTTP analyzer, which then reads every chunk."""
+        if tunnel.done:
+            return
+        if tunnel.attached:
+            self._feed(conn, tunnel, is_orig, data, ts)
+            return
+        pia = tunnel.pia
+        assert pia is not None
+        pia.add(is_orig, data)
+        self._attach_by_signature(conn, tunnel, pia, ts)
 
     @staticmethod
     def _unterminated_last_line(side: Side) -> None:
@@ -859,7 +927,10 @@ class HttpAnalyzer:
             self._give_up(conn, st)
 
     def kernel_stop(self, conn: ConnView) -> None:
-        self._give_up(conn, self._state(conn))
+        """The kernel gave up, and reads no more: a SOCKS tunnel's HTTP is read here."""
+        st = self._state(conn)
+        st.in_kernel = False
+        self._give_up(conn, st)
 
     def kernel_resume(self, conn: ConnView, is_http: bool | None, keep_alive: bool, connect_request: bool,
                       sides: tuple[KernelSide, KernelSide]) -> None:
@@ -873,16 +944,21 @@ class HttpAnalyzer:
             side.trans = self._numbered(st, depth) if depth else None
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
+        """The transactions still unlogged are written (http/main.zeek's
+        connection_state_remove); the record's `http_host` is the first Host in the order
+        the rows are written (pcapexfil.zeekread reads it so from http.log): the CONNECT
+        analyzer's rows come before its tunnel's, which follow the 200 that opened it."""
         st: _HttpConn | None = conn.app.get(NAME)
-        if st is None or not st.trans or not st.attached:
-            return
-        if st.resp.state == "close":
-            self._unterminated_last_line(st.resp)  # the body ended with the connection
-        for t in st.trans:
-            host = t.headers.get("HOST")
-            if host and rec.http_host is None:
-                rec.http_host = strip_port(host) or None
-            self._log(conn, t)
+        while st is not None:
+            if st.trans and st.attached:
+                if st.resp.state == "close":
+                    self._unterminated_last_line(st.resp)  # the body ended with the connection
+                for t in st.trans:
+                    host = t.headers.get("HOST")
+                    if host and rec.http_host is None:
+                        rec.http_host = strip_port(host) or None
+                    self._log(conn, t)
+            st = st.tunnel
 
     def close(self) -> None:
         self.log.close()

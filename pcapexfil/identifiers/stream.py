@@ -184,6 +184,14 @@ class TcpStreams:
         self.orig_wanted.discard(name)
         self.resp_wanted.discard(name)
 
+    def want(self, name: str) -> None:
+        """Analyzer `name` reads the stream again after it let it go (HTTP in a SOCKS tunnel):
+        each direction another reader still keeps, the others are no longer reassembled."""
+        if self.orig_wanted:
+            self.orig_wanted.add(name)
+        if self.resp_wanted:
+            self.resp_wanted.add(name)
+
     def exhausted(self, is_orig: bool) -> bool:
         """This direction gives analyzers no more bytes: nobody wants them, or its
         reassembly broke (snap length, overflow)."""

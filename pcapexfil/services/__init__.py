@@ -437,6 +437,15 @@ class ServiceAnalyzer:
         return
 
 
+def handed_over(conn: ConnView) -> bool:
+    """Whether a recogniser's hand-over (SOCKS: `Recogniser.tunnel`) opened a tunnel whose
+    new PIA reads every chunk after the one that opened it. For an analyzer that runs before
+    this one on each chunk (the HTTP analyzer), True from the tunnel's first chunk on. Not
+    a CONNECT tunnel: the HTTP analyzer opens that one itself (HTTP.cc's exact rule)."""
+    st: _State | None = conn.app.get(NAME)
+    return st is not None and st.tunnel is not None and not st.connect
+
+
 def signature_verdicts(conn: ConnView) -> dict[str, bool] | None:
     """How the dpd.sig signatures of the connection's recognisers that wait on one (off
     their registered ports) ended, by recogniser name: True from the chunk whose PIA window
