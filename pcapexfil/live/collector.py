@@ -190,6 +190,9 @@ def run_live(settings: LiveSettings, detector: Any | None, on_ready: Callable[[]
     """Capture until SIGINT/SIGTERM. CaptureError (nothing captured) when a socket cannot open."""
     logs = LogSet(settings.analysis.out_dir, settings.analysis.use_json, settings.analysis.ts_style)
     if detector is not None:
+        from pcapexfil.detect.detector import warm_up
+
+        warm_up(detector.settings)  # its kernels, before the ring fills (as the workers' table)
         attach_detector(detector, logs)
     coll = Collector(settings, logs, detector)
 
