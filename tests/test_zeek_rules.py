@@ -542,7 +542,7 @@ def test_an_interim_reply_before_the_200_to_connect_opens_no_tunnel(tmp_path) ->
 def test_connect_is_compared_in_any_case_and_over_the_methods_length(tmp_path) -> None:
     """HTTP_Request: `strncasecmp(method, "CONNECT", method_len)`: a lower-case `connect`
     and a prefix of the word (`CONNEC`, `c`) set connect_request as CONNECT does, and the
-    services analyzer's tunnel watch reads them alike; `CONNECTS` does not (its reply body
+    services analyzer's tunnel (the HTTP analyzer's) follows them alike; `CONNECTS` does not (its reply body
     then runs until the close). Off HTTP's ports (8240) dpd_http_server's reply attaches
     HTTP where dpd_http_client does not match."""
     for port in _PROXY_PORTS:

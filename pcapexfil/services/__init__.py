@@ -9,7 +9,7 @@ each direction) and appends the name of each that confirms; it lets the stream g
 as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
 while dpd.zeek still acts on a violation: one there takes its name out of `service` again
-(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (identifiers.http_tunnel)
+(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (the HTTP analyzer opens it: identifiers.http_tunnel)
 and after a recogniser's handshake that hands the stream over (`Recogniser.tunnel`: SOCKS),
 the tunnel's bytes are a new PIA's, whose signatures attach recognisers as on any other
 stream start. TLS, HTTP and DNS name themselves in their identifier analyzers
