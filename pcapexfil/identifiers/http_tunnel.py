@@ -15,8 +15,8 @@ The HTTP analyzer itself (identifiers.http, fast.http_machine) follows that rule
 The services analyzer's tunnel PIA and TLS take the tunnel over from the HTTP analyzer
 (`open_tunnel`, `take_tunnel`), whichever engine read the connection: its rule is theirs,
 also for a CONNECT after an earlier request of a keep-alive connection and after blank
-lines between messages. Off HTTP's ports a tunnel opens only where dpd.sig attached the HTTP analyzer
-(dpd_http_client's upper-case method, dpd_http_server's reply), as in Zeek.
+lines between messages. Off HTTP's ports a tunnel opens only where dpd.sig attached the
+HTTP analyzer (dpd_http_client's upper-case method, dpd_http_server's reply), as in Zeek.
 A leaf module (no import of identifiers.http, which imports pcapexfil.services, so that
 pcapexfil.services may import it): TLS, the HTTP analyzer and the services analyzer share it.
 """
