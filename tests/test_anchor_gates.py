@@ -90,7 +90,6 @@ def test_a_recogniser_confirms_only_where_its_anchors_hold(recogniser, orig, res
         assert grown is not Verdict.CONFIRM
 
 
-_HANDOVERS = [h for h in tls.STARTTLS if h.handover_anchors is not None]
 _SIGNATURES = [h for h in tls.STARTTLS if h.signature_anchors is not None and h.signature is not None]
 
 
@@ -102,17 +101,6 @@ def test_tls_signatures_match_only_where_anchors_hold(window) -> None:
     """dpd.sig's TLS signatures (either direction) attach SSL only where the anchor holds."""
     if tls.dpd_tls(window):
         assert _held(tls.DPD_TLS_ANCHORS, window, b"") and _held(tls.DPD_TLS_ANCHORS, b"", window)
-
-
-@pytest.mark.parametrize("handover", _HANDOVERS, ids=lambda h: h.analyzer)
-@settings(max_examples=1000, deadline=None)
-@given(orig=_window, resp=_window)
-@example(orig=b"CONNECT example.net:443 HTTP/1.1\r\n\r\n", resp=b"HTTP/1.1 200 Connection established\r\n\r\n")
-@example(orig=b"connect example.net:443 HTTP/1.1\r\n\r\n", resp=b"HTTP/1.1 200 Connection established\r\n\r\n")
-def test_tls_hand_overs_only_where_anchors_hold(handover, orig, resp) -> None:
-    """A hand-over attached by port (HTTP's CONNECT) happens only where its anchor holds."""
-    if handover.handed_over(orig, resp):
-        assert _held(handover.handover_anchors, orig, resp)
 
 
 @pytest.mark.parametrize("signed", _SIGNATURES, ids=lambda h: h.analyzer)

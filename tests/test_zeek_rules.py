@@ -542,7 +542,7 @@ def test_an_interim_reply_before_the_200_to_connect_opens_no_tunnel(tmp_path) ->
 def test_connect_is_compared_in_any_case_and_over_the_methods_length(tmp_path) -> None:
     """HTTP_Request: `strncasecmp(method, "CONNECT", method_len)`: a lower-case `connect`
     and a prefix of the word (`CONNEC`, `c`) set connect_request as CONNECT does, and the
-    services analyzer's tunnel watch reads them alike; `CONNECTS` does not (its reply body
+    services analyzer's tunnel (the HTTP analyzer's) follows them alike; `CONNECTS` does not (its reply body
     then runs until the close). Off HTTP's ports (8240) dpd_http_server's reply attaches
     HTTP where dpd_http_client does not match."""
     for port in _PROXY_PORTS:
@@ -574,8 +574,9 @@ def test_connect_request_outlives_other_requests_on_a_keep_alive_connection(tmp_
     keep-alive connection opens the tunnel at its 200; and with the CONNECT pipelined
     behind the GET, the GET's own 200 opens it (HTTP.cc sets the flag on the request line
     and only a reply line clears it), its body going to the tunnel, the CONNECT left
-    unanswered. The services analyzer watches a client's first request only
-    (identifiers.http_tunnel): smtp is not named there (Zeek names it)."""
+    unanswered. The services analyzer's tunnel is the HTTP analyzer's (identifiers.http_tunnel):
+    smtp is named after the later CONNECT; in the pipelined one the tunnel starts with the
+    GET's body, so the 220 is not at its first byte: no smtp."""
     get = b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n"
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     later = [(True, get), (False, ok), _CONNECT_SMTP, (False, _ESTABLISHED), *_SMTP_TALK]
@@ -585,11 +586,50 @@ def test_connect_request_outlives_other_requests_on_a_keep_alive_connection(tmp_
         rows = _http_rows(tmp_path / f"later-{port}")
         assert [(r["method"], r["status_code"], r["response_body_len"]) for r in rows] == [
             ("GET", "200", "2"), ("CONNECT", "200", "0")]
-        assert rec.service == ["http"]
+        assert rec.service == ["http", "smtp"]
         (rec,) = records(tmp_path / f"pipelined-{port}", _dialogue(port, pipelined))
         rows = _http_rows(tmp_path / f"pipelined-{port}")
         assert [(r["method"], r["status_code"], r["response_body_len"]) for r in rows] == [
             ("GET", "200", "0"), ("CONNECT", "-", "0")]
+        assert rec.service == ["http"]
+
+
+_KEEP_ALIVE_GET = (True, b"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n")
+_KEEP_ALIVE_OK = (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def _tls_talk(name: str) -> list[tuple[bool, bytes]]:
+    return [(True, client_hello_record(name)),
+            (False, record(22, handshake(2, server_hello_body(0x0303, 0xC02F, None)), 0x0303))]
+
+
+def test_tls_in_a_connect_tunnel_after_a_keep_alive_get(tmp_path) -> None:
+    """The tunnel TLS reads is the HTTP analyzer's (identifiers.http_tunnel): after a GET on
+    a keep-alive connection, the CONNECT's 200 opens it, and dpd_tls_client attaches SSL on
+    the tunnel's first bytes (ssl.log's row with the SNI, service http,ssl); on HTTP's port
+    and where dpd_http_client attached HTTP."""
+    connect = (True, b"CONNECT tls.example.net:443 HTTP/1.1\r\nHost: tls.example.net:443\r\n\r\n")
+    for port in _PROXY_PORTS:
+        talk = [_KEEP_ALIVE_GET, _KEEP_ALIVE_OK, connect, (False, _ESTABLISHED), *_tls_talk("tls.example.net")]
+        (rec,) = records(tmp_path / f"{port}", _dialogue(port, talk))
+        assert rec.service == ["http", "ssl"] and rec.server_name == "tls.example.net"
+        rows = read_zeek_log(str(tmp_path / f"{port}" / "reference" / "ssl.log")).rows
+        assert [row["server_name"] for row in rows] == ["tls.example.net"]
+
+
+def test_a_connect_after_blank_lines_opens_the_tunnel(tmp_path) -> None:
+    """HTTP_Analyzer skips the empty lines before a request line between messages
+    (DeliverStream, empty_http_request): a CONNECT after them on a keep-alive connection
+    sets connect_request, so its 200 opens the tunnel, whose SMTP and TLS are named."""
+    for port in _PROXY_PORTS:
+        talk = [_KEEP_ALIVE_GET, _KEEP_ALIVE_OK, (True, b"\r\n\r\n" + _CONNECT_SMTP[1]), (False, _ESTABLISHED),
+                *_SMTP_TALK]
+        (rec,) = records(tmp_path / f"smtp-{port}", _dialogue(port, talk))
+        assert rec.service == ["http", "smtp"]
+        connect = (True, b"\r\nCONNECT tls.example.net:443 HTTP/1.1\r\n\r\n")
+        talk = [_KEEP_ALIVE_GET, _KEEP_ALIVE_OK, connect, (False, _ESTABLISHED), *_tls_talk("tls.example.net")]
+        (rec,) = records(tmp_path / f"tls-{port}", _dialogue(port, talk))
+        assert rec.service == ["http", "ssl"] and rec.server_name == "tls.example.net"
 
 
 # -- HTTP inside a CONNECT tunnel: the tunnel's PIA attaches a second HTTP_Analyzer --------

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pcapexfil.flow.ports import registered_ports
-from pcapexfil.identifiers.http_tunnel import blank_lines_end, connect_method, head_end
+from pcapexfil.identifiers.http_tunnel import blank_lines_end, connect_method, head_end, open_tunnel
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, stream_size, streams, tcp_data
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
@@ -787,7 +787,11 @@ class HttpAnalyzer:
         analyzers its dpd.sig signatures attach, HTTP is a new HTTP_Analyzer (its own
         parsing state, a child of this one), whose events go to the same connection: its
         rows have the connection's uid and their trans_depth goes on from this analyzer's
-        requests (http/main.zeek, c$http_state$current_request)."""
+        requests (http/main.zeek, c$http_state$current_request). The services analyzer's
+        and TLS's readers of the tunnel take it over from here (`open_tunnel`), on the
+        connection's own stream only: tunnels in a tunnel are not modelled."""
+        if st.pia is None:
+            open_tunnel(conn, rest)
         tunnel = self._new_tunnel(st)
         if rest:
             self._tunnel_chunk(conn, tunnel, False, rest, ts)

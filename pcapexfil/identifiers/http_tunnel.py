@@ -12,45 +12,36 @@ protocol_data_with_HTTP_CONNECT_reply), the client's from its next chunk. That P
 dpd.sig's signatures on the tunnel's bytes as a new stream start (SSL, SMTP, SSH, ...).
 The HTTP analyzer itself (identifiers.http, fast.http_machine) follows that rule exactly.
 
-Like the STARTTLS hand-overs, the tunnel is watched by the services analyzer and TLS on
-the first bytes of each direction (`http_connect_tunnel`): the client's first request
-line and the server's first reply head. Where that differs from HTTP.cc: a CONNECT after
-an earlier request of a keep-alive connection (and a 200 to an earlier request while a
-pipelined CONNECT waits, which HTTP.cc takes as the tunnel's start) is not watched; nor
-one after blank lines; a CONNECT without a version (HTTP/0.9, whose reply HTTP.cc reads
-raw: no tunnel) is; off HTTP's ports, the services analyzer takes HTTP as attached where
-the client's method is any CONNECT, although dpd_http_client matches the upper-case one
-only (dpd_http_server then matches the reply's `HTTP/<digit>` in every usual case).
+The services analyzer's tunnel PIA and TLS take the tunnel over from the HTTP analyzer
+(`open_tunnel`, `take_tunnel`), whichever engine read the connection: its rule is theirs,
+also for a CONNECT after an earlier request of a keep-alive connection and after blank
+lines between messages. Off HTTP's ports a tunnel opens only where dpd.sig attached the
+HTTP analyzer (dpd_http_client's upper-case method, dpd_http_server's reply), as in Zeek.
 A leaf module (no import of identifiers.http, which imports pcapexfil.services, so that
 pcapexfil.services may import it): TLS, the HTTP analyzer and the services analyzer share it.
 """
 
 from __future__ import annotations
 
-import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pcapexfil.hooks import ConnView
 
 CONNECT_METHOD = b"CONNECT"
 
 
-def _any_case_prefixes(word: bytes) -> bytes:
-    """A regex source matching a non-empty prefix of `word` (ASCII letters in any case)."""
-    out = b""
-    for byte in reversed(word):
-        letter = b"[" + bytes([byte]).upper() + bytes([byte]).lower() + b"]"
-        out = letter + (b"(?:" + out + b")?" if out else b"")
-    return out
+# conn.app: a CONNECT tunnel the HTTP analyzer opened, the server's bytes after the 200's
+# head in its chunk and the readers that took it over (`take_tunnel`).
+_OPENED = "http_connect_tunnel"
 
 
-# The client's first bytes where its first request line is a CONNECT: HTTP_RequestLine's
-# method token, then util::skip_whitespace's blank (space or tab). The services analyzer's
-# and TLS's gates anchor on it (a regex source, `services.base.Marks.start`).
-CONNECT_REQUEST = _any_case_prefixes(CONNECT_METHOD) + rb"[ \t]"
-CONNECT_REQUEST_MAX = len(CONNECT_METHOD) + 1  # its longest match
-_CONNECT_REQUEST = re.compile(CONNECT_REQUEST)
-# HTTP_ReplyLine: "HTTP/" (PrefixMatch: this case), the version up to a blank, blanks,
-# then the code (HTTP_ReplyCode: its first three digits).
-_REPLY_200 = re.compile(rb"HTTP/[^ \t\r\n]*[ \t]+200")
-_REPLY_PREFIX = b"HTTP/"
+class _Opened:
+    __slots__ = ("rest", "taken")
+
+    def __init__(self, rest: bytes) -> None:
+        self.rest = rest
+        self.taken: set[str] = set()
 
 
 def connect_method(method: bytes) -> bool:
@@ -84,28 +75,19 @@ def head_end(buf: bytes | bytearray) -> tuple[int, int] | None:
     return (nl - 1 if nl and buf[nl - 1] == 0x0D else nl), (nl + 2 if nl == lf else nl + 3)
 
 
-def reply_head_end(resp: bytes) -> int | None:
-    """Where the server's first reply head ends in its first bytes (the byte after its
-    empty line, blank lines before it skipped); None while it is incomplete."""
-    start = blank_lines_end(resp)
-    end = head_end(resp[start:])
-    return None if end is None else start + end[1]
+def open_tunnel(conn: ConnView, rest: bytes) -> None:
+    """The connection's HTTP analyzer opened a CONNECT tunnel on this chunk, whose server
+    bytes after the 200's head are `rest`: its readers take it over (`take_tunnel`)."""
+    conn.app[_OPENED] = _Opened(rest)
 
 
-def http_connect_tunnel(orig: bytes, resp: bytes) -> bool | None:
-    """Whether HTTP.cc opens a CONNECT tunnel on these first bytes of each direction: None
-    while undecided, decided at the server's chunk that completes its first reply head
-    (True: a 200 answering the client's CONNECT; a 1xx first is a reply line whose code is
-    not 200, which clears `connect_request`). False at once where the client's bytes are
-    not a CONNECT or the server's do not begin a reply line (HTTP_ReplyLine refuses it: no
-    tunnel on that connection)."""
-    request = _CONNECT_REQUEST.match(orig) is not None
-    if not request and orig and not connect_method(orig):
-        return False  # neither a CONNECT request line nor the start of one
-    start = blank_lines_end(resp)
-    if not _REPLY_PREFIX.startswith(resp[start : start + len(_REPLY_PREFIX)]):
-        return False
-    end = head_end(resp[start:])
-    if end is None:
+def take_tunnel(conn: ConnView, reader: str) -> bytes | None:
+    """For one reader of a CONNECT tunnel's bytes (the services analyzer's PIA, TLS), once:
+    the server's bytes of the chunk that opened it after the 200's head (b"" for none);
+    None while no tunnel opened, or once this reader took it. A reader that runs after
+    the HTTP analyzer on each chunk takes it on that chunk, one before it on the next."""
+    opened: _Opened | None = conn.app.get(_OPENED)
+    if opened is None or reader in opened.taken:
         return None
-    return request and _REPLY_200.match(resp, start) is not None
+    opened.taken.add(reader)
+    return opened.rest

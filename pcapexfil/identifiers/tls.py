@@ -8,8 +8,10 @@ The analyzer reads a connection only where Zeek attaches its SSL analyzer:
    `requires-reverse-signature`), with the PIA's buffer then replayed (PIA_TCP::
    ActivateAnalyzer, ReplayStreamBuffer), as identifiers/http.py does for HTTP;
 3. after the STARTTLS hand-over of an analyzer attached to the connection (`STARTTLS`:
-   SMTP, FTP, IMAP, POP3, XMPP, IRC, LDAP, MySQL, PostgreSQL, RDP, SOCKS's tunnel and HTTP's
-   CONNECT tunnel): the SSL analyzer gets the stream from the next chunk of each direction on.
+   SMTP, FTP, IMAP, POP3, XMPP, IRC, LDAP, MySQL, PostgreSQL, RDP, SOCKS's tunnel): the SSL
+   analyzer gets the stream from the next chunk of each direction on;
+4. in the CONNECT tunnel the HTTP analyzer opened (identifiers.http_tunnel, HTTP.cc's
+   rule): from the server's bytes after the 200's head and the client's next chunk on.
 The client's ClientHello must then start the stream the analyzer gets: plaintext before it
 is what SSL's binpac rejects (ssl.pac, determine_ssl_record_layer: "Invalid version in
 TLS connection" and SetSkip), so it is never searched for past a prefix.
@@ -38,14 +40,13 @@ from typing import TYPE_CHECKING, Any
 import dpkt.ssl_ciphersuites
 
 from pcapexfil.flow.ports import registered_ports
-from pcapexfil.identifiers.http import HTTP_PORTS, dpd_signature
-from pcapexfil.identifiers.http_tunnel import CONNECT_REQUEST_MAX, http_connect_tunnel
+from pcapexfil.identifiers.http_tunnel import take_tunnel
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
 from pcapexfil.logs.ssl import SSL_FIELDS, ssl_row
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import (
-    CONNECT_ANCHORS, ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp,
+    ftp, imap, irc, ldap, mysql, pop3, postgresql, rdp, settle_signatures, signature_verdicts, smtp,
     socks, xmpp,
 )
 from pcapexfil.services.base import (
@@ -57,7 +58,6 @@ from pcapexfil.services.base import (
     Recogniser,
     Verdict,
     anchor_gate,
-    largest_need,
 )
 
 if TYPE_CHECKING:
@@ -130,14 +130,10 @@ class StartTls:
     # The services recogniser whose ports and signature these are (`recognised`): where the
     # services analyzer runs, TLS reads that signature's verdict from it instead of asking.
     recogniser: Recogniser | None = None
-    # What the first bytes hold wherever `handed_over` is True, and wherever `signature`
-    # confirms (services.base.Anchors); None: anywhere. The watch skips chunks whose
-    # windows hold none of its analyzers' (`_TlsConn.gate`).
-    handover_anchors: Anchors | None = None
+    # What the first bytes hold wherever `signature` confirms (services.base.Anchors);
+    # None: anywhere. The watch skips chunks whose windows hold none of its analyzers'
+    # (`_TlsConn.gate`).
     signature_anchors: Anchors | None = None
-    # `handed_over` is False on the deciding side's chunk once the originator's bytes,
-    # holding none of `handover_anchors`, are at least this long (None: it may wait).
-    refused_unanchored_after: int | None = None
 
 
 def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], bool | None]) -> StartTls:
@@ -161,10 +157,6 @@ STARTTLS: tuple[StartTls, ...] = (
     recognised(ldap.RECOGNISER_TCP, ldap.starttls),  # ldap.spicy ExtendedResponse, ldap_zeek.spicy TlsForward
     recognised(rdp.RECOGNISER, rdp.starttls),  # RDP.cc DeliverStream, encryption_method > 0
     recognised(socks.RECOGNISER, socks.tunnel),  # SOCKS.cc DeliverStream: both endpoints done, a new PIA
-    StartTls("http", HTTP_PORTS, http_connect_tunnel, dpd_signature,  # HTTP.cc, CONNECT (identifiers.http_tunnel)
-             handover_anchors=CONNECT_ANCHORS, refused_unanchored_after=CONNECT_REQUEST_MAX,
-             # http/dpd.sig: a method after blanks (each begins with a capital), or a reply.
-             signature_anchors=Anchors(orig=Marks(start=rb"[ \t\n\r\x0b\x0c]*[A-Z]"), resp=Marks(start=rb"HTTP/"))),
 )
 
 
@@ -199,8 +191,8 @@ def _watch(resp_p: int, services_run: bool) -> _Watch:
     awaiting = tuple(h for h, attached in candidates if services_run and not attached and h.recogniser is not None)
     attached = tuple(h for h, is_attached in candidates if is_attached)
     unmatched = tuple(h for h, is_attached in candidates if not is_attached and h not in awaiting)
-    gate = anchor_gate([DPD_TLS_ANCHORS, *(h.handover_anchors for h in attached),
-                        *(h.signature_anchors for h in unmatched)])
+    # A hand-over attached by port may be decided on any chunk: no gate then.
+    gate = None if attached else anchor_gate([DPD_TLS_ANCHORS, *(h.signature_anchors for h in unmatched)])
     return _Watch(attached, unmatched, awaiting, gate, anchor_gate(h.signature_anchors for h in awaiting))
 
 
@@ -553,20 +545,16 @@ class TlsAnalyzer:
     def pia_gate(self, resp_p: int) -> PiaWait | None:
         """Off ssl/main.zeek's ports, while the watch's gate is clean and the PIA matches,
         `_attach` only keeps bytes (the services analyzer decides no awaited signature then:
-        it is gated too). Where the PIA stops matching, the signatures are out and the
-        port's hand-overs refuse, on their deciding side's chunk. Both watches, with and
-        without the services analyzer."""
+        it is gated too). Where the PIA stops matching, the signatures are out. A port with
+        a hand-over attached by port has no gate. Both watches, with and without the
+        services analyzer."""
         if resp_p in SSL_PORTS:
             return None
         watches = (_watch(resp_p, True), _watch(resp_p, False))
         gates = [g for w in watches for g in (w.gate, w.awaiting_gate)]
         if any(g is None for g in gates):
             return None
-        attached = watches[0].attached
-        done = (None if any(h.decided_by_orig for h in attached)
-                else largest_need(h.refused_unanchored_after for h in attached))
-        return PiaWait(tuple(g for g in gates if g is not None), done_after_orig=done,
-                       done_on_responder=bool(attached))
+        return PiaWait(tuple(g for g in gates if g is not None), done_after_orig=0)
 
     def pia_released(self, conn: ConnView) -> None:
         st = conn.app[NAME] = _TlsConn(0.0, conn.resp_p, conn)
@@ -582,7 +570,10 @@ class TlsAnalyzer:
         st: _TlsConn | None = conn.app.get(NAME)
         if st is None:
             st = conn.app[NAME] = _TlsConn(pkt.ts, conn.resp_p, conn)
-        elif st.client.done and st.server.done:
+        rest = take_tunnel(conn, NAME)
+        if rest is not None and st.attached is not True:
+            self._start_in_tunnel(conn, st, rest, pkt.ts)
+        if st.client.done and st.server.done:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
@@ -646,6 +637,19 @@ class TlsAnalyzer:
             st.attached = False
             st.client.done = st.server.done = True
             s.release(NAME)
+
+    def _start_in_tunnel(self, conn: ConnView, st: _TlsConn, rest: bytes, ts: float) -> None:
+        """The HTTP analyzer opened a CONNECT tunnel on the last chunk (it runs after this
+        analyzer on each chunk): SSL reads the tunnel from the server's bytes after the 200's
+        head on, even where it had let the stream go; the watch is over."""
+        st.client = HandshakeScanner(_CLIENT_HELLO_AT, anchored=True)
+        st.server = HandshakeScanner(_SERVER_HELLO_AT)
+        self._start_after_handover(st)
+        s = streams(conn)
+        if s is not None:
+            s.want(NAME)
+        if rest:
+            self._feed(conn, st, False, rest, ts)
 
     # The watch of the hand-overs. An analyzer waiting on its signature is asked its
     # hand-over only from the chunk its signature matched on: that every hand-over refused

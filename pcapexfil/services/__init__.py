@@ -9,7 +9,7 @@ each direction) and appends the name of each that confirms; it lets the stream g
 as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
 while dpd.zeek still acts on a violation: one there takes its name out of `service` again
-(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (identifiers.http_tunnel)
+(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (the HTTP analyzer opens it: identifiers.http_tunnel)
 and after a recogniser's handshake that hands the stream over (`Recogniser.tunnel`: SOCKS),
 the tunnel's bytes are a new PIA's, whose signatures attach recognisers as on any other
 stream start. TLS, HTTP and DNS name themselves in their identifier analyzers
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
 from pcapexfil.hooks import AnalyzerContext, ConnView
-from pcapexfil.identifiers.http_tunnel import CONNECT_REQUEST, CONNECT_REQUEST_MAX, http_connect_tunnel, reply_head_end
-from pcapexfil.identifiers.stream import PiaBuffer, streams, tcp_data
+from pcapexfil.identifiers.http_tunnel import take_tunnel
+from pcapexfil.identifiers.stream import PiaBuffer, stream_size, streams, tcp_data
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
@@ -33,8 +33,6 @@ from pcapexfil.services import (
 from pcapexfil.services.base import (
     IGNORE_VIOLATIONS_AFTER,
     AnchorGate,
-    Anchors,
-    Marks,
     PiaWait,
     Recogniser,
     Verdict,
@@ -119,16 +117,13 @@ _TUNNEL_PENDING: tuple[Pending, ...] = tuple(
     if r.transport == PROTO_TCP and (r.any_port or r.signature is not None)
 )
 _TUNNEL_GATE = anchor_gate(rec.anchors for rec, _, _ in _TUNNEL_PENDING)
-# The client's first bytes wherever a CONNECT tunnel can open (`http_connect_tunnel`).
-CONNECT_ANCHORS = Anchors(orig=Marks(start=CONNECT_REQUEST))
-_CONNECT_GATE = AnchorGate([CONNECT_ANCHORS])
 
 
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
                  "gate", "connect", "tunnel", "pia", "opener")
 
-    def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None, connect: bool | None = False) -> None:
+    def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None) -> None:
         self.pending: Sequence[Pending] = pending
         # TCP: while the PIA's windows hold no anchor of the candidates, none is asked.
         self.gate = gate
@@ -140,10 +135,10 @@ class _State:
         self.orig = b""
         self.resp = b""
         self.udp_seen = 0  # UDP: the directions whose first datagram was read (bit 1 orig, 2 resp)
-        # TCP: whether an HTTP CONNECT tunnel opened (None: not known yet), and then the
+        # TCP: whether the HTTP analyzer opened a CONNECT tunnel (`take_tunnel`), and the
         # recognisers a tunnel's PIA runs (CONNECT's or an `opener`'s), on the tunnel's
         # bytes (`ServiceAnalyzer._tunnel`).
-        self.connect = connect
+        self.connect = False
         self.tunnel: _State | None = None
         self.pia: PiaBuffer | None = None  # a tunnel's own PIA (the stream's is `TcpStreams.pia`)
         # TCP: a confirmed recogniser whose `tunnel` is still undecided (SOCKS).
@@ -167,14 +162,14 @@ def _keep(st: _State, is_orig: bool, data: bytes) -> None:
 def _reading(st: _State) -> bool:
     """Whether more stream bytes can still change what the analyzer writes."""
     tunnel = st.tunnel
-    return bool(st.pending or st.watching or st.connect is None or st.opener is not None
+    return bool(st.pending or st.watching or st.opener is not None
                 or (tunnel is not None and (tunnel.pending or tunnel.watching)))
 
 
 def _wants(st: _State, is_orig: bool) -> bool:
     """Whether more bytes of one direction can: a recogniser reads up to MAX_BYTES of each
     (violations further), the tunnel watches both directions while undecided."""
-    if st.watching or st.connect is None or st.opener is not None:
+    if st.watching or st.opener is not None:
         return True
     if st.pending and len(st.orig if is_orig else st.resp) < MAX_BYTES:
         return True
@@ -217,27 +212,26 @@ class ServiceAnalyzer:
 
     def pia_gate(self, resp_p: int) -> PiaWait | None:
         """While `waiting_gate` is clean and the PIA matches, `on_packet` only keeps bytes
-        (nor can a CONNECT tunnel open); where it stops matching, `_decide` rejects every
-        signature, the checks tried without one reject an originator's window of their
-        `rejects_unanchored_after`, and the CONNECT watch one of CONNECT_REQUEST_MAX bytes."""
+        (a CONNECT tunnel is the HTTP analyzer's, which takes no part in it); where it stops
+        matching, `_decide` rejects every signature, and the checks tried without one
+        reject an originator's window of their `rejects_unanchored_after`."""
         gate = waiting_gate(resp_p)
         if gate is None:
             return None
-        done = largest_need([*(rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
-                               if not via_signature), CONNECT_REQUEST_MAX])
-        return PiaWait((gate, _CONNECT_GATE), done_after_orig=done)
+        done = largest_need(rec.rejects_unanchored_after for rec, via_signature in candidates(PROTO_TCP, resp_p)
+                            if not via_signature)
+        return PiaWait((gate,), done_after_orig=done)
 
     def pia_released(self, conn: ConnView) -> None:
         st: _State | None = conn.app.get(NAME)
         if st is not None:
             st.pending = []
-            st.connect = False  # `pia_gate`: the client's first bytes are no CONNECT
 
     def on_new(self, conn: ConnView) -> None:
         """Zeek attaches analyzers when it creates the connection, by the responder port then
         (analyzer::Manager::BuildInitialAnalyzerTree)."""
         if conn.proto == PROTO_TCP:
-            conn.app[NAME] = _State(_first_pending(PROTO_TCP, conn.resp_p), waiting_gate(conn.resp_p), connect=None)
+            conn.app[NAME] = _State(_first_pending(PROTO_TCP, conn.resp_p), waiting_gate(conn.resp_p))
         elif conn.proto == PROTO_UDP:
             conn.app[NAME] = _State(_first_pending(PROTO_UDP, conn.resp_p), None)
 
@@ -250,6 +244,9 @@ class ServiceAnalyzer:
             return
         if conn.proto != PROTO_TCP:
             return
+        rest = take_tunnel(conn, NAME)
+        if rest is not None:
+            self._open_connect(conn, st)
         if not _reading(st):  # decided: let the stream go (if never a candidate)
             s = streams(conn)
             if s is not None:
@@ -258,7 +255,6 @@ class ServiceAnalyzer:
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
             return
-        chunk_at = st.orig_size if is_orig else st.resp_size  # where the chunk starts in its stream
         _keep(st, is_orig, data)
         s = streams(conn)
         if s is None:
@@ -266,10 +262,10 @@ class ServiceAnalyzer:
         size = st.orig_size + st.resp_size
         if st.pending or st.watching:
             self._read(conn, st, s.pia, is_orig, size)
-        if st.connect is None:
-            self._watch_connect(conn, st, is_orig, data, chunk_at, size)
-        elif st.tunnel is not None:
-            self._tunnel(conn, st.tunnel, is_orig, data, size)
+        if st.tunnel is not None:
+            tunnel_data = data if rest is None else rest  # the chunk that opened it: the 200's rest
+            if tunnel_data:
+                self._tunnel(conn, st.tunnel, is_orig, tunnel_data, stream_size(conn))
         elif st.opener is not None:
             self._watch_opener(st)
         if not _reading(st):
@@ -291,30 +287,22 @@ class ServiceAnalyzer:
         if len(st.orig) >= MAX_BYTES and len(st.resp) >= MAX_BYTES:
             st.pending = []
 
-    def _watch_connect(self, conn: ConnView, st: _State, is_orig: bool, data: bytes, chunk_at: int,
-                       size: int) -> None:
-        """The CONNECT watch on the first bytes of each direction (`http_connect_tunnel`; a
-        client's first bytes "CONNECT " are dpd_http_client's, so HTTP is attached on any
-        port; after another case or a prefix of the method, the reply that opens a tunnel
-        is dpd_http_server's in every usual case: identifiers.http_tunnel). Where the tunnel
-        opens, a new PIA and its recognisers read its bytes: the rest of this, the
-        server's, chunk, and every chunk after it."""
-        opened = http_connect_tunnel(st.orig, st.resp)
-        if opened is None:
-            if len(st.resp) >= MAX_BYTES:
-                st.connect = False  # a reply head longer than the recognisers read
+    @staticmethod
+    def _open_connect(conn: ConnView, st: _State) -> None:
+        """The HTTP analyzer opened a CONNECT tunnel on this chunk (HTTP.cc's rule, both
+        engines: identifiers.http_tunnel): a new PIA and its recognisers read the server's
+        bytes after the 200's head and every chunk after this one, even where this
+        analyzer had let the stream go. Not in a tunnel already (SOCKS's): tunnels in a
+        tunnel are not modelled."""
+        if st.tunnel is not None:
             return
-        st.connect = opened
-        if not opened:
-            return
-        assert not is_orig, "only the server's bytes complete its reply head"
-        tunnel = st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
-        tunnel.pia = PiaBuffer()
-        head_end = reply_head_end(st.resp)
-        assert head_end is not None
-        rest = data[head_end - chunk_at :]
-        if rest:
-            self._tunnel(conn, tunnel, False, rest, size)
+        st.connect = True
+        st.opener = None
+        st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
+        st.tunnel.pia = PiaBuffer()
+        s = streams(conn)
+        if s is not None:
+            s.want(NAME)
 
     @staticmethod
     def _watch_opener(st: _State) -> None:
