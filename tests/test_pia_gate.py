@@ -178,14 +178,13 @@ def _oracle(port: int, chunks: list[tuple[bool, bytes]]) -> tuple[int, int]:
     PIA's own buffer and the analyzers' gates: (len(chunks), GATE_KEPT) if it does not."""
     pia = PiaBuffer()
     assert GATES is not None
-    done_after_orig, on_responder = GATES.release[port].tolist()
+    done_after_orig = int(GATES.release[port])
     for k, (is_orig, data) in enumerate(chunks):
         pia.add(is_orig, data)
         if not all(g.clean(pia) for g in PORT_GATES[port]):
             return k, GATE_OVER
         if not pia.matching:
-            released = (done_after_orig != NO_RELEASE and len(pia.orig) >= done_after_orig
-                        and not (on_responder and is_orig))
+            released = done_after_orig != NO_RELEASE and len(pia.orig) >= done_after_orig
             return k, GATE_RELEASED if released else GATE_OVER
         if k + 1 > KEPT_CHUNKS:
             return k, GATE_OVER
@@ -274,12 +273,10 @@ def test_each_analyzer_is_done_where_its_pia_wait_says(port: int, first: bytes, 
         seq[is_orig] += len(data)
         for analyzer in others:
             analyzer.on_packet(conn, is_orig, pkt)
-    last_is_orig = talk[end][0]
     for analyzer in others:
         wait = analyzer.pia_gate(port)
         assert wait is not None
-        if (wait.done_after_orig is not None and len(pia.orig) >= wait.done_after_orig
-                and not (wait.done_on_responder and last_is_orig)):
+        if wait.done_after_orig is not None and len(pia.orig) >= wait.done_after_orig:
             assert analyzer.name not in streams.orig_wanted | streams.resp_wanted, analyzer.name
     assert conn.service == [] and not conn.limit_weirds
 

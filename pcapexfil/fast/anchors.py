@@ -36,8 +36,8 @@ class Gates(NamedTuple):
     accept: np.ndarray  # (states,) uint8: the marks are held
     dead: np.ndarray  # (states,) uint8: no byte leads anywhere but here (nothing more can be held)
     start: np.ndarray  # (65536, 2) int32: per TCP port, the originator's and responder's first state, or NO_GATE
-    # (65536, 2) int32: per TCP port, PiaWait.done_after_orig (NO_RELEASE: None) and
-    # done_on_responder of all its analyzers together.
+    # (65536,) int32: per TCP port, PiaWait.done_after_orig of all its analyzers together
+    # (NO_RELEASE: None).
     release: np.ndarray
 
 
@@ -102,7 +102,7 @@ def build_gates(ports: dict[int, PiaWait]) -> Gates | None:
     Kept beside the kernels' cache (`jit.CACHE_DIR`), named by the ports' marks and rules:
     building them takes 0.15 s, a fifth of `conn`'s start-up; loading them a few ms."""
     key = hashlib.sha256(repr(sorted((port, _union([g.orig for g in w.gates]), _union([g.resp for g in w.gates]),
-                                      w.done_after_orig, w.done_on_responder) for port, w in ports.items())).encode())
+                                      w.done_after_orig) for port, w in ports.items())).encode())
     key.update(interegular.__version__.encode())
     path = os.path.join(CACHE_DIR, f"gates-{key.hexdigest()[:16]}.npz")
     try:
@@ -125,7 +125,7 @@ def _build_gates(ports: dict[int, PiaWait]) -> Gates | None:
     tables, accepts = [np.zeros((1, 256), np.int32)], [np.zeros(1, np.uint8)]  # state 0: dead for all
     size = 1
     start = np.full((65536, 2), NO_GATE, np.int32)
-    release = np.full((65536, 2), NO_RELEASE, np.int32)
+    release = np.full(65536, NO_RELEASE, np.int32)
     built: dict[tuple[str | None, str | None], tuple[int, int]] = {}
     for port, wait in sorted(ports.items()):
         gates = wait.gates
@@ -147,7 +147,7 @@ def _build_gates(ports: dict[int, PiaWait]) -> Gates | None:
             built[key] = (firsts[0], firsts[1])
         start[port] = built[key]
         if wait.done_after_orig is not None:
-            release[port] = (wait.done_after_orig, wait.done_on_responder)
+            release[port] = wait.done_after_orig
     if not built:
         return None
     table = np.concatenate(tables)

@@ -65,7 +65,7 @@ def new_gate(rows: int, gates: Gates | None, buffers: int = 64) -> PiaGate:
     """A gate for `rows` lane rows; `gates` None: no port is gated."""
     if gates is None:
         gates = Gates(table=np.zeros((1, 256), np.int32), accept=np.zeros(1, np.uint8), dead=np.ones(1, np.uint8),
-                      start=np.full((65536, 2), NO_GATE, np.int32), release=np.full((65536, 2), NO_RELEASE, np.int32))
+                      start=np.full((65536, 2), NO_GATE, np.int32), release=np.full(65536, NO_RELEASE, np.int32))
     ints = np.zeros(1, np.int64)
     ints[W_FREE] = buffers
     return PiaGate(gates=gates, rows=np.zeros((rows, GATE_FIELDS), np.int64),
@@ -117,9 +117,9 @@ def gate_chunk(W, r, is_orig, orig_phys, src, start, end, seq, ts):
         return GATE_OVER
     # PIA_TCP::DeliverStream: the chunk that takes it past either limit is matched last.
     if size > DPD_BUFFER_SIZE or chunks > DPD_MAX_PACKETS:
-        rule = G.release[row[G_PORT]]
+        done_after_orig = G.release[row[G_PORT]]
         orig_bytes = row[G_ORIG_BYTES] + (n if is_orig else 0)
-        if rule[0] != NO_RELEASE and orig_bytes >= rule[0] and not (rule[1] and is_orig):
+        if done_after_orig != NO_RELEASE and orig_bytes >= done_after_orig:
             row[G_RELEASED] = 1
             return GATE_RELEASED
         return GATE_OVER

@@ -9,8 +9,8 @@ each direction) and appends the name of each that confirms; it lets the stream g
 as every candidate has decided or `MAX_BYTES` per direction were seen. A recogniser that
 models its analyzer's violations (`Recogniser.violation`) is read on after it confirmed,
 while dpd.zeek still acts on a violation: one there takes its name out of `service` again
-(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (the HTTP analyzer opens it: identifiers.http_tunnel)
-and after a recogniser's handshake that hands the stream over (`Recogniser.tunnel`: SOCKS),
+(`base.analyzer_violation`). After an HTTP CONNECT answered 200 (the HTTP analyzer opens
+it: identifiers.http_tunnel) and after a recogniser's handshake that hands the stream over (`Recogniser.tunnel`: SOCKS),
 the tunnel's bytes are a new PIA's, whose signatures attach recognisers as on any other
 stream start. TLS, HTTP and DNS name themselves in their identifier analyzers
 (pcapexfil.identifiers); HTTP and DNS apply their violations there through the same helper.
@@ -159,6 +159,12 @@ def _keep(st: _State, is_orig: bool, data: bytes) -> None:
             st.resp += data[: cap - len(st.resp)]
 
 
+def _open_tunnel_pia(st: _State) -> None:
+    """The tunnel's new PIA (PIA_TCP) and the recognisers it may attach, on `st`'s stream."""
+    st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
+    st.tunnel.pia = PiaBuffer()
+
+
 def _reading(st: _State) -> bool:
     """Whether more stream bytes can still change what the analyzer writes."""
     tunnel = st.tunnel
@@ -298,8 +304,7 @@ class ServiceAnalyzer:
             return
         st.connect = True
         st.opener = None
-        st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
-        st.tunnel.pia = PiaBuffer()
+        _open_tunnel_pia(st)
         s = streams(conn)
         if s is not None:
             s.want(NAME)
@@ -315,8 +320,7 @@ class ServiceAnalyzer:
             return
         st.opener = None
         if opened:
-            st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
-            st.tunnel.pia = PiaBuffer()
+            _open_tunnel_pia(st)
 
     def _tunnel(self, conn: ConnView, tunnel: _State, is_orig: bool, data: bytes, size: int) -> None:
         """A chunk of the tunnel (CONNECT's, SOCKS's): its PIA matches it as the PIA_TCP that

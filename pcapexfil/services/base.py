@@ -202,13 +202,11 @@ class PiaWait:
     (`AppAnalyzer.pia_gate`): only keep stream bytes while `gates` are clean (no output,
     nothing another analyzer reads); at the chunk that ends the PIA's matching with them
     still clean, be done with the connection (`AppAnalyzer.pia_released`) where the
-    originator's window holds at least `done_after_orig` bytes and, with
-    `done_on_responder`, the chunk is the responder's (`done_after_orig` None: it may read
-    on). `AppAnalyzer.pia_gate` answering None: it may act on any chunk."""
+    originator's window holds at least `done_after_orig` bytes (None: it may read on).
+    `AppAnalyzer.pia_gate` answering None: it may act on any chunk."""
 
     gates: tuple[AnchorGate, ...] = ()
     done_after_orig: int | None = 0
-    done_on_responder: bool = False
 
 
 def largest_need(needs: Iterable[int | None]) -> int | None:
@@ -221,8 +219,7 @@ def largest_need(needs: Iterable[int | None]) -> int | None:
 def joined_wait(waits: Iterable[PiaWait]) -> PiaWait:
     """Several analyzers' waits on one connection as one: every gate, done when all are."""
     found = list(waits)
-    return PiaWait(tuple(g for w in found for g in w.gates), largest_need(w.done_after_orig for w in found),
-                   any(w.done_on_responder for w in found))
+    return PiaWait(tuple(g for w in found for g in w.gates), largest_need(w.done_after_orig for w in found))
 
 
 # AnchorGate.clean's answers before any search: -1 is no window's length.
