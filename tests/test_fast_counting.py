@@ -301,6 +301,7 @@ def test_connections_without_payload_stay_in_the_kernel(tmp_path, monkeypatch):
     packets: list[tuple[int, int, int]] = []
     created: list[str] = []
     on_packet, on_message, on_new = ServiceAnalyzer.on_packet, DnsAnalyzer.on_message, DnsAnalyzer.on_new
+    kernel_pair = DnsAnalyzer.kernel_pair
 
     def noting_packet(self, conn, is_orig, pkt):
         packets.append((conn.orig_p, conn.resp_p, pkt.payload_len))
@@ -310,16 +311,21 @@ def test_connections_without_payload_stay_in_the_kernel(tmp_path, monkeypatch):
         packets.append((conn.orig_p, conn.resp_p, size))
         return on_message(self, conn, msg, size, ts)
 
+    def noting_pair(self, conn, query, reply, ts):  # a transaction the kernel paired (fast.dns_pairs)
+        packets.append((conn.orig_p, conn.resp_p, 2))  # its two messages
+        return kernel_pair(self, conn, query, reply, ts)
+
     def noting_new(self, conn):
         created.append(conn.uid)
         return on_new(self, conn)
 
     monkeypatch.setattr(ServiceAnalyzer, "on_packet", noting_packet)
     monkeypatch.setattr(DnsAnalyzer, "on_message", noting_message)
+    monkeypatch.setattr(DnsAnalyzer, "kernel_pair", noting_pair)
     monkeypatch.setattr(DnsAnalyzer, "on_new", noting_new)
     _, sink = _run([str(cap)], str(tmp_path / "fast"), "fast")
     assert created == [r.uid for r in sorted(sink.records, key=lambda r: r.ts)]
-    # Only the DNS messages and the late connection's payload reached the analyzers.
+    # Only the DNS transactions and the late connection's payload reached the analyzers.
     assert {(o, r) for o, r, _ in packets} == {(5000, 53), (6669, 80)}
     assert all(n > 0 for _, _, n in packets)
     named = {(r.resp_h, r.resp_p): r.dns_name for r in sink.records}

@@ -16,7 +16,7 @@ from test_fast_engine import assert_same
 
 from helpers_pcap import ether, ipv4, tcp, udp, write_pcap
 from pcapexfil.fast.dispatch import DNS_UDP
-from pcapexfil.fast.dns import messages, new_dns_parse, parse_message
+from pcapexfil.fast.dns import U_MSGS, ParsedMessages, new_dns_parse, parse_message
 from pcapexfil.fast.engine import kernel_dns_ports
 from pcapexfil.hooks import AnalyzerContext
 from pcapexfil.identifiers import make_analyzers
@@ -33,9 +33,8 @@ def kernel_parse(data: bytes, room: int = 64) -> Message | None:
     if not parse_message(D, buf, 7, len(data)):
         assert not D.used.any()  # nothing of a message left to Python is kept
         return None
-    ((msg, size),) = messages(D)
-    assert size == len(data)
-    return msg
+    assert D.used[U_MSGS] == 1 and D.msgs[0]["size"] == len(data)
+    return ParsedMessages(D).message(0)
 
 
 def oracle(data: bytes) -> Message | None:

@@ -2,8 +2,9 @@
 a byte arena, so the DNS analyzer gets it without a Packet or a parse in Python.
 
 The flow table calls `parse_message` for each datagram of a connection on a port of
-`DnsParse.ports` (DNS ports where no other analyzer reads datagrams, `fast.engine`) and
-turns the packet's EV_PKT into an EV_DNS when it succeeds. It reads what
+`DnsParse.ports` (DNS ports where no other analyzer reads datagrams, `fast.engine`); a
+parsed message is paired in the kernel (`fast.dns_pairs`) or reaches the analyzer as an
+EV_DNS instead of the packet's EV_PKT. It reads what
 `identifiers.dns.Message` reads (header, every question, the first one kept, the answer
 section) with the same rules; names are lowercased and their labels joined with dots,
 the text of an NS, CNAME, PTR, SOA, MX or SRV answer is its name, and every other answer
@@ -255,23 +256,26 @@ def parse_message(D, buf, start, size):
     return True
 
 
-def messages(D: DnsParse) -> list[tuple[Message, int]]:
-    """The messages one kernel call parsed, in order, as `identifiers.dns.Message`s with
-    their datagrams' captured sizes."""
-    n = int(D.used[U_MSGS])
-    if not n:
-        return []
-    arena = D.arena[: D.used[U_ARENA]].tobytes()
-    answers = D.answers[: D.used[U_ANSWERS]].tolist()
-    out = []
-    for size, tid, flags, qd, an, ns, ar, q_off, q_len, qtype, qclass, a0, n_ans in D.msgs[:n].tolist():
+class ParsedMessages:
+    """The messages one kernel call parsed, each read as an `identifiers.dns.Message` when
+    Python asks for its row (most are queries the kernel paired itself: `fast.dns_pairs`)."""
+
+    def __init__(self, D: DnsParse) -> None:
+        self.rows = D.msgs[: D.used[U_MSGS]].tolist()
+        self.answers = D.answers[: D.used[U_ANSWERS]].tolist()
+        self.arena = D.arena[: D.used[U_ARENA]].tobytes()
+
+    def message(self, m: int) -> Message:
+        """Row `m`, as `Message` would have parsed its datagram."""
+        arena = self.arena
+        _, tid, flags, qd, an, ns, ar, q_off, q_len, qtype, qclass, a0, n_ans = self.rows[m]
         qname = None
         question = None
         if q_len != NO_QUESTION:
             qname = arena[q_off : q_off + q_len].decode("utf-8", "surrogateescape")
             question = (qname, qtype, qclass)
         parsed: list[tuple[str, int, int, str | None]] = []
-        for owner_off, owner_len, rtype, ttl, how, off, length in answers[a0 : a0 + n_ans]:
+        for owner_off, owner_len, rtype, ttl, how, off, length in self.answers[a0 : a0 + n_ans]:
             if owner_len == OWNER_IS_QUESTION:
                 assert qname is not None
                 owner = qname
@@ -283,5 +287,4 @@ def messages(D: DnsParse) -> list[tuple[Message, int]]:
             elif how == TEXT_RDATA:
                 text = answer_text(arena[off : off + length], rtype, 0, length, owner)
             parsed.append((owner, rtype, ttl, text))
-        out.append((Message.from_parts(tid, flags, (qd, an, ns, ar), question, parsed), size))
-    return out
+        return Message.from_parts(tid, flags, (qd, an, ns, ar), question, parsed)

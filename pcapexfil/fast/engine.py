@@ -7,9 +7,10 @@ outside the table sees the reference's calls in the reference's order:
 - a new connection gets its uid from its identity (flow.uid, as FlowTable does) and the
   analyzers' `on_new` (they set up their state; DNS names the connection there);
 - packets an application analyzer needs become `on_packet` calls on a `ConnView` proxy:
-  the first packet of every UDP flow, every packet of DNS-port UDP flows (those the
-  kernel parsed as DNS messages go to the DNS analyzer's `on_message` instead, where
-  nothing else reads them: `kernel_dns_ports`), and TCP
+  the first packet of every UDP flow, every packet of DNS-port UDP flows (where nothing
+  else reads them, `kernel_dns_ports`, the messages the kernel parsed go to the DNS
+  analyzer instead: the transactions the kernel paired, `fast.dns_pairs`, as
+  `kernel_pair`, the other messages as `on_message`), and TCP
   packets that carry payload while the shared stream reassembly (identifiers.stream) may
   still deliver bytes in their direction. This leans on a contract of today's analyzers
   (hooks.AppAnalyzer): on TCP they act only on `tcp_data` bytes, and on no other
@@ -51,7 +52,8 @@ from pcapexfil.fast.batch import (
     halves_to_addr,
 )
 from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
-from pcapexfil.fast.dns import messages as dns_messages
+from pcapexfil.fast.dns import NO_QUESTION, ParsedMessages
+from pcapexfil.fast.dns_pairs import DNS_KERNEL, NO_SLOT, OUT_HANDOVER, OUT_MESSAGE, OUT_PAIR, P_OUT
 from pcapexfil.fast.events import WEIRD_NAMES
 from pcapexfil.fast.http_lane import HEAD_BUFFER, NO_HEADS, NO_LANE, NO_SEQ
 from pcapexfil.fast.http_machine import E_BROKEN, E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
@@ -66,6 +68,7 @@ from pcapexfil.fast.layout import (
     EV_REC,
     EV_TICK,
     EV_WEIRD,
+    REC_DTYPE,
 )
 from pcapexfil.fast.pia_gate import G_RELEASED, M_CHUNKS, M_FLIPPED, NO_WINDOW
 from pcapexfil.fast.table import (
@@ -92,7 +95,7 @@ from pcapexfil.flow.table import (
 )
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
-from pcapexfil.identifiers.dns import DnsAnalyzer, Message
+from pcapexfil.identifiers.dns import DnsAnalyzer, WaitingQuery
 from pcapexfil.identifiers.http import HTTP_PORTS, HttpAnalyzer
 from pcapexfil.identifiers.stream import STREAM_KEY, TcpStreams, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
@@ -107,6 +110,7 @@ if TYPE_CHECKING:
     from pcapexfil.workers import Share
 
 BATCH_ROWS = 2048
+REC_DNS = list(REC_DTYPE.fields or ()).index("dns_mode")  # the last fields: dns_mode, dns_size, dns_pq, dns_head
 # PACKET_ROW positions of the fields TcpStreams.count_offered reads.
 FLAGS, SEQ, PAYLOAD_LEN, PAYLOAD_CAP = (PACKET_FIELDS.index(name)
                                          for name in ("flags", "seq", "payload_len", "payload_cap"))
@@ -227,6 +231,9 @@ class FastFlow:
         self._last_pkt: Packet | None = None
         self._last_serial = -1
         self._prev: tuple[Packet | None, int] = (None, -1)
+        # The DNS messages and the DNS analyzer's rows of the kernel call being replayed.
+        self._parsed: ParsedMessages | None = None
+        self._dns_out: list[tuple] | None = None
 
     # -- input ----------------------------------------------------------------------------
     def set_buffer(self, buf: np.ndarray) -> None:
@@ -420,8 +427,8 @@ class FastFlow:
         analyzers = self.analyzers
         positions, batch_start = self.positions, self._batch_start
         recs: list | None = None
-        parsed: list[tuple[Message, int]] | None = None  # the DNS messages the kernel parsed in this call
-        n_parsed = 0
+        self._parsed = None
+        self._dns_out = None
         # Column views, not C[c]["field"] (a structured scalar per access); the table
         # grows only between kernel calls, so they stay valid for this call.
         C, E = self.table.flows.conns, self.table.flows.endpoints
@@ -431,7 +438,7 @@ class FastFlow:
         rows, row_size, unpack_row = self._rows, PACKET_ROW.size, PACKET_ROW.unpack_from
         http = self.http
         for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
-             counted_resp, stream_start, hist_len, lane, lane_lo, lane_hi, window) in ev.tolist():
+             counted_resp, stream_start, hist_len, lane, lane_lo, lane_hi, window, dns_lo, dns_hi) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
                 ids = (ohi, olo, rhi, rlo)
@@ -447,6 +454,8 @@ class FastFlow:
                     if counted_resp:
                         st.resp.counted(counted_resp)
                 if kind == EV_PKT:
+                    if dns_hi > dns_lo:
+                        self._dns_rows(conn, dns_lo, dns_hi, ts)  # the kernel hands its DNS state over
                     if code == CODE_LANE_LEFT:
                         st = self._http_left(conn, lane, lane_lo, lane_hi, ts)
                         lane_lo = lane_hi
@@ -496,16 +505,11 @@ class FastFlow:
                         e_seq[o], e_left[o] = st.count_window(True)
                         e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
             elif kind == EV_DNS:
-                if parsed is None:
-                    parsed = dns_messages(self.table.dns)
-                msg, size = parsed[n_parsed]
-                n_parsed += 1
                 if positions is not None:
                     positions.row = batch_start + row
                 # A UDP flow's roles are fixed at its creation, and a parsed message
                 # neither cancels the DNS expiry nor reaches a limit (`DnsAnalyzer.on_message`).
-                assert self.dns is not None
-                self.dns.on_message(conns[serial], msg, size, ts)
+                self._dns_rows(conns[serial], dns_lo, dns_hi, ts)
             elif kind == EV_LANE:
                 conn = conns[serial]
                 ids = (ohi, olo, rhi, rlo)
@@ -531,7 +535,14 @@ class FastFlow:
                 conn = conns.pop(serial)
                 if lane >= 0:
                     self._http_ended(conn, lane)
-                self._record(conn, recs[row], rh[row])
+                r = recs[row]
+                dns_mode, dns_size, dns_pq, dns_head = r[REC_DNS:]
+                if dns_mode == DNS_KERNEL and (dns_pq != NO_SLOT or "dns" not in conn.service):
+                    # Its queries still waiting (the analyzer writes them at on_remove), or
+                    # only messages Zeek does not pair, which name the service all the same.
+                    assert self.dns is not None
+                    self.dns.kernel_handover(conn, dns_size, self._waiting(dns_pq, dns_head))
+                self._record(conn, r, rh[row])
             elif kind == EV_TICK:
                 self.uids.expire(ts)
                 for sink in self.sinks:
@@ -551,6 +562,52 @@ class FastFlow:
                                  conn_id=(self._text(ohi, olo), op, self._text(rhi, rlo), rp))
                     else:
                         w.counts[EVICTED_WEIRD] += 1
+
+    # -- DNS the kernel pairs (fast.dns_pairs) -----------------------------------------------
+    def _dns_rows(self, conn: FastConn, lo: int, hi: int, ts: float) -> None:
+        """The DNS analyzer's rows for one event: a transaction the kernel paired, a message
+        for the analyzer to pair, or the kernel's state handed over."""
+        dns = self.dns
+        assert dns is not None
+        if self._dns_out is None:
+            Q = self.table.pairs
+            self._dns_out = Q.out[: Q.ints[P_OUT]].tolist()
+        if self._parsed is None:
+            self._parsed = ParsedMessages(self.table.dns)
+        parsed = self._parsed
+        for what, size, m, slot, head, q_ts, tid, flags, q_off, q_len, qtype, qclass in self._dns_out[lo:hi]:
+            if what == OUT_PAIR:
+                question = None
+                if q_len != NO_QUESTION:
+                    question = (parsed.arena[q_off : q_off + q_len].decode("utf-8", "surrogateescape"), qtype, qclass)
+                dns.kernel_pair(conn, WaitingQuery(q_ts, tid, flags, question), parsed.message(m), ts)
+            elif what == OUT_MESSAGE:
+                dns.on_message(conn, parsed.message(m), size, ts)
+            else:
+                assert what == OUT_HANDOVER
+                dns.kernel_handover(conn, size, self._waiting(slot, head))
+
+    def _waiting(self, first: int, head: int) -> list[WaitingQuery]:
+        """A connection's waiting queries: its `dns_pq`, then its list from `head`."""
+        out = []
+        if first != NO_SLOT:
+            out.append(self._waiting_query(first))
+        nxt = self.table.pairs.pairs["next"]
+        while head != NO_SLOT:
+            after = int(nxt[head])
+            out.append(self._waiting_query(head))
+            head = after
+        return out
+
+    def _waiting_query(self, slot: int) -> WaitingQuery:
+        """The query in pool slot `slot`, which goes back to the kernel."""
+        Q = self.table.pairs
+        ts, tid, flags, q_len, qtype, qclass, _ = Q.pairs[slot].tolist()
+        question = None
+        if q_len != NO_QUESTION:
+            question = (Q.names[slot, :q_len].tobytes().decode("utf-8", "surrogateescape"), qtype, qclass)
+        self.table.dns_free(slot)
+        return WaitingQuery(ts, tid, flags, question)
 
     # -- HTTP the kernel reads (fast.http_lane) ---------------------------------------------
     def _http_read(self, conn: FastConn, lo: int, hi: int, ts: float) -> None:
@@ -645,7 +702,7 @@ class FastFlow:
 
     def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:
         (_, ts, duration, ohi, olo, rhi, rlo, op, rp, proto, state, ob, rb, missed,
-         opk, oipb, rpk, ripb, hlen, counted_orig, counted_resp) = r
+         opk, oipb, rpk, ripb, hlen, counted_orig, counted_resp) = r[:REC_DNS]
         ids = (ohi, olo, rhi, rlo)
         if conn.ids != ids:
             self._flipped(conn, ids, op, rp)

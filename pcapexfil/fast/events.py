@@ -73,6 +73,8 @@ def ev_conn(O, S, kind, C, c, ts):
     ev.lane_lo = 0
     ev.lane_hi = 0
     ev.window = -1
+    ev.dns_lo = 0
+    ev.dns_hi = 0
     G[G_EV_N] = n + 1
     return n
 

@@ -20,8 +20,9 @@ signatures:
 - `P`, `Settings`: what the configuration fixes: timeouts (`CFG_*`), the port table
   (likely server ports, port inactivity timeouts) and the ICMP type pairs.
 
-`process_batch` also takes `D`, `fast.dns.DnsParse`: the DNS messages one call parsed, and
-`L`, `fast.http_lane.HttpLane`: the HTTP connections it reads itself.
+`process_batch` also takes `D`, `fast.dns.DnsParse`: the DNS messages one call parsed, `Q`,
+`fast.dns_pairs.DnsPairs`: the DNS queries waiting for their replies, and `L`,
+`fast.http_lane.HttpLane`: the HTTP connections it reads itself.
 
 Python allocates them (`new_flows`, `new_timers`, `new_output`) and grows them between
 kernel calls (`fast.table.FastFlowTable`), replacing an array with `_replace`.
@@ -106,7 +107,8 @@ EV_NEW, EV_PKT, EV_REC, EV_TICK, EV_WEIRD, EV_EVICT = 0, 1, 2, 3, 4, 5
 # take over the counts at its place in the stream, as at an EV_PKT, without the packet.
 EV_COUNTED = 6
 # A UDP datagram on a DNS port that the kernel parsed as a DNS message (`fast.dns`): the
-# DNS analyzer gets the message, no analyzer the packet.
+# DNS analyzer gets its rows (`fast.dns_pairs`: a transaction, or the message), no analyzer
+# the packet.
 EV_DNS = 7
 # A segment only the kernel's HTTP reading needed (`fast.http_lane`): the HTTP analyzer
 # gets what it wrote (lane_lo .. lane_hi), no analyzer the packet.
@@ -150,6 +152,9 @@ EV_DTYPE = np.dtype(
         # EV_PKT: the window buffer whose chunks the analyzers read before this packet
         # (`fast.pia_gate`; -1: none).
         ("window", np.int64),
+        # EV_DNS, EV_PKT: the DNS analyzer's rows for it (`fast.dns_pairs.DnsPairs.out`).
+        ("dns_lo", np.int64),
+        ("dns_hi", np.int64),
     ]
 )
 
@@ -186,6 +191,13 @@ EP_DTYPE = np.dtype(
         ("stream_start", np.int64),
     ]
 )
+
+DNS_PAIRING_FIELDS = [
+    ("dns_mode", np.uint8),
+    ("dns_size", np.int64),
+    ("dns_pq", np.int64),
+    ("dns_head", np.int64),
+]
 
 CONN_DTYPE = np.dtype(
     [
@@ -239,6 +251,10 @@ CONN_DTYPE = np.dtype(
         ("chk_resp_cnt", np.int64),
         ("chk_resp_thr", np.int64),
         ("lane", np.int64),  # its fast.http_lane row, -1: none (HTTP, if any, is read in Python)
+        # DNS paired in the kernel (fast.dns_pairs): who pairs its messages, their payload
+        # bytes so far, the waiting query and the list of the others (pool slots).
+        *DNS_PAIRING_FIELDS,
+        ("dns_n", np.int64),  # queries in the dns_head list
     ]
 )
 
@@ -260,6 +276,7 @@ REC_DTYPE = np.dtype(
         ("hist_len", np.int64),
         ("counted_orig", np.int64),  # stream bytes the kernel counted for the analyzers since
         ("counted_resp", np.int64),  # the connection's last EV_PKT or EV_COUNTED
+        *DNS_PAIRING_FIELDS,  # the DNS state the kernel held at the end (fast.dns_pairs)
     ]
 )
 

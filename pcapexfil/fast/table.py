@@ -68,7 +68,16 @@ from pcapexfil.fast.history import (
     hist_append,
     lower,
 )
-from pcapexfil.fast.dns import DnsParse, new_dns_parse, parse_message
+from pcapexfil.fast.dns import U_ANSWERS, U_ARENA, U_MSGS, DnsParse, new_dns_parse, parse_message
+from pcapexfil.fast.dns_pairs import (
+    DNS_UNSEEN,
+    NO_SLOT,
+    P_FREE,
+    P_OUT,
+    DnsPairs,
+    dns_datagram,
+    new_dns_pairs,
+)
 from pcapexfil.fast.http_lane import (
     HEAD_BUFFER,
     L_ARENA_N,
@@ -276,6 +285,10 @@ def _remove(F, O, S, c):
     rec.hist_len = n
     for k in range(n):
         O.record_history[r, k] = HI[c, k]
+    rec.dns_mode = C[c].dns_mode  # Python writes the queries still waiting (fast.dns_pairs)
+    rec.dns_size = C[c].dns_size
+    rec.dns_pq = C[c].dns_pq
+    rec.dns_head = C[c].dns_head
     ev = ev_conn(O, S, EV_REC, C, c, C[c].last_ts)
     O.events[ev].row = r
     C[c].lane = NO_LANE  # Python gives the row back once it has read it
@@ -474,6 +487,11 @@ def _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bh
     if flip and not (b[i].dst_hi == 0 and b[i].dst_lo == _BCAST_LO):
         flip_roles(F, c, False)
     cc.lane = lane_open(L, cc.resp_p) if proto == PROTO_TCP else NO_LANE  # HTTP attaches by the port on_new sees
+    cc.dns_mode = DNS_UNSEEN
+    cc.dns_size = 0
+    cc.dns_pq = NO_SLOT
+    cc.dns_head = NO_SLOT
+    cc.dns_n = 0
     k = ev_conn(O, S, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
     O.events[k].code = proto
     O.events[k].row = i
@@ -523,7 +541,7 @@ def _udp_chk_scaled(F, c, is_orig):
 
 
 @njit(cache=True, _nrt=False)
-def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
+def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
     """Rows `start`.. of batch `b` (payloads in `buf`) through the table. Returns (status,
     next row)."""
     C, E = F.conns, F.endpoints
@@ -737,6 +755,10 @@ def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
             elif window != NO_WINDOW and not want:
                 window_release(L.gate, window)  # unreachable: they wait for bytes while gated
                 window = NO_WINDOW
+            dns_lo = Q.ints[P_OUT]
+            if want and (not C[c].is_tcp and mode != APP_FIRST and D.ports[C[c].resp_p]
+                         and b[i].payload_cap > 0):
+                want = _dns_datagram(D, Q, C, c, b, i, buf, a, ts)
             if want:
                 k = ev_conn(O, S, EV_PKT, C, c, ts)
                 EV[k].window = window
@@ -758,9 +780,10 @@ def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
                     # Python never stops a UDP flow's analyzers, so no pause; its timers
                     # still wait for them (_advance).
                     C[c].app_call = G[G_CALL]
-                    if (D.ports[C[c].resp_p] and b[i].payload_cap > 0 and not a & AUX_DECODED
-                            and parse_message(D, buf, np.int64(b[i].payload_off), np.int64(b[i].payload_cap))):
-                        EV[k].kind = EV_DNS
+                    EV[k].dns_lo = dns_lo
+                    EV[k].dns_hi = Q.ints[P_OUT]
+                    if dns_lo < EV[k].dns_hi and Q.out[EV[k].dns_hi - 1].msg >= 0:
+                        EV[k].kind = EV_DNS  # the message is the analyzer's, not the packet
             elif lane_said == LANE_EVENTS:
                 k = ev_conn(O, S, EV_LANE, C, c, ts)
                 EV[k].row = i
@@ -772,6 +795,20 @@ def process_batch(F, T, O, S, P, D, L, b, buf, aux, row_conn, start):
             # Let the analyzers look: they may be done with this connection.
             return ST_OUT_FULL, i + 1
     return ST_DONE, n
+
+
+@njit(cache=True, _nrt=False)
+def _dns_datagram(D, Q, C, c, b, i, buf, a, ts):
+    """Row `i`, a datagram with payload on a DNS port of connection `c`: parsed here if it
+    can be (not a frame the reference decoder made), then paired (`fast.dns_pairs`).
+    False: the kernel keeps the message, no event (its parse is dropped from D)."""
+    U = D.used
+    msgs, answers, arena = U[U_MSGS], U[U_ANSWERS], U[U_ARENA]
+    parsed = not a & AUX_DECODED and parse_message(D, buf, np.int64(b[i].payload_off), np.int64(b[i].payload_cap))
+    if dns_datagram(Q, D, C, c, parsed, msgs, ts):
+        return True
+    U[U_MSGS], U[U_ANSWERS], U[U_ARENA] = msgs, answers, arena
+    return False
 
 
 @njit(cache=True, _nrt=False)
@@ -868,6 +905,9 @@ def _settings(config: FlowConfig) -> Settings:
     return Settings(timeouts=timeouts, ports=ports, icmp4=ICMP4, icmp6=ICMP6)
 
 
+DNS_SLOTS = 8192  # DNS queries the kernel keeps waiting for their replies (fast.dns_pairs)
+
+
 class FastFlowTable:
     """Owns the kernel's arrays; grows them and replays its events through `handler`.
 
@@ -889,6 +929,7 @@ class FastFlowTable:
         # Room for as many messages as the first output has events (a kernel call takes at
         # most fast.engine.BATCH_ROWS packets); fixed: a message that does not fit goes to Python.
         self.dns: DnsParse = new_dns_parse(np.zeros(65536, np.bool_) if dns_ports is None else dns_ports, out)
+        self.pairs: DnsPairs = new_dns_pairs(DNS_SLOTS, out)
         self.scalars = Scalars(ints=np.zeros(G_SIZE, np.int64), floats=np.zeros(GF_SIZE, np.float64))
         G = self.scalars.ints
         G[G_NFREE] = cap
@@ -926,6 +967,12 @@ class FastFlowTable:
             self.window_free(int(gate[G_WINDOW]))
             gate[G_WINDOW] = NO_WINDOW
 
+    def dns_free(self, slot: int) -> None:
+        """Python has read a waiting query's slot (`fast.dns_pairs`): the kernel may reuse it."""
+        ints = self.pairs.ints
+        self.pairs.free[ints[P_FREE]] = slot
+        ints[P_FREE] += 1
+
     def window_free(self, window: int) -> None:
         """Python has read a window buffer (`fast.pia_gate`), or its connection ended gated."""
         gate = self.lane.gate
@@ -946,9 +993,10 @@ class FastFlowTable:
             G[G_REC_N] = 0
             G[G_CALL] += 1
             self.dns.used.fill(0)
+            self.pairs.ints[P_OUT] = 0
             lane.ints[L_EV_N] = lane.ints[L_ARENA_N] = 0
             status, i = process_batch(self.flows, self.timers, self.out, self.scalars, self.settings, self.dns,
-                                      lane, batch, buf, aux, self.row_conn, i)
+                                      self.pairs, lane, batch, buf, aux, self.row_conn, i)
             self._drain()
             if status == ST_DONE:
                 return self.row_conn[:n]
@@ -977,6 +1025,7 @@ class FastFlowTable:
     def _grow_output(self) -> None:
         """A packet needs more room than an empty output has: the events, or the lane's."""
         self.out = new_output(2 * self.out.events.shape[0], self.flows.history.shape[1])
+        self.pairs = self.pairs._replace(out=np.zeros(2 * self.out.events.shape[0], self.pairs.out.dtype))
         lane = self.lane
         self.lane = lane._replace(events=np.zeros((2 * lane.events.shape[0], lane.events.shape[1]), np.int64),
                                   arena=np.zeros(2 * lane.arena.shape[0], np.uint8))

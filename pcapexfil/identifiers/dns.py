@@ -23,7 +23,7 @@ import itertools
 import socket
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pcapexfil.flow.ports import registered_ports
 from pcapexfil.identifiers.output import LogOut
@@ -193,6 +193,20 @@ def answer_text(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> s
         return None
 
 
+def query_bits(flags: int) -> tuple[bool, bool, int]:
+    """The header flags a query gives its row: RD, TC, Z."""
+    return flags & 0x0100 != 0, flags & 0x0200 != 0, (flags >> 4) & 0x7
+
+
+class WaitingQuery(NamedTuple):
+    """A query the fast engine's kernel kept waiting for its reply (`fast.dns_pairs`)."""
+
+    ts: float
+    tid: int
+    flags: int  # its header's
+    question: tuple[str, int, int] | None  # (name, qtype, qclass)
+
+
 class Message:
     """One parsed DNS message (header, first question, answer section)."""
 
@@ -238,10 +252,8 @@ class Message:
         self.qr = flags & 0x8000 != 0
         self.opcode = (flags >> 11) & 0xF
         self.aa = flags & 0x0400 != 0
-        self.tc = flags & 0x0200 != 0
-        self.rd = flags & 0x0100 != 0
+        self.rd, self.tc, self.z = query_bits(flags)
         self.ra = flags & 0x0080 != 0
-        self.z = (flags >> 4) & 0x7
         self.rcode = flags & 0xF
         self.counts = counts
 
@@ -429,35 +441,76 @@ class DnsAnalyzer:
         if not st.disabled:
             self._parsed(conn, st, msg, ts, "udp")
 
-    def _parsed(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> None:
+    def kernel_pair(self, conn: ConnView, query: WaitingQuery, reply: Message, ts: float) -> None:
+        """A transaction the fast engine's kernel paired (`fast.dns_pairs`, which keeps a
+        connection only while `_session` would find the query waiting): what `_parsed`
+        does with the query, then with its reply, which came at `ts`."""
+        if "dns" not in conn.service:
+            conn.service.append("dns")  # the kernel's connections have had no violation
+        pair = self._waiting(query)
+        self._reply(conn, pair, reply, ts)
+        self._write(conn, pair)
+
+    def kernel_handover(self, conn: ConnView, size: int, waiting: list[WaitingQuery]) -> None:
+        """The kernel leaves a connection's DNS to this analyzer (`fast.dns_pairs`): the
+        messages it paired carried `size` payload bytes, `waiting` are its queries still
+        waiting, in the order of `pending_query`, then `pending_queries` (the kernel keeps no
+        pending replies, and no more than the analyzer's flush limits)."""
+        st = self._state(conn)
+        st.size = size
+        self._seen(conn, st)
+        for query in waiting:
+            pair = self._waiting(query)
+            if st.pending_query is None:
+                st.pending_query = pair
+            else:
+                st.pending_queries.setdefault(query.tid, deque()).append(pair)
+
+    def _waiting(self, query: WaitingQuery) -> _Pair:
+        pair = _Pair(query.ts, "udp", query.tid)
+        self._query(pair, *query_bits(query.flags), query.question)
+        return pair
+
+    def _seen(self, conn: ConnView, st: _DnsConn) -> None:
         if not st.seen:
             st.seen = True
             if "dns" not in conn.service:
                 conn.service.append("dns")
+
+    def _parsed(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> None:
+        self._seen(conn, st)
         if msg.opcode != 0:
             return  # Zeek tracks standard queries only
         pair = self._session(conn, st, msg, ts, proto)
-        info = pair.row
         if msg.qr:
-            info["rcode"] = msg.rcode
-            info["rcode_name"] = rcode_name(msg.rcode)
-            if msg.rcode != 0 and msg.counts[0] == 0:
-                info["rejected"] = True
-            if msg.question is not None and not any(msg.counts[1:]):
-                info["rejected"] = True  # Zeek's dns_rejected: a reply without any record
-            if msg.answers:
-                self._answers(conn, info, msg, ts)
-            pair.reply = True
+            self._reply(conn, pair, msg, ts)
         else:
-            info["RD"], info["TC"], info["Z"] = msg.rd, msg.tc, msg.z
-            if msg.question is not None:
-                name, qtype, qclass = msg.question
-                info["query"] = name
-                info["qtype"], info["qtype_name"] = qtype, qtype_name(qtype)
-                info["qclass"], info["qclass_name"] = qclass, qclass_name(qclass)
-            pair.query = True
+            self._query(pair, msg.rd, msg.tc, msg.z, msg.question)
         if pair.reply and pair.query:
             self._write(conn, pair)
+
+    @staticmethod
+    def _query(pair: _Pair, rd: bool, tc: bool, z: int, question: tuple[str, int, int] | None) -> None:
+        info = pair.row
+        info["RD"], info["TC"], info["Z"] = rd, tc, z
+        if question is not None:
+            name, qtype, qclass = question
+            info["query"] = name
+            info["qtype"], info["qtype_name"] = qtype, qtype_name(qtype)
+            info["qclass"], info["qclass_name"] = qclass, qclass_name(qclass)
+        pair.query = True
+
+    def _reply(self, conn: ConnView, pair: _Pair, msg: Message, ts: float) -> None:
+        info = pair.row
+        info["rcode"] = msg.rcode
+        info["rcode_name"] = rcode_name(msg.rcode)
+        if msg.rcode != 0 and msg.counts[0] == 0:
+            info["rejected"] = True
+        if msg.question is not None and not any(msg.counts[1:]):
+            info["rejected"] = True  # Zeek's dns_rejected: a reply without any record
+        if msg.answers:
+            self._answers(conn, info, msg, ts)
+        pair.reply = True
 
     def _answers(self, conn: ConnView, info: dict[str, Any], msg: Message, ts: float) -> None:
         """A reply's answer section into its row, and its A/AAAA records into the names table."""
