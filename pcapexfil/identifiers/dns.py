@@ -31,7 +31,6 @@ from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.logs.dns import (
     DNS_FIELDS,
     OPCODES,
-    dns_row,
     qclass_name,
     qtype_name,
     rcode_name,
@@ -210,7 +209,7 @@ class WaitingQuery(NamedTuple):
 class Message:
     """One parsed DNS message (header, first question, answer section)."""
 
-    __slots__ = ("id", "qr", "opcode", "aa", "tc", "rd", "ra", "z", "rcode", "counts", "question", "answers")
+    __slots__ = ("id", "flags", "qr", "opcode", "aa", "tc", "rd", "ra", "z", "rcode", "counts", "question", "answers")
 
     def __init__(self, msg: bytes) -> None:
         if len(msg) < HEADER_LEN:
@@ -249,6 +248,7 @@ class Message:
 
     def _header(self, tid: int, flags: int, counts: tuple[int, int, int, int]) -> None:
         self.id = tid
+        self.flags = flags
         self.qr = flags & 0x8000 != 0
         self.opcode = (flags >> 11) & 0xF
         self.aa = flags & 0x0400 != 0
@@ -270,17 +270,22 @@ class Message:
 
 
 class _Pair:
-    """A query and its reply as they are paired: the dns.log row so far, and which halves
-    were seen (the row is written once both were, or when the connection ends)."""
+    """A query and its reply as they are paired: the halves seen so far (the row is
+    written once both were, or when the connection ends, from what they hold: `_row`)."""
 
-    __slots__ = ("row", "query", "reply", "written")
+    __slots__ = ("ts", "proto", "tid", "query", "question", "reply", "reply_ts", "texts", "ttls", "written")
 
     def __init__(self, ts: float, proto: str, tid: int) -> None:
-        self.row: dict[str, Any] = {
-            "ts": ts, "proto": proto, "trans_id": tid, "AA": False, "TC": False, "RD": False,
-            "RA": False, "Z": 0, "rejected": False, "opcode": 0, "opcode_name": OPCODES[0],
-        }  # fmt: skip
-        self.query = self.reply = self.written = False
+        self.ts = ts  # the first message's
+        self.proto = proto
+        self.tid = tid
+        self.query: int | None = None  # the query's header flags, once it came
+        self.question: tuple[str, int, int] | None = None  # its question
+        self.reply: Message | None = None
+        self.reply_ts = 0.0
+        self.texts: list[str] = []  # the reply's answers that have a text, and their TTLs
+        self.ttls: list[float] = []
+        self.written = False
 
 
 class _DnsConn:
@@ -466,9 +471,10 @@ class DnsAnalyzer:
             else:
                 st.pending_queries.setdefault(query.tid, deque()).append(pair)
 
-    def _waiting(self, query: WaitingQuery) -> _Pair:
+    @staticmethod
+    def _waiting(query: WaitingQuery) -> _Pair:
         pair = _Pair(query.ts, "udp", query.tid)
-        self._query(pair, *query_bits(query.flags), query.question)
+        pair.query, pair.question = query.flags, query.question
         return pair
 
     def _seen(self, conn: ConnView, st: _DnsConn) -> None:
@@ -485,43 +491,18 @@ class DnsAnalyzer:
         if msg.qr:
             self._reply(conn, pair, msg, ts)
         else:
-            self._query(pair, msg.rd, msg.tc, msg.z, msg.question)
-        if pair.reply and pair.query:
+            pair.query, pair.question = msg.flags, msg.question
+        if pair.reply is not None and pair.query is not None:
             self._write(conn, pair)
 
-    @staticmethod
-    def _query(pair: _Pair, rd: bool, tc: bool, z: int, question: tuple[str, int, int] | None) -> None:
-        info = pair.row
-        info["RD"], info["TC"], info["Z"] = rd, tc, z
-        if question is not None:
-            name, qtype, qclass = question
-            info["query"] = name
-            info["qtype"], info["qtype_name"] = qtype, qtype_name(qtype)
-            info["qclass"], info["qclass_name"] = qclass, qclass_name(qclass)
-        pair.query = True
-
     def _reply(self, conn: ConnView, pair: _Pair, msg: Message, ts: float) -> None:
-        info = pair.row
-        info["rcode"] = msg.rcode
-        info["rcode_name"] = rcode_name(msg.rcode)
-        if msg.rcode != 0 and msg.counts[0] == 0:
-            info["rejected"] = True
-        if msg.question is not None and not any(msg.counts[1:]):
-            info["rejected"] = True  # Zeek's dns_rejected: a reply without any record
-        if msg.answers:
-            self._answers(conn, info, msg, ts)
-        pair.reply = True
-
-    def _answers(self, conn: ConnView, info: dict[str, Any], msg: Message, ts: float) -> None:
-        """A reply's answer section into its row, and its A/AAAA records into the names table."""
-        asked = info.setdefault("query", msg.answers[0][0])
-        info["AA"], info["RA"] = msg.aa, msg.ra
-        if "rtt" not in info:
-            rtt = ts - info["ts"]
-            if rtt != 0:
-                info["rtt"] = rtt
-        texts: list[str] = []
-        ttls: list[float] = []
+        """The reply's half, and its A/AAAA answers into the names table: the name asked
+        for is the query's, or, before the query came, the first answer's owner."""
+        pair.reply, pair.reply_ts = msg, ts
+        if not msg.answers:
+            return
+        asked = pair.question[0] if pair.question is not None else msg.answers[0][0]
+        texts, ttls = pair.texts, pair.ttls
         for owner, rtype, ttl, text in msg.answers:
             if text:
                 texts.append(text)
@@ -531,9 +512,39 @@ class DnsAnalyzer:
                         self.deferred.learn(conn, text, asked or owner, ts + ttl, ts)
                     else:
                         self.remember(conn.orig_h, text, asked or owner, ts + ttl, ts)
-        if texts:
-            info.setdefault("answers", []).extend(texts)
-            info.setdefault("TTLs", []).extend(ttls)
+
+    @staticmethod
+    def _row(conn: ConnView, pair: _Pair) -> dict[str, Any]:
+        """The pair's dns.log row: the query's RD, TC, Z and question; the reply's rcode,
+        `rejected`, and, if it has answers, AA, RA, rtt, the answers with a text and their
+        TTLs, and the first answer's owner as `query` when no question was seen."""
+        row: dict[str, Any] = {
+            "ts": pair.ts, "uid": conn.uid, "id.orig_h": conn.orig_h, "id.orig_p": conn.orig_p,
+            "id.resp_h": conn.resp_h, "id.resp_p": conn.resp_p, "proto": pair.proto, "trans_id": pair.tid,
+            "AA": False, "TC": False, "RD": False, "RA": False, "Z": 0, "rejected": False, "opcode": 0,
+            "opcode_name": OPCODES[0],
+        }  # fmt: skip
+        if pair.query is not None:
+            row["RD"], row["TC"], row["Z"] = query_bits(pair.query)
+            if pair.question is not None:
+                name, qtype, qclass = pair.question
+                row["query"] = name
+                row["qtype"], row["qtype_name"] = qtype, qtype_name(qtype)
+                row["qclass"], row["qclass_name"] = qclass, qclass_name(qclass)
+        msg = pair.reply
+        if msg is not None:
+            row["rcode"], row["rcode_name"] = msg.rcode, rcode_name(msg.rcode)
+            if msg.rcode != 0 and msg.counts[0] == 0 or msg.question is not None and not any(msg.counts[1:]):
+                row["rejected"] = True  # the latter: Zeek's dns_rejected, a reply without any record
+            if msg.answers:
+                row.setdefault("query", msg.answers[0][0])
+                row["AA"], row["RA"] = msg.aa, msg.ra
+                rtt = pair.reply_ts - pair.ts
+                if rtt != 0:
+                    row["rtt"] = rtt
+                if pair.texts:
+                    row["answers"], row["TTLs"] = pair.texts, pair.ttls
+        return row
 
     def _session(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> _Pair:
         """Zeek's DNS::set_session: pair this message with a waiting query or reply."""
@@ -552,7 +563,7 @@ class DnsAnalyzer:
                 self._enqueue(conn, st.pending_queries, tid, pair)
             return pair
         pq = st.pending_query
-        if pq is not None and pq.row["trans_id"] == tid:
+        if pq is not None and pq.tid == tid:
             st.pending_query = None
             if st.pending_queries:
                 q = st.pending_queries.get(tid)
@@ -593,11 +604,12 @@ class DnsAnalyzer:
         if pair.written:
             return
         pair.written = True
-        query = dns_query(pair.row)
+        row = self._row(conn, pair)
+        query = dns_query(row)
         if query is not None:
             conn.app.setdefault(QUERIES_KEY, []).append(query)
         if self.log.enabled:
-            self.log.write(dns_row(conn, pair.row))
+            self.log.write(row)
 
     def _weird(self, conn: ConnView, name: str, ts: float, addl: str | None = None) -> None:
         if self.ctx.weirds is not None:

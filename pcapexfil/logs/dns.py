@@ -3,11 +3,6 @@ uses for qclass, qtype and rcode."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from pcapexfil.hooks import ConnView
-from pcapexfil.logs.ssl import conn_id
 from pcapexfil.logs.zeek import TS_UID_ID_FIELDS, Field
 
 DNS_FIELDS: list[Field] = [
@@ -72,9 +67,3 @@ def qtype_name(n: int) -> str:
 def rcode_name(n: int) -> str:
     return RCODES.get(n, f"unknown-{n}")
 
-
-def dns_row(conn: ConnView, info: Mapping[str, Any]) -> dict[str, Any]:
-    """One dns.log row: the connection's id plus one query/reply pair's fields."""
-    row = conn_id(conn)
-    row.update(info)
-    return row
