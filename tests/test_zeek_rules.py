@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 import dpkt
+import pytest
 from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
@@ -224,6 +225,36 @@ def test_netbios_ns_on_137_is_dns(tmp_path) -> None:
     query = bytes(dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="CKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", type=32)]))
     (rec,) = records(tmp_path, [udp_frame(1.0, CLIENT, 137, "10.0.0.255", 137, query)])
     assert rec.service == ["dns"]
+
+
+NETBIOS_NAMES = [
+    # functions.bif's own example: 16 bytes, the last (the type) dropped.
+    ("FEEIEFCAEOEFFEECEJEPFDCAEOEBENEF", "THE NETBIOS NAM"),
+    # A workstation name padded with spaces, type 0x00: the padding goes.
+    ("FHEPFCELFDFEEBFEEJEPEOCACACACAAA", "WORKSTATION"),
+    # Bytes below 3 pass (written escaped); decoding stops at the first byte that is not
+    # printable, a space or below 3 (0x0d here).
+    ("EBAAEBANEBEBEBEBEBEBEBEBEBEBEBEB", r"A\x00A"),
+    # Not the first-level encoding (a letter past P): the name as it was asked.
+    ("EBEBEBEBEBEBEBEBEBEBEBEBEBEBEBEZ", "ebebebebebebebebebebebebebebebez"),
+    # Not 32 letters.
+    ("EBEB", "ebeb"),
+]
+
+
+@pytest.mark.parametrize("encoded,query", NETBIOS_NAMES, ids=[q for _, q in NETBIOS_NAMES])
+def test_netbios_ns_names_are_decoded_as_zeek_decodes_them(tmp_path, encoded, query) -> None:
+    """dns/main.zeek dns_request on 137/udp: `decode_netbios_name` (functions.bif), the
+    name as asked where it decodes to nothing; a node status request (SRV's number) is
+    NBSTAT. Elsewhere the name is the name."""
+    frames = []
+    for port, qtype in ((137, 32), (137, 33), (53, 33)):
+        data = bytes(dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name=encoded, type=qtype)]))
+        frames.append(udp_frame(1.0 + len(frames), CLIENT, 40000 + port + qtype, SERVER, port, data))
+    records(tmp_path, frames)
+    rows = read_zeek_log(str(tmp_path / "reference" / "dns.log")).rows
+    got = [(r["id.resp_p"], r["query"], r["qtype_name"]) for r in rows]
+    assert got == [("137", query, "NB"), ("137", query, "NBSTAT"), ("53", encoded.lower(), "SRV")]
 
 
 # -- service removal: dpd.zeek analyzer_violation_info / analyzer_failed -------------------

@@ -26,6 +26,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pcapexfil.flow.ports import registered_ports
+from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT, decode_netbios_name
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.logs.dns import (
@@ -528,8 +529,15 @@ class DnsAnalyzer:
             row["RD"], row["TC"], row["Z"] = query_bits(pair.query)
             if pair.question is not None:
                 name, qtype, qclass = pair.question
+                type_name = qtype_name(qtype)
+                if conn.resp_p == NETBIOS_NS_PORT and conn.proto == PROTO_UDP:
+                    # dns/main.zeek dns_request: the name decoded if it decodes; SRV's
+                    # number is NetBIOS's node status request.
+                    name = decode_netbios_name(name) or name
+                    if qtype == TYPE_SRV:
+                        type_name = "NBSTAT"
                 row["query"] = name
-                row["qtype"], row["qtype_name"] = qtype, qtype_name(qtype)
+                row["qtype"], row["qtype_name"] = qtype, type_name
                 row["qclass"], row["qclass_name"] = qclass, qclass_name(qclass)
         msg = pair.reply
         if msg is not None:
