@@ -38,9 +38,9 @@ class ConnView(Protocol):
         """Zeek's set_inactivity_timeout, as conn/inactivity.zeek calls it on an analyzer's
         confirmation (flow.table.ANALYZER_INACTIVITY_TIMEOUTS)."""
 
-    def limit_reached(self, weird: str) -> None:
-        """Zeek's Analyzer::LimitReachedWeird for the packet being analyzed: the weird, and
-        'X' in the history (once) after that packet's letters."""
+    def limit_reached(self, weird: str, addl: str | None = None) -> None:
+        """Zeek's Analyzer::LimitReachedWeird for the packet being analyzed: the weird (once
+        per connection and name), and 'X' in the history (once) after that packet's letters."""
 
     def cancel_dns_expiry(self) -> None:
         """The DNS analyzer was disabled (a violation): Analyzer::Done cancels its timers

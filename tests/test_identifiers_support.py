@@ -36,7 +36,7 @@ class FakeConn:
     def set_inactivity_timeout(self, seconds: float) -> None:
         self.inactivity_timeout = seconds
 
-    def limit_reached(self, weird: str) -> None:
+    def limit_reached(self, weird: str, addl: str | None = None) -> None:
         self.app.setdefault("limits", []).append(weird)
 
     def cancel_dns_expiry(self) -> None:

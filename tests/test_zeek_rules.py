@@ -254,7 +254,7 @@ def test_netbios_ns_names_are_decoded_as_zeek_decodes_them(tmp_path, encoded, qu
     records(tmp_path, frames)
     rows = read_zeek_log(str(tmp_path / "reference" / "dns.log")).rows
     got = [(r["id.resp_p"], r["query"], r["qtype_name"]) for r in rows]
-    assert got == [("137", query, "NB"), ("137", query, "NBSTAT"), ("53", encoded.lower(), "SRV")]
+    assert got == [("137", query, "NIMLOC"), ("137", query, "NBSTAT"), ("53", encoded.lower(), "SRV")]
 
 
 # -- service removal: dpd.zeek analyzer_violation_info / analyzer_failed -------------------
@@ -853,6 +853,86 @@ def test_dns_more_than_25_questions_is_a_violation(tmp_path) -> None:
     assert rec.service == ["dns"]
     (rec,) = records(tmp_path / "first", _dns_datagrams([_too_many_questions(), reply, dns_query()]))
     assert rec.service == []
+    # LimitReachedWeird: the weird says by how much, and the history gets its 'X'.
+    weirds = read_zeek_log(str(tmp_path / "first" / "reference" / "weird.log")).rows
+    assert [(w["name"], w["addl"]) for w in weirds] == [("DNS_Conn_count_too_large", "26 > 25")]
+    assert "X" in rec.history
+
+
+def _dns_rows(tmp_path, frames: list[tuple[float, bytes]]) -> list[dict[str, str]]:
+    """dns.log as both engines wrote it (they agree), in its order."""
+    records(tmp_path, frames)
+    path = tmp_path / "reference" / "dns.log"
+    return read_zeek_log(str(path)).rows if path.exists() else []
+
+
+def test_each_message_to_a_multicast_responder_is_its_own_row(tmp_path) -> None:
+    """dns/main.zeek set_session (zeek PR 5608): a responder in `multicast_subnets`
+    (224.0.0.0/4, ff00::/8) pairs nothing; each message is written at its end, a query
+    without rcode, a response with its answers and no rtt. On a unicast responder the same
+    two messages (one transaction id) are one row."""
+    query = bytes(dpkt.dns.DNS(id=0, qd=[dpkt.dns.DNS.Q(name="printer.local", type=12)]))
+    answer = bytes(dpkt.dns.DNS(id=0, qr=1, aa=1, an=[
+        dpkt.dns.DNS.RR(name="printer.local", type=1, cls=1, ttl=120, ip=bytes([10, 0, 0, 7]))]))
+    for group, src in (("224.0.0.251", CLIENT), ("10.0.0.9", CLIENT)):
+        frames = [udp_frame(1.0, src, 5353, group, 5353, query), udp_frame(1.5, src, 5353, group, 5353, answer)]
+        rows = _dns_rows(tmp_path / group, frames)
+        got = [(r["ts"], r["query"], r["rcode"], r["answers"], r["rtt"]) for r in rows]
+        if group == "10.0.0.9":
+            assert got == [("1.000000", "printer.local", "0", "10.0.0.7", "0.500000")]
+        else:
+            assert got == [("1.000000", "printer.local", "-", "-", "-"), ("1.500000", "printer.local", "0", "10.0.0.7", "-")]
+    frames = [(1.0, ether(ipv6(udp(5355, 5355, query), "fe80::1", "ff02::1:3"), ethertype=0x86DD)),
+              (1.5, ether(ipv6(udp(5355, 5355, answer), "fe80::1", "ff02::1:3"), ethertype=0x86DD))]
+    assert len(_dns_rows(tmp_path / "llmnr6", frames)) == 2
+
+
+def _with_opcode(data: bytes, opcode: int) -> bytes:
+    flags = struct.unpack_from(">H", data, 2)[0] & ~0x7800 | opcode << 11
+    return data[:2] + struct.pack(">H", flags) + data[4:]
+
+
+def test_dns_opcodes_as_zeek_parses_and_pairs_them(tmp_path) -> None:
+    """DNS_Interpreter::ParseMessage parses standard queries, NOTIFY and dynamic updates,
+    and every opcode on NetBIOS's port; another opcode is weird DNS_unknown_opcode with an
+    'X' and no confirmation. dns/main.zeek pairs opcodes 0, 4 and 5 and names them from
+    `opcodes`, or on port 137 from `netbios_opcodes` (consts.zeek)."""
+    def pair(opcode: int, port: int) -> list[bytes]:
+        q = dpkt.dns.DNS(id=9, opcode=opcode, qd=[dpkt.dns.DNS.Q(name="FHEPFCELFDFEEBFEEJEPEOCACACACAAA")])
+        r = dpkt.dns.DNS(id=9, opcode=opcode, qr=1, qd=q.qd)
+        return [bytes(q), bytes(r)]
+
+    cases = {  # (opcode, port) → its rows' (opcode, opcode_name, query)
+        (4, 53): [("4", "notify", "fhepfcelfdfeebfeejepeocacacacaaa")],
+        (0, 137): [("0", "netbios-query", "WORKSTATION")],
+        (5, 137): [("5", "netbios-registration", "WORKSTATION")],
+        (6, 137): [],  # a release: parsed (the service), not paired
+        (2, 53): [],  # server status: unknown
+    }
+    for (opcode, port), want in cases.items():
+        frames = [udp_frame(1.0 + i, CLIENT, 40000, SERVER, port, data) for i, data in enumerate(pair(opcode, port))]
+        rows = _dns_rows(tmp_path / f"{opcode}-{port}", frames)
+        assert [(r["opcode"], r["opcode_name"], r["query"]) for r in rows] == want, (opcode, port)
+        (rec,) = records(tmp_path / f"{opcode}-{port}-rec", frames)
+        assert rec.service == ([] if (opcode, port) == (2, 53) else ["dns"])
+        assert ("X" in rec.history) == ((opcode, port) == (2, 53))
+    weirds = read_zeek_log(str(tmp_path / "2-53" / "reference" / "weird.log")).rows
+    assert [(w["name"], w["addl"]) for w in weirds] == [("DNS_unknown_opcode", "2")]
+
+
+def test_dns_names_and_flags_as_consts_zeek_and_dns_request_give_them(tmp_path) -> None:
+    """consts.zeek's tables (NIMLOC for 32, C_HESIOD, NXRRSet, unassigned-12) and their
+    defaults; RD, TC and Z come from dns_request, which a query without a question does not
+    raise."""
+    q = dpkt.dns.DNS(id=3, rd=1, qd=[dpkt.dns.DNS.Q(name="a.example", type=32, cls=4)])
+    frames = [udp_frame(1.0, CLIENT, 40000, SERVER, 53, bytes(q))]
+    for i, rcode in enumerate((8, 12)):
+        frames.append(udp_frame(2.0 + i, SERVER, 53, CLIENT, 40000,
+                                bytes(dpkt.dns.DNS(id=3 + i, qr=1, rcode=rcode, qd=q.qd))))
+    frames.append(udp_frame(4.0, CLIENT, 40000, SERVER, 53, bytes(dpkt.dns.DNS(id=4, rd=1, qd=[]))))
+    rows = _dns_rows(tmp_path, frames)
+    got = [(r["trans_id"], r["qtype_name"], r["qclass_name"], r["rcode_name"], r["RD"]) for r in rows]
+    assert got == [("3", "NIMLOC", "C_HESIOD", "NXRRSet", "T"), ("4", "-", "-", "unassigned-12", "F")]
 
 
 def test_a_disabled_dns_analyzer_no_longer_expires_the_session(tmp_path) -> None:

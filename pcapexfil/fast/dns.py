@@ -10,7 +10,8 @@ section) with the same rules; names are lowercased and their labels joined with 
 the text of an NS, CNAME, PTR, SOA, MX or SRV answer is its name, and every other answer
 keeps its record data for `identifiers.dns.answer_text`. A message it cannot parse as
 `Message` would (malformed, more than `MAX_QUERIES` questions, an RRSIG or NSEC answer,
-whose text holds a name) or that does not fit the arrays is left to Python: the packet
+whose text holds a name), one whose opcode is not a standard query's, or one that does not
+fit the arrays is left to Python: the packet
 goes to the analyzers as before and `Message` parses it, weirds included. So both paths
 give the analyzer the same message, and `Message` is the oracle (tests/test_fast_dns.py).
 """
@@ -26,6 +27,7 @@ from pcapexfil.identifiers.dns import (
     MAX_NAME_LENGTH,
     MAX_POINTER_HOPS,
     MAX_QUERIES,
+    OPCODE_QUERY,
     RRSIG_SIGNER_AT,
     TYPE_CNAME,
     TYPE_MX,
@@ -97,6 +99,7 @@ def new_dns_parse(ports: np.ndarray, msgs: int) -> DnsParse:
                     arena=np.zeros(512 * msgs, np.uint8), used=np.zeros(3, np.int64))
 
 
+OPCODE_SHIFT, OPCODE_MASK = 11, 0xF  # the header flags' opcode
 # read_name's failures (negative end positions).
 MALFORMED, ARENA_FULL = -1, -2
 
@@ -168,6 +171,9 @@ def parse_message(D, buf, start, size):
     m, a0, apos = U[U_MSGS], U[U_ANSWERS], U[U_ARENA]
     if m >= D.msgs.shape[0] or size < HEADER_LEN:
         return False
+    flags = _u16(buf, start + 2)
+    if (flags >> OPCODE_SHIFT) & OPCODE_MASK != OPCODE_QUERY:
+        return False  # DnsAnalyzer._message's opcode rules, and its pairing's
     qd = _u16(buf, start + 4)
     an = _u16(buf, start + 6)
     if qd > MAX_QUERIES:
@@ -177,7 +183,7 @@ def parse_message(D, buf, start, size):
     row = D.msgs[m]
     row.size = size
     row.id = _u16(buf, start)
-    row.flags = _u16(buf, start + 2)
+    row.flags = flags
     row.qdcount = qd
     row.ancount = an
     row.nscount = _u16(buf, start + 8)

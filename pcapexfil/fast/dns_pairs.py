@@ -14,7 +14,8 @@ max_pending_msgs, so the analyzer's flushes never apply here), a name longer tha
 an empty pool, or a datagram the kernel does not parse (malformed, a decoded frame: the
 analyzer parses it, weirds and violations included) hand the connection's state to Python
 (`OUT_HANDOVER`: its payload bytes so far and its waiting queries), whose analyzer pairs
-its messages from then on (`DNS_PYTHON`). At the connection's end its record carries the
+its messages from then on (`DNS_PYTHON`). A connection on NetBIOS's port or to a multicast
+responder, which the analyzer pairs by other rules, is its from the first message. At the connection's end its record carries the
 same state (`REC_DTYPE.dns_*`), which the analyzer writes as Zeek's finalize does.
 
 Slots and rows: the kernel takes a slot for each query it keeps and gives it back when
@@ -32,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pcapexfil.fast.dns import NO_QUESTION, U_ARENA
+from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT
 from pcapexfil.jit import njit
 
 # CONN_DTYPE.dns_mode / REC_DTYPE.dns_mode: no message parsed yet; the kernel pairs its
@@ -41,6 +43,7 @@ NO_SLOT = -1
 MAX_KERNEL_QUEUED = 15  # waiting queries besides dns_pq (the analyzer flushes above 50 ids / 50 per id)
 NAME_BYTES = 256  # a query name kept in a slot (a longer one hands the connection to Python)
 QR = 0x8000  # the header's query/response bit
+V4_MAPPED = np.uint64(0xFFFF)  # an IPv4 address's upper 32 bits of its low half (fast.batch)
 
 PAIR_DTYPE = np.dtype(
     [
@@ -96,7 +99,7 @@ def new_dns_pairs(slots: int, events: int) -> DnsPairs:
 
 
 # pair_message's answers.
-PAIR_KEPT = 0  # a query now waits in the kernel, or a message Zeek does not pair (opcode)
+PAIR_KEPT = 0  # a query now waits in the kernel
 PAIR_DONE = 1  # a reply found its query: an OUT_PAIR row
 PAIR_LEFT = 2  # the connection goes to Python, this message with it
 
@@ -151,9 +154,7 @@ def pair_message(Q, D, C, c, m, ts):
     `ts`, on connection `c` (whose state the kernel holds). Returns (PAIR_KEPT / PAIR_DONE / PAIR_LEFT, the
     answered query's slot)."""
     msg = D.msgs[m]
-    flags = msg.flags
-    if (flags >> 11) & 0xF != 0:
-        return PAIR_KEPT, NO_SLOT  # an opcode other than a standard query: seen, not paired
+    flags = msg.flags  # a standard query's (fast.dns.parse_message parses no other opcode)
     tid = msg.id
     if flags & QR == 0:
         if C[c].dns_pq != NO_SLOT and C[c].dns_n >= MAX_KERNEL_QUEUED:
@@ -237,6 +238,18 @@ def hand_over(Q, C, c):
 
 
 @njit(cache=True, _nrt=False)
+def _paired_in_python(C, c):
+    """Connections whose messages the analyzer pairs by other rules (identifiers.dns):
+    NetBIOS's port (its opcodes) and a multicast responder (each message its own row)."""
+    if C[c].orig_p == NETBIOS_NS_PORT or C[c].resp_p == NETBIOS_NS_PORT:
+        return True
+    hi, lo = C[c].resp_hi, C[c].resp_lo
+    if hi == 0 and lo >> np.uint64(32) == V4_MAPPED:  # 224.0.0.0/4
+        return (lo >> np.uint64(28)) & np.uint64(0xF) == np.uint64(0xE)
+    return hi >> np.uint64(56) == np.uint64(0xFF)  # ff00::/8
+
+
+@njit(cache=True, _nrt=False)
 def dns_datagram(Q, D, C, c, parsed, m, ts):
     """A datagram with payload on a DNS port of connection `c`, at `ts`: `parsed` says
     whether the kernel parsed it as message row `m` of D. Writes the analyzer's rows; returns True if
@@ -247,6 +260,10 @@ def dns_datagram(Q, D, C, c, parsed, m, ts):
         return True
     if not parsed:
         hand_over(Q, C, c)  # the packet goes to the analyzers, which parse it
+        return True
+    if C[c].dns_mode == DNS_UNSEEN and _paired_in_python(C, c):
+        C[c].dns_mode = DNS_PYTHON
+        out_row(Q, OUT_MESSAGE, D.msgs[m].size, NO_SLOT, NO_SLOT, m)
         return True
     was = C[c].dns_mode
     size_before = C[c].dns_size

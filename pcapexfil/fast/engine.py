@@ -135,6 +135,7 @@ class FastConn:
         "ids",
         "inactivity_timeout",
         "limit_weirds",
+        "limits_reported",
         "orig_h",
         "orig_p",
         "proto",
@@ -158,7 +159,8 @@ class FastConn:
         self.tunnel_parents: list[str] = []
         self.inactivity_timeout: float | None = None  # set by an analyzer, for the kernel's C row
         self.ids: tuple[int, int, int, int] | None = None  # address halves orig_h/resp_h were made from
-        self.limit_weirds: list[str] = []  # limit_reached calls not yet replayed (FastFlow._events)
+        self.limit_weirds: list[tuple[str, str | None]] = []  # limit_reached weirds not yet replayed (FastFlow._events)
+        self.limits_reported: list[str] = []  # their names so far (Connection.weird: once per name)
         self.x_at: int | None = None  # where an analyzer's 'X' goes in the kernel's history
         self.dns_expiry_cancelled = False  # set by an analyzer, for the kernel's C row
         self.http_in_kernel = False  # the kernel reads its HTTP (fast.http_lane) until it leaves it to Python
@@ -168,10 +170,13 @@ class FastConn:
         analyzers have seen the packet."""
         self.inactivity_timeout = seconds
 
-    def limit_reached(self, weird: str) -> None:
+    def limit_reached(self, weird: str, addl: str | None = None) -> None:
         """hooks.ConnView: FastFlow._events reports the weird and keeps where the 'X' goes
-        (the history's length after this packet, from its EV_PKT); _record writes it."""
-        self.limit_weirds.append(weird)
+        (the history's length after this packet, from its EV_PKT); _record writes it. A
+        name already reported is not again, and its 'X' is in place."""
+        if weird not in self.limits_reported:
+            self.limits_reported.append(weird)
+            self.limit_weirds.append((weird, addl))
 
     def cancel_dns_expiry(self) -> None:
         """hooks.ConnView: FastFlow._events clears the kernel row's dns_expiry after the
@@ -696,8 +701,9 @@ class FastFlow:
         if conn.x_at is None:
             conn.x_at = hist_len
         if self.weirds is not None:
-            for name in conn.limit_weirds:
-                self.weirds.report(name, ts, uid=conn.uid, conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
+            for name, addl in conn.limit_weirds:
+                self.weirds.report(name, ts, addl, uid=conn.uid,
+                                   conn_id=(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p))
         conn.limit_weirds.clear()
 
     def _record(self, conn: FastConn, r: tuple, hist: np.ndarray) -> None:

@@ -201,10 +201,10 @@ class Connection:
         self.history.append(code)
         return False
 
-    def limit_reached(self, weird: str) -> None:
+    def limit_reached(self, weird: str, addl: str | None = None) -> None:
         """hooks.ConnView: Analyzer::LimitReachedWeird (src/analyzer/Analyzer.cc), from an
         analyzer while it reads this connection's current packet."""
-        self.weird(weird)
+        self.weird(weird, addl)
         self.check_history(HIST_UNKNOWN_PKT, HIST_UNKNOWN_PKT_CODE)
 
     def cancel_dns_expiry(self) -> None:
@@ -258,7 +258,7 @@ class Connection:
     def cancel_analyzer_timers(self) -> None:
         self.timer_gen += 1
 
-    def weird(self, name: str) -> None:
+    def weird(self, name: str, addl: str | None = None) -> None:
         """A connection weird, reported once per connection and name: Zeek's weird.zeek
         ignores repeats for the same connection id (weird_ignore), so a snap-length
         truncated capture gives one truncated_tcp_payload per connection, not per packet."""
@@ -270,7 +270,7 @@ class Connection:
             elif name in seen:
                 return
             seen.add(name)
-            w.report(name, self.table.now, uid=self.uid,
+            w.report(name, self.table.now, addl, uid=self.uid,
                      conn_id=(self.orig_h, self.orig_p, self.resp_h, self.resp_p))
 
     # -- result --------------------------------------------------------------

@@ -31,7 +31,7 @@ from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
 from pcapexfil.logs.dns import (
     DNS_FIELDS,
-    OPCODES,
+    opcode_name,
     qclass_name,
     qtype_name,
     rcode_name,
@@ -60,8 +60,12 @@ QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions 
 # assume it's non-DNS traffic" (the header's qdcount; DNS_Interpreter::ParseMessage).
 MAX_QUERIES = 25
 HEADER_LEN = 12
-_QDCOUNT = struct.Struct("!H")
-_QDCOUNT_AT = 4
+_FLAGS_QDCOUNT = struct.Struct("!HH")
+_FLAGS_AT = 2
+# DNS_Interpreter::ParseMessage parses these opcodes (any on NetBIOS's port); dns/main.zeek
+# pairs them (dns_message): standard query, NOTIFY, dynamic update.
+OPCODE_QUERY, OPCODE_NOTIFY, OPCODE_UPDATE = 0, 4, 5
+PARSED_OPCODES = frozenset((OPCODE_QUERY, OPCODE_NOTIFY, OPCODE_UPDATE))
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
 TYPE_AAAA, TYPE_SRV, TYPE_RRSIG, TYPE_NSEC, TYPE_SPF = 28, 33, 46, 47, 99
@@ -193,6 +197,11 @@ def answer_text(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> s
         return None
 
 
+def is_multicast(address: str) -> bool:
+    """In dns/main.zeek's `multicast_subnets` (224.0.0.0/4, ff00::/8)."""
+    return ipaddress.ip_address(address).is_multicast
+
+
 def query_bits(flags: int) -> tuple[bool, bool, int]:
     """The header flags a query gives its row: RD, TC, Z."""
     return flags & 0x0100 != 0, flags & 0x0200 != 0, (flags >> 4) & 0x7
@@ -274,14 +283,18 @@ class _Pair:
     """A query and its reply as they are paired: the halves seen so far (the row is
     written once both were, or when the connection ends, from what they hold: `_row`)."""
 
-    __slots__ = ("ts", "proto", "tid", "query", "question", "reply", "reply_ts", "texts", "ttls", "written")
+    __slots__ = ("ts", "proto", "tid", "opcode", "saw_query", "query", "question", "reply", "reply_ts", "texts",
+                 "ttls", "written")
 
     def __init__(self, ts: float, proto: str, tid: int) -> None:
         self.ts = ts  # the first message's
         self.proto = proto
         self.tid = tid
-        self.query: int | None = None  # the query's header flags, once it came
-        self.question: tuple[str, int, int] | None = None  # its question
+        self.opcode = OPCODE_QUERY  # the last message's (set_session)
+        self.saw_query = False
+        # A question of the query (dns_request): its header flags and the question.
+        self.query: int | None = None
+        self.question: tuple[str, int, int] | None = None
         self.reply: Message | None = None
         self.reply_ts = 0.0
         self.texts: list[str] = []  # the reply's answers that have a text, and their TTLs
@@ -290,9 +303,14 @@ class _Pair:
 
 
 class _DnsConn:
-    __slots__ = ("pending_query", "pending_queries", "pending_replies", "tcp_buf", "seen", "size", "disabled")
+    __slots__ = ("pending_query", "pending_queries", "pending_replies", "tcp_buf", "seen", "size", "disabled",
+                 "netbios", "multicast")
 
-    def __init__(self) -> None:
+    def __init__(self, conn: ConnView) -> None:
+        # DNS_Interpreter::DNS_Interpreter: either port 137 (NetBIOS name service);
+        # dns/main.zeek set_session: a responder in `multicast_subnets`.
+        self.netbios = NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p)
+        self.multicast = is_multicast(conn.resp_h)
         self.pending_query: _Pair | None = None
         self.pending_queries: dict[int, deque[_Pair]] = {}
         self.pending_replies: dict[int, deque[_Pair]] = {}
@@ -404,7 +422,7 @@ class DnsAnalyzer:
     def _state(self, conn: ConnView) -> _DnsConn:
         st: _DnsConn | None = conn.app.get(NAME)
         if st is None:
-            st = conn.app[NAME] = _DnsConn()
+            st = conn.app[NAME] = _DnsConn(conn)
         return st
 
     def _tcp(self, conn: ConnView, st: _DnsConn, is_orig: bool, data: bytes, ts: float) -> None:
@@ -424,14 +442,21 @@ class DnsAnalyzer:
     def _message(self, conn: ConnView, st: _DnsConn, data: bytes, ts: float, proto: str) -> None:
         if st.disabled:
             return
-        if len(data) >= HEADER_LEN and _QDCOUNT.unpack_from(data, _QDCOUNT_AT)[0] > MAX_QUERIES:
-            # DNS_Interpreter::ParseMessage: AnalyzerViolation("DNS_Conn_count_too_large"),
-            # before the message is parsed or the analyzer confirms.
-            self._weird(conn, "DNS_Conn_count_too_large", ts)
-            st.disabled = analyzer_violation(conn.service, NAME, st.size)
-            if st.disabled:
-                conn.cancel_dns_expiry()
-            return
+        if len(data) >= HEADER_LEN:
+            flags, qdcount = _FLAGS_QDCOUNT.unpack_from(data, _FLAGS_AT)
+            opcode = (flags >> 11) & 0xF
+            if opcode not in PARSED_OPCODES and not st.netbios:
+                # DNS_Interpreter::ParseMessage: the weird and 'X'; no dns_message, no confirmation.
+                conn.limit_reached("DNS_unknown_opcode", str(opcode))
+                return
+            if qdcount > MAX_QUERIES:
+                # AnalyzerViolation("DNS_Conn_count_too_large") and LimitReachedWeird, before
+                # the message is parsed or the analyzer confirms.
+                conn.limit_reached("DNS_Conn_count_too_large", f"{qdcount} > {MAX_QUERIES}")
+                st.disabled = analyzer_violation(conn.service, NAME, st.size)
+                if st.disabled:
+                    conn.cancel_dns_expiry()
+                return
         try:
             msg = Message(data)
         except Malformed as exc:
@@ -475,7 +500,9 @@ class DnsAnalyzer:
     @staticmethod
     def _waiting(query: WaitingQuery) -> _Pair:
         pair = _Pair(query.ts, "udp", query.tid)
-        pair.query, pair.question = query.flags, query.question
+        pair.saw_query = True
+        if query.question is not None:
+            pair.query, pair.question = query.flags, query.question
         return pair
 
     def _seen(self, conn: ConnView, st: _DnsConn) -> None:
@@ -486,14 +513,22 @@ class DnsAnalyzer:
 
     def _parsed(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> None:
         self._seen(conn, st)
-        if msg.opcode != 0:
-            return  # Zeek tracks standard queries only
-        pair = self._session(conn, st, msg, ts, proto)
+        if msg.opcode not in PARSED_OPCODES:
+            return  # dns_message pairs these only (NetBIOS's others are parsed all the same)
+        if msg.opcode == OPCODE_UPDATE and not st.netbios:
+            return  # a dynamic update (its zone, prerequisite and update sections): not modelled
+        if st.multicast:
+            pair = _Pair(ts, proto, msg.id)  # set_session: each message its own row
+        else:
+            pair = self._session(conn, st, msg, ts, proto)
+        pair.opcode = msg.opcode
         if msg.qr:
             self._reply(conn, pair, msg, ts)
         else:
-            pair.query, pair.question = msg.flags, msg.question
-        if pair.reply is not None and pair.query is not None:
+            pair.saw_query = True
+            if msg.question is not None:  # dns_request
+                pair.query, pair.question = msg.flags, msg.question
+        if st.multicast or pair.reply is not None and pair.saw_query:
             self._write(conn, pair)
 
     def _reply(self, conn: ConnView, pair: _Pair, msg: Message, ts: float) -> None:
@@ -516,29 +551,29 @@ class DnsAnalyzer:
 
     @staticmethod
     def _row(conn: ConnView, pair: _Pair) -> dict[str, Any]:
-        """The pair's dns.log row: the query's RD, TC, Z and question; the reply's rcode,
-        `rejected`, and, if it has answers, AA, RA, rtt, the answers with a text and their
-        TTLs, and the first answer's owner as `query` when no question was seen."""
+        """The pair's dns.log row: its last message's opcode (set_session); the RD, TC, Z and
+        question of a query with a question (dns_request); the reply's rcode, `rejected`,
+        and, if it has answers, AA, RA, rtt, the answers with a text and their TTLs, and the
+        first answer's owner as `query` when no question was seen (do_reply)."""
         row: dict[str, Any] = {
             "ts": pair.ts, "uid": conn.uid, "id.orig_h": conn.orig_h, "id.orig_p": conn.orig_p,
             "id.resp_h": conn.resp_h, "id.resp_p": conn.resp_p, "proto": pair.proto, "trans_id": pair.tid,
-            "AA": False, "TC": False, "RD": False, "RA": False, "Z": 0, "rejected": False, "opcode": 0,
-            "opcode_name": OPCODES[0],
+            "AA": False, "TC": False, "RD": False, "RA": False, "Z": 0, "rejected": False, "opcode": pair.opcode,
+            "opcode_name": opcode_name(pair.opcode, NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p)),
         }  # fmt: skip
-        if pair.query is not None:
+        if pair.query is not None and pair.question is not None:
             row["RD"], row["TC"], row["Z"] = query_bits(pair.query)
-            if pair.question is not None:
-                name, qtype, qclass = pair.question
-                type_name = qtype_name(qtype)
-                if conn.resp_p == NETBIOS_NS_PORT and conn.proto == PROTO_UDP:
-                    # dns/main.zeek dns_request: the name decoded if it decodes; SRV's
-                    # number is NetBIOS's node status request.
-                    name = decode_netbios_name(name) or name
-                    if qtype == TYPE_SRV:
-                        type_name = "NBSTAT"
-                row["query"] = name
-                row["qtype"], row["qtype_name"] = qtype, type_name
-                row["qclass"], row["qclass_name"] = qclass, qclass_name(qclass)
+            name, qtype, qclass = pair.question
+            type_name = qtype_name(qtype)
+            if conn.resp_p == NETBIOS_NS_PORT and conn.proto == PROTO_UDP:
+                # dns/main.zeek dns_request: the name decoded if it decodes; SRV's number is
+                # NetBIOS's node status request.
+                name = decode_netbios_name(name) or name
+                if qtype == TYPE_SRV:
+                    type_name = "NBSTAT"
+            row["query"] = name
+            row["qtype"], row["qtype_name"] = qtype, type_name
+            row["qclass"], row["qclass_name"] = qclass, qclass_name(qclass)
         msg = pair.reply
         if msg is not None:
             row["rcode"], row["rcode_name"] = msg.rcode, rcode_name(msg.rcode)
