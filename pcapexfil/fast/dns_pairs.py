@@ -11,12 +11,13 @@ rules below are `_session`'s, step for step. The kernel keeps a connection only 
 is all its state: a reply with no waiting query (the analyzer's `pending_replies`), a query
 beyond `MAX_KERNEL_QUEUED` waiting ones (far below DNS::max_pending_query_ids and
 max_pending_msgs, so the analyzer's flushes never apply here), a name longer than a slot,
-an empty pool, or a datagram the kernel does not parse (malformed, a decoded frame: the
-analyzer parses it, weirds and violations included) hand the connection's state to Python
-(`OUT_HANDOVER`: its payload bytes so far and its waiting queries), whose analyzer pairs
-its messages from then on (`DNS_PYTHON`). A connection on NetBIOS's port or to a multicast
-responder, which the analyzer pairs by other rules, is its from the first message. At the connection's end its record carries the
-same state (`REC_DTYPE.dns_*`), which the analyzer writes as Zeek's finalize does.
+an empty pool, or a datagram the kernel does not parse (malformed, not a standard query,
+a decoded frame: the analyzer parses it, weirds and violations included) hand the
+connection's state to Python (`OUT_HANDOVER`: its payload bytes so far and its waiting
+queries), whose analyzer pairs its messages from then on (`DNS_PYTHON`). A connection on
+NetBIOS's port or to a multicast responder, which the analyzer pairs by other rules, is its
+from the first message. At the connection's end its record carries the same state
+(`REC_DTYPE.dns_*`), whose waiting queries the analyzer writes as Zeek's finalize does.
 
 Slots and rows: the kernel takes a slot for each query it keeps and gives it back when
 the query is answered (its fields copied into the `OUT_PAIR` row, its name into the call's

@@ -542,9 +542,8 @@ class FastFlow:
                     self._http_ended(conn, lane)
                 r = recs[row]
                 dns_mode, dns_size, dns_pq, dns_head = r[REC_DNS:]
-                if dns_mode == DNS_KERNEL and (dns_pq != NO_SLOT or "dns" not in conn.service):
-                    # Its queries still waiting (the analyzer writes them at on_remove), or
-                    # only messages Zeek does not pair, which name the service all the same.
+                if dns_mode == DNS_KERNEL and dns_pq != NO_SLOT:
+                    # Its queries still waiting: the analyzer writes them at on_remove.
                     assert self.dns is not None
                     self.dns.kernel_handover(conn, dns_size, self._waiting(dns_pq, dns_head))
                 self._record(conn, r, rh[row])
