@@ -920,6 +920,43 @@ def test_dns_opcodes_as_zeek_parses_and_pairs_them(tmp_path) -> None:
     assert [(w["name"], w["addl"]) for w in weirds] == [("DNS_unknown_opcode", "2")]
 
 
+def _reply_with(records: list[tuple[int, bytes]], tid: int = 5) -> bytes:
+    """A reply to "a.example" whose answers (owner: the question) have these types and data."""
+    out = struct.pack(">6H", tid, 0x8180, 1, len(records), 0, 0) + b"\x01a\x07example\x00" + struct.pack(">HH", 1, 1)
+    for rtype, rdata in records:
+        out += b"\xc0\x0c" + struct.pack(">HHIH", rtype, 1, 60, len(rdata)) + rdata
+    return out
+
+
+def _naptr(order: int, pref: int, flags: bytes, service: bytes, regexp: bytes, replacement: bytes) -> bytes:
+    strings = b"".join(bytes([len(x)]) + x for x in (flags, service, regexp))
+    name = b"".join(bytes([len(label)]) + label for label in replacement.split(b".") if label) + b"\x00"
+    return struct.pack(">HH", order, pref) + strings + name
+
+
+def test_dns_answer_texts_as_dns_main_zeek_writes_them(tmp_path) -> None:
+    """Only the records dns/main.zeek has a handler for give an answer text: NAPTR's
+    (order, preference, flags, service, regexp and replacement as written); SVCB and HTTPS
+    (dns_SVCB, dns_HTTPS), NetBIOS's NB (ParseRR_NBS) and TKEY give none, and an SRV record
+    on port 137 is NetBIOS's node status, not parsed (DNS.cc ParseAnswer)."""
+    query = bytes(dpkt.dns.DNS(id=5, rd=1, qd=[dpkt.dns.DNS.Q(name="a.example")]))
+    reply = _reply_with([
+        (1, bytes([192, 0, 2, 1])),
+        (35, _naptr(100, 10, b"S", b"SIP+D2U", b"", b"_Sip._UDP.Example.com")),
+        (35, _naptr(100, 20, b"U", b"E2U+sip", b"!^.*$!sip:a@b!", b"")),
+        (65, b"\x00\x01\x00\x00\x01\x00\x03\x02h2"), (64, b"\x00\x01\x00"), (32, b"\x00\x00\x0a\x00\x00\x01"),
+        (249, b"\x00" * 8),
+    ])
+    frames = [udp_frame(1.0, CLIENT, 40000, SERVER, 53, query), udp_frame(1.1, SERVER, 53, CLIENT, 40000, reply)]
+    (row,) = _dns_rows(tmp_path / "53", frames)
+    assert row["answers"] == "192.0.2.1,NAPTR 100 10 S SIP+D2U _Sip._UDP.Example.com,NAPTR 100 20 U E2U+sip !^.*$!sip:a@b!"
+    assert row["TTLs"] == "60.000000,60.000000,60.000000"
+    srv = _reply_with([(33, struct.pack(">HHH", 0, 0, 0) + b"\x01x\x00")])
+    frames = [udp_frame(1.0, CLIENT, 137, SERVER, 137, query), udp_frame(1.1, SERVER, 137, CLIENT, 137, srv)]
+    (row,) = _dns_rows(tmp_path / "137", frames)
+    assert row["answers"] == "-" and row["rcode"] == "0"
+
+
 def test_dns_names_and_flags_as_consts_zeek_and_dns_request_give_them(tmp_path) -> None:
     """consts.zeek's tables (NIMLOC for 32, C_HESIOD, NXRRSet, unassigned-12) and their
     defaults; RD, TC and Z come from dns_request, which a query without a question does not

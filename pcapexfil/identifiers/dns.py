@@ -71,15 +71,20 @@ TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6,
 TYPE_AAAA, TYPE_SRV, TYPE_RRSIG, TYPE_NSEC, TYPE_SPF = 28, 33, 46, 47, 99
 RRSIG_SIGNER_AT = 18  # an RRSIG's signer name starts here in its data (when it is that long)
 # Types Zeek parses but whose replies its dns.log script does not list.
-_SILENT_TYPES = frozenset((11, 13, 41, 250, 257, 137))
+TYPE_NAPTR = 35
+# Record types DNS.cc parses without an event dns/main.zeek writes a text for: WKS (an
+# empty text), HINFO, NB (ParseRR_NBS), OPT, SVCB and HTTPS (dns_SVCB, dns_HTTPS), TKEY,
+# TSIG, CAA (Matthaios9/zeek-master 1a672a5: DNS.cc ParseAnswer, dns/main.zeek).
+_SILENT_TYPES = frozenset((11, 13, 32, 41, 64, 65, 137, 249, 250, 257))
 
 
 class Malformed(ValueError):
     pass
 
 
-def read_name(msg: bytes, pos: int) -> tuple[str, int]:
-    """A possibly compressed domain name at `pos`; returns (lowercase text, end position).
+def read_name(msg: bytes, pos: int, lower: bool = True) -> tuple[str, int]:
+    """A possibly compressed domain name at `pos`; returns (its text, lowercase unless not
+    `lower`, and the end position).
 
     Compression pointers must point backwards (as Zeek requires), which also rules out loops;
     a name may follow at most MAX_POINTER_HOPS of them, so a crafted chain of pointers cannot
@@ -121,8 +126,8 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
         if total > MAX_NAME_LENGTH:
             raise Malformed("name too long")
         pos = label_end
-    name = b".".join(labels).lower().decode("utf-8", "surrogateescape")
-    return name, (end if end is not None else pos)
+    name = b".".join(labels)
+    return (name.lower() if lower else name).decode("utf-8", "surrogateescape"), (end if end is not None else pos)
 
 
 _HEADER = struct.Struct(">6H")  # id, flags, and the four section counts
@@ -173,6 +178,8 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
         return f"DNSKEY {rdata[3]}"
     if rtype == TYPE_NSEC:
         return f"NSEC {owner} {read_name(msg, start)[0]}"
+    if rtype == TYPE_NAPTR:
+        return _naptr_text(msg, start, rdlen)
     if rtype == 50:
         return "NSEC3"
     if rtype == 51:
@@ -186,6 +193,26 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
     if rtype in _SILENT_TYPES:
         return None
     return f"<unknown type={rtype}>"
+
+
+def _naptr_text(msg: bytes, start: int, rdlen: int) -> str | None:
+    """dns/main.zeek dns_NAPTR_reply: order, preference, flags, service, then the regexp
+    and the replacement (as written, not lowercased; ParseRR_NAPTR), whichever are not
+    empty; None where ParseRR_NAPTR fails."""
+    if rdlen <= 4:
+        return None
+    order, preference = _u16(msg, start), _u16(msg, start + 2)
+    pos, end = start + 4, start + rdlen
+    strings: list[str] = []
+    for _ in range(3):  # flags, service, regexp: character-strings within the record
+        if pos >= end or pos + 1 + msg[pos] > end:
+            return None
+        strings.append(msg[pos + 1 : pos + 1 + msg[pos]].decode("utf-8", "surrogateescape"))
+        pos += 1 + msg[pos]
+    replacement = read_name(msg, pos, lower=False)[0]
+    flags, service, regexp = strings
+    tail = " ".join(text for text in (regexp, replacement) if text)
+    return f"NAPTR {order} {preference} {flags} {service} {tail}"
 
 
 def answer_text(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> str | None:
@@ -539,8 +566,9 @@ class DnsAnalyzer:
             return
         asked = pair.question[0] if pair.question is not None else msg.answers[0][0]
         texts, ttls = pair.texts, pair.ttls
+        netbios = conn.resp_p == NETBIOS_NS_PORT
         for owner, rtype, ttl, text in msg.answers:
-            if text:
+            if text and not (netbios and rtype == TYPE_SRV):  # ParseAnswer: NBSTAT, not parsed
                 texts.append(text)
                 ttls.append(float(ttl))
                 if rtype == TYPE_A or rtype == TYPE_AAAA:
