@@ -957,6 +957,40 @@ def test_dns_answer_texts_as_dns_main_zeek_writes_them(tmp_path) -> None:
     assert row["answers"] == "-" and row["rcode"] == "0"
 
 
+def _update(tid: int, qr: int, zones: list[tuple[str, int]], rcode: int = 0) -> bytes:
+    """A dynamic update (opcode 5): its zones, one update record (add an A record)."""
+    out = struct.pack(">6H", tid, (qr << 15) | (5 << 11) | rcode, len(zones), 0, 0 if qr else 1, 0)
+    for name, ztype in zones:
+        out += b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\x00" + struct.pack(">HH", ztype, 1)
+    if not qr:
+        out += b"\x04host\xc0\x0c" + struct.pack(">HHIH", 1, 1, 300, 4) + bytes([10, 0, 0, 5])
+    return out
+
+
+def test_dns_dynamic_updates_as_dns_cc_parses_them(tmp_path) -> None:
+    """DNS.cc ParseMessage, dynamic update: paired as any message (opcode 5, named
+    dynamic-update), the zone is no question (no dns_request: no query, RD F); one zone of
+    type SOA confirms; two zones are DNS_DU_invalid_zone_count and no confirmation, the row
+    is written all the same; a zone of another type is DNS_DU_incorrect_zone_type and the
+    message ends without dns_end, so no row."""
+    cases = {
+        "soa": ([("corp.example", 6)], "dns", [("5", "dynamic-update", "-", "NOERROR", "F")], []),
+        "two": ([("corp.example", 6), ("b.example", 6)], "", [("5", "dynamic-update", "-", "NOERROR", "F")],
+                [("DNS_DU_invalid_zone_count", "2")] * 2),
+        "a": ([("corp.example", 1)], "", [], [("DNS_DU_incorrect_zone_type", "-")] * 2),
+    }
+    for name, (zones, service, want_rows, want_weirds) in cases.items():
+        frames = [udp_frame(1.0, CLIENT, 40000, SERVER, 53, _update(7, 0, zones)),
+                  udp_frame(1.1, SERVER, 53, CLIENT, 40000, _update(7, 1, zones))]
+        rows = _dns_rows(tmp_path / name, frames)
+        assert [(r["opcode"], r["opcode_name"], r["query"], r["rcode_name"], r["RD"]) for r in rows] == want_rows
+        (rec,) = records(tmp_path / f"{name}-rec", frames)
+        assert ",".join(rec.service) == service
+        path = tmp_path / name / "reference" / "weird.log"
+        weirds = read_zeek_log(str(path)).rows if path.exists() else []
+        assert [(w["name"], w["addl"]) for w in weirds] == want_weirds
+
+
 def test_dns_names_and_flags_as_consts_zeek_and_dns_request_give_them(tmp_path) -> None:
     """consts.zeek's tables (NIMLOC for 32, C_HESIOD, NXRRSet, unassigned-12) and their
     defaults; RD, TC and Z come from dns_request, which a query without a question does not

@@ -539,24 +539,53 @@ class DnsAnalyzer:
                 conn.service.append("dns")
 
     def _parsed(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> None:
+        if msg.opcode == OPCODE_UPDATE and not st.netbios:
+            self._dynamic_update(conn, st, msg, ts, proto)
+            return
         self._seen(conn, st)
         if msg.opcode not in PARSED_OPCODES:
             return  # dns_message pairs these only (NetBIOS's others are parsed all the same)
-        if msg.opcode == OPCODE_UPDATE and not st.netbios:
-            return  # a dynamic update (its zone, prerequisite and update sections): not modelled
-        if st.multicast:
-            pair = _Pair(ts, proto, msg.id)  # set_session: each message its own row
-        else:
-            pair = self._session(conn, st, msg, ts, proto)
-        pair.opcode = msg.opcode
+        pair = self._paired(conn, st, msg, ts, proto)
         if msg.qr:
             self._reply(conn, pair, msg, ts)
         else:
             pair.saw_query = True
             if msg.question is not None:  # dns_request
                 pair.query, pair.question = msg.flags, msg.question
+        self._ended(conn, st, pair)
+
+    def _paired(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> _Pair:
+        """dns_message → set_session: a multicast responder's message is its own pair."""
+        pair = _Pair(ts, proto, msg.id) if st.multicast else self._session(conn, st, msg, ts, proto)
+        pair.opcode = msg.opcode
+        return pair
+
+    def _ended(self, conn: ConnView, st: _DnsConn, pair: _Pair) -> None:
+        """dns_end: the row is written once both halves came (a multicast one at once)."""
         if st.multicast or pair.reply is not None and pair.saw_query:
             self._write(conn, pair)
+
+    def _dynamic_update(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> None:
+        """DNS.cc ParseMessage's dynamic update (opcode 5 off NetBIOS): paired like any
+        message, but its first section is the zone (no dns_request) and the others are
+        prerequisites and updates (no answers; the texts a reply's records would give,
+        `pre:`/`del:`/`add:`, are not modelled). One zone of type SOA confirms; another
+        count is a weird and no confirmation; another type a weird, and the message ends
+        without dns_end, so it completes no row."""
+        pair = self._paired(conn, st, msg, ts, proto)
+        zones = msg.counts[0]
+        if zones != 1:
+            self._weird(conn, "DNS_DU_invalid_zone_count", ts, str(zones))
+        elif msg.question is None or msg.question[1] != TYPE_SOA:
+            self._weird(conn, "DNS_DU_incorrect_zone_type", ts)
+            return
+        else:
+            self._seen(conn, st)
+        if msg.qr:
+            self._reply(conn, pair, Message.from_parts(msg.id, msg.flags, msg.counts, None, []), ts)
+        else:
+            pair.saw_query = True
+        self._ended(conn, st, pair)
 
     def _reply(self, conn: ConnView, pair: _Pair, msg: Message, ts: float) -> None:
         """The reply's half, and its A/AAAA answers into the names table: the name asked
