@@ -20,7 +20,16 @@ from pcapexfil.fast.dns import U_MSGS, ParsedMessages, new_dns_parse, parse_mess
 from pcapexfil.fast.engine import kernel_dns_ports
 from pcapexfil.hooks import AnalyzerContext
 from pcapexfil.identifiers import make_analyzers
-from pcapexfil.identifiers.dns import MAX_QUERIES, OPCODE_QUERY, TYPE_NAPTR, TYPE_NSEC, TYPE_RRSIG, Malformed, Message
+from pcapexfil.identifiers.dns import (
+    MAX_QUERIES,
+    OPCODE_QUERY,
+    TYPE_LOC,
+    TYPE_NAPTR,
+    TYPE_NSEC,
+    TYPE_RRSIG,
+    Malformed,
+    Message,
+)
 
 FIELDS = ("id", "qr", "opcode", "aa", "tc", "rd", "ra", "z", "rcode", "counts", "question", "answers")
 
@@ -55,7 +64,7 @@ def assert_agrees(data: bytes) -> None:
     # Left to Python although Message parses it: only where the module docstring says.
     qdcount = struct.unpack_from(">H", data, 4)[0]
     left = (qdcount > MAX_QUERIES or want.opcode != OPCODE_QUERY
-            or any(rtype in (TYPE_NSEC, TYPE_RRSIG, TYPE_NAPTR) for _, rtype, _, _ in want.answers))
+            or any(rtype in (TYPE_NSEC, TYPE_RRSIG, TYPE_NAPTR, TYPE_LOC) for _, rtype, _, _ in want.answers))
     assert left, f"a message Message parses was left to Python: {data!r}"
 
 

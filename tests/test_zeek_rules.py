@@ -936,7 +936,8 @@ def _naptr(order: int, pref: int, flags: bytes, service: bytes, regexp: bytes, r
 
 def test_dns_answer_texts_as_dns_main_zeek_writes_them(tmp_path) -> None:
     """Only the records dns/main.zeek has a handler for give an answer text: NAPTR's
-    (order, preference, flags, service, regexp and replacement as written); SVCB and HTTPS
+    (order, preference, flags, service, regexp and replacement as written), LOC's (size and
+    precisions, raw); SVCB and HTTPS
     (dns_SVCB, dns_HTTPS), NetBIOS's NB (ParseRR_NBS) and TKEY give none, and an SRV record
     on port 137 is NetBIOS's node status, not parsed (DNS.cc ParseAnswer)."""
     query = bytes(dpkt.dns.DNS(id=5, rd=1, qd=[dpkt.dns.DNS.Q(name="a.example")]))
@@ -945,12 +946,13 @@ def test_dns_answer_texts_as_dns_main_zeek_writes_them(tmp_path) -> None:
         (35, _naptr(100, 10, b"S", b"SIP+D2U", b"", b"_Sip._UDP.Example.com")),
         (35, _naptr(100, 20, b"U", b"E2U+sip", b"!^.*$!sip:a@b!", b"")),
         (65, b"\x00\x01\x00\x00\x01\x00\x03\x02h2"), (64, b"\x00\x01\x00"), (32, b"\x00\x00\x0a\x00\x00\x01"),
-        (249, b"\x00" * 8),
+        (249, b"\x00" * 8), (29, bytes([0, 0x12, 0x16, 0x13]) + bytes(12)),
     ])
     frames = [udp_frame(1.0, CLIENT, 40000, SERVER, 53, query), udp_frame(1.1, SERVER, 53, CLIENT, 40000, reply)]
     (row,) = _dns_rows(tmp_path / "53", frames)
-    assert row["answers"] == "192.0.2.1,NAPTR 100 10 S SIP+D2U _Sip._UDP.Example.com,NAPTR 100 20 U E2U+sip !^.*$!sip:a@b!"
-    assert row["TTLs"] == "60.000000,60.000000,60.000000"
+    assert row["answers"] == ("192.0.2.1,NAPTR 100 10 S SIP+D2U _Sip._UDP.Example.com,"
+                              "NAPTR 100 20 U E2U+sip !^.*$!sip:a@b!,LOC:  18 22 19")
+    assert row["TTLs"] == "60.000000,60.000000,60.000000,60.000000"
     srv = _reply_with([(33, struct.pack(">HHH", 0, 0, 0) + b"\x01x\x00")])
     frames = [udp_frame(1.0, CLIENT, 137, SERVER, 137, query), udp_frame(1.1, SERVER, 137, CLIENT, 137, srv)]
     (row,) = _dns_rows(tmp_path / "137", frames)

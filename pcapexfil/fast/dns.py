@@ -10,7 +10,7 @@ section) with the same rules; names are lowercased and their labels joined with 
 the text of an NS, CNAME, PTR, SOA, MX or SRV answer is its name, and every other answer
 keeps its record data for `identifiers.dns.answer_text`. A message it cannot parse as
 `Message` would (malformed, more than `MAX_QUERIES` questions, an RRSIG, NSEC or NAPTR
-answer, whose text holds a name), one whose opcode is not a standard query's, or one that does not
+answer, whose text holds a name, a LOC answer, whose text depends on the bytes after it), one whose opcode is not a standard query's, or one that does not
 fit the arrays is left to Python: the packet
 goes to the analyzers as before and `Message` parses it, weirds included. So both paths
 give the analyzer the same message, and `Message` is the oracle (tests/test_fast_dns.py).
@@ -30,6 +30,7 @@ from pcapexfil.identifiers.dns import (
     OPCODE_QUERY,
     RRSIG_SIGNER_AT,
     TYPE_CNAME,
+    TYPE_LOC,
     TYPE_MX,
     TYPE_NAPTR,
     TYPE_NS,
@@ -234,7 +235,8 @@ def parse_message(D, buf, start, size):
             name_at = pos + 2
         elif rtype == TYPE_SRV:
             name_at = pos + 6
-        elif rtype == TYPE_NSEC or rtype == TYPE_NAPTR or rtype == TYPE_RRSIG and rdlen >= RRSIG_SIGNER_AT:
+        elif (rtype == TYPE_NSEC or rtype == TYPE_NAPTR or rtype == TYPE_LOC
+              or rtype == TYPE_RRSIG and rdlen >= RRSIG_SIGNER_AT):
             return False
         if name_at >= 0:
             end, after = read_name(buf, start, size, name_at, D.arena, apos)

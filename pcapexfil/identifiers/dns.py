@@ -71,7 +71,8 @@ TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6,
 TYPE_AAAA, TYPE_SRV, TYPE_RRSIG, TYPE_NSEC, TYPE_SPF = 28, 33, 46, 47, 99
 RRSIG_SIGNER_AT = 18  # an RRSIG's signer name starts here in its data (when it is that long)
 # Types Zeek parses but whose replies its dns.log script does not list.
-TYPE_NAPTR = 35
+TYPE_NAPTR, TYPE_LOC = 35, 29
+LOC_MIN_REST = 15  # ParseRR_LOC: bytes of the message from the record data on, or it fails
 # Record types DNS.cc parses without an event dns/main.zeek writes a text for: WKS (an
 # empty text), HINFO, NB (ParseRR_NBS), OPT, SVCB and HTTPS (dns_SVCB, dns_HTTPS), TKEY,
 # TSIG, CAA (Matthaios9/zeek-master 1a672a5: DNS.cc ParseAnswer, dns/main.zeek).
@@ -180,6 +181,9 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
         return f"NSEC {owner} {read_name(msg, start)[0]}"
     if rtype == TYPE_NAPTR:
         return _naptr_text(msg, start, rdlen)
+    if rtype == TYPE_LOC:
+        # dns_LOC: size, horizontal and vertical precision, as their raw bytes.
+        return f"LOC:  {msg[start + 1]} {msg[start + 2]} {msg[start + 3]}" if len(msg) - start >= LOC_MIN_REST else None
     if rtype == 50:
         return "NSEC3"
     if rtype == 51:
