@@ -9,7 +9,7 @@ import struct
 
 import dpkt
 import pytest
-from helpers_pcap import ether, ipv4, ipv6, tcp, udp, write_pcap
+from helpers_pcap import ether, ipv4, ipv4_fragments, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
 from test_identifiers_support import client_hello_record, handshake, record, server_hello_body
@@ -991,6 +991,43 @@ def test_dns_dynamic_updates_as_dns_cc_parses_them(tmp_path) -> None:
         path = tmp_path / name / "reference" / "weird.log"
         weirds = read_zeek_log(str(path)).rows if path.exists() else []
         assert [(w["name"], w["addl"]) for w in weirds] == want_weirds
+
+
+def test_a_dns_connection_opened_by_a_reply_from_its_originator_flips(tmp_path) -> None:
+    """DNS_Interpreter::ParseMessage: the connection's first message (one past the opcode
+    check) is a response from the originator: the roles flip ('^'), unless the responder
+    is multicast. A NetBIOS response to a broadcast query opens its own 137-137 connection
+    this way. The DNS analyzer flips before ConnSize counts the packet and the UDP adapter
+    swaps no length, so the counts stay the originator's (FlowTable._dns_first_message)."""
+    reply = bytes(dpkt.dns.DNS(id=7, qr=1, aa=1, qd=[dpkt.dns.DNS.Q(name="host.example")], an=[
+        dpkt.dns.DNS.RR(name="host.example", type=1, cls=1, ttl=60, ip=bytes([10, 0, 0, 7]))]))
+    query = bytes(dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="host.example")]))
+    responder = "10.0.0.7"
+
+    def conn(frames):
+        (rec,) = records(tmp_path / str(len(list(tmp_path.iterdir()))), frames)
+        return rec.orig_h, rec.resp_h, rec.history, rec.orig_pkts, rec.resp_pkts, rec.orig_bytes, rec.resp_bytes
+
+    for port in (137, 53):
+        assert conn([udp_frame(1.0, responder, port, CLIENT, port, reply)])[:5] == (CLIENT, responder, "D^", 1, 0)
+        # The next packet from the same sender is the responder's.
+        assert conn([udp_frame(1.0, responder, port, CLIENT, port, reply),
+                     udp_frame(1.1, responder, port, CLIENT, port, reply)]) == (
+            CLIENT, responder, "D^d", 1, 1, len(reply), len(reply))
+    # A query first: no flip, whatever follows.
+    assert conn([udp_frame(1.0, CLIENT, 137, responder, 137, query),
+                 udp_frame(1.1, responder, 137, CLIENT, 137, reply)])[:3] == (CLIENT, responder, "Dd")
+    # A multicast responder: no flip.
+    assert conn([udp_frame(1.0, responder, 5353, "224.0.0.251", 5353, reply)])[:3] == (
+        responder, "224.0.0.251", "D")
+    # A message the opcode check stops (weird, 'X') is not the first one: the next is.
+    status = _with_opcode(reply, 2)
+    assert conn([udp_frame(1.0, responder, 53, CLIENT, 53, status),
+                 udp_frame(1.1, responder, 53, CLIENT, 53, reply)])[:3] == (CLIENT, responder, "DX^")
+    # A first message the decoder reassembled from fragments (the kernel call ends there).
+    datagram = ipv4(udp(137, 137, reply), responder, CLIENT)
+    frames = [(1.0 + 0.01 * i, ether(f)) for i, f in enumerate(ipv4_fragments(datagram, 32))]
+    assert conn(frames)[:3] == (CLIENT, responder, "D^")
 
 
 def test_dns_names_and_flags_as_consts_zeek_and_dns_request_give_them(tmp_path) -> None:

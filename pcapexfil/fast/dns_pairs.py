@@ -34,6 +34,14 @@ from typing import NamedTuple
 import numpy as np
 
 from pcapexfil.fast.dns import NO_QUESTION, U_ARENA
+from pcapexfil.identifiers.dns_header import (
+    OPCODE_MASK,
+    OPCODE_NOTIFY,
+    OPCODE_QUERY,
+    OPCODE_SHIFT,
+    OPCODE_UPDATE,
+    QR,
+)
 from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT
 from pcapexfil.jit import njit
 
@@ -43,7 +51,6 @@ DNS_UNSEEN, DNS_KERNEL, DNS_PYTHON = 0, 1, 2
 NO_SLOT = -1
 MAX_KERNEL_QUEUED = 15  # waiting queries besides dns_pq (the analyzer flushes above 50 ids / 50 per id)
 NAME_BYTES = 256  # a query name kept in a slot (a longer one hands the connection to Python)
-QR = 0x8000  # the header's query/response bit
 V4_MAPPED = np.uint64(0xFFFF)  # an IPv4 address's upper 32 bits of its low half (fast.batch)
 
 PAIR_DTYPE = np.dtype(
@@ -239,15 +246,41 @@ def hand_over(Q, C, c):
 
 
 @njit(cache=True, _nrt=False)
+def on_netbios_port(C, c):
+    """DNS_Interpreter's `is_netbios`: either port is NetBIOS name service's."""
+    return C[c].orig_p == NETBIOS_NS_PORT or C[c].resp_p == NETBIOS_NS_PORT
+
+
+@njit(cache=True, _nrt=False)
+def responder_multicast(C, c):
+    """identifiers.dns_header.is_multicast of the responder: 224.0.0.0/4, ff00::/8."""
+    hi, lo = C[c].resp_hi, C[c].resp_lo
+    if hi == 0 and lo >> np.uint64(32) == V4_MAPPED:
+        return (lo >> np.uint64(28)) & np.uint64(0xF) == np.uint64(0xE)
+    return hi >> np.uint64(56) == np.uint64(0xFF)
+
+
+@njit(cache=True, _nrt=False)
 def _paired_in_python(C, c):
     """Connections whose messages the analyzer pairs by other rules (identifiers.dns):
     NetBIOS's port (its opcodes) and a multicast responder (each message its own row)."""
-    if C[c].orig_p == NETBIOS_NS_PORT or C[c].resp_p == NETBIOS_NS_PORT:
-        return True
-    hi, lo = C[c].resp_hi, C[c].resp_lo
-    if hi == 0 and lo >> np.uint64(32) == V4_MAPPED:  # 224.0.0.0/4
-        return (lo >> np.uint64(28)) & np.uint64(0xF) == np.uint64(0xE)
-    return hi >> np.uint64(56) == np.uint64(0xFF)  # ff00::/8
+    return on_netbios_port(C, c) or responder_multicast(C, c)
+
+
+# first_message_said's answers (identifiers.dns_header.first_message: None, False, True).
+FIRST_NOT, FIRST_KEEP, FIRST_FLIP = 0, 1, 2
+
+
+@njit(cache=True, _nrt=False)
+def first_message_said(C, c, buf, off, from_orig):
+    """identifiers.dns_header.first_message for the header at buf[off:]."""
+    flags = (np.int64(buf[off + 2]) << 8) | np.int64(buf[off + 3])
+    opcode = (flags >> OPCODE_SHIFT) & OPCODE_MASK
+    if not (opcode == OPCODE_QUERY or opcode == OPCODE_NOTIFY or opcode == OPCODE_UPDATE or on_netbios_port(C, c)):
+        return FIRST_NOT
+    if flags & QR and from_orig and not responder_multicast(C, c):
+        return FIRST_FLIP
+    return FIRST_KEEP
 
 
 @njit(cache=True, _nrt=False)

@@ -58,6 +58,7 @@ from pcapexfil.fast.events import WEIRD_NAMES
 from pcapexfil.fast.http_lane import HEAD_BUFFER, NO_HEADS, NO_LANE, NO_SEQ
 from pcapexfil.fast.http_machine import E_BROKEN, E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
 from pcapexfil.fast.layout import (
+    CODE_DNS_FIRST,
     CODE_LANE_LEFT,
     EV_COUNTED,
     EV_DNS,
@@ -71,6 +72,7 @@ from pcapexfil.fast.layout import (
     REC_DTYPE,
 )
 from pcapexfil.fast.pia_gate import G_RELEASED, M_CHUNKS, M_FLIPPED, NO_WINDOW
+from pcapexfil.fast.roles import flip_addresses
 from pcapexfil.fast.table import (
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
@@ -96,7 +98,9 @@ from pcapexfil.flow.table import (
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
 from pcapexfil.identifiers.dns import DnsAnalyzer, WaitingQuery
+from pcapexfil.identifiers.dns_header import first_message, is_multicast
 from pcapexfil.identifiers.http import HTTP_PORTS, HttpAnalyzer
+from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT
 from pcapexfil.identifiers.stream import STREAM_KEY, TcpStreams, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, Packet
@@ -461,6 +465,8 @@ class FastFlow:
                 if kind == EV_PKT:
                     if dns_hi > dns_lo:
                         self._dns_rows(conn, dns_lo, dns_hi, ts)  # the kernel hands its DNS state over
+                    if code == CODE_DNS_FIRST and c_serial[c] == serial and self._dns_first(conn, c, row, is_orig):
+                        is_orig = not is_orig  # its sender is the responder now
                     if code == CODE_LANE_LEFT:
                         st = self._http_left(conn, lane, lane_lo, lane_hi, ts)
                         lane_lo = lane_hi
@@ -510,11 +516,15 @@ class FastFlow:
                         e_seq[o], e_left[o] = st.count_window(True)
                         e_seq[o ^ 1], e_left[o ^ 1] = st.count_window(False)
             elif kind == EV_DNS:
+                conn = conns[serial]
+                ids = (ohi, olo, rhi, rlo)
+                if conn.ids != ids:
+                    self._flipped(conn, ids, op, rp)  # the kernel applied the first message's rule
                 if positions is not None:
                     positions.row = batch_start + row
-                # A UDP flow's roles are fixed at its creation, and a parsed message
-                # neither cancels the DNS expiry nor reaches a limit (`DnsAnalyzer.on_message`).
-                self._dns_rows(conns[serial], dns_lo, dns_hi, ts)
+                # A parsed message neither cancels the DNS expiry nor reaches a limit
+                # (`DnsAnalyzer.on_message`).
+                self._dns_rows(conn, dns_lo, dns_hi, ts)
             elif kind == EV_LANE:
                 conn = conns[serial]
                 ids = (ohi, olo, rhi, rlo)
@@ -566,6 +576,23 @@ class FastFlow:
                                  conn_id=(self._text(ohi, olo), op, self._text(rhi, rlo), rp))
                     else:
                         w.counts[EVICTED_WEIRD] += 1
+
+    def _dns_first(self, conn: FastConn, c: int, row: int, is_orig: int) -> bool:
+        """FlowTable._dns_first_message for a decoded frame, whose bytes the kernel does not
+        have (CODE_DNS_FIRST: the kernel call ended after it); True if the roles flipped."""
+        pkt = self._packet(row, PACKET_ROW.unpack_from(self._rows, row * PACKET_ROW.size))
+        said = first_message(pkt.payload, bool(is_orig), NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p),
+                             is_multicast(conn.resp_h))
+        if said is None:
+            return False
+        self.table.flows.conns["dns_first"][c] = False
+        if not said:
+            return False
+        flip_addresses(self.table.flows, c)
+        assert conn.ids is not None
+        ohi, olo, rhi, rlo = conn.ids
+        self._flipped(conn, (rhi, rlo, ohi, olo), conn.resp_p, conn.orig_p)
+        return True
 
     # -- DNS the kernel pairs (fast.dns_pairs) -----------------------------------------------
     def _dns_rows(self, conn: FastConn, lo: int, hi: int, ts: float) -> None:

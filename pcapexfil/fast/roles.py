@@ -51,6 +51,17 @@ def flip_roles(F, c, recase):
 
 
 @njit(cache=True, _nrt=False)
+def flip_addresses(F, c):
+    """Connection.flip_addresses: an analyzer's FlipRoles mid-packet on UDP (the DNS
+    analyzer's first message): addresses, ports and '^', no count."""
+    C = F.conns
+    hist_append(F, c, L_FLIPPED)
+    C[c].orig_hi, C[c].resp_hi = C[c].resp_hi, C[c].orig_hi
+    C[c].orig_lo, C[c].resp_lo = C[c].resp_lo, C[c].orig_lo
+    C[c].orig_p, C[c].resp_p = C[c].resp_p, C[c].orig_p
+
+
+@njit(cache=True, _nrt=False)
 def synack_sender_is_responder(F, c):
     """A SYN-ACK-first connection's next packet came from the other side: the SYN-ACK's
     sender is the responder after all (TCPAdapter.synack_sender_is_responder)."""

@@ -69,13 +69,17 @@ from pcapexfil.fast.history import (
     lower,
 )
 from pcapexfil.fast.dns import U_ANSWERS, U_ARENA, U_MSGS, DnsParse, new_dns_parse, parse_message
+from pcapexfil.identifiers.dns_header import HEADER_LEN
 from pcapexfil.fast.dns_pairs import (
     DNS_UNSEEN,
+    FIRST_FLIP,
+    FIRST_NOT,
     NO_SLOT,
     P_FREE,
     P_OUT,
     DnsPairs,
     dns_datagram,
+    first_message_said,
     new_dns_pairs,
 )
 from pcapexfil.fast.http_lane import (
@@ -115,6 +119,7 @@ from pcapexfil.fast.layout import (
     CFG_UDP_INACT,
     CFG_UNKNOWN_INACT,
     CNT_CHK,
+    CODE_DNS_FIRST,
     CODE_LANE_LEFT,
     EV_COUNTED,
     EV_DNS,
@@ -169,7 +174,7 @@ from pcapexfil.fast.pia_gate import (
     gate_end,
     window_release,
 )
-from pcapexfil.fast.roles import ORIG_BIT, RESP_BIT, flip_roles, synack_sender_is_responder
+from pcapexfil.fast.roles import ORIG_BIT, RESP_BIT, flip_addresses, flip_roles, synack_sender_is_responder
 from pcapexfil.fast.tcp import (
     CS_OTH,
     CS_S0,
@@ -492,6 +497,7 @@ def _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bh
     cc.dns_pq = NO_SLOT
     cc.dns_head = NO_SLOT
     cc.dns_n = 0
+    cc.dns_first = False
     k = ev_conn(O, S, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
     O.events[k].code = proto
     O.events[k].row = i
@@ -509,6 +515,7 @@ def _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bh
         schedule(T, S, C, ts + P.timeouts[CFG_SYN_TIMEOUT], c, T_EXPIRE)
     elif proto == PROTO_UDP and P.timeouts[CFG_DNS_SESSION] > 0 and DNS_UDP[cc.resp_p]:
         schedule(T, S, C, ts + P.timeouts[CFG_DNS_SESSION], c, T_DNS_EXPIRE)
+        cc.dns_first = True
     return c
 
 
@@ -711,6 +718,18 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
                 C[c].resp_pkts += 1
                 C[c].resp_ip_bytes += np.int64(b[i].ip_len)
             now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
+            dns_first_python = False
+            if C[c].dns_first and b[i].payload_cap >= HEADER_LEN:
+                # The DNS analyzer's first message (FlowTable._dns_first_message).
+                if a & AUX_DECODED:
+                    dns_first_python = True  # its bytes are Python's: it decides, the call ends here
+                else:
+                    said = first_message_said(C, c, buf, np.int64(b[i].payload_off), now_orig)
+                    if said != FIRST_NOT:
+                        C[c].dns_first = False
+                        if said == FIRST_FLIP:
+                            flip_addresses(F, c)
+                            now_orig = not now_orig
             e = -1
             if C[c].is_tcp:
                 e = orig_phys(C, c) if now_orig else orig_phys(C, c) ^ 1
@@ -755,6 +774,9 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
             elif window != NO_WINDOW and not want:
                 window_release(L.gate, window)  # unreachable: they wait for bytes while gated
                 window = NO_WINDOW
+            if dns_first_python:
+                want = True
+                pause = True
             dns_lo = Q.ints[P_OUT]
             if want and (not C[c].is_tcp and mode != APP_FIRST and D.ports[C[c].resp_p]
                          and b[i].payload_cap > 0):
@@ -782,7 +804,9 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
                     C[c].app_call = G[G_CALL]
                     EV[k].dns_lo = dns_lo
                     EV[k].dns_hi = Q.ints[P_OUT]
-                    if dns_lo < EV[k].dns_hi and Q.out[EV[k].dns_hi - 1].msg >= 0:
+                    if dns_first_python:
+                        EV[k].code = CODE_DNS_FIRST
+                    elif dns_lo < EV[k].dns_hi and Q.out[EV[k].dns_hi - 1].msg >= 0:
                         EV[k].kind = EV_DNS  # the message is the analyzer's, not the packet
             elif lane_said == LANE_EVENTS:
                 k = ev_conn(O, S, EV_LANE, C, c, ts)

@@ -20,6 +20,8 @@ from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, Port, is_likely_server_por
 from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, ConnView
+from pcapexfil.identifiers.dns_header import HEADER_LEN, first_message, is_multicast
+from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT
 from pcapexfil.identifiers.stream import STREAM_KEY
 from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
 from pcapexfil.packet import (
@@ -157,7 +159,7 @@ class Connection:
         "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "missed_bytes",
         "tunnel_parents", "tcp", "orig_len", "resp_len", "counters",
         "inactivity_timeout", "timer_gen", "removed", "weirds_seen", "encap", "tunnel_changes",
-        "dns_expiry",
+        "dns_expiry", "dns_first",
     )  # fmt: skip
 
     def __init__(self, table: FlowTable, key: tuple, uid: str, pkt: Packet, sport: int, dport: int,
@@ -185,6 +187,7 @@ class Connection:
         self.encap = encapsulation_key(pkt)  # Zeek's Connection::encapsulation, as a key
         self.tunnel_changes = 0
         self.dns_expiry = True  # DNS_Analyzer::ExpireTimer still pending (cancel_dns_expiry)
+        self.dns_first = False  # a DNS analyzer is attached and has not had its first message
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView (Zeek's set_inactivity_timeout). The pending inactivity timer fires
@@ -230,6 +233,15 @@ class Connection:
         if entry[0] == entry[1]:
             self.history.append(code)
             entry[1] *= 10
+
+    def flip_addresses(self) -> None:
+        """Connection::FlipRoles from an application analyzer mid-packet (the DNS analyzer's
+        first message, `FlowTable._dns_first_message`): addresses and ports swap and '^' is
+        noted, but on UDP no count moves: the UDP adapter has no FlipRoles of its own, and
+        ConnSize, after DNS among the adapter's children, has not counted the packet yet."""
+        self.history.append("^")
+        self.orig_h, self.resp_h = self.resp_h, self.orig_h
+        self.orig_p, self.resp_p = self.resp_p, self.orig_p
 
     def flip_roles(self, recase_history: bool = False) -> None:
         """Swap originator and responder and note it with '^'. With `recase_history` (a
@@ -500,6 +512,8 @@ class FlowTable:
             else:
                 conn.resp_pkts += 1
                 conn.resp_ip_bytes += pkt.ip_len
+            if conn.dns_first:
+                self._dns_first_message(conn, pkt, is_orig)
             if self.analyzers:
                 # Direction as the connection sees it now (after any flip).
                 now_orig = pkt.src == conn.orig_h and sport == conn.orig_p
@@ -507,6 +521,22 @@ class FlowTable:
                     analyzer.on_packet(conn, now_orig, pkt)
         self._last_pkt, self._last_conn = pkt, conn
         return conn
+
+    @staticmethod
+    def _dns_first_message(conn: Connection, pkt: Packet, is_orig: bool) -> None:
+        """DNS_Interpreter::ParseMessage's first message (DNS.cc): one from the originator
+        that is a response makes its sender the responder, unless the responder is
+        multicast. It runs in the DNS analyzer, the first of the adapter's children
+        (IPBasedAnalyzer::BuildSessionAnalyzerTree), after UDP's letters and lengths."""
+        if len(pkt.payload) < HEADER_LEN:
+            return
+        said = first_message(pkt.payload, is_orig, NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p),
+                             is_multicast(conn.resp_h))
+        if said is None:
+            return
+        conn.dns_first = False
+        if said:
+            conn.flip_addresses()
 
     def advance(self, now: float) -> None:
         """Network time moved to `now`: fire the timers that are due."""
@@ -581,6 +611,7 @@ class FlowTable:
             # The DNS analyzer, attached by the responder port, arms its expiry timer when
             # it is created (DNS_Analyzer::DNS_Analyzer, UDP sessions only).
             self._schedule(pkt.ts + cfg.dns_session_timeout, conn, "dns_expire")
+            conn.dns_first = True
         if proto == PROTO_TCP:
             self._schedule(pkt.ts + cfg.tcp_syn_timeout, conn, "expire")
         return conn

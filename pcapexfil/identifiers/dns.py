@@ -26,6 +26,16 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pcapexfil.flow.ports import registered_ports
+from pcapexfil.identifiers.dns_header import (
+    FLAGS_AT,
+    FLAGS_QDCOUNT,
+    HEADER_LEN,
+    OPCODE_QUERY,
+    OPCODE_UPDATE,
+    PARSED_OPCODES,
+    is_multicast,
+    parsed_opcode,
+)
 from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT, decode_netbios_name
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import streams, tcp_data
@@ -59,13 +69,6 @@ QUERIES_KEY = "dns_queries"  # conn.app: the connection's finished transactions 
 # init-bare.zeek dns_max_queries: "If a DNS request includes more than this many queries,
 # assume it's non-DNS traffic" (the header's qdcount; DNS_Interpreter::ParseMessage).
 MAX_QUERIES = 25
-HEADER_LEN = 12
-_FLAGS_QDCOUNT = struct.Struct("!HH")
-_FLAGS_AT = 2
-# DNS_Interpreter::ParseMessage parses these opcodes (any on NetBIOS's port); dns/main.zeek
-# pairs them (dns_message): standard query, NOTIFY, dynamic update.
-OPCODE_QUERY, OPCODE_NOTIFY, OPCODE_UPDATE = 0, 4, 5
-PARSED_OPCODES = frozenset((OPCODE_QUERY, OPCODE_NOTIFY, OPCODE_UPDATE))
 
 TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_PTR, TYPE_MX, TYPE_TXT = 1, 2, 5, 6, 12, 15, 16
 TYPE_AAAA, TYPE_SRV, TYPE_RRSIG, TYPE_NSEC, TYPE_SPF = 28, 33, 46, 47, 99
@@ -226,11 +229,6 @@ def answer_text(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> s
         return render_rdata(msg, rtype, start, rdlen, owner)
     except (Malformed, ValueError):
         return None
-
-
-def is_multicast(address: str) -> bool:
-    """In dns/main.zeek's `multicast_subnets` (224.0.0.0/4, ff00::/8)."""
-    return ipaddress.ip_address(address).is_multicast
 
 
 def query_bits(flags: int) -> tuple[bool, bool, int]:
@@ -474,11 +472,10 @@ class DnsAnalyzer:
         if st.disabled:
             return
         if len(data) >= HEADER_LEN:
-            flags, qdcount = _FLAGS_QDCOUNT.unpack_from(data, _FLAGS_AT)
-            opcode = (flags >> 11) & 0xF
-            if opcode not in PARSED_OPCODES and not st.netbios:
+            flags, qdcount = FLAGS_QDCOUNT.unpack_from(data, FLAGS_AT)
+            if not parsed_opcode(flags, st.netbios):
                 # DNS_Interpreter::ParseMessage: the weird and 'X'; no dns_message, no confirmation.
-                conn.limit_reached("DNS_unknown_opcode", str(opcode))
+                conn.limit_reached("DNS_unknown_opcode", str((flags >> 11) & 0xF))
                 return
             if qdcount > MAX_QUERIES:
                 # AnalyzerViolation("DNS_Conn_count_too_large") and LimitReachedWeird, before
