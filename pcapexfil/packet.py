@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 # IP protocol numbers the flow table treats specially.
 PROTO_ICMP = 1
+PROTO_IGMP = 2
 PROTO_TCP = 6
 PROTO_UDP = 17
 PROTO_ICMP6 = 58

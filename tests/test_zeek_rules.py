@@ -1030,6 +1030,26 @@ def test_a_dns_connection_opened_by_a_reply_from_its_originator_flips(tmp_path) 
     assert conn(frames)[:3] == (CLIENT, responder, "D^")
 
 
+def test_igmp_is_a_packet_analyzer_with_no_connection(tmp_path) -> None:
+    """scripts/base/packet-protocols/igmp registers a (Spicy) packet analyzer on IP protocol
+    2 (zeek PR 5095, before the corpus commit): IGMP makes no session and no conn.log row,
+    bare or inside a GRE tunnel, and the tunnel's next inner connection still gets its
+    parent."""
+    report = bytes([0x16, 0, 0xFA, 0x04, 239, 1, 2, 3])  # IGMPv2 membership report for 239.1.2.3
+    igmp = ipv4(report, CLIENT, "239.1.2.3", p=2)
+    inner_udp = ipv4(udp(40000, 9999, b"x" * 20), CLIENT, SERVER)
+    gre = b"\x00\x00\x08\x00"
+    frames = [
+        (1.0, ether(igmp)),
+        (1.1, ether(ipv4(gre + igmp, "203.0.113.1", "203.0.113.2", p=47))),
+        (1.2, ether(ipv4(gre + inner_udp, "203.0.113.1", "203.0.113.2", p=47))),
+        udp_frame(1.3, CLIENT, 40001, SERVER, 53, dns_query()),
+    ]
+    recs = records(tmp_path, frames)
+    assert [(r.proto, r.resp_p) for r in recs] == [("udp", 9999), ("udp", 53)]
+    assert len(recs[0].tunnel_parents) == 1 and not recs[1].tunnel_parents
+
+
 def test_dns_names_and_flags_as_consts_zeek_and_dns_request_give_them(tmp_path) -> None:
     """consts.zeek's tables (NIMLOC for 32, C_HESIOD, NXRRSet, unassigned-12) and their
     defaults; RD, TC and Z come from dns_request, which a query without a question does not

@@ -414,8 +414,9 @@ class FastFlow:
         self._n = 0
 
     def _note_tunnel(self, pkt: Packet) -> None:
-        """FlowTable._note_tunnel, for the inner packet the last feed ended with."""
-        inner = self.conns.get(self._last_serial)
+        """FlowTable._note_tunnel, for the inner packet the last feed ended with (if it made
+        a connection: an IGMP one does not)."""
+        inner = self.conns.get(self._last_serial) if self._last_pkt is pkt else None
         prev_pkt, prev_serial = self._prev
         carrier = self.conns.get(prev_serial) if pkt.outer is prev_pkt else None
         uid = tunnel_parent_uid(pkt, carrier, self._tunnel_uids, self.uids.tunnel)

@@ -211,7 +211,7 @@ from pcapexfil.flow.table import (
 from pcapexfil.flow.tcp import INACTIVE
 from pcapexfil.jit import njit
 from pcapexfil.order import TICK_INTERVAL
-from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, TH_RST, TH_SYN
+from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_IGMP, PROTO_TCP, PROTO_UDP, TH_ACK, TH_RST, TH_SYN
 
 # aux column (one byte per batch row, beside the batch): what the reference decoder said.
 AUX_BAD_CHECKSUM = 1  # checksum_ok is False
@@ -589,7 +589,7 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
         if ts > GF[GF_NOW]:  # noqa: SIM102 (mirrors the reference)
             if not _advance(F, T, O, S, P, ts):
                 return ST_OUT_FULL, i
-        if b[i].kind == KIND_FOREIGN:
+        if b[i].kind == KIND_FOREIGN or b[i].proto == PROTO_IGMP:  # IGMP: no session (FlowTable.process)
             G[G_STAGE] = 0
             continue
         if (G[G_EV_N] + EV_ROOM > EV.shape[0] or G[G_REC_N] + REC_ROOM > O.records.shape[0]

@@ -27,6 +27,7 @@ from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
 from pcapexfil.packet import (
     PROTO_ICMP,
     PROTO_ICMP6,
+    PROTO_IGMP,
     PROTO_TCP,
     PROTO_UDP,
     TH_ACK,
@@ -415,6 +416,10 @@ class FlowTable:
         if pkt.ts > self.now:
             self.advance(pkt.ts)
         proto = pkt.proto
+        if proto == PROTO_IGMP:
+            # IP's packet analyzer hands IGMP to the IGMP analyzer (packet-protocols/igmp,
+            # zeek PR 5095): a packet analyzer, no session, no conn.log row.
+            return None
         sport, dport = pkt.sport, pkt.dport
         key: tuple
         if proto == PROTO_TCP or proto == PROTO_UDP:
