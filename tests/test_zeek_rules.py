@@ -1050,6 +1050,20 @@ def test_igmp_is_a_packet_analyzer_with_no_connection(tmp_path) -> None:
     assert len(recs[0].tunnel_parents) == 1 and not recs[1].tunnel_parents
 
 
+def test_a_query_with_two_questions_shows_the_last(tmp_path) -> None:
+    """DNS_Interpreter::ParseQuestions raises dns_request per question, and dns/main.zeek
+    sets the row's query, qtype and qclass from each: the last question stays. An answer
+    whose owner points at the first question still reads that name."""
+    qd = [dpkt.dns.DNS.Q(name="first.example", type=1), dpkt.dns.DNS.Q(name="second.example", type=28)]
+    query = bytes(dpkt.dns.DNS(id=4, rd=1, qd=qd))
+    reply = bytearray(bytes(dpkt.dns.DNS(id=4, qr=1, qd=qd)))
+    reply[7] = 1  # one answer, owner: a pointer to the first question's name
+    reply += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + bytes([192, 0, 2, 4])
+    frames = [udp_frame(1.0, CLIENT, 40000, SERVER, 53, query), udp_frame(1.1, SERVER, 53, CLIENT, 40000, bytes(reply))]
+    (row,) = _dns_rows(tmp_path, frames)
+    assert (row["query"], row["qtype_name"], row["answers"]) == ("second.example", "AAAA", "192.0.2.4")
+
+
 def test_dns_names_and_flags_as_consts_zeek_and_dns_request_give_them(tmp_path) -> None:
     """consts.zeek's tables (NIMLOC for 32, C_HESIOD, NXRRSet, unassigned-12) and their
     defaults; RD, TC and Z come from dns_request, which a query without a question does not

@@ -5,7 +5,7 @@ The flow table calls `parse_message` for each datagram of a connection on a port
 `DnsParse.ports` (DNS ports where no other analyzer reads datagrams, `fast.engine`); a
 parsed message is paired in the kernel (`fast.dns_pairs`) or reaches the analyzer as an
 EV_DNS instead of the packet's EV_PKT. It reads what
-`identifiers.dns.Message` reads (header, every question, the first one kept, the answer
+`identifiers.dns.Message` reads (header, every question, the last one kept, the answer
 section) with the same rules; names are lowercased and their labels joined with dots,
 the text of an NS, CNAME, PTR, SOA, MX or SRV answer is its name, and every other answer
 keeps its record data for `identifiers.dns.answer_text`. A message it cannot parse as
@@ -46,7 +46,7 @@ from pcapexfil.jit import njit
 
 # ANS_DTYPE.text: how an answer's text is made.
 TEXT_NAME, TEXT_RDATA, TEXT_NONE = 0, 1, 2
-# ANS_DTYPE.owner_len: the owner is the first question's name (a pointer to offset 12).
+# ANS_DTYPE.owner_len: the owner is the (one) question's name (a pointer to offset 12).
 OWNER_IS_QUESTION = -1
 # MSG_DTYPE.q_len: the message has no question.
 NO_QUESTION = -1
@@ -60,7 +60,7 @@ MSG_DTYPE = np.dtype(
         ("ancount", np.int64),
         ("nscount", np.int64),
         ("arcount", np.int64),
-        ("q_off", np.int64),  # the first question's name in the arena
+        ("q_off", np.int64),  # the last question's name in the arena
         ("q_len", np.int64),
         ("qtype", np.int64),
         ("qclass", np.int64),
@@ -193,22 +193,21 @@ def parse_message(D, buf, start, size):
     row.q_len = NO_QUESTION
     pos = HEADER_LEN
     for q in range(qd):
-        name_at = apos
         pos, after = read_name(buf, start, size, pos, D.arena, apos)
         if pos < 0 or pos + 4 > size:
             return False
-        if q == 0:
-            row.q_off = name_at
-            row.q_len = after - name_at
+        if q == qd - 1:  # the last question is the row's (Message.__init__)
+            row.q_off = apos
+            row.q_len = after - apos
             row.qtype = _u16(buf, start + pos)
             row.qclass = _u16(buf, start + pos + 2)
-            apos = after  # the other questions' names are read, not kept
+            apos = after  # the others' names are read, not kept
         pos += 4
     row.ans_start = a0
     row.ans_n = an
     for k in range(an):
         r = D.answers[a0 + k]
-        if qd > 0 and pos + 2 <= size and buf[start + pos] == 0xC0 and buf[start + pos + 1] == HEADER_LEN:
+        if qd == 1 and pos + 2 <= size and buf[start + pos] == 0xC0 and buf[start + pos + 1] == HEADER_LEN:
             r.owner_off = 0
             r.owner_len = OWNER_IS_QUESTION
             pos += 2

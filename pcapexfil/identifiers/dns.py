@@ -246,7 +246,7 @@ class WaitingQuery(NamedTuple):
 
 
 class Message:
-    """One parsed DNS message (header, first question, answer section)."""
+    """One parsed DNS message (header, its last question, answer section)."""
 
     __slots__ = ("id", "flags", "qr", "opcode", "aa", "tc", "rd", "ra", "z", "rcode", "counts", "question", "answers")
 
@@ -259,14 +259,18 @@ class Message:
         self.answers: list[tuple[str, int, int, str | None]] = []  # owner, type, ttl, text
         size = len(msg)
         pos = 12
+        first: str | None = None  # the first question's name, at offset 12
         for i in range(qdcount):
             name, pos = read_name(msg, pos)
             if pos + 4 > size:
                 raise Malformed("truncated field")
+            # ParseQuestions raises dns_request per question and dns/main.zeek keeps each
+            # one's fields: the last question is the one its row shows.
+            self.question = (name, *_QUESTION_TAIL.unpack_from(msg, pos))
             if i == 0:
-                self.question = (name, *_QUESTION_TAIL.unpack_from(msg, pos))
+                first = name
             pos += 4
-        qname = self.question[0] if self.question is not None else None
+        qname = first
         for _ in range(ancount):
             # The first question's name, read without error from offset 12: a bare pointer
             # there reads the same name (one more hop cannot pass MAX_POINTER_HOPS, as only
