@@ -61,13 +61,13 @@ PACKET_ROW = struct.Struct(
                   for name in PACKET_FIELDS))
 assert PACKET_ROW.size == PACKET_DTYPE.itemsize  # packed, in field order
 
-_V4_MAPPED = 0xFFFF << 32
+V4_MAPPED_LO = 0xFFFF << 32  # the low half of an IPv4 address's IPv4-mapped IPv6 form, address bits 0
 
 
 def addr_to_halves(text: str) -> tuple[int, int]:
     """Text address → (hi, lo) u64 halves, IPv4 as IPv4-mapped IPv6."""
     ip = ipaddress.ip_address(text)
-    value = int(ip) | _V4_MAPPED if ip.version == 4 else int(ip)
+    value = int(ip) | V4_MAPPED_LO if ip.version == 4 else int(ip)
     return value >> 64, value & 0xFFFF_FFFF_FFFF_FFFF
 
 

@@ -42,6 +42,7 @@ from pcapexfil.identifiers.dns import (
     Message,
     answer_text,
 )
+from pcapexfil.identifiers.dns_header import OPCODE_MASK, OPCODE_SHIFT
 from pcapexfil.jit import njit
 
 # ANS_DTYPE.text: how an answer's text is made.
@@ -101,7 +102,6 @@ def new_dns_parse(ports: np.ndarray, msgs: int) -> DnsParse:
                     arena=np.zeros(512 * msgs, np.uint8), used=np.zeros(3, np.int64))
 
 
-OPCODE_SHIFT, OPCODE_MASK = 11, 0xF  # the header flags' opcode
 # read_name's failures (negative end positions).
 MALFORMED, ARENA_FULL = -1, -2
 

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pcapexfil.fast.batch import V4_MAPPED_LO
 from pcapexfil.fast.dns import NO_QUESTION, U_ARENA
 from pcapexfil.identifiers.dns_header import (
     OPCODE_MASK,
@@ -51,7 +52,8 @@ DNS_UNSEEN, DNS_KERNEL, DNS_PYTHON = 0, 1, 2
 NO_SLOT = -1
 MAX_KERNEL_QUEUED = 15  # waiting queries besides dns_pq (the analyzer flushes above 50 ids / 50 per id)
 NAME_BYTES = 256  # a query name kept in a slot (a longer one hands the connection to Python)
-V4_MAPPED = np.uint64(0xFFFF)  # an IPv4 address's upper 32 bits of its low half (fast.batch)
+V4_MAPPED = np.uint64(V4_MAPPED_LO >> 32)  # an IPv4 address's low half, above its 32 bits
+NO_MSG = -1  # OUT_DTYPE.msg of a row without a message (OUT_HANDOVER)
 
 PAIR_DTYPE = np.dtype(
     [
@@ -238,7 +240,7 @@ def hand_over(Q, C, c):
     """The connection's state goes to Python: an OUT_HANDOVER row (nothing if the kernel
     never parsed one of its messages); it is Python's from now on."""
     if C[c].dns_mode == DNS_KERNEL:
-        out_row(Q, OUT_HANDOVER, C[c].dns_size, C[c].dns_pq, C[c].dns_head, -1)
+        out_row(Q, OUT_HANDOVER, C[c].dns_size, C[c].dns_pq, C[c].dns_head, NO_MSG)
     C[c].dns_mode = DNS_PYTHON
     C[c].dns_pq = NO_SLOT
     C[c].dns_head = NO_SLOT

@@ -34,7 +34,6 @@ FlowTable._note_tunnel does before the inner packet's analyzers run.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +48,7 @@ from pcapexfil.fast.batch import (
     PACKET_DTYPE,
     PACKET_FIELDS,
     PACKET_ROW,
+    addr_to_halves,
     halves_to_addr,
 )
 from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
@@ -98,9 +98,8 @@ from pcapexfil.flow.table import (
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, RecordSink
 from pcapexfil.identifiers.dns import DnsAnalyzer, WaitingQuery
-from pcapexfil.identifiers.dns_header import first_message, is_multicast
+from pcapexfil.identifiers.dns_header import connection_first_message
 from pcapexfil.identifiers.http import HTTP_PORTS, HttpAnalyzer
-from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT
 from pcapexfil.identifiers.stream import STREAM_KEY, TcpStreams, open_streams
 from pcapexfil.netconf import NetSet, parse_nets
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, TH_ACK, Packet
@@ -118,7 +117,6 @@ REC_DNS = list(REC_DTYPE.fields or ()).index("dns_mode")  # the last fields: dns
 # PACKET_ROW positions of the fields TcpStreams.count_offered reads.
 FLAGS, SEQ, PAYLOAD_LEN, PAYLOAD_CAP = (PACKET_FIELDS.index(name)
                                          for name in ("flags", "seq", "payload_len", "payload_cap"))
-_V4_MAPPED = 0xFFFF << 32
 _PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMP6: "icmp"}
 
 
@@ -322,9 +320,7 @@ class FastFlow:
     def _halves(self, text: str) -> tuple[int, int]:
         hit = self._addr_cache.get(text)
         if hit is None:
-            ip = ipaddress.ip_address(text)
-            value = int(ip) | _V4_MAPPED if ip.version == 4 else int(ip)
-            hit = (value >> 64, value & 0xFFFF_FFFF_FFFF_FFFF)
+            hit = addr_to_halves(text)
             if len(self._addr_cache) > 200_000:
                 self._addr_cache.clear()
             self._addr_cache[text] = hit
@@ -582,8 +578,7 @@ class FastFlow:
         """FlowTable._dns_first_message for a decoded frame, whose bytes the kernel does not
         have (CODE_DNS_FIRST: the kernel call ended after it); True if the roles flipped."""
         pkt = self._packet(row, PACKET_ROW.unpack_from(self._rows, row * PACKET_ROW.size))
-        said = first_message(pkt.payload, bool(is_orig), NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p),
-                             is_multicast(conn.resp_h))
+        said = connection_first_message(conn, pkt.payload, bool(is_orig))
         if said is None:
             return False
         self.table.flows.conns["dns_first"][c] = False

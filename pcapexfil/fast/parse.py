@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pcapexfil.decode.link import PARENT_ANY, PARENT_ETHERNET, PARENT_PBB, PARENT_VLAN, PARENT_VNTAG
-from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE
+from pcapexfil.fast.batch import KIND_FAST, KIND_SKIP, KIND_SLOW, PACKET_DTYPE, V4_MAPPED_LO
 from pcapexfil.jit import njit
 
 # Link types the kernel reads (anything else is KIND_SLOW).
@@ -37,7 +37,7 @@ LT_LINUX_SLL2 = 276
 # literal, as numba freezes globals into the cached kernel; a test keeps the two equal).
 TUNNEL_PORTS = (4789, 6081, 3544, 5072, 2152, 4754)
 
-_V4_MAPPED_LO = np.uint64(0xFFFF << 32)
+_V4_MAPPED_LO = np.uint64(V4_MAPPED_LO)
 
 # Result of the link walk besides a non-negative IP offset.
 _SLOW = -1

@@ -37,11 +37,9 @@ def flip_roles(F, c, recase):
     C = F.conns
     if recase:
         swap_history_roles(F, c)
+        _swap_addresses(C, c)
     else:
-        hist_append(F, c, L_FLIPPED)
-    C[c].orig_hi, C[c].resp_hi = C[c].resp_hi, C[c].orig_hi
-    C[c].orig_lo, C[c].resp_lo = C[c].resp_lo, C[c].orig_lo
-    C[c].orig_p, C[c].resp_p = C[c].resp_p, C[c].orig_p
+        flip_addresses(F, c)
     C[c].orig_pkts, C[c].resp_pkts = C[c].resp_pkts, C[c].orig_pkts
     C[c].orig_ip_bytes, C[c].resp_ip_bytes = C[c].resp_ip_bytes, C[c].orig_ip_bytes
     C[c].orig_len, C[c].resp_len = C[c].resp_len, C[c].orig_len
@@ -54,8 +52,12 @@ def flip_roles(F, c, recase):
 def flip_addresses(F, c):
     """Connection.flip_addresses: an analyzer's FlipRoles mid-packet on UDP (the DNS
     analyzer's first message): addresses, ports and '^', no count."""
-    C = F.conns
     hist_append(F, c, L_FLIPPED)
+    _swap_addresses(F.conns, c)
+
+
+@njit(cache=True, _nrt=False)
+def _swap_addresses(C, c):
     C[c].orig_hi, C[c].resp_hi = C[c].resp_hi, C[c].orig_hi
     C[c].orig_lo, C[c].resp_lo = C[c].resp_lo, C[c].orig_lo
     C[c].orig_p, C[c].resp_p = C[c].resp_p, C[c].orig_p

@@ -74,6 +74,7 @@ from pcapexfil.fast.dns_pairs import (
     DNS_UNSEEN,
     FIRST_FLIP,
     FIRST_NOT,
+    NO_MSG,
     NO_SLOT,
     P_FREE,
     P_OUT,
@@ -806,7 +807,7 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
                     EV[k].dns_hi = Q.ints[P_OUT]
                     if dns_first_python:
                         EV[k].code = CODE_DNS_FIRST
-                    elif dns_lo < EV[k].dns_hi and Q.out[EV[k].dns_hi - 1].msg >= 0:
+                    elif dns_lo < EV[k].dns_hi and Q.out[EV[k].dns_hi - 1].msg != NO_MSG:
                         EV[k].kind = EV_DNS  # the message is the analyzer's, not the packet
             elif lane_said == LANE_EVENTS:
                 k = ev_conn(O, S, EV_LANE, C, c, ts)

@@ -20,8 +20,7 @@ from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, Port, is_likely_server_por
 from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, ConnView
-from pcapexfil.identifiers.dns_header import HEADER_LEN, first_message, is_multicast
-from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT
+from pcapexfil.identifiers.dns_header import HEADER_LEN, connection_first_message
 from pcapexfil.identifiers.stream import STREAM_KEY
 from pcapexfil.netconf import PRIVATE_NETS, NetSet, parse_nets
 from pcapexfil.packet import (
@@ -251,10 +250,10 @@ class Connection:
         if recase_history:
             self.history = ["^", *(c.swapcase() for c in self.history)]
             self.hist_seen = ((self.hist_seen & 0xFFFF) << 16) | (self.hist_seen >> 16)
+            self.orig_h, self.resp_h = self.resp_h, self.orig_h
+            self.orig_p, self.resp_p = self.resp_p, self.orig_p
         else:
-            self.history.append("^")
-        self.orig_h, self.resp_h = self.resp_h, self.orig_h
-        self.orig_p, self.resp_p = self.resp_p, self.orig_p
+            self.flip_addresses()
         self.orig_pkts, self.resp_pkts = self.resp_pkts, self.orig_pkts
         self.orig_ip_bytes, self.resp_ip_bytes = self.resp_ip_bytes, self.orig_ip_bytes
         self.orig_len, self.resp_len = self.resp_len, self.orig_len
@@ -535,8 +534,7 @@ class FlowTable:
         (IPBasedAnalyzer::BuildSessionAnalyzerTree), after UDP's letters and lengths."""
         if len(pkt.payload) < HEADER_LEN:
             return
-        said = first_message(pkt.payload, is_orig, NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p),
-                             is_multicast(conn.resp_h))
+        said = connection_first_message(conn, pkt.payload, is_orig)
         if said is None:
             return
         conn.dns_first = False

@@ -34,6 +34,8 @@ from pcapexfil.identifiers.dns_header import (
     OPCODE_UPDATE,
     PARSED_OPCODES,
     is_multicast,
+    is_netbios,
+    opcode_of,
     parsed_opcode,
 )
 from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT, decode_netbios_name
@@ -293,7 +295,7 @@ class Message:
         self.id = tid
         self.flags = flags
         self.qr = flags & 0x8000 != 0
-        self.opcode = (flags >> 11) & 0xF
+        self.opcode = opcode_of(flags)
         self.aa = flags & 0x0400 != 0
         self.rd, self.tc, self.z = query_bits(flags)
         self.ra = flags & 0x0080 != 0
@@ -316,7 +318,7 @@ class _Pair:
     """A query and its reply as they are paired: the halves seen so far (the row is
     written once both were, or when the connection ends, from what they hold: `_row`)."""
 
-    __slots__ = ("ts", "proto", "tid", "opcode", "saw_query", "query", "question", "reply", "reply_ts", "texts",
+    __slots__ = ("ts", "proto", "tid", "opcode", "saw_query", "query_flags", "question", "reply", "reply_ts", "texts",
                  "ttls", "written")
 
     def __init__(self, ts: float, proto: str, tid: int) -> None:
@@ -325,9 +327,9 @@ class _Pair:
         self.tid = tid
         self.opcode = OPCODE_QUERY  # the last message's (set_session)
         self.saw_query = False
-        # A question of the query (dns_request): its header flags and the question.
-        self.query: int | None = None
+        # The query's question (dns_request), and its header flags (RD, TC, Z) with it.
         self.question: tuple[str, int, int] | None = None
+        self.query_flags = 0
         self.reply: Message | None = None
         self.reply_ts = 0.0
         self.texts: list[str] = []  # the reply's answers that have a text, and their TTLs
@@ -342,7 +344,7 @@ class _DnsConn:
     def __init__(self, conn: ConnView) -> None:
         # DNS_Interpreter::DNS_Interpreter: either port 137 (NetBIOS name service);
         # dns/main.zeek set_session: a responder in `multicast_subnets`.
-        self.netbios = NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p)
+        self.netbios = is_netbios(conn)
         self.multicast = is_multicast(conn.resp_h)
         self.pending_query: _Pair | None = None
         self.pending_queries: dict[int, deque[_Pair]] = {}
@@ -479,7 +481,7 @@ class DnsAnalyzer:
             flags, qdcount = FLAGS_QDCOUNT.unpack_from(data, FLAGS_AT)
             if not parsed_opcode(flags, st.netbios):
                 # DNS_Interpreter::ParseMessage: the weird and 'X'; no dns_message, no confirmation.
-                conn.limit_reached("DNS_unknown_opcode", str((flags >> 11) & 0xF))
+                conn.limit_reached("DNS_unknown_opcode", str(opcode_of(flags)))
                 return
             if qdcount > MAX_QUERIES:
                 # AnalyzerViolation("DNS_Conn_count_too_large") and LimitReachedWeird, before
@@ -533,8 +535,7 @@ class DnsAnalyzer:
     def _waiting(query: WaitingQuery) -> _Pair:
         pair = _Pair(query.ts, "udp", query.tid)
         pair.saw_query = True
-        if query.question is not None:
-            pair.query, pair.question = query.flags, query.question
+        pair.question, pair.query_flags = query.question, query.flags
         return pair
 
     def _seen(self, conn: ConnView, st: _DnsConn) -> None:
@@ -555,8 +556,7 @@ class DnsAnalyzer:
             self._reply(conn, pair, msg, ts)
         else:
             pair.saw_query = True
-            if msg.question is not None:  # dns_request
-                pair.query, pair.question = msg.flags, msg.question
+            pair.question, pair.query_flags = msg.question, msg.flags
         self._ended(conn, st, pair)
 
     def _paired(self, conn: ConnView, st: _DnsConn, msg: Message, ts: float, proto: str) -> _Pair:
@@ -621,10 +621,10 @@ class DnsAnalyzer:
             "ts": pair.ts, "uid": conn.uid, "id.orig_h": conn.orig_h, "id.orig_p": conn.orig_p,
             "id.resp_h": conn.resp_h, "id.resp_p": conn.resp_p, "proto": pair.proto, "trans_id": pair.tid,
             "AA": False, "TC": False, "RD": False, "RA": False, "Z": 0, "rejected": False, "opcode": pair.opcode,
-            "opcode_name": opcode_name(pair.opcode, NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p)),
+            "opcode_name": opcode_name(pair.opcode, is_netbios(conn)),
         }  # fmt: skip
-        if pair.query is not None and pair.question is not None:
-            row["RD"], row["TC"], row["Z"] = query_bits(pair.query)
+        if pair.question is not None:  # dns_request
+            row["RD"], row["TC"], row["Z"] = query_bits(pair.query_flags)
             name, qtype, qclass = pair.question
             type_name = qtype_name(qtype)
             if conn.resp_p == NETBIOS_NS_PORT and conn.proto == PROTO_UDP:

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import TYPE_CHECKING
+
+from pcapexfil.identifiers.netbios import NETBIOS_NS_PORT
+
+if TYPE_CHECKING:
+    from pcapexfil.hooks import ConnView
 
 HEADER_LEN = 12
 QR = 0x8000  # the flags' query/response bit
@@ -25,9 +31,18 @@ def is_multicast(address: str) -> bool:
     return ipaddress.ip_address(address).is_multicast
 
 
+def opcode_of(flags: int) -> int:
+    return (flags >> OPCODE_SHIFT) & OPCODE_MASK
+
+
+def is_netbios(conn: ConnView) -> bool:
+    """DNS_Interpreter's `is_netbios`: either port is NetBIOS name service's."""
+    return NETBIOS_NS_PORT in (conn.orig_p, conn.resp_p)
+
+
 def parsed_opcode(flags: int, netbios: bool) -> bool:
     """ParseMessage gets past its opcode check (else: weird DNS_unknown_opcode and 'X')."""
-    return (flags >> OPCODE_SHIFT) & OPCODE_MASK in PARSED_OPCODES or netbios
+    return opcode_of(flags) in PARSED_OPCODES or netbios
 
 
 def first_message(header: bytes, from_orig: bool, netbios: bool, multicast: bool) -> bool | None:
@@ -39,3 +54,8 @@ def first_message(header: bytes, from_orig: bool, netbios: bool, multicast: bool
     if not parsed_opcode(flags, netbios):
         return None
     return bool(flags & QR) and from_orig and not multicast
+
+
+def connection_first_message(conn: ConnView, payload: bytes, from_orig: bool) -> bool | None:
+    """`first_message` for a datagram of `conn` (at least HEADER_LEN bytes of payload)."""
+    return first_message(payload, from_orig, is_netbios(conn), is_multicast(conn.resp_h))
