@@ -1022,12 +1022,62 @@ def test_a_dns_connection_opened_by_a_reply_from_its_originator_flips(tmp_path) 
         responder, "224.0.0.251", "D")
     # A message the opcode check stops (weird, 'X') is not the first one: the next is.
     status = _with_opcode(reply, 2)
+    # ConnSize swaps the count of the message before, and counts the flipping one as the
+    # (new) originator's; the UDP adapter's lengths stay (Connection.flip_mid_packet).
     assert conn([udp_frame(1.0, responder, 53, CLIENT, 53, status),
-                 udp_frame(1.1, responder, 53, CLIENT, 53, reply)])[:3] == (CLIENT, responder, "DX^")
+                 udp_frame(1.1, responder, 53, CLIENT, 53, reply)]) == (
+        CLIENT, responder, "DX^", 1, 1, len(status) + len(reply), 0)
     # A first message the decoder reassembled from fragments (the kernel call ends there).
     datagram = ipv4(udp(137, 137, reply), responder, CLIENT)
     frames = [(1.0 + 0.01 * i, ether(f)) for i, f in enumerate(ipv4_fragments(datagram, 32))]
     assert conn(frames)[:3] == (CLIENT, responder, "D^")
+
+
+def _ntp(mode: int, version: int = 4) -> bytes:
+    return bytes([(version << 3) | mode]) + bytes(47)
+
+
+def test_ntp_flips_at_a_server_message_from_the_originator_or_a_client_message_from_the_responder(
+        tmp_path) -> None:
+    """ntp-analyzer.pac proc_ntp_message (Zeek 6+, PR 3016): on the NTP analyzer's port
+    (123/udp, by the responder), a SERVER-mode message from the originator or a CLIENT-mode
+    one from the responder flips the connection, once. ConnSize swaps what it counted
+    before the message and counts the message after the flip in the direction it came in;
+    the UDP adapter's lengths stay (Connection.flip_mid_packet). A datagram that is no NTP
+    message is a violation, which disables the analyzer while dpd.zeek acts on one."""
+
+    def conn(frames):
+        (rec,) = records(tmp_path / str(len(list(tmp_path.iterdir()))), frames)
+        return rec.orig_h, rec.resp_h, rec.history, rec.orig_pkts, rec.resp_pkts, rec.orig_bytes, rec.resp_bytes
+
+    reply, request = _ntp(4), _ntp(3)
+    # A server's reply seen first (the request was missed): its receiver is the originator.
+    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, reply), udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)]) == (
+        CLIENT, SERVER, "D^d", 1, 1, 48, 48)
+    # Symmetric mode first, then a client request from the responder: the flip swaps the
+    # first packet's count, the request stays the responder's (then the originator's side).
+    assert conn([udp_frame(1.0, CLIENT, 123, SERVER, 123, _ntp(1)), udp_frame(1.1, SERVER, 123, CLIENT, 123, request)]) == (
+        SERVER, CLIENT, "Dd^", 0, 2, 48, 48)
+    # Request, then reply: roles as they were.
+    assert conn([udp_frame(1.0, CLIENT, 40000, SERVER, 123, request),
+                 udp_frame(1.1, SERVER, 123, CLIENT, 40000, reply)])[:3] == (CLIENT, SERVER, "Dd")
+    # Once only: a second server message from the (new) originator does not flip back.
+    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, reply), udp_frame(1.1, CLIENT, 123, SERVER, 123, reply)])[:3] == (
+        CLIENT, SERVER, "D^")
+    # Not NTP first: the violation disables the analyzer, nothing flips after it ...
+    garbage = bytes(48)  # mode 0
+    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, garbage), udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)])[:3] == (
+        SERVER, CLIENT, "D")
+    # ... unless more than DPD::ignore_violations_after bytes came (the violation is ignored).
+    big = bytes(11_000)
+    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, big), udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)])[:3] == (
+        CLIENT, SERVER, "D^")
+    # Off the analyzer's port nothing flips.
+    assert conn([udp_frame(1.0, SERVER, 9999, CLIENT, 9999, reply)])[:3] == (SERVER, CLIENT, "D")
+    # A reply the decoder reassembled from fragments (the fast engine's kernel call ends there).
+    datagram = ipv4(udp(123, 123, reply), SERVER, CLIENT)
+    frames = [(1.0 + 0.01 * i, ether(f)) for i, f in enumerate(ipv4_fragments(datagram, 32))]
+    assert conn(frames)[:3] == (CLIENT, SERVER, "D^")
 
 
 def test_igmp_is_a_packet_analyzer_with_no_connection(tmp_path) -> None:

@@ -58,7 +58,7 @@ from pcapexfil.fast.events import WEIRD_NAMES
 from pcapexfil.fast.http_lane import HEAD_BUFFER, NO_HEADS, NO_LANE, NO_SEQ
 from pcapexfil.fast.http_machine import E_BROKEN, E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
 from pcapexfil.fast.layout import (
-    CODE_DNS_FIRST,
+    CODE_UDP_ROLES,
     CODE_LANE_LEFT,
     EV_COUNTED,
     EV_DNS,
@@ -72,7 +72,7 @@ from pcapexfil.fast.layout import (
     REC_DTYPE,
 )
 from pcapexfil.fast.pia_gate import G_RELEASED, M_CHUNKS, M_FLIPPED, NO_WINDOW
-from pcapexfil.fast.roles import flip_addresses
+from pcapexfil.fast.roles import flip_mid_packet
 from pcapexfil.fast.table import (
     AUX_BAD_CHECKSUM,
     AUX_CARRIER,
@@ -84,6 +84,7 @@ from pcapexfil.fast.table import (
     FastFlowTable,
 )
 from pcapexfil.fast.tcp import CONN_STATES
+from pcapexfil.flow.ntp_roles import ROLES_FLIP, roles_said, watch_ends
 from pcapexfil.flow.table import (
     EVICTED_WEIRD,
     HIST_UNKNOWN_PKT_CODE,
@@ -462,7 +463,7 @@ class FastFlow:
                 if kind == EV_PKT:
                     if dns_hi > dns_lo:
                         self._dns_rows(conn, dns_lo, dns_hi, ts)  # the kernel hands its DNS state over
-                    if code == CODE_DNS_FIRST and c_serial[c] == serial and self._dns_first(conn, c, row, is_orig):
+                    if code == CODE_UDP_ROLES and c_serial[c] == serial and self._udp_roles(conn, c, row, is_orig):
                         is_orig = not is_orig  # its sender is the responder now
                     if code == CODE_LANE_LEFT:
                         st = self._http_left(conn, lane, lane_lo, lane_hi, ts)
@@ -574,17 +575,27 @@ class FastFlow:
                     else:
                         w.counts[EVICTED_WEIRD] += 1
 
-    def _dns_first(self, conn: FastConn, c: int, row: int, is_orig: int) -> bool:
-        """FlowTable._dns_first_message for a decoded frame, whose bytes the kernel does not
-        have (CODE_DNS_FIRST: the kernel call ended after it); True if the roles flipped."""
+    def _udp_roles(self, conn: FastConn, c: int, row: int, is_orig: int) -> bool:
+        """FlowTable's UDP role rules (`_dns_first_message`, `_ntp_message`) for a decoded
+        frame, whose bytes the kernel does not have (CODE_UDP_ROLES: the kernel call ended
+        after it); True if the roles flipped."""
         pkt = self._packet(row, PACKET_ROW.unpack_from(self._rows, row * PACKET_ROW.size))
-        said = connection_first_message(conn, pkt.payload, bool(is_orig))
-        if said is None:
+        C = self.table.flows.conns
+        from_orig = bool(is_orig)
+        if C["dns_first"][c]:
+            first = connection_first_message(conn, pkt.payload, from_orig)
+            if first is None:
+                return False
+            C["dns_first"][c] = False
+            flip = first
+        else:
+            said = roles_said(pkt.payload, from_orig)
+            if watch_ends(said, max(int(C["orig_len"][c]), 0) + max(int(C["resp_len"][c]), 0)):
+                C["ntp_roles"][c] = False
+            flip = said == ROLES_FLIP
+        if not flip:
             return False
-        self.table.flows.conns["dns_first"][c] = False
-        if not said:
-            return False
-        flip_addresses(self.table.flows, c)
+        flip_mid_packet(self.table.flows, c, from_orig, pkt.ip_len)
         assert conn.ids is not None
         ohi, olo, rhi, rlo = conn.ids
         self._flipped(conn, (rhi, rlo, ohi, olo), conn.resp_p, conn.orig_p)

@@ -98,7 +98,7 @@ from pcapexfil.identifiers.http import (
 )
 from pcapexfil.identifiers.http_tunnel import CONNECT_METHOD
 from pcapexfil.jit import njit
-from pcapexfil.services.base import IGNORE_VIOLATIONS_AFTER
+from pcapexfil.flow.ports import IGNORE_VIOLATIONS_AFTER
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import ConnView

@@ -115,10 +115,10 @@ EV_DNS = 7
 EV_LANE = 8
 # EV_PKT.code: the kernel left the connection's HTTP to Python at this segment (HE_LEFT).
 CODE_LANE_LEFT = 1
-# EV_PKT.code: a decoded frame (its bytes are Python's) that may be the connection's first
-# DNS message: Python applies DNS_Interpreter::ParseMessage's first-message rule to it
-# (identifiers.dns_header.first_message), and the kernel call ended after it.
-CODE_DNS_FIRST = 2
+# EV_PKT.code: a decoded frame (its bytes are Python's) that a UDP analyzer's role rule
+# reads (the DNS analyzer's first message, identifiers.dns_header.first_message; the NTP
+# analyzer's, flow.ntp_roles): Python applies it, and the kernel call ended after it.
+CODE_UDP_ROLES = 2
 
 # A connection's endpoints (originator first) as connection, event and record rows carry
 # them; events.copy_endpoints copies them from one row to another.
@@ -260,6 +260,7 @@ CONN_DTYPE = np.dtype(
         *DNS_PAIRING_FIELDS,
         ("dns_n", np.int64),  # queries in the dns_head list
         ("dns_first", np.bool_),  # a DNS analyzer is attached and has not had its first message
+        ("ntp_roles", np.bool_),  # an NTP analyzer is attached and may still flip the roles
     ]
 )
 

@@ -50,10 +50,21 @@ def flip_roles(F, c, recase):
 
 @njit(cache=True, _nrt=False)
 def flip_addresses(F, c):
-    """Connection.flip_addresses: an analyzer's FlipRoles mid-packet on UDP (the DNS
-    analyzer's first message): addresses, ports and '^', no count."""
+    """Connection.flip_addresses: Connection::FlipRoles' own part, addresses, ports and '^'."""
     hist_append(F, c, L_FLIPPED)
     _swap_addresses(F.conns, c)
+
+
+@njit(cache=True, _nrt=False)
+def flip_mid_packet(F, c, is_orig, ip_len):
+    """Connection.flip_mid_packet: a UDP analyzer's FlipRoles (DNS, NTP) at a packet
+    counted as the originator's if `is_orig`; ConnSize's earlier counts swap, the packet's
+    stay on the side it came in, the payload lengths do not move."""
+    C = F.conns
+    moved = 1 if is_orig else -1
+    C[c].orig_pkts, C[c].resp_pkts = C[c].resp_pkts + moved, C[c].orig_pkts - moved
+    C[c].orig_ip_bytes, C[c].resp_ip_bytes = C[c].resp_ip_bytes + moved * ip_len, C[c].orig_ip_bytes - moved * ip_len
+    flip_addresses(F, c)
 
 
 @njit(cache=True, _nrt=False)

@@ -32,6 +32,7 @@ from pcapexfil.fast.dispatch import (
     APP_UDP,
     COUNTED_TO_END,
     DNS_UDP,
+    NTP_UDP,
     TO_ANALYZERS,
     app_sent_pause,
     count_for_analyzers,
@@ -120,7 +121,7 @@ from pcapexfil.fast.layout import (
     CFG_UDP_INACT,
     CFG_UNKNOWN_INACT,
     CNT_CHK,
-    CODE_DNS_FIRST,
+    CODE_UDP_ROLES,
     CODE_LANE_LEFT,
     EV_COUNTED,
     EV_DNS,
@@ -175,7 +176,8 @@ from pcapexfil.fast.pia_gate import (
     gate_end,
     window_release,
 )
-from pcapexfil.fast.roles import ORIG_BIT, RESP_BIT, flip_addresses, flip_roles, synack_sender_is_responder
+from pcapexfil.fast.ntp import ntp_said, ntp_watch_ends
+from pcapexfil.fast.roles import ORIG_BIT, RESP_BIT, flip_mid_packet, flip_roles, synack_sender_is_responder
 from pcapexfil.fast.tcp import (
     CS_OTH,
     CS_S0,
@@ -200,6 +202,7 @@ from pcapexfil.fast.timers import (
     heap_pop,
     schedule,
 )
+from pcapexfil.flow.ntp_roles import ROLES_FLIP
 from pcapexfil.flow.ports import LIKELY_SERVER_PORTS
 from pcapexfil.flow.table import (
     DNS_EXPIRE_SLACK,
@@ -499,6 +502,8 @@ def _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bh
     cc.dns_head = NO_SLOT
     cc.dns_n = 0
     cc.dns_first = False
+    # proc_ntp_message may flip the roles of a connection the NTP analyzer is attached to.
+    cc.ntp_roles = proto == PROTO_UDP and NTP_UDP[cc.resp_p]
     k = ev_conn(O, S, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
     O.events[k].code = proto
     O.events[k].row = i
@@ -719,18 +724,30 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
                 C[c].resp_pkts += 1
                 C[c].resp_ip_bytes += np.int64(b[i].ip_len)
             now_orig = shi == C[c].orig_hi and slo == C[c].orig_lo and sport == C[c].orig_p
-            dns_first_python = False
-            if C[c].dns_first and b[i].payload_cap >= HEADER_LEN:
+            roles_python = False
+            if C[c].dns_first:
                 # The DNS analyzer's first message (FlowTable._dns_first_message).
+                if b[i].payload_cap >= HEADER_LEN:
+                    if a & AUX_DECODED:
+                        roles_python = True  # its bytes are Python's: it decides, the call ends here
+                    else:
+                        said = first_message_said(C, c, buf, np.int64(b[i].payload_off), now_orig)
+                        if said != FIRST_NOT:
+                            C[c].dns_first = False
+                            if said == FIRST_FLIP:
+                                flip_mid_packet(F, c, now_orig, np.int64(b[i].ip_len))
+                                now_orig = not now_orig
+            elif C[c].ntp_roles:
+                # The NTP analyzer's message (FlowTable._ntp_message).
                 if a & AUX_DECODED:
-                    dns_first_python = True  # its bytes are Python's: it decides, the call ends here
+                    roles_python = b[i].payload_cap > 0
                 else:
-                    said = first_message_said(C, c, buf, np.int64(b[i].payload_off), now_orig)
-                    if said != FIRST_NOT:
-                        C[c].dns_first = False
-                        if said == FIRST_FLIP:
-                            flip_addresses(F, c)
-                            now_orig = not now_orig
+                    said = ntp_said(buf, np.int64(b[i].payload_off), np.int64(b[i].payload_cap), now_orig)
+                    if ntp_watch_ends(said, max(C[c].orig_len, 0) + max(C[c].resp_len, 0)):
+                        C[c].ntp_roles = False
+                    if said == ROLES_FLIP:
+                        flip_mid_packet(F, c, now_orig, np.int64(b[i].ip_len))
+                        now_orig = not now_orig
             e = -1
             if C[c].is_tcp:
                 e = orig_phys(C, c) if now_orig else orig_phys(C, c) ^ 1
@@ -775,7 +792,7 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
             elif window != NO_WINDOW and not want:
                 window_release(L.gate, window)  # unreachable: they wait for bytes while gated
                 window = NO_WINDOW
-            if dns_first_python:
+            if roles_python:
                 want = True
                 pause = True
             dns_lo = Q.ints[P_OUT]
@@ -795,6 +812,8 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
                     _lane_range(EV, k, L, lane, lane_lo)
                     if lane_said == LANE_LEFT:
                         EV[k].code = CODE_LANE_LEFT
+                if roles_python:
+                    EV[k].code = CODE_UDP_ROLES
                 if mode == APP_FIRST:
                     C[c].app_mode = APP_NONE
                 elif C[c].is_tcp:
@@ -805,9 +824,7 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
                     C[c].app_call = G[G_CALL]
                     EV[k].dns_lo = dns_lo
                     EV[k].dns_hi = Q.ints[P_OUT]
-                    if dns_first_python:
-                        EV[k].code = CODE_DNS_FIRST
-                    elif dns_lo < EV[k].dns_hi and Q.out[EV[k].dns_hi - 1].msg != NO_MSG:
+                    if not roles_python and dns_lo < EV[k].dns_hi and Q.out[EV[k].dns_hi - 1].msg != NO_MSG:
                         EV[k].kind = EV_DNS  # the message is the analyzer's, not the packet
             elif lane_said == LANE_EVENTS:
                 k = ev_conn(O, S, EV_LANE, C, c, ts)

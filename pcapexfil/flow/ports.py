@@ -95,6 +95,13 @@ REGISTRATIONS: tuple[Registration, ...] = (
 LIKELY_SERVER_PORTS: frozenset[Port] = frozenset().union(*(r.likely for r in REGISTRATIONS))
 
 
+# scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
+# raised once the two directions carried more than this (c$orig$size + c$resp$size) is
+# ignored; below it, analyzer_violation_info disables the analyzer and analyzer_failed
+# deletes its name from c$service if it had confirmed (services.base.analyzer_violation).
+IGNORE_VIOLATIONS_AFTER = 10 * 1024
+
+
 def registered_analyzers(port: int, proto: int) -> tuple[str, ...]:
     """The analyzers Zeek attaches by the responder's port (analyzer::Manager::
     BuildInitialAnalyzerTree looks up the responder port only)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pcapexfil.flow.ntp_roles import ROLES_FLIP, roles_said, watch_ends
 from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, Port, is_likely_server_port, registered_analyzers
 from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import ConnUids
@@ -159,7 +160,7 @@ class Connection:
         "orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "missed_bytes",
         "tunnel_parents", "tcp", "orig_len", "resp_len", "counters",
         "inactivity_timeout", "timer_gen", "removed", "weirds_seen", "encap", "tunnel_changes",
-        "dns_expiry", "dns_first",
+        "dns_expiry", "dns_first", "ntp_roles",
     )  # fmt: skip
 
     def __init__(self, table: FlowTable, key: tuple, uid: str, pkt: Packet, sport: int, dport: int,
@@ -188,6 +189,7 @@ class Connection:
         self.tunnel_changes = 0
         self.dns_expiry = True  # DNS_Analyzer::ExpireTimer still pending (cancel_dns_expiry)
         self.dns_first = False  # a DNS analyzer is attached and has not had its first message
+        self.ntp_roles = False  # an NTP analyzer is attached and may still flip the roles
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView (Zeek's set_inactivity_timeout). The pending inactivity timer fires
@@ -235,13 +237,23 @@ class Connection:
             entry[1] *= 10
 
     def flip_addresses(self) -> None:
-        """Connection::FlipRoles from an application analyzer mid-packet (the DNS analyzer's
-        first message, `FlowTable._dns_first_message`): addresses and ports swap and '^' is
-        noted, but on UDP no count moves: the UDP adapter has no FlipRoles of its own, and
-        ConnSize, after DNS among the adapter's children, has not counted the packet yet."""
+        """Connection::FlipRoles' own part: addresses and ports swap and '^' is noted."""
         self.history.append("^")
         self.orig_h, self.resp_h = self.resp_h, self.orig_h
         self.orig_p, self.resp_p = self.resp_p, self.orig_p
+
+    def flip_mid_packet(self, is_orig: bool, ip_len: int) -> None:
+        """Connection::FlipRoles from a UDP analyzer (DNS, NTP) at a packet this table has
+        counted (as the originator's if `is_orig`): the addresses flip (`flip_addresses`);
+        ConnSize's FlipRoles swaps what it counted before this packet, which it counts
+        after the analyzer (IPBasedAnalyzer::BuildSessionAnalyzerTree orders the adapter's
+        children so) in the direction it came in; the UDP adapter's payload lengths stay
+        (it has no FlipRoles)."""
+        moved = 1 if is_orig else -1  # the packet goes back to the side it was counted on
+        self.orig_pkts, self.resp_pkts = self.resp_pkts + moved, self.orig_pkts - moved
+        self.orig_ip_bytes, self.resp_ip_bytes = (self.resp_ip_bytes + moved * ip_len,
+                                                  self.orig_ip_bytes - moved * ip_len)
+        self.flip_addresses()
 
     def flip_roles(self, recase_history: bool = False) -> None:
         """Swap originator and responder and note it with '^'. With `recase_history` (a
@@ -518,6 +530,8 @@ class FlowTable:
                 conn.resp_ip_bytes += pkt.ip_len
             if conn.dns_first:
                 self._dns_first_message(conn, pkt, is_orig)
+            elif conn.ntp_roles:
+                self._ntp_message(conn, pkt, is_orig)
             if self.analyzers:
                 # Direction as the connection sees it now (after any flip).
                 now_orig = pkt.src == conn.orig_h and sport == conn.orig_p
@@ -539,7 +553,17 @@ class FlowTable:
             return
         conn.dns_first = False
         if said:
-            conn.flip_addresses()
+            conn.flip_mid_packet(is_orig, pkt.ip_len)
+
+    @staticmethod
+    def _ntp_message(conn: Connection, pkt: Packet, is_orig: bool) -> None:
+        """proc_ntp_message's flip (ntp-analyzer.pac, `flow.ntp_roles`): once, and not after
+        a violation disabled the analyzer."""
+        said = roles_said(pkt.payload, is_orig)
+        if watch_ends(said, max(conn.orig_len, 0) + max(conn.resp_len, 0)):
+            conn.ntp_roles = False
+        if said == ROLES_FLIP:
+            conn.flip_mid_packet(is_orig, pkt.ip_len)
 
     def advance(self, now: float) -> None:
         """Network time moved to `now`: fire the timers that are due."""
@@ -615,6 +639,8 @@ class FlowTable:
             # it is created (DNS_Analyzer::DNS_Analyzer, UDP sessions only).
             self._schedule(pkt.ts + cfg.dns_session_timeout, conn, "dns_expire")
             conn.dns_first = True
+        # proc_ntp_message may flip the roles of a connection the NTP analyzer is attached to.
+        conn.ntp_roles = proto == PROTO_UDP and "ntp" in registered_analyzers(conn.resp_p, proto)
         if proto == PROTO_TCP:
             self._schedule(pkt.ts + cfg.tcp_syn_timeout, conn, "expire")
         return conn

@@ -16,16 +16,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
-from pcapexfil.flow.ports import analyzer_ports
+from pcapexfil.flow.ports import IGNORE_VIOLATIONS_AFTER, analyzer_ports
 
 if TYPE_CHECKING:
     from pcapexfil.identifiers.stream import PiaBuffer
-
-# scripts/base/frameworks/analyzer/dpd.zeek, DPD::ignore_violations_after: a violation
-# raised once the two directions carried more than this (c$orig$size + c$resp$size) is
-# ignored; below it, analyzer_violation_info disables the analyzer and analyzer_failed
-# deletes its name from c$service if it had confirmed.
-IGNORE_VIOLATIONS_AFTER = 10 * 1024
 
 
 def analyzer_violation(service: list[str], name: str, size: int) -> bool:
