@@ -61,10 +61,15 @@ def _manifest() -> list[tuple[str, str, str]]:
     return out
 
 
+# The cases' logs, kept while the test process runs (run_case's cache hands their paths
+# out) and removed when it ends.
+_OUT = tempfile.TemporaryDirectory(prefix="idc-")
+
+
 @lru_cache(maxsize=None)
 def run_case(case: str, trace: str, flags: str) -> tuple[str, tuple[ConnRecord, ...]]:
     """Run the pipeline on one case; returns (log directory, records)."""
-    out_dir = tempfile.mkdtemp(prefix=f"idc-{case}-")
+    out_dir = tempfile.mkdtemp(prefix=f"{case}-", dir=_OUT.name)
     sink = RecordCollector()
     opts = RunOptions(out_dir=out_dir, verify_checksums="-C" not in flags.split(), local_nets=(), seed=0)
     run([os.path.join(CORPUS, case, trace)], opts, [sink])
