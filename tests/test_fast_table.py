@@ -7,6 +7,7 @@ order, uids included, and so must the weirds counted.
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -281,9 +282,11 @@ def test_random_conversations_on_one_connection(steps):
 
 
 def test_port_table_is_likely_server_ports_for_every_port() -> None:
+    from pcapexfil.fast.layout import PORTS_NTP
     from pcapexfil.fast.table import PORTS
-    from pcapexfil.flow.ports import is_likely_server_port
+    from pcapexfil.flow.ports import is_likely_server_port, registered_ports
 
     for base, proto in ((0, PROTO_TCP), (65536, PROTO_UDP)):
         expected = [is_likely_server_port(port, proto) for port in range(65536)]
         assert PORTS[base : base + 65536].astype(bool).tolist() == expected
+    assert set(np.flatnonzero(PORTS[PORTS_NTP:]).tolist()) == set(registered_ports("ntp", PROTO_UDP)) == {123}

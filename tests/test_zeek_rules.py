@@ -1072,8 +1072,11 @@ def test_ntp_flips_at_a_server_message_from_the_originator_or_a_client_message_f
     big = bytes(11_000)
     assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, big), udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)])[:3] == (
         CLIENT, SERVER, "D^")
-    # Off the analyzer's port nothing flips.
+    # Off the analyzer's port nothing flips; nor in a bare run (`zeek -b`: ntp/main.zeek,
+    # which registers the port, is not loaded).
     assert conn([udp_frame(1.0, SERVER, 9999, CLIENT, 9999, reply)])[:3] == (SERVER, CLIENT, "D")
+    (bare,) = records(tmp_path / "bare", [udp_frame(1.0, SERVER, 123, CLIENT, 123, reply)], zeek_bare_mode=True)
+    assert (bare.orig_h, bare.history) == (SERVER, "D")
     # A reply the decoder reassembled from fragments (the fast engine's kernel call ends there).
     datagram = ipv4(udp(123, 123, reply), SERVER, CLIENT)
     frames = [(1.0 + 0.01 * i, ether(f)) for i, f in enumerate(ipv4_fragments(datagram, 32))]

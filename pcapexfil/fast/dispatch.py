@@ -37,8 +37,6 @@ def _port_set(ports: Iterable[int]) -> np.ndarray:
 
 # UDP responder ports the DNS analyzer is registered for (its expiry timer, T_DNS_EXPIRE).
 DNS_UDP = _port_set(registered_ports("dns", PROTO_UDP))
-# UDP responder ports the NTP analyzer is registered for (its role rule, fast.ntp).
-NTP_UDP = _port_set(registered_ports("ntp", PROTO_UDP))
 # UDP responder ports whose every datagram goes to the analyzers: DNS's, and those where a
 # service recogniser needs the responder's first datagram (services.REPLY_UDP_PORTS).
 APP_UDP = DNS_UDP | _port_set(REPLY_UDP_PORTS)

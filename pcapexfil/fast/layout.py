@@ -88,7 +88,7 @@ CFG_ATTEMPT, CFG_CLOSE, CFG_SYN_TIMEOUT, CFG_SESSION, CFG_LINGER = 4, 5, 6, 7, 8
 CFG_DNS_SESSION, CFG_PORT_INACT = 9, 10
 CFG_SIZE = 11
 # Settings.ports blocks: likely_server_ports TCP, UDP; then TCP ports in port_inactivity_timeouts.
-PORTS_UDP, PORTS_INACT = 65536, 2 * 65536
+PORTS_UDP, PORTS_INACT, PORTS_NTP = 65536, 2 * 65536, 3 * 65536
 
 # Scalar slots (Scalars.ints, Scalars.floats).
 G_SERIAL, G_TOUCH, G_LIVE, G_TIMER_SEQ, G_HEAP_N, G_NFREE, G_EV_N, G_REC_N = 0, 1, 2, 3, 4, 5, 6, 7

@@ -32,7 +32,6 @@ from pcapexfil.fast.dispatch import (
     APP_UDP,
     COUNTED_TO_END,
     DNS_UDP,
-    NTP_UDP,
     TO_ANALYZERS,
     app_sent_pause,
     count_for_analyzers,
@@ -153,6 +152,7 @@ from pcapexfil.fast.layout import (
     GF_SIZE,
     M32,
     PORTS_INACT,
+    PORTS_NTP,
     PORTS_UDP,
     Flows,
     Output,
@@ -209,6 +209,7 @@ from pcapexfil.flow.table import (
     HIST_UNKNOWN_PKT,
     ICMP4_PAIRS,
     ICMP6_PAIRS,
+    NTP_PORTS,
     PORT_INACTIVITY_PORTS,
     FlowConfig,
 )
@@ -503,7 +504,7 @@ def _new_conn(F, T, O, S, P, L, b, i, slot_i, h, proto, oneway, ahi, alo, ap, bh
     cc.dns_n = 0
     cc.dns_first = False
     # proc_ntp_message may flip the roles of a connection the NTP analyzer is attached to.
-    cc.ntp_roles = proto == PROTO_UDP and NTP_UDP[cc.resp_p]
+    cc.ntp_roles = proto == PROTO_UDP and PORTS[PORTS_NTP + cc.resp_p] != 0
     k = ev_conn(O, S, EV_NEW, C, c, ts)  # the roles as the analyzers' on_new sees them
     O.events[k].code = proto
     O.events[k].row = i
@@ -902,14 +903,16 @@ def flush_conns(F, O, S, order):
 
 
 def _port_table(ports: frozenset[tuple[int, int]] = LIKELY_SERVER_PORTS,
-                inactivity: frozenset[int] = PORT_INACTIVITY_PORTS) -> np.ndarray:
+                inactivity: frozenset[int] = PORT_INACTIVITY_PORTS, ntp: frozenset[int] = NTP_PORTS) -> np.ndarray:
     """likely_server_ports as a lookup table: TCP ports, then UDP ports; then the TCP ports
-    of port_inactivity_timeouts."""
-    table = np.zeros(PORTS_INACT + 65536, np.uint8)
+    of port_inactivity_timeouts; then the NTP analyzer's UDP ports."""
+    table = np.zeros(PORTS_NTP + 65536, np.uint8)
     for port in inactivity:
         table[PORTS_INACT + port] = 1
     for port, proto in ports:  # TCP and UDP ports only
         table[(PORTS_UDP if proto == PROTO_UDP else 0) + port] = 1
+    for port in ntp:
+        table[PORTS_NTP + port] = 1
     return table
 
 
@@ -941,9 +944,10 @@ def _settings(config: FlowConfig) -> Settings:
     timeouts[CFG_LINGER] = config.tcp_connection_linger
     timeouts[CFG_DNS_SESSION] = config.dns_session_timeout
     timeouts[CFG_PORT_INACT] = config.port_inactivity_timeout
-    default_ports = (config.likely_server_ports, config.port_inactivity_ports) == (
-        LIKELY_SERVER_PORTS, PORT_INACTIVITY_PORTS)
-    ports = PORTS if default_ports else _port_table(config.likely_server_ports, config.port_inactivity_ports)
+    default_ports = (config.likely_server_ports, config.port_inactivity_ports, config.ntp_ports) == (
+        LIKELY_SERVER_PORTS, PORT_INACTIVITY_PORTS, NTP_PORTS)
+    ports = PORTS if default_ports else _port_table(config.likely_server_ports, config.port_inactivity_ports,
+                                                    config.ntp_ports)
     return Settings(timeouts=timeouts, ports=ports, icmp4=ICMP4, icmp6=ICMP6)
 
 

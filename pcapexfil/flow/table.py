@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcapexfil.flow.ntp_roles import ROLES_FLIP, roles_said, watch_ends
-from pcapexfil.flow.ports import LIKELY_SERVER_PORTS, Port, is_likely_server_port, registered_analyzers
+from pcapexfil.flow.ports import (
+    LIKELY_SERVER_PORTS,
+    Port,
+    is_likely_server_port,
+    registered_analyzers,
+    registered_ports,
+)
 from pcapexfil.flow.tcp import TCPAdapter
 from pcapexfil.flow.uid import ConnUids
 from pcapexfil.hooks import AppAnalyzer, ConnView
@@ -104,6 +110,7 @@ DNS_EXPIRE_SLACK = 1.0
 # analyzer_inactivity_timeouts give interactive services 1 hrs.
 INTERACTIVE_INACTIVITY_TIMEOUT = 3600.0
 PORT_INACTIVITY_PORTS = frozenset({21, 22, 23, 513})  # ftp, ssh, telnet, rlogin (all /tcp)
+NTP_PORTS = registered_ports("ntp", PROTO_UDP)
 # analyzer_inactivity_timeouts: on analyzer_confirmation_info for these analyzers (any port)
 # the script calls set_inactivity_timeout (ConnView.set_inactivity_timeout).
 ANALYZER_INACTIVITY_TIMEOUTS: dict[str, float] = {
@@ -115,8 +122,9 @@ ANALYZER_INACTIVITY_TIMEOUTS: dict[str, float] = {
 def bare_mode(bare: bool) -> dict[str, Any]:
     """FlowConfig settings of a bare Zeek run (`zeek -b`, loading base/protocols/conn and
     no protocol script): likely_server_ports stays as init-bare.zeek declares it (empty) and
-    no DNS analyzer is registered for the DNS ports (no expiry timer). Zeek's tests use it."""
-    return {"likely_server_ports": frozenset(), "dns_session_timeout": 0.0} if bare else {}
+    no DNS or NTP analyzer is registered for their ports (no DNS expiry timer, no NTP role
+    rule). Zeek's tests use it."""
+    return {"likely_server_ports": frozenset(), "dns_session_timeout": 0.0, "ntp_ports": frozenset()} if bare else {}
 
 
 @dataclass(slots=True)
@@ -148,6 +156,9 @@ class FlowConfig:
     # connections get this inactivity timeout once established (every entry of Zeek's
     # default table has the same value, 1 hr).
     port_inactivity_ports: frozenset[int] = PORT_INACTIVITY_PORTS
+    # UDP responder ports the NTP analyzer is attached on (ntp/main.zeek's registration;
+    # none in bare mode): its role rule (flow.ntp_roles).
+    ntp_ports: frozenset[int] = NTP_PORTS
     port_inactivity_timeout: float = INTERACTIVE_INACTIVITY_TIMEOUT
 
 
@@ -640,7 +651,7 @@ class FlowTable:
             self._schedule(pkt.ts + cfg.dns_session_timeout, conn, "dns_expire")
             conn.dns_first = True
         # proc_ntp_message may flip the roles of a connection the NTP analyzer is attached to.
-        conn.ntp_roles = proto == PROTO_UDP and "ntp" in registered_analyzers(conn.resp_p, proto)
+        conn.ntp_roles = proto == PROTO_UDP and conn.resp_p in cfg.ntp_ports
         if proto == PROTO_TCP:
             self._schedule(pkt.ts + cfg.tcp_syn_timeout, conn, "expire")
         return conn
