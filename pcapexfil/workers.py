@@ -26,7 +26,6 @@ weirds (no uid) are the same in every worker: worker 0 writes them.
 
 from __future__ import annotations
 
-import heapq
 import multiprocessing
 import os
 import pickle
@@ -36,7 +35,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from itertools import chain
 from multiprocessing.connection import Connection
+from operator import itemgetter
 from typing import IO, Any, NamedTuple
 
 import numpy as np
@@ -431,23 +432,30 @@ class _Logs:
         self.options = options
         self.writers: dict[str, ZeekLogWriter] = {}
 
-    def write(self, name: str, fields: list[Field], rows: Any) -> None:
+    def write(self, name: str, fields: list[Field], rows: list[LineItem]) -> None:
         out = self.writers.get(name)
         if out is None:
             assert self.options.out_dir is not None  # workers write rows only with an output directory
             path = os.path.join(self.options.out_dir, f"{name}.log")
             out = self.writers[name] = ZeekLogWriter(path, name, fields, self.options.use_json,
                                                      self.options.ts_style)
-        for _, line in rows:
-            out.write_line(line)
+        out.write_lines([line for _, line in rows])
 
     def close(self) -> None:
         for out in self.writers.values():
             out.close()
 
 
-def _key(item: tuple) -> Any:
-    return item[0]
+_key = itemgetter(0)  # an item's place: the epoch order's key it was sent with
+
+
+def _merged(parts: list[list[Any]]) -> list[Any]:
+    """The workers' sorted lists of one epoch as one, by their items' keys: a sort of the
+    runs (in C, merging them), stable like heapq.merge (an earlier worker's item first)."""
+    filled = [part for part in parts if part]
+    if len(filled) < 2:
+        return filled[0] if filled else []
+    return sorted(chain.from_iterable(filled), key=_key)
 
 
 class _Names:
@@ -532,9 +540,13 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
     names = _Names()
     records = 0
     takes: list[tuple[bool, Callable[[Any], None]]] = []  # in sink order: (takes the line, take)
+    line_sinks: list[Callable[[list[str]], None]] = []  # without records, all sinks take lines
     for sink in sinks:
         writer = _line_writer(sink, options)
         takes.append((True, writer.write_line) if writer is not None else (False, sink.on_record))
+        if writer is not None:
+            line_sinks.append(writer.write_lines)
+    send = sends(sinks, options)
     now = 0.0
     pace = collection.relax()  # the single run's pace (its records and the detector's state are no cycles)
     try:
@@ -543,19 +555,23 @@ def merge(feeds: list[_Feed], options: RunOptions, sinks: list[RecordSink], prog
             now, end = epochs[0][2], epochs[0][3]
             if any((e[2], e[3]) != (now, end) for e in epochs):
                 raise WorkerError("workers disagree on network time (a bug)")
-            names.replay(heapq.merge(*(e[4] for e in epochs), key=_key))
+            names.replay(_merged([e[4] for e in epochs]))
             by_log: dict[str, tuple[list[Field], list[list[LineItem]]]] = {}
             for _, rows, _, _, _ in epochs:
                 for name, fields, items in rows:
                     by_log.setdefault(name, (fields, []))[1].append(items)
             for name, (fields, parts) in by_log.items():
-                logs.write(name, fields, parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_key))
-            for _, rec, line in heapq.merge(*(e[0] for e in epochs), key=_key):
-                records += 1
-                if rec is not None:
+                logs.write(name, fields, _merged(parts))
+            sent = _merged([e[0] for e in epochs])
+            records += len(sent)
+            if not send.records:
+                for write_lines in line_sinks:
+                    write_lines([line for _, _, line in sent])
+            else:
+                for _, rec, line in sent:
                     names.name(rec)
-                for by_line, take in takes:
-                    take(line if by_line else rec)
+                    for by_line, take in takes:
+                        take(line if by_line else rec)
             progress.update(min(feed.done for feed in feeds))
             if end:
                 break

@@ -384,6 +384,15 @@ class ZeekLogWriter:
             raise _named(exc, self.path) from None
         self.rows += 1
 
+    def write_lines(self, lines: list[str]) -> None:
+        """`write_line` for each of `lines`, in one write."""
+        assert self._fh is not None, "write after close"
+        try:
+            self._fh.write("".join(lines))
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+        self.rows += len(lines)
+
     def flush(self) -> None:
         if self._fh is not None:
             try:
