@@ -237,6 +237,12 @@ class _Source(Protocol):
 
 
 class _MmapSource:
+    """A file read through a memory map. A page of a map is read from disk when it is first
+    touched, synchronously and with little read-ahead, so a file that is not in the page
+    cache would be read at the pace of its consumer's page faults: each window asks the
+    kernel to read the window after it in the background (MADV_WILLNEED), as a sequential
+    read() would (benchmarks/bench_cold.py)."""
+
     def __init__(self, path: str) -> None:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -244,10 +250,22 @@ class _MmapSource:
         self.arr = np.frombuffer(self.mm, dtype=np.uint8) if self.mm is not None else np.zeros(0, np.uint8)
         self.pos = 0
         self.released = 0  # pages below this were handed back to the kernel
+        self.asked = 0  # bytes below this were asked for in advance
 
     def window(self, size: int) -> tuple[np.ndarray, bool]:
         end = min(self.pos + size, len(self.arr))
+        self._read_ahead(min(end + size, len(self.arr)))
         return self.arr[self.pos : end], end == len(self.arr)
+
+    def _read_ahead(self, upto: int) -> None:
+        """Ask the kernel to read the file up to `upto` (this window and the next)."""
+        start = (max(self.asked, self.pos) // _PAGE) * _PAGE  # madvise takes whole pages
+        if self.mm is not None and upto > start and hasattr(mmap, "MADV_WILLNEED"):
+            try:
+                self.mm.madvise(mmap.MADV_WILLNEED, start, upto - start)
+            except OSError:  # advice only: without it the pages are read as they are touched
+                pass
+            self.asked = upto
 
     def advance(self, used: int) -> None:
         self.pos += used
