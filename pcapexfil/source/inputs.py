@@ -11,7 +11,8 @@ that meets damage there raises and loses every byte of the refill, and the valid
 1 MiB refill of a small truncated file lost it all (the file was refused, exit 2). Here every
 byte decompressed before the damage is handed out, and the damage is raised (EOFError, one
 of `STREAM_ERRORS`) only when a read asks for more than what came before it: the file ends
-there like a truncated pcap.
+there like a truncated pcap. The inflating is ISA-L's (the `isal` package, zlib's API):
+1.7x zlib's speed on this machine (real.pcap.gz, 584 MB: 2.3 s against 4.0 s).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import errno
 import io
 import os
 import stat
-import zlib
 from typing import BinaryIO
+
+from isal import isal_zlib
 
 STDIN = "-"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -108,7 +110,7 @@ class GzipStream:
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
-        self._z = zlib.decompressobj(wbits=31)
+        self._z = isal_zlib.decompressobj(wbits=31)
         self._in_member = False  # bytes of the current member were fed
         self._unused = b""  # compressed bytes after a member's end
         self._buf = bytearray()
@@ -132,14 +134,14 @@ class GzipStream:
                     continue
             try:
                 out = self._z.decompress(data)
-            except zlib.error as exc:
+            except isal_zlib.error as exc:
                 self.damage = f"damaged gzip stream ({exc})"
                 self._end = True
                 break
             self._in_member = True
             if self._z.eof:  # another member may follow
                 self._unused = self._z.unused_data
-                self._z = zlib.decompressobj(wbits=31)
+                self._z = isal_zlib.decompressobj(wbits=31)
                 self._in_member = False
             if out:
                 del self._buf[: self._pos]
