@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 from pathlib import Path
 
 import pytest
 from helpers_pcap import ether, ipv4, udp, write_pcap, write_pcapng
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pcapexfil.source import CaptureError, CaptureStats, open_captures
+from pcapexfil.source.inputs import GzipStream
 from pcapexfil.weird import Weirds
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "bad"
@@ -119,3 +124,36 @@ def test_pcapng_cut_inside_a_later_section_header(tmp_path: Path) -> None:
     got = list(open_captures([str(path)], w))
     assert len(got) == 2
     assert w.counts["corrupt_capture_file"] == 1
+
+
+@given(members=st.lists(st.binary(min_size=0, max_size=3000), min_size=1, max_size=3),
+       padding=st.integers(0, 8), cut=st.integers(0, 10_000), read=st.integers(1, 5000))
+@settings(max_examples=200, deadline=None)
+def test_gzip_stream_hands_out_what_gzip_does_and_reports_a_cut(members: list[bytes], padding: int, cut: int,
+                                                                 read: int) -> None:
+    """source.inputs.GzipStream (ISA-L's inflate) against the standard library's gzip:
+    members one after another, zero padding between them skipped; a stream cut inside a
+    member hands out a prefix of the data, then says it ended early."""
+    data = b"".join(members)
+    compressed = [gzip.compress(m, mtime=0) for m in members]
+
+    def drain(raw: bytes) -> tuple[bytes, str | None]:
+        stream, out = GzipStream(io.BytesIO(raw)), bytearray()
+        try:
+            while chunk := stream.read(read):
+                out += chunk
+        except EOFError as exc:
+            return bytes(out), str(exc)
+        return bytes(out), None
+
+    padded = (b"\x00" * padding).join(compressed)
+    assert gzip.decompress(padded) == data
+    assert drain(padded) == (data, None)
+    blob = b"".join(compressed)
+    cut = min(cut, len(blob))
+    got, error = drain(blob[:cut])
+    assert data.startswith(got)
+    ends = {sum(map(len, compressed[:k])) for k in range(len(compressed) + 1)}  # member boundaries
+    assert error == (None if cut in ends else "compressed file ended before the end-of-stream marker was reached")
+    if cut in ends:
+        assert got == data[: len(b"".join(members[: sorted(ends).index(cut)]))]
