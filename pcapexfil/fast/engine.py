@@ -58,8 +58,8 @@ from pcapexfil.fast.events import WEIRD_NAMES
 from pcapexfil.fast.http_lane import HEAD_BUFFER, NO_HEADS, NO_LANE, NO_SEQ
 from pcapexfil.fast.http_machine import E_BROKEN, E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
 from pcapexfil.fast.layout import (
-    CODE_UDP_ROLES,
     CODE_LANE_LEFT,
+    CODE_UDP_ROLES,
     EV_COUNTED,
     EV_DNS,
     EV_EVICT,

@@ -89,6 +89,7 @@ from pcapexfil.fast.http import (
     takes_request,
     takes_reply,
 )
+from pcapexfil.flow.ports import IGNORE_VIOLATIONS_AFTER
 from pcapexfil.identifiers.http import (
     MAX_REQUEST_LINE,
     MAX_TRANSACTIONS,
@@ -98,7 +99,6 @@ from pcapexfil.identifiers.http import (
 )
 from pcapexfil.identifiers.http_tunnel import CONNECT_METHOD
 from pcapexfil.jit import njit
-from pcapexfil.flow.ports import IGNORE_VIOLATIONS_AFTER
 
 if TYPE_CHECKING:
     from pcapexfil.hooks import ConnView

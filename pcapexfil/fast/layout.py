@@ -87,7 +87,8 @@ CFG_TCP_INACT, CFG_UDP_INACT, CFG_ICMP_INACT, CFG_UNKNOWN_INACT = 0, 1, 2, 3
 CFG_ATTEMPT, CFG_CLOSE, CFG_SYN_TIMEOUT, CFG_SESSION, CFG_LINGER = 4, 5, 6, 7, 8
 CFG_DNS_SESSION, CFG_PORT_INACT = 9, 10
 CFG_SIZE = 11
-# Settings.ports blocks: likely_server_ports TCP, UDP; then TCP ports in port_inactivity_timeouts.
+# Settings.ports blocks: likely_server_ports TCP, UDP; then TCP ports in port_inactivity_timeouts;
+# then the NTP analyzer's UDP ports (its role rule).
 PORTS_UDP, PORTS_INACT, PORTS_NTP = 65536, 2 * 65536, 3 * 65536
 
 # Scalar slots (Scalars.ints, Scalars.floats).

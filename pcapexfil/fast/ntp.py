@@ -1,5 +1,5 @@
 """The NTP analyzer's role rule in the kernel: `flow.ntp_roles.roles_said` and
-`watch_ends` on a datagram's bytes (the oracle test is tests/test_zeek_rules.py's)."""
+`watch_ends` on a datagram's bytes (tests/test_ntp_roles.py holds them to their oracle)."""
 
 from __future__ import annotations
 

@@ -120,8 +120,8 @@ from pcapexfil.fast.layout import (
     CFG_UDP_INACT,
     CFG_UNKNOWN_INACT,
     CNT_CHK,
-    CODE_UDP_ROLES,
     CODE_LANE_LEFT,
+    CODE_UDP_ROLES,
     EV_COUNTED,
     EV_DNS,
     EV_EVICT,
@@ -163,6 +163,7 @@ from pcapexfil.fast.layout import (
     new_output,
     new_timers,
 )
+from pcapexfil.fast.ntp import ntp_said, ntp_watch_ends
 from pcapexfil.fast.pia_gate import (
     G_GATED,
     G_WINDOW,
@@ -176,7 +177,6 @@ from pcapexfil.fast.pia_gate import (
     gate_end,
     window_release,
 )
-from pcapexfil.fast.ntp import ntp_said, ntp_watch_ends
 from pcapexfil.fast.roles import ORIG_BIT, RESP_BIT, flip_mid_packet, flip_roles, synack_sender_is_responder
 from pcapexfil.fast.tcp import (
     CS_OTH,

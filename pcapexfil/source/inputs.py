@@ -21,7 +21,7 @@ import errno
 import io
 import os
 import stat
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from isal import isal_zlib
 
@@ -31,6 +31,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 # first record, at most pcap.MAX_RECORD / pcapng.MAX_BLOCK, through a 1 MiB buffer).
 _REPLAY_LIMIT = 8 << 20
 _PIECE = 1 << 16  # compressed bytes per decompression step
+# What inflating damaged data raises (isal's stub types the class as an instance).
+_INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)
 
 
 def is_stream(path: str) -> bool:
@@ -134,7 +136,7 @@ class GzipStream:
                     continue
             try:
                 out = self._z.decompress(data)
-            except isal_zlib.error as exc:
+            except _INFLATE_ERROR as exc:
                 self.damage = f"damaged gzip stream ({exc})"
                 self._end = True
                 break
