@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pcapexfil.fast.ntp import ntp_said, ntp_watch_ends
@@ -15,6 +15,7 @@ _PAYLOADS = st.builds(lambda first, n: bytes([first]) + bytes(n), st.integers(0,
 
 
 @given(payload=_PAYLOADS, from_orig=st.booleans(), lead=st.integers(0, 8))
+@settings(deadline=None)  # the first example loads (or compiles) the kernel
 @example(payload=bytes([0x24]) + bytes(47), from_orig=True, lead=0)  # v4 server from the originator: flip
 @example(payload=bytes([0x23]) + bytes(47), from_orig=False, lead=0)  # v4 client from the responder: flip
 @example(payload=bytes([0x23]) + bytes(46), from_orig=False, lead=0)  # one byte short: violation
