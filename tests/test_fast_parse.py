@@ -10,7 +10,10 @@ capture weirds) must equal `source.open_captures`.
 from __future__ import annotations
 
 import gzip
+import json
 import struct
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -638,3 +641,30 @@ def test_unmappable_file_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = write_pcap(tmp_path / "s.pcap", _tcp_frames(30))
     assert differential([str(path)], chunk_bytes=100)["fast"] == 30
     assert differential([str(BAD / "truncated.pcapng")], chunk_bytes=100)["fast"] == 3
+
+
+_KERNEL_TYPES = """
+import json, sys
+from pcapexfil.fast.table import process_batch
+from pcapexfil.pipeline import RunOptions, run
+seen = []
+for path in sys.argv[1:]:
+    run([path], RunOptions(out_dir=None, seed=1), [])
+    seen.append(len(process_batch.signatures))
+print(json.dumps(seen))
+"""
+
+
+def test_a_gzip_capture_runs_on_the_kernels_a_mapped_one_loaded(tmp_path: Path) -> None:
+    """numba compiles a kernel per argument type: a stream's windows are read-only like a
+    mapped file's, so a gzip input after a plain one needs no other version of the walk, the
+    parser or the flow table (a writable window compiled all three again on a first run,
+    about 19 s; the flow table's kernel is the one checked). A fresh process: another test
+    may have loaded other versions already."""
+    frames = [(1.0 + i, ether(ipv4(tcp(seq=i, data=b"x" * 100)))) for i in range(50)]
+    plain = write_pcap(tmp_path / "t.pcap", frames)
+    gz = write_pcap(tmp_path / "t.pcap.gz", frames, compress=True)
+    out = subprocess.run([sys.executable, "-c", _KERNEL_TYPES, str(plain), str(gz)], capture_output=True, text=True,
+                         timeout=600, check=True)
+    after_plain, after_gzip = json.loads(out.stdout)
+    assert after_plain >= 1 and after_gzip == after_plain

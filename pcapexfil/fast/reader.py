@@ -316,6 +316,10 @@ class _StreamSource:
                 self.eof = True
                 break
             have += got
+        # Read-only, as a mapped file's windows are: numba compiles a kernel per argument
+        # type, and a writable buffer would make the first gzip or pipe input compile the
+        # walk, the parser and the flow table again (about 19 s).
+        new.flags.writeable = False
         self.buf = new[:have]
         return self.buf, self.eof
 
