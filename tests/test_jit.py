@@ -167,8 +167,8 @@ udp.ulen = len(udp)
 frames = [bytes(dpkt.ethernet.Ethernet(data=dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=p,
                                                         data=seg)))
           for p, seg in ((17, udp), (6, dpkt.tcp.TCP(sport=40001, dport=80, flags=dpkt.tcp.TH_SYN)))]
-# A ring block as fast.ring.block_chunk makes it: a copy, so a writable buffer.
-buf = np.frombuffer(bytearray(b"".join(frames)), np.uint8)
+# A ring block as fast.ring.block_chunk makes it: a copy, made read-only.
+buf = np.frombuffer(b"".join(frames), np.uint8)
 n = len(frames)
 chunk = Chunk(buf, np.array([0, len(frames[0])], np.int64), np.array([len(f) for f in frames], np.uint32),
               np.array([len(f) for f in frames], np.uint32), np.ones(n, np.int32), np.array([1.0, 1.5]),
@@ -182,7 +182,7 @@ print(json.dumps(sorted(name for name in after if after[name] != before[name])))
 
 
 def test_warm_up_compiles_what_a_live_ring_block_runs() -> None:
-    """A live worker's first ring block (a writable buffer, a DNS datagram the kernel
+    """A live worker's first ring block (a read-only copy, a DNS datagram the kernel
     parses) finds every kernel loaded by `warm_up`: none is compiled once capture runs,
     where a first run after installing compiled for 30 s while the ring overflowed."""
     run = [sys.executable, "-c", LIVE_PROBE]

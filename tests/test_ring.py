@@ -69,6 +69,7 @@ def test_block_walk_equals_python_walk(seed: int, linktype: int) -> None:
     assert [(p.ts, p.data, p.wirelen) for p in got] == want
     assert [p.index for p in got] == list(range(1001, 1001 + len(frames)))
     assert {(p.linktype, p.source) for p in got} == {(linktype, "veth0")}
+    assert not chunk.buf.flags.writeable  # a file's type: the same compiled kernels (test_jit's probe)
 
 
 def test_vlan_tag_goes_back_after_the_mac_addresses() -> None:

@@ -844,10 +844,8 @@ def kernel_gates(analyzers: Sequence[AppAnalyzer]) -> Gates | None:
 def warm_up(verify_checksums: bool = False) -> None:
     """Load the numba kernels (0.3-1 s; compile them, on a first run) before capture starts:
     a live ring fills while the first packets wait for them. Runs one TCP SYN through a
-    throwaway table, its frame in a writable buffer as ring blocks are (`fast.ring.
-    block_chunk` copies each block; a file's frames are read-only, another numba type): with
-    a read-only one, a first run compiled the parser, the table and the DNS kernels again
-    for 30 s once capture ran."""
+    throwaway table, its frame in a read-only buffer as ring blocks and files give them
+    (numba compiles a kernel per argument type: a writable one would be another)."""
     import dpkt
 
     from pcapexfil.decode import Decoder
@@ -857,7 +855,7 @@ def warm_up(verify_checksums: bool = False) -> None:
     syn = dpkt.tcp.TCP(sport=1, dport=2, flags=dpkt.tcp.TH_SYN)
     ip = dpkt.ip.IP(src=bytes(4), dst=bytes(4), p=dpkt.ip.IP_PROTO_TCP, data=syn)
     frame = bytes(dpkt.ethernet.Ethernet(data=ip))
-    chunk = Chunk(np.frombuffer(bytearray(frame), np.uint8), np.zeros(1, np.int64), np.array([len(frame)], np.uint32),
+    chunk = Chunk(np.frombuffer(frame, np.uint8), np.zeros(1, np.int64), np.array([len(frame)], np.uint32),
                   np.array([len(frame)], np.uint32), np.ones(1, np.int32), np.ones(1, np.float64),
                   np.ones(1, np.uint64), "warm-up")
     flow = FastFlow(FlowConfig(), [], [], None)

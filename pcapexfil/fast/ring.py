@@ -77,5 +77,6 @@ def block_chunk(ring: np.ndarray, pos: int, num: int, block_size: int, linktype:
     wirelens = np.empty(num, np.uint32)
     ts = np.empty(num, np.float64)
     used = walk_block(ring, pos, num, linktype == 1, out, offsets, caplens, wirelens, ts)
+    out.flags.writeable = False  # as a file's windows are: the same compiled kernels read both
     return Chunk(out[:used], offsets, caplens, wirelens, np.full(num, linktype, np.int32), ts,
                  np.arange(first_index + 1, first_index + num + 1, dtype=np.uint64), source)
