@@ -1052,26 +1052,24 @@ def test_ntp_flips_at_a_server_message_from_the_originator_or_a_client_message_f
 
     reply, request = _ntp(4), _ntp(3)
     # A server's reply seen first (the request was missed): its receiver is the originator.
-    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, reply), udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)]) == (
-        CLIENT, SERVER, "D^d", 1, 1, 48, 48)
+    first_reply = udp_frame(1.0, SERVER, 123, CLIENT, 123, reply)
+    assert conn([first_reply, udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)]) == (CLIENT, SERVER, "D^d", 1, 1, 48, 48)
     # Symmetric mode first, then a client request from the responder: the flip swaps the
     # first packet's count, the request stays the responder's (then the originator's side).
-    assert conn([udp_frame(1.0, CLIENT, 123, SERVER, 123, _ntp(1)), udp_frame(1.1, SERVER, 123, CLIENT, 123, request)]) == (
-        SERVER, CLIENT, "Dd^", 0, 2, 48, 48)
+    symmetric = udp_frame(1.0, CLIENT, 123, SERVER, 123, _ntp(1))
+    assert conn([symmetric, udp_frame(1.1, SERVER, 123, CLIENT, 123, request)]) == (SERVER, CLIENT, "Dd^", 0, 2, 48, 48)
     # Request, then reply: roles as they were.
     assert conn([udp_frame(1.0, CLIENT, 40000, SERVER, 123, request),
                  udp_frame(1.1, SERVER, 123, CLIENT, 40000, reply)])[:3] == (CLIENT, SERVER, "Dd")
     # Once only: a second server message from the (new) originator does not flip back.
-    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, reply), udp_frame(1.1, CLIENT, 123, SERVER, 123, reply)])[:3] == (
-        CLIENT, SERVER, "D^")
+    assert conn([first_reply, udp_frame(1.1, CLIENT, 123, SERVER, 123, reply)])[:3] == (CLIENT, SERVER, "D^")
     # Not NTP first: the violation disables the analyzer, nothing flips after it ...
     garbage = bytes(48)  # mode 0
-    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, garbage), udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)])[:3] == (
-        SERVER, CLIENT, "D")
+    second_reply = udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)
+    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, garbage), second_reply])[:3] == (SERVER, CLIENT, "D")
     # ... unless more than DPD::ignore_violations_after bytes came (the violation is ignored).
     big = bytes(11_000)
-    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, big), udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)])[:3] == (
-        CLIENT, SERVER, "D^")
+    assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, big), second_reply])[:3] == (CLIENT, SERVER, "D^")
     # Off the analyzer's port nothing flips; nor in a bare run (`zeek -b`: ntp/main.zeek,
     # which registers the port, is not loaded).
     assert conn([udp_frame(1.0, SERVER, 9999, CLIENT, 9999, reply)])[:3] == (SERVER, CLIENT, "D")
