@@ -69,7 +69,6 @@ from pcapexfil.fast.history import (
     lower,
 )
 from pcapexfil.fast.dns import U_ANSWERS, U_ARENA, U_MSGS, DnsParse, new_dns_parse, parse_message
-from pcapexfil.identifiers.dns_header import HEADER_LEN
 from pcapexfil.fast.dns_pairs import (
     DNS_UNSEEN,
     FIRST_FLIP,
@@ -214,6 +213,7 @@ from pcapexfil.flow.table import (
     FlowConfig,
 )
 from pcapexfil.flow.tcp import INACTIVE
+from pcapexfil.identifiers.dns_header import HEADER_LEN
 from pcapexfil.jit import njit
 from pcapexfil.order import TICK_INTERVAL
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_IGMP, PROTO_TCP, PROTO_UDP, TH_ACK, TH_RST, TH_SYN
