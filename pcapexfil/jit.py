@@ -17,7 +17,7 @@ import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,14 @@ class _KernelDispatcher(CPUDispatcher):
         return super().get_call_template(tuple(unliteral(a) for a in args),
                                          {name: unliteral(value) for name, value in kws.items()})
 
+    def compile(self, sig: Any) -> Any:
+        """numba's compile, after any helper process compiling this kernel has finished:
+        then it is a cache load (`compiled_elsewhere`)."""
+        wait = _elsewhere.pop(kernel_name(self), None)
+        if wait is not None:
+            wait()
+        return super().compile(sig)
+
 
 def njit(*args: Any, **options: Any) -> Any:
     """numba.njit, each kernel compiled once per argument types (`_KernelDispatcher`).
@@ -58,6 +66,30 @@ def njit(*args: Any, **options: Any) -> Any:
 
 
 COMPILING_NOTICE = "pcapexfil: compiling kernels, first run only (about a minute)"
+
+# Kernels another process is compiling into the cache: name -> wait until it is done.
+_elsewhere: dict[str, Callable[[], None]] = {}
+
+
+def kernel_name(kernel: Any) -> str:
+    """A kernel's module-qualified name, as `compiled_elsewhere` takes it."""
+    return f"{kernel.py_func.__module__}.{kernel.py_func.__qualname__}"
+
+
+def kernel_cached(kernel: Any) -> bool:
+    """Whether `kernel` has an entry in the cache (for some argument types): its index file
+    exists. False where numba's cache layout is not the one known here."""
+    cache_file = getattr(getattr(kernel, "_cache", None), "_cache_file", None)
+    index = getattr(cache_file, "_index_path", None)
+    return isinstance(index, str) and os.path.exists(index)
+
+
+def compiled_elsewhere(names: Iterable[str], wait: Callable[[], None]) -> None:
+    """Another process is compiling the kernels `names` into the cache: the first compile
+    of each here calls `wait` first (it returns once they are there, or once the other
+    process has given up) and then loads the kernel instead of compiling it again."""
+    for name in names:
+        _elsewhere[name] = wait
 
 
 def kernel_cache_dir() -> str:

@@ -208,3 +208,20 @@ def test_a_kernel_called_with_different_constants_is_compiled_once() -> None:
     assert both(2) == 30
     assert [str(t) for t in scaled.signatures[0]] == ["int64", "int64"]
     assert len(scaled.signatures) == 1
+
+
+def test_a_kernel_compiled_elsewhere_waits_for_that_process_once() -> None:
+    """`compiled_elsewhere`: the first compile of a kernel another process compiles calls
+    its wait first (then loads what that process cached); later compiles do not wait."""
+    from pcapexfil.jit import compiled_elsewhere, kernel_name, njit
+
+    @njit
+    def doubled(x):
+        return 2 * x
+
+    waits = []
+    compiled_elsewhere([kernel_name(doubled)], lambda: waits.append(len(doubled.signatures)))
+    assert doubled(4) == 8
+    assert waits == [0]  # before anything was compiled
+    assert doubled(1.5) == 3.0  # a second compile (float64)
+    assert waits == [0]

@@ -72,6 +72,7 @@ from pcapexfil.fast.layout import (
     REC_DTYPE,
 )
 from pcapexfil.fast.pia_gate import G_RELEASED, M_CHUNKS, M_FLIPPED, NO_WINDOW
+from pcapexfil.fast.precompile import start_helper
 from pcapexfil.fast.roles import flip_mid_packet
 from pcapexfil.fast.table import (
     AUX_BAD_CHECKSUM,
@@ -219,6 +220,7 @@ class FastFlow:
                                    dns_ports=kernel_dns_ports(self.analyzers),
                                    http_ports=kernel_http_ports(self.analyzers),
                                    gates=kernel_gates(self.analyzers))
+        start_helper(self.table)  # a first run: part of the compile on a second core
         self.conns: dict[int, FastConn] = {}
         self.records = 0
         self.evicted = 0

@@ -20,11 +20,13 @@ The kernels take the table's state as the named records of `fast.layout` (F, T, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numba import typeof, types
 
 from pcapexfil.fast.anchors import Gates
-from pcapexfil.fast.batch import KIND_FOREIGN, KIND_SKIP
+from pcapexfil.fast.batch import KIND_FOREIGN, KIND_SKIP, PACKET_DTYPE
 from pcapexfil.fast.dispatch import (
     APP_EVERY,
     APP_FIRST,
@@ -838,6 +840,24 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
             # Let the analyzers look: they may be done with this connection.
             return ST_OUT_FULL, i + 1
     return ST_DONE, n
+
+
+def costly_callees(table: FastFlowTable) -> list[tuple[Any, tuple[Any, ...]]]:
+    """`process_batch`'s two callees that take longest to compile (about a third of a
+    first run's compile), each with the argument types process_batch passes it, as the
+    calls above give them: `fast.precompile` has a helper process compile them while this
+    one compiles the rest. The types follow the calls by hand; a test checks that the
+    kernels' cache holds no other signature."""
+    b = np.zeros(1, PACKET_DTYPE)
+    buf = np.zeros(0, np.uint8)
+    buf.flags.writeable = False  # as files and ring blocks give it (fast.reader, fast.ring)
+    conns = table.flows.conns
+    i64, flag = types.int64, types.boolean
+    lane = (typeof(table.lane), typeof(conns[0]["lane"]), i64, flag, typeof(b[0]["flags"]), i64, i64, i64,
+            typeof(buf), i64, flag)
+    dns = (typeof(table.dns), typeof(table.pairs), typeof(conns), i64, typeof(b), i64, typeof(buf),
+           typeof(AUX_DTYPE(0)), typeof(b[0]["ts"]))
+    return [(lane_segment, lane), (_dns_datagram, dns)]
 
 
 @njit(cache=True, _nrt=False)
