@@ -6,11 +6,14 @@ from __future__ import annotations
 import fcntl
 from typing import Any
 
+import numba
+import numpy as np
 import pytest
 
 from pcapexfil.fast import precompile
+from pcapexfil.fast.batch import PACKET_DTYPE
 from pcapexfil.fast.engine import warm_up
-from pcapexfil.fast.table import FastFlowTable, costly_callees
+from pcapexfil.fast.table import AUX_DTYPE, FastFlowTable, costly_callees, process_batch
 from pcapexfil.flow.table import FlowConfig
 
 
@@ -18,15 +21,61 @@ def _table() -> FastFlowTable:
     return FastFlowTable(FlowConfig(), False, lambda events, records, histories: None)
 
 
+class _TypesSeen(Exception):
+    """Ends a compile of process_batch once its types are inferred."""
+
+
+def _callee_types(argument_types: tuple[Any, ...]) -> dict[Any, set[tuple[Any, ...]]]:
+    """The argument types process_batch's type inference gives each kernel it calls: numba's
+    untyped passes and type inference, not the lowering (a second or two with its callees
+    in the cache)."""
+    from numba.core.compiler import CompilerBase, DefaultPassBuilder
+    from numba.core.compiler_machinery import FunctionPass, register_pass
+    from numba.core.typed_passes import NopythonTypeInference
+
+    seen: dict[Any, set[tuple[Any, ...]]] = {}
+
+    @register_pass(mutates_CFG=False, analysis_only=True)
+    class RecordCallTypes(FunctionPass):
+        _name = "record_call_types"
+
+        def __init__(self) -> None:
+            FunctionPass.__init__(self)
+
+        def run_pass(self, state: Any) -> bool:
+            for expr, signature in state.calltypes.items():
+                callee = state.typemap[expr.func.name] if getattr(expr, "op", None) == "call" else None
+                if isinstance(callee, numba.types.Dispatcher):
+                    seen.setdefault(callee.dispatcher.py_func, set()).add(tuple(signature.args))
+            raise _TypesSeen
+
+    class TypesOnly(CompilerBase):
+        def define_pipelines(self) -> list[Any]:
+            pipeline = DefaultPassBuilder.define_untyped_pipeline(self.state)
+            pipeline.add_pass(NopythonTypeInference, "type inference")
+            pipeline.add_pass(RecordCallTypes, "record the callees' types")
+            pipeline.finalize()
+            return [pipeline]
+
+    with pytest.raises(_TypesSeen):
+        numba.njit(pipeline_class=TypesOnly)(process_batch.py_func).compile(argument_types)
+    return seen
+
+
 def test_the_helper_compiles_the_types_process_batch_passes() -> None:
-    """Whoever compiled process_batch's callees for this cache (this process, another, or
-    the helper with `costly_callees`' types), each holds one signature: the one
-    costly_callees states. Types that did not follow process_batch's calls would leave two
-    (the helper's and the one process_batch compiled), and the helper's work wasted."""
-    warm_up()  # process_batch compiled or loaded, with its callees in the cache
-    for kernel, signature in costly_callees(_table()):
-        index = kernel._cache._cache_file._load_index()  # numba's cache index: (signature, ...) keys
-        assert [tuple(key[0]) for key in index] == [signature], kernel.py_func.__name__
+    """`costly_callees` states by hand the types process_batch passes the kernels the helper
+    compiles; numba's type inference of process_batch must give each exactly those, or the
+    helper's work would be a second, unused compile."""
+    warm_up()  # the kernels process_batch calls are in the cache: its inference loads them
+    table = _table()
+    batch = np.zeros(1, PACKET_DTYPE)
+    buf = np.zeros(0, np.uint8)
+    buf.flags.writeable = False
+    arguments = (table.flows, table.timers, table.out, table.scalars, table.settings, table.dns, table.pairs,
+                 table.lane, batch, buf, np.zeros(1, AUX_DTYPE), table.row_conn, 0)
+    seen = _callee_types(tuple(numba.typeof(a) for a in arguments))
+    for kernel, signature in costly_callees(table):
+        assert seen[kernel.py_func] == {signature}, kernel.py_func.__name__
 
 
 class _Kernel:

@@ -846,8 +846,8 @@ def costly_callees(table: FastFlowTable) -> list[tuple[Any, tuple[Any, ...]]]:
     """`process_batch`'s two callees that take longest to compile (about a third of a
     first run's compile), each with the argument types process_batch passes it, as the
     calls above give them: `fast.precompile` has a helper process compile them while this
-    one compiles the rest. The types follow the calls by hand; a test checks that the
-    kernels' cache holds no other signature."""
+    one compiles the rest. The types follow the calls by hand; tests/test_precompile.py
+    checks them against numba's type inference of process_batch."""
     b = np.zeros(1, PACKET_DTYPE)
     buf = np.zeros(0, np.uint8)
     buf.flags.writeable = False  # as files and ring blocks give it (fast.reader, fast.ring)
