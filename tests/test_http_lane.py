@@ -142,6 +142,19 @@ def test_a_cut_segment_ends_its_direction_in_the_kernel(tmp_path, monkeypatch) -
     _check(tmp_path, monkeypatch, cut, python_reads=False, wirelens=wirelens)
 
 
+def test_a_first_segment_with_no_byte_captured_gives_http_no_chunk(tmp_path, monkeypatch) -> None:
+    """The server's segment comes first (no handshake seen) and the snap length kept none
+    of its bytes: its direction ends with nothing delivered (tcp_data's b""), so HTTP does
+    not see the server speak first; the client's request is read (hypothesis found the
+    kernel handing HTTP an empty chunk, which gave up on the connection)."""
+    frames = _frames(_in_order([(False, b"x"), (True, GET), (False, OK)]), handshake="none")
+    wirelens = [len(f) for _, f in frames]
+    cut = [(ts, f[:HEADERS]) if k == 0 else (ts, f) for k, (ts, f) in enumerate(frames)]
+    _check(tmp_path, monkeypatch, cut, python_reads=False, wirelens=wirelens)
+    rows = [line for line in open(tmp_path / "fast" / "http.log") if not line.startswith("#")]
+    assert [row.split("\t")[7:9] for row in rows] == [["GET", "h.example"]]
+
+
 def test_a_cut_segment_then_a_gap_goes_to_python_with_its_direction_ended(tmp_path, monkeypatch) -> None:
     segments = [(True, 0, GET), (False, 0, OK[:45]), (True, len(GET) + 10, GET[10:]), (True, len(GET), GET[:10]),
                 (False, 45, OK[45:])]

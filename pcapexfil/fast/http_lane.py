@@ -203,14 +203,16 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     skip = 0
     if offset >= SEQ_HALF:  # starts before the next byte: a retransmission or an overlap
         skip = (1 << 32) - offset
-        if skip >= captured:
-            st[BROKEN + phys] = cut
-            return LANE_QUIET
     elif offset > 0:
         if cut:
             st[BROKEN + phys] = 1
             return LANE_QUIET  # a cut segment past a gap: never delivered
         return _leave(L, r, phys, is_orig)  # a gap: Python keeps the segment until it fills
+    if skip >= captured:
+        # No new byte (a retransmission, or none captured): the analyzers get no chunk
+        # (tcp_data's b""), so HTTP reads nothing, not even that the server spoke first.
+        st[BROKEN + phys] = cut
+        return LANE_QUIET
     n = captured - skip
     size = st[DELIVERED] + st[DELIVERED + 1] + n
     before = L.ints[L_EV_N]
