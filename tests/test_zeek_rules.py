@@ -207,8 +207,14 @@ def test_ntp_and_dhcp_datagrams(tmp_path) -> None:
     discover = bytes([1, 1, 6, 0]) + bytes(232) + b"\x63\x82\x53\x63" + b"\x35\x01\x01\xff"
     (rec,) = records(tmp_path / "dhcp", [udp_frame(1.0, "0.0.0.0", 68, "255.255.255.255", 67, discover)])
     assert rec.service == ["dhcp"]
-    (rec,) = records(tmp_path / "junk", [udp_frame(1.0, CLIENT, 40000, SERVER, 123, b"\x00" * 48)])
-    assert rec.service == []
+    # As ntp-protocol.pac parses: no version check, mode 0's body is the rest of the data,
+    # mode 7 needs 6 bytes (a scanner's 8-byte monlist request), a field past the end fails.
+    for name, payload, service in [("mode0", b"\x00" * 48, ["ntp"]),
+                                   ("monlist", bytes([0x17, 0, 3, 0x2A]) + bytes(4), ["ntp"]),
+                                   ("short", bytes([0x23]) + bytes(10), []),
+                                   ("control", bytes([0x16]) + bytes(9) + b"\x00\x10" + bytes(8), [])]:
+        (rec,) = records(tmp_path / name, [udp_frame(1.0, CLIENT, 40000, SERVER, 123, payload)])
+        assert rec.service == service, name
 
 
 def test_quic_initial_on_443_udp(tmp_path) -> None:
@@ -1064,11 +1070,11 @@ def test_ntp_flips_at_a_server_message_from_the_originator_or_a_client_message_f
     # Once only: a second server message from the (new) originator does not flip back.
     assert conn([first_reply, udp_frame(1.1, CLIENT, 123, SERVER, 123, reply)])[:3] == (CLIENT, SERVER, "D^")
     # Not NTP first: the violation disables the analyzer, nothing flips after it ...
-    garbage = bytes(48)  # mode 0
+    garbage = bytes([0x24]) + bytes(10)  # a server message cut short
     second_reply = udp_frame(1.1, SERVER, 123, CLIENT, 123, reply)
     assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, garbage), second_reply])[:3] == (SERVER, CLIENT, "D")
     # ... unless more than DPD::ignore_violations_after bytes came (the violation is ignored).
-    big = bytes(11_000)
+    big = bytes([0x26]) + bytes(9) + b"\xff\xff" + bytes(10_988)  # a control message whose `c` runs past the end
     assert conn([udp_frame(1.0, SERVER, 123, CLIENT, 123, big), second_reply])[:3] == (CLIENT, SERVER, "D^")
     # Off the analyzer's port nothing flips; nor in a bare run (`zeek -b`: ntp/main.zeek,
     # which registers the port, is not loaded).

@@ -7,21 +7,75 @@ import numpy as np
 
 from pcapexfil.flow.ntp_roles import (
     CLIENT_MODE,
+    CONTROL_COUNT_AT,
+    CONTROL_HEAD,
     CONTROL_MODE,
-    HEADER_LEN,
-    MAX_VERSION,
-    MIN_CONTROL_LEN,
-    MIN_VERSION,
+    EXTENSION_HEAD,
+    EXTENSION_LEN_AT,
+    EXTENSION_VALUE_LEN_AT,
+    EXTENSIONS_OVER,
+    FIRST_STD_MODE,
+    LAST_STD_MODE,
+    MODE7,
+    MODE7_AUTH_BIT,
+    MODE7_DATA_LEN_AT,
+    MODE7_DATA_LEN_MASK,
+    MODE7_HEAD,
+    MODE7_MAC_LEN,
     MODE_MASK,
     ROLES_FLIP,
     ROLES_KEEP,
     ROLES_VIOLATION,
     SERVER_MODE,
-    VERSION_MASK,
-    VERSION_SHIFT,
+    SIG_LEN_SIZE,
+    STD_LEN,
 )
 from pcapexfil.flow.ports import IGNORE_VIOLATIONS_AFTER
 from pcapexfil.jit import njit
+
+
+@njit(cache=True, _nrt=False)
+def _u16(buf, at):
+    return (np.int64(buf[at]) << 8) | np.int64(buf[at + 1])
+
+
+@njit(cache=True, _nrt=False)
+def _u32(buf, at):
+    return (_u16(buf, at) << 16) | _u16(buf, at + 2)
+
+
+@njit(cache=True, _nrt=False)
+def _std_parses(buf, off, cap):
+    """flow.ntp_roles._std_parses for buf[off:off + cap]."""
+    if cap < STD_LEN:
+        return False
+    end_of_data = off + cap
+    at = off + STD_LEN
+    while end_of_data - at > EXTENSIONS_OVER:
+        sig_at = at + EXTENSION_HEAD + _u32(buf, at + EXTENSION_VALUE_LEN_AT)
+        if sig_at + SIG_LEN_SIZE > end_of_data:
+            return False
+        end = sig_at + SIG_LEN_SIZE + _u32(buf, sig_at)
+        if end > end_of_data:
+            return False
+        at = max(end, at + _u16(buf, at + EXTENSION_LEN_AT))
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def _parses(buf, off, cap):
+    """flow.ntp_roles.message_shape for a non-empty buf[off:off + cap]."""
+    mode = np.int64(buf[off]) & MODE_MASK
+    if FIRST_STD_MODE <= mode <= LAST_STD_MODE:
+        return _std_parses(buf, off, cap)
+    if mode == CONTROL_MODE:
+        return cap >= CONTROL_HEAD and cap >= CONTROL_HEAD + _u16(buf, off + CONTROL_COUNT_AT)
+    if mode == MODE7:
+        if cap < MODE7_HEAD:
+            return False
+        mac = MODE7_MAC_LEN if np.int64(buf[off + 1]) & MODE7_AUTH_BIT else 0
+        return cap >= MODE7_HEAD + (_u16(buf, off + MODE7_DATA_LEN_AT) & MODE7_DATA_LEN_MASK) + mac
+    return True
 
 
 @njit(cache=True, _nrt=False)
@@ -29,12 +83,9 @@ def ntp_said(buf, off, cap, from_orig):
     """roles_said for the datagram buf[off:off + cap], sent by the originator if `from_orig`."""
     if cap == 0:
         return ROLES_KEEP
-    first = np.int64(buf[off])
-    version, mode = (first >> VERSION_SHIFT) & VERSION_MASK, first & MODE_MASK
-    if version < MIN_VERSION or version > MAX_VERSION or mode == 0:
+    if not _parses(buf, off, cap):
         return ROLES_VIOLATION
-    if cap < (MIN_CONTROL_LEN if mode >= CONTROL_MODE else HEADER_LEN):
-        return ROLES_VIOLATION
+    mode = np.int64(buf[off]) & MODE_MASK
     if mode == SERVER_MODE and from_orig or mode == CLIENT_MODE and not from_orig:
         return ROLES_FLIP
     return ROLES_KEEP
