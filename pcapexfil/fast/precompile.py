@@ -16,11 +16,12 @@ kernels are compiled here, as without it.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
 from typing import IO
+
+import numba
 
 from pcapexfil.fast.table import FastFlowTable, costly_callees
 from pcapexfil.flow.table import FlowConfig
@@ -37,6 +38,8 @@ def _lock_file() -> IO[bytes]:
 
 def _wait_for_helpers() -> None:
     """Until no helper (this process's or another's) holds the lock."""
+    import fcntl
+
     with _lock_file() as lock:
         fcntl.flock(lock, fcntl.LOCK_SH)
         fcntl.flock(lock, fcntl.LOCK_UN)
@@ -44,9 +47,10 @@ def _wait_for_helpers() -> None:
 
 def start_helper(table: FastFlowTable) -> None:
     """Once per process: on a first run with a second core, start the helper for `table`'s
-    kernels (their types do not depend on its configuration)."""
+    kernels (their types do not depend on its configuration). POSIX only (the lock is
+    fcntl's); not with numba's JIT disabled (nothing compiles)."""
     global _started
-    if _started:
+    if _started or os.name != "posix" or numba.config.DISABLE_JIT:
         return
     _started = True
     kernels = [kernel for kernel, _ in costly_callees(table)]
@@ -65,6 +69,8 @@ def start_helper(table: FastFlowTable) -> None:
 def compile_share() -> None:
     """The helper's work: compile `costly_callees` into the cache, unless another helper
     already holds the lock (it is compiling them)."""
+    import fcntl
+
     with _lock_file() as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
