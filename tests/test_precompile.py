@@ -4,6 +4,7 @@ with exactly the types process_batch passes them, once between processes startin
 from __future__ import annotations
 
 import fcntl
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -104,8 +105,9 @@ def test_a_helper_starts_on_a_first_run_with_a_second_core(monkeypatch, cores, c
     elsewhere: list[list[str]] = []
 
     class Popen:
-        def __init__(self, args: list[str], **kwargs: Any) -> None:
+        def __init__(self, args: list[str], cwd: str, **kwargs: Any) -> None:
             started.append(args)
+            assert (Path(cwd) / "pcapexfil" / "fast" / "precompile.py").samefile(precompile.__file__)
 
     monkeypatch.setattr(precompile, "_started", False)
     monkeypatch.setattr(precompile.os, "sched_getaffinity", lambda pid: set(range(cores)))

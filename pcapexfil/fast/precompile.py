@@ -56,7 +56,10 @@ def start_helper(table: FastFlowTable) -> None:
     kernels = [kernel for kernel, _ in costly_callees(table)]
     if len(os.sched_getaffinity(0)) < 2 or all(kernel_cached(kernel) for kernel in kernels):
         return
-    helper = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.DEVNULL,
+    # Run from the directory holding this package, so that `-m` imports this package (not
+    # another version in the working directory, whose kernels would be other ones).
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    helper = subprocess.Popen([sys.executable, "-m", __name__], cwd=package_root, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait() -> None:
