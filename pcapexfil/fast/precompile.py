@@ -54,7 +54,7 @@ def start_helper(table: FastFlowTable) -> None:
     kernels (their types do not depend on its configuration). POSIX only (the lock is
     fcntl's); not with numba's JIT disabled (nothing compiles)."""
     global _started
-    if _started or os.name != "posix" or numba.config.DISABLE_JIT:
+    if _started or os.name != "posix" or getattr(numba.config, "DISABLE_JIT", False):
         return
     _started = True
     kernels = [kernel for kernel, _ in costly_callees(table)]
