@@ -498,6 +498,8 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     show = options.progress
     if show is None:
         show = os.isatty(2) and input_bytes >= PROGRESS_MIN_BYTES
+    if method == "fork":
+        compile_before_fork(options.verify_checksums)
     try:
         for i in range(workers):
             recv, pipe = ctx.Pipe(duplex=False)
@@ -516,6 +518,17 @@ def run_workers(paths: Sequence[str], options: RunOptions, sinks: list[RecordSin
     finally:
         for proc in procs:
             proc.join()
+
+
+def compile_before_fork(verify_checksums: bool) -> None:
+    """On a first run (the flow table's kernel not in the cache) the kernels are compiled
+    here, once, and the forked workers inherit them; each worker would compile its own."""
+    from pcapexfil.fast.engine import warm_up
+    from pcapexfil.fast.table import process_batch
+    from pcapexfil.jit import kernel_cached
+
+    if not kernel_cached(process_batch):
+        warm_up(verify_checksums)
 
 
 def worker_options(options: RunOptions) -> RunOptions:

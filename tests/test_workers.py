@@ -20,8 +20,8 @@ from pcapexfil.fast.reader import iter_batches
 from pcapexfil.pipeline import ConnLogSink, RunOptions, run
 from pcapexfil.source import CaptureError
 from pcapexfil.weird import Weirds
-from pcapexfil.workers import (Sends, Share, SpoolFile, flow_hash, flow_hashes, sends, share_task, spooled,
-                               worker_options)
+from pcapexfil.workers import (Sends, Share, SpoolFile, compile_before_fork, flow_hash, flow_hashes, sends,
+                               share_task, spooled, worker_options)
 
 LOGS = ("conn.log", "ssl.log", "http.log", "dns.log", "weird.log")
 
@@ -306,3 +306,17 @@ def test_records_cross_the_pipe_whole() -> None:
     default = ConnRecord(ts=0.0, uid="", orig_h="", orig_p=0, resp_h="", resp_p=0, proto="")
     assert all(getattr(rec, f.name) != getattr(default, f.name) for f in dataclasses.fields(ConnRecord))
     assert pickle.loads(pickle.dumps(rec, protocol=5)) == rec
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_first_run_compiles_once_before_the_workers_fork(monkeypatch, cached) -> None:
+    """With no flow-table kernel in the cache the parent compiles (warm_up) before forking,
+    so the workers inherit the kernels instead of each compiling them; with one, nothing."""
+    import pcapexfil.fast.engine
+    import pcapexfil.jit
+
+    warmed: list[bool] = []
+    monkeypatch.setattr(pcapexfil.jit, "kernel_cached", lambda kernel: cached)
+    monkeypatch.setattr(pcapexfil.fast.engine, "warm_up", lambda verify_checksums: warmed.append(verify_checksums))
+    compile_before_fork(True)
+    assert warmed == ([] if cached else [True])
