@@ -114,12 +114,11 @@ def test_a_helper_starts_on_a_first_run_with_a_second_core(monkeypatch, cores, c
     monkeypatch.setattr(precompile, "kernel_cached", lambda kernel: cached)
     monkeypatch.setattr(precompile.subprocess, "Popen", Popen)
     monkeypatch.setattr(precompile, "compiled_elsewhere", lambda names, wait: elsewhere.append(list(names)))
-    table = _table()
-    precompile.start_helper(table)
-    precompile.start_helper(table)  # once per process
+    precompile.start_helper()
+    precompile.start_helper()  # once per process
     assert len(started) == (1 if starts else 0)
     if starts:
         assert started[0][1:] == ["-m", "pcapexfil.fast.precompile"]
-        assert elsewhere == [[f"{k.py_func.__module__}.{k.py_func.__qualname__}" for k, _ in costly_callees(table)]]
+        assert elsewhere == [[f"{k.py_func.__module__}.{k.py_func.__qualname__}" for k, _ in costly_callees(_table())]]
     else:
         assert elsewhere == []

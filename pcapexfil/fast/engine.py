@@ -220,7 +220,7 @@ class FastFlow:
                                    dns_ports=kernel_dns_ports(self.analyzers),
                                    http_ports=kernel_http_ports(self.analyzers),
                                    gates=kernel_gates(self.analyzers))
-        start_helper(self.table)  # a first run: part of the compile on a second core
+        start_helper()  # a first run: part of the compile on a second core
         self.conns: dict[int, FastConn] = {}
         self.records = 0
         self.evicted = 0

@@ -23,7 +23,7 @@ from typing import IO
 
 import numba
 
-from pcapexfil.fast.table import FastFlowTable, costly_callees
+from pcapexfil.fast.table import COSTLY_CALLEES, FastFlowTable, costly_callees
 from pcapexfil.flow.table import FlowConfig
 from pcapexfil.jit import CACHE_DIR, compiled_elsewhere, kernel_cached, kernel_name
 
@@ -49,16 +49,15 @@ def _wait_for_helpers() -> None:
         fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def start_helper(table: FastFlowTable) -> None:
-    """Once per process: on a first run with a second core, start the helper for `table`'s
-    kernels (their types do not depend on its configuration). POSIX only (the lock is
-    fcntl's); not with numba's JIT disabled (nothing compiles)."""
+def start_helper() -> None:
+    """Once per process: on a first run with a second core, start the helper. POSIX only
+    (the lock is fcntl's); not with numba's JIT disabled (nothing compiles). A warm cache
+    costs two file checks (the helper works out the argument types itself)."""
     global _started
     if _started or os.name != "posix" or getattr(numba.config, "DISABLE_JIT", False):
         return
     _started = True
-    kernels = [kernel for kernel, _ in costly_callees(table)]
-    if len(os.sched_getaffinity(0)) < 2 or all(kernel_cached(kernel) for kernel in kernels):
+    if len(os.sched_getaffinity(0)) < 2 or all(kernel_cached(kernel) for kernel in COSTLY_CALLEES):
         return
     # Run from the directory holding this package, so that `-m` imports this package (not
     # another version in the working directory, whose kernels would be other ones).
@@ -70,7 +69,7 @@ def start_helper(table: FastFlowTable) -> None:
         helper.wait()
         _wait_for_helpers()  # another process's, if that one held the lock first
 
-    compiled_elsewhere([kernel_name(kernel) for kernel in kernels], wait)
+    compiled_elsewhere([kernel_name(kernel) for kernel in COSTLY_CALLEES], wait)
 
 
 def compile_share() -> None:

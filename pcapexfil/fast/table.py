@@ -842,24 +842,6 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
     return ST_DONE, n
 
 
-def costly_callees(table: FastFlowTable) -> list[tuple[Any, tuple[Any, ...]]]:
-    """`process_batch`'s two callees that take longest to compile (about a third of a
-    first run's compile), each with the argument types process_batch passes it, as the
-    calls above give them: `fast.precompile` has a helper process compile them while this
-    one compiles the rest. The types follow the calls by hand; tests/test_precompile.py
-    checks them against numba's type inference of process_batch."""
-    b = np.zeros(1, PACKET_DTYPE)
-    buf = np.zeros(0, np.uint8)
-    buf.flags.writeable = False  # as files and ring blocks give it (fast.reader, fast.ring)
-    conns = table.flows.conns
-    i64, flag = types.int64, types.boolean
-    lane = (typeof(table.lane), typeof(conns[0]["lane"]), i64, flag, typeof(b[0]["flags"]), i64, i64, i64,
-            typeof(buf), i64, flag)
-    dns = (typeof(table.dns), typeof(table.pairs), typeof(conns), i64, typeof(b), i64, typeof(buf),
-           typeof(AUX_DTYPE(0)), typeof(b[0]["ts"]))
-    return [(lane_segment, lane), (_dns_datagram, dns)]
-
-
 @njit(cache=True, _nrt=False)
 def _dns_datagram(D, Q, C, c, b, i, buf, a, ts):
     """Row `i`, a datagram with payload on a DNS port of connection `c`: parsed here if it
@@ -872,6 +854,28 @@ def _dns_datagram(D, Q, C, c, b, i, buf, a, ts):
         return True
     U[U_MSGS], U[U_ANSWERS], U[U_ARENA] = msgs, answers, arena
     return False
+
+
+# process_batch's two callees that take longest to compile (about a third of a first run's
+# compile): what `fast.precompile`'s helper compiles.
+COSTLY_CALLEES = (lane_segment, _dns_datagram)
+
+
+def costly_callees(table: FastFlowTable) -> list[tuple[Any, tuple[Any, ...]]]:
+    """COSTLY_CALLEES, each with the argument types process_batch passes it, as the calls
+    above give them: `fast.precompile` has a helper process compile them while this one
+    compiles the rest. The types follow the calls by hand; tests/test_precompile.py checks
+    them against numba's type inference of process_batch."""
+    b = np.zeros(1, PACKET_DTYPE)
+    buf = np.zeros(0, np.uint8)
+    buf.flags.writeable = False  # as files and ring blocks give it (fast.reader, fast.ring)
+    conns = table.flows.conns
+    i64, flag = types.int64, types.boolean
+    lane = (typeof(table.lane), typeof(conns[0]["lane"]), i64, flag, typeof(b[0]["flags"]), i64, i64, i64,
+            typeof(buf), i64, flag)
+    dns = (typeof(table.dns), typeof(table.pairs), typeof(conns), i64, typeof(b), i64, typeof(buf),
+           typeof(AUX_DTYPE(0)), typeof(b[0]["ts"]))
+    return list(zip(COSTLY_CALLEES, (lane, dns), strict=True))
 
 
 @njit(cache=True, _nrt=False)
