@@ -225,3 +225,41 @@ def test_a_kernel_compiled_elsewhere_waits_for_that_process_once() -> None:
     assert waits == [0]  # before anything was compiled
     assert doubled(1.5) == 3.0  # a second compile (float64)
     assert waits == [0]
+
+
+def test_a_stable_call_dispatches_again_for_new_state_or_argument_kinds() -> None:
+    """`StableCall` skips numba's dispatch only while the state records are the same objects
+    and the other arguments of a kind it has seen with them; otherwise numba chooses (and
+    compiles) as a plain call does. An entry point given an array of another dtype would
+    read its memory as the wrong type: each case's result says which code ran."""
+    from collections import namedtuple
+
+    import numpy as np
+
+    from pcapexfil.jit import StableCall, njit
+
+    State = namedtuple("State", ["totals"])
+
+    @njit
+    def add_all(state, values, k):
+        for v in values:
+            state.totals[k] += v
+        return state.totals[k]
+
+    call = StableCall(add_all, 1)
+    state = State(np.zeros(2, np.float64))
+    ints = np.array([1, 2, 3], np.int64)
+    assert call(state, ints, 0) == 6.0  # dispatched, entry point noted
+    assert call(state, ints, 0) == 12.0  # through the entry point
+    assert len(add_all.signatures) == 1
+    floats = np.array([0.5, 0.25])
+    assert call(state, floats, 1) == 0.75  # another dtype: dispatched, a second compile
+    assert len(add_all.signatures) == 2
+    read_only = ints.copy()
+    read_only.flags.writeable = False
+    assert call(state, read_only, 1) == 6.75  # another array kind (read-only): a third
+    assert len(add_all.signatures) == 3
+    grown = State(np.zeros(4, np.float64))
+    assert call(grown, ints, 3) == 6.0  # a new state record: its own array is added to
+    assert state.totals.tolist() == [12.0, 6.75]
+    assert call(state, ints, 0) == 18.0  # the old record again: dispatched once more, still right

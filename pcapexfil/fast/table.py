@@ -216,7 +216,7 @@ from pcapexfil.flow.table import (
 )
 from pcapexfil.flow.tcp import INACTIVE
 from pcapexfil.identifiers.dns_header import HEADER_LEN
-from pcapexfil.jit import njit
+from pcapexfil.jit import StableCall, njit
 from pcapexfil.order import TICK_INTERVAL
 from pcapexfil.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_IGMP, PROTO_TCP, PROTO_UDP, TH_ACK, TH_RST, TH_SYN
 
@@ -554,6 +554,9 @@ def _udp_chk_scaled(F, c, is_orig):
         if C[c].chk_resp_cnt == C[c].chk_resp_thr:
             hist_append(F, c, lower(L_BAD_CHECKSUM))
             C[c].chk_resp_thr *= HISTORY_SCALE
+
+
+PROCESS_BATCH_STATE = 8  # process_batch's leading arguments: the table's state records (F .. L)
 
 
 @njit(cache=True, _nrt=False)
@@ -1011,6 +1014,7 @@ class FastFlowTable:
                                        http_ports is not None, gates=gates)
         self.handler = handler
         self.row_conn = np.zeros(0, np.int64)
+        self._process_batch = StableCall(process_batch, PROCESS_BATCH_STATE)
 
     def __len__(self) -> int:
         return int(self.scalars.ints[G_LIVE])
@@ -1065,8 +1069,8 @@ class FastFlowTable:
             self.dns.used.fill(0)
             self.pairs.ints[P_OUT] = 0
             lane.ints[L_EV_N] = lane.ints[L_ARENA_N] = 0
-            status, i = process_batch(self.flows, self.timers, self.out, self.scalars, self.settings, self.dns,
-                                      self.pairs, lane, batch, buf, aux, self.row_conn, i)
+            status, i = self._process_batch(self.flows, self.timers, self.out, self.scalars, self.settings,
+                                            self.dns, self.pairs, lane, batch, buf, aux, self.row_conn, i)
             self._drain()
             if status == ST_DONE:
                 return self.row_conn[:n]
