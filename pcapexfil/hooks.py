@@ -34,6 +34,12 @@ class ConnView(Protocol):
     service: list[str]  # analyzers append the protocol names they recognised
     app: dict[str, Any]  # scratch space, one key per analyzer
 
+    @property
+    def is_partial(self) -> bool:
+        """TCP: Zeek's TCPSessionAdapter::IsPartial as of the packet being analyzed (the
+        connection began without its handshake); HTTP, SSL and some service analyzers read
+        nothing while it is set (docs/zeek-semantics.md)."""
+
     def set_inactivity_timeout(self, seconds: float) -> None:
         """Zeek's set_inactivity_timeout, as conn/inactivity.zeek calls it on an analyzer's
         confirmation (flow.table.ANALYZER_INACTIVITY_TIMEOUTS)."""

@@ -32,6 +32,7 @@ class FakeConn:
     service: list[str] = field(default_factory=list)
     app: dict[str, Any] = field(default_factory=dict)
     inactivity_timeout: float | None = None
+    is_partial: bool = False
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         self.inactivity_timeout = seconds

@@ -1333,3 +1333,75 @@ def test_ftp_command_over_100_characters_after_confirmation_gives_x(tmp_path) ->
     assert (rec.history, rec.service) == ("ShAdDXF", ["ftp"])
     (rec,) = records(tmp_path / "before", _dialogue(21, [greeting, long_command, user]))
     assert (rec.history, rec.service) == ("ShAdD", ["ftp"])
+
+
+# -- TCPSessionAdapter::IsPartial: HTTP and SSL read nothing of a partial connection --------
+
+_GET = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n"
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+
+
+def _logged(tmp_path, log: str) -> list[dict[str, str]]:
+    """A log as `records` had both engines write it (they agree); none written: no rows."""
+    path = tmp_path / "reference" / log
+    return read_zeek_log(str(path)).rows if path.exists() else []
+
+
+def test_http_reads_nothing_of_a_partial_connection(tmp_path) -> None:
+    """TCPSessionAdapter::SetPartialStatus: a connection is partial when the originator's
+    first packet is not a plain SYN, or when the responder's first is no SYN while it is not
+    partial yet; UpdateInactiveState clears it where the originator's first packet
+    acknowledges the responder's SYN-ACK (a missed SYN). HTTP_Analyzer::DeliverStream returns
+    at once while it is set (corpus: core.mpls-in-vlan's lone GETs on port 80 and
+    modbus_and_non_modbus_on_port_502's GET after a RST have no service)."""
+    reply_seq = 101 + len(_GET)
+    mid_stream = [
+        tcp_frame(10.0, CLIENT, 50000, SERVER, 80, PSH | ACK, 101, 901, _GET),
+        tcp_frame(10.01, SERVER, 80, CLIENT, 50000, PSH | ACK, 901, reply_seq, _OK),
+    ]
+    (rec,) = records(tmp_path / "mid", mid_stream)
+    assert (rec.history, rec.service) == ("Dd", [])
+    assert _logged(tmp_path / "mid", "http.log") == []
+    # With its handshake the same exchange is HTTP.
+    (rec,) = records(tmp_path / "whole", _dialogue(80, [(True, _GET), (False, _OK)]))
+    assert rec.service == ["http"]
+    assert [(r["method"], r["status_code"]) for r in _logged(tmp_path / "whole", "http.log")] == [("GET", "200")]
+    # The client's SYN missed, the server's SYN-ACK seen: the ACK with the request clears it.
+    missed_syn = [tcp_frame(9.99, SERVER, 80, CLIENT, 50000, SYN | ACK, 900, 101), *mid_stream]
+    (rec,) = records(tmp_path / "missed-syn", missed_syn)
+    assert (rec.history, rec.service) == ("^hDd", ["http"])
+    assert [(r["method"], r["status_code"]) for r in _logged(tmp_path / "missed-syn", "http.log")] == [("GET", "200")]
+    # The SYN seen, the SYN-ACK missed: the server's first packet, no SYN, makes it partial
+    # after the request was read: the request is logged, its reply is not read.
+    missed_synack = [tcp_frame(9.99, CLIENT, 50000, SERVER, 80, SYN, 100), *mid_stream]
+    (rec,) = records(tmp_path / "missed-synack", missed_synack)
+    assert (rec.history, rec.service) == ("SDd", ["http"])
+    assert [(r["method"], r["status_code"]) for r in _logged(tmp_path / "missed-synack", "http.log")] == [("GET", "-")]
+
+
+def test_ssl_reads_nothing_of_a_partial_connection(tmp_path) -> None:
+    """SSL_Analyzer::DeliverStream returns at once while the connection is partial: a
+    ClientHello seen mid-stream on 443 names no ssl and writes no ssl.log row."""
+    hello = client_hello_record()
+    mid_stream = [tcp_frame(10.0, CLIENT, 50000, SERVER, 443, PSH | ACK, 101, 901, hello)]
+    (rec,) = records(tmp_path / "mid", mid_stream)
+    assert (rec.history, rec.service, rec.server_name) == ("D", [], None)
+    assert _logged(tmp_path / "mid", "ssl.log") == []
+    (rec,) = records(tmp_path / "whole", _dialogue(443, [(True, hello)]))
+    assert (rec.service, rec.server_name) == (["ssl"], "example.com")
+    assert [r["server_name"] for r in _logged(tmp_path / "whole", "ssl.log")] == ["example.com"]
+
+
+def test_service_analyzers_that_skip_partial_connections(tmp_path) -> None:
+    """Of the service analyzers, SSH, SMTP (SetSkipPartial on its ContentLine analyzers),
+    SOCKS, MySQL, RDP and KRB_TCP read nothing of a partial connection (their DeliverStream
+    checks TCPSessionAdapter::IsPartial); FTP's has no such check and reads on."""
+    ssh = (22, b"SSH-2.0-OpenSSH_9.6\r\n", b"SSH-2.0-OpenSSH_9.0\r\n")
+    smtp = (25, b"EHLO client.example\r\n", b"220 mx ESMTP\r\n")
+    ftp = (21, b"USER anonymous\r\n", b"220 ready\r\n")
+    for name, (port, client, server), mid_stream in (("ssh", ssh, []), ("smtp", smtp, []), ("ftp", ftp, ["ftp"])):
+        frames = _tcp_exchange(port, client, server)
+        (rec,) = records(tmp_path / f"{name}-whole", frames)
+        assert rec.service == [name]
+        (rec,) = records(tmp_path / f"{name}-mid", frames[3:])  # the same without the handshake
+        assert (rec.history, rec.service) == ("^dD", mid_stream), name

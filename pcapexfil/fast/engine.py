@@ -138,6 +138,7 @@ class FastConn:
         "http_in_kernel",
         "ids",
         "inactivity_timeout",
+        "is_partial",
         "limit_weirds",
         "limits_reported",
         "orig_h",
@@ -168,6 +169,7 @@ class FastConn:
         self.x_at: int | None = None  # where an analyzer's 'X' goes in the kernel's history
         self.dns_expiry_cancelled = False  # set by an analyzer, for the kernel's C row
         self.http_in_kernel = False  # the kernel reads its HTTP (fast.http_lane) until it leaves it to Python
+        self.is_partial = False  # as of its last EV_PKT (the kernel's CONN_DTYPE.is_partial then)
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView: FastFlow._events writes it into the kernel's row after the
@@ -446,10 +448,11 @@ class FastFlow:
         e_seq, e_left = E["sk_seq"], E["sk_left"]
         rows, row_size, unpack_row = self._rows, PACKET_ROW.size, PACKET_ROW.unpack_from
         http = self.http
-        for (kind, is_orig, code, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
+        for (kind, is_orig, code, partial, serial, c, row, ts, start_ts, ohi, olo, rhi, rlo, op, rp, counted_orig,
              counted_resp, stream_start, hist_len, lane, lane_lo, lane_hi, window, dns_lo, dns_hi) in ev.tolist():
             if kind == EV_PKT or kind == EV_COUNTED:
                 conn = conns[serial]
+                conn.is_partial = partial != 0
                 ids = (ohi, olo, rhi, rlo)
                 if window != NO_WINDOW:
                     self._gate_replay(conn, window, ids, op, rp)

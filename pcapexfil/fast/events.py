@@ -61,6 +61,7 @@ def ev_conn(O, S, kind, C, c, ts):
     ev = O.events[n]
     ev.kind = kind
     ev.code = 0
+    ev.partial = C[c].is_partial
     ev.serial = C[c].serial
     ev.conn = c
     ev.ts = ts

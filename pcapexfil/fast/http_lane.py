@@ -196,7 +196,7 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     if payload_len == 0:
         return LANE_QUIET
     if not readable:
-        return _leave(L, r, phys, is_orig)  # the bytes are the decoder's: Python reads on
+        return lane_leave(L, r, phys, is_orig)  # the bytes are the decoder's: Python reads on
     captured = min(payload_cap, payload_len)
     cut = captured < payload_len  # what was captured is delivered, then nothing more (BROKEN)
     offset = (seq - nxt) & M32
@@ -207,7 +207,7 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
         if cut:
             st[BROKEN + phys] = 1
             return LANE_QUIET  # a cut segment past a gap: never delivered
-        return _leave(L, r, phys, is_orig)  # a gap: Python keeps the segment until it fills
+        return lane_leave(L, r, phys, is_orig)  # a gap: Python keeps the segment until it fills
     if skip >= captured:
         # No new byte (a retransmission, or none captured): the analyzers get no chunk
         # (tcp_data's b""), so HTTP reads nothing, not even that the server spoke first.
@@ -232,7 +232,7 @@ def lane_segment(L, r, phys, is_orig, flags, seq, payload_len, payload_cap, buf,
     if answer != FED:
         # More events than lane_room keeps for a segment (e.g. many short pipelined replies):
         # the segment was rolled back, so the room kept holds HE_LEFT; Python reads on, exactly.
-        return _leave(L, r, phys, is_orig)
+        return lane_leave(L, r, phys, is_orig)
     L.ints[L_CHUNK_LO] = off + skip
     L.ints[L_CHUNK_HI] = off + captured
     L.ints[L_CHUNK_SEQ] = nxt
@@ -260,8 +260,9 @@ def release_heads(L, r):
 
 
 @njit(cache=True, _nrt=False)
-def _leave(L, r, phys, is_orig):
-    """Python reads the connection's HTTP from this segment on (HE_LEFT)."""
+def lane_leave(L, r, phys, is_orig):
+    """Python reads the connection's HTTP from this segment on (HE_LEFT): where the kernel
+    cannot read it (a decoded frame's bytes, a gap, ...), or must not (a partial connection)."""
     if not leave(L.state[r], L.sides[r], L.events, L.ints[L_EV_N : L_EV_N + 2]):
         return LANE_QUIET  # unreachable: lane_room kept EVENT_ROOM rows free before the segment
     return _left_at(L, r, phys, is_orig)

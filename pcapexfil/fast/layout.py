@@ -137,6 +137,7 @@ EV_DTYPE = np.dtype(
         ("kind", np.uint8),
         ("is_orig", np.uint8),
         ("code", np.uint8),
+        ("partial", np.uint8),  # CONN_DTYPE.is_partial after the event's packet (EV_PKT, EV_COUNTED)
         ("serial", np.int64),
         ("conn", np.int64),  # slot (EV_PKT: to mark the connection's analyzers done)
         ("row", np.int64),  # EV_NEW, EV_PKT: batch row; EV_REC: record row

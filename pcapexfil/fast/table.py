@@ -100,6 +100,7 @@ from pcapexfil.fast.http_lane import (
     NO_LANE,
     UNOPENED,
     HttpLane,
+    lane_leave,
     lane_open,
     lane_room,
     lane_rows_free,
@@ -768,9 +769,14 @@ def process_batch(F, T, O, S, P, D, Q, L, b, buf, aux, row_conn, start):
             gate_said = GATE_NONE
             window = NO_WINDOW
             if lane >= 0:
-                lane_said = lane_segment(L, lane, e & 1, now_orig, flags, seq, np.int64(b[i].payload_len),
-                                         np.int64(b[i].payload_cap), buf, np.int64(b[i].payload_off),
-                                         not a & AUX_DECODED)
+                if C[c].is_partial and b[i].payload_len > 0:
+                    # HTTP.cc HTTP_Analyzer::DeliverStream reads nothing of a partial
+                    # connection: Python's analyzer takes it over and stops there.
+                    lane_said = lane_leave(L, lane, e & 1, now_orig)
+                else:
+                    lane_said = lane_segment(L, lane, e & 1, now_orig, flags, seq, np.int64(b[i].payload_len),
+                                             np.int64(b[i].payload_cap), buf, np.int64(b[i].payload_off),
+                                             not a & AUX_DECODED)
                 if L.gate.rows[lane, G_GATED]:
                     gate_said, window = _gate(L, lane, lane_said, now_orig, orig_phys(C, c), buf, ts)
                 if lane_said == LANE_LEFT:

@@ -202,6 +202,11 @@ class Connection:
         self.dns_first = False  # a DNS analyzer is attached and has not had its first message
         self.ntp_roles = False  # an NTP analyzer is attached and may still flip the roles
 
+    @property
+    def is_partial(self) -> bool:
+        """hooks.ConnView.is_partial: the TCP adapter's (TCPSessionAdapter::SetPartialStatus)."""
+        return self.tcp is not None and self.tcp.is_partial
+
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView (Zeek's set_inactivity_timeout). The pending inactivity timer fires
         at the old due time and re-arms at last_ts + the new timeout (_fire), which is where

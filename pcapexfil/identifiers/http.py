@@ -420,6 +420,9 @@ class HttpAnalyzer:
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
             return
+        if conn.is_partial:
+            self._partial(conn, st)
+            return
         if tunnel is not None:
             self._tunnel_chunk(conn, tunnel, is_orig, data, pkt.ts)
         elif st.attached is None:
@@ -497,6 +500,17 @@ class HttpAnalyzer:
         s = streams(conn)
         if s is not None:
             s.release(NAME)
+
+    def _partial(self, conn: ConnView, st: _HttpConn) -> None:
+        """src/analyzer/protocol/http/HTTP.cc, HTTP_Analyzer::DeliverStream returns at once
+        while the connection is partial (TCPSessionAdapter::IsPartial: it began without its
+        handshake), before a CONNECT tunnel's forwarding too: the analyzer and its tunnel read
+        no more. The flag is settled by each direction's first packet; only a flip of roles
+        clears it later (at a SYN or SYN-ACK), so the analyzer is done here, what it logged
+        before kept."""
+        if st.tunnel is not None:
+            st.tunnel.done = True
+        self._give_up(conn, st)
 
     def _violation(self, conn: ConnView, st: _HttpConn) -> None:
         """AnalyzerViolation: within DPD::ignore_violations_after dpd.zeek disables the

@@ -580,6 +580,8 @@ class TlsAnalyzer:
             return
         if st.attached:
             self._feed(conn, st, is_orig, data, pkt.ts)
+        elif conn.is_partial:
+            self._partial(conn, st)  # what attaches it (a signature, a hand-over) finds it so
         else:
             self._attach(conn, st, is_orig, data, pkt.ts)
 
@@ -739,6 +741,9 @@ class TlsAnalyzer:
 
     def _feed(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
         """One chunk of a direction's stream, once the analyzer is attached."""
+        if conn.is_partial:
+            self._partial(conn, st)
+            return
         if is_orig:
             if not st.client.done:
                 for mtype, body in st.client.feed(data):
@@ -775,6 +780,18 @@ class TlsAnalyzer:
             # Server bytes matter only after a ClientHello (see above): until the client
             # sends one, the fast engine may count them instead of handing them to us.
             s.offer(NAME, False, _UNTIL_CLIENT_HELLO)
+
+    @staticmethod
+    def _partial(conn: ConnView, st: _TlsConn) -> None:
+        """src/analyzer/protocol/ssl/SSL.cc, SSL_Analyzer::DeliverStream returns at once while
+        the connection is partial (TCPSessionAdapter::IsPartial: it began without its
+        handshake), and the analyzers that hand a stream over to SSL skip such data too (or
+        their hand-over reaches this check): the analyzer is done, a hello it read before
+        kept. Only a flip of roles (at a SYN or SYN-ACK) clears the flag later."""
+        st.client.done = st.server.done = True
+        s = streams(conn)
+        if s is not None:
+            s.release(NAME)
 
     def _client_hello(self, conn: ConnView, st: _TlsConn, body: bytes, ts: float) -> None:
         try:

@@ -159,6 +159,21 @@ def _keep(st: _State, is_orig: bool, data: bytes) -> None:
             st.resp += data[: cap - len(st.resp)]
 
 
+def _drop_partial_skippers(st: _State) -> None:
+    """The connection is partial at this chunk (hooks.ConnView.is_partial): the analyzers
+    that read nothing of it (`Recogniser.skips_partial`) neither confirm nor report a
+    violation from here on. A tunnel's PIA reads nothing either: HTTP.cc and SOCKS.cc feed
+    it from their DeliverStream, which returns first. The flag is settled by each
+    direction's first packet and only a flip of roles (at a SYN or SYN-ACK) clears it, so
+    they are dropped, not paused."""
+    st.pending = [p for p in st.pending if not p[0].skips_partial]
+    st.watching = [rec for rec in st.watching if not rec.skips_partial]
+    if st.opener is not None and st.opener.skips_partial:
+        st.opener = None
+    if st.tunnel is not None:
+        st.tunnel.pending, st.tunnel.watching = [], []
+
+
 def _open_tunnel_pia(st: _State) -> None:
     """The tunnel's new PIA (PIA_TCP) and the recognisers it may attach, on `st`'s stream."""
     st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
@@ -261,6 +276,8 @@ class ServiceAnalyzer:
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
             return
+        if conn.is_partial:
+            _drop_partial_skippers(st)
         _keep(st, is_orig, data)
         s = streams(conn)
         if s is None:

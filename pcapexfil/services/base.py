@@ -128,6 +128,9 @@ class Recogniser:
     # completed it (the chunks after it are the tunnel's), False where it never will,
     # None until then. Asked from the recogniser's confirmation on.
     tunnel: Callable[[bytes, bytes], bool | None] | None = None
+    # TCP: the analyzer reads nothing while the connection is partial (its DeliverStream, or
+    # the ContentLine analyzer it reads lines through, checks TCPSessionAdapter::IsPartial).
+    skips_partial: bool = False
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return analyzer_ports(self.name)

@@ -61,4 +61,5 @@ def _tcp(data: bytes) -> bool | None:
 check_udp = parsed_in_either_direction(message)
 check_tcp = parsed_in_either_direction(_tcp)
 RECOGNISER = Recogniser("krb", PROTO_UDP, check_udp)
-RECOGNISER_TCP = Recogniser("krb_tcp", PROTO_TCP, check_tcp)
+# skips_partial: krb/KRB_TCP.cc KRB_Analyzer::DeliverStream.
+RECOGNISER_TCP = Recogniser("krb_tcp", PROTO_TCP, check_tcp, skips_partial=True)

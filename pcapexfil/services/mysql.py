@@ -67,4 +67,5 @@ def starttls(orig: bytes, resp: bytes) -> bool | None:
     return len(flags) == 4 and bool(int.from_bytes(flags, "little") & CLIENT_SSL)
 
 
-RECOGNISER = Recogniser("mysql", PROTO_TCP, check)
+# skips_partial: mysql/MySQL.cc MySQL_Analyzer::DeliverStream.
+RECOGNISER = Recogniser("mysql", PROTO_TCP, check, skips_partial=True)

@@ -106,6 +106,7 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 
 signature = reverse_signatures(_signature_pairs)
+# skips_partial: rdp/RDP.cc RDP_Analyzer::DeliverStream.
 RECOGNISER = Recogniser("rdp", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
                         # _SIG_CLIENT's two branches
-                        anchors=Anchors(orig=Marks(contains=(b"Cookie: mstshash=", b"Duca"))))
+                        anchors=Anchors(orig=Marks(contains=(b"Cookie: mstshash=", b"Duca"))), skips_partial=True)

@@ -151,5 +151,8 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 signature = reverse_signatures(_signature_pairs)
 # The pair confirms only with the server's greeting matched, and its failure is final.
+# skips_partial: smtp/SMTP.cc SMTP_Analyzer's constructor calls SetSkipPartial(true) on both
+# ContentLine analyzers (tcp/ContentLine.cc drops their data while TCP()->IsPartial()).
 RECOGNISER = Recogniser("smtp", PROTO_TCP, check, violation=violation, signature=signature,
-                        signature_pairs=_signature_pairs, anchors=Anchors(resp=Marks(start=_SIG_SERVER_TEXT)))
+                        signature_pairs=_signature_pairs, anchors=Anchors(resp=Marks(start=_SIG_SERVER_TEXT)),
+                        skips_partial=True)

@@ -183,5 +183,6 @@ signature = reverse_signatures(_signature_pairs)
 # The originator's side of each pair: a SOCKS4 request, a SOCKS4 reply (the reverse pair),
 # a SOCKS5 greeting.
 _ORIG_START = Marks(start=rb"(?s:\x04[\x01\x02]|\x00[\x5a-\x5d]|\x05.[\x00-\x02])")
+# skips_partial: socks/SOCKS.cc SOCKS_Analyzer::DeliverStream ("punt on partial").
 RECOGNISER = Recogniser("socks", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
-                        anchors=Anchors(orig=_ORIG_START), tunnel=tunnel)
+                        anchors=Anchors(orig=_ORIG_START), tunnel=tunnel, skips_partial=True)

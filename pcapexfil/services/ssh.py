@@ -35,5 +35,6 @@ def check(orig: bytes, resp: bytes) -> Verdict:
 
 
 # The check confirms only on a client whose first bytes are the banner (any case).
+# skips_partial: ssh/SSH.cc SSH_Analyzer::DeliverStream, `if ( TCP() && TCP()->IsPartial() ) return;`.
 RECOGNISER = Recogniser("ssh", PROTO_TCP, check, any_port=True, anchors=Anchors(orig=Marks(start=rb"(?i:SSH-)")),
-                        rejects_unanchored_after=len(BANNER))
+                        rejects_unanchored_after=len(BANNER), skips_partial=True)
