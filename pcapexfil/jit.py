@@ -99,7 +99,7 @@ class StableCall:
     def __call__(self, *args: Any) -> Any:
         n = self.n_state
         kinds = tuple(map(_argument_kind, args[n:]))
-        if all(a is b for a, b in zip(args[:n], self._state)) and len(self._state) == n:
+        if len(self._state) == n and all(a is b for a, b in zip(args[:n], self._state)):
             if kinds in self._entries:
                 entry = self._entries[kinds]
                 return entry(*args) if entry is not None else self.kernel(*args)

@@ -169,7 +169,7 @@ class FastConn:
         self.x_at: int | None = None  # where an analyzer's 'X' goes in the kernel's history
         self.dns_expiry_cancelled = False  # set by an analyzer, for the kernel's C row
         self.http_in_kernel = False  # the kernel reads its HTTP (fast.http_lane) until it leaves it to Python
-        self.is_partial = False  # as of its last EV_PKT (the kernel's CONN_DTYPE.is_partial then)
+        self.is_partial = False  # as of its last EV_PKT or EV_COUNTED (the kernel's CONN_DTYPE.is_partial then)
 
     def set_inactivity_timeout(self, seconds: float) -> None:
         """hooks.ConnView: FastFlow._events writes it into the kernel's row after the
