@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pcapexfil.fast.netorder import u16
 from pcapexfil.identifiers.dns import (
     HEADER_LEN,
     MAX_NAME_LENGTH,
@@ -161,11 +162,6 @@ def read_name(buf, start, size, pos, arena, apos):
 
 
 @njit(cache=True, _nrt=False)
-def _u16(buf, at):
-    return (np.int64(buf[at]) << 8) | np.int64(buf[at + 1])
-
-
-@njit(cache=True, _nrt=False)
 def parse_message(D, buf, start, size):
     """Parse the message at buf[start:start+size] into the next row of D.msgs; True if
     it was parsed, False if it is left to Python (nothing of it is kept then)."""
@@ -173,23 +169,23 @@ def parse_message(D, buf, start, size):
     m, a0, apos = U[U_MSGS], U[U_ANSWERS], U[U_ARENA]
     if m >= D.msgs.shape[0] or size < HEADER_LEN:
         return False
-    flags = _u16(buf, start + 2)
+    flags = u16(buf, start + 2)
     if (flags >> OPCODE_SHIFT) & OPCODE_MASK != OPCODE_QUERY:
         return False  # DnsAnalyzer._message's opcode rules, and its pairing's
-    qd = _u16(buf, start + 4)
-    an = _u16(buf, start + 6)
+    qd = u16(buf, start + 4)
+    an = u16(buf, start + 6)
     if qd > MAX_QUERIES:
         return False  # DnsAnalyzer._message: a violation, before any parse
     if a0 + an > D.answers.shape[0]:
         return False
     row = D.msgs[m]
     row.size = size
-    row.id = _u16(buf, start)
+    row.id = u16(buf, start)
     row.flags = flags
     row.qdcount = qd
     row.ancount = an
-    row.nscount = _u16(buf, start + 8)
-    row.arcount = _u16(buf, start + 10)
+    row.nscount = u16(buf, start + 8)
+    row.arcount = u16(buf, start + 10)
     row.q_len = NO_QUESTION
     pos = HEADER_LEN
     for q in range(qd):
@@ -199,8 +195,8 @@ def parse_message(D, buf, start, size):
         if q == qd - 1:  # the last question is the row's (Message.__init__)
             row.q_off = apos
             row.q_len = after - apos
-            row.qtype = _u16(buf, start + pos)
-            row.qclass = _u16(buf, start + pos + 2)
+            row.qtype = u16(buf, start + pos)
+            row.qclass = u16(buf, start + pos + 2)
             apos = after  # the others' names are read, not kept
         pos += 4
     row.ans_start = a0
@@ -220,10 +216,10 @@ def parse_message(D, buf, start, size):
             apos = after
         if pos + 10 > size:
             return False
-        rtype = _u16(buf, start + pos)
-        rdlen = _u16(buf, start + pos + 8)
+        rtype = u16(buf, start + pos)
+        rdlen = u16(buf, start + pos + 8)
         r.rtype = rtype
-        r.ttl = (_u16(buf, start + pos + 4) << 16) | _u16(buf, start + pos + 6)
+        r.ttl = (u16(buf, start + pos + 4) << 16) | u16(buf, start + pos + 6)
         pos += 10
         if pos + rdlen > size:
             return False

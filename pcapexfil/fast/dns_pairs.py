@@ -35,6 +35,7 @@ import numpy as np
 
 from pcapexfil.fast.batch import V4_MAPPED_LO
 from pcapexfil.fast.dns import NO_QUESTION, U_ARENA
+from pcapexfil.fast.netorder import u16
 from pcapexfil.identifiers.dns_header import (
     OPCODE_MASK,
     OPCODE_NOTIFY,
@@ -276,7 +277,7 @@ FIRST_NOT, FIRST_KEEP, FIRST_FLIP = 0, 1, 2
 @njit(cache=True, _nrt=False)
 def first_message_said(C, c, buf, off, from_orig):
     """identifiers.dns_header.first_message for the header at buf[off:]."""
-    flags = (np.int64(buf[off + 2]) << 8) | np.int64(buf[off + 3])
+    flags = u16(buf, off + 2)
     opcode = (flags >> OPCODE_SHIFT) & OPCODE_MASK
     if not (opcode == OPCODE_QUERY or opcode == OPCODE_NOTIFY or opcode == OPCODE_UPDATE or on_netbios_port(C, c)):
         return FIRST_NOT

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pcapexfil.fast.netorder import u16, u32
 from pcapexfil.flow.ntp_roles import (
     CLIENT_MODE,
     CONTROL_COUNT_AT,
@@ -35,16 +36,6 @@ from pcapexfil.jit import njit
 
 
 @njit(cache=True, _nrt=False)
-def _u16(buf, at):
-    return (np.int64(buf[at]) << 8) | np.int64(buf[at + 1])
-
-
-@njit(cache=True, _nrt=False)
-def _u32(buf, at):
-    return (_u16(buf, at) << 16) | _u16(buf, at + 2)
-
-
-@njit(cache=True, _nrt=False)
 def _std_parses(buf, off, cap):
     """flow.ntp_roles._std_parses for buf[off:off + cap]."""
     if cap < STD_LEN:
@@ -52,13 +43,13 @@ def _std_parses(buf, off, cap):
     end_of_data = off + cap
     at = off + STD_LEN
     while end_of_data - at > EXTENSIONS_OVER:
-        sig_at = at + EXTENSION_HEAD + _u32(buf, at + EXTENSION_VALUE_LEN_AT)
+        sig_at = at + EXTENSION_HEAD + u32(buf, at + EXTENSION_VALUE_LEN_AT)
         if sig_at + SIG_LEN_SIZE > end_of_data:
             return False
-        end = sig_at + SIG_LEN_SIZE + _u32(buf, sig_at)
+        end = sig_at + SIG_LEN_SIZE + u32(buf, sig_at)
         if end > end_of_data:
             return False
-        at = max(end, at + _u16(buf, at + EXTENSION_LEN_AT))
+        at = max(end, at + u16(buf, at + EXTENSION_LEN_AT))
     return True
 
 
@@ -69,12 +60,12 @@ def _parses(buf, off, cap):
     if FIRST_STD_MODE <= mode <= LAST_STD_MODE:
         return _std_parses(buf, off, cap)
     if mode == CONTROL_MODE:
-        return cap >= CONTROL_HEAD and cap >= CONTROL_HEAD + _u16(buf, off + CONTROL_COUNT_AT)
+        return cap >= CONTROL_HEAD and cap >= CONTROL_HEAD + u16(buf, off + CONTROL_COUNT_AT)
     if mode == MODE7:
         if cap < MODE7_HEAD:
             return False
         mac = MODE7_MAC_LEN if np.int64(buf[off + 1]) & MODE7_AUTH_BIT else 0
-        return cap >= MODE7_HEAD + (_u16(buf, off + MODE7_DATA_LEN_AT) & MODE7_DATA_LEN_MASK) + mac
+        return cap >= MODE7_HEAD + (u16(buf, off + MODE7_DATA_LEN_AT) & MODE7_DATA_LEN_MASK) + mac
     return True
 
 
