@@ -581,7 +581,7 @@ class TlsAnalyzer:
         if st.attached:
             self._feed(conn, st, is_orig, data, pkt.ts)
         elif conn.is_partial:
-            self._partial(conn, st)  # what attaches it (a signature, a hand-over) finds it so
+            self._stop(conn, st)  # what attaches it (a signature, a hand-over) finds it partial: `_feed`
         else:
             self._attach(conn, st, is_orig, data, pkt.ts)
 
@@ -637,8 +637,7 @@ class TlsAnalyzer:
             return  # a dpd.sig signature may still match
         if not (st.handovers or st.unmatched or st.awaiting) or len(st.orig) >= MAX_BYTES or len(st.resp) >= MAX_BYTES:
             st.attached = False
-            st.client.done = st.server.done = True
-            s.release(NAME)
+            self._stop(conn, st)
 
     def _start_in_tunnel(self, conn: ConnView, st: _TlsConn, rest: bytes, ts: float) -> None:
         """The HTTP analyzer opened a CONNECT tunnel on the last chunk (it runs after this
@@ -742,7 +741,10 @@ class TlsAnalyzer:
     def _feed(self, conn: ConnView, st: _TlsConn, is_orig: bool, data: bytes, ts: float) -> None:
         """One chunk of a direction's stream, once the analyzer is attached."""
         if conn.is_partial:
-            self._partial(conn, st)
+            # src/analyzer/protocol/ssl/SSL.cc, SSL_Analyzer::DeliverStream returns at once
+            # while the connection is partial (TCPSessionAdapter::IsPartial: it began without
+            # its handshake), which only a flip of roles (at a SYN or SYN-ACK) clears later.
+            self._stop(conn, st)
             return
         if is_orig:
             if not st.client.done:
@@ -782,12 +784,9 @@ class TlsAnalyzer:
             s.offer(NAME, False, _UNTIL_CLIENT_HELLO)
 
     @staticmethod
-    def _partial(conn: ConnView, st: _TlsConn) -> None:
-        """src/analyzer/protocol/ssl/SSL.cc, SSL_Analyzer::DeliverStream returns at once while
-        the connection is partial (TCPSessionAdapter::IsPartial: it began without its
-        handshake), and the analyzers that hand a stream over to SSL skip such data too (or
-        their hand-over reaches this check): the analyzer is done, a hello it read before
-        kept. Only a flip of roles (at a SYN or SYN-ACK) clears the flag later."""
+    def _stop(conn: ConnView, st: _TlsConn) -> None:
+        """The analyzer reads no more of the connection (a hello it read is kept): the
+        stream is let go."""
         st.client.done = st.server.done = True
         s = streams(conn)
         if s is not None:
