@@ -54,6 +54,7 @@ from pcapexfil.order import Epochs, OrderedLog, RecordItem, RowItem
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.pipeline import PROGRESS_MIN_BYTES, ConnLogSink, Progress, RunOptions, RunSummary
 from pcapexfil.record import ConnRecord
+from pcapexfil.services import SESSION_PORTS
 from pcapexfil.weird import Weirds
 
 SEND_ITEMS = 4096  # records and rows per message to the merging process (fewer, larger pickles)
@@ -164,12 +165,17 @@ class Share:
         self.names = _DeferredNames(self.foreign)
 
     def mark(self, rows: np.ndarray) -> None:
-        """Rows (one parsed batch) of connections another worker owns become KIND_FOREIGN."""
+        """Rows (one parsed batch) of connections another worker owns become KIND_FOREIGN, but
+        those on the ports of an analyzer announcing other connections (FTP control:
+        `services.SESSION_PORTS`), which every worker reads so that the announced one is named
+        by whichever worker owns it; only their owner writes them, as for SLOW frames."""
         fast = rows["kind"] == KIND_FAST
         if not fast.any():
             return
         ours = (flow_hashes(rows) % np.uint64(self.count)) == self.index
-        rows["kind"][fast & ~ours] = KIND_FOREIGN
+        tcp = rows["proto"] == PROTO_TCP
+        announcing = tcp & (SESSION_PORTS[rows["sport"]] | SESSION_PORTS[rows["dport"]])
+        rows["kind"][fast & ~ours & ~announcing] = KIND_FOREIGN
 
     def owns(self, proto: int, a_h: str, a_p: int, b_h: str, b_p: int) -> bool:
         return flow_hash(proto, a_h, a_p, b_h, b_p) % self.count == self.index

@@ -22,6 +22,8 @@ import functools
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from pcapexfil.flow.table import ANALYZER_INACTIVITY_TIMEOUTS
 from pcapexfil.hooks import AnalyzerContext, ConnView
 from pcapexfil.identifiers.http_tunnel import take_tunnel
@@ -30,11 +32,14 @@ from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
     dce_rpc, dhcp, ftp, irc, krb, ldap, mysql, ntp, postgresql, quic, rdp, sip, smb, smtp, snmp, socks, ssh, syslog,
 )
+from pcapexfil.services.expected import ExpectedConnections
 from pcapexfil.services.base import (
     IGNORE_VIOLATIONS_AFTER,
+    Announce,
     AnchorGate,
     PiaWait,
     Recogniser,
+    StreamSession,
     Verdict,
     analyzer_violation,
     anchor_gate,
@@ -59,6 +64,12 @@ MAX_BYTES = 8192
 
 
 _PORTS: dict[Recogniser, frozenset[tuple[int, int]]] = {r: r.ports() for r in RECOGNISERS}
+# TCP ports of the analyzers whose sessions announce other connections (`Recogniser.session`:
+# FTP's data channels), as a lookup table by port: `workers.Share.mark` has every worker read
+# them, so that the worker owning an announced connection knows it.
+SESSION_PORTS = np.zeros(65536, np.bool_)
+SESSION_PORTS[[port for r in RECOGNISERS if r.session is not None
+               for port, proto in _PORTS[r] if proto == PROTO_TCP]] = True
 # UDP responder ports where a recogniser needs the responder's datagram: the fast engine
 # hands every datagram of these flows to the analyzers, as it does on DNS ports
 # (fast.dispatch.APP_UDP).
@@ -100,11 +111,13 @@ def waiting_gate(resp_p: int) -> AnchorGate | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _first_pending(proto: int, resp_p: int) -> tuple[Pending, ...]:
-    """A connection's recognisers before any byte: `candidates`, none skipping a direction.
+def _first_pending(proto: int, resp_p: int, scheduled: bool = False) -> tuple[Pending, ...]:
+    """A connection's recognisers before any byte: `candidates`, none skipping a direction;
+    where a scheduled analyzer applies, not those attached by the port (services.expected).
     Shared by the connections to one port (a state's `pending` is replaced, never changed
     in place): built once, not per connection."""
-    return tuple((rec, via_signature, None) for rec, via_signature in candidates(proto, resp_p))
+    return tuple((rec, via_signature, None) for rec, via_signature in candidates(proto, resp_p)
+                 if not scheduled or via_signature or rec.any_port)
 
 
 # src/analyzer/protocol/http/HTTP.cc, HTTP_Analyzer::DeliverStream: after a 200 answering a
@@ -121,7 +134,7 @@ _TUNNEL_GATE = anchor_gate(rec.anchors for rec, _, _ in _TUNNEL_PENDING)
 
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
-                 "gate", "connect", "tunnel", "pia", "opener")
+                 "gate", "connect", "tunnel", "pia", "opener", "announce", "sessions", "ended", "data_channel")
 
     def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None) -> None:
         self.pending: Sequence[Pending] = pending
@@ -143,6 +156,12 @@ class _State:
         self.pia: PiaBuffer | None = None  # a tunnel's own PIA (the stream's is `TcpStreams.pia`)
         # TCP: a confirmed recogniser whose `tunnel` is still undecided (SOCKS).
         self.opener: Recogniser | None = None
+        # TCP: the attached analyzers' whole-stream readings (`Recogniser.session`) and the
+        # bytes of each direction they were given; those disabled since; where they announce.
+        self.announce: Announce | None = None
+        self.sessions: dict[Recogniser, tuple[StreamSession, list[int]]] = {}
+        self.ended: set[Recogniser] = set()
+        self.data_channel = False  # a scheduled analyzer applied (services.expected)
 
 
 def _keep(st: _State, is_orig: bool, data: bytes) -> None:
@@ -174,6 +193,41 @@ def _drop_partial_skippers(st: _State) -> None:
         st.tunnel.pending, st.tunnel.watching = [], []
 
 
+def _attach_session(conn: ConnView, st: _State, rec: Recogniser, replay: PiaBuffer | None) -> None:
+    """The analyzer `rec` is attached to the connection's own stream (not a tunnel's): its
+    session reads from here on, after the PIA's buffer replayed (PIA_TCP::ActivateAnalyzer)
+    where a signature attached it. Once only: one disabled is not attached again."""
+    if rec.session is None or st.announce is None or rec in st.sessions or rec in st.ended:
+        return
+    session = rec.session(conn, st.announce)
+    fed = [0, 0]  # bytes given of the responder's and the originator's direction
+    st.sessions[rec] = (session, fed)
+    for is_orig, chunk in replay.chunks if replay is not None else ():
+        fed[is_orig] += len(chunk)
+        if not session.feed(is_orig, chunk):
+            _disabled(st, rec)
+            return
+
+
+def _feed_sessions(st: _State, is_orig: bool, data: bytes) -> None:
+    """A chunk `_keep` counted, to each session the bytes of it not given yet (a session
+    attached on this chunk had it in the PIA's replay)."""
+    size = st.orig_size if is_orig else st.resp_size
+    for rec, (session, fed) in list(st.sessions.items()):
+        new = size - fed[is_orig]
+        if new > 0:
+            fed[is_orig] = size
+            if not session.feed(is_orig, data[-new:]):
+                _disabled(st, rec)
+
+
+def _disabled(st: _State, rec: Recogniser) -> None:
+    """The analyzer reads no more of the stream (dpd.zeek disabled it, or it handed the
+    stream over): its session is over."""
+    st.sessions.pop(rec, None)
+    st.ended.add(rec)
+
+
 def _open_tunnel_pia(st: _State) -> None:
     """The tunnel's new PIA (PIA_TCP) and the recognisers it may attach, on `st`'s stream."""
     st.tunnel = _State(_TUNNEL_PENDING, _TUNNEL_GATE)
@@ -183,14 +237,14 @@ def _open_tunnel_pia(st: _State) -> None:
 def _reading(st: _State) -> bool:
     """Whether more stream bytes can still change what the analyzer writes."""
     tunnel = st.tunnel
-    return bool(st.pending or st.watching or st.opener is not None
+    return bool(st.pending or st.watching or st.opener is not None or st.sessions
                 or (tunnel is not None and (tunnel.pending or tunnel.watching)))
 
 
 def _wants(st: _State, is_orig: bool) -> bool:
     """Whether more bytes of one direction can: a recogniser reads up to MAX_BYTES of each
     (violations further), the tunnel watches both directions while undecided."""
-    if st.watching or st.opener is not None:
+    if st.watching or st.opener is not None or st.sessions:
         return True
     if st.pending and len(st.orig if is_orig else st.resp) < MAX_BYTES:
         return True
@@ -227,6 +281,8 @@ class ServiceAnalyzer:
 
     def __init__(self, ctx: AnalyzerContext, users: frozenset[str]) -> None:
         self.users = users
+        self.expected = ExpectedConnections()
+        self.now = 0.0  # the network time of the chunk being read
 
     def reads_datagrams(self, resp_p: int) -> bool:
         return bool(candidates(PROTO_UDP, resp_p))
@@ -249,12 +305,24 @@ class ServiceAnalyzer:
             st.pending = []
 
     def on_new(self, conn: ConnView) -> None:
-        """Zeek attaches analyzers when it creates the connection, by the responder port then
-        (analyzer::Manager::BuildInitialAnalyzerTree)."""
+        """Zeek attaches analyzers when it creates the connection: the ones an earlier
+        connection scheduled for it, else those of the responder port then
+        (IPBasedAnalyzer::BuildSessionAnalyzerTree)."""
+        if conn.proto != PROTO_TCP and conn.proto != PROTO_UDP:
+            return
+        scheduled = self.expected.applied(conn, conn.start_ts)
+        pending = _first_pending(conn.proto, conn.resp_p, scheduled)
+        st = conn.app[NAME] = _State(pending, waiting_gate(conn.resp_p) if conn.proto == PROTO_TCP else None)
+        st.data_channel = scheduled
         if conn.proto == PROTO_TCP:
-            conn.app[NAME] = _State(_first_pending(PROTO_TCP, conn.resp_p), waiting_gate(conn.resp_p))
-        elif conn.proto == PROTO_UDP:
-            conn.app[NAME] = _State(_first_pending(PROTO_UDP, conn.resp_p), None)
+            st.announce = functools.partial(self._announce, conn)
+            for rec, via_signature, _ in pending:
+                if not via_signature:
+                    _attach_session(conn, st, rec, None)
+
+    def _announce(self, conn: ConnView, orig_h: str, resp_h: str, resp_p: int) -> None:
+        """A session announced an FTP data channel, at the time of the chunk being read."""
+        self.expected.ftp_data_channel(orig_h, resp_h, resp_p, self.now)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)
@@ -279,6 +347,9 @@ class ServiceAnalyzer:
         if conn.is_partial:
             _drop_partial_skippers(st)
         _keep(st, is_orig, data)
+        if st.sessions:
+            self.now = pkt.ts
+            _feed_sessions(st, is_orig, data)
         s = streams(conn)
         if s is None:
             return
@@ -398,6 +469,8 @@ class ServiceAnalyzer:
                 self._limit(conn, st, rec)
                 if not (rec.violation(st.orig, st.resp) and analyzer_violation(conn.service, rec.name, size)):
                     kept.append(rec)
+                else:
+                    _disabled(st, rec)
             st.watching = kept
         left: list[Pending] = []
         for rec, via_signature, unconfirming in st.pending:
@@ -411,7 +484,11 @@ class ServiceAnalyzer:
                     st.signatures[rec.name] = matched is Verdict.CONFIRM
                 if matched is not Verdict.CONFIRM:  # rejected, or the PIA stopped matching (SKIPPING)
                     continue
+                if st.pia is None and conn.proto == PROTO_TCP:  # the connection's own stream
+                    s = streams(conn)
+                    _attach_session(conn, st, rec, s.pia if s is not None else None)
             if acting and rec.violation is not None and rec.violation(st.orig, st.resp):
+                _disabled(st, rec)
                 continue  # disabled (disable_analyzer) before it could confirm
             verdict = rec.check(st.orig, st.resp)
             if verdict is Verdict.CONFIRM:
@@ -440,7 +517,9 @@ class ServiceAnalyzer:
             conn.limit_reached(weird)
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
-        return
+        st: _State | None = conn.app.get(NAME)
+        if st is not None and st.data_channel:
+            self.expected.finalize(conn)
 
     def close(self) -> None:
         return
@@ -495,6 +574,7 @@ def settle_signatures(conn: ConnView, names: Collection[str], chunk_is_orig: boo
                 st.signatures[rec.name] = verdict is Verdict.CONFIRM
             if verdict is not Verdict.CONFIRM:
                 continue
+            _attach_session(conn, st, rec, pia)
             via_signature, unconfirming = False, None  # its check is consulted from now on
         pending.append((rec, via_signature, unconfirming))
     st.pending = pending

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from pcapexfil.flow.ports import IGNORE_VIOLATIONS_AFTER, analyzer_ports
 
 if TYPE_CHECKING:
+    from pcapexfil.hooks import ConnView
     from pcapexfil.identifiers.stream import PiaBuffer
 
 
@@ -55,6 +56,18 @@ class Limit(Protocol):
 # and the responder's pattern verdicts (`signature_match`) on the PIA's windows.
 PatternPair = tuple[bool | None, bool | None]
 SignaturePairs = Callable[[bytes, bytes], tuple[PatternPair, ...]]
+# An expected connection an analyzer announced: (orig_h, resp_h, resp_p) at the network time
+# of the chunk being read (services.expected).
+Announce = Callable[[str, str, int], None]
+
+
+class StreamSession(Protocol):
+    """What an attached analyzer reads of the whole stream, past the first bytes the
+    recognisers decide on (FTP's data channels: services.ftp_session)."""
+
+    def feed(self, is_orig: bool, data: bytes) -> bool:
+        """Read a chunk of one direction; False once the session reads no more (FTP after
+        STARTTLS: the stream is TLS's)."""
 
 
 class Violation(Protocol):
@@ -131,6 +144,10 @@ class Recogniser:
     # TCP: the analyzer reads nothing while the connection is partial (its DeliverStream, or
     # the ContentLine analyzer it reads lines through, checks TCPSessionAdapter::IsPartial).
     skips_partial: bool = False
+    # TCP: the analyzer's reading of the whole stream for as long as it is attached and not
+    # disabled (by its ports at the connection's creation, or from its signature's match on,
+    # the PIA's buffer replayed), whether or not it confirmed.
+    session: Callable[[ConnView, Announce], StreamSession] | None = None
 
     def ports(self) -> frozenset[tuple[int, int]]:
         return analyzer_ports(self.name)

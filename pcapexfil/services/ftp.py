@@ -25,27 +25,27 @@ before USER, the usual order, never lets the signature match.)
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services.base import (
+    Announce,
     Anchors,
     AtLineStart,
     Marks,
     PatternPair,
     Recogniser,
+    StreamSession,
     Verdict,
     reverse_signatures,
     signature_match,
     signature_match_or_fail,
 )
+from pcapexfil.services.ftp_session import BLANKS, MAX_COMMAND_LENGTH, FtpSession, command_word
 
-# FTP::max_command_length (ftp/consts.bif, default 100; the ftp-max-command-length test
-# uses it with "commands of length > 100"): a longer command word neither confirms nor is
-# an event.
-MAX_COMMAND_LENGTH = 100
-MIN_COMMAND_LENGTH = 3  # is_ftp_cmd
-_BLANKS = b" \t"  # util::skip_whitespace
-_SPACES = b" \t\n\v\f\r"  # isspace, where util::get_word ends a word
+if TYPE_CHECKING:
+    from pcapexfil.hooks import ConnView
+
 _MIN_REPLY_CODE = 100
 _TLS_REPLY = 234  # ftp_starttls: the SSL analyzer takes over the stream
 
@@ -55,21 +55,9 @@ def _lines(data: bytes) -> list[bytes]:
     return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")[:-1]]
 
 
-def _word(line: bytes) -> bytes | None:
-    """The line's first word if is_ftp_cmd accepts it (any length), as util::get_word ends it."""
-    rest = line.lstrip(_BLANKS)
-    end = 0
-    while end < len(rest) and rest[end] not in _SPACES and rest[end] != 0:
-        end += 1
-    word = rest[:end]
-    if len(word) < MIN_COMMAND_LENGTH or any(not 0x20 < b < 0x7F for b in word):  # isprint, not isspace
-        return None
-    return word
-
-
 def _command(line: bytes) -> bytes | None:
     """The line's command word if FTP_Analyzer::DeliverStream takes it as one."""
-    word = _word(line)
+    word = command_word(line)
     return word if word is not None and len(word) <= MAX_COMMAND_LENGTH else None
 
 
@@ -78,7 +66,7 @@ def _tls_requested(orig: bytes) -> bool:
     for line in _lines(orig):
         word = _command(line)
         if word is not None and word.upper() == b"AUTH":
-            if line.lstrip(_BLANKS)[len(word):].lstrip(_BLANKS) == b"TLS":
+            if line.lstrip(BLANKS)[len(word):].lstrip(BLANKS) == b"TLS":
                 return True
     return False
 
@@ -124,7 +112,7 @@ def limit(orig: bytes, resp: bytes) -> str | None:
     DeliverStream's LimitReachedWeird (only `if ( AnalyzerConfirmed() )`)."""
     confirmed = False
     for line in _lines(orig):
-        word = _word(line)
+        word = command_word(line)
         if word is None:
             continue
         if len(word) <= MAX_COMMAND_LENGTH:
@@ -173,6 +161,12 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 
 signature = reverse_signatures(_signature_pairs)
+
+
+def session(conn: ConnView, announce: Announce) -> StreamSession:
+    """The control connection's announced data channels (services.ftp_session)."""
+    return FtpSession(conn, announce)
 # The pair confirms only with the server's greeting matched, and its failure is final.
 RECOGNISER = Recogniser("ftp", PROTO_TCP, check, violation=violation, limit=limit, signature=signature,
-                        signature_pairs=_signature_pairs, anchors=Anchors(resp=Marks(start=_SIG_GREETING)))
+                        signature_pairs=_signature_pairs, anchors=Anchors(resp=Marks(start=_SIG_GREETING)),
+                        session=session)
