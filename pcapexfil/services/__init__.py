@@ -35,7 +35,6 @@ from pcapexfil.services import (
 from pcapexfil.services.expected import ExpectedConnections
 from pcapexfil.services.base import (
     IGNORE_VIOLATIONS_AFTER,
-    Announce,
     AnchorGate,
     PiaWait,
     Recogniser,
@@ -134,7 +133,7 @@ _TUNNEL_GATE = anchor_gate(rec.anchors for rec, _, _ in _TUNNEL_PENDING)
 
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
-                 "gate", "connect", "tunnel", "pia", "opener", "announce", "sessions", "ended", "data_channel")
+                 "gate", "connect", "tunnel", "pia", "opener", "sessions", "ended", "data_channel")
 
     def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None) -> None:
         self.pending: Sequence[Pending] = pending
@@ -156,11 +155,11 @@ class _State:
         self.pia: PiaBuffer | None = None  # a tunnel's own PIA (the stream's is `TcpStreams.pia`)
         # TCP: a confirmed recogniser whose `tunnel` is still undecided (SOCKS).
         self.opener: Recogniser | None = None
-        # TCP: the attached analyzers' whole-stream readings (`Recogniser.session`) and the
-        # bytes of each direction they were given; those disabled since; where they announce.
-        self.announce: Announce | None = None
-        self.sessions: dict[Recogniser, tuple[StreamSession, list[int]]] = {}
-        self.ended: set[Recogniser] = set()
+        # TCP: the attached analyzers' whole-stream readings (`Recogniser.session`) with the
+        # bytes of each direction they were given, and those over since (none on most
+        # connections: nothing is allocated for them).
+        self.sessions: dict[Recogniser, tuple[StreamSession, list[int]]] | None = None
+        self.ended: tuple[Recogniser, ...] = ()
         self.data_channel = False  # a scheduled analyzer applied (services.expected)
 
 
@@ -193,25 +192,10 @@ def _drop_partial_skippers(st: _State) -> None:
         st.tunnel.pending, st.tunnel.watching = [], []
 
 
-def _attach_session(conn: ConnView, st: _State, rec: Recogniser, replay: PiaBuffer | None) -> None:
-    """The analyzer `rec` is attached to the connection's own stream (not a tunnel's): its
-    session reads from here on, after the PIA's buffer replayed (PIA_TCP::ActivateAnalyzer)
-    where a signature attached it. Once only: one disabled is not attached again."""
-    if rec.session is None or st.announce is None or rec in st.sessions or rec in st.ended:
-        return
-    session = rec.session(conn, st.announce)
-    fed = [0, 0]  # bytes given of the responder's and the originator's direction
-    st.sessions[rec] = (session, fed)
-    for is_orig, chunk in replay.chunks if replay is not None else ():
-        fed[is_orig] += len(chunk)
-        if not session.feed(is_orig, chunk):
-            _disabled(st, rec)
-            return
-
-
 def _feed_sessions(st: _State, is_orig: bool, data: bytes) -> None:
     """A chunk `_keep` counted, to each session the bytes of it not given yet (a session
     attached on this chunk had it in the PIA's replay)."""
+    assert st.sessions is not None
     size = st.orig_size if is_orig else st.resp_size
     for rec, (session, fed) in list(st.sessions.items()):
         new = size - fed[is_orig]
@@ -224,8 +208,9 @@ def _feed_sessions(st: _State, is_orig: bool, data: bytes) -> None:
 def _disabled(st: _State, rec: Recogniser) -> None:
     """The analyzer reads no more of the stream (dpd.zeek disabled it, or it handed the
     stream over): its session is over."""
-    st.sessions.pop(rec, None)
-    st.ended.add(rec)
+    if st.sessions is not None:
+        st.sessions.pop(rec, None)
+    st.ended += (rec,)
 
 
 def _open_tunnel_pia(st: _State) -> None:
@@ -315,10 +300,26 @@ class ServiceAnalyzer:
         st = conn.app[NAME] = _State(pending, waiting_gate(conn.resp_p) if conn.proto == PROTO_TCP else None)
         st.data_channel = scheduled
         if conn.proto == PROTO_TCP:
-            st.announce = functools.partial(self._announce, conn)
             for rec, via_signature, _ in pending:
                 if not via_signature:
-                    _attach_session(conn, st, rec, None)
+                    self._attach_session(conn, st, rec, None)
+
+    def _attach_session(self, conn: ConnView, st: _State, rec: Recogniser, replay: PiaBuffer | None) -> None:
+        """The analyzer `rec` is attached to the connection's own stream (not a tunnel's): its
+        session reads from here on, after the PIA's buffer replayed (PIA_TCP::ActivateAnalyzer)
+        where a signature attached it. Once only: one over is not attached again."""
+        if rec.session is None or rec in st.ended or (st.sessions is not None and rec in st.sessions):
+            return
+        session = rec.session(conn, functools.partial(self._announce, conn))
+        fed = [0, 0]  # bytes given of the responder's and the originator's direction
+        if st.sessions is None:
+            st.sessions = {}
+        st.sessions[rec] = (session, fed)
+        for is_orig, chunk in replay.chunks if replay is not None else ():
+            fed[is_orig] += len(chunk)
+            if not session.feed(is_orig, chunk):
+                _disabled(st, rec)
+                return
 
     def _announce(self, conn: ConnView, orig_h: str, resp_h: str, resp_p: int) -> None:
         """A session announced an FTP data channel, at the time of the chunk being read."""
@@ -347,8 +348,8 @@ class ServiceAnalyzer:
         if conn.is_partial:
             _drop_partial_skippers(st)
         _keep(st, is_orig, data)
+        self.now = pkt.ts
         if st.sessions:
-            self.now = pkt.ts
             _feed_sessions(st, is_orig, data)
         s = streams(conn)
         if s is None:
@@ -484,9 +485,11 @@ class ServiceAnalyzer:
                     st.signatures[rec.name] = matched is Verdict.CONFIRM
                 if matched is not Verdict.CONFIRM:  # rejected, or the PIA stopped matching (SKIPPING)
                     continue
-                if st.pia is None and conn.proto == PROTO_TCP:  # the connection's own stream
-                    s = streams(conn)
-                    _attach_session(conn, st, rec, s.pia if s is not None else None)
+            if rec.session is not None and st.pia is None and conn.proto == PROTO_TCP:
+                # Attached by its signature (here or in `settle_signatures`) on the
+                # connection's own stream: its session starts on the PIA's buffer.
+                s = streams(conn)
+                self._attach_session(conn, st, rec, s.pia if s is not None else None)
             if acting and rec.violation is not None and rec.violation(st.orig, st.resp):
                 _disabled(st, rec)
                 continue  # disabled (disable_analyzer) before it could confirm
@@ -574,7 +577,6 @@ def settle_signatures(conn: ConnView, names: Collection[str], chunk_is_orig: boo
                 st.signatures[rec.name] = verdict is Verdict.CONFIRM
             if verdict is not Verdict.CONFIRM:
                 continue
-            _attach_session(conn, st, rec, pia)
             via_signature, unconfirming = False, None  # its check is consulted from now on
         pending.append((rec, via_signature, unconfirming))
     st.pending = pending
