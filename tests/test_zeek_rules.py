@@ -317,6 +317,75 @@ def test_ftp_violation_past_10k_is_ignored(tmp_path) -> None:
     assert rec.service == ["ftp"]
 
 
+def test_pop3_confirms_on_ok_to_user_capa_or_stls(tmp_path) -> None:
+    """POP3.cc ProcessReply: AnalyzerConfirmation on a +OK in state USER, CAPA or STLS; pop3
+    attaches by dpd.sig only (the server's first +OK, a client USER/APOP/CAPA/AUTH/STLS line)."""
+    greeting = (False, b"+OK POP3 ready\r\n")
+    for name, turns, service in [
+        ("capa", [greeting, (True, b"CAPA\r\n"), (False, b"+OK list\r\nUSER\r\n.\r\n")], ["pop3"]),
+        ("user", [greeting, (True, b"USER alice\r\n"), (False, b"+OK send PASS\r\n")], ["pop3"]),
+        ("refused", [greeting, (True, b"USER alice\r\n"), (False, b"-ERR no\r\n")], []),
+        # No +OK to begin the server's bytes: dpd_pop3_server does not match, nothing attaches.
+        ("no-ok", [(False, b"* OK IMAP4 ready\r\n"), (True, b"USER alice\r\n"), (False, b"+OK\r\n")], []),
+        # A +OK to PASS confirms nothing; the greeting's +OK neither.
+        ("pass-only", [greeting, (True, b"APOP alice 0123\r\n"), (False, b"+OK in\r\n")], []),
+    ]:
+        (rec,) = records(tmp_path / name, _dialogue(8110, turns))
+        assert rec.service == service, name
+
+
+def test_pop3_server_line_without_a_pop3_word_is_a_violation(tmp_path) -> None:
+    """ProcessReply: a server line outside a multi-line reply whose first word is none of
+    POP3_cmd.def's is AnalyzerViolation; dpd.zeek deletes "pop3" (within 10 KiB). Lines of
+    a multi-line reply are data, and an AUTH exchange's continuation lines are no violation."""
+    greeting, capa = (False, b"+OK POP3 ready\r\n"), (True, b"CAPA\r\n")
+    listing = (False, b"+OK list\r\nSASL PLAIN\r\n.\r\n")
+    (rec,) = records(tmp_path / "bad", _dialogue(110, [greeting, capa, listing, (True, b"NOOP\r\n"),
+                                                       (False, b"what\r\n")]))
+    assert rec.service == []
+    auth = [greeting, capa, listing, (True, b"AUTH PLAIN\r\n"), (False, b"+ \r\n"), (True, b"AGFsaWNlAHB3\r\n"),
+            (False, b"+OK welcome\r\n"), (True, b"STAT\r\n"), (False, b"+OK 0 0\r\n")]
+    (rec,) = records(tmp_path / "auth", _dialogue(110, auth))
+    assert rec.service == ["pop3"]
+
+
+def test_pop3_reads_nothing_of_a_partial_connection(tmp_path) -> None:
+    turns = [(False, b"+OK POP3 ready\r\n"), (True, b"CAPA\r\n"), (False, b"+OK list\r\nUSER\r\n.\r\n")]
+    (rec,) = records(tmp_path, _dialogue(110, turns)[3:])  # no handshake
+    assert rec.service == []
+
+
+def test_imap_confirms_on_its_port_as_proc_imap_token_does(tmp_path) -> None:
+    """imap-analyzer.pac proc_imap_token: a server `* OK`, a client `capability` (compared as
+    written) or STARTTLS (any case); registered on 143/tcp only (no dpd.sig)."""
+    for name, port, turns, service in [
+        ("greeting", 143, [(False, b"* OK IMAP4rev1 ready\r\n")], ["imap"]),
+        ("capability", 143, [(True, b"a1 capability\r\n")], ["imap"]),
+        ("upper-case", 143, [(True, b"a1 CAPABILITY\r\n"), (False, b"* CAPABILITY IMAP4rev1\r\n")], []),
+        ("starttls", 143, [(True, b"a1 StartTLS\r\n")], ["imap"]),
+        ("other-port", 1143, [(False, b"* OK IMAP4rev1 ready\r\n")], []),
+    ]:
+        (rec,) = records(tmp_path / name, _dialogue(port, turns))
+        assert rec.service == service, name
+    (rec,) = records(tmp_path / "partial", _dialogue(143, [(False, b"* OK IMAP4rev1 ready\r\n")])[3:])
+    assert rec.service == []
+
+
+def test_xmpp_confirms_on_the_clients_stream_token(tmp_path) -> None:
+    """xmpp-analyzer.pac proc_xmpp_token: a client `stream:stream` token, unless a token that
+    makes the analyzer skip came first; registered on 5222/tcp and 5269/tcp only."""
+    stream = (True, b"<?xml version='1.0'?><stream:stream to='example.net' xmlns='jabber:client'>")
+    for name, port, turns, service in [
+        ("stream", 5222, [stream], ["xmpp"]),
+        ("server-port", 5269, [stream], ["xmpp"]),
+        ("skipped", 5222, [(True, b"<presence/>"), stream], []),
+        ("server-only", 5222, [(False, b"<stream:stream from='example.net'>")], []),
+        ("other-port", 5223, [stream], []),
+    ]:
+        (rec,) = records(tmp_path / name, _dialogue(port, turns))
+        assert rec.service == service, name
+
+
 def _filler(client: bool, segments: int) -> list[tuple[bool, bytes]]:
     """1000-byte segments from one side that carry the connection past 10 KiB when there
     are 11 of them (9: still below)."""

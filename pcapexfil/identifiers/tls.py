@@ -146,10 +146,9 @@ def recognised(recogniser: Recogniser, handed_over: Callable[[bytes, bytes], boo
 STARTTLS: tuple[StartTls, ...] = (
     recognised(smtp.RECOGNISER, smtp.starttls),  # SMTP.cc UpdateState
     recognised(ftp.RECOGNISER, ftp.starttls),  # FTP.cc DeliverStream, 234
-    StartTls("imap", registered_ports("imap", PROTO_TCP), imap.starttls),  # imap-analyzer.pac
-    StartTls("pop3", frozenset(), pop3.starttls, pop3.signature,  # POP3.cc ProcessReply, STLS
-             signature_anchors=Anchors(resp=Marks(start=rb"\+OK"))),  # dpd_pop3_server
-    StartTls("xmpp", registered_ports("xmpp", PROTO_TCP), xmpp.starttls),  # xmpp-analyzer.pac
+    recognised(imap.RECOGNISER, imap.starttls),  # imap-analyzer.pac
+    recognised(pop3.RECOGNISER, pop3.starttls),  # POP3.cc ProcessReply, STLS
+    recognised(xmpp.RECOGNISER, xmpp.starttls),  # xmpp-analyzer.pac
     recognised(irc.RECOGNISER, irc.starttls),  # IRC.cc 670
     StartTls("mysql", registered_ports("mysql", PROTO_TCP), mysql.starttls,
              decided_by_orig=True),  # mysql-analyzer.pac
