@@ -322,9 +322,9 @@ class ServiceAnalyzer:
                 _disabled(st, rec)
                 return
 
-    def _announce(self, conn: ConnView, orig_h: str, resp_h: str, resp_p: int) -> None:
-        """A session announced an FTP data channel, at the time of the chunk being read."""
-        self.expected.ftp_data_channel(orig_h, resp_h, resp_p, self.now)
+    def _announce(self, conn: ConnView, analyzer: str, orig_h: str, resp_h: str, resp_p: int) -> None:
+        """A session announced a connection, at the time of the chunk being read."""
+        self.expected.announce(analyzer, orig_h, resp_h, resp_p, self.now)
 
     def on_packet(self, conn: ConnView, is_orig: bool, pkt: Packet) -> None:
         st: _State | None = conn.app.get(NAME)

@@ -56,9 +56,9 @@ class Limit(Protocol):
 # and the responder's pattern verdicts (`signature_match`) on the PIA's windows.
 PatternPair = tuple[bool | None, bool | None]
 SignaturePairs = Callable[[bytes, bytes], tuple[PatternPair, ...]]
-# An expected connection an analyzer announced: (orig_h, resp_h, resp_p) at the network time
-# of the chunk being read (services.expected).
-Announce = Callable[[str, str, int], None]
+# An expected connection an analyzer announced: (the analyzer scheduled for it, orig_h, resp_h,
+# resp_p) at the network time of the chunk being read (services.expected).
+Announce = Callable[[str, str, str, int], None]
 
 
 class StreamSession(Protocol):

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable
 
 from pcapexfil.hooks import ConnView
+from pcapexfil.services.base import Announce
+from pcapexfil.services.expected import FTP_DATA
 
 # FTP::max_command_length (ftp/consts.bif, default 100; the ftp-max-command-length test
 # uses it with "commands of length > 100"): a longer command word neither confirms nor is
@@ -206,8 +207,6 @@ class _Pending:
 
 _NO_COMMAND = _Pending(0, "<unknown>", b"")  # get_pending_cmd on an empty queue: CmdArg's defaults
 
-Announce = Callable[[str, str, int], None]  # (orig_h, resp_h, resp_p) of an expected data connection
-
 
 class FtpSession:
     """One control connection's c$ftp, as far as it announces data connections."""
@@ -261,7 +260,7 @@ class FtpSession:
         if cmd == "PORT" or cmd == "EPRT":
             channel = parse_port(arg) if cmd == "PORT" else parse_eftp(arg)
             if channel is not None and channel[0] is not None:
-                self.announce(self.conn.resp_h, channel[0], channel[1])
+                self.announce(FTP_DATA, self.conn.resp_h, channel[0], channel[1])
 
     def _reply(self, line: bytes) -> None:
         code = int(line[:3]) if len(line) >= 3 and line[:3].isdigit() else 0
@@ -290,7 +289,7 @@ class FtpSession:
         if (code == 227 or code == 229) and cmdarg.cmd in ("PASV", "EPSV"):
             channel = parse_pasv(msg) if code == 227 else parse_epsv(msg)
             if channel is not None:
-                self.announce(self.conn.orig_h, channel[0] or self.conn.resp_h, channel[1])
+                self.announce(FTP_DATA, self.conn.orig_h, channel[0] or self.conn.resp_h, channel[1])
         if len(self.pending) > 1:
             self.pending.pop(cmdarg.seq, None)
 

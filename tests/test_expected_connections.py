@@ -1,5 +1,6 @@
-"""FTP data channels named "ftp-data", as ftp/main.zeek and analyzer::Manager's scheduled
-analyzers name them (pcapexfil.services.expected, pcapexfil.services.ftp_session)."""
+"""Connections another one announced: FTP data channels named "ftp-data" and IRC DCC transfers
+named "irc-dcc-data", as ftp/main.zeek, irc/dcc-send.zeek and analyzer::Manager's scheduled
+analyzers name them (pcapexfil.services.expected, ftp_session, irc_session)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from test_workers import assert_same as assert_same_with_workers
 from test_zeek_rules import ACK, CLIENT, FIN, PSH, SERVER, SYN, records, tcp_frame
 
 from pcapexfil.packet import PROTO_TCP
-from pcapexfil.services.expected import ScheduledAnalyzers
+from pcapexfil.services.expected import FTP_DATA, ScheduledAnalyzers
 from pcapexfil.services.ftp_session import FtpSession, parse_eftp, parse_epsv, parse_pasv, parse_port
+from pcapexfil.services.irc_session import dcc_send
 
 OTHER = "10.0.0.3"
 
@@ -81,9 +83,9 @@ class _Conn:
     orig_h, resp_h = CLIENT, SERVER
 
 
-def _session_announcements(client: list[bytes], server: list[bytes]) -> list[tuple[str, str, int]]:
+def _session_announcements(client: list[bytes], server: list[bytes]) -> list[tuple[str, str, str, int]]:
     """Feed alternating lines (client first) and collect what the session announces."""
-    out: list[tuple[str, str, int]] = []
+    out: list[tuple[str, str, str, int]] = []
     session = FtpSession(_Conn(), lambda *a: out.append(a))  # type: ignore[arg-type]
     for i in range(max(len(client), len(server))):
         if i < len(client):
@@ -97,17 +99,17 @@ def test_session_matches_replies_to_pending_commands() -> None:
     pasv = b"227 Entering Passive Mode (10,0,0,2,195,80).\r\n"
     # PASV's 227 announces a channel from the client; a 227 to no PASV does not.
     assert _session_announcements([b"USER a\r\n", b"PASV\r\n"], [b"220 hi\r\n", b"331 pw\r\n", pasv]) == [
-        (CLIENT, "10.0.0.2", 50000)]
+        (FTP_DATA, CLIENT, "10.0.0.2", 50000)]
     assert _session_announcements([b"USER a\r\n", b"NOOP\r\n"], [b"220 hi\r\n", b"331 pw\r\n", pasv]) == []
     # A multi-line 227: its last line announces.
     assert _session_announcements([b"PASV\r\n"], [b"220 hi\r\n", b"227-wait\r\n227 (10,0,0,2,0,99)\r\n"]) == [
-        (CLIENT, "10.0.0.2", 99)]
+        (FTP_DATA, CLIENT, "10.0.0.2", 99)]
     # EPSV's 229 without an address: the control connection's responder.
     assert _session_announcements([b"EPSV\r\n"], [b"220 hi\r\n", b"229 Extended (|||6446|)\r\n"]) == [
-        (CLIENT, SERVER, 6446)]
+        (FTP_DATA, CLIENT, SERVER, 6446)]
     # PORT and EPRT: a channel from the server, on the command alone.
     assert _session_announcements([b"port 10,0,0,1,4,31\r\n", b"EPRT |1|10.0.0.1|1056|\r\n"], []) == [
-        (SERVER, "10.0.0.1", 1055), (SERVER, "10.0.0.1", 1056)]
+        (FTP_DATA, SERVER, "10.0.0.1", 1055), (FTP_DATA, SERVER, "10.0.0.1", 1056)]
     # After a 234 to AUTH TLS the lines are TLS's.
     assert _session_announcements([b"AUTH TLS\r\n", b"PASV\r\n"], [b"220 hi\r\n234 go\r\n", pasv]) == []
 
@@ -173,10 +175,46 @@ def test_a_channel_opened_after_five_minutes_is_not_named(tmp_path) -> None:
     assert [r.service for r in recs] == [["ftp"], []]
 
 
-def test_workers_name_channels_whose_control_connection_another_worker_owns(tmp_path) -> None:
-    """Every worker reads the control connection (workers.Share.mark). Not covered: a channel
+def test_workers_name_connections_another_workers_connection_announced(tmp_path) -> None:
+    """Every worker reads FTP control and IRC connections (workers.Share.mark). Not covered: a channel
     reused after its first connection was removed, whose removal only its owner sees
     (docs/cluster.md, limits)."""
-    path = str(write_pcap(tmp_path / "ftp.pcap", _ftp_capture(reuse=False)))
+    frames = _ftp_capture(reuse=False) + [(ts + 1000.0, frame) for ts, frame in _irc_capture()]
+    path = str(write_pcap(tmp_path / "announced.pcap", frames))
     for workers in (2, 3):
-        assert assert_same_with_workers([path], tmp_path / str(workers), workers=workers, local_nets=()) == 4
+        assert assert_same_with_workers([path], tmp_path / str(workers), workers=workers, local_nets=()) == 8
+
+
+@pytest.mark.parametrize("message,expected", [
+    (b":\x01DCC SEND ssh.trace 167772167 59130 1320211\x01", ("10.0.0.7", 59130)),
+    (b"  :DCC SEND file 167772167 59130", ("10.0.0.7", 59130)),  # 5 words, no size
+    (b":\x01DCC SEND a  167772167 59130 1 T\x01", ("10.0.0.7", 59130)),  # Turbo DCC; SplitWords drops empty words
+    (b":\x01DCC SEND a 1x0 59130 1\x01", ("0.0.0.100", 59130)),  # atoi per character: 'x' counts 0
+    (b":\x01DCC CHAT chat 167772167 59214\x01", None),  # dcc-send.zeek: SEND only
+    (b":\x01DCC SEND a 167772167\x01", None),  # too few words
+    (b":\x01DCC SEND a 167772167 70000 1\x01", None),  # no such port
+    (b":\x01PING 1\x01", None),
+])
+def test_dcc_send_as_irc_cc_reads_it(message, expected) -> None:
+    assert dcc_send(message) == expected
+
+
+def _irc_capture() -> list[tuple[float, bytes]]:
+    irc = _segments(10.0, CLIENT, 40000, SERVER, 6667, [
+        (True, b"NICK a\r\nUSER a 0 * :a\r\n"), (False, b":srv 001 a :hi\r\n"),
+        (True, b"PRIVMSG b :\x01DCC SEND f.txt 167772161 50000 10\x01\r\n"),
+        (True, b"PRIVMSG b :\x01DCC CHAT chat 167772161 50001\x01\r\n"),
+        (True, b"PRIVMSG b :\x01DCC SEND g.txt 167772161 50002 10\x01\r\n")])
+    frames = irc + _segments(11.0, OTHER, 41003, CLIENT, 50000, [(False, b"x" * 10)])  # owned by another worker
+    frames += _segments(11.5, OTHER, 41001, CLIENT, 50001, [(False, b"x")])
+    frames += _segments(10.0 + 301.0, OTHER, 41002, CLIENT, 50002, [(False, b"x")])
+    return sorted(frames, key=lambda f: f[0])
+
+
+def test_irc_dcc_transfers_are_named_irc_dcc_data(tmp_path) -> None:
+    """dcc-send.zeek schedules IRC_DATA for any originator (0.0.0.0, Manager.cc's wildcard):
+    a connection from another host to the announced address and port is named, within the
+    5 minutes a wildcard entry counts; a DCC CHAT announces nothing."""
+    recs = records(tmp_path, _irc_capture())
+    assert [(r.resp_p, r.service) for r in recs] == [(6667, ["irc"]), (50000, ["irc-dcc-data"]), (50001, []),
+                                                    (50002, [])]
