@@ -62,6 +62,8 @@ class ScheduledAnalyzers:
 
     def scheduled(self, orig: str, resp: str, resp_p: int, proto: int, now: float) -> set[str]:
         """Manager::GetScheduled for a connection created at `now`."""
+        if not self._by_key:
+            return set()  # the usual case: nothing scheduled
         found = {analyzer for _, analyzer in self._by_key.get((_index_orig(orig), resp, resp_p, proto), ())}
         found.update(analyzer for timeout, analyzer in self._by_key.get((WILDCARD_ORIG, resp, resp_p, proto), ())
                      if timeout > now)
