@@ -217,6 +217,26 @@ def test_ntp_and_dhcp_datagrams(tmp_path) -> None:
         assert rec.service == service, name
 
 
+def test_radius_datagrams_that_the_grammar_parses(tmp_path) -> None:
+    """radius-protocol.pac: a 20-byte header, then attributes to the datagram's end (each
+    code, length >= 2, value); proc_radius_message confirms on any PDU parsed, a binpac
+    exception is a violation. Registered on 1812/udp only."""
+    header = bytes([1, 7]) + (38).to_bytes(2, "big") + bytes(16)  # Access-Request
+    user = bytes([1, 7]) + b"alice"  # User-Name
+    empty = bytes([80, 2])  # a value of no bytes
+    for name, port, payload, service in [
+        ("request", 1812, header + user + empty + bytes([4, 6, 10, 0, 0, 1]), ["radius"]),
+        ("header-only", 1812, header, ["radius"]),
+        ("short", 1812, header[:19], []),
+        ("past-the-end", 1812, header + bytes([1, 9]) + b"alice", []),
+        ("length-1", 1812, header + bytes([1, 1]), []),
+        ("one-byte-left", 1812, header + user + b"\x01", []),
+        ("other-port", 1813, header + user, []),
+    ]:
+        (rec,) = records(tmp_path / name, [udp_frame(1.0, CLIENT, 40000, SERVER, port, payload)])
+        assert rec.service == service, name
+
+
 def test_quic_initial_on_443_udp(tmp_path) -> None:
     initial = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + bytes(8) + bytes([0]) + bytes(1186)
     (rec,) = records(tmp_path / "quic", [udp_frame(1.0, CLIENT, 50000, SERVER, 443, initial)])
