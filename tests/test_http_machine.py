@@ -109,7 +109,8 @@ def _kernel(chunks: Chunks) -> tuple[list, list, list[str], str | None, bool]:
             answer = hm.http_chunk(k.state, k.sides, k.lines, k.heads, k.pending, is_orig, buf, 2, 2 + len(chunk),
                                    size, k.events, k.arena, k.out_n, k.scratch)
             assert answer != hm.NO_ROOM
-            hm.apply_events(analyzer, conn, k.events[: k.out_n[hm.O_EVENTS]], k.arena, ts)
+            hm.apply_events(analyzer, conn, k.events[: k.out_n[hm.O_EVENTS]].tolist(),
+                            k.arena[: k.out_n[hm.O_ARENA]].tobytes(), ts)
             if answer == hm.LEFT:
                 left = True
                 hm.resume(analyzer, conn, k.state, k.sides, k.lines, k.heads)

@@ -125,6 +125,43 @@ def test_the_client_side_is_released_after_the_client_hello() -> None:
     assert run.finish(conn).ja3s == KNOWN_JA3S
 
 
+def test_the_scanner_lets_a_certificate_go_by_unread() -> None:
+    """`skippable` counts the bytes left inside a message the analyzer does not read (the
+    Certificate) and inside its record; `skip` stands in for them, and the messages after it
+    are found as if the bytes had been read. (A hello sharing its record with the rest of the
+    flight is only read with the whole record: nothing is skipped then.)"""
+    hello = record(22, handshake(2, server_hello_body(771, 49199, [ext(65281, b"\x00")])), 0x0303)
+    rest_of_flight = handshake(11, b"\x00" * 3000) + handshake(12, b"\x03\x00\x17" + bytes(70)) + handshake(14, b"")
+    flight = hello + record(22, rest_of_flight, 0x0303)
+    read = [(t, len(b)) for t, b in HandshakeScanner(tls._SERVER_HELLO_AT).feed(flight)]
+    scanner = HandshakeScanner(tls._SERVER_HELLO_AT)
+    first = scanner.feed(flight[: len(hello) + 200])  # the hello and the certificate's start
+    assert [t for t, _ in first] == [2]
+    unread = scanner.skippable(tls._SERVER_READS)
+    cert_end = len(hello) + 5 + 4 + 3000
+    assert unread == cert_end - len(hello) - 200
+    assert scanner.skippable(tls._SERVER_READS | {11}) == 0  # a message it reads is never skipped
+    scanner.skip(unread - 100)
+    assert scanner.skippable(tls._SERVER_READS) == 100
+    scanner.skip(100)
+    rest = scanner.feed(flight[cert_end:])
+    assert [(t, len(b)) for t, b in first + rest] == read
+    assert (12, b"\x03\x00\x17" + bytes(70)) in rest  # the key exchange, read
+    one_record = HandshakeScanner(tls._SERVER_HELLO_AT)
+    one_record.feed(_server_flight()[:200])
+    assert one_record.skippable(tls._SERVER_READS) == 0
+
+
+def test_a_record_that_ends_the_handshake_ends_it_at_its_header() -> None:
+    """Anything but handshake and ChangeCipherSpec records ends the plaintext handshake: the
+    scanner is done at the record's header, not after its body (the fast engine then keeps
+    the rest of an encrypted flight in its kernel)."""
+    sh = record(22, handshake(2, server_hello_body(771, 49199, None)), 0x0303)
+    scanner = HandshakeScanner(tls._SERVER_HELLO_AT)
+    assert [t for t, _ in scanner.feed(sh + record(20, b"\x01") + b"\x17\x03\x03\x10\x00" + bytes(10))] == [2]
+    assert scanner.done
+
+
 def test_a_part_of_the_registry_shares_streams_among_itself() -> None:
     """make_analyzers(only=...) (what benchmarks/bench_analyzers.py measures): the stream's
     readers are the analyzers that run, so without HTTP a TLS connection is let go of

@@ -12,7 +12,7 @@ import pytest
 from helpers_pcap import ether, ipv4, ipv4_fragments, ipv6, tcp, udp, write_pcap
 from record_sink import RecordCollector
 from test_fast_engine import assert_same
-from test_identifiers_support import client_hello_record, handshake, record, server_hello_body
+from test_identifiers_support import client_hello_record, ext, handshake, record, server_hello_body
 from zeek_logs import read_zeek_log
 
 from pcapexfil.pipeline import RunOptions, run
@@ -215,6 +215,38 @@ def test_ntp_and_dhcp_datagrams(tmp_path) -> None:
                                    ("control", bytes([0x16]) + bytes(9) + b"\x00\x10" + bytes(8), [])]:
         (rec,) = records(tmp_path / name, [udp_frame(1.0, CLIENT, 40000, SERVER, 123, payload)])
         assert rec.service == service, name
+
+
+def test_a_certificate_segment_stays_in_the_kernel(tmp_path, monkeypatch) -> None:
+    """The TLS analyzer offers the server's bytes inside a Certificate (it reads only the
+    hello, the key exchange and the hello-done): the fast engine counts a segment that lies
+    wholly inside it instead of handing it over, and both engines write the same ssl.log
+    (curve from the key exchange after it)."""
+    from pcapexfil.identifiers import tls
+
+    hello = record(22, handshake(2, server_hello_body(771, 49199, [ext(65281, b"\x00")])), 0x0303)
+    flight = hello + record(22, handshake(11, b"\x00" * 3000) + handshake(12, b"\x03\x00\x17" + bytes(70))
+                            + handshake(14, b""), 0x0303)
+    turns = [(True, client_hello_record("cert.example")), (False, flight[:1448]), (False, flight[1448:2896]),
+             (False, flight[2896:])]
+    seen: list[int] = []
+    real_on_packet = tls.TlsAnalyzer.on_packet
+
+    def on_packet(self, conn, is_orig, pkt):  # type: ignore[no-untyped-def]
+        if not is_orig and pkt.payload:
+            seen.append(len(pkt.payload))
+        real_on_packet(self, conn, is_orig, pkt)
+
+    monkeypatch.setattr(tls.TlsAnalyzer, "on_packet", on_packet)
+    path = tmp_path / "t"
+    (rec,) = records(path, _dialogue(443, turns))
+    assert rec.service == ["ssl"]
+    fast = read_zeek_log(str(path / "fast" / "ssl.log"))
+    assert [row["curve"] for row in fast.rows] == ["secp256r1"]
+    # `records` runs the reference engine, the fast one, the reference one again: the
+    # reference engine reads all three server segments, the fast engine not the middle one.
+    whole, last = [1448, 1448, len(flight) - 2896], len(flight) - 2896
+    assert seen == [*whole, 1448, last, *whole]
 
 
 def test_radius_datagrams_that_the_grammar_parses(tmp_path) -> None:

@@ -55,7 +55,7 @@ from pcapexfil.fast.dispatch import APP_NONE, DNS_UDP
 from pcapexfil.fast.dns import NO_QUESTION, ParsedMessages
 from pcapexfil.fast.dns_pairs import DNS_KERNEL, NO_SLOT, OUT_HANDOVER, OUT_MESSAGE, OUT_PAIR, P_OUT
 from pcapexfil.fast.events import WEIRD_NAMES
-from pcapexfil.fast.http_lane import HEAD_BUFFER, NO_HEADS, NO_LANE, NO_SEQ
+from pcapexfil.fast.http_lane import HEAD_BUFFER, L_ARENA_N, L_EV_N, NO_HEADS, NO_LANE, NO_SEQ
 from pcapexfil.fast.http_machine import E_BROKEN, E_DELIVERED, E_NEXT_SEQ, apply_end, apply_events, resume
 from pcapexfil.fast.layout import (
     CODE_LANE_LEFT,
@@ -243,9 +243,11 @@ class FastFlow:
         self._last_pkt: Packet | None = None
         self._last_serial = -1
         self._prev: tuple[Packet | None, int] = (None, -1)
-        # The DNS messages and the DNS analyzer's rows of the kernel call being replayed.
+        # The DNS messages and the DNS analyzer's rows of the kernel call being replayed, and
+        # the HTTP lane's events and arena: Python values made once per call, when first read.
         self._parsed: ParsedMessages | None = None
         self._dns_out: list[tuple] | None = None
+        self._lane_read: tuple[list[list[int]], bytes] | None = None
 
     # -- input ----------------------------------------------------------------------------
     def set_buffer(self, buf: np.ndarray) -> None:
@@ -440,6 +442,7 @@ class FastFlow:
         recs: list | None = None
         self._parsed = None
         self._dns_out = None
+        self._lane_read = None
         # Column views, not C[c]["field"] (a structured scalar per access); the table
         # grows only between kernel calls, so they stay valid for this call.
         C, E = self.table.flows.conns, self.table.flows.endpoints
@@ -655,9 +658,12 @@ class FastFlow:
     # -- HTTP the kernel reads (fast.http_lane) ---------------------------------------------
     def _http_read(self, conn: FastConn, lo: int, hi: int, ts: float) -> None:
         """The HTTP analyzer does what the kernel read in one segment (events lo .. hi)."""
-        lane = self.table.lane
         assert self.http is not None
-        apply_events(self.http, conn, lane.events[lo:hi], lane.arena, ts)
+        if self._lane_read is None:
+            lane = self.table.lane
+            self._lane_read = (lane.events[: lane.ints[L_EV_N]].tolist(), lane.arena[: lane.ints[L_ARENA_N]].tobytes())
+        events, arena = self._lane_read
+        apply_events(self.http, conn, events[lo:hi], arena, ts)
 
     def _http_left(self, conn: FastConn, row: int, lo: int, hi: int, ts: float) -> TcpStreams:
         """The kernel left the connection's HTTP to Python at this segment: the analyzer

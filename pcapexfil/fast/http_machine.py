@@ -738,12 +738,12 @@ _STATE_NAMES = {HEAD: "head", BODY: "body", CHUNK_SIZE: "chunk_size", CHUNK_DATA
 _LINE_STATES = (CHUNK_SIZE, CHUNK_CRLF, TRAILER)  # a size or trailer line may be held
 
 
-def _bytes(arena: np.ndarray, row: list[int], field: int) -> bytes | None:
+def _bytes(arena: bytes, row: list[int], field: int) -> bytes | None:
     start = row[field]
-    return None if start == NO_SPAN else arena[start : row[field + 1]].tobytes()
+    return None if start == NO_SPAN else arena[start : row[field + 1]]
 
 
-def _request_headers(arena: np.ndarray, row: list[int]) -> list[tuple[str, str]]:
+def _request_headers(arena: bytes, row: list[int]) -> list[tuple[str, str]]:
     """The header lines the transaction reads: the whole block where proxy or Authorization
     lines need `parse_headers`, else the four values the kernel found."""
     block = _bytes(arena, row, E_BLOCK)
@@ -760,10 +760,11 @@ def _request_headers(arena: np.ndarray, row: list[int]) -> list[tuple[str, str]]
 _VALUE_FIELDS = (("HOST", E_HOST), ("REFERER", E_REFERER), ("USER-AGENT", E_USER_AGENT), ("ORIGIN", E_ORIGIN))
 
 
-def apply_events(analyzer: HttpAnalyzer, conn: ConnView, events: np.ndarray, arena: np.ndarray, ts: float) -> None:
-    """What `http_chunk` wrote for one connection's segment, at network time `ts`, done by
-    the analyzer (HE_LEFT is the caller's: `resume`)."""
-    for row in events.tolist():
+def apply_events(analyzer: HttpAnalyzer, conn: ConnView, events: list[list[int]], arena: bytes, ts: float) -> None:
+    """What `http_chunk` wrote for one connection's segment (its event rows, and the arena
+    their spans point into, as Python values: the caller converts a kernel call's once), at
+    network time `ts`, done by the analyzer (HE_LEFT is the caller's: `resume`)."""
+    for row in events:
         kind, depth = row[E_KIND], row[E_DEPTH]
         if kind == HE_REQUEST:
             analyzer.kernel_request(conn, ts, _bytes(arena, row, E_METHOD) or b"", _bytes(arena, row, E_URI) or b"",

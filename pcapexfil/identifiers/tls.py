@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 NAME = "tls"
 MAX_BYTES = 16 * 1024  # first bytes of each direction searched for the hellos
 _UNTIL_CLIENT_HELLO = 1 << 62  # server bytes we skip before a ClientHello: no limit
+_SERVER_READS = frozenset((2, 12, 14))  # ServerHello, ServerKeyExchange, ServerHelloDone: what `_feed` reads
 
 GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 
@@ -459,20 +460,45 @@ class HandshakeScanner:
                 self.error = "SSL_bad_record_header"
                 self.done = True
                 break
+            if ctype != 22 and ctype != 20:
+                # Anything but handshake and ChangeCipherSpec ends the plaintext handshake,
+                # known from the header: the record itself is not waited for.
+                self.done = True
+                break
             stop = pos + 5 + length
             if stop > end:
                 break
             if ctype == 22:
                 self.hs += buf[pos + 5 : stop]
                 self._messages(messages)
-            elif ctype != 20:  # anything but ChangeCipherSpec ends the plaintext handshake
-                self.done = True
-                break
             pos = stop
         self.pos = pos
         if end >= MAX_BYTES:
             self.done = True
         return messages
+
+    def skippable(self, read: frozenset[int]) -> int:
+        """How many of the next bytes lie inside the handshake message being assembled, when
+        its type is not one of `read`, and inside the record being assembled: they may go
+        by unread (`skip`). 0 where that is not known yet."""
+        buf, pos = self.buf, self.pos
+        if self.done or self.start is None or pos + 5 > len(buf):
+            return 0
+        ctype, major, length = _RECORD_HEADER(buf, pos)
+        have = len(buf) - pos - 5  # this record's payload so far
+        if ctype != 22 or major != 3 or have >= length:
+            return 0
+        earlier = len(self.hs) - self.hs_pos  # the message's bytes in earlier records
+        head = bytes(self.hs[self.hs_pos : self.hs_pos + 4]) + buf[pos + 5 : pos + 5 + max(0, 4 - earlier)]
+        if len(head) < 4 or head[0] in read:
+            return 0
+        left_in_message = 4 + int.from_bytes(head[1:4], "big") - earlier - have
+        return max(0, min(left_in_message, length - have))
+
+    def skip(self, n: int) -> None:
+        """`n` bytes `skippable` allowed went by unread: they stand in as zeros (inside a
+        message nobody reads)."""
+        self.feed(bytes(n))
 
     def _messages(self, out: list[tuple[int, bytes]]) -> None:
         """Append the complete messages of `hs` not returned yet to `out`."""
@@ -776,7 +802,13 @@ class TlsAnalyzer:
                 s.release(NAME)
             else:
                 s.release_direction(NAME, True)  # the server's hello may still come
-                s.withdraw(NAME, False)
+                # Inside a message it does not read (a Certificate), the fast engine may
+                # count the server's bytes instead of handing them over.
+                unread = st.server.skippable(_SERVER_READS) if st.hello is not None else 0
+                if unread:
+                    s.offer(NAME, False, unread, st.server.skip)
+                else:
+                    s.withdraw(NAME, False)
         else:
             # Server bytes matter only after a ClientHello (see above): until the client
             # sends one, the fast engine may count them instead of handing them to us.
