@@ -63,7 +63,8 @@ Announce = Callable[[str, str, str, int], None]
 
 class StreamSession(Protocol):
     """What an attached analyzer reads of the whole stream, past the first bytes the
-    recognisers decide on (FTP's data channels: services.ftp_session)."""
+    recognisers decide on: the connections it announces (services.ftp_session's FTP data
+    channels, services.irc_session's DCC transfers)."""
 
     def feed(self, is_orig: bool, data: bytes) -> bool:
         """Read a chunk of one direction; False once the session reads no more (FTP after

@@ -9,8 +9,9 @@ An FTP control connection tells which data connection comes next (PORT, EPRT, PA
 - `Analyzer::schedule_analyzer(orig_h, resp_h, resp_p, ANALYZER_FTP_DATA, 5mins)`:
   src/analyzer/Manager.cc `ScheduleAnalyzer` keeps an entry keyed by (orig, resp, resp_p,
   transport; an IPv4 0.0.0.0 originator is the wildcard ::, `ConnIndex`), first expiring the
-  entries whose timeout has passed (`ExpireScheduledAnalyzers`, only there); `GetScheduled` finds, for a new connection, the entries of its exact key
-  whatever their timeout, and those of the wildcard originator (::) only before it. When
+  entries whose timeout has passed (`ExpireScheduledAnalyzers`, only there); `GetScheduled`
+  finds, for a new connection, the entries of its exact key whatever their timeout, and
+  those of the wildcard originator (::) only before it. When
   one applies (`IPBasedAnalyzer::BuildSessionAnalyzerTree`), the analyzers registered for
   the responder port are not attached ("we only take the scheduled ones"), and the event
   `scheduled_analyzer_applied` is raised.

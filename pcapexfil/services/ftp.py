@@ -25,26 +25,20 @@ before USER, the usual order, never lets the signature match.)
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services.base import (
-    Announce,
     Anchors,
     AtLineStart,
     Marks,
     PatternPair,
     Recogniser,
-    StreamSession,
     Verdict,
     reverse_signatures,
     signature_match,
     signature_match_or_fail,
 )
 from pcapexfil.services.ftp_session import BLANKS, MAX_COMMAND_LENGTH, FtpSession, command_word
-
-if TYPE_CHECKING:
-    from pcapexfil.hooks import ConnView
 
 _MIN_REPLY_CODE = 100
 _TLS_REPLY = 234  # ftp_starttls: the SSL analyzer takes over the stream
@@ -161,12 +155,8 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 
 
 signature = reverse_signatures(_signature_pairs)
-
-
-def session(conn: ConnView, announce: Announce) -> StreamSession:
-    """The control connection's announced data channels (services.ftp_session)."""
-    return FtpSession(conn, announce)
-# The pair confirms only with the server's greeting matched, and its failure is final.
+# The pair confirms only with the server's greeting matched, and its failure is final. The
+# session reads the announced data channels (services.ftp_session).
 RECOGNISER = Recogniser("ftp", PROTO_TCP, check, violation=violation, limit=limit, signature=signature,
                         signature_pairs=_signature_pairs, anchors=Anchors(resp=Marks(start=_SIG_GREETING)),
-                        session=session)
+                        session=FtpSession)

@@ -13,26 +13,20 @@ A 670 reply (RPL_STARTTLS) hands the rest of the stream to the SSL analyzer (`st
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services.base import (
-    Announce,
     Anchors,
     AtLineStart,
     Marks,
     PatternPair,
     Recogniser,
-    StreamSession,
     Verdict,
     content_lines,
     reverse_signatures,
     signature_match,
 )
 from pcapexfil.services.irc_session import IrcSession
-
-if TYPE_CHECKING:
-    from pcapexfil.hooks import ConnView
 
 MAX_LINE = 512
 MIN_LINE = 3
@@ -88,13 +82,9 @@ def _signature_pairs(orig: bytes, resp: bytes) -> tuple[PatternPair, ...]:
 signature = reverse_signatures(_signature_pairs)
 # The client's side of both pairs: a line beginning with USER, NICK or SERVER and a blank.
 _CLIENT_LINE = Marks(line_words=(b"USER ", b"NICK ", b"SERVER "))
-def session(conn: ConnView, announce: Announce) -> StreamSession:
-    """The connection's announced DCC transfers (services.irc_session)."""
-    return IrcSession(conn, announce)
-
-
+# The session reads the announced DCC transfers (services.irc_session).
 RECOGNISER = Recogniser("irc", PROTO_TCP, check, signature=signature, signature_pairs=_signature_pairs,
-                        anchors=Anchors(orig=_CLIENT_LINE), session=session)
+                        anchors=Anchors(orig=_CLIENT_LINE), session=IrcSession)
 
 
 _TLS_REPLY = b"670"  # RPL_STARTTLS
