@@ -249,6 +249,29 @@ def test_a_certificate_segment_stays_in_the_kernel(tmp_path, monkeypatch) -> Non
     assert seen == [*whole, 1448, last, *whole]
 
 
+def test_modbus_pdus_with_a_modbus_header(tmp_path) -> None:
+    """modbus-protocol.pac: records of `length + 6` bytes, the body by function code;
+    deliver_ModbusTCP_PDU confirms on one parsed whose protocol identifier is 0
+    (zeek/zeek#3972's IsValidHeader), a binpac exception is a violation. 502/tcp only."""
+    def pdu(tid: int, pid: int, fc: int, body: bytes, length: int | None = None) -> bytes:
+        n = 2 + len(body) if length is None else length
+        return tid.to_bytes(2, "big") + pid.to_bytes(2, "big") + n.to_bytes(2, "big") + bytes([1, fc]) + body
+
+    read = pdu(1, 0, 3, bytes([0, 0, 0, 2]))  # read two holding registers
+    answer = pdu(1, 0, 3, bytes([4, 0, 1, 0, 2]))
+    for name, port, turns, service in [
+        ("read", 502, [(True, read), (False, answer)], ["modbus"]),
+        ("request-only", 502, [(True, read)], ["modbus"]),
+        ("other-protocol-id", 502, [(True, pdu(1, 7, 3, bytes(4))), (False, pdu(1, 7, 0x83, b"\x02"))], []),
+        ("short-body", 502, [(True, pdu(1, 0, 3, b"\x00"))], []),  # 4 bytes needed
+        ("then-bad", 502, [(True, pdu(1, 0, 3, b"\x00") + read)], []),  # disabled first
+        ("waiting", 502, [(True, pdu(1, 0, 3, bytes(4), length=600))], []),
+        ("other-port", 503, [(True, read), (False, answer)], []),
+    ]:
+        (rec,) = records(tmp_path / name, _dialogue(port, turns))
+        assert rec.service == service, name
+
+
 def test_radius_datagrams_that_the_grammar_parses(tmp_path) -> None:
     """radius-protocol.pac: a 20-byte header, then attributes to the datagram's end (each
     code, length >= 2, value); proc_radius_message confirms on any PDU parsed, a binpac

@@ -30,8 +30,8 @@ from pcapexfil.identifiers.http_tunnel import take_tunnel
 from pcapexfil.identifiers.stream import PiaBuffer, stream_size, streams, tcp_data
 from pcapexfil.packet import PROTO_TCP, PROTO_UDP
 from pcapexfil.services import (
-    dce_rpc, dhcp, ftp, imap, irc, krb, ldap, mysql, ntp, pop3, postgresql, quic, radius, rdp, sip, smb, smtp, snmp,
-    socks, ssh, syslog, xmpp,
+    dce_rpc, dhcp, ftp, imap, irc, krb, ldap, modbus, mysql, ntp, pop3, postgresql, quic, radius, rdp, sip, smb, smtp,
+    snmp, socks, ssh, syslog, xmpp,
 )
 from pcapexfil.services.expected import ExpectedConnections
 from pcapexfil.services.base import (
@@ -58,7 +58,7 @@ RECOGNISERS: tuple[Recogniser, ...] = (
     krb.RECOGNISER, krb.RECOGNISER_TCP, smb.RECOGNISER, dce_rpc.RECOGNISER, ldap.RECOGNISER_TCP,
     ldap.RECOGNISER_UDP, rdp.RECOGNISER, snmp.RECOGNISER, syslog.RECOGNISER, sip.RECOGNISER, mysql.RECOGNISER,
     postgresql.RECOGNISER, irc.RECOGNISER, socks.RECOGNISER, pop3.RECOGNISER, imap.RECOGNISER, xmpp.RECOGNISER,
-    radius.RECOGNISER,
+    radius.RECOGNISER, modbus.RECOGNISER,
 )
 # Bytes per direction a recogniser may ask for before it must have decided.
 MAX_BYTES = 8192
