@@ -25,6 +25,7 @@ from zeek_logs import (  # tests/ is on sys.path under pytest and as a script
 
 from pcapexfil.pipeline import RunOptions, run
 from pcapexfil.record import ConnRecord
+from pcapexfil.identifiers.websocket import NAME as WEBSOCKET
 from pcapexfil.services import RECOGNISERS
 from pcapexfil.services.expected import FTP_DATA, IRC_DATA
 from pcapexfil.source import CaptureError
@@ -62,11 +63,11 @@ RENAMED_ID_COLUMNS = {
 }  # fmt: skip
 # service is compared for the protocols pcapexfil recognises: the identifiers' ssl/http/dns,
 # pcapexfil.services' recognisers, the FTP data channels and IRC DCC transfers they announce
-# (services.expected) and
+# (services.expected), the WebSocket analyzer an HTTP upgrade attaches and
 # the UDP tunnels a carrier names (flow.table.tunnel_parent_uid).
 TUNNEL_SERVICES = frozenset({"vxlan", "geneve", "gtpv1", "teredo", "ayiya"})
-KNOWN_SERVICES = (frozenset({"ssl", "http", "dns", FTP_DATA, IRC_DATA}) | frozenset(r.name for r in RECOGNISERS)
-                  | TUNNEL_SERVICES)
+KNOWN_SERVICES = (frozenset({"ssl", "http", "dns", FTP_DATA, IRC_DATA, WEBSOCKET})
+                  | frozenset(r.name for r in RECOGNISERS) | TUNNEL_SERVICES)
 THRESHOLDS = {
     "orig_pkts": 0.99, "resp_pkts": 0.99, "orig_ip_bytes": 0.99, "resp_ip_bytes": 0.99,
     "orig_bytes": 0.98, "resp_bytes": 0.98, "missed_bytes": 0.98,

@@ -272,6 +272,42 @@ def test_modbus_pdus_with_a_modbus_header(tmp_path) -> None:
         assert rec.service == service, name
 
 
+def _ws_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    head = bytes([(0x80 if fin else 0) | opcode, (0x80 if masked else 0) | len(payload)])
+    return head + (b"\x01\x02\x03\x04" if masked else b"") + payload
+
+
+def test_websocket_after_an_http_upgrade(tmp_path) -> None:
+    """HTTP.cc ReplyMade/HTTP_Upgrade: a 101 with `Connection: upgrade` and `Upgrade:
+    websocket` answering the one request attaches the WebSocket analyzer, which confirms at
+    the first whole message (websocket-protocol.pac: a first frame with an opcode, then
+    continuation frames to FIN; a header breaking that is a violation). Another protocol
+    gets a PIA on the rest (here SSH's banners), a 101 without those headers upgrades
+    nothing."""
+    get = (True, b"GET /chat HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+
+    def switching(headers: bytes) -> tuple[bool, bytes]:
+        return False, b"HTTP/1.1 101 Switching Protocols\r\n" + headers + b"\r\n"
+
+    upgrade = switching(b"Upgrade: websocket\r\nConnection: Upgrade\r\n")
+    for name, turns, service in [
+        ("message", [get, upgrade, (True, _ws_frame(1, b"hi"))], ["http", "websocket"]),
+        ("server-first", [get, upgrade, (False, _ws_frame(2, b"x", masked=False))], ["http", "websocket"]),
+        ("in-the-101-chunk", [get, (False, upgrade[1] + _ws_frame(1, b"hi", masked=False))], ["http", "websocket"]),
+        ("fragmented", [get, upgrade, (True, _ws_frame(1, b"a", fin=False)), (True, _ws_frame(0, b"b"))],
+         ["http", "websocket"]),
+        ("unfinished", [get, upgrade, (True, _ws_frame(1, b"a", fin=False))], ["http"]),
+        ("continuation-first", [get, upgrade, (True, _ws_frame(0, b"a"))], ["http"]),
+        ("ping-inside", [get, upgrade, (True, _ws_frame(1, b"a", fin=False) + _ws_frame(9, b""))], ["http"]),
+        ("no-connection-upgrade", [get, switching(b"Upgrade: websocket\r\n"), (True, _ws_frame(1, b"hi"))],
+         ["http"]),
+        ("other-protocol", [get, switching(b"Upgrade: h2c\r\nConnection: upgrade\r\n"),
+                            (True, b"SSH-2.0-client\r\n"), (False, b"SSH-2.0-server\r\n")], ["http", "ssh"]),
+    ]:
+        (rec,) = records(tmp_path / name, _dialogue(80, turns))
+        assert rec.service == service, name
+
+
 def test_radius_datagrams_that_the_grammar_parses(tmp_path) -> None:
     """radius-protocol.pac: a 20-byte header, then attributes to the datagram's end (each
     code, length >= 2, value); proc_radius_message confirms on any PDU parsed, a binpac

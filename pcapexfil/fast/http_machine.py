@@ -130,6 +130,7 @@ MAX_TRANSACTIONS_IN_KERNEL = MAX_TRANSACTIONS - PENDING_MAX
 # into the arena, NO_SPAN when absent.
 # HE_REQUEST (the first one confirms the analyzer): E_METHOD, E_URI, E_VERSION, E_HOST ..
 # E_ORIGIN, E_BLOCK (the header lines, where Python must parse them itself).
+SWITCHING_PROTOCOLS = 101  # a reply that may upgrade the connection (HTTP.cc ReplyMade)
 HE_REQUEST = 0
 HE_INFO = 1  # a 1xx response: E_CODE, E_REASON
 HE_REPLY = 2  # the final response: E_CODE, E_REASON, E_VERSION
@@ -508,6 +509,9 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
     n = header_lines(buf, hs, he, lines_out)
     if n == HEADERS_LEFT_TO_PYTHON or message_fields(buf, lines_out, n, fields) == FIELDS_LEFT_TO_PYTHON:
         return LEFT, head_end, True
+    if code == SWITCHING_PROTOCOLS:
+        # The analyzer decides whether it upgrades and what reads on (HttpAnalyzer._upgrade).
+        return LEFT, head_end, True
     if _persistent(buf, fs + 5, version_end):
         state[K_KEEP_ALIVE] = 1
     depth = state[K_NEXT_RESP] + 1
@@ -517,7 +521,7 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
         # The 200 opens a CONNECT tunnel (HTTP.cc DeliverStream, EXPECT_REPLY_MESSAGE): the
         # HTTP analyzer its PIA may attach reads on in Python (HttpAnalyzer._open_tunnel).
         return LEFT, head_end, True
-    if 100 <= code < 200 and code != 101:
+    if 100 <= code < 200:
         k = _status_event(events, arena, out_n, HE_INFO, depth, code, buf, r_start, r_end)
         return (FED if k >= 0 else NO_ROOM), head_end, True
     if not _flush_counts(state, sides, events, out_n, RESP):
@@ -527,8 +531,7 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
         return NO_ROOM, head_end, True
     state[K_NEXT_RESP] = depth
     kind = pending[depth % PENDING_MAX]
-    tunnel = code == 101  # an upgrade (a CONNECT's 200 went to Python above)
-    if (kind & T_HEAD) != 0 or code == 204 or code == 304 or tunnel:
+    if (kind & T_HEAD) != 0 or code == 204 or code == 304:
         if not _done(state, sides, events, out_n, depth):
             return NO_ROOM, head_end, True
         row[S_STATE] = HEAD
@@ -537,9 +540,6 @@ def _reply(state, sides, pending, lines_out, fields, events, arena, out_n, size,
         answer = _start_body(state, sides, events, out_n, RESP, fields, False)
         if answer != FED:
             return answer, head_end, True
-    if tunnel:
-        row[S_STATE] = OFF
-        sides[ORIG, S_STATE] = OFF
     return FED, head_end, True
 
 

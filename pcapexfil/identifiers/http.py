@@ -38,6 +38,8 @@ from pcapexfil.flow.ports import registered_ports
 from pcapexfil.identifiers.http_tunnel import blank_lines_end, connect_method, head_end, open_tunnel
 from pcapexfil.identifiers.output import LogOut
 from pcapexfil.identifiers.stream import PiaBuffer, stream_size, streams, tcp_data
+from pcapexfil.identifiers.websocket import NAME as WEBSOCKET
+from pcapexfil.identifiers.websocket import WebSocketFrames, has_analyzer, upgrade_protocol
 from pcapexfil.logs.http import HTTP_FIELDS, http_row
 from pcapexfil.packet import PROTO_TCP
 from pcapexfil.services import handed_over
@@ -316,7 +318,7 @@ def dpd_signature(orig: bytes, resp: bytes) -> Verdict:
 
 class _HttpConn:
     __slots__ = ("orig", "resp", "trans", "next_resp", "is_http", "done", "dropped", "keep_alive", "attached",
-                 "in_kernel", "connect_request", "depth_base", "tunnel", "pia")
+                 "in_kernel", "connect_request", "depth_base", "tunnel", "pia", "upgraded")
 
     def __init__(self, attached: bool | None, depth_base: int = 0) -> None:
         # The analyzer is attached by the responder port (analyzer::Manager::
@@ -344,6 +346,9 @@ class _HttpConn:
         # and, for a tunnel's analyzer, that PIA (HTTP.cc DeliverStream's new PIA_TCP).
         self.tunnel: _HttpConn | None = None
         self.pia: PiaBuffer | None = None
+        # After a 101 upgrading to a protocol with an analyzer (HTTP_Upgrade): that analyzer,
+        # reading the rest of the stream until it confirmed or failed.
+        self.upgraded: WebSocketFrames | None = None
 
 
 # What the kernel keeps of one direction for `HttpAnalyzer.kernel_resume`: state name,
@@ -415,7 +420,7 @@ class HttpAnalyzer:
         if st.done and st.tunnel is None and handed_over(conn):
             self._open_handed_over(conn, st)
         tunnel = st.tunnel
-        if st.done and (tunnel is None or tunnel.done):
+        if st.done and (tunnel is None or tunnel.done) and st.upgraded is None:
             return
         data = tcp_data(conn, is_orig, pkt, self.users)
         if not data:
@@ -423,7 +428,9 @@ class HttpAnalyzer:
         if conn.is_partial:
             self._partial(conn, st)
             return
-        if tunnel is not None:
+        if st.upgraded is not None:
+            self._upgraded_chunk(conn, st, is_orig, data)
+        elif tunnel is not None:
             self._tunnel_chunk(conn, tunnel, is_orig, data, pkt.ts)
         elif st.attached is None:
             s = streams(conn)
@@ -493,9 +500,10 @@ class HttpAnalyzer:
         self._offer_counts(conn, st)
 
     def _give_up(self, conn: ConnView, st: _HttpConn) -> None:
-        """The analyzer reads no more; the stream is let go unless its tunnel's reads on."""
+        """The analyzer reads no more; the stream is let go unless its tunnel or the analyzer
+        its upgrade attached reads on."""
         st.done = True
-        if st.tunnel is not None and not st.tunnel.done:
+        if (st.tunnel is not None and not st.tunnel.done) or st.upgraded is not None:
             return
         s = streams(conn)
         if s is not None:
@@ -510,6 +518,7 @@ class HttpAnalyzer:
         before kept."""
         if st.tunnel is not None:
             st.tunnel.done = True
+        st.upgraded = None
         self._give_up(conn, st)
 
     def _violation(self, conn: ConnView, st: _HttpConn) -> None:
@@ -764,6 +773,7 @@ class HttpAnalyzer:
                 else:
                     t.status_code, t.status_msg = code, msg
                     t.resp_version = _text(m.group(1))
+                    protocol = upgrade_protocol(headers, len(st.trans) - st.next_resp) if code == 101 else None
                     st.next_resp += 1
                     # HTTP.cc DeliverStream, EXPECT_REPLY_MESSAGE: the head of a 200 ends
                     # while connect_request is set (whichever request it answers).
@@ -783,6 +793,9 @@ class HttpAnalyzer:
                         if code == 200:
                             self._open_tunnel(conn, st, bytes(side.buf), ts)
                             side.buf.clear()
+                        elif protocol is not None:
+                            self._upgrade(conn, st, protocol, bytes(side.buf), ts)
+                            side.buf.clear()
                         return
                 rest = bytes(side.buf)
                 side.buf.clear()
@@ -791,6 +804,35 @@ class HttpAnalyzer:
                 pos = self._body(side, data, pos)
                 if side.state == "head" and side.trans is not None and side.trans.complete:
                     self._log(conn, side.trans)
+
+    # -- an upgrade (HTTP_Upgrade) --------------------------------------------------------------
+
+    def _upgrade(self, conn: ConnView, st: _HttpConn, protocol: str, rest: bytes, ts: float) -> None:
+        """HTTP.cc HTTP_Upgrade: the analyzer HTTP::upgrade_analyzers names reads the rest of
+        the connection (the server's bytes after the 101's head too, weird
+        protocol_data_with_HTTP_upgrade_reply), or a new PIA_TCP where none is named (as
+        after a CONNECT). Not modelled: a 101 that does not upgrade, after which Zeek's
+        analyzer expects another reply (here it reads no more, as before)."""
+        if rest:
+            self._weird(conn, "protocol_data_with_HTTP_upgrade_reply", ts)
+        if not has_analyzer(protocol):
+            self._open_tunnel(conn, st, rest, ts)
+            return
+        st.upgraded = WebSocketFrames()
+        if rest:
+            self._upgraded_chunk(conn, st, False, rest)
+
+    def _upgraded_chunk(self, conn: ConnView, st: _HttpConn, is_orig: bool, data: bytes) -> None:
+        """A chunk for the upgrade's analyzer: once it confirmed (its name joins the service)
+        or failed (dpd.zeek disables it before it confirmed), the stream is let go."""
+        assert st.upgraded is not None
+        verdict = st.upgraded.feed(is_orig, data)
+        if verdict is None:
+            return
+        if verdict and WEBSOCKET not in conn.service:
+            conn.service.append(WEBSOCKET)
+        st.upgraded = None
+        self._give_up(conn, st)
 
     # -- a tunnel's HTTP (CONNECT's, SOCKS's) ---------------------------------------------------
 
