@@ -10,7 +10,9 @@ long download costs one subtraction per segment. Responses pair with requests in
 `connect_request` rule: identifiers.http_tunnel) or a 101 upgrade the rest of the
 connection is not this analyzer's. A CONNECT's or a SOCKS tunnel's bytes are a new PIA's,
 which may attach a second instance (`_HttpConn.tunnel`) by http/dpd.sig: the same parsing
-on the tunnel's sub-stream, logging to the same connection.
+on the tunnel's sub-stream, logging to the same connection. An upgrade's are the WebSocket
+analyzer's, or a new PIA's for another protocol (`HttpAnalyzer._upgrade`,
+identifiers.websocket).
 
 http.log's `host` column keeps the Host header as sent (Zeek's does, `:port` included); the
 connection record's `http_host`, the identifier, is the first request's Host without its
