@@ -72,9 +72,9 @@ class AppAnalyzer(Protocol):
         stream direction some analyzer still wants (`identifiers.stream.tcp_data`;
         analyzers say they are done with `release` or `release_direction`). Bytes every
         reader of a direction offered to only count (`TcpStreams.offer`: HTTP bodies of
-        known length, TLS server bytes before a ClientHello or inside a Certificate) stay in the kernel, which
-        reports how many through the offers' callbacks. Packets of other protocols are not
-        handed over. An analyzer that reads more must widen that filter (`fast.engine`;
+        known length, TLS server bytes before a ClientHello or inside a Certificate) stay in
+        the kernel, which reports how many through the offers' callbacks. Packets of other
+        protocols are not handed over. An analyzer that reads more must widen that filter (`fast.engine`;
         the differential test shows when logs drift).
         """
 

@@ -166,7 +166,7 @@ class Share:
 
     def mark(self, rows: np.ndarray) -> None:
         """Rows (one parsed batch) of connections another worker owns become KIND_FOREIGN, but
-        those on the ports of an analyzer announcing other connections (FTP control:
+        those on the ports of an analyzer announcing other connections (FTP control, IRC:
         `services.SESSION_PORTS`), which every worker reads so that the announced one is named
         by whichever worker owns it; only their owner writes them, as for SLOW frames."""
         fast = rows["kind"] == KIND_FAST

@@ -675,7 +675,8 @@ class FastFlow:
         buffer = lane.stream[row, HEAD_BUFFER]
         resume(http, conn, lane.state[row], lane.sides[row], lane.lines[row],
                lane.heads[buffer] if buffer != NO_HEADS else lane.no_heads)
-        left = lane.events[hi - 1].tolist()
+        assert self._lane_read is not None
+        left = self._lane_read[0][hi - 1]  # made by the `_http_read` above
         st = conn.app.get(STREAM_KEY)
         if st is None and lane.gate.rows[row, G_RELEASED]:
             # The others were done at the PIA's last chunk, which the kernel saw (fast.pia_gate).

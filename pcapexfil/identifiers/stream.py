@@ -201,10 +201,10 @@ class TcpStreams:
 
     def offer(self, name: str, is_orig: bool, nbytes: int, on_counted: Callable[[int], None] | None = None) -> None:
         """Analyzer `name` would only count the next `nbytes` of this direction (an HTTP body
-        of known length; server bytes before any ClientHello, or inside a Certificate). Once every reader of the
-        direction offers, the fast engine may count in-order segments inside the smallest
-        offer in its kernel and report them through `StreamDirection.counted` (and
-        `on_counted(n)`) instead of delivering them. Offers end when the direction next
+        of known length; TLS server bytes before any ClientHello, or inside a Certificate).
+        Once every reader of the direction offers, the fast engine may count in-order
+        segments inside the smallest offer in its kernel and report them through
+        `StreamDirection.counted` (and `on_counted(n)`) instead of delivering them. Offers end when the direction next
         delivers bytes; the reference engine delivers everything and never uses them."""
         (self.orig if is_orig else self.resp).offers[name] = (nbytes, on_counted)
 

@@ -66,7 +66,7 @@ MAX_BYTES = 8192
 
 _PORTS: dict[Recogniser, frozenset[tuple[int, int]]] = {r: r.ports() for r in RECOGNISERS}
 # TCP ports of the analyzers whose sessions announce other connections (`Recogniser.session`:
-# FTP's data channels), as a lookup table by port: `workers.Share.mark` has every worker read
+# FTP's data channels, IRC's DCC transfers), as a lookup table by port: `workers.Share.mark` has every worker read
 # them, so that the worker owning an announced connection knows it.
 SESSION_PORTS = np.zeros(65536, np.bool_)
 SESSION_PORTS[[port for r in RECOGNISERS if r.session is not None
@@ -135,7 +135,7 @@ _TUNNEL_GATE = anchor_gate(rec.anchors for rec, _, _ in _TUNNEL_PENDING)
 
 class _State:
     __slots__ = ("pending", "watching", "limited", "orig", "resp", "orig_size", "resp_size", "udp_seen", "signatures",
-                 "gate", "connect", "tunnel", "pia", "opener", "sessions", "ended", "data_channel")
+                 "gate", "connect", "tunnel", "pia", "opener", "sessions", "ended")
 
     def __init__(self, pending: Sequence[Pending], gate: AnchorGate | None) -> None:
         self.pending: Sequence[Pending] = pending
@@ -162,7 +162,6 @@ class _State:
         # connections: nothing is allocated for them).
         self.sessions: dict[Recogniser, tuple[StreamSession, list[int]]] | None = None
         self.ended: tuple[Recogniser, ...] = ()
-        self.data_channel = False  # a scheduled analyzer applied (services.expected)
 
 
 def _keep(st: _State, is_orig: bool, data: bytes) -> None:
@@ -300,7 +299,6 @@ class ServiceAnalyzer:
         scheduled = self.expected.applied(conn, conn.start_ts)
         pending = _first_pending(conn.proto, conn.resp_p, scheduled)
         st = conn.app[NAME] = _State(pending, waiting_gate(conn.resp_p) if conn.proto == PROTO_TCP else None)
-        st.data_channel = scheduled
         if conn.proto == PROTO_TCP:
             for rec, via_signature, _ in pending:
                 if not via_signature:
@@ -522,9 +520,7 @@ class ServiceAnalyzer:
             conn.limit_reached(weird)
 
     def on_remove(self, conn: ConnView, rec: ConnRecord) -> None:
-        st: _State | None = conn.app.get(NAME)
-        if st is not None and st.data_channel:
-            self.expected.finalize(conn)
+        self.expected.finalize(conn)
 
     def close(self) -> None:
         return

@@ -115,7 +115,8 @@ class ExpectedConnections:
         return True
 
     def finalize(self, conn: ConnView) -> None:
-        """`finalize_ftp_data` and `finalize_irc_data`, for a connection they named."""
+        """A connection is removed: `finalize_ftp_data` and `finalize_irc_data`, which the
+        scripts register for a connection they named."""
         for service, table in self._tables.items():
             if service in conn.service:
                 table.pop((conn.resp_h, conn.resp_p), None)
